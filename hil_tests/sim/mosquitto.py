@@ -1,0 +1,162 @@
+"""A real Mosquitto broker on a loopback port, started and stopped (or killed) on demand.
+
+Used by tests, the demo and the simulated rig. The port stays the same across restarts so
+clients can reconnect to the same address after a fault is injected.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from hil_tests.sim.tools import find_mosquitto, free_port
+
+
+class BrokerError(RuntimeError):
+    """The broker did not start or stop as asked; the message carries its log tail."""
+
+
+class Mosquitto:
+    """One mosquitto process bound to 127.0.0.1.
+
+    Args:
+        workdir: directory for the config, log and (optional) persistence file.
+        name: label used in file names and error messages.
+        port: fixed port; a free one is chosen when omitted.
+        persistence: keep QoS 1 queues and sessions across restarts (a restart after
+            stop() or kill() then behaves like a broker that was power-cycled with its disk).
+        extra_config: more mosquitto.conf lines (TLS listeners, limits, ...).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        name: str = "broker",
+        port: int | None = None,
+        persistence: bool = False,
+        extra_config: str = "",
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.port = port or free_port()
+        self.persistence = persistence
+        self.extra_config = extra_config
+        self.log_path = self.workdir / f"{name}.log"
+        self.conf_path = self.workdir / f"{name}.conf"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def _write_config(self) -> None:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            # QoS 1 queues for offline persistent sessions are never cut short in tests.
+            "max_queued_messages 0",
+            "max_inflight_messages 0",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "connection_messages true",
+        ]
+        if os.geteuid() == 0:
+            # mosquitto drops root privileges to user "mosquitto" unless told otherwise;
+            # stay as the current user so the log and persistence files stay writable.
+            lines.append(f"user {getpass.getuser()}")
+        if self.persistence:
+            lines += [
+                "persistence true",
+                f"persistence_location {self.workdir}/",
+                f"persistence_file {self.name}.db",
+                "autosave_interval 1",
+            ]
+        else:
+            lines.append("persistence false")
+        if self.extra_config:
+            lines.append(self.extra_config)
+        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.running:
+            return
+        self._write_config()
+        self._proc = subprocess.Popen(
+            [find_mosquitto(), "-c", str(self.conf_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise BrokerError(f"{self.name}: mosquitto exited at start: {err}{self.log_tail()}")
+            try:
+                with socket.create_connection(self.address, timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.kill()
+        raise BrokerError(f"{self.name}: not listening on port {self.port} after {timeout}s")
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGTERM): persistence, if on, is written out."""
+        self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies without saving anything."""
+        self._end(signal.SIGKILL, 5.0)
+
+    def _end(self, sig: int, timeout: float) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()

@@ -1,0 +1,53 @@
+"""Shared fixtures: real Mosquitto brokers on loopback ports, the MicroPython interpreter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil_tests.sim.mosquitto import Mosquitto
+from hil_tests.sim.tools import find_micropython
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A fresh Mosquitto on a free loopback port, killed after the test."""
+    with Mosquitto(tmp_path / "broker", name="broker") as b:
+        yield b
+
+
+@pytest.fixture
+def broker_pair(tmp_path: Path) -> Iterator[tuple[Mosquitto, Mosquitto]]:
+    """Two brokers: the gateway's local one (persistent) and central."""
+    local = Mosquitto(tmp_path / "local", name="local", persistence=True)
+    central = Mosquitto(tmp_path / "central", name="central")
+    local.start()
+    central.start()
+    try:
+        yield local, central
+    finally:
+        local.kill()
+        central.kill()
+
+
+@pytest.fixture(scope="session")
+def micropython() -> str:
+    path = find_micropython()
+    if path is None:
+        pytest.skip(
+            "NO MICROPYTHON: this test needs the MicroPython unix port; install it or pass "
+            "MICROPYTHON=/path/to/micropython"
+        )
+    return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if find_micropython() is None:
+        terminalreporter.write_sep(
+            "!",
+            "NO MICROPYTHON UNIX PORT: firmware tests ran under CPython only",
+            red=True,
+            bold=True,
+        )
