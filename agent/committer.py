@@ -1,0 +1,329 @@
+"""Group commit: the one thread that writes the buffer.
+
+Accepted events queue up here while the previous commit is being fsynced; each round then
+writes all of them, the replay state that admitted them, receipt-ledger rows, acknowledged
+batches and newly sealed batches in ONE transaction with ONE fsync, and hands the result to
+the event loop (receipt 1, PUBACKs to the local broker, batches to publish).
+
+Sealing (docs/protocol.md §4) happens here too, so a batch is durable before it is
+published and a restart resends the same bytes:
+- only while the uplink is connected, so a backlog is sealed in lane order when it returns;
+- in lane order, P0 first; a P0 never waits for linger and may use one batch slot beyond
+  the in-flight window (the batch it gets then carries P0 events only);
+- P1/P2 are sealed when a batch is full (count or bytes) or the oldest has waited linger_ms.
+When the backlog is empty, events go straight from the inbox into a batch without passing
+through the events table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.buffer import Store
+from agent.config import BatchConfig
+from agent.errors import StoreError
+from agent.frames import RECEIPT_DELIVERED, RECEIPT_STORED, Event
+from agent.signer import SealedBatch, Sealer
+
+log = logging.getLogger("agent.committer")
+
+# Batch overhead besides the events (header, signature, chain fields), for the byte limit.
+_BATCH_OVERHEAD = 200
+P0_RESERVE = 1
+
+
+@dataclass(slots=True)
+class Submitted:
+    """An accepted event with the replay row that admitted it and the source's ack token."""
+
+    event: Event
+    replay_row: tuple[int, int, int]
+    token: Any
+
+
+@dataclass(slots=True)
+class CommitResult:
+    committed: list[Submitted] = field(default_factory=list)
+    sealed: list[SealedBatch] = field(default_factory=list)
+    backlog: tuple[int, int, int] = (0, 0, 0)
+    backlog_bytes: tuple[int, int, int] = (0, 0, 0)
+    oldest_ms: int | None = None
+    commit_ms: float = 0.0
+    error: str | None = None
+
+
+class Committer:
+    """Owns the Store from its own thread; the event loop talks to it through submit/ack."""
+
+    def __init__(
+        self,
+        store: Store,
+        sealer: Sealer,
+        batch: BatchConfig,
+        commit_wait_ms: float,
+        inflight: int,
+        backlog: list[int],
+        backlog_bytes: list[int],
+        loop: asyncio.AbstractEventLoop,
+        on_result: Callable[[CommitResult], None],
+    ) -> None:
+        self.store = store
+        self.sealer = sealer
+        self.batch = batch
+        self.commit_wait = commit_wait_ms / 1000.0
+        self.loop = loop
+        self.on_result = on_result
+        self.inflight = inflight
+        self.backlog = list(backlog)
+        self.backlog_bytes = list(backlog_bytes)
+        # wall-clock ms of the oldest unsealed event, None when the backlog is empty;
+        # a backlog found at start counts as old, so it is sealed at once
+        self.oldest_ms: int | None = 0 if sum(backlog) else None
+        self._cv = threading.Condition()
+        self._inbox: deque[Submitted] = deque()
+        self._acks: deque[SealedBatch] = deque()
+        self._uplink = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
+
+    # --- event-loop side -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, item: Submitted) -> None:
+        with self._cv:
+            self._inbox.append(item)
+            if len(self._inbox) == 1:
+                self._cv.notify()
+
+    def ack(self, batch: SealedBatch) -> None:
+        """Central acknowledged `batch`: delete it and mark its events delivered."""
+        with self._cv:
+            self._acks.append(batch)
+            self._cv.notify()
+
+    def set_uplink(self, connected: bool) -> None:
+        with self._cv:
+            self._uplink = connected
+            self._cv.notify()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then end the thread."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    # --- committer thread ----------------------------------------------------------
+
+    def _pending_total(self) -> int:
+        return sum(self.backlog) + len(self._inbox)
+
+    def _has_p0(self) -> bool:
+        return self.backlog[0] > 0 or any(s.event.prio == 0 for s in self._inbox)
+
+    def _seal_wait(self, now_ms: int) -> float | None:
+        """0 when a batch should be sealed now, seconds until linger ends, or None (nothing to seal)."""
+        if not self._uplink or self._pending_total() == 0:
+            return None
+        p0 = self._has_p0()
+        if self.inflight >= self.batch.window + (P0_RESERVE if p0 else 0):
+            return None
+        if p0 or self._pending_total() >= self.batch.max_events:
+            return 0.0
+        pending_bytes = sum(self.backlog_bytes) + sum(len(s.event.encoded) for s in self._inbox)
+        if pending_bytes + _BATCH_OVERHEAD >= self.batch.max_bytes:
+            return 0.0
+        oldest = self.oldest_ms if self.oldest_ms is not None else now_ms
+        if self._inbox:
+            oldest = min(oldest, self._inbox[0].event.received)
+        return max(0.0, (oldest + self.batch.linger_ms - now_ms) / 1000.0)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._cv:
+                while True:
+                    now_ms = int(time.time() * 1000)
+                    seal_wait = self._seal_wait(now_ms)
+                    if self._inbox or self._acks or seal_wait == 0.0 or self._stopping:
+                        break
+                    self._cv.wait(seal_wait)
+                if self._stopping and not self._inbox and not self._acks:
+                    return
+                if (
+                    self.commit_wait
+                    and self._inbox
+                    and not self._acks
+                    and not self._stopping
+                    and len(self._inbox) < 64
+                    and not any(s.event.prio == 0 for s in self._inbox)
+                ):
+                    # bounded wait so that a trickle of telemetry shares one fsync
+                    self._cv.wait(self.commit_wait)
+                items = list(self._inbox)
+                self._inbox.clear()
+                acks = list(self._acks)
+                self._acks.clear()
+                uplink = self._uplink
+            try:
+                result = self._commit(items, acks, uplink)
+            except StoreError as exc:
+                log.error("commit_failed reason=%r retry_in_s=%.1f", str(exc), backoff)
+                with self._cv:
+                    self._inbox.extendleft(reversed(items))
+                    self._acks.extendleft(reversed(acks))
+                self.loop.call_soon_threadsafe(self.on_result, CommitResult(error=str(exc)))
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            self.loop.call_soon_threadsafe(self.on_result, result)
+
+    def _commit(self, items: list[Submitted], acks: list[SealedBatch], uplink: bool) -> CommitResult:
+        t0 = time.perf_counter()
+        now_ms = int(time.time() * 1000)
+        chain = (self.sealer.seq, self.sealer.prev)
+        backlog = list(self.backlog)
+        backlog_bytes = list(self.backlog_bytes)
+        inflight = self.inflight - len(acks)
+        oldest_ms = self.oldest_ms
+        sealed: list[SealedBatch] = []
+        store = self.store
+        try:
+            with store.transaction():
+                if acks:
+                    store.delete_batches(b.seq for b in acks)
+                    store.ledger_set((*k, RECEIPT_DELIVERED) for b in acks for k in b.flagged)
+
+                inbox = sorted(items, key=lambda s: s.event.prio)  # stable: arrival order per lane
+                if uplink and sum(backlog) == 0:
+                    inbox, inflight = self._seal_direct(inbox, inflight, sealed, now_ms)
+                if inbox:
+                    store.insert_events(
+                        (
+                            s.event.prio,
+                            len(s.event.encoded),
+                            s.event.encoded,
+                            *(
+                                (s.event.device, s.event.boot, s.event.seq)
+                                if s.event.wants_receipts
+                                else (None, None, None)
+                            ),
+                        )
+                        for s in inbox
+                    )
+                    for s in inbox:
+                        backlog[s.event.prio] += 1
+                        backlog_bytes[s.event.prio] += len(s.event.encoded)
+                    if oldest_ms is None:
+                        oldest_ms = min(s.event.received for s in inbox)
+                if uplink and any(backlog):
+                    inflight, oldest_ms = self._seal_backlog(
+                        backlog, backlog_bytes, inflight, sealed, now_ms, oldest_ms
+                    )
+
+                if items:
+                    last: dict[str, tuple[int, int, int]] = {}
+                    for s in items:
+                        last[s.event.device] = s.replay_row
+                    store.save_replay((d, *row) for d, row in last.items())
+                    flagged = [(*s.event.key, RECEIPT_STORED) for s in items if s.event.wants_receipts]
+                    if flagged:
+                        store.ledger_set(flagged)
+                for b in sealed:
+                    store.insert_batch(b)
+                if sealed:
+                    store.set_chain(self.sealer.epoch, self.sealer.seq, self.sealer.prev)
+        except BaseException:
+            self.sealer.seq, self.sealer.prev = chain
+            raise
+        self.backlog, self.backlog_bytes, self.inflight = backlog, backlog_bytes, inflight
+        self.oldest_ms = oldest_ms if sum(backlog) else None
+        return CommitResult(
+            committed=items,
+            sealed=sealed,
+            backlog=(backlog[0], backlog[1], backlog[2]),
+            backlog_bytes=(backlog_bytes[0], backlog_bytes[1], backlog_bytes[2]),
+            oldest_ms=self.oldest_ms,
+            commit_ms=(time.perf_counter() - t0) * 1000,
+        )
+
+    def _room(self, p0: bool, inflight: int) -> bool:
+        return inflight < self.batch.window + (P0_RESERVE if p0 else 0)
+
+    def _seal_direct(
+        self, inbox: list[Submitted], inflight: int, sealed: list[SealedBatch], now_ms: int
+    ) -> tuple[list[Submitted], int]:
+        """Seal events straight from the inbox (lane-sorted); returns what is left over."""
+        i = 0
+        while i < len(inbox):
+            p0 = inbox[i].event.prio == 0
+            if not self._room(p0, inflight):
+                break
+            reserve_only = p0 and inflight >= self.batch.window
+            rest = inbox[i:]
+            full = len(rest) >= self.batch.max_events or (
+                sum(len(s.event.encoded) for s in rest[: self.batch.max_events]) + _BATCH_OVERHEAD
+                >= self.batch.max_bytes
+            )
+            if not p0 and not full and rest[0].event.received + self.batch.linger_ms > now_ms:
+                break
+            blobs: list[bytes] = []
+            flagged: list[tuple[str, int, int]] = []
+            size = _BATCH_OVERHEAD
+            j = i
+            while j < len(inbox) and len(blobs) < self.batch.max_events:
+                ev = inbox[j].event
+                if reserve_only and ev.prio != 0:
+                    break
+                if blobs and size + len(ev.encoded) > self.batch.max_bytes:
+                    break
+                blobs.append(ev.encoded)
+                size += len(ev.encoded)
+                if ev.wants_receipts:
+                    flagged.append(ev.key)
+                j += 1
+            sealed.append(self.sealer.seal(blobs, now_ms, inbox[i].event.prio, tuple(flagged)))
+            inflight += 1
+            i = j
+        return inbox[i:], inflight
+
+    def _seal_backlog(
+        self,
+        backlog: list[int],
+        backlog_bytes: list[int],
+        inflight: int,
+        sealed: list[SealedBatch],
+        now_ms: int,
+        oldest_ms: int | None,
+    ) -> tuple[int, int | None]:
+        while sum(backlog):
+            p0 = backlog[0] > 0
+            if not self._room(p0, inflight):
+                break
+            full = sum(backlog) >= self.batch.max_events or sum(backlog_bytes) + _BATCH_OVERHEAD >= self.batch.max_bytes
+            if not p0 and not full and oldest_ms is not None and oldest_ms + self.batch.linger_ms > now_ms:
+                break
+            reserve_only = p0 and inflight >= self.batch.window
+            limit = backlog[0] if reserve_only else self.batch.max_events
+            rows = self.store.take_backlog(min(limit, self.batch.max_events), self.batch.max_bytes - _BATCH_OVERHEAD)
+            if not rows:
+                break
+            for prio, blob, _ in rows:
+                backlog[prio] -= 1
+                backlog_bytes[prio] -= len(blob)
+            flagged = tuple(k for _, _, k in rows if k is not None)
+            sealed.append(self.sealer.seal([b for _, b, _ in rows], now_ms, rows[0][0], flagged))
+            inflight += 1
+            # the backlog's age is no longer known exactly; what remains is sealed as it fills
+            oldest_ms = now_ms if sum(backlog) else None
+        return inflight, oldest_ms

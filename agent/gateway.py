@@ -1,0 +1,94 @@
+"""Assembles and runs the gateway: buffer, committer, pipeline, local broker, uplink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from agent.buffer import Store
+from agent.committer import Committer
+from agent.config import AgentConfig
+from agent.frames import FrameVerifier
+from agent.pipeline import Pipeline, Stats
+from agent.registry import load_registry
+from agent.signer import Sealer, load_or_create_key
+from agent.sources.mqtt import LocalBroker
+from agent.uplink import Uplink
+
+log = logging.getLogger("agent")
+
+STATS_INTERVAL_S = 60.0
+
+
+async def run_gateway(cfg: AgentConfig) -> None:
+    registry = load_registry(cfg.devices_file)
+    key = load_or_create_key(cfg.key_file, cfg.gateway_id)
+    store = Store(cfg.buffer_path)
+    rec = store.recover()
+    if rec.quarantined is not None:
+        log.error(
+            "buffer_replaced quarantined=%s salvaged_replay_devices=%d new_epoch=%d",
+            rec.quarantined,
+            rec.salvaged_replay,
+            rec.epoch,
+        )
+    sealer = Sealer(key, cfg.gateway_id, rec.epoch, rec.seq, rec.prev)
+    stats = Stats()
+    stats.backlog = (rec.backlog[0], rec.backlog[1], rec.backlog[2])
+    pipeline = Pipeline(cfg.gateway_id, registry, FrameVerifier(registry, cfg.max_frame), rec.replay, rec.ledger, stats)
+    loop = asyncio.get_running_loop()
+    committer = Committer(
+        store,
+        sealer,
+        cfg.batch,
+        cfg.commit_wait_ms,
+        inflight=len(rec.batches),
+        backlog=rec.backlog,
+        backlog_bytes=rec.backlog_bytes,
+        loop=loop,
+        on_result=pipeline.on_commit,
+    )
+    pipeline.committer = committer
+    uplink = Uplink(cfg, pipeline, stats, rec.batches)
+    local = LocalBroker(cfg.local, pipeline, stats)
+    log.info(
+        "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
+        cfg.gateway_id,
+        cfg.venue,
+        len(registry),
+        rec.epoch,
+        rec.seq,
+        len(rec.batches),
+        rec.backlog,
+    )
+    committer.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(t) for t in (local.run(), uplink.run(), _report(stats))]
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        log.info("agent_stopping reason=signal")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        committer.stop()
+        store.close()
+        log.info("agent_stopped %s", _fmt(stats.snapshot()))
+
+
+async def _report(stats: Stats) -> None:
+    while True:
+        await asyncio.sleep(STATS_INTERVAL_S)
+        log.info("stats %s", _fmt(stats.snapshot()))
+
+
+def _fmt(snapshot: dict[str, object]) -> str:
+    return " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.items()) + f" t={int(time.time())}"

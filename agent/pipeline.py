@@ -1,0 +1,183 @@
+"""The gateway pipeline on the event loop: frames in, receipts out, batches to the uplink.
+
+    source --ingest()--> FrameVerifier --> replay check --> Committer (thread, fsync)
+       ^                                                          |
+       |  PUBACK to the local broker, receipt 1  <--on_commit()---+--> Uplink (sealed batches)
+       |  receipt 2                              <--on_delivered()------/
+
+Every rejected frame is counted by reason and logged (throttled) with the device id and the
+reason, never the key; the source's acknowledgement of a rejected frame is released at once
+so nothing else waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from agent.committer import CommitResult, Committer, Submitted
+from agent.errors import WireError
+from agent.frames import RECEIPT_DELIVERED, RECEIPT_STORED, FrameVerifier, receipt
+from agent.log import Throttle
+from agent.registry import Registry
+from agent.replay import ReplayState
+from agent.signer import SealedBatch
+
+log = logging.getLogger("agent.pipeline")
+
+Ack = Callable[[], None]
+SendReceipt = Callable[[str, bytes], None]
+
+
+class Stats:
+    """Counters and gauges the agent reports (logs now; metrics and heartbeats read them)."""
+
+    def __init__(self) -> None:
+        self.rejected: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        self.backlog: tuple[int, int, int] = (0, 0, 0)
+        self.backlog_bytes: tuple[int, int, int] = (0, 0, 0)
+        self.oldest_ms: int | None = None
+        self.inflight_batches = 0
+        self.uplink_connected = False
+        self.local_connected = False
+        self.store_error: str | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "accepted": self.counts["accepted"],
+            "committed": self.counts["committed"],
+            "delivered": self.counts["delivered"],
+            "batches_sealed": self.counts["batches_sealed"],
+            "batches_acked": self.counts["batches_acked"],
+            "receipts_sent": self.counts["receipts_sent"],
+            "rejected": dict(self.rejected),
+            "backlog": list(self.backlog),
+            "backlog_bytes": list(self.backlog_bytes),
+            "oldest_age_ms": (int(time.time() * 1000) - self.oldest_ms) if self.oldest_ms else 0,
+            "inflight_batches": self.inflight_batches,
+            "uplink": "up" if self.uplink_connected else "down",
+            "local": "up" if self.local_connected else "down",
+        }
+
+
+class Pipeline:
+    """Verification, replay protection and receipts, between the sources and the committer."""
+
+    def __init__(
+        self,
+        gateway_id: str,
+        registry: Registry,
+        verifier: FrameVerifier,
+        replay: dict[str, ReplayState],
+        ledger: dict[tuple[str, int, int], int],
+        stats: Stats,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.registry = registry
+        self.verifier = verifier
+        self.replay = replay
+        self.ledger = ledger
+        self.stats = stats
+        self.committer: Committer | None = None
+        self.send_receipt: SendReceipt | None = None
+        self.publish_batch: Callable[[SealedBatch], None] | None = None
+        self._throttle = Throttle()
+
+    # --- frames in -----------------------------------------------------------------
+
+    def ingest(self, data: bytes, topic_device: str | None, ack: Ack, source: str = "mqtt") -> bool:
+        """Check one frame; True when it was accepted (ack runs once it is durable)."""
+        now_ms = int(time.time() * 1000)
+        try:
+            event = self.verifier.verify(data, topic_device, now_ms)
+        except WireError as exc:
+            self._reject(exc.reason, topic_device, exc.detail, source)
+            ack()
+            return False
+        state = self.replay.get(event.device)
+        if state is None:
+            state = self.replay[event.device] = ReplayState()
+        if not state.is_new(event.boot, event.seq):
+            self._reject("replay", event.device, f"boot {event.boot} seq {event.seq} already seen", source)
+            if event.wants_receipts:
+                known = self.ledger.get(event.key)
+                if known in (RECEIPT_STORED, RECEIPT_DELIVERED):
+                    self._receipt(event.device, event.boot, event.seq, known)
+            ack()
+            return False
+        state.accept(event.boot, event.seq)
+        if event.wants_receipts:
+            self.ledger[event.key] = 0  # accepted, not yet durable
+        self.stats.counts["accepted"] += 1
+        assert self.committer is not None, "pipeline used before the committer was attached"
+        self.committer.submit(Submitted(event, state.as_row(), ack))
+        return True
+
+    def _reject(self, reason: str, device: str | None, detail: str, source: str) -> None:
+        self.stats.rejected[reason] += 1
+        suppressed = self._throttle.allow((reason, device))
+        if suppressed is not None:
+            log.warning(
+                "frame_rejected source=%s device=%s reason=%s detail=%r suppressed_since_last=%d",
+                source,
+                device,
+                reason,
+                detail[:200],
+                suppressed,
+            )
+
+    # --- results from the committer --------------------------------------------------
+
+    def on_commit(self, result: CommitResult) -> None:
+        if result.error is not None:
+            self.stats.store_error = result.error
+            return
+        self.stats.store_error = None
+        for s in result.committed:
+            s.token()
+            if s.event.wants_receipts:
+                if self.ledger.get(s.event.key, 0) < RECEIPT_STORED:
+                    self.ledger[s.event.key] = RECEIPT_STORED
+                self._receipt(s.event.device, s.event.boot, s.event.seq, RECEIPT_STORED)
+        self.stats.counts["committed"] += len(result.committed)
+        self.stats.backlog = result.backlog
+        self.stats.backlog_bytes = result.backlog_bytes
+        self.stats.oldest_ms = result.oldest_ms
+        for batch in result.sealed:
+            self.stats.counts["batches_sealed"] += 1
+            if self.publish_batch is not None:
+                self.publish_batch(batch)
+
+    def on_delivered(self, batch: SealedBatch) -> None:
+        """Central's broker acknowledged `batch` (PUBACK)."""
+        assert self.committer is not None, "pipeline used before the committer was attached"
+        self.committer.ack(batch)
+        self.stats.counts["batches_acked"] += 1
+        self.stats.counts["delivered"] += batch.events
+        for key in batch.flagged:
+            self.ledger[key] = RECEIPT_DELIVERED
+            self._receipt(key[0], key[1], key[2], RECEIPT_DELIVERED)
+        self._prune_ledger()
+
+    def _receipt(self, device_id: str, boot: int, seq: int, kind: int) -> None:
+        device = self.registry.get(device_id)
+        if device is None or self.send_receipt is None:
+            return
+        self.send_receipt(device_id, receipt(device.key, self.gateway_id, boot, seq, kind))
+        self.stats.counts["receipts_sent"] += 1
+
+    def _prune_ledger(self) -> None:
+        # the durable ledger keeps the newest entries per device; the mirror stays bounded too
+        if len(self.ledger) > 16 * max(len(self.registry), 1) * 2:
+            by_device: dict[str, list[tuple[str, int, int]]] = {}
+            for key in self.ledger:
+                by_device.setdefault(key[0], []).append(key)
+            for keys in by_device.values():
+                keys.sort()
+                for key in keys[:-16]:
+                    if self.ledger[key] == RECEIPT_DELIVERED:
+                        del self.ledger[key]

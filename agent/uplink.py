@@ -1,0 +1,121 @@
+"""The uplink to central: sealed batches out over MQTT 5, QoS 1, deleted only after PUBACK.
+
+Batches are published concurrently (the committer keeps at most `window` unacknowledged,
+plus one P0 reserve slot). A batch whose PUBACK does not arrive is published again, with the
+same bytes, after the next (re)connect; central drops the duplicate by (epoch, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.backoff import Backoff
+from agent.config import AgentConfig
+from agent.pipeline import Pipeline, Stats
+from agent.signer import SealedBatch
+
+log = logging.getLogger("agent.uplink")
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+PUBLISH_TIMEOUT_S = 30.0
+
+
+class Uplink:
+    def __init__(self, cfg: AgentConfig, pipeline: Pipeline, stats: Stats, unacked: list[SealedBatch]) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.stats = stats
+        self.topic = cfg.batch_topic
+        self.inflight: dict[int, SealedBatch] = {b.seq: b for b in unacked}
+        self.backoff = Backoff(cap=10.0)
+        self._client: aiomqtt.Client | None = None
+        self._broken = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connected = asyncio.Event()
+        pipeline.publish_batch = self.publish
+
+    def publish(self, batch: SealedBatch) -> None:
+        self.inflight[batch.seq] = batch
+        self.stats.inflight_batches = len(self.inflight)
+        if self._client is not None:
+            self._start(self._client, batch)
+
+    def _start(self, client: aiomqtt.Client, batch: SealedBatch) -> None:
+        task = asyncio.create_task(self._publish(client, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, client: aiomqtt.Client, batch: SealedBatch) -> None:
+        try:
+            await client.publish(self.topic, batch.blob, qos=1, timeout=PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            log.warning("batch_publish_failed seq=%d reason=%r", batch.seq, str(exc))
+            self._broken.set()
+            return
+        if self.inflight.pop(batch.seq, None) is not None:
+            self.stats.inflight_batches = len(self.inflight)
+            self.pipeline.on_delivered(batch)
+
+    async def run(self) -> None:
+        committer = self.pipeline.committer
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                log.warning(
+                    "uplink_down host=%s port=%d reason=%r", self.cfg.central.host, self.cfg.central.port, str(exc)
+                )
+            finally:
+                self._client = None
+                self.connected.clear()
+                self.stats.uplink_connected = False
+                if committer is not None:
+                    committer.set_uplink(False)
+                for task in list(self._tasks):
+                    task.cancel()
+            await asyncio.sleep(self.backoff.next())
+
+    async def _session(self) -> None:
+        central = self.cfg.central
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        async with aiomqtt.Client(
+            central.host,
+            central.port,
+            identifier=central.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=central.keepalive,
+            max_inflight_messages=self.cfg.batch.window + 2,
+        ) as client:
+            self._broken.clear()
+            self._client = client
+            self.backoff.reset()
+            self.connected.set()
+            self.stats.uplink_connected = True
+            log.info("uplink_up host=%s port=%d resending=%d", central.host, central.port, len(self.inflight))
+            for seq in sorted(self.inflight):
+                self._start(client, self.inflight[seq])
+            if self.pipeline.committer is not None:
+                self.pipeline.committer.set_uplink(True)
+            watch = asyncio.create_task(self._watch(client))
+            broken = asyncio.create_task(self._broken.wait())
+            try:
+                done, _ = await asyncio.wait({watch, broken}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is watch and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+            finally:
+                watch.cancel()
+                broken.cancel()
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        # nothing is subscribed yet; iterating ends with MqttError when the connection drops
+        async for _ in client.messages:
+            pass
