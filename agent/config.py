@@ -70,7 +70,7 @@ def load_config(path: Path) -> AgentConfig:
     gw = top.table("gateway")
     gateway_id = gw.ident("id")
     data_dir = gw.path_value("data_dir", base)
-    key_file = gw.path_value("key_file", data_dir, str(data_dir / "gateway.key"))
+    key_file = gw.path_value("key_file", data_dir, "gateway.key")
     devices_file = gw.path_value("devices_file", base)
     venue = gw.ident("venue")
     gw.no_unknown_keys()

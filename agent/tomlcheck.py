@@ -104,9 +104,10 @@ class Table:
         return value
 
     def path_value(self, key: str, base: Path, default: Any = _MISSING) -> Any:
+        """A path; relative ones (given or defaulted) are taken relative to `base`."""
         value = self.text(key, default)
-        if value is default or value is None:
-            return value
+        if value is None:
+            return None
         p = Path(value)
         return p if p.is_absolute() else (base / p)
 

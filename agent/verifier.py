@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import cose
+from agent.backoff import Backoff
 from agent.errors import WireError
 from agent.frames import AAD_FRAME, Event, type_name
 from agent.registry import Registry
@@ -265,22 +266,33 @@ async def run_verifier(
     deadline = None if duration is None else time.monotonic() + duration
 
     async def consume() -> None:
-        async with aiomqtt.Client(
-            host,
-            port,
-            identifier=client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=props,
-        ) as client:
-            await client.subscribe(topic, qos=1)
-            if ready is not None:
-                ready()
-            async for message in client.messages:
-                payload = message.payload if isinstance(message.payload, bytes) else b""
-                emit(verifier.feed(message.topic.value, payload))
-                if count is not None and verifier.counts["events"] >= count:
-                    return
+        # reconnect with the same persistent session: batches queued meanwhile are delivered
+        backoff = Backoff(cap=2.0)
+        announced: list[bool] = []
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    host,
+                    port,
+                    identifier=client_id,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    clean_start=False,
+                    properties=props,
+                ) as client:
+                    await client.subscribe(topic, qos=1)
+                    backoff.reset()
+                    if not announced:
+                        announced.append(True)
+                        if ready is not None:
+                            ready()
+                    async for message in client.messages:
+                        payload = message.payload if isinstance(message.payload, bytes) else b""
+                        emit(verifier.feed(message.topic.value, payload))
+                        if count is not None and verifier.counts["events"] >= count:
+                            return
+            except aiomqtt.MqttError as exc:
+                log.warning("central_broker_down host=%s port=%d reason=%r", host, port, str(exc))
+            await asyncio.sleep(backoff.next())
 
     async def ticker() -> None:
         while True:

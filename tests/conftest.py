@@ -20,9 +20,9 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture
 def broker_pair(tmp_path: Path) -> Iterator[tuple[Mosquitto, Mosquitto]]:
-    """Two brokers: the gateway's local one (persistent) and central."""
+    """Two brokers, both persistent like deployed ones: the gateway's local one and central."""
     local = Mosquitto(tmp_path / "local", name="local", persistence=True)
-    central = Mosquitto(tmp_path / "central", name="central")
+    central = Mosquitto(tmp_path / "central", name="central", persistence=True)
     local.start()
     central.start()
     try:

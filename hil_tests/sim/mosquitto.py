@@ -139,6 +139,25 @@ class Mosquitto:
         if proc.stderr:
             proc.stderr.close()
 
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / f"{self.name}.db"
+
+    def wait_saved(self, timeout: float = 5.0) -> None:
+        """Wait until the persistent store has been written after this call (before a kill -9)."""
+        if not self.persistence:
+            raise BrokerError(f"{self.name}: persistence is off")
+        since = time.time()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.db_path.stat().st_mtime > since:
+                    return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+        raise BrokerError(f"{self.name}: store not written within {timeout}s")
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -1,0 +1,233 @@
+"""The buffer and its group-commit thread, driven directly (no MQTT)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import cose
+from agent.buffer import Store
+from agent.committer import CommitResult, Committer, Submitted
+from agent.config import BatchConfig
+from agent.frames import Event
+from agent.replay import ReplayState
+from agent.signer import AAD_BATCH, SealedBatch, Sealer
+
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
+KEYS = {b"GW-T": KEY.public_key()}
+
+
+def event(seq: int, typ: int, device: str = "AP-1", flags: int = 0, received: int = 1) -> Event:
+    return Event(device, 1, seq, typ, seq * 10, received, {}, seq.to_bytes(8, "big"), flags)
+
+
+class Harness:
+    def __init__(self, committer: Committer, store: Store, results: asyncio.Queue[CommitResult]) -> None:
+        self.committer = committer
+        self.store = store
+        self.results = results
+        self.acked: list[int] = []
+
+    def submit(self, *events: Event) -> None:
+        for ev in events:
+            st = ReplayState(ev.boot, ev.seq, 0)
+            self.committer.submit(Submitted(ev, st.as_row(), lambda ev=ev: self.acked.append(ev.seq)))
+
+    async def next_result(self, within: float = 5.0) -> CommitResult:
+        return await asyncio.wait_for(self.results.get(), within)
+
+    async def sealed(self, n: int, within: float = 5.0) -> list[SealedBatch]:
+        got: list[SealedBatch] = []
+        while len(got) < n:
+            got.extend((await self.next_result(within)).sealed)
+        return got
+
+
+@asynccontextmanager
+async def harness(path: Path, **batch: int) -> AsyncIterator[Harness]:
+    store = Store(path)
+    rec = store.recover()
+    cfg = BatchConfig(
+        max_events=batch.get("max_events", 1000),
+        max_bytes=batch.get("max_bytes", 1 << 20),
+        linger_ms=batch.get("linger_ms", 0),
+        window=batch.get("window", 8),
+    )
+    results: asyncio.Queue[CommitResult] = asyncio.Queue()
+
+    def on_result(result: CommitResult) -> None:
+        # what Pipeline.on_commit does first: release the source's acknowledgements
+        for s in result.committed:
+            s.token()
+        results.put_nowait(result)
+
+    committer = Committer(
+        store,
+        Sealer(KEY, "GW-T", rec.epoch, rec.seq, rec.prev),
+        cfg,
+        0.0,
+        len(rec.batches),
+        rec.backlog,
+        rec.backlog_bytes,
+        asyncio.get_running_loop(),
+        on_result,
+    )
+    committer.start()
+    h = Harness(committer, store, results)
+    try:
+        yield h
+    finally:
+        committer.stop()
+        store.close()
+
+
+def events_of(batch: SealedBatch) -> list[dict[int, Any]]:
+    _, payload = cose.sign1_verify(batch.blob, KEYS, AAD_BATCH)
+    return [dict(e) for e in cbor2.loads(payload)[5]]
+
+
+async def test_backlog_sealed_in_lane_order(tmp_path: Path) -> None:
+    async with harness(tmp_path / "b.db") as h:
+        h.submit(*(event(i, 128) for i in range(1, 6)), event(6, 64), event(7, 1), event(8, 128))
+        res = await h.next_result()
+        assert len(res.committed) == 8 and not res.sealed, "uplink down: nothing sealed"
+        assert res.backlog == (1, 1, 6)
+        assert h.acked == [1, 2, 3, 4, 5, 6, 7, 8], "acks follow the commit, in arrival order"
+        h.committer.set_uplink(True)
+        (batch,) = await h.sealed(1)
+        assert [e[3] for e in events_of(batch)] == [7, 6, 1, 2, 3, 4, 5, 8]
+        assert batch.prio == 0 and batch.seq == 1
+
+
+async def test_window_and_p0_reserve(tmp_path: Path) -> None:
+    async with harness(tmp_path / "b.db", window=1, max_events=2) as h:
+        h.committer.set_uplink(True)
+        h.submit(*(event(i, 128) for i in range(1, 6)))
+        (first,) = await h.sealed(1)
+        assert [e[3] for e in events_of(first)] == [1, 2]
+        h.submit(event(6, 1), event(7, 2))
+        (p0,) = await h.sealed(1)
+        assert [e[3] for e in events_of(p0)] == [6, 7], "P0 takes the reserve slot, alone"
+        h.submit(event(8, 1))
+        res = await h.next_result()
+        assert not res.sealed and res.backlog == (1, 0, 3), "window + reserve full: P0 waits first in line"
+        h.committer.ack(first)
+        (nxt,) = await h.sealed(1)
+        assert [e[3] for e in events_of(nxt)] == [8], "the waiting P0 goes first, through the reserve slot"
+        h.committer.ack(p0)
+        h.committer.ack(nxt)
+        (tail,) = await h.sealed(1)
+        assert [e[3] for e in events_of(tail)] == [3, 4], "then the telemetry, oldest first"
+
+
+async def test_linger_holds_telemetry_not_alarms(tmp_path: Path) -> None:
+    async with harness(tmp_path / "b.db", linger_ms=300) as h:
+        h.committer.set_uplink(True)
+        h.submit(event(1, 128, received=int(time.time() * 1000)))
+        res = await h.next_result()
+        assert not res.sealed and res.backlog == (0, 0, 1)
+        (batch,) = await h.sealed(1, within=3)
+        assert [e[3] for e in events_of(batch)] == [1]
+        h.submit(event(2, 1, received=int(time.time() * 1000)))
+        res = await h.next_result()
+        assert len(res.sealed) == 1, "an alarm is sealed at once"
+
+
+async def test_restart_keeps_backlog_batches_replay_and_chain(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    async with harness(path, max_events=3) as h:
+        h.committer.set_uplink(True)
+        h.submit(*(event(i, 128, flags=1 if i == 2 else 0) for i in range(1, 4)))
+        (b1,) = await h.sealed(1)
+        h.committer.set_uplink(False)
+        h.submit(event(4, 1, flags=1), event(5, 128))
+        await h.next_result()
+    store = Store(path)
+    rec = store.recover()
+    store.close()
+    assert [b.seq for b in rec.batches] == [1] and rec.batches[0].blob == b1.blob
+    assert rec.batches[0].flagged == (("AP-1", 1, 2),)
+    assert rec.backlog == [1, 0, 1]
+    assert rec.replay["AP-1"].seq == 5
+    assert rec.ledger == {("AP-1", 1, 2): 1, ("AP-1", 1, 4): 1}
+    async with harness(path) as h:
+        h.committer.ack(rec.batches[0])
+        h.committer.set_uplink(True)
+        (b2,) = await h.sealed(1)
+        assert b2.seq == 2 and b2.epoch == b1.epoch
+        assert cbor2.loads(cose.sign1_verify(b2.blob, KEYS, AAD_BATCH)[1])[4] == b1.hash
+    store = Store(path)
+    rec = store.recover()
+    store.close()
+    assert rec.ledger[("AP-1", 1, 2)] == 2, "acked: delivered"
+    assert [b.seq for b in rec.batches] == [2]
+
+
+async def test_commit_failure_is_retried_without_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with harness(tmp_path / "b.db") as h:
+        real = h.store.insert_events
+        calls = {"n": 0}
+
+        def flaky(rows: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise sqlite3.OperationalError("database or disk is full")
+            real(rows)
+
+        monkeypatch.setattr(h.store, "insert_events", flaky)
+        h.submit(event(1, 128))
+        first = await h.next_result()
+        assert first.error is not None and "disk is full" in first.error
+        assert h.acked == [], "nothing is acknowledged before it is durable"
+        second = await h.next_result()
+        assert [s.event.seq for s in second.committed] == [1] and h.acked == [1]
+        h.committer.set_uplink(True)
+        (batch,) = await h.sealed(1)
+        assert batch.seq == 1, "the failed transaction did not advance the chain"
+
+
+def test_corrupt_file_is_quarantined_not_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    store = Store(path)
+    rec = store.recover(now_s=1000)
+    with store.transaction():
+        store.save_replay([("AP-1", 3, 9, 0)])
+    store.close()
+    assert rec.epoch == 1000
+    path.write_bytes(b"this is not an SQLite file" * 200)
+    store = Store(path)
+    rec = store.recover(now_s=2000)
+    store.close()
+    assert rec.quarantined is not None and rec.quarantined.exists()
+    assert rec.quarantined.read_bytes().startswith(b"this is not")
+    assert rec.epoch == 2000, "a new chain epoch after the loss"
+
+
+def test_replay_state_salvaged_from_damaged_file(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    store = Store(path)
+    store.recover(now_s=1000)
+    with store.transaction():
+        store.save_replay([(f"AP-{i}", 3, 9, 0) for i in range(50)])
+        store.insert_events([(2, 1000, b"x" * 1000, None, None, None) for _ in range(400)])
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    # damage a page in the middle of the events table
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2 // 4096 * 4096
+    data[mid : mid + 4096] = b"\xff" * 4096
+    path.write_bytes(bytes(data))
+    store = Store(path)
+    rec = store.recover(now_s=2000)
+    store.close()
+    assert rec.quarantined is not None
+    assert rec.salvaged_replay == 50 and rec.replay["AP-7"].seq == 9
