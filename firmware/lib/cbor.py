@@ -150,8 +150,7 @@ class _Decoder:
     def need(self, n, what):
         if self.pos + n > len(self.data):
             raise CBORError(
-                "truncated %s at offset %d: needs %d bytes, %d left"
-                % (what, self.start, n, len(self.data) - self.pos)
+                "truncated %s at offset %d: needs %d bytes, %d left" % (what, self.start, n, len(self.data) - self.pos)
             )
 
     def uint(self, ai, what):
@@ -261,7 +260,5 @@ def loads(data, max_depth=_MAX_DEPTH):
     dec = _Decoder(data, max_depth)
     obj = dec.item(0)
     if dec.pos != len(data):
-        raise CBORError(
-            "%d trailing bytes after item at offset %d" % (len(data) - dec.pos, dec.pos)
-        )
+        raise CBORError("%d trailing bytes after item at offset %d" % (len(data) - dec.pos, dec.pos))
     return obj

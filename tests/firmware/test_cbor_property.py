@@ -37,11 +37,7 @@ scalars = (
     | st.booleans()
     | st.none()
 )
-keys = (
-    st.integers(min_value=-(2**64), max_value=2**64 - 1)
-    | st.text(max_size=8)
-    | st.binary(max_size=8)
-)
+keys = st.integers(min_value=-(2**64), max_value=2**64 - 1) | st.text(max_size=8) | st.binary(max_size=8)
 values = st.recursive(
     scalars,
     lambda children: st.lists(children, max_size=6) | st.dictionaries(keys, children, max_size=6),
@@ -51,9 +47,7 @@ values = st.recursive(
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
-        return (math.isnan(a) and math.isnan(b)) or (
-            a == b and math.copysign(1, a) == math.copysign(1, b)
-        )
+        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
     if type(a) is not type(b):
         return False
     if isinstance(a, list):
@@ -148,9 +142,7 @@ def _rand_value(rng: random.Random, depth: int = 0) -> Any:
         return [_rand_value(rng, depth + 1) for _ in range(rng.randrange(5))]
     out: dict[Any, Any] = {}
     for _ in range(rng.randrange(5)):
-        k = rng.choice(
-            [rng.randrange(-1000, 100000), rng.choice(["a", "bb", "z"]), rng.randbytes(2)]
-        )
+        k = rng.choice([rng.randrange(-1000, 100000), rng.choice(["a", "bb", "z"]), rng.randbytes(2)])
         out[k] = _rand_value(rng, depth + 1)
     return out
 

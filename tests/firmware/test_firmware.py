@@ -71,9 +71,7 @@ def _run_module(interp: str, mod: str, tmp_root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("interp", "mod", "name"), _cases())
-def test_firmware(
-    interp: str, mod: str, name: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_firmware(interp: str, mod: str, name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     if interp == "micropython" and MICROPYTHON is None:
         pytest.skip(
             "NO MICROPYTHON: firmware tests ran under CPython only; install the unix port "

@@ -208,9 +208,7 @@ def _canon(v: Any) -> bytes:
     return cbor2.dumps(v, canonical=True)
 
 
-def _mac0_raw(
-    key: bytes, protected: bytes, payload: bytes, aad: bytes, tag_number: int = 17
-) -> bytes:
+def _mac0_raw(key: bytes, protected: bytes, payload: bytes, aad: bytes, tag_number: int = 17) -> bytes:
     tag = hmac_256_64(key, _canon(["MAC0", protected, aad, payload]))
     return _canon(cbor2.CBORTag(tag_number, [protected, {}, payload, tag]))
 

@@ -1,0 +1,258 @@
+# Hardware layer for the MicroPython unix port: a virtual board. The supervisor
+# (hil_tests/sim/board.py, protocol in its docstring) drives the input pins and watches the
+# output pins over an AF_UNIX stream socket named by $GE_VBOARD_CTRL, one ASCII line per
+# message: it sends "in <pin> <0|1>", we send "out <pin> <0|1>".
+# Without a supervisor (no $GE_VBOARD_CTRL, or the socket died) inputs read 0 and outputs are
+# kept locally; service() retries the connection at most once a second.
+import os
+import select
+import socket
+import struct
+import sys
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+try:
+    from time import ticks_add, ticks_diff, ticks_ms
+except ImportError:
+    import time
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_add(a, d):
+        return a + d
+
+    def ticks_diff(a, b):
+        return a - b
+
+
+_RETRY_MS = const(1000)
+_SYNC_MS = const(500)
+_MAX_LINE = const(128)
+_EAGAIN = const(11)
+_AF_UNIX_FAMILY = const(1)
+
+
+class _In:
+    def __init__(self, name):
+        self.name = name
+        self._v = 0
+        self._irq = None
+
+    def value(self):
+        return self._v
+
+    def irq(self, handler=None):
+        # handler(pin) runs inside Board.service() for every level change, in order, with
+        # pin.value() already at the new level, so a press and release that arrive together
+        # are both seen.
+        self._irq = handler
+
+    def _set(self, v):
+        if v == self._v:
+            return False
+        self._v = v
+        if self._irq is not None:
+            self._irq(self)
+        return True
+
+
+class _Out:
+    def __init__(self, board, name):
+        self.name = name
+        self._board = board
+        self._v = 0
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        v = 1 if v else 0
+        if v != self._v:
+            self._v = v
+            self._board._report(self)
+        return None
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class Board:
+    def __init__(self):
+        self.button = _In("button")
+        self.tamper = _In("tamper")
+        self.led_r = _Out(self, "led_r")
+        self.led_g = _Out(self, "led_g")
+        self.led_b = _Out(self, "led_b")
+        self.buzzer = _Out(self, "buzzer")
+        self._ins = (self.button, self.tamper)
+        self._outs = (self.led_r, self.led_g, self.led_b, self.buzzer)
+        self._path = os.getenv("GE_VBOARD_CTRL")
+        self._sock = None
+        self._poller = None
+        self._rx = b""
+        self._uid = None
+        self._next_try = ticks_ms()
+        self.malformed = 0
+        if self._path:
+            self._connect()
+
+    def uid(self):
+        if self._uid is None:
+            hexed = os.getenv("GE_VBOARD_UID")
+            if hexed:
+                self._uid = bytes.fromhex(hexed)
+            else:
+                # no supervisor: derive a stable id from where the flash directory is
+                import hashlib
+
+                h = hashlib.sha256(b"ge-vboard-dir:" + os.getcwd().encode())
+                self._uid = h.digest()[:8]
+        return self._uid
+
+    def connected(self):
+        return self._sock is not None
+
+    def register(self, poller):
+        # the control socket joins the app's poll set; service() keeps it registered
+        # across reconnects
+        self._poller = poller
+        if self._sock is not None:
+            poller.register(self._sock, select.POLLIN)
+
+    def service(self):
+        if self._sock is None:
+            if not self._path or ticks_diff(ticks_ms(), self._next_try) < 0:
+                return False
+            return self._connect()
+        changed = False
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(256)
+            except OSError as e:
+                if e.args[0] == _EAGAIN:
+                    break
+                data = b""
+            if not data:
+                changed = self._drop() or changed
+                break
+            changed = self._feed(data) or changed
+        return changed
+
+    def close(self):
+        self._drop()
+        self._path = None
+
+    def _connect(self):
+        self._next_try = ticks_add(ticks_ms(), _RETRY_MS)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if sys.implementation.name == "micropython":
+                # the unix port takes a raw struct sockaddr_un
+                s.connect(struct.pack("H", _AF_UNIX_FAMILY) + self._path.encode() + b"\0")
+            else:
+                s.connect(self._path)
+        except OSError:
+            s.close()
+            return False
+        self._sock = s
+        self._rx = b""
+        # the supervisor sends every input level first: read them before the app looks
+        changed = self._sync(s)
+        if self._sock is None:
+            return changed
+        s.setblocking(False)
+        if self._poller is not None:
+            self._poller.register(s, select.POLLIN)
+        for pin in self._outs:
+            self._report(pin)
+        return changed
+
+    def _sync(self, s):
+        p = select.poll()
+        p.register(s, select.POLLIN)
+        seen = {}
+        changed = False
+        start = ticks_ms()
+        while len(seen) < len(self._ins):
+            left = _SYNC_MS - ticks_diff(ticks_ms(), start)
+            if left <= 0 or not p.poll(left):
+                break
+            try:
+                data = s.recv(256)
+            except OSError:
+                data = b""
+            if not data:
+                return self._drop() or changed
+            changed = self._feed(data, seen) or changed
+        return changed
+
+    def _drop(self):
+        s = self._sock
+        if s is None:
+            return False
+        self._sock = None
+        self._rx = b""
+        self._next_try = ticks_add(ticks_ms(), _RETRY_MS)
+        if self._poller is not None:
+            try:
+                self._poller.unregister(s)
+            except (KeyError, OSError, ValueError):
+                pass
+        s.close()
+        changed = False
+        for pin in self._ins:
+            changed = pin._set(0) or changed
+        return changed
+
+    def _feed(self, data, seen=None):
+        changed = False
+        self._rx += data
+        while True:
+            i = self._rx.find(b"\n")
+            if i < 0:
+                break
+            line = self._rx[:i]
+            self._rx = self._rx[i + 1 :]
+            changed = self._line(line, seen) or changed
+        if len(self._rx) > _MAX_LINE:
+            self._bad(self._rx[:_MAX_LINE])
+            self._rx = b""
+        return changed
+
+    def _line(self, line, seen):
+        parts = line.split(b" ")
+        if len(parts) == 3 and parts[0] == b"in" and parts[2] in (b"0", b"1"):
+            for pin in self._ins:
+                if pin.name.encode() == parts[1]:
+                    if seen is not None:
+                        seen[pin.name] = 1
+                    return pin._set(1 if parts[2] == b"1" else 0)
+        self._bad(line)
+        return False
+
+    def _bad(self, line):
+        self.malformed += 1
+        print("hal: malformed control line %r (%d so far)" % (line[:40], self.malformed))
+
+    def _report(self, pin):
+        s = self._sock
+        if s is None:
+            return
+        msg = b"out %s %d\n" % (pin.name.encode(), pin._v)
+        try:
+            n = s.send(msg)
+        except OSError:
+            n = 0
+        if n != len(msg):
+            # the supervisor is gone or not reading: drop and resync on reconnect
+            self._drop()
