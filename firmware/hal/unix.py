@@ -106,6 +106,17 @@ class Board:
         if self._path:
             self._connect()
 
+    def rgb(self, r, g, b):
+        # the LED colour in one step: the supervisor gets the pin changes in one message
+        changed = []
+        for pin, v in ((self.led_r, r), (self.led_g, g), (self.led_b, b)):
+            v = 1 if v else 0
+            if v != pin._v:
+                pin._v = v
+                changed.append(pin)
+        if changed:
+            self._send(b"".join(b"out %s %d\n" % (p.name.encode(), p._v) for p in changed))
+
     def uid(self):
         if self._uid is None:
             hexed = os.getenv("GE_VBOARD_UID")
@@ -245,10 +256,12 @@ class Board:
         print("hal: malformed control line %r (%d so far)" % (line[:40], self.malformed))
 
     def _report(self, pin):
+        self._send(b"out %s %d\n" % (pin.name.encode(), pin._v))
+
+    def _send(self, msg):
         s = self._sock
         if s is None:
             return
-        msg = b"out %s %d\n" % (pin.name.encode(), pin._v)
         try:
             n = s.send(msg)
         except OSError:

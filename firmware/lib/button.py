@@ -1,7 +1,8 @@
 # Button debouncer fed by samples: PRESS as soon as the level has been 1 for stable_ms (an
 # alarm must not wait for the release), LONG once when still held at long_ms, RELEASE when
 # the level has been back at 0 for stable_ms; held_ms then holds the press duration.
-# Level flapping faster than stable_ms produces nothing.
+# Level flapping faster than stable_ms produces nothing. long_ms=0: no LONG (a switch, not a
+# button).
 #
 # Times are ticks_ms values and are only ever compared through ticks_diff, so the ticks
 # wrap (2^30 ms on boards) is harmless as long as update() is called more often than every
@@ -27,7 +28,7 @@ RELEASE = const(3)
 
 class Debouncer:
     def __init__(self, stable_ms=30, long_ms=3000):
-        if stable_ms < 1 or long_ms <= stable_ms:
+        if stable_ms < 1 or (long_ms and long_ms <= stable_ms):
             raise ValueError("need 1 <= stable_ms < long_ms, got %d and %d" % (stable_ms, long_ms))
         self.stable_ms = stable_ms
         self.long_ms = long_ms
@@ -47,7 +48,7 @@ class Debouncer:
             # held time so far; while a release is pending it ends at the falling edge, so a
             # button let go before long_ms never reports LONG however late it is sampled
             end = now_ms if level else self._edge
-            if not self._long and ticks_diff(end, self._down) >= self.long_ms:
+            if self.long_ms and not self._long and ticks_diff(end, self._down) >= self.long_ms:
                 self._long = True
                 return LONG
             if not level and ticks_diff(now_ms, self._edge) >= self.stable_ms:
@@ -60,3 +61,8 @@ class Debouncer:
             self._long = False
             return PRESS
         return None
+
+    def waiting(self):
+        # True while update() can still report something without a new level change (a
+        # press or release settling, or LONG not reached yet): the caller keeps sampling.
+        return self._raw != self.pressed or (self.pressed and self.long_ms and not self._long)

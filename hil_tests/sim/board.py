@@ -463,14 +463,19 @@ class VirtualBoard:
 
     @property
     def led_history(self) -> list[tuple[float, str]]:
-        """(monotonic time, colour) each time the LED colour changed, oldest first."""
+        """(monotonic time, colour) each time the LED colour changed, oldest first.
+
+        Pin changes that arrived together (the device set the colour with one `Board.rgb()`)
+        count as one change, so no in-between colour appears.
+        """
         levels = dict.fromkeys(("led_r", "led_g", "led_b"), 0)
         colour = "off"
         out: list[tuple[float, str]] = []
-        for change in self.output_history:
-            if change.pin not in levels:
-                continue
+        changes = [c for c in self.output_history if c.pin in levels]
+        for i, change in enumerate(changes):
             levels[change.pin] = change.level
+            if i + 1 < len(changes) and changes[i + 1].time == change.time:
+                continue
             new = led_colour(levels["led_r"], levels["led_g"], levels["led_b"])
             if new != colour:
                 colour = new
@@ -892,14 +897,15 @@ class VirtualBoard:
             client.dead = True
             return
         client.rx += data
+        now = time.monotonic()  # one time for every change in a chunk (hal Board.rgb())
         while b"\n" in client.rx:
             line, client.rx = client.rx.split(b"\n", 1)
-            self._control_line(line)
+            self._control_line(line, now)
         if len(client.rx) > _MAX_LINE:
             self._bad_line(client.rx[:_MAX_LINE], "line too long")
             client.rx = b""
 
-    def _control_line(self, line: bytes) -> None:
+    def _control_line(self, line: bytes, now: float) -> None:
         parts = line.split(b" ")
         if len(parts) != 3 or parts[0] != b"out":
             self._bad_line(line, "expected 'out <pin> <0|1>'")
@@ -911,18 +917,18 @@ class VirtualBoard:
         if parts[2] not in (b"0", b"1"):
             self._bad_line(line, "level must be 0 or 1")
             return
-        self._set_output(pin, int(parts[2]))
+        self._set_output(pin, int(parts[2]), now)
 
     def _bad_line(self, line: bytes, why: str) -> None:
         self._malformed += 1
         _log.warning("%s: malformed control line %r: %s", self.name, line[:_MAX_LINE], why)
         self._cond.notify_all()
 
-    def _set_output(self, pin: str, level: int) -> None:
+    def _set_output(self, pin: str, level: int, now: float | None = None) -> None:
         if self._outputs[pin] == level:
             return
         self._outputs[pin] = level
-        self._history.append(OutputChange(time.monotonic(), pin, level))
+        self._history.append(OutputChange(time.monotonic() if now is None else now, pin, level))
         self._cond.notify_all()
 
     def _reap_clients(self) -> None:

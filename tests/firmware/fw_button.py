@@ -219,3 +219,24 @@ def test_many_presses_in_a_row():
         n += len(got)
         t = s[-1][1] + 1
     assert n == 400
+
+
+def test_waiting_until_nothing_more_can_happen():
+    d = button.Debouncer(30, 1000)
+    assert not d.waiting()
+    d.update(1, 0)
+    assert d.waiting()  # press settling
+    assert d.update(1, 30) == button.PRESS
+    assert d.waiting()  # LONG still to come
+    assert d.update(1, 1000) == button.LONG
+    assert not d.waiting()  # held, nothing more until the level changes
+    d.update(0, 1100)
+    assert d.waiting()  # release settling
+    assert d.update(0, 1130) == button.RELEASE
+    assert not d.waiting()
+
+
+def test_long_disabled_for_switches():
+    d = button.Debouncer(30, 0)
+    assert _feed(d, _steady(1, 0, 10000, 50)) == [(50, PRESS, None)]
+    assert not d.waiting()

@@ -1,0 +1,1 @@
+# device apps, one package per device kind; main.py starts the one config.json names

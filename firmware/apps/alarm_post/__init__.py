@@ -1,0 +1,1 @@
+# the alarm post app: see app.py

@@ -1,0 +1,52 @@
+# Starts the app that config.json's "kind" names. A config that cannot be used is reported on
+# the console and the board stays at the REPL, where a technician can fix it; an app that
+# crashes is reported and the board resets after a pause (an alarm post must come back by
+# itself). Ctrl-C on the console stops the app and leaves the REPL to the technician.
+import sys
+import time
+
+
+def _reset():
+    try:
+        import machine
+
+        machine.reset()
+    except (ImportError, AttributeError):
+        # the unix port has no machine.reset(); the virtual board's ROM treats the exit
+        # as a reset
+        sys.exit(1)
+
+
+def _main():
+    kind = None
+    try:
+        import json
+
+        with open("config.json") as f:
+            kind = json.load(f).get("kind")
+    except (OSError, ValueError, AttributeError) as e:
+        print("main: config.json unusable: %s" % e)
+        return
+    if kind == "alarm_post":
+        from apps.alarm_post import app
+    else:
+        print("main: no app for kind %r in config.json" % (kind,))
+        return
+    try:
+        cfg = app.load_config()
+    except app.ConfigError as e:
+        print("main: %s" % e)
+        return
+    try:
+        app.run(cfg)
+    except KeyboardInterrupt:
+        print("main: stopped from the console")
+        return
+    except Exception as e:
+        sys.print_exception(e)
+        print("main: app crashed; reset in 2 s")
+        time.sleep(2)
+        _reset()
+
+
+_main()
