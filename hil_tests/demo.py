@@ -64,7 +64,7 @@ def run(workdir: Path, micropython: str, timeout: float) -> int:
             board.install(firmware_files("alarm_post"), alarm_post_config(dev, keys[dev], local.address))
             board.power_on()
             boards[dev] = board
-        for dev, board in boards.items():
+        for board in boards.values():
             board.wait_console("alarm_post: connected", timeout=15)
         _say(f"posts     {', '.join(boards)} booted the firmware and connected; console logs in {workdir}")
 
@@ -85,9 +85,8 @@ def run(workdir: Path, micropython: str, timeout: float) -> int:
 
         got = alarms()
         _say("")
-        _say(
-            f"{'post':8} {'zone':9} {'verified at central (gateway signature, chain, device MAC)':60} {'latency':>8}  LED"
-        )
+        title = "verified at central (gateway signature, chain, device MAC)"
+        _say(f"{'post':8} {'zone':9} {title:60} {'latency':>8}  LED")
         ok = True
         for dev, zone in POSTS:
             board = boards[dev]
