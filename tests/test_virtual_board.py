@@ -475,3 +475,18 @@ def test_hal_is_chosen_by_platform(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hal.Board().button.value() == 0
     for mod in ("hal", "hal.unix"):
         sys.modules.pop(mod, None)
+
+
+def test_several_outputs_on_one_line_change_together(make_board: MakeBoard) -> None:
+    board = make_board(config={"rgb": True})
+    boot(board)
+    board.press()
+    board.wait_led("cyan")
+    board.release()
+    board.wait_led("blue")
+    # the mirror app in rgb mode sets all three pins with one Board.rgb() line: the colour
+    # goes green -> cyan never seen, blue -> off with no in-between
+    assert [colour for _, colour in board.led_history] == ["cyan", "blue"]
+    lines = {c.line for c in board.output_history if c.pin != "buzzer"}
+    assert len(lines) == 2
+    assert board.malformed_lines == 0

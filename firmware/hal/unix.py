@@ -1,7 +1,8 @@
 # Hardware layer for the MicroPython unix port: a virtual board. The supervisor
 # (hil_tests/sim/board.py, protocol in its docstring) drives the input pins and watches the
 # output pins over an AF_UNIX stream socket named by $GE_VBOARD_CTRL, one ASCII line per
-# message: it sends "in <pin> <0|1>", we send "out <pin> <0|1>".
+# message: it sends "in <pin> <0|1>", we send "out <pin> <0|1>" (several
+# pin-level pairs on one line when they change together, see Board.rgb()).
 # Without a supervisor (no $GE_VBOARD_CTRL, or the socket died) inputs read 0 and outputs are
 # kept locally; service() retries the connection at most once a second.
 import os
@@ -115,7 +116,8 @@ class Board:
                 pin._v = v
                 changed.append(pin)
         if changed:
-            self._send(b"".join(b"out %s %d\n" % (p.name.encode(), p._v) for p in changed))
+            # one line: the supervisor sees the colour change as one step
+            self._send(b"out" + b"".join(b" %s %d" % (p.name.encode(), p._v) for p in changed) + b"\n")
 
     def uid(self):
         if self._uid is None:

@@ -43,6 +43,7 @@ in "\\n", fields separated by one space:
 
     supervisor -> board   in <pin> <0|1>     input level: button, tamper (1 = pressed/open)
     board -> supervisor   out <pin> <0|1>    output level: led_r, led_g, led_b, buzzer
+                          out <pin> <0|1> <pin> <0|1> ...   several outputs changed at once
 
 On every connection the supervisor first sends `in` for every input with its current level;
 the board answers with `out` for every output. Input levels belong to the supervisor and
@@ -126,11 +127,14 @@ class OutputChange:
         time: `time.monotonic()` when the supervisor saw it.
         pin: output pin name.
         level: new level, 0 or 1.
+        line: number of the control line that carried it; changes from one line (several
+            pins set together, e.g. an RGB colour) share it.
     """
 
     time: float
     pin: str
     level: int
+    line: int = 0
 
 
 def led_colour(r: int, g: int, b: int) -> str:
@@ -228,6 +232,7 @@ class VirtualBoard:
         self._closing = False
         self._closed = False
         self._resets = 0
+        self._lines = 0  # control lines from the board that changed outputs
         self._spawns = 0
         self._malformed = 0
         self._console_dropped = 0
@@ -465,8 +470,8 @@ class VirtualBoard:
     def led_history(self) -> list[tuple[float, str]]:
         """(monotonic time, colour) each time the LED colour changed, oldest first.
 
-        Pin changes that arrived together (the device set the colour with one `Board.rgb()`)
-        count as one change, so no in-between colour appears.
+        Pin changes carried by one control line (the device set the colour with one
+        `Board.rgb()`) count as one change, so no in-between colour appears.
         """
         levels = dict.fromkeys(("led_r", "led_g", "led_b"), 0)
         colour = "off"
@@ -474,7 +479,7 @@ class VirtualBoard:
         changes = [c for c in self.output_history if c.pin in levels]
         for i, change in enumerate(changes):
             levels[change.pin] = change.level
-            if i + 1 < len(changes) and changes[i + 1].time == change.time:
+            if change.line and i + 1 < len(changes) and changes[i + 1].line == change.line:
                 continue
             new = led_colour(levels["led_r"], levels["led_g"], levels["led_b"])
             if new != colour:
@@ -863,8 +868,10 @@ class VirtualBoard:
         if run.pidfd is not None:
             os.close(run.pidfd)
         self._run = None
+        self._lines += 1  # the outputs drop together when the interpreter stops
+        now = time.monotonic()
         for pin in OUTPUT_PINS:
-            self._set_output(pin, 0)
+            self._set_output(pin, 0, now, self._lines)
         if self._powered and not self._closing:
             self._resets += 1
             self._start_kind = "raw" if self._raw_repl else "soft"
@@ -897,38 +904,43 @@ class VirtualBoard:
             client.dead = True
             return
         client.rx += data
-        now = time.monotonic()  # one time for every change in a chunk (hal Board.rgb())
         while b"\n" in client.rx:
             line, client.rx = client.rx.split(b"\n", 1)
-            self._control_line(line, now)
+            self._control_line(line)
         if len(client.rx) > _MAX_LINE:
             self._bad_line(client.rx[:_MAX_LINE], "line too long")
             client.rx = b""
 
-    def _control_line(self, line: bytes, now: float) -> None:
+    def _control_line(self, line: bytes) -> None:
         parts = line.split(b" ")
-        if len(parts) != 3 or parts[0] != b"out":
-            self._bad_line(line, "expected 'out <pin> <0|1>'")
+        if len(parts) < 3 or len(parts) % 2 == 0 or parts[0] != b"out":
+            self._bad_line(line, "expected 'out <pin> <0|1> [<pin> <0|1> ...]'")
             return
-        pin = parts[1].decode("ascii", "replace")
-        if pin not in OUTPUT_PINS:
-            self._bad_line(line, "unknown output pin")
-            return
-        if parts[2] not in (b"0", b"1"):
-            self._bad_line(line, "level must be 0 or 1")
-            return
-        self._set_output(pin, int(parts[2]), now)
+        changes = []
+        for i in range(1, len(parts), 2):
+            pin = parts[i].decode("ascii", "replace")
+            if pin not in OUTPUT_PINS:
+                self._bad_line(line, "unknown output pin")
+                return
+            if parts[i + 1] not in (b"0", b"1"):
+                self._bad_line(line, "level must be 0 or 1")
+                return
+            changes.append((pin, int(parts[i + 1])))
+        self._lines += 1
+        now = time.monotonic()
+        for pin, level in changes:
+            self._set_output(pin, level, now, self._lines)
 
     def _bad_line(self, line: bytes, why: str) -> None:
         self._malformed += 1
         _log.warning("%s: malformed control line %r: %s", self.name, line[:_MAX_LINE], why)
         self._cond.notify_all()
 
-    def _set_output(self, pin: str, level: int, now: float | None = None) -> None:
+    def _set_output(self, pin: str, level: int, now: float, line: int = 0) -> None:
         if self._outputs[pin] == level:
             return
         self._outputs[pin] = level
-        self._history.append(OutputChange(time.monotonic() if now is None else now, pin, level))
+        self._history.append(OutputChange(now, pin, level, line))
         self._cond.notify_all()
 
     def _reap_clients(self) -> None:

@@ -2,7 +2,8 @@
 # tamper -> led_r, counts button presses through the pin irq and shows the count's parity
 # on led_b, and keeps a boot counter in flash (written with rename, like real firmware).
 # config.json options: name; busy_ms (sleep in every loop turn); exit_boots (sys.exit() on
-# boots up to this number); burst (print that many 100-byte lines at start).
+# boots up to this number); burst (print that many 100-byte lines at start); rgb (set the
+# LED with one Board.rgb() call instead of pin by pin).
 import json
 import os
 import select
@@ -52,9 +53,12 @@ busy_ms = cfg.get("busy_ms", 0)
 print("main.py: %s boot %d uid %s" % (cfg.get("name", "?"), boots, board.uid().hex()))
 while True:
     board.service()
-    board.led_g.value(board.button.value())
-    board.led_r.value(board.tamper.value())
-    board.led_b.value(presses[0] & 1)
+    if cfg.get("rgb"):
+        board.rgb(board.tamper.value(), board.button.value(), presses[0] & 1)
+    else:
+        board.led_g.value(board.button.value())
+        board.led_r.value(board.tamper.value())
+        board.led_b.value(presses[0] & 1)
     if busy_ms:
         time.sleep_ms(busy_ms)
     poller.poll(1000)
