@@ -351,7 +351,7 @@ class _Device:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={"PATH": os.environ.get("PATH", ""), "MICROPYPATH": str(FIRMWARE_DIR), **env},
+            env={"PATH": os.environ.get("PATH", ""), "MICROPYPATH": f"{FIRMWARE_DIR}:{FIRMWARE_DIR / 'lib'}", **env},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -463,6 +463,7 @@ print("poll", p.poll(0))
 
 def test_hal_is_chosen_by_platform(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(FIRMWARE_DIR))
+    monkeypatch.syspath_prepend(str(FIRMWARE_DIR / "lib"))
     for mod in ("hal", "hal.unix"):
         monkeypatch.delitem(sys.modules, mod, raising=False)
     monkeypatch.setattr(sys, "platform", "esp32")

@@ -19,20 +19,7 @@ except ImportError:
         return x
 
 
-try:
-    from time import ticks_add, ticks_diff, ticks_ms
-except ImportError:
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_add(a, d):
-        return a + d
-
-    def ticks_diff(a, b):
-        return a - b
-
+from clock import ticks_add, ticks_diff, ticks_ms
 
 _RETRY_MS = const(1000)
 _SYNC_MS = const(500)
