@@ -5,7 +5,8 @@ Tables:
   batches  sealed, signed batches not yet acknowledged by central (resent with the same bytes)
   replay   per-device replay state (agent/replay.py)
   ledger   receipt state of the recent receipt-requesting events of each device
-  meta     the hash chain head (epoch, seq, hash) and the schema version
+  meta     the hash chain head (epoch, seq, hash), the schema version, the gateway's own event
+           counter (gw_seq) and the eviction counters (evicted_p1, evicted_p2)
 
 Only the group-commit thread (agent/committer.py) writes; every method here runs on it,
 inside `transaction()`. A file that SQLite reports as corrupt is moved aside (quarantined)
@@ -32,8 +33,10 @@ from agent.signer import SealedBatch
 
 log = logging.getLogger("agent.buffer")
 
-SCHEMA_VERSION = 1
-LEDGER_PER_DEVICE = 16
+SCHEMA_VERSION = 2
+# The receipt ledger must cover a device's whole outbox (32 entries on an alarm post), so
+# that a post which lost receipts (power cut) gets one for every event it sends again.
+LEDGER_PER_DEVICE = 64
 
 # Why these pragmas:
 # - journal_mode=WAL: a commit appends to the write-ahead log (sequential writes, kind to SD
@@ -63,7 +66,8 @@ CREATE TABLE IF NOT EXISTS events (
     size INTEGER NOT NULL,
     blob BLOB NOT NULL,
     -- set only for events that want receipts, so sealing can name them
-    device TEXT, boot INTEGER, seq INTEGER
+    device TEXT, boot INTEGER, seq INTEGER,
+    received INTEGER NOT NULL DEFAULT 0  -- gateway receive time, unix ms (schema 2)
 );
 CREATE INDEX IF NOT EXISTS events_lane ON events (prio, id);
 CREATE TABLE IF NOT EXISTS batches (
@@ -97,6 +101,9 @@ class Recovered:
     batches: list[SealedBatch] = field(default_factory=list)
     backlog: list[int] = field(default_factory=lambda: [0, 0, 0])
     backlog_bytes: list[int] = field(default_factory=lambda: [0, 0, 0])
+    oldest_received: int | None = None
+    gw_seq: int = 0
+    evicted: list[int] = field(default_factory=lambda: [0, 0, 0])
     quarantined: Path | None = None
     salvaged_replay: int = 0
 
@@ -115,6 +122,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             self._quarantine(str(exc))
             self.db = self._open()
+        self._migrate()
         self.db.executescript(_SCHEMA)
         if self.salvaged:
             with self.transaction():
@@ -126,6 +134,13 @@ class Store:
         for pragma in _PRAGMAS:
             db.execute(pragma)
         return db
+
+    def _migrate(self) -> None:
+        # schema 1 -> 2: events.received (existing rows count as received at the epoch)
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(events)")]
+        if cols and "received" not in cols:
+            self.db.execute("ALTER TABLE events ADD COLUMN received INTEGER NOT NULL DEFAULT 0")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
 
     def _check(self) -> None:
         row = self.db.execute("PRAGMA quick_check").fetchone()
@@ -196,31 +211,81 @@ class Store:
         for prio, count, size in self.db.execute("SELECT prio, count(*), sum(size) FROM events GROUP BY prio"):
             rec.backlog[prio] = count
             rec.backlog_bytes[prio] = size or 0
+        rec.oldest_received = self.oldest_received()
+        rec.gw_seq = int(meta.get("gw_seq", 0))
+        rec.evicted = [0, int(meta.get("evicted_p1", 0)), int(meta.get("evicted_p2", 0))]
         return rec
+
+    def oldest_received(self) -> int | None:
+        """Receive time (unix ms) of the oldest event in the backlog, None when it is empty."""
+        # the first row of each lane (by the events_lane index), not a scan of the backlog
+        row = self.db.execute(
+            "SELECT min(r) FROM ("
+            " SELECT (SELECT received FROM events WHERE prio = 0 ORDER BY id LIMIT 1) AS r"
+            " UNION ALL SELECT (SELECT received FROM events WHERE prio = 1 ORDER BY id LIMIT 1)"
+            " UNION ALL SELECT (SELECT received FROM events WHERE prio = 2 ORDER BY id LIMIT 1))"
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     # --- writes (inside transaction()) ---------------------------------------------
 
-    def insert_events(self, rows: Iterable[tuple[int, int, bytes, str | None, int | None, int | None]]) -> None:
-        """rows: (prio, size, blob, device, boot, seq); the last three only for flagged events."""
-        self.db.executemany("INSERT INTO events (prio, size, blob, device, boot, seq) VALUES (?, ?, ?, ?, ?, ?)", rows)
+    def insert_events(self, rows: Iterable[tuple[int, int, bytes, str | None, int | None, int | None, int]]) -> None:
+        """rows: (prio, size, blob, device, boot, seq, received); device/boot/seq only for flagged events."""
+        self.db.executemany(
+            "INSERT INTO events (prio, size, blob, device, boot, seq, received) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+        )
 
-    def take_backlog(self, max_events: int, max_bytes: int) -> list[tuple[int, bytes, tuple[str, int, int] | None]]:
+    def evict(self, prio: int, need_bytes: int) -> tuple[int, int, list[tuple[str, int, int]]]:
+        """Delete the oldest events of lane `prio` until at least `need_bytes` are freed.
+
+        Returns (events removed, bytes freed, receipt keys of the removed flagged events).
+        """
+        count = freed = 0
+        keys: list[tuple[str, int, int]] = []
+        while freed < need_bytes:
+            rows = self.db.execute(
+                "SELECT id, size, device, boot, seq FROM events WHERE prio = ? ORDER BY id LIMIT 256", (prio,)
+            ).fetchall()
+            if not rows:
+                break
+            ids: list[tuple[int]] = []
+            for row_id, size, device, boot, seq in rows:
+                if freed >= need_bytes:
+                    break
+                ids.append((row_id,))
+                freed += size
+                count += 1
+                if device is not None:
+                    keys.append((str(device), int(boot), int(seq)))
+            self.db.executemany("DELETE FROM events WHERE id = ?", ids)
+        return count, freed, keys
+
+    def set_counters(self, gw_seq: int, evicted: list[int]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)",
+            (("gw_seq", gw_seq), ("evicted_p1", evicted[1]), ("evicted_p2", evicted[2])),
+        )
+
+    def take_backlog(
+        self, max_events: int, max_bytes: int
+    ) -> list[tuple[int, bytes, tuple[str, int, int] | None, int]]:
         """Remove and return up to one batch worth of events, P0 first, oldest first in a lane.
 
-        Returns (prio, blob, receipt key or None) per event.
+        Returns (prio, blob, receipt key or None, received) per event.
         """
-        out: list[tuple[int, bytes, tuple[str, int, int] | None]] = []
+        out: list[tuple[int, bytes, tuple[str, int, int] | None, int]] = []
         ids: list[tuple[int]] = []
         total = 0
         cur = self.db.execute(
-            "SELECT id, prio, size, blob, device, boot, seq FROM events ORDER BY prio, id LIMIT ?", (max_events,)
+            "SELECT id, prio, size, blob, device, boot, seq, received FROM events ORDER BY prio, id LIMIT ?",
+            (max_events,),
         )
-        for row_id, prio, size, blob, device, boot, seq in cur:
+        for row_id, prio, size, blob, device, boot, seq, received in cur:
             if out and total + size > max_bytes:
                 break
             total += size
             ids.append((row_id,))
-            out.append((prio, bytes(blob), (device, boot, seq) if device is not None else None))
+            out.append((prio, bytes(blob), (device, boot, seq) if device is not None else None, int(received)))
         cur.close()
         self.db.executemany("DELETE FROM events WHERE id = ?", ids)
         return out

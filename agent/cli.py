@@ -3,6 +3,9 @@
     guardian-agent run --config FILE
     guardian-agent check-config FILE
     guardian-agent verify --broker HOST:PORT --gateway-key PUBKEYFILE [...]
+    guardian-agent keygen --out KEYFILE [--key-id ID]
+    guardian-agent command --broker HOST:PORT --central-key KEYFILE --gateway GW --venue V \
+        ack --device D --boot B --seq S [--text T] | revoke --device D | config --set NAME=VALUE ...
 
 User errors are printed as `guardian-agent: message` with exit status 1, no traceback.
 """
@@ -71,10 +74,92 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if verifier.integrity_ok else 2
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from agent.keyfiles import generate_central_key
+
+    pub = generate_central_key(args.out, args.key_id)
+    print(f"{args.out}: private key (mode 0600, keep it at central); {pub}: public key for [central] command_key")
+    return 0
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    import time
+
+    from agent import commands as cm
+    from agent.config import TlsConfig, tls_context
+    from agent.errors import CommandError
+    from agent.keyfiles import load_central_private_key
+
+    kid, key = load_central_private_key(args.central_key)
+    if args.op == "ack":
+        op, op_args = cm.OP_ACK, cm.ack_args(args.device, args.boot, args.seq, args.text)
+    elif args.op == "revoke":
+        op, op_args = cm.OP_REVOKE, {1: args.device}
+    else:
+        op, op_args = cm.OP_CONFIG, cm.config_args(args.set)
+    issued = int(time.time())
+    # central issues strictly increasing seqs per gateway; the unix time in microseconds is
+    # one such source without state (pass --command-seq to choose)
+    seq = args.command_seq if args.command_seq is not None else time.time_ns() // 1000
+    payload = cm.encode_payload(args.gateway, seq, issued, issued + args.ttl, op, op_args)
+    message = cm.sign_command(key, kid, payload)
+    tls = None
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_cert and args.tls_ca is None):
+        raise CommandError("TLS: --tls-cert and --tls-key go together, and need --tls-ca")
+    if args.tls_ca is not None:
+        tls = tls_context(TlsConfig(args.tls_ca, args.tls_cert, args.tls_key), "command: TLS ")
+    topic = f"venues/{args.venue}/gateways/{args.gateway}/commands"
+    host, port = args.broker
+    asyncio.run(cm.send_command(host, port, topic, message, tls))
+    print(f"sent op={args.op} seq={seq} topic={topic} bytes={len(message)}")
+    return 0
+
+
+def _ident(text: str) -> str:
+    from agent.keyfiles import IDENT_RE
+
+    if not IDENT_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected 1-32 characters from A-Z a-z 0-9 . _ -, got {text!r}")
+    return text
+
+
+def _uint(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not lo <= int(text) <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def _command_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, type=_broker_address, help="central broker HOST:PORT")
+    p.add_argument("--central-key", required=True, type=Path, help="central's private key (guardian-agent keygen)")
+    p.add_argument("--gateway", required=True, type=_ident, help="the gateway the command is for")
+    p.add_argument("--venue", required=True, type=_ident, help="the gateway's venue (topic)")
+    p.add_argument("--command-seq", type=_uint(1, 2**64 - 1), help="command seq (default: unix time in us)")
+    p.add_argument("--ttl", type=_uint(1, 24 * 3600), default=300, help="seconds until it expires (default 300)")
+    p.add_argument("--tls-ca", type=Path, help="CA file for TLS to the broker (only that CA is trusted)")
+    p.add_argument("--tls-cert", type=Path, help="client certificate for TLS")
+    p.add_argument("--tls-key", type=Path, help="client certificate's key for TLS")
+    ops = p.add_subparsers(dest="op", required=True, metavar="OP")
+    ack = ops.add_parser("ack", help="a dispatcher acknowledged an alarm: receipt 3 to the device")
+    ack.add_argument("--device", required=True, type=_ident)
+    ack.add_argument("--boot", required=True, type=_uint(1, 2**32 - 1))
+    ack.add_argument("--seq", required=True, type=_uint(1, 2**32 - 1))
+    ack.add_argument("--text", help="short note (at most 64 characters), logged by the gateway")
+    revoke = ops.add_parser("revoke", help="remove a device from the gateway's registry")
+    revoke.add_argument("--device", required=True, type=_ident)
+    config = ops.add_parser("config", help="change runtime settings (docs/protocol.md §8.2)")
+    config.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", required=True)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (cmd_run, "run the gateway agent"),
     "check-config": (cmd_check_config, "validate a config file and the device registry it names"),
     "verify": (cmd_verify, "central side: verify gateway batches and print one JSON line per event"),
+    "keygen": (cmd_keygen, "central side: create central's Ed25519 command key (KEYFILE and KEYFILE.pub)"),
+    "command": (cmd_command, "central side: sign and send a command to a gateway (ack, revoke, config)"),
 }
 
 
@@ -102,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--client-id", default="ge-verifier", help="MQTT client id (persistent session)")
             p.add_argument("--count", type=int, help="exit after this many events")
             p.add_argument("--timeout", type=float, help="exit after this many seconds")
+        elif name == "keygen":
+            p.add_argument("--out", required=True, type=Path, help="private key file to create (mode 0600)")
+            p.add_argument("--key-id", default="central", type=_ident, help="kid in commands (default: central)")
+        elif name == "command":
+            _command_options(p)
     return parser
 
 

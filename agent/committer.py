@@ -13,6 +13,12 @@ published and a restart resends the same bytes:
 - P1/P2 are sealed when a batch is full (count or bytes) or the oldest has waited linger_ms.
 When the backlog is empty, events go straight from the inbox into a batch without passing
 through the events table.
+
+The backlog is bounded by bytes (config [buffer]): when P1/P2 pass max_bytes -
+p0_reserve_bytes, or everything passes max_bytes, the oldest P2 and then the oldest P1 events
+are evicted in the same transaction; P0 is never evicted (past the bound it is still stored
+and the overrun logged). Evictions are counted per lane (persisted), and the receipt-wanting
+events among them get receipt 4 ("dropped") so their devices stop waiting.
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.buffer import Store
-from agent.config import BatchConfig
+from agent.config import BatchConfig, BufferConfig
 from agent.errors import StoreError
-from agent.frames import RECEIPT_DELIVERED, RECEIPT_STORED, Event
-from agent.signer import SealedBatch, Sealer
+from agent.frames import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED, Event
+from agent.log import Throttle
+from agent.signer import SealedBatch, Sealer, batch_oldest_received
 
 log = logging.getLogger("agent.committer")
 
@@ -41,10 +48,13 @@ P0_RESERVE = 1
 
 @dataclass(slots=True)
 class Submitted:
-    """An accepted event with the replay row that admitted it and the source's ack token."""
+    """An accepted event with the replay row that admitted it and the source's ack token.
+
+    The gateway's own events (heartbeats) have no replay row.
+    """
 
     event: Event
-    replay_row: tuple[int, int, int]
+    replay_row: tuple[int, int, int] | None
     token: Any
 
 
@@ -54,7 +64,9 @@ class CommitResult:
     sealed: list[SealedBatch] = field(default_factory=list)
     backlog: tuple[int, int, int] = (0, 0, 0)
     backlog_bytes: tuple[int, int, int] = (0, 0, 0)
-    oldest_ms: int | None = None
+    oldest_ms: int | None = None  # receive time of the oldest event not yet acknowledged by central
+    evicted: tuple[int, int, int] = (0, 0, 0)  # totals per lane, persisted
+    dropped: list[tuple[str, int, int]] = field(default_factory=list)  # evicted events that want receipts
     commit_ms: float = 0.0
     error: str | None = None
 
@@ -73,8 +85,19 @@ class Committer:
         backlog_bytes: list[int],
         loop: asyncio.AbstractEventLoop,
         on_result: Callable[[CommitResult], None],
+        limits: BufferConfig | None = None,
+        evicted: list[int] | None = None,
+        gw_seq: int = 0,
+        unacked: list[SealedBatch] | None = None,
+        oldest_received: int | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits
+        self.evicted = list(evicted or (0, 0, 0))
+        self.gw_seq = gw_seq
+        # per unacknowledged batch: the receive time of its oldest event
+        self.batch_oldest: dict[int, int] = {b.seq: batch_oldest_received(b.blob) for b in unacked or ()}
+        self._over_bound = Throttle()
         self.sealer = sealer
         self.batch = batch
         self.commit_wait = commit_wait_ms / 1000.0
@@ -83,9 +106,8 @@ class Committer:
         self.inflight = inflight
         self.backlog = list(backlog)
         self.backlog_bytes = list(backlog_bytes)
-        # wall-clock ms of the oldest unsealed event, None when the backlog is empty;
-        # a backlog found at start counts as old, so it is sealed at once
-        self.oldest_ms: int | None = 0 if sum(backlog) else None
+        # wall-clock ms of the oldest unsealed event, None when the backlog is empty
+        self.oldest_ms: int | None = (oldest_received or 0) if sum(backlog) else None
         self._cv = threading.Condition()
         self._inbox: deque[Submitted] = deque()
         self._acks: deque[SealedBatch] = deque()
@@ -197,6 +219,10 @@ class Committer:
         inflight = self.inflight - len(acks)
         oldest_ms = self.oldest_ms
         sealed: list[SealedBatch] = []
+        sealed_oldest: dict[int, int] = {}
+        evicted = list(self.evicted)
+        dropped: list[tuple[str, int, int]] = []
+        gw_seq = max((s.event.seq for s in items if s.replay_row is None), default=self.gw_seq)
         store = self.store
         try:
             with store.transaction():
@@ -206,7 +232,7 @@ class Committer:
 
                 inbox = sorted(items, key=lambda s: s.event.prio)  # stable: arrival order per lane
                 if uplink and sum(backlog) == 0:
-                    inbox, inflight = self._seal_direct(inbox, inflight, sealed, now_ms)
+                    inbox, inflight = self._seal_direct(inbox, inflight, sealed, sealed_oldest, now_ms)
                 if inbox:
                     store.insert_events(
                         (
@@ -218,6 +244,7 @@ class Committer:
                                 if s.event.wants_receipts
                                 else (None, None, None)
                             ),
+                            s.event.received,
                         )
                         for s in inbox
                     )
@@ -226,42 +253,91 @@ class Committer:
                         backlog_bytes[s.event.prio] += len(s.event.encoded)
                     if oldest_ms is None:
                         oldest_ms = min(s.event.received for s in inbox)
+                    if self.limits is not None:
+                        self._bound(backlog, backlog_bytes, evicted, dropped)
                 if uplink and any(backlog):
-                    inflight, oldest_ms = self._seal_backlog(
-                        backlog, backlog_bytes, inflight, sealed, now_ms, oldest_ms
+                    inflight = self._seal_backlog(
+                        backlog, backlog_bytes, inflight, sealed, sealed_oldest, now_ms, oldest_ms
                     )
+                if sealed or (evicted != self.evicted and sum(backlog)):
+                    oldest_ms = store.oldest_received() if sum(backlog) else None
 
                 if items:
                     last: dict[str, tuple[int, int, int]] = {}
                     for s in items:
-                        last[s.event.device] = s.replay_row
+                        if s.replay_row is not None:
+                            last[s.event.device] = s.replay_row
                     store.save_replay((d, *row) for d, row in last.items())
                     flagged = [(*s.event.key, RECEIPT_STORED) for s in items if s.event.wants_receipts]
                     if flagged:
                         store.ledger_set(flagged)
+                if dropped:
+                    store.ledger_set((*k, RECEIPT_DROPPED) for k in dropped)
                 for b in sealed:
                     store.insert_batch(b)
                 if sealed:
                     store.set_chain(self.sealer.epoch, self.sealer.seq, self.sealer.prev)
+                if gw_seq != self.gw_seq or evicted != self.evicted:
+                    store.set_counters(gw_seq, evicted)
         except BaseException:
             self.sealer.seq, self.sealer.prev = chain
             raise
         self.backlog, self.backlog_bytes, self.inflight = backlog, backlog_bytes, inflight
         self.oldest_ms = oldest_ms if sum(backlog) else None
+        self.evicted, self.gw_seq = evicted, gw_seq
+        for b in acks:
+            self.batch_oldest.pop(b.seq, None)
+        self.batch_oldest.update(sealed_oldest)
+        undelivered = [t for t in (self.oldest_ms, *self.batch_oldest.values()) if t is not None]
         return CommitResult(
             committed=items,
             sealed=sealed,
             backlog=(backlog[0], backlog[1], backlog[2]),
             backlog_bytes=(backlog_bytes[0], backlog_bytes[1], backlog_bytes[2]),
-            oldest_ms=self.oldest_ms,
+            oldest_ms=min(undelivered) if undelivered else None,
+            evicted=(evicted[0], evicted[1], evicted[2]),
+            dropped=dropped,
             commit_ms=(time.perf_counter() - t0) * 1000,
         )
+
+    def _bound(
+        self, backlog: list[int], backlog_bytes: list[int], evicted: list[int], dropped: list[tuple[str, int, int]]
+    ) -> None:
+        """Evict the oldest P2, then the oldest P1, until the backlog is within its bounds."""
+        assert self.limits is not None
+        limit_all = self.limits.max_bytes
+        limit_low = limit_all - self.limits.p0_reserve_bytes
+        for prio in (2, 1):
+            need = max(backlog_bytes[1] + backlog_bytes[2] - limit_low, sum(backlog_bytes) - limit_all)
+            if need <= 0:
+                return
+            n, freed, keys = self.store.evict(prio, need)
+            backlog[prio] -= n
+            backlog_bytes[prio] -= freed
+            evicted[prio] += n
+            dropped.extend(keys)
+        over = sum(backlog_bytes) - limit_all
+        if over > 0:
+            suppressed = self._over_bound.allow("p0")
+            if suppressed is not None:
+                log.warning(
+                    "buffer_over_bound alarms_bytes=%d max_bytes=%d over=%d suppressed_since_last=%d",
+                    backlog_bytes[0],
+                    limit_all,
+                    over,
+                    suppressed,
+                )
 
     def _room(self, p0: bool, inflight: int) -> bool:
         return inflight < self.batch.window + (P0_RESERVE if p0 else 0)
 
     def _seal_direct(
-        self, inbox: list[Submitted], inflight: int, sealed: list[SealedBatch], now_ms: int
+        self,
+        inbox: list[Submitted],
+        inflight: int,
+        sealed: list[SealedBatch],
+        sealed_oldest: dict[int, int],
+        now_ms: int,
     ) -> tuple[list[Submitted], int]:
         """Seal events straight from the inbox (lane-sorted); returns what is left over."""
         i = 0
@@ -293,6 +369,7 @@ class Committer:
                     flagged.append(ev.key)
                 j += 1
             sealed.append(self.sealer.seal(blobs, now_ms, inbox[i].event.prio, tuple(flagged)))
+            sealed_oldest[sealed[-1].seq] = min(s.event.received for s in inbox[i:j])
             inflight += 1
             i = j
         return inbox[i:], inflight
@@ -303,9 +380,10 @@ class Committer:
         backlog_bytes: list[int],
         inflight: int,
         sealed: list[SealedBatch],
+        sealed_oldest: dict[int, int],
         now_ms: int,
         oldest_ms: int | None,
-    ) -> tuple[int, int | None]:
+    ) -> int:
         while sum(backlog):
             p0 = backlog[0] > 0
             if not self._room(p0, inflight):
@@ -318,12 +396,13 @@ class Committer:
             rows = self.store.take_backlog(min(limit, self.batch.max_events), self.batch.max_bytes - _BATCH_OVERHEAD)
             if not rows:
                 break
-            for prio, blob, _ in rows:
+            for prio, blob, _, _ in rows:
                 backlog[prio] -= 1
                 backlog_bytes[prio] -= len(blob)
-            flagged = tuple(k for _, _, k in rows if k is not None)
-            sealed.append(self.sealer.seal([b for _, b, _ in rows], now_ms, rows[0][0], flagged))
+            flagged = tuple(k for _, _, k, _ in rows if k is not None)
+            sealed.append(self.sealer.seal([b for _, b, _, _ in rows], now_ms, rows[0][0], flagged))
+            sealed_oldest[sealed[-1].seq] = min(r for _, _, _, r in rows)
             inflight += 1
-            # the backlog's age is no longer known exactly; what remains is sealed as it fills
-            oldest_ms = now_ms if sum(backlog) else None
-        return inflight, oldest_ms
+            # what remains is older than linger by now, or is P0: it is sealed as it fills
+            oldest_ms = oldest_ms if sum(backlog) else None
+        return inflight

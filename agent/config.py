@@ -6,11 +6,27 @@ docs/configuration.md for the keys; `guardian-agent check-config FILE` runs the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent import tomlcheck
+from agent.errors import ConfigError
 from agent.frames import DEFAULT_MAX_FRAME
+from agent.keyfiles import load_central_public_key
+
+# bounds shared with the settings central may change at run time (agent/commands.py)
+LINGER_MS_RANGE = (0, 10_000)
+MAX_EVENTS_RANGE = (1, 100_000)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS to a broker: only ca_file is trusted (no system store); host name checked."""
+
+    ca_file: Path
+    cert_file: Path | None
+    key_file: Path | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +35,7 @@ class BrokerConfig:
     port: int
     client_id: str
     keepalive: int
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +44,28 @@ class BatchConfig:
     max_bytes: int
     linger_ms: int
     window: int
+
+
+@dataclass(frozen=True, slots=True)
+class BufferConfig:
+    """Bound of the backlog (events not yet sealed), by bytes of encoded events.
+
+    P1/P2 may use max_bytes - p0_reserve_bytes; when that is reached the oldest P2, then the
+    oldest P1 are evicted. P0 may use all of max_bytes and is never evicted: past the bound it
+    is still stored (an alarm is never dropped) and the overrun is logged.
+    """
+
+    max_bytes: int
+    p0_reserve_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SerialConfig:
+    """One [[serial]] port: devices speaking the serial link (docs/protocol.md §9) on a UART."""
+
+    port: Path
+    baudrate: int
+    device: str | None  # the one device wired to the port, if set: another kid is topic_mismatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +81,11 @@ class AgentConfig:
     batch: BatchConfig
     max_frame: int
     commit_wait_ms: float
+    buffer: BufferConfig
+    heartbeat_s: int
+    command_key: Path | None = None  # central's public key for signed commands
+    metrics: tuple[str, int] | None = None  # Prometheus endpoint (host, port); None: off
+    serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/sources/serial.py)
 
     @property
     def buffer_path(self) -> Path:
@@ -50,6 +94,14 @@ class AgentConfig:
     @property
     def batch_topic(self) -> str:
         return f"venues/{self.venue}/gateways/{self.gateway_id}/batches"
+
+    @property
+    def status_topic(self) -> str:
+        return f"venues/{self.venue}/gateways/{self.gateway_id}/status"
+
+    @property
+    def command_topic(self) -> str:
+        return f"venues/{self.venue}/gateways/{self.gateway_id}/commands"
 
 
 def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerConfig:
@@ -63,6 +115,75 @@ def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerCon
     return cfg
 
 
+def tls_context(tls: TlsConfig, where: str = "central.tls.") -> ssl.SSLContext:
+    """A client context trusting only tls.ca_file, host name checked; ConfigError names the key."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname, no CAs loaded
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_verify_locations(cafile=tls.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{where}ca_file: expected a PEM CA certificate in {tls.ca_file}: {exc}") from exc
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{where}cert_file: expected a PEM certificate in {tls.cert_file} matching the key in key_file: {exc}"
+            ) from exc
+    return ctx
+
+
+def _tls(t: tomlcheck.Table, base: Path) -> TlsConfig:
+    tls = TlsConfig(
+        ca_file=t.path_value("ca_file", base),
+        cert_file=t.path_value("cert_file", base, None),
+        key_file=t.path_value("key_file", base, None),
+    )
+    t.no_unknown_keys()
+    if (tls.cert_file is None) != (tls.key_file is None):
+        missing = "key_file" if tls.key_file is None else "cert_file"
+        raise t.fail(missing, "missing: cert_file and key_file (the client certificate and its key) go together")
+    for key, p in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if p is not None and not p.is_file():
+            raise t.fail(key, f"expected a PEM file, {p} does not exist or is not a file")
+    if tls.key_file is not None:
+        try:
+            tomlcheck.require_private(tls.key_file, "the TLS client key")
+        except ConfigError as exc:
+            raise t.fail("key_file", str(exc)) from None
+    tls_context(tls, f"{t.path}: {t.prefix}")
+    return tls
+
+
+def _central(t: tomlcheck.Table, base: Path, gateway_id: str) -> tuple[BrokerConfig, Path | None]:
+    command_key = t.path_value("command_key", base, None)
+    if command_key is not None:
+        try:
+            load_central_public_key(command_key)
+        except ConfigError as exc:
+            raise t.fail("command_key", f"expected central's public key file (guardian-agent keygen): {exc}") from None
+    tls = _tls(t.table("tls"), base) if "tls" in t.data else None
+    return replace(_broker(t, 1883, gateway_id), tls=tls), command_key
+
+
+def _serial_ports(top: tomlcheck.Table, base: Path) -> tuple[SerialConfig, ...]:
+    ports: list[SerialConfig] = []
+    for t in top.tables("serial"):
+        if not t.text("port").strip():
+            raise t.fail("port", "expected the path of a serial device, e.g. /dev/ttyUSB0, got an empty string")
+        cfg = SerialConfig(
+            port=t.path_value("port", base),
+            baudrate=t.integer("baudrate", 115200, lo=50, hi=4_000_000),
+            device=t.ident("device", None),
+        )
+        t.no_unknown_keys()
+        for i, other in enumerate(ports):
+            if other.port == cfg.port:
+                raise t.fail("port", f"{cfg.port} is already serial[{i}].port; one [[serial]] entry per port")
+        ports.append(cfg)
+    return tuple(ports)
+
+
 def load_config(path: Path) -> AgentConfig:
     path = Path(path)
     top = tomlcheck.Table(path, tomlcheck.load(path))
@@ -73,24 +194,38 @@ def load_config(path: Path) -> AgentConfig:
     key_file = gw.path_value("key_file", data_dir, "gateway.key")
     devices_file = gw.path_value("devices_file", base)
     venue = gw.ident("venue")
+    heartbeat_s = gw.integer("heartbeat_s", 60, lo=1, hi=3600)
     gw.no_unknown_keys()
 
     local = _broker(top.table("local"), 1883, f"{gateway_id}-agent")
-    central = _broker(top.table("central"), 1883, gateway_id)
+    central, command_key = _central(top.table("central"), base, gateway_id)
 
     bt = top.table("batch", required=False)
     batch = BatchConfig(
-        max_events=bt.integer("max_events", 1000, lo=1, hi=100_000),
+        max_events=bt.integer("max_events", 1000, lo=MAX_EVENTS_RANGE[0], hi=MAX_EVENTS_RANGE[1]),
         max_bytes=bt.integer("max_bytes", 256 * 1024, lo=1024, hi=16 * 1024 * 1024),
-        linger_ms=bt.integer("linger_ms", 20, lo=0, hi=10_000),
+        linger_ms=bt.integer("linger_ms", 20, lo=LINGER_MS_RANGE[0], hi=LINGER_MS_RANGE[1]),
         window=bt.integer("window", 8, lo=1, hi=256),
     )
     bt.no_unknown_keys()
+
+    bf = top.table("buffer", required=False)
+    max_bytes = bf.integer("max_bytes", 256 * 1024 * 1024, lo=4096, hi=1 << 40)
+    buffer = BufferConfig(
+        max_bytes=max_bytes,
+        p0_reserve_bytes=bf.integer("p0_reserve_bytes", max_bytes // 8, lo=0, hi=max_bytes),
+    )
+    bf.no_unknown_keys()
+
+    mt = top.table("metrics", required=False)
+    metrics: tuple[str, int] | None = mt.address("listen", None)
+    mt.no_unknown_keys()
 
     lim = top.table("limits", required=False)
     max_frame = lim.integer("max_frame_bytes", DEFAULT_MAX_FRAME, lo=64, hi=65536)
     commit_wait_ms = lim.number("commit_wait_ms", 2.0, lo=0.0, hi=100.0)
     lim.no_unknown_keys()
+    serial = _serial_ports(top, base)
     top.no_unknown_keys()
 
     return AgentConfig(
@@ -105,4 +240,9 @@ def load_config(path: Path) -> AgentConfig:
         batch=batch,
         max_frame=max_frame,
         commit_wait_ms=commit_wait_ms,
+        buffer=buffer,
+        heartbeat_s=heartbeat_s,
+        command_key=command_key,
+        metrics=metrics,
+        serial=serial,
     )

@@ -22,3 +22,7 @@ class WireError(AgentError):
 
 class StoreError(AgentError):
     """The durable buffer cannot be opened or written."""
+
+
+class CommandError(AgentError):
+    """A command for central could not be built or sent (the central-side CLI)."""

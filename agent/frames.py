@@ -21,11 +21,17 @@ AAD_RECEIPT = b"ge/1/receipt"
 FLAG_RECEIPTS = 1
 RECEIPT_STORED = 1
 RECEIPT_DELIVERED = 2
+RECEIPT_ACKNOWLEDGED = 3  # a dispatcher at central acknowledged the alarm (a signed command)
+RECEIPT_DROPPED = 4  # evicted from a full buffer (P1/P2 only); the device stops waiting
 U32 = 0xFFFFFFFF
 U64 = 0xFFFFFFFFFFFFFFFF
 DEFAULT_MAX_FRAME = 512
 
-TYPE_NAMES = {1: "ALARM", 2: "ALARM_HELD", 64: "TAMPER", 65: "ONLINE", 128: "HEARTBEAT"}
+# the gateway's own heartbeat: device = gateway id, boot = chain epoch, no device MAC
+# (the batch signature covers it); docs/protocol.md §4.4
+TYPE_GATEWAY_HEARTBEAT = 160
+
+TYPE_NAMES = {1: "ALARM", 2: "ALARM_HELD", 64: "TAMPER", 65: "ONLINE", 128: "HEARTBEAT", 160: "GATEWAY_HEARTBEAT"}
 
 
 def priority_of(event_type: int) -> int:
@@ -194,6 +200,8 @@ class FrameVerifier:
         mac0 = cose.mac0_parse(data)
         device = self.registry.by_kid(mac0.kid)
         if device is None:
+            if self.registry.is_revoked(mac0.kid):
+                raise WireError("revoked", f"kid {mac0.kid[:40]!r} was revoked by central")
             raise WireError("unknown_device", f"kid {mac0.kid[:40]!r} is not registered")
         if topic_device is not None and topic_device != device.id:
             raise WireError("topic_mismatch", f"frame of {device.id} published on the topic of {topic_device[:40]!r}")

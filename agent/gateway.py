@@ -8,9 +8,12 @@ import signal
 import time
 
 from agent.buffer import Store
+from agent.commands import CommandHandler
 from agent.committer import Committer
 from agent.config import AgentConfig
+from agent.errors import ConfigError
 from agent.frames import FrameVerifier
+from agent.metrics import Metrics
 from agent.pipeline import Pipeline, Stats
 from agent.registry import load_registry
 from agent.signer import Sealer, load_or_create_key
@@ -24,6 +27,13 @@ STATS_INTERVAL_S = 60.0
 
 async def run_gateway(cfg: AgentConfig) -> None:
     registry = load_registry(cfg.devices_file)
+    if registry.get(cfg.gateway_id) is not None:
+        raise ConfigError(
+            f"{cfg.devices_file}: device id {cfg.gateway_id!r} is the gateway's own id; the gateway's events use it"
+        )
+    # persisted revocations and runtime settings from central's commands apply from the start
+    commands = CommandHandler.open(cfg, registry)
+    cfg = commands.cfg
     key = load_or_create_key(cfg.key_file, cfg.gateway_id)
     store = Store(cfg.buffer_path)
     rec = store.recover()
@@ -36,6 +46,9 @@ async def run_gateway(cfg: AgentConfig) -> None:
         )
     sealer = Sealer(key, cfg.gateway_id, rec.epoch, rec.seq, rec.prev)
     stats = Stats()
+    if cfg.metrics is not None:
+        Metrics(stats).serve(*cfg.metrics)
+        log.info("metrics_listening host=%s port=%d", *cfg.metrics)
     stats.backlog = (rec.backlog[0], rec.backlog[1], rec.backlog[2])
     pipeline = Pipeline(cfg.gateway_id, registry, FrameVerifier(registry, cfg.max_frame), rec.replay, rec.ledger, stats)
     loop = asyncio.get_running_loop()
@@ -49,9 +62,17 @@ async def run_gateway(cfg: AgentConfig) -> None:
         backlog_bytes=rec.backlog_bytes,
         loop=loop,
         on_result=pipeline.on_commit,
+        limits=cfg.buffer,
+        evicted=rec.evicted,
+        gw_seq=rec.gw_seq,
+        unacked=rec.batches,
+        oldest_received=rec.oldest_received,
     )
     pipeline.committer = committer
-    uplink = Uplink(cfg, pipeline, stats, rec.batches)
+    commands.attach(pipeline, committer, stats)
+    pipeline.epoch, pipeline.gw_seq = rec.epoch, rec.gw_seq
+    stats.evicted = (rec.evicted[0], rec.evicted[1], rec.evicted[2])
+    uplink = Uplink(cfg, pipeline, stats, rec.batches, commands)
     local = LocalBroker(cfg.local, pipeline, stats)
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
@@ -67,7 +88,8 @@ async def run_gateway(cfg: AgentConfig) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(t) for t in (local.run(), uplink.run(), _report(stats))]
+    jobs = (local.run(), uplink.run(), _report(stats), _heartbeat(pipeline, cfg.heartbeat_s), commands.run())
+    tasks = [asyncio.create_task(t) for t in jobs]
     try:
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
@@ -76,12 +98,20 @@ async def run_gateway(cfg: AgentConfig) -> None:
                 raise task.exception()  # type: ignore[misc]
         log.info("agent_stopping reason=signal")
     finally:
+        await uplink.announce_offline()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         committer.stop()
         store.close()
         log.info("agent_stopped %s", _fmt(stats.snapshot()))
+
+
+async def _heartbeat(pipeline: Pipeline, interval_s: int) -> None:
+    # the first one right away: central learns that the gateway (re)started
+    while True:
+        pipeline.heartbeat()
+        await asyncio.sleep(interval_s)
 
 
 async def _report(stats: Stats) -> None:

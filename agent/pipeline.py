@@ -18,9 +18,18 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from agent.buffer import LEDGER_PER_DEVICE
 from agent.committer import CommitResult, Committer, Submitted
 from agent.errors import WireError
-from agent.frames import RECEIPT_DELIVERED, RECEIPT_STORED, FrameVerifier, receipt
+from agent.frames import (
+    RECEIPT_DELIVERED,
+    RECEIPT_DROPPED,
+    RECEIPT_STORED,
+    TYPE_GATEWAY_HEARTBEAT,
+    Event,
+    FrameVerifier,
+    receipt,
+)
 from agent.log import Throttle
 from agent.registry import Registry
 from agent.replay import ReplayState
@@ -38,13 +47,20 @@ class Stats:
     def __init__(self) -> None:
         self.rejected: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
+        self.serial_rejected: Counter[str] = Counter()  # serial link framing, by reason (§9)
+        self.commands_accepted: Counter[str] = Counter()  # by op (agent/commands.py)
+        self.commands_rejected: Counter[str] = Counter()  # by reason
         self.backlog: tuple[int, int, int] = (0, 0, 0)
         self.backlog_bytes: tuple[int, int, int] = (0, 0, 0)
-        self.oldest_ms: int | None = None
+        self.oldest_ms: int | None = None  # receive time of the oldest event central has not acknowledged
+        self.evicted: tuple[int, int, int] = (0, 0, 0)
         self.inflight_batches = 0
         self.uplink_connected = False
         self.local_connected = False
         self.store_error: str | None = None
+        # histogram hooks (agent/metrics.py), seconds; None when metrics are off
+        self.observe_commit: Callable[[float], None] | None = None
+        self.observe_delivery: Callable[[float], None] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -55,13 +71,21 @@ class Stats:
             "batches_acked": self.counts["batches_acked"],
             "receipts_sent": self.counts["receipts_sent"],
             "rejected": dict(self.rejected),
+            "serial_rejected": dict(self.serial_rejected),
+            "commands_accepted": dict(self.commands_accepted),
+            "commands_rejected": dict(self.commands_rejected),
             "backlog": list(self.backlog),
             "backlog_bytes": list(self.backlog_bytes),
-            "oldest_age_ms": (int(time.time() * 1000) - self.oldest_ms) if self.oldest_ms else 0,
+            "oldest_age_ms": self.oldest_age_ms(),
+            "evicted": list(self.evicted),
             "inflight_batches": self.inflight_batches,
             "uplink": "up" if self.uplink_connected else "down",
             "local": "up" if self.local_connected else "down",
         }
+
+    def oldest_age_ms(self) -> int:
+        """Age of the oldest event not yet acknowledged by central; 0 when there is none."""
+        return max(0, int(time.time() * 1000) - self.oldest_ms) if self.oldest_ms is not None else 0
 
 
 class Pipeline:
@@ -86,6 +110,12 @@ class Pipeline:
         self.send_receipt: SendReceipt | None = None
         self.publish_batch: Callable[[SealedBatch], None] | None = None
         self._throttle = Throttle()
+        # device id -> source of its last frame that verified: receipts go back that way
+        self.last_source: dict[str, str] = {}
+        # the gateway's own events: device = gateway id, boot = chain epoch (set at start)
+        self.epoch = 0
+        self.gw_seq = 0
+        self._started = time.monotonic()
 
     # --- frames in -----------------------------------------------------------------
 
@@ -98,6 +128,7 @@ class Pipeline:
             self._reject(exc.reason, topic_device, exc.detail, source)
             ack()
             return False
+        self.last_source[event.device] = source
         state = self.replay.get(event.device)
         if state is None:
             state = self.replay[event.device] = ReplayState()
@@ -105,7 +136,7 @@ class Pipeline:
             self._reject("replay", event.device, f"boot {event.boot} seq {event.seq} already seen", source)
             if event.wants_receipts:
                 known = self.ledger.get(event.key)
-                if known in (RECEIPT_STORED, RECEIPT_DELIVERED):
+                if known in (RECEIPT_STORED, RECEIPT_DELIVERED, RECEIPT_DROPPED):
                     self._receipt(event.device, event.boot, event.seq, known)
             ack()
             return False
@@ -116,6 +147,33 @@ class Pipeline:
         assert self.committer is not None, "pipeline used before the committer was attached"
         self.committer.submit(Submitted(event, state.as_row(), ack))
         return True
+
+    def gateway_event(self, event_type: int, data: dict[int, Any]) -> None:
+        """Queue one of the gateway's own events (e.g. its heartbeat) like a device event."""
+        assert self.committer is not None, "pipeline used before the committer was attached"
+        self.gw_seq += 1
+        now_ms = int(time.time() * 1000)
+        uptime_ms = int((time.monotonic() - self._started) * 1000)
+        event = Event(self.gateway_id, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
+        self.committer.submit(Submitted(event, None, _noop))
+
+    def heartbeat(self) -> None:
+        """The gateway heartbeat to central (docs/protocol.md §4.4)."""
+        st = self.stats
+        self.gateway_event(
+            TYPE_GATEWAY_HEARTBEAT,
+            {
+                1: int(time.monotonic() - self._started),
+                2: list(st.backlog),
+                3: list(st.backlog_bytes),
+                4: list(st.evicted),
+                5: st.oldest_age_ms(),
+                6: dict(st.rejected),
+                7: 1 if st.local_connected else 0,
+                8: st.counts["accepted"],
+                9: dict(st.commands_rejected),
+            },
+        )
 
     def _reject(self, reason: str, device: str | None, detail: str, source: str) -> None:
         self.stats.rejected[reason] += 1
@@ -137,6 +195,8 @@ class Pipeline:
             self.stats.store_error = result.error
             return
         self.stats.store_error = None
+        if self.stats.observe_commit is not None and (result.committed or result.sealed):
+            self.stats.observe_commit(result.commit_ms / 1000.0)
         for s in result.committed:
             s.token()
             if s.event.wants_receipts:
@@ -147,6 +207,10 @@ class Pipeline:
         self.stats.backlog = result.backlog
         self.stats.backlog_bytes = result.backlog_bytes
         self.stats.oldest_ms = result.oldest_ms
+        self.stats.evicted = result.evicted
+        for key in result.dropped:
+            self.ledger[key] = RECEIPT_DROPPED
+            self._receipt(key[0], key[1], key[2], RECEIPT_DROPPED)
         for batch in result.sealed:
             self.stats.counts["batches_sealed"] += 1
             if self.publish_batch is not None:
@@ -155,6 +219,9 @@ class Pipeline:
     def on_delivered(self, batch: SealedBatch) -> None:
         """Central's broker acknowledged `batch` (PUBACK)."""
         assert self.committer is not None, "pipeline used before the committer was attached"
+        oldest = self.committer.batch_oldest.get(batch.seq)
+        if oldest is not None and self.stats.observe_delivery is not None:
+            self.stats.observe_delivery(max(0.0, time.time() - oldest / 1000.0))
         self.committer.ack(batch)
         self.stats.counts["batches_acked"] += 1
         self.stats.counts["delivered"] += batch.events
@@ -172,12 +239,16 @@ class Pipeline:
 
     def _prune_ledger(self) -> None:
         # the durable ledger keeps the newest entries per device; the mirror stays bounded too
-        if len(self.ledger) > 16 * max(len(self.registry), 1) * 2:
+        if len(self.ledger) > LEDGER_PER_DEVICE * max(len(self.registry), 1) * 2:
             by_device: dict[str, list[tuple[str, int, int]]] = {}
             for key in self.ledger:
                 by_device.setdefault(key[0], []).append(key)
             for keys in by_device.values():
                 keys.sort()
-                for key in keys[:-16]:
-                    if self.ledger[key] == RECEIPT_DELIVERED:
+                for key in keys[:-LEDGER_PER_DEVICE]:
+                    if self.ledger[key] in (RECEIPT_DELIVERED, RECEIPT_DROPPED):
                         del self.ledger[key]
+
+
+def _noop() -> None:
+    return None

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import tomlcheck
-from agent.errors import ConfigError
 
 KINDS = ("alarm_post", "wristband", "sensor")
 KEY_BYTES = 32
@@ -40,6 +39,7 @@ class Registry:
     def __init__(self, devices: list[Device]) -> None:
         self._by_id = {d.id: d for d in devices}
         self._by_kid = {d.id.encode(): d for d in devices}
+        self._revoked: set[bytes] = set()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -52,6 +52,18 @@ class Registry:
 
     def by_kid(self, kid: bytes) -> Device | None:
         return self._by_kid.get(kid)
+
+    def revoke(self, device_id: str) -> Device | None:
+        """Remove a device central revoked; its frames are then rejected as `revoked`."""
+        self.mark_revoked(device_id)
+        self._by_kid.pop(device_id.encode(), None)
+        return self._by_id.pop(device_id, None)
+
+    def mark_revoked(self, device_id: str) -> None:
+        self._revoked.add(device_id.encode())
+
+    def is_revoked(self, kid: bytes) -> bool:
+        return kid in self._revoked
 
 
 def load_registry(path: Path, check_mode: bool = True) -> Registry:
@@ -80,13 +92,13 @@ def load_registry(path: Path, check_mode: bool = True) -> Registry:
         devices.append(Device(dev_id, kind, key, t.ident("venue"), t.text("zone")))
         t.no_unknown_keys()
     top.no_unknown_keys()
-    if not devices:
-        raise ConfigError(f"{path}: no [[device]] entries")
+    # an empty registry is valid: a new gateway before its first enrollment bundle, or one
+    # whose devices were all revoked; a misspelt table name is caught as an unknown key above
     return Registry(devices)
 
 
 def write_registry(path: Path, devices: list[Device]) -> None:
-    """Write a registry file with mode 0600 (tests, the demo and provisioning use it)."""
+    """Write a registry file with mode 0600, atomically (a new file renamed over the old one)."""
     lines = []
     for d in devices:
         lines += [
@@ -99,7 +111,17 @@ def write_registry(path: Path, devices: list[Device]) -> None:
             f"zone = {json.dumps(d.zone)}",
             "",
         ]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
         f.write("\n".join(lines))
-    os.chmod(path, 0o600)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import cbor2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -87,6 +88,12 @@ def load_public_key(path: Path) -> tuple[str, Ed25519PublicKey]:
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigError(f"{path}: not an Ed25519 public key")
     return m.group(1).decode(), key
+
+
+def batch_oldest_received(blob: bytes) -> int:
+    """Receive time (unix ms) of the oldest event in a batch this gateway sealed."""
+    payload = cbor2.loads(cbor2.loads(blob).value[2])
+    return min(int(e[7]) for e in payload[5])
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,16 @@ class Table:
             raise self.fail(key, f"expected true or false, got {value!r}")
         return value
 
+    def address(self, key: str, default: Any = _MISSING) -> Any:
+        """A "HOST:PORT" string as (host, port)."""
+        value = self.text(key, default)
+        if value is default:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise self.fail(key, f"expected HOST:PORT (port 1..65535), got {value!r}")
+        return host, int(port)
+
     def path_value(self, key: str, base: Path, default: Any = _MISSING) -> Any:
         """A path; relative ones (given or defaulted) are taken relative to `base`."""
         value = self.text(key, default)

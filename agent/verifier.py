@@ -115,7 +115,8 @@ class Verifier:
             self.seen[key] = None
             if len(self.seen) > MAX_SEEN_EVENTS:
                 self.seen.popitem(last=False)
-            if self.registry is not None and not self._audit(ev):
+            # the gateway's own events carry no device MAC; its signature covers them
+            if self.registry is not None and ev.device != gateway and not self._audit(ev):
                 out.append(self._problem("audit_failed", gateway=gateway, device=ev.device, boot=ev.boot, seq=ev.seq))
                 continue
             self.counts["events"] += 1

@@ -47,15 +47,14 @@ def run(workdir: Path, micropython: str, timeout: float) -> int:
         _say(f"brokers   local 127.0.0.1:{local.port}   central 127.0.0.1:{central.port}")
 
         agent = AgentProcess(workdir / "gateway", local.address, central.address, devices, "GW-DEMO", VENUE)
-        agent.start()
-        stack.callback(agent.stop)
-        agent.wait_log("uplink_up")
-        _say(f"gateway   GW-DEMO running, log {agent.log_path}")
-
         # central holds the device keys too (the registry), so it audits every device MAC
         verifier = CentralVerifier(central.address, [agent.public_key_file], device_keys=agent.devices_file)
         verifier.start()
         stack.callback(verifier.stop)
+        agent.start()
+        stack.callback(agent.stop)
+        agent.wait_log("uplink_up")
+        _say(f"gateway   GW-DEMO running, log {agent.log_path}")
 
         boards: dict[str, VirtualBoard] = {}
         for dev, _ in POSTS:

@@ -37,10 +37,10 @@ def rig(
 ) -> Iterator[tuple[AgentProcess, CentralVerifier, Mosquitto, Mosquitto]]:
     local, central = broker_pair
     agent = AgentProcess(tmp_path / "gw", local.address, central.address, DEVICES)
-    agent.start()
-    agent.wait_log("uplink_up")
     verifier = CentralVerifier(central.address, [agent.public_key_file])
     verifier.start()
+    agent.start()
+    agent.wait_log("uplink_up")
     try:
         yield agent, verifier, local, central
     finally:
@@ -86,7 +86,7 @@ def test_bad_frames_rejected_counted_and_next_good_delivered(
             ],
         )
     )
-    events = verifier.wait_events(5, 15)
+    events = verifier.wait_events(5, 15, device="AP-0001")
     assert sorted((e["device"], e["seq"]) for e in events) == [("AP-0001", s) for s in (1, 2, 3, 4, 6)]
     agent.stop()
     rejected = agent.stats()["rejected"]
@@ -119,7 +119,7 @@ def test_receipts_in_order_and_alarm_once_when_central_is_down(
 
     receipts = asyncio.run(device())
     assert receipts == [(1, 1, fwframe.R_STORED), (1, 1, fwframe.R_DELIVERED)]
-    events = verifier.wait_events(1, 15)
+    events = verifier.wait_events(1, 15, device="AP-0001")
     assert [(e["seq"], e["type_name"]) for e in events] == [(1, "ALARM")]
 
 
@@ -137,7 +137,7 @@ def test_kill9_mid_stream_loses_nothing(rig: tuple[AgentProcess, CentralVerifier
 
     asyncio.run(stream())
     agent.wait_log("uplink_up")
-    events = verifier.wait_events(n, 30)
+    events = verifier.wait_events(n, 30, device="AP-0001")
     seqs = sorted(e["seq"] for e in events)
     assert seqs == list(range(1, n + 1)), f"missing {sorted(set(range(1, n + 1)) - set(seqs))[:10]}"
     assert [p for p in verifier.problems() if p["kind"] != "new_epoch"] == []

@@ -46,9 +46,9 @@ class Venue:
         self.boards: list[VirtualBoard] = []
 
     def start(self) -> None:
+        self.verifier.start()
         self.agent.start()
         self.agent.wait_log("uplink_up")
-        self.verifier.start()
 
     def post(self, device: str = "AP-0001", **options: Any) -> VirtualBoard:
         board = VirtualBoard(device, self.workdir / device, micropython=self.micropython)

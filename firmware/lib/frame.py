@@ -29,6 +29,7 @@ T_HEARTBEAT = 128
 R_STORED = 1
 R_DELIVERED = 2
 R_ACKNOWLEDGED = 3
+R_DROPPED = 4  # the gateway evicted this (non-alarm) event from its full buffer
 
 
 class FrameError(ValueError):

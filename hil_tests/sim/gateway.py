@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.registry import Device, write_registry
+from agent.signer import load_or_create_key
 
 
 class ProcessError(RuntimeError):
@@ -37,7 +38,9 @@ class AgentProcess:
         gateway_id: str = "GW-1",
         venue: str = "venue-1",
         extra_config: str = "",
+        central_options: str = "",
     ) -> None:
+        """`central_options`: more [central] lines (command_key, a [central.tls] table last)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.gateway_id = gateway_id
@@ -63,6 +66,7 @@ class AgentProcess:
                     f'host = "{central[0]}"',
                     f"port = {central[1]}",
                     "keepalive = 5",
+                    central_options,
                     extra_config,
                 ]
             )
@@ -71,6 +75,9 @@ class AgentProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self.starts = 0
+        # the key exists before the first start (as after enrollment), so central's verifier
+        # can be running before the gateway sends its first batch
+        load_or_create_key(self.data_dir / "gateway.key", gateway_id)
 
     @property
     def public_key_file(self) -> Path:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +21,17 @@ from hil_tests.sim.tools import find_mosquitto, free_port
 
 class BrokerError(RuntimeError):
     """The broker did not start or stop as asked; the message carries its log tail."""
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """A second listener, with TLS: the broker's certificate and key, and the CA it checks clients
+    against (their certificate is required unless require_certificate is false)."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = True
 
 
 class Mosquitto:
@@ -31,7 +43,9 @@ class Mosquitto:
         port: fixed port; a free one is chosen when omitted.
         persistence: keep QoS 1 queues and sessions across restarts (a restart after
             stop() or kill() then behaves like a broker that was power-cycled with its disk).
-        extra_config: more mosquitto.conf lines (TLS listeners, limits, ...).
+        extra_config: more mosquitto.conf lines (limits, ...).
+        tls: also listen with TLS on `tls_port` (the plain listener stays, for tools and
+            verifiers that do not take part in the TLS test).
     """
 
     def __init__(
@@ -41,6 +55,7 @@ class Mosquitto:
         port: int | None = None,
         persistence: bool = False,
         extra_config: str = "",
+        tls: TlsListener | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -48,6 +63,8 @@ class Mosquitto:
         self.port = port or free_port()
         self.persistence = persistence
         self.extra_config = extra_config
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
         self.log_path = self.workdir / f"{name}.log"
         self.conf_path = self.workdir / f"{name}.conf"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -84,6 +101,15 @@ class Mosquitto:
             lines.append("persistence false")
         if self.extra_config:
             lines.append(self.extra_config)
+        if self.tls is not None:
+            # listener options apply to the listener line above them
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {self.tls.cafile}",
+                f"certfile {self.tls.certfile}",
+                f"keyfile {self.tls.keyfile}",
+                f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
+            ]
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> None:

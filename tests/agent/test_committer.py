@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import cose
 from agent.buffer import Store
 from agent.committer import CommitResult, Committer, Submitted
-from agent.config import BatchConfig
+from agent.config import BatchConfig, BufferConfig
 from agent.frames import Event
 from agent.replay import ReplayState
 from agent.signer import AAD_BATCH, SealedBatch, Sealer
@@ -218,7 +218,7 @@ def test_replay_state_salvaged_from_damaged_file(tmp_path: Path) -> None:
     store.recover(now_s=1000)
     with store.transaction():
         store.save_replay([(f"AP-{i}", 3, 9, 0) for i in range(50)])
-        store.insert_events([(2, 1000, b"x" * 1000, None, None, None) for _ in range(400)])
+        store.insert_events([(2, 1000, b"x" * 1000, None, None, None, 0) for _ in range(400)])
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     # damage a page in the middle of the events table
@@ -231,3 +231,55 @@ def test_replay_state_salvaged_from_damaged_file(tmp_path: Path) -> None:
     store.close()
     assert rec.quarantined is not None
     assert rec.salvaged_replay == 50 and rec.replay["AP-7"].seq == 9
+
+
+@asynccontextmanager
+async def bounded(path: Path, max_bytes: int, reserve: int) -> AsyncIterator[Harness]:
+    async with harness(path) as h:
+        h.committer.limits = BufferConfig(max_bytes=max_bytes, p0_reserve_bytes=reserve)
+        yield h
+
+
+async def test_full_buffer_evicts_oldest_p2_then_p1_never_p0(tmp_path: Path) -> None:
+    # events 100..199 of a kind all encode to the same size; P1 here asks for receipts (+2)
+    s2, s1 = len(event(100, 128).encoded), len(event(100, 64, flags=1).encoded)
+    async with bounded(tmp_path / "b.db", max_bytes=15 * s2 + 5 * s1, reserve=5 * s2) as h:
+        # uplink down: everything stays in the backlog; P1/P2 may use 15 events' worth
+        h.submit(*(event(i, 128) for i in range(101, 111)), *(event(i, 64, flags=1) for i in range(111, 116)))
+        res = await h.next_result()
+        assert res.backlog == (0, 5, 10) and res.evicted == (0, 0, 0)
+        h.submit(*(event(i, 128) for i in range(116, 119)))  # 3 more P2: the 3 oldest P2 go
+        res = await h.next_result()
+        assert res.backlog == (0, 5, 10) and res.evicted == (0, 0, 3) and res.dropped == []
+        h.submit(*(event(i, 1) for i in range(119, 124)))  # 5 alarms fit in the reserve
+        res = await h.next_result()
+        assert res.backlog == (5, 5, 10) and res.evicted == (0, 0, 3)
+        h.submit(*(event(i, 1) for i in range(124, 136)))  # 12 more alarms: P2 go, then P1
+        res = await h.next_result()
+        assert res.backlog == (17, 3, 0) and res.evicted == (0, 2, 13)
+        # the evicted P1 wanted receipts: they are named for receipt 4
+        assert res.dropped == [("AP-1", 1, 111), ("AP-1", 1, 112)]
+        h.submit(*(event(i, 1) for i in range(136, 141)))  # past the bound: alarms are still kept
+        res = await h.next_result()
+        assert res.backlog == (22, 0, 0) and res.evicted == (0, 5, 13)
+        assert h.acked[-1] == 140
+        ledger = dict(((d, b, s), st) for d, b, s, st in h.store.db.execute("SELECT * FROM ledger"))
+        assert ledger[("AP-1", 1, 111)] == 4
+        # everything left drains in lane order once the uplink is back: all 22 alarms
+        h.committer.set_uplink(True)
+        batches = await h.sealed(1)
+        seqs = [e[3] for b in batches for e in events_of(b)]
+        assert sorted(seqs) == list(range(119, 141))
+
+
+async def test_eviction_counters_survive_a_restart(tmp_path: Path) -> None:
+    size = len(event(100, 128, received=1000).encoded)
+    async with bounded(tmp_path / "b.db", max_bytes=4 * size, reserve=0) as h:
+        h.submit(*(event(i, 128, received=1000 + i - 100) for i in range(101, 108)))
+        res = await h.next_result()
+        assert res.evicted == (0, 0, 3) and res.backlog == (0, 0, 4)
+        assert res.oldest_ms == 1004, "the oldest event left is the 4th"
+    store = Store(tmp_path / "b.db")
+    rec = store.recover()
+    store.close()
+    assert rec.evicted == [0, 0, 3] and rec.oldest_received == 1004 and rec.backlog == [0, 0, 4]

@@ -103,7 +103,7 @@ def test_registry_errors(tmp_path: Path) -> None:
             "device[0].id: expected 1-32 characters",
         ),
         (f'[[device]]\nid = "AP-1"\nkind = "alarm_post"\nkey = "{KEY}"\nvenue = "v"\n', "device[0].zone: missing"),
-        ("", "no [[device]] entries"),
+        ('[[devices]]\nid = "AP-1"\n', "devices: unknown key"),
     ]
     for text, message in cases:
         path = _registry(tmp_path, text)
@@ -111,6 +111,11 @@ def test_registry_errors(tmp_path: Path) -> None:
             load_registry(path)
         assert str(path) in str(exc.value) and message in str(exc.value), (message, str(exc.value))
         assert KEY not in str(exc.value)
+
+
+def test_empty_registry_is_valid(tmp_path: Path) -> None:
+    # a gateway before its first devices arrive, or after all of them were revoked
+    assert len(load_registry(_registry(tmp_path, ""))) == 0
 
 
 def test_registry_readable_by_others_is_refused(tmp_path: Path) -> None:

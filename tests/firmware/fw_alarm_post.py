@@ -170,3 +170,105 @@ def test_long_press_sends_alarm_then_alarm_held():
     types = [_payload(post, 1, s)[frame.K_TYPE] for p, _, s, _ in post.outbox.items() if p == 0]
     assert types == [frame.T_ALARM, frame.T_ALARM_HELD]
     assert _payload(post, 1, 3)[frame.K_DATA] == {1: 150}
+
+
+def test_dropped_receipt_removes_state_events_never_alarms():
+    post = _post("dropped")
+    _click(post)
+    post.board.tamper._set(1)
+    _steps(post, lambda: len(post.outbox) == 3)
+    down = post.down.encode()
+    post._message(down, _receipt(KEY, 1, 2, frame.R_DROPPED))  # the alarm: not believed
+    post._message(down, _receipt(OTHER, 1, 3, frame.R_DROPPED))  # forged
+    assert len(post.outbox) == 3 and post.dropped_events == 0
+    post._message(down, _receipt(KEY, 1, 3, frame.R_DROPPED))  # the tamper event
+    assert [(p, s) for p, _, s, _ in post.outbox.items()] == [(0, 2), (1, 1)]
+    assert post.dropped_events == 1
+
+
+def _buzz(post, ms=2000):
+    # steps the post until its buzzer pattern is over; the levels it went through
+    levels = [post.board.buzzer.value()]
+    start = ticks_ms()
+    while post.beep_until is not None:
+        if ticks_diff(ticks_ms(), start) > ms:
+            raise AssertionError("buzzer still sounding after %d ms" % ms)
+        post.step()
+        if post.board.buzzer.value() != levels[-1]:
+            levels.append(post.board.buzzer.value())
+    return levels
+
+
+def test_receipt_3_for_a_held_alarm_shows_white_and_beeps_twice():
+    post = _post("ack-held", ack_s=5)
+    _click(post)
+    assert _buzz(post) == [1, 0]  # the press: one beep
+    down = post.down.encode()
+    post._message(down, _receipt(KEY, 1, 2, frame.R_STORED))
+    post.step()
+    assert _led(post) == (0, 0, 1)  # blue
+    post._message(down, _receipt(KEY, 1, 2, frame.R_ACKNOWLEDGED))
+    start = ticks_ms()
+    assert _buzz(post) == [1, 0, 1, 0]  # two beeps
+    assert ticks_diff(ticks_ms(), start) >= 3 * 120  # on, pause, on
+    assert _led(post) == (1, 1, 1)  # white: help is coming
+    assert post.outbox.state(1, 2) == 1  # the alarm still waits for receipt 2
+    post._message(down, _receipt(KEY, 1, 2, frame.R_ACKNOWLEDGED))  # again: no new beeps
+    assert post.beep_until is None and post.stray_receipts == 0
+    post._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED))
+    post.step()
+    assert post.outbox.items() == [(1, 1, 1, 0)] and _led(post) == (1, 1, 1)  # still white
+    post.acked_at -= 5001  # ack_s has passed
+    post.step()
+    assert _led(post) == (0, 1, 0)  # green: delivered less than green_s ago
+
+
+def test_receipt_3_for_a_recently_delivered_alarm_and_amber_over_white():
+    post = _post("ack-recent", ack_s=5)
+    _click(post)
+    down = post.down.encode()
+    post._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED))
+    assert post.outbox.state(1, 2) is None and post.recent == [(1, 2)]
+    post._message(down, _receipt(KEY, 1, 2, frame.R_ACKNOWLEDGED))
+    assert _buzz(post) == [1, 0, 1, 0]
+    assert _led(post) == (1, 1, 1)
+    _click(post)  # a new alarm not yet at the gateway: amber shows over white
+    post.step()
+    assert _led(post) == (1, 1, 0)
+    post._message(down, _receipt(KEY, 1, 3, frame.R_STORED))
+    post.step()
+    assert _led(post) == (1, 1, 1)  # stored: white again while ack_s lasts
+
+
+def test_receipt_3_forged_or_for_an_unknown_event_is_ignored_and_counted():
+    post = _post("ack-bad")
+    _click(post)
+    _buzz(post)
+    down = post.down.encode()
+    post._message(down, _receipt(OTHER, 1, 2, frame.R_ACKNOWLEDGED))  # wrong key
+    assert post.bad_receipts == 1
+    post._message(down, _receipt(KEY, 1, 9, frame.R_ACKNOWLEDGED))  # no such event
+    post._message(down, _receipt(KEY, 1, 1, frame.R_ACKNOWLEDGED))  # ONLINE: not an alarm
+    post._message(down, _receipt(KEY, 2, 2, frame.R_ACKNOWLEDGED))  # another boot
+    assert post.stray_receipts == 3
+    post.step()
+    assert post.acked_at is None and post.beep_until is None and _led(post) == (1, 1, 0)
+
+
+def test_recent_delivered_alarms_are_bounded():
+    post = _post("ack-bound")
+    down = post.down.encode()
+    for seq in range(2, 12):
+        _click(post)
+        post._message(down, _receipt(KEY, 1, seq, frame.R_DELIVERED))
+    assert post.recent == [(1, s) for s in range(4, 12)]
+    post._message(down, _receipt(KEY, 1, 3, frame.R_ACKNOWLEDGED))  # forgotten: ignored
+    assert post.stray_receipts == 1 and post.acked_at is None
+    post._message(down, _receipt(KEY, 1, 4, frame.R_ACKNOWLEDGED))
+    assert post.acked == (1, 4)
+
+
+def test_ack_s_is_checked():
+    msg = str(raises(app.ConfigError, app.load_config, _config("ack.json", ack_s=-1)))
+    assert "ack_s must be an integer from 0 to 86400" in msg
+    assert app.load_config(_config("ack-ok.json"))["ack_s"] == 120

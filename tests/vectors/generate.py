@@ -18,6 +18,7 @@ import hmac
 import json
 import math
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +363,259 @@ def batch_vectors() -> dict[str, Any]:
     }
 
 
-GENERATORS = {"cbor.json": cbor_vectors, "cose.json": cose_vectors, "batch.json": batch_vectors}
+# RFC 8032 section 7.1, test 2: central's command key in the vectors.
+CENTRAL_SEED = bytes.fromhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+CENTRAL_PUB = bytes.fromhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")
+CENTRAL_KID = "central"
+AAD_COMMAND = b"ge/1/command"
+COMMAND_NOW = 1700000100  # the gateway's clock for the bad vectors
+
+
+def command_vectors() -> dict[str, Any]:
+    from tests import oracle
+
+    def payload(seq: int, op: int, args: dict[int, Any], gw: str = GATEWAY_ID, issued: int = 1700000000) -> bytes:
+        return _canon({1: gw, 2: seq, 3: issued, 4: issued + 300, 5: op, 6: args})
+
+    def signed(body: bytes, kid: str = CENTRAL_KID, seed: bytes = CENTRAL_SEED, pub: bytes = CENTRAL_PUB) -> bytes:
+        return oracle.sign1(seed, pub, kid.encode(), body, AAD_COMMAND)
+
+    good = [
+        ("ack", 1, {1: DEVICE_ID, 2: 3, 3: 2, 4: "help is coming"}),
+        ("revoke", 2, {1: "AP-0002"}),
+        ("config", 3, {1: 50, 2: 500, 3: "debug"}),
+    ]
+    commands = []
+    for seq, (name, op, args) in enumerate(good, 1):
+        body = payload(seq, op, args)
+        msg = signed(body)
+        if not oracle.verify_sign1(CENTRAL_PUB, msg, AAD_COMMAND):
+            raise SystemExit(f"pycose does not verify its own {name} command")
+        commands.append({"name": name, "payload": to_json(cbor2.loads(body)), "hex": msg.hex()})
+
+    ack = payload(1, 1, {1: DEVICE_ID, 2: 3, 3: 2})
+    bad: list[dict[str, Any]] = []
+
+    def add(why: str, msg: bytes, reason: str, last_seq: int = 0) -> None:
+        bad.append({"why": why, "hex": msg.hex(), "reason": reason, "now": COMMAND_NOW, "last_seq": last_seq})
+
+    add("replayed: seq not above the last accepted", signed(ack), "replay", last_seq=1)
+    add("signed by another key under central's kid", signed(ack, seed=GW_SEED, pub=GW_PUB), "bad_signature")
+    add("unknown kid", signed(ack, kid="central-2"), "unknown_kid")
+    add(
+        "batch external_aad (a batch signature replayed as a command)",
+        oracle.sign1(CENTRAL_SEED, CENTRAL_PUB, CENTRAL_KID.encode(), ack, AAD_BATCH),
+        "bad_signature",
+    )
+    add("for another gateway", signed(payload(1, 1, {1: DEVICE_ID, 2: 3, 3: 2}, gw="GW-OTHER")), "wrong_gateway")
+    add("expired", signed(payload(1, 1, {1: DEVICE_ID, 2: 3, 3: 2}, issued=1699999000)), "expired")
+    add(
+        "unsigned: a COSE_Mac0 under a guessed key",
+        _mac0_raw(bytes(32), _canon({1: 4, 4: CENTRAL_KID.encode()}), ack, AAD_COMMAND),
+        "malformed",
+    )
+    add("signature cut short", signed(ack)[:-1], "malformed")
+    add("trailing byte", signed(ack) + b"\x00", "malformed")
+    add("seq 0", signed(payload(0, 1, {1: DEVICE_ID, 2: 3, 3: 2})), "malformed")
+    shuffled = cbor2.dumps({2: 1, 1: GATEWAY_ID, 3: 1700000000, 4: 1700000300, 5: 1, 6: {1: DEVICE_ID, 2: 3, 3: 2}})
+    add("payload not canonical (keys out of order)", signed(shuffled), "malformed")
+    add(
+        "lifetime over 24 h",
+        signed(_canon({1: GATEWAY_ID, 2: 1, 3: 1700000000, 4: 1700086401, 5: 1, 6: {1: DEVICE_ID, 2: 3, 3: 2}})),
+        "malformed",
+    )
+    add("unknown op", signed(payload(1, 9, {})), "unknown_op")
+    add("ack without seq", signed(payload(1, 1, {1: DEVICE_ID, 2: 3})), "bad_args")
+    add("config: unknown setting", signed(payload(1, 3, {9: 1})), "bad_args")
+    add("config: linger_ms out of range", signed(payload(1, 3, {1: 10001})), "bad_args")
+    add("config: unknown log level", signed(payload(1, 3, {3: "loud"})), "bad_args")
+    for entry in bad:
+        if entry["reason"] in ("bad_signature", "unknown_kid"):
+            try:
+                ok = oracle.verify_sign1(CENTRAL_PUB, bytes.fromhex(entry["hex"]), AAD_COMMAND)
+            except Exception:
+                ok = False
+            if ok and entry["reason"] == "bad_signature":
+                raise SystemExit(f"pycose accepts the bad command: {entry['why']}")
+    return {
+        "about": "COSE_Sign1 EdDSA commands from central; key: RFC 8032 test 2; built and checked with pycose",
+        "seed": CENTRAL_SEED.hex(),
+        "public": CENTRAL_PUB.hex(),
+        "kid": CENTRAL_KID,
+        "gateway_id": GATEWAY_ID,
+        "aad_command": AAD_COMMAND.decode(),
+        "device_key": DEVICE_KEY.hex(),
+        "commands": commands,
+        "bad_commands": bad,
+    }
+
+
+SERIAL_MAX_PAYLOAD = 512
+SERIAL_MAX_ENCODED = 519  # 512 + 4 (CRC) + 1 + (512 + 4) // 254: COBS overhead at most
+
+
+def _serial_frame(payload: bytes, crc: int | None = None) -> bytes:
+    """COBS(payload || CRC-32 little-endian) 0x00, with the `cobs` package and zlib."""
+    from cobs import cobs
+
+    value = zlib.crc32(payload) if crc is None else crc
+    return bytes(cobs.encode(payload + value.to_bytes(4, "little"))) + b"\x00"
+
+
+def _serial_unframe(body: bytes) -> tuple[bytes | None, str | None]:
+    """The receiver's rules (docs/protocol.md §9) on the bytes between two delimiters."""
+    from cobs import cobs
+
+    if len(body) > SERIAL_MAX_ENCODED:
+        return None, "oversize"
+    try:
+        raw = bytes(cobs.decode(body))
+    except cobs.DecodeError:
+        return None, "cobs"
+    if len(raw) < 5:
+        return None, "short"
+    payload = raw[:-4]
+    if len(payload) > SERIAL_MAX_PAYLOAD:
+        return None, "oversize"
+    if zlib.crc32(payload) != int.from_bytes(raw[-4:], "little"):
+        return None, "crc"
+    return payload, None
+
+
+# Plain COBS, pinned: the examples of Cheshire & Baker's paper as Wikipedia lists them, and
+# the edges of a 254-byte run. Each is checked against the `cobs` package below.
+_RUN = bytes(range(1, 255))  # 01 02 .. fe: 254 non-zero bytes
+COBS_CASES: list[tuple[str, bytes, bytes]] = [
+    ("empty", b"", b"\x01"),
+    ("one zero", b"\x00", b"\x01\x01"),
+    ("two zeros", b"\x00\x00", b"\x01\x01\x01"),
+    ("zero, data, zero", b"\x00\x11\x00", b"\x01\x02\x11\x01"),
+    ("zero inside", b"\x11\x22\x00\x33", b"\x03\x11\x22\x02\x33"),
+    ("no zero", b"\x11\x22\x33\x44", b"\x05\x11\x22\x33\x44"),
+    ("trailing zeros", b"\x11\x00\x00\x00", b"\x02\x11\x01\x01\x01"),
+    ("254 non-zero bytes", _RUN, b"\xff" + _RUN),
+    ("zero then 254 non-zero", b"\x00" + _RUN, b"\x01\xff" + _RUN),
+    ("255 non-zero bytes", _RUN + b"\xff", b"\xff" + _RUN + b"\x02\xff"),
+    ("254 non-zero then zero", _RUN[1:] + b"\xff\x00", b"\xff" + _RUN[1:] + b"\xff\x01\x01"),
+    ("253 non-zero, zero, one", _RUN[2:] + b"\xff\x00\x01", b"\xfe" + _RUN[2:] + b"\xff\x02\x01"),
+]
+CRC32_CASES: list[tuple[str, bytes, int]] = [
+    ("empty", b"", 0x00000000),
+    ("check value", b"123456789", 0xCBF43926),
+    ("32 zero bytes", bytes(32), 0x190A55AD),
+    ("fox", b"The quick brown fox jumps over the lazy dog", 0x414FA339),
+]
+
+
+def serial_vectors() -> dict[str, Any]:
+    import binascii
+
+    from cobs import cobs
+
+    cobs_out = []
+    for name, data, enc in COBS_CASES:
+        if bytes(cobs.encode(data)) != enc or bytes(cobs.decode(enc)) != data:
+            raise SystemExit(f"the cobs package disagrees on {name}")
+        cobs_out.append({"name": name, "data": data.hex(), "encoded": enc.hex()})
+    crc_out = []
+    for name, data, crc in CRC32_CASES:
+        if zlib.crc32(data) != crc or binascii.crc32(data) != crc:
+            raise SystemExit(f"zlib disagrees on the CRC-32 of {name}")
+        crc_out.append({"name": name, "data": data.hex(), "crc32": crc})
+
+    cose = cose_vectors()
+    frame0 = bytes.fromhex(cose["frames"][0]["hex"])
+    receipt0 = bytes.fromhex(cose["receipts"][0]["hex"])
+    no_zero = bytes((i % 255) + 1 for i in range(SERIAL_MAX_PAYLOAD))
+    payloads = [
+        ("device frame (cose.json frames[0])", frame0),
+        ("receipt (cose.json receipts[0])", receipt0),
+        ("one zero byte", b"\x00"),
+        ("largest payload, no zero byte", no_zero),
+        ("largest payload, all zero", bytes(SERIAL_MAX_PAYLOAD)),
+    ]
+    frames = []
+    for name, payload in payloads:
+        wire = _serial_frame(payload)
+        if b"\x00" in wire[:-1] or _serial_unframe(wire[:-1]) != (payload, None):
+            raise SystemExit(f"serial frame {name} does not round-trip")
+        frames.append({"name": name, "payload": payload.hex(), "frame": wire.hex()})
+    if max(len(f["frame"]) // 2 - 1 for f in frames) > SERIAL_MAX_ENCODED:
+        raise SystemExit("a frame is longer than SERIAL_MAX_ENCODED")
+
+    good = _serial_frame(frame0)[:-1]
+    bad: list[tuple[str, bytes, str]] = [
+        ("CRC of another payload", _serial_frame(frame0, zlib.crc32(frame0) ^ 1)[:-1], "crc"),
+        ("a payload byte changed", good[:5] + bytes([good[5] ^ 0x40 or 1]) + good[6:], "crc"),
+        ("last byte lost", good[:-1], "cobs"),
+        ("code byte runs past the end", b"\x05\x11\x22", "cobs"),
+        ("254-byte run cut short", b"\xff\x01\x02\x03", "cobs"),
+        ("three bytes: no room for a CRC", bytes(cobs.encode(b"\x01\x02\x03")), "short"),
+        ("empty payload with the CRC of nothing", bytes(cobs.encode(bytes(4))), "short"),
+        ("520 bytes between delimiters", b"\x01" * (SERIAL_MAX_ENCODED + 1), "oversize"),
+        ("513-byte payload", _serial_frame(bytes(SERIAL_MAX_PAYLOAD + 1))[:-1], "oversize"),
+    ]
+    bad_out = []
+    for name, body, reason in bad:
+        if b"\x00" in body or _serial_unframe(body) != (None, reason):
+            raise SystemExit(f"bad serial frame {name}: not rejected as {reason}")
+        bad_out.append({"name": name, "body": body.hex(), "reason": reason})
+
+    # A stream as a receiver sees it right after opening the port: the tail of a frame it
+    # missed, frames (each sent as 00 frame), garbage between them, a run that never ends.
+    stream = (
+        b"\x17\x42"  # partial: before the first delimiter
+        + b"\x00"
+        + _serial_frame(frame0)
+        + b"\xff\x01\x02\x03"  # garbage (bad COBS), ended by the next frame's leading 0x00
+        + b"\x00"
+        + _serial_frame(receipt0)
+        + b"\x00\x00\x00"  # idle: empty frames
+        + b"\x01" * 600  # oversize
+        + b"\x00"
+        + _serial_frame(frame0[:-1] + b"\x00", zlib.crc32(frame0))  # crc
+        + b"\x00"
+        + _serial_frame(b"\x00")
+        + b"\x05\x11"  # the start of a frame still open at the end
+    )
+    got, rejected = [], dict.fromkeys(("partial", "oversize", "cobs", "crc", "short"), 0)
+    parts = stream.split(b"\x00")
+    rejected["partial"] += 1 if parts[0] else 0
+    for body in parts[1:-1]:
+        if body:
+            payload, reason = _serial_unframe(body)
+            if reason is None:
+                got.append(payload)
+            else:
+                rejected[str(reason)] += 1
+    want = {"partial": 1, "oversize": 1, "cobs": 1, "crc": 1, "short": 0}
+    if got != [frame0, receipt0, b"\x00"] or rejected != want:
+        raise SystemExit(f"stream vector: got {got} {rejected}")
+    return {
+        "about": "serial link framing (docs/protocol.md §9): COBS (the cobs package) of payload || CRC-32 "
+        "(zlib, little-endian), then 0x00",
+        "max_payload": SERIAL_MAX_PAYLOAD,
+        "max_encoded": SERIAL_MAX_ENCODED,
+        "cobs": cobs_out,
+        "crc32": crc_out,
+        "frames": frames,
+        "bad": bad_out,
+        "stream": {
+            "hex": stream.hex(),
+            "payloads": [p.hex() for p in got],
+            "rejected": rejected,
+            "pending": 2,
+        },
+    }
+
+
+GENERATORS = {
+    "cbor.json": cbor_vectors,
+    "cose.json": cose_vectors,
+    "batch.json": batch_vectors,
+    "command.json": command_vectors,
+    "serial.json": serial_vectors,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

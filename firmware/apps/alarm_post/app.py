@@ -6,6 +6,9 @@
 # gateway's receipt 2 says central has it. Everything below follows from the outbox:
 # - LED: amber = an alarm is saved on the post and being sent; blue = the gateway stored it
 #   (receipt 1); green = central has it (receipt 2), shown for green_s seconds; then off.
+# - Receipt 3 (a dispatcher at central acknowledged the alarm, "help is coming"): white for
+#   ack_s seconds and two short beeps, for an alarm still in the outbox or one of the last
+#   few delivered (kept in RAM); only an alarm not yet at the gateway (amber) shows over it.
 # - Sending: outbox entries go out in (boot, seq) order on every (re)connection, and again
 #   when a receipt is overdue (receipt 1 after resend_s, receipt 2 after recheck_s). Resends
 #   are the same bytes; the gateway stores an event once and answers a resend with the
@@ -48,6 +51,7 @@ _LED_OFF = (0, 0, 0)
 _LED_AMBER = (1, 1, 0)
 _LED_BLUE = (0, 0, 1)
 _LED_GREEN = (0, 1, 0)
+_LED_WHITE = (1, 1, 1)
 _ST_SENT = const(0)  # outbox state: written, no receipt yet
 _ST_STORED = const(1)  # receipt 1 seen
 _P0 = const(0)
@@ -58,6 +62,7 @@ _WINDOW_GUARD = const(48)  # below the gateway's 64-event replay window
 _BACKOFF_MIN_MS = const(500)
 _BACKOFF_MAX_MS = const(30000)
 _BEEP_MS = const(120)
+_RECENT = const(8)  # delivered alarms a receipt 3 may still name
 _MAX_INCOMING = const(16)  # packets handled per loop turn
 
 DEFAULTS = {
@@ -67,6 +72,7 @@ DEFAULTS = {
     "resend_s": 5,
     "recheck_s": 60,
     "green_s": 30,
+    "ack_s": 120,
     "outbox": 32,
     "long_press_ms": 3000,
     "debounce_ms": 30,
@@ -118,6 +124,7 @@ def load_config(path="config.json"):
         ("resend_s", 1, 3600),
         ("recheck_s", 1, 86400),
         ("green_s", 0, 86400),
+        ("ack_s", 0, 86400),
         ("outbox", _RESERVE + 1, 1000),
         ("long_press_ms", 100, 60000),
         ("debounce_ms", 1, 1000),
@@ -173,10 +180,15 @@ class AlarmPost:
         self.last_sent = {}  # (boot, seq) -> ticks of the last send on this connection
         self.delivered_at = None
         self.beep_until = None
+        self.beeps_left = 0  # buzzer phases still to come after the current one
+        self.recent = []  # (boot, seq) of the last _RECENT alarms delivered
+        self.acked = None  # (boot, seq) of the last alarm acknowledged by a dispatcher
+        self.acked_at = None
         self.folded = 0  # presses not written because the outbox was full
         self.dropped_tamper = 0
         self.bad_receipts = 0
         self.stray_receipts = 0
+        self.dropped_events = 0  # P1/P2 events the gateway evicted (receipt 4)
         self.led = None
         board.button.irq(self._edge)
         board.tamper.irq(self._edge)
@@ -251,8 +263,10 @@ class AlarmPost:
             self.folded = 0
             self._store(_P0, frame.T_ALARM, {1: n})
 
-    def _beep(self):
+    def _beep(self, n=1):
+        # n beeps of _BEEP_MS with _BEEP_MS pauses; _show() runs the phases
         self.board.buzzer.on()
+        self.beeps_left = 2 * n - 2
         self.beep_until = ticks_add(ticks_ms(), _BEEP_MS)
 
     # link
@@ -357,6 +371,17 @@ class AlarmPost:
             print("alarm_post: receipt ignored (%d so far): %s" % (self.bad_receipts, e))
             return
         state = self.outbox.state(boot, seq)
+        if state is not None and kind == frame.R_DROPPED and self._prio(boot, seq) != _P0:
+            # the gateway's buffer was full and it evicted this state/telemetry event;
+            # alarms are never evicted, so a "dropped" for one is not believed
+            self.outbox.remove(boot, seq)
+            self.last_sent.pop((boot, seq), None)
+            self.dropped_events += 1
+            print("alarm_post: event %d/%d dropped by the gateway" % (boot, seq))
+            return
+        if kind == frame.R_ACKNOWLEDGED:
+            self._acknowledged(boot, seq)
+            return
         if state is None or kind not in (frame.R_STORED, frame.R_DELIVERED):
             self.stray_receipts += 1
             return
@@ -365,15 +390,32 @@ class AlarmPost:
                 print("alarm_post: event %d/%d stored at the gateway" % (boot, seq))
                 self.last_sent[(boot, seq)] = ticks_ms()
         else:
-            alarm = False
-            for prio, b, s, _ in self.outbox.items():
-                if (b, s) == (boot, seq):
-                    alarm = prio == _P0
+            alarm = self._prio(boot, seq) == _P0
             self.outbox.remove(boot, seq)
             self.last_sent.pop((boot, seq), None)
             if alarm:
                 self.delivered_at = ticks_ms()  # green is for alarms only
+                self.recent.append((boot, seq))
+                if len(self.recent) > _RECENT:
+                    self.recent.pop(0)
             print("alarm_post: event %d/%d delivered" % (boot, seq))
+
+    def _acknowledged(self, boot, seq):
+        # receipt 3: believed for an alarm the post holds or delivered recently
+        if self._prio(boot, seq) != _P0 and (boot, seq) not in self.recent:
+            self.stray_receipts += 1
+            return
+        self.acked_at = ticks_ms()
+        if self.acked != (boot, seq):
+            self.acked = (boot, seq)
+            self._beep(2)
+        print("alarm_post: event %d/%d acknowledged: help is coming" % (boot, seq))
+
+    def _prio(self, boot, seq):
+        for prio, b, s, _ in self.outbox.items():
+            if b == boot and s == seq:
+                return prio
+        return None
 
     def _heartbeat(self, now):
         if ticks_diff(now, self.next_heartbeat) < 0:
@@ -414,6 +456,11 @@ class AlarmPost:
             colour = _LED_BLUE
         if self.folded:
             colour = _LED_AMBER
+        if self.acked_at is not None:
+            if ticks_diff(now, self.acked_at) >= self.cfg["ack_s"] * 1000:
+                self.acked_at = None
+            elif colour != _LED_AMBER:
+                colour = _LED_WHITE
         if colour == _LED_OFF and self.delivered_at is not None:
             if ticks_diff(now, self.delivered_at) < self.cfg["green_s"] * 1000:
                 colour = _LED_GREEN
@@ -423,8 +470,13 @@ class AlarmPost:
             self.led = colour
             self.board.rgb(colour[0], colour[1], colour[2])
         if self.beep_until is not None and ticks_diff(now, self.beep_until) >= 0:
-            self.board.buzzer.off()
-            self.beep_until = None
+            if self.beeps_left:
+                self.beeps_left -= 1
+                self.board.buzzer.value(0 if self.board.buzzer.value() else 1)
+                self.beep_until = ticks_add(now, _BEEP_MS)
+            else:
+                self.board.buzzer.off()
+                self.beep_until = None
 
     def _timeout(self, now):
         if self.edges or self.button.waiting() or self.tamper.waiting() or self.beep_until is not None:

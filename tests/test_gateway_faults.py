@@ -1,0 +1,170 @@
+"""The agent under a steady mixed load while its processes and brokers fail: kill -9 of the
+agent again and again, central taken down and brought back, the local broker restarted, and
+a buffer bound far too small. Real Mosquitto processes, the agent and the central verifier
+as real processes; the devices are hil_tests/sim/loadgen.py (firmware frame code on CPython,
+resending like the firmware does).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.registry import Device
+from hil_tests.sim.gateway import AgentProcess, CentralVerifier
+from hil_tests.sim.loadgen import FleetLoad, LoadReport
+from hil_tests.sim.mosquitto import Mosquitto
+
+DEVICES = [Device(f"AP-{n:04d}", "alarm_post", bytes([n]) * 32, "venue-1", "hall") for n in range(1, 6)]
+Key = tuple[str, int, int]
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, local: Mosquitto, central: Mosquitto, extra_config: str = "") -> None:
+        self.local = local
+        self.central = central
+        self.agent = AgentProcess(tmp_path / "gw", local.address, central.address, DEVICES, extra_config=extra_config)
+        self.verifier = CentralVerifier(central.address, [self.agent.public_key_file], self.agent.devices_file)
+
+    def start(self) -> None:
+        self.verifier.start()
+        self.agent.start()
+        self.agent.wait_log("uplink_up")
+
+    def central_keys(self) -> list[Key]:
+        gw = self.agent.gateway_id
+        return [(e["device"], e["boot"], e["seq"]) for e in self.verifier.events() if e["device"] != gw]
+
+    def wait_central(self, keys: set[Key], timeout: float) -> set[Key]:
+        """Wait until all `keys` are at central; returns the ones still missing."""
+        self.verifier.wait_for(lambda: keys <= set(self.central_keys()), timeout)
+        return keys - set(self.central_keys())
+
+    def close(self) -> None:
+        self.verifier.stop()
+        self.agent.kill()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto]) -> Iterator[Rig]:
+    r = Rig(tmp_path, *broker_pair)
+    try:
+        r.start()
+        yield r
+    finally:
+        r.close()
+
+
+def check_central(rig: Rig, report: LoadReport, seed: int) -> None:
+    """Every receipted event and every alarm at central; duplicates only as the same key."""
+    must = report.stored | report.keys(0)
+    missing = rig.wait_central(must, 60)
+    assert not missing, f"seed {seed}: {len(missing)} missing at central, e.g. {sorted(missing)[:5]}"
+    keys = rig.central_keys()
+    assert len(keys) == len(set(keys)), f"seed {seed}: the verifier let a duplicate event through"
+    assert set(keys) <= set(report.sent), f"seed {seed}: central has events no device sent"
+    problems = [p for p in rig.verifier.problems() if p["kind"] not in ("new_epoch",)]
+    assert problems == [], f"seed {seed}: {problems[:5]}"
+
+
+def test_kill9_of_the_agent_20_times_under_load_loses_nothing(rig: Rig) -> None:
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    load = FleetLoad(rig.local.address, DEVICES, rate=300, seed=seed)
+    load.start()
+    try:
+        for _ in range(20):
+            time.sleep(rng.uniform(0.05, 0.6))  # the kill lands at a random moment of the stream
+            rig.agent.kill()
+            rig.agent.start(wait=False)
+        rig.agent.wait_log("uplink_up")
+        load.stop_sending()
+        assert load.wait_settled(60), f"seed {seed}: {load.pending()} frames still without receipt 2"
+    finally:
+        load.stop()
+    report = load.report
+    assert rig.agent.starts == 21
+    assert len(report.keys(0)) > 50 and len(report.stored) > 200, f"seed {seed}: too little load to mean much"
+    check_central(rig, report, seed)
+    # telemetry was not tracked by the devices, but nothing was lost either: the local broker
+    # keeps the agent's session and the agent acknowledges only after the commit
+    missing_p2 = rig.wait_central(report.keys(2), 30)
+    assert not missing_p2, f"seed {seed}: {len(missing_p2)} P2 events missing"
+
+
+def test_central_down_and_local_broker_restarted_under_load(rig: Rig) -> None:
+    seed = random.randrange(1 << 32)
+    load = FleetLoad(rig.local.address, DEVICES, rate=300, seed=seed)
+    load.start()
+    try:
+        rig.verifier.wait_for(lambda: len(rig.central_keys()) > 100, 20)
+        rig.central.stop()  # central goes away for a while; the gateway buffers
+        rig.agent.wait_log("uplink_down")
+        stored = len(load.report.stored)
+        load_during = time.monotonic()
+        deadline = load_during + 3
+        while time.monotonic() < deadline and len(load.report.stored) < stored + 50:
+            time.sleep(0.05)
+        assert len(load.report.stored) >= stored + 50, "receipt 1 keeps coming while central is away"
+        rig.local.restart()  # the local broker restarts too, with its persistent store
+        rig.central.start()
+        rig.agent.wait_log("uplink_up host")
+        load.stop_sending()
+        assert load.wait_settled(60), f"seed {seed}: {load.pending()} frames still without receipt 2"
+    finally:
+        load.stop()
+    check_central(rig, load.report, seed)
+
+
+def test_tiny_buffer_keeps_alarms_and_evicts_telemetry(
+    tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto]
+) -> None:
+    local, central = broker_pair
+    config = "[buffer]\nmax_bytes = 16384\np0_reserve_bytes = 4096\n"
+    rig = Rig(tmp_path, local, central, extra_config=config)
+    seed = random.randrange(1 << 32)
+    try:
+        rig.start()
+        central.stop()
+        rig.agent.wait_log("uplink_down")
+        load = FleetLoad(local.address, DEVICES, rate=400, mix=(0.05, 0.10, 0.85), seed=seed)
+        load.start()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(load.report.sent) < 3000:
+                time.sleep(0.05)
+            load.stop_sending()
+            # every alarm was stored although the bound was passed many times over
+            alarms = load.report.keys(0)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not alarms <= load.report.stored:
+                time.sleep(0.05)
+            assert alarms <= load.report.stored, f"seed {seed}: alarms without receipt 1"
+            central.start()
+            assert load.wait_settled(60), f"seed {seed}: {load.pending()} frames without a final receipt"
+        finally:
+            load.stop()
+        report = load.report
+        assert report.dropped, f"seed {seed}: the bound was never reached"
+        assert not (report.dropped & report.keys(0)), "an alarm was evicted"
+        missing = rig.wait_central(report.keys(0) | (report.stored - report.dropped), 30)
+        assert not missing, f"seed {seed}: {sorted(missing)[:5]}"
+        # central learns of the evictions through the gateway heartbeat (one at every start)
+        rig.agent.stop()
+        rig.agent.start()
+
+        def heartbeats() -> list[dict[str, object]]:
+            return rig.verifier.events(type_name="GATEWAY_HEARTBEAT", device=rig.agent.gateway_id)
+
+        rig.verifier.wait_for(lambda: any(e["data"]["4"] != [0, 0, 0] for e in heartbeats()), 15)
+        evicted = heartbeats()[-1]["data"]["4"]
+        assert isinstance(evicted, list) and evicted[0] == 0, evicted
+        lost_p2 = len(report.keys(2) - set(rig.central_keys()))
+        assert evicted[2] >= lost_p2 > 0, (evicted, lost_p2)
+        assert evicted[1] >= len(report.dropped & report.keys(1)), evicted
+    finally:
+        rig.close()
