@@ -1,0 +1,96 @@
+"""guardian-rig: runs scenarios (docs/scenarios.md) on the simulated rig.
+
+    guardian-rig run SCENARIO [--rig sim] [--json] [--workdir DIR]
+    guardian-rig check SCENARIO [SCENARIO ...]
+
+`run` exits 0 only if every expectation held; 1 if one failed; 2 when the scenario or the
+rig could not be used (the message says why). User errors print as `guardian-rig: message`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hil_tests import runner
+from hil_tests.scenario import ScenarioError, load
+from hil_tests.sim.board import BoardError
+from hil_tests.sim.gateway import ProcessError
+from hil_tests.sim.mosquitto import BrokerError
+from hil_tests.sim.tools import find_micropython
+
+PROG = "guardian-rig"
+
+
+class RigError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    for path in args.scenario:
+        sc = load(path)
+        print(
+            f"{path}: ok ({sc.name}: {len(sc.devices)} devices, {len(sc.steps)} steps, {len(sc.expects)} expectations)"
+        )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.rig != "sim":
+        # real benches (resources, drivers, fixture) are the next step of the rig; refuse
+        # plainly rather than pretend
+        raise RigError(f"--rig {args.rig}: only the simulated rig ('sim') exists so far")
+    scenario = load(args.scenario)
+    micropython = find_micropython()
+    if micropython is None:
+        raise RigError("the simulated rig needs the MicroPython unix port (make setup, or MICROPYTHON=/path)")
+    say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    try:
+        if args.workdir is not None:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            result = runner.run(scenario, args.workdir, micropython, say)
+        else:
+            with tempfile.TemporaryDirectory(prefix="ge-rig-") as tmp:
+                result = runner.run(scenario, Path(tmp), micropython, say)
+    except (BoardError, ProcessError, BrokerError) as exc:
+        raise RigError(f"the rig failed (infrastructure, not the product): {exc}") from exc
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        for o in result.outcomes:
+            mark = "PASS" if o.passed else "FAIL"
+            lat = f" ({o.latency_ms:.0f} ms)" if o.latency_ms is not None else ""
+            detail = f": {o.detail}" if o.detail else ""
+            print(f"{mark} line {o.expect.line}: {o.expect.describe()}{lat}{detail}")
+        verdict = "passed" if result.passed else "FAILED"
+        print(f"{scenario.name}: {verdict} in {result.duration_s:.1f} s")
+    return 0 if result.passed else 1
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run, "check": cmd_check}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description="Run Guardian Edge scenarios on the rig.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a scenario and judge its expectations")
+    p.add_argument("scenario", type=Path)
+    p.add_argument("--rig", default="sim", help="'sim' (default): the simulated rig")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--workdir", type=Path, help="keep logs and flash directories here")
+    p = sub.add_parser("check", help="validate scenario files")
+    p.add_argument("scenario", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ScenarioError, RigError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Runs a scenario (hil_tests/scenario.py) on the simulated rig and judges its expectations.
+
+The simulated rig is the real software on this machine: two Mosquitto brokers (the gateway's
+local one and central's), the agent, central's verifier (with the device keys, so every
+device MAC is audited), and one virtual board per device running the real firmware under the
+MicroPython unix port. Only the hardware is simulated (hil_tests/sim/board.py).
+
+Times: actions are stamped with the wall clock when they start (central's verifier stamps
+events with the same clock) and with the monotonic clock (LED changes are stamped with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.registry import Device
+from hil_tests.scenario import Expect, Scenario, Step
+from hil_tests.sim.board import VirtualBoard
+from hil_tests.sim.firmware import alarm_post_config, firmware_files
+from hil_tests.sim.gateway import AgentProcess, CentralVerifier
+from hil_tests.sim.mosquitto import Mosquitto
+
+_SAVED = re.compile(rb"alarm_post: event (\d+)/(\d+) type 1 saved")
+_NOT_LOSS = ("new_epoch", "reordered", "duplicate_batch")
+
+
+@dataclass
+class Outcome:
+    """One expectation's verdict."""
+
+    expect: Expect
+    passed: bool
+    detail: str = ""
+    latency_ms: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "line": self.expect.line,
+            "kind": self.expect.kind,
+            "what": self.expect.describe(),
+            "passed": self.passed,
+        }
+        if self.detail:
+            out["detail"] = self.detail
+        if self.latency_ms is not None:
+            out["latency_ms"] = round(self.latency_ms, 1)
+        return out
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    outcomes: list[Outcome] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outcomes)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "file": str(self.scenario.path),
+            "rig": "sim",
+            "passed": self.passed,
+            "duration_s": round(self.duration_s, 2),
+            "expectations": [o.as_json() for o in self.outcomes],
+        }
+
+
+class SimRig:
+    """The simulated venue for one scenario; `close()` stops everything it started."""
+
+    def __init__(self, scenario: Scenario, workdir: Path, micropython: str | None = None) -> None:
+        self.scenario = scenario
+        self.keys = {d.id: secrets.token_bytes(32) for d in scenario.devices}
+        devices = [Device(d.id, d.kind, self.keys[d.id], scenario.venue, d.zone or "-") for d in scenario.devices]
+        self.local = Mosquitto(workdir / "local", name="local", persistence=True)
+        self.central = Mosquitto(workdir / "central", name="central", persistence=True)
+        self.agent = AgentProcess(
+            workdir / "gateway", self.local.address, self.central.address, devices, venue=scenario.venue
+        )
+        self.verifier = CentralVerifier(self.central.address, [self.agent.public_key_file], self.agent.devices_file)
+        self.boards = {d.id: VirtualBoard(d.id, workdir / d.id, micropython=micropython) for d in scenario.devices}
+        self._closers: list[Callable[[], None]] = [b.close for b in self.boards.values()]
+
+    def start(self) -> None:
+        for broker in (self.local, self.central):
+            broker.start()
+            self._closers.append(broker.kill)
+        self.verifier.start()
+        self._closers.append(self.verifier.stop)
+        self.agent.start()
+        self._closers.append(self.agent.kill)
+        self.agent.wait_log("uplink_up")
+        for dev_id, board in self.boards.items():
+            board.install(
+                firmware_files("alarm_post"), alarm_post_config(dev_id, self.keys[dev_id], self.local.address)
+            )
+            board.power_on()
+        for board in self.boards.values():
+            board.wait_console("alarm_post: connected", timeout=15)
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                close()
+        self._closers.clear()
+
+    def do(self, step: Step) -> None:
+        if step.action == "wait":
+            time.sleep(step.seconds)  # the scenario asks for time to pass
+        elif step.target in self.boards:
+            self._device(self.boards[step.target], step)
+        elif step.target == "agent":
+            if step.action in ("stop", "restart"):
+                self.agent.stop()
+            if step.action == "kill":
+                self.agent.kill()
+            if step.action in ("start", "restart"):
+                self.agent.start(wait=False)
+        else:
+            broker = self.local if step.target == "local_broker" else self.central
+            if step.action in ("kill", "stop") and broker is self.central:
+                broker.wait_saved()  # what central acknowledged stays acknowledged, as on a real platform
+            if step.action == "kill":
+                broker.kill()
+            elif step.action == "stop":
+                broker.stop()
+            elif step.action == "start":
+                broker.start()
+            else:
+                broker.restart()
+
+    @staticmethod
+    def _device(board: VirtualBoard, step: Step) -> None:
+        if step.action == "click":
+            board.click(step.ms)
+        elif step.action == "hold":
+            board.hold(step.ms)
+        elif step.action in ("press", "release"):
+            (board.press if step.action == "press" else board.release)()
+        elif step.action in ("tamper_open", "tamper_close"):
+            board.set_input("tamper", 1 if step.action == "tamper_open" else 0)
+        elif step.action == "power_cut":
+            board.power_cut()
+        else:
+            board.power_on()
+
+    def saved_alarms(self) -> set[tuple[str, int, int]]:
+        """Alarms the posts reported saved to flash (console), as (device, boot, seq)."""
+        out: set[tuple[str, int, int]] = set()
+        for dev_id, board in self.boards.items():
+            for m in _SAVED.finditer(board.console_output(0)):
+                out.add((dev_id, int(m.group(1)), int(m.group(2))))
+        return out
+
+
+class Judge:
+    """Evaluates expectations against what central verified and what the boards showed."""
+
+    def __init__(self, scenario: Scenario, rig: SimRig, start_wall: float, start_mono: float) -> None:
+        self.scenario = scenario
+        self.rig = rig
+        self.wall: dict[str, float] = {"": start_wall}
+        self.mono: dict[str, float] = {"": start_mono}
+
+    def stamp(self, step: Step, wall: float, mono: float) -> None:
+        self.wall[step.label] = wall
+        self.mono[step.label] = mono
+
+    def _events(self, typ: str, device: str) -> list[dict[str, Any]]:
+        match: dict[str, Any] = {"type_name": typ}
+        if device:
+            match["device"] = device
+        return self.rig.verifier.events(**match)
+
+    def check(self, e: Expect, final: bool) -> Outcome | None:
+        """The verdict, or None while it can still change (not final and window open)."""
+        if e.kind in ("event", "none", "led") and e.after not in self.wall:
+            return None if not final else Outcome(e, False, f"step {e.after!r} never ran")
+        checks: dict[str, Callable[[Expect, bool], Outcome | None]] = {
+            "event": self._event,
+            "none": self._none,
+            "led": self._led,
+            "count": self._count,
+            "zero_loss": self._zero_loss,
+        }
+        return checks[e.kind](e, final) if e.kind in checks else None  # latency: from the others
+
+    def _hits(self, e: Expect) -> list[dict[str, Any]]:
+        t0 = self.wall[e.after]
+        return [ev for ev in self._events(e.type, e.device) if t0 * 1000 <= ev["central_ms"] <= (t0 + e.within) * 1000]
+
+    def _event(self, e: Expect, final: bool) -> Outcome | None:
+        t0 = self.wall[e.after]
+        hits = self._hits(e)
+        if hits:
+            first = min(hits, key=lambda ev: ev["central_ms"])
+            return Outcome(e, True, f"boot {first['boot']} seq {first['seq']}", first["central_ms"] - t0 * 1000)
+        if time.time() < t0 + e.within and not final:
+            return None
+        return Outcome(e, False, f"no {e.type} from {e.device} at central within {e.within:g} s")
+
+    def _none(self, e: Expect, final: bool) -> Outcome | None:
+        hits = self._hits(e)
+        if hits:
+            return Outcome(e, False, f"{len(hits)} seen, first seq {hits[0]['seq']} from {hits[0]['device']}")
+        if time.time() < self.wall[e.after] + e.within and not final:
+            return None
+        return Outcome(e, True)
+
+    def _led(self, e: Expect, final: bool) -> Outcome | None:
+        m0 = self.mono[e.after]
+        board = self.rig.boards[e.device]
+        for t, colour in board.led_history:
+            if m0 <= t <= m0 + e.within and colour == e.colour:
+                return Outcome(e, True, latency_ms=(t - m0) * 1000)
+        if time.monotonic() < m0 + e.within and not final:
+            return None
+        seen = [c for t, c in board.led_history if t >= m0]
+        return Outcome(e, False, f"LED went {' -> '.join(seen) or 'nowhere'}")
+
+    def _count(self, e: Expect, final: bool) -> Outcome | None:
+        keys = {(ev["device"], ev["boot"], ev["seq"]) for ev in self._events(e.type, e.device)}
+        if len(keys) == e.equals:
+            return Outcome(e, True, f"{len(keys)} at central")
+        return Outcome(e, False, f"{len(keys)} at central") if final else None
+
+    def _zero_loss(self, e: Expect, final: bool) -> Outcome | None:
+        saved = self.rig.saved_alarms()
+        central = {(ev["device"], ev["boot"], ev["seq"]) for ev in self._events("ALARM", "")}
+        missing = saved - central
+        problems = [p for p in self.rig.verifier.problems() if p["kind"] not in _NOT_LOSS]
+        if not missing and not problems:
+            return Outcome(e, True, f"{len(saved)} saved alarms all at central")
+        if not final:
+            return None
+        detail = f"missing at central: {sorted(missing)[:5]}" if missing else f"verifier: {problems[:3]}"
+        return Outcome(e, False, detail)
+
+
+def _percentile(values: list[float], p: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+def run(
+    scenario: Scenario,
+    workdir: Path,
+    micropython: str | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> Result:
+    """Run `scenario` on a fresh simulated rig under `workdir`."""
+    started = time.monotonic()
+    result = Result(scenario)
+    rig = SimRig(scenario, workdir, micropython)
+    try:
+        rig.start()
+        say(f"rig up: {len(rig.boards)} device(s), agent, brokers, verifier")
+        judge = Judge(scenario, rig, time.time(), time.monotonic())
+        for step in scenario.steps:
+            judge.stamp(step, time.time(), time.monotonic())
+            say(f"line {step.line}: {step.action} {step.target}".rstrip())
+            rig.do(step)
+        timed = [e for e in scenario.expects if e.kind in ("event", "none", "led")]
+        final = [e for e in scenario.expects if e.kind in ("count", "zero_loss")]
+        verdicts: dict[int, Outcome] = {}
+        horizon = max(
+            [judge.wall.get(e.after, time.time()) + e.within for e in timed] + [time.time() + scenario.settle_s]
+        )
+        while time.time() < horizon:
+            for e in timed:
+                if e.line not in verdicts:
+                    v = judge.check(e, final=False)
+                    if v is not None:
+                        verdicts[e.line] = v
+            settled = all(judge.check(e, final=False) is not None for e in final)
+            if all(e.line in verdicts for e in timed) and settled:
+                break
+            time.sleep(0.05)  # polling the collected evidence; every check has its own deadline
+        for e in scenario.expects:
+            if e.kind == "latency":
+                continue
+            v = verdicts.get(e.line) or judge.check(e, final=True)
+            assert v is not None
+            result.outcomes.append(v)
+        for e in scenario.expects:
+            if e.kind != "latency":
+                continue
+            lat = [
+                o.latency_ms
+                for o in result.outcomes
+                if o.expect.kind == "event" and o.expect.type == e.type and o.latency_ms is not None
+            ]
+            if not lat:
+                result.outcomes.append(Outcome(e, False, f"no measured {e.type} events to judge"))
+                continue
+            p50, p99 = _percentile(lat, 50), _percentile(lat, 99)
+            ok = (e.p50_ms is None or p50 <= e.p50_ms) and (e.p99_ms is None or p99 <= e.p99_ms)
+            result.outcomes.append(Outcome(e, ok, f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(lat)}", p99))
+        result.outcomes.sort(key=lambda o: o.expect.line)
+    finally:
+        rig.close()
+        result.duration_s = time.monotonic() - started
+    return result

@@ -1,0 +1,120 @@
+"""The shipped scenarios run on the simulated rig and pass; scenario files with mistakes are
+refused with the file and line; a scenario whose expectation does not hold fails (exit 1)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hil_tests import runner
+from hil_tests.scenario import ScenarioError, load
+from hil_tests.sim.tools import REPO_ROOT
+
+SCENARIOS = sorted((REPO_ROOT / "hil_tests" / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_shipped_scenario_passes(path: Path, tmp_path: Path, micropython: str) -> None:
+    result = runner.run(load(path), tmp_path, micropython)
+    failed = [o.as_json() for o in result.outcomes if not o.passed]
+    assert result.passed, failed
+    assert len(result.outcomes) == len(load(path).expects)
+
+
+GOOD = """\
+name: t
+venue: {id: v}
+devices:
+  - {id: AP-1}
+timeline:
+  - {do: click, device: AP-1, label: p}
+expect:
+  - {event: ALARM, device: AP-1, after: p, within: 5}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("name: t", "name: t\ncolour: red", ":2: colour: unknown key 'colour'"),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: clik, device: AP-1, label: p}",
+            ":6: timeline[0].do: expected one of",
+        ),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: click, device: AP-9, label: p}",
+            ":6: timeline[0].device: expected one of AP-1",
+        ),
+        ("after: p,", "after: q,", ":8: expect[0].after: no timeline step is labelled 'q'"),
+        ("within: 5}", "within: -1}", ":8: expect[0].within: expected a number"),
+        ("  - {id: AP-1}", "  - {id: AP-1}\n  - {id: AP-1}", ":5: devices[1].id: device 'AP-1' listed twice"),
+        ("timeline:", "timeline: [", "not valid YAML"),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: hold, device: AP-1, label: p}",
+            ":6: timeline[0]: 'hold' needs 'ms",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {event: ALARM, led: red, device: AP-1}",
+            ":8: expect[0]: each",
+        ),
+    ],
+)
+def test_mistakes_name_file_and_line(tmp_path: Path, old: str, new: str, message: str) -> None:
+    path = tmp_path / "s.yaml"
+    assert old in GOOD
+    path.write_text(GOOD.replace(old, new))
+    with pytest.raises(ScenarioError) as exc:
+        load(path)
+    assert str(exc.value).startswith(str(path)) and message in str(exc.value), str(exc.value)
+
+
+def test_a_failing_expectation_fails_the_run_with_json(tmp_path: Path, micropython: str) -> None:
+    path = tmp_path / "s.yaml"
+    # the post is never pressed: no ALARM arrives, and the JSON says which line failed
+    path.write_text(
+        GOOD.replace("{do: click, device: AP-1, label: p}", "{wait: 0.1, label: p}")
+        .replace("- {wait: 0.1, label: p}", "- {do: power_on, device: AP-1, label: p}")
+        .replace("within: 5", "within: 1")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "hil_tests.cli", "run", str(path), "--json", "--workdir", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["passed"] is False
+    assert summary["expectations"] == [
+        {
+            "line": 8,
+            "kind": "event",
+            "what": "ALARM from AP-1 within 1 s after p",
+            "passed": False,
+            "detail": "no ALARM from AP-1 at central within 1 s",
+        }
+    ]
+
+
+def test_real_benches_are_refused_plainly(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hil_tests.cli", "run", str(path), "--rig", "bench.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 2 and "only the simulated rig" in proc.stderr
