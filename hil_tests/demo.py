@@ -1,141 +1,158 @@
-"""`make demo`: a simulated venue, end to end, on this machine.
+"""`make demo`: the venue-demo scenario (hil_tests/scenarios/venue-demo.yaml) on the simulated
+rig, with a live terminal view.
 
-Two Mosquitto brokers on free loopback ports (the gateway's local one and central's), three
-alarm posts running the real firmware in the MicroPython unix port, the gateway agent and the
-central verifier as real processes. Each post's button is pressed through its control socket;
-for each alarm the demo prints the event as central verified it, the press-to-central latency
-(from the button going down, so it includes the 30 ms debounce) and the post's LED once the
-receipts are back. Everything it started is stopped at the end. Exit status 0 when every alarm
-was verified at central with a clean chain, 1 otherwise, 2 when the demo could not run.
+The rig is the real software on this machine: two Mosquitto brokers (the gateway's local one
+and central's), three alarm posts running the real firmware in the MicroPython unix port, the
+gateway agent and central's verifier (which checks every batch signature, the hash chain and
+every device MAC). The scenario presses each post's button through its control socket. The
+view shows each post's LED, the alarms as central verified them with their press-to-central
+latency (from the button going down, so it includes the 30 ms debounce), and the gateway's
+buffer per lane and uplink state (its Prometheus metrics). It ends with the scenario's summary.
+Exit status 0 when every expectation held, 1 when one failed, 2 when the demo could not run.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import secrets
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from agent.registry import Device
-from hil_tests.sim.board import BoardError, VirtualBoard
-from hil_tests.sim.firmware import alarm_post_config, firmware_files
-from hil_tests.sim.gateway import AgentProcess, CentralVerifier, ProcessError
-from hil_tests.sim.mosquitto import Mosquitto
-from hil_tests.sim.tools import find_micropython
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
-POSTS = (("AP-0001", "entrance"), ("AP-0002", "bar"), ("AP-0003", "kitchen"))
-VENUE = "demo-venue"
+from hil_tests import runner
+from hil_tests.scenario import ScenarioError, load
+from hil_tests.sim.board import BoardError
+from hil_tests.sim.gateway import ProcessError
+from hil_tests.sim.mosquitto import BrokerError
+from hil_tests.sim.tools import REPO_ROOT, find_micropython
+
+SCENARIO = REPO_ROOT / "hil_tests" / "scenarios" / "venue-demo.yaml"
+_LED_STYLE = {"amber": "bold yellow", "blue": "bold blue", "green": "bold green", "white": "bold white", "off": "dim"}
 
 
-def _say(msg: str) -> None:
-    print(msg, flush=True)
+def view(rig: runner.SimRig, started: float) -> Group:
+    """One frame of the live view."""
+    devices = Table(title="alarm posts", expand=True)
+    for col in ("post", "zone", "LED", "LED history", "last console line"):
+        devices.add_column(col)
+    zones = {d.id: d.zone for d in rig.scenario.devices}
+    for dev_id, board in rig.boards.items():
+        out = board.console_output(max(0, board.console_offset - 400)).decode(errors="replace").strip().splitlines()
+        history = " > ".join(c for _, c in board.led_history[-5:])
+        led = board.led
+        devices.add_row(
+            dev_id, zones[dev_id], Text(led, style=_LED_STYLE.get(led, "")), history, out[-1] if out else ""
+        )
+
+    alarms = Table(title="verified at central (gateway signature, chain, device MAC)", expand=True)
+    for col in ("device", "event", "boot/seq", "batch", "gateway -> central"):
+        alarms.add_column(col)
+    for ev in rig.verifier.events()[-8:]:
+        alarms.add_row(
+            ev["device"],
+            ev["type_name"],
+            f"{ev['boot']}/{ev['seq']}",
+            str(ev["batch"]),
+            f"{ev['gateway_to_central_ms']} ms",
+        )
+
+    m = rig.gateway_metrics()
+    lanes = " ".join(f"{lane}={int(m.get(f'ge_backlog_events{{lane={lane}}}', 0))}" for lane in ("P0", "P1", "P2"))
+    uplink = "up" if m.get("ge_uplink_up") else "DOWN"
+    oldest = m.get("ge_oldest_undelivered_seconds", 0)
+    accepted = int(m.get("ge_frames_accepted_total", 0))
+    delivered = int(m.get("ge_events_delivered_total", 0))
+    gateway = Text(
+        f"gateway: uplink {uplink}   buffer {lanes}   oldest undelivered {oldest:.1f} s"
+        f"   accepted {accepted}   delivered {delivered}   t={time.monotonic() - started:.1f} s"
+    )
+    return Group(devices, alarms, gateway)
 
 
-def run(workdir: Path, micropython: str, timeout: float) -> int:
-    keys = {dev: secrets.token_bytes(32) for dev, _ in POSTS}
-    devices = [Device(dev, "alarm_post", keys[dev], VENUE, zone) for dev, zone in POSTS]
-    with contextlib.ExitStack() as stack:
-        local = Mosquitto(workdir / "local", name="local", persistence=True)
-        central = Mosquitto(workdir / "central", name="central", persistence=True)
-        for broker in (local, central):
-            broker.start()
-            stack.callback(broker.kill)
-        _say(f"brokers   local 127.0.0.1:{local.port}   central 127.0.0.1:{central.port}")
+def summary_table(result: runner.Result) -> Table:
+    table = Table(title=f"{result.scenario.name}: {'passed' if result.passed else 'FAILED'}", expand=True)
+    for col in ("", "line", "expectation", "measured"):
+        table.add_column(col)
+    for o in result.outcomes:
+        mark = Text("PASS", style="green") if o.passed else Text("FAIL", style="bold red")
+        lat = f"{o.latency_ms:.0f} ms" if o.latency_ms is not None else ""
+        table.add_row(mark, str(o.expect.line), o.expect.describe(), " ".join(x for x in (lat, o.detail) if x))
+    return table
 
-        agent = AgentProcess(workdir / "gateway", local.address, central.address, devices, "GW-DEMO", VENUE)
-        # central holds the device keys too (the registry), so it audits every device MAC
-        verifier = CentralVerifier(central.address, [agent.public_key_file], device_keys=agent.devices_file)
-        verifier.start()
-        stack.callback(verifier.stop)
-        agent.start()
-        stack.callback(agent.stop)
-        agent.wait_log("uplink_up")
-        _say(f"gateway   GW-DEMO running, log {agent.log_path}")
 
-        boards: dict[str, VirtualBoard] = {}
-        for dev, _ in POSTS:
-            board = VirtualBoard(dev, workdir / dev, micropython=micropython)
-            stack.callback(board.close)
-            board.install(firmware_files("alarm_post"), alarm_post_config(dev, keys[dev], local.address))
-            board.power_on()
-            boards[dev] = board
-        for board in boards.values():
-            board.wait_console("alarm_post: connected", timeout=15)
-        _say(f"posts     {', '.join(boards)} booted the firmware and connected; console logs in {workdir}")
+def run(workdir: Path, micropython: str, console: Console, live: bool) -> int:
+    scenario = load(SCENARIO)
+    started = time.monotonic()
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    final: dict[str, Any] = {}
 
-        pressed: dict[str, float] = {}
-        for dev, board in boards.items():
-            pressed[dev] = time.time()
-            board.click()
-            time.sleep(0.2)  # one press after another, like a person walking past the posts
-        deadline = time.monotonic() + timeout
+    def on_start(rig: runner.SimRig) -> None:
+        if not live:
+            return
 
-        def alarms() -> dict[str, dict[str, Any]]:
-            return {e["device"]: e for e in verifier.events(type_name="ALARM")}
+        def refresh() -> None:
+            with Live(view(rig, started), console=console, refresh_per_second=8, transient=False) as display:
+                while not stop.wait(0.125):
+                    display.update(view(rig, started))
+                final["frame"] = view(rig, started)
+                display.update(final["frame"])
 
-        verifier.wait_for(lambda: len(alarms()) == len(boards), max(0.0, deadline - time.monotonic()))
-        for board in boards.values():
-            with contextlib.suppress(BoardError):
-                board.wait_led("green", timeout=max(0.1, deadline - time.monotonic()))
+        t = threading.Thread(target=refresh, name="demo-view", daemon=True)
+        t.start()
+        threads.append(t)
 
-        got = alarms()
-        _say("")
-        title = "verified at central (gateway signature, chain, device MAC)"
-        _say(f"{'post':8} {'zone':9} {title:60} {'latency':>8}  LED")
-        ok = True
-        for dev, zone in POSTS:
-            board = boards[dev]
-            leds = " -> ".join(c for _, c in board.led_history)
-            ev = got.get(dev)
-            if ev is None:
-                ok = False
-                _say(f"{dev:8} {zone:9} {'NOT VERIFIED':60} {'-':>8}  {leds}")
-                continue
-            what = f"{ev['type_name']} boot {ev['boot']} seq {ev['seq']} P{ev['priority']} batch {ev['batch']}"
-            latency = ev["central_ms"] - pressed[dev] * 1000
-            _say(f"{dev:8} {zone:9} {what:60} {latency:6.0f}ms  {leds}")
-            if board.led != "green":
-                ok = False
-        problems = verifier.problems()
-        for p in problems:
-            _say(f"verifier  problem: {p}")
-        ok = ok and not problems
-        events = verifier.events()
-        _say("")
-        _say(f"central   {len(events)} events verified ({', '.join(sorted({e['type_name'] for e in events}))})")
-    stats = agent.stats()
-    if stats:
-        _say(f"gateway   {' '.join(f'{k}={v}' for k, v in stats.items())}")
-    _say("result    " + ("every alarm verified at central, every post green" if ok else "FAILED: see above"))
-    return 0 if ok else 1
+    def say(msg: str) -> None:
+        if not live:
+            console.print(msg)
+
+    def on_end(rig: runner.SimRig) -> None:
+        # the last frame is drawn while the rig still runs
+        stop.set()
+        for t in threads:
+            t.join(5)
+        if not live:
+            for dev_id, board in rig.boards.items():
+                console.print(f"{dev_id}: LED {' -> '.join(c for _, c in board.led_history)}")
+
+    try:
+        result = runner.run(scenario, workdir, micropython, say, on_start, on_end)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    console.print(summary_table(result))
+    console.print(f"demo finished in {time.monotonic() - started:.1f} s")
+    return 0 if result.passed else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="demo", description="The venue demo on the simulated rig.")
     parser.add_argument("--workdir", type=Path, help="keep logs and flash directories here (default: a temp dir)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the alarms (default 30)")
+    parser.add_argument("--plain", action="store_true", help="no live view (the default when not on a terminal)")
     args = parser.parse_args(argv)
+    console = Console()
     micropython = find_micropython()
     if micropython is None:
         print("demo: the MicroPython unix port is needed; run `make setup` or pass MICROPYTHON=/path", file=sys.stderr)
         return 2
-    start = time.monotonic()
+    live = console.is_terminal and not args.plain
     try:
         if args.workdir is not None:
             args.workdir.mkdir(parents=True, exist_ok=True)
-            rc = run(args.workdir, micropython, args.timeout)
-        else:
-            with tempfile.TemporaryDirectory(prefix="ge-demo-") as tmp:
-                rc = run(Path(tmp), micropython, args.timeout)
-    except (BoardError, ProcessError, OSError) as exc:
+            return run(args.workdir, micropython, console, live)
+        with tempfile.TemporaryDirectory(prefix="ge-demo-") as tmp:
+            return run(Path(tmp), micropython, console, live)
+    except (ScenarioError, BoardError, ProcessError, BrokerError, OSError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
-    _say(f"demo      finished in {time.monotonic() - start:.1f} s")
-    return rc
 
 
 if __name__ == "__main__":

@@ -16,10 +16,13 @@ import re
 import secrets
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.registry import Device
 from hil_tests.scenario import Expect, Scenario, Step
@@ -27,6 +30,7 @@ from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import alarm_post_config, firmware_files
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto
+from hil_tests.sim.tools import free_port
 
 _SAVED = re.compile(rb"alarm_post: event (\d+)/(\d+) type 1 saved")
 _NOT_LOSS = ("new_epoch", "reordered", "duplicate_batch")
@@ -85,8 +89,14 @@ class SimRig:
         devices = [Device(d.id, d.kind, self.keys[d.id], scenario.venue, d.zone or "-") for d in scenario.devices]
         self.local = Mosquitto(workdir / "local", name="local", persistence=True)
         self.central = Mosquitto(workdir / "central", name="central", persistence=True)
+        self.metrics_port = free_port()
         self.agent = AgentProcess(
-            workdir / "gateway", self.local.address, self.central.address, devices, venue=scenario.venue
+            workdir / "gateway",
+            self.local.address,
+            self.central.address,
+            devices,
+            venue=scenario.venue,
+            extra_config=f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n',
         )
         self.verifier = CentralVerifier(self.central.address, [self.agent.public_key_file], self.agent.devices_file)
         self.boards = {d.id: VirtualBoard(d.id, workdir / d.id, micropython=micropython) for d in scenario.devices}
@@ -154,6 +164,20 @@ class SimRig:
             board.power_cut()
         else:
             board.power_on()
+
+    def gateway_metrics(self) -> dict[str, float]:
+        """The agent's Prometheus metrics as {name or name{labels}: value}; {} when unreachable."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return out
 
     def saved_alarms(self) -> set[tuple[str, int, int]]:
         """Alarms the posts reported saved to flash (console), as (device, boot, seq)."""
@@ -259,14 +283,22 @@ def run(
     workdir: Path,
     micropython: str | None = None,
     say: Callable[[str], None] = lambda _: None,
+    on_start: Callable[[SimRig], None] | None = None,
+    on_end: Callable[[SimRig], None] | None = None,
 ) -> Result:
-    """Run `scenario` on a fresh simulated rig under `workdir`."""
+    """Run `scenario` on a fresh simulated rig under `workdir`.
+
+    `on_start(rig)` is called once the rig is up, `on_end(rig)` after the verdicts, while the
+    rig still runs.
+    """
     started = time.monotonic()
     result = Result(scenario)
     rig = SimRig(scenario, workdir, micropython)
     try:
         rig.start()
         say(f"rig up: {len(rig.boards)} device(s), agent, brokers, verifier")
+        if on_start is not None:
+            on_start(rig)
         judge = Judge(scenario, rig, time.time(), time.monotonic())
         for step in scenario.steps:
             judge.stamp(step, time.time(), time.monotonic())
@@ -309,6 +341,8 @@ def run(
             ok = (e.p50_ms is None or p50 <= e.p50_ms) and (e.p99_ms is None or p99 <= e.p99_ms)
             result.outcomes.append(Outcome(e, ok, f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(lat)}", p99))
         result.outcomes.sort(key=lambda o: o.expect.line)
+        if on_end is not None:
+            on_end(rig)
     finally:
         rig.close()
         result.duration_s = time.monotonic() - started
