@@ -126,8 +126,8 @@ class FixtureDriver:
         """Send one command; the fixture's "OK ..." answer, or FixtureError."""
         if self._ser is None:
             raise FixtureError("fixture: not open")
-        self._ser.timeout = timeout or self.timeout
         try:
+            self._ser.timeout = timeout or self.timeout
             self._ser.write(line.encode("ascii") + b"\n")
             reply = self._ser.readline()
         except serial.SerialException as exc:
