@@ -18,6 +18,7 @@ from agent.pipeline import Pipeline, Stats
 from agent.registry import load_registry
 from agent.signer import Sealer, load_or_create_key
 from agent.sources.mqtt import LocalBroker
+from agent.sources.serial import SerialSources
 from agent.uplink import Uplink
 
 log = logging.getLogger("agent")
@@ -74,6 +75,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
     stats.evicted = (rec.evicted[0], rec.evicted[1], rec.evicted[2])
     uplink = Uplink(cfg, pipeline, stats, rec.batches, commands)
     local = LocalBroker(cfg.local, pipeline, stats)
+    serial = SerialSources(cfg.serial, pipeline, stats, cfg.max_frame)  # after local: routes its receipts
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
         cfg.gateway_id,
@@ -88,7 +90,14 @@ async def run_gateway(cfg: AgentConfig) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    jobs = (local.run(), uplink.run(), _report(stats), _heartbeat(pipeline, cfg.heartbeat_s), commands.run())
+    jobs = (
+        local.run(),
+        serial.run(),
+        uplink.run(),
+        _report(stats),
+        _heartbeat(pipeline, cfg.heartbeat_s),
+        commands.run(),
+    )
     tasks = [asyncio.create_task(t) for t in jobs]
     try:
         waiter = asyncio.create_task(stop.wait())

@@ -10,6 +10,7 @@ per event. Each agent has its own registry (several agents can run in one test p
     ge_evicted_total{lane}             events evicted from a full buffer (since it was created)
     ge_frames_accepted_total           device frames accepted
     ge_frames_rejected_total{reason}   device frames rejected, by reason (docs/protocol.md §6)
+    ge_serial_rejected_total{reason}   serial link input dropped, by reason (docs/protocol.md §9)
     ge_events_delivered_total          events in batches central acknowledged
     ge_batches_sealed_total / ge_batches_acked_total / ge_receipts_sent_total
     ge_inflight_batches                sealed batches waiting for central's PUBACK
@@ -57,6 +58,10 @@ class _StatsCollector(Collector):
         for reason, n in sorted(st.rejected.items()):
             rejected.add_metric([reason], n)
         yield rejected
+        serial = CounterMetricFamily("ge_serial_rejected", "Serial link input dropped", labels=["reason"])
+        for reason, n in sorted(st.serial_rejected.items()):
+            serial.add_metric([reason], n)
+        yield serial
         for name, key, text in (
             ("ge_frames_accepted", "accepted", "Device frames accepted"),
             ("ge_events_delivered", "delivered", "Events in batches central acknowledged"),

@@ -53,6 +53,16 @@ be open at once: inputs go to all of them, outputs are taken from any. A malform
 (unknown verb or pin, a level other than 0 or 1, more than 128 bytes without a newline) is
 counted and logged by the side that receives it and otherwise ignored.
 
+UART. A board made with `uart=True` has a serial line to the gateway, bridged like the
+console: the interpreter opens the slave of a private pty whose path it gets in
+$GE_VBOARD_UART (device side: `Board.uart()` in firmware/hal/unix.py), and a bridge copies
+bytes between that pty's master and the master of a second pty whose slave the gateway opens.
+That host side is reached through `uart_path`, a symlink in the work directory (like a
+/dev/serial/by-id/ link) that stays the same across power cycles and is removed by close(),
+when the port disappears as an unplugged USB adapter does. Like a UART, the bridge never
+blocks: bytes that find no room, or arrive for a board that is off, are dropped and counted
+(`uart_dropped`); a new interpreter starts with an empty line.
+
 Other environment variables the device gets: $GE_VBOARD_UID (hex of `board_uid(name)`, 8
 bytes derived from the board name: the board's unique id), $GE_VBOARD_NAME, and $GE_VBOARD_RESET ("power", "soft"
 or "raw": why this interpreter was started; read by the ROM).
@@ -161,14 +171,23 @@ class _Client:
 class _Run:
     """One interpreter process and the private pty it talks through."""
 
-    __slots__ = ("eof", "master", "pidfd", "proc", "started")
+    __slots__ = ("eof", "master", "pidfd", "proc", "started", "uart_master", "uart_slave")
 
-    def __init__(self, proc: subprocess.Popen[bytes], master: int, pidfd: int | None) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], master: int, pidfd: int | None, uart: tuple[int, int] = (-1, -1)
+    ) -> None:
         self.proc = proc
         self.master = master
         self.pidfd = pidfd
         self.eof = False
         self.started = time.monotonic()
+        self.uart_master, self.uart_slave = uart  # the device side of the UART, -1 without one
+
+    def close_uart(self) -> None:
+        for fd in (self.uart_master, self.uart_slave):
+            if fd >= 0:
+                os.close(fd)
+        self.uart_master = self.uart_slave = -1
 
 
 def _set_ctty() -> None:
@@ -199,6 +218,7 @@ class VirtualBoard:
         micropython: path of the unix port; found with `require_micropython()` if omitted.
         env: extra environment variables for the interpreter.
         console_idle_discard: seconds console output may stay unread before it is dropped.
+        uart: give the board a UART to the gateway (see `uart_path`).
     """
 
     def __init__(
@@ -208,6 +228,7 @@ class VirtualBoard:
         micropython: str | None = None,
         env: Mapping[str, str] | None = None,
         console_idle_discard: float = 1.0,
+        uart: bool = False,
     ) -> None:
         self.name = name
         self.workdir = Path(workdir)
@@ -246,6 +267,11 @@ class VirtualBoard:
         self._con_written = 0
         self._con_stale_since: float | None = None
         self._con_next_check = 0.0
+        self._uart_master = -1  # host side of the UART: the master of the pty the gateway opens
+        self._uart_hold = -1
+        self._uart_dropped = 0
+        self.uart_path: Path | None = None
+        """Host-side path of the board's UART (a symlink to a pty), None without one."""
 
         self._sock_dir: str | None = None
         ctrl = self.workdir / "ctrl.sock"
@@ -275,6 +301,21 @@ class VirtualBoard:
             self._con_hold = con_slave
             os.set_blocking(self._con_master, False)
             os.set_blocking(self._con_hold, False)
+
+            if uart:
+                self._uart_master, uart_slave = os.openpty()
+                undo.callback(os.close, self._uart_master)
+                undo.callback(os.close, uart_slave)
+                _raw(uart_slave, isig=False)
+                os.set_blocking(self._uart_master, False)
+                # held open like the console's slave, so the master never reports a hangup
+                self._uart_hold = uart_slave
+                link = self.workdir / "uart"
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
+                link.symlink_to(os.ttyname(uart_slave))
+                undo.callback(link.unlink)
+                self.uart_path = link
 
             self._wake_r, self._wake_w = os.pipe()
             undo.callback(os.close, self._wake_r)
@@ -592,6 +633,12 @@ class VirtualBoard:
             return self._console_dropped
 
     @property
+    def uart_dropped(self) -> int:
+        """UART bytes dropped (no room on the other side, or the board off)."""
+        with self._cond:
+            return self._uart_dropped
+
+    @property
     def input_dropped(self) -> int:
         """Console input bytes dropped (board off, or its input buffer full)."""
         with self._cond:
@@ -683,6 +730,12 @@ class VirtualBoard:
             "GE_VBOARD_RESET": kind,
         }
         env.update(self._extra_env)
+        uart = (-1, -1)
+        if self._uart_master >= 0:
+            uart = os.openpty()
+            _raw(uart[1], isig=False)
+            os.set_blocking(uart[0], False)
+            env["GE_VBOARD_UART"] = os.ttyname(uart[1])
         master, slave = os.openpty()
         try:
             # ISIG stays off until the ROM runs: a 0x03 that arrives while the interpreter
@@ -701,6 +754,9 @@ class VirtualBoard:
         except (OSError, subprocess.SubprocessError) as exc:
             os.close(master)
             os.close(slave)
+            for fd in uart:
+                if fd >= 0:
+                    os.close(fd)
             self._spawn_error = exc
             self._powered = False
             self._cond.notify_all()
@@ -710,7 +766,7 @@ class VirtualBoard:
         pidfd: int | None = None
         with contextlib.suppress(AttributeError, OSError):
             pidfd = os.pidfd_open(proc.pid)
-        self._run = _Run(proc, master, pidfd)
+        self._run = _Run(proc, master, pidfd, uart)
         self._spawns += 1
         self._raw_repl = False
         self._tail = b""
@@ -750,12 +806,16 @@ class VirtualBoard:
 
     def _poll_set(self) -> list[int]:
         fds = [self._wake_r, self._con_master, self._listener.fileno()]
+        if self._uart_master >= 0:
+            fds.append(self._uart_master)
         run = self._run
         if run is not None:
             if not run.eof:
                 fds.append(run.master)
             if run.pidfd is not None:
                 fds.append(run.pidfd)
+            if run.uart_master >= 0:
+                fds.append(run.uart_master)
         for client in self._clients:
             if client.dead:
                 continue
@@ -788,6 +848,10 @@ class VirtualBoard:
                 self._board_output(run)
             elif run is not None and fd == run.pidfd:
                 self._exited(run)
+            elif fd == self._uart_master:
+                self._uart_from_host(run)
+            elif run is not None and fd == run.uart_master:
+                self._uart_from_board(run)
             else:
                 for client in self._clients:
                     if not client.dead and client.sock.fileno() == fd:
@@ -812,6 +876,30 @@ class VirtualBoard:
         except OSError:
             written = 0
         self._input_dropped += len(data) - written
+
+    def _uart_from_host(self, run: _Run | None) -> None:
+        try:
+            data = os.read(self._uart_master, 4096)
+        except OSError:  # BlockingIOError included; the slave is held, so no hangup
+            return
+        written = 0
+        if run is not None and run.uart_master >= 0:
+            with contextlib.suppress(OSError):
+                written = os.write(run.uart_master, data)
+        self._uart_dropped += len(data) - written
+
+    def _uart_from_board(self, run: _Run) -> None:
+        while True:
+            try:
+                data = os.read(run.uart_master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            written = 0
+            with contextlib.suppress(OSError):
+                written = os.write(self._uart_master, data)
+            self._uart_dropped += len(data) - written
 
     def _board_output(self, run: _Run) -> None:
         while True:
@@ -864,6 +952,9 @@ class VirtualBoard:
             return
         rc = run.proc.wait()
         self._board_output(run)  # what it printed last (e.g. the raw REPL's "OK")
+        if run.uart_master >= 0:
+            self._uart_from_board(run)  # what it wrote last
+        run.close_uart()
         os.close(run.master)
         if run.pidfd is not None:
             os.close(run.pidfd)
@@ -985,6 +1076,7 @@ class VirtualBoard:
                 run.proc.wait()
                 with contextlib.suppress(OSError):
                     self._board_output(run)
+                run.close_uart()
                 os.close(run.master)
                 if run.pidfd is not None:
                     os.close(run.pidfd)
@@ -999,6 +1091,11 @@ class VirtualBoard:
                 shutil.rmtree(self._sock_dir, ignore_errors=True)
             for fd in (self._con_master, self._con_hold, self._wake_r, self._wake_w):
                 os.close(fd)
+            if self.uart_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.uart_path.unlink()
+                os.close(self._uart_master)
+                os.close(self._uart_hold)
             self._log.close()
             self._closed = True
             self._cond.notify_all()

@@ -1,5 +1,6 @@
 # Alarm post: one alarm button, an RGB LED, a buzzer and an enclosure tamper switch, talking
-# MQTT 3.1.1 to the gateway's local broker (docs/protocol.md, sections 2, 3 and 5).
+# to the gateway over MQTT 3.1.1 through its local broker or over a UART wired to it (config
+# "transport"; docs/protocol.md, sections 2, 3, 5 and 9; lib/link.py has both links).
 #
 # Invariant 1 on the device: a press is written to the flash outbox before anything else
 # happens (before the LED changes, before any byte goes out) and stays there until the
@@ -37,7 +38,7 @@ import frame
 import store
 from button import LONG, PRESS, Debouncer
 from clock import ticks_add, ticks_diff, ticks_ms
-from mqtt import MQTTClient, MQTTException
+from link import LinkError, MqttLink, UartLink
 
 try:
     from micropython import const
@@ -63,9 +64,10 @@ _BACKOFF_MIN_MS = const(500)
 _BACKOFF_MAX_MS = const(30000)
 _BEEP_MS = const(120)
 _RECENT = const(8)  # delivered alarms a receipt 3 may still name
-_MAX_INCOMING = const(16)  # packets handled per loop turn
 
 DEFAULTS = {
+    "transport": "mqtt",  # or "uart"
+    "baud": 115200,  # UART line speed
     "port": 1883,
     "heartbeat_s": 60,
     "keepalive_s": 30,
@@ -115,7 +117,9 @@ def load_config(path="config.json"):
     if key is None or len(key) < 16 or len(key) > 64:
         raise ConfigError("%s: key must be 32 to 128 hex digits (16 to 64 bytes)" % path)
     cfg["key"] = key
-    if not isinstance(cfg.get("broker"), str) or not cfg["broker"]:
+    if cfg.get("transport") not in ("mqtt", "uart"):
+        raise ConfigError('%s: transport must be "mqtt" or "uart"' % path)
+    if cfg["transport"] == "mqtt" and (not isinstance(cfg.get("broker"), str) or not cfg["broker"]):
         raise ConfigError("%s: broker must be a host name or address" % path)
     for name, low, high in (
         ("port", 1, 65535),
@@ -128,6 +132,7 @@ def load_config(path="config.json"):
         ("outbox", _RESERVE + 1, 1000),
         ("long_press_ms", 100, 60000),
         ("debounce_ms", 1, 1000),
+        ("baud", 300, 4000000),
     ):
         v = cfg.get(name)
         if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
@@ -149,9 +154,7 @@ class AlarmPost:
         self.board = board
         self.id = cfg["id"]
         self.key = cose.MacKey(cfg["key"])
-        self.up = "ge/dev/%s/up" % self.id
         self.down = "ge/dev/%s/down" % self.id
-        self.status = "ge/dev/%s/status" % self.id
         root = cfg["data_dir"]
         self.boot = store.BootCounter(root).next()
         self.outbox = store.Outbox(root, cfg["outbox"])
@@ -171,7 +174,11 @@ class AlarmPost:
         self.tamper = Debouncer(cfg["debounce_ms"], 0)  # a switch: no long press
         self.tamper_level = None  # last reported level
         self.edges = []
-        self.client = None
+        self.client = None  # the link while it is up
+        if cfg["transport"] == "uart":
+            self.link = UartLink(lambda: board.uart(cfg["baud"]), self._receipt, "uart")
+        else:
+            self.link = MqttLink(self.id, cfg["broker"], cfg["port"], cfg["keepalive_s"], self._receipt)
         self.poller = select.poll()
         self.backoff = _BACKOFF_MIN_MS
         now = ticks_ms()
@@ -272,30 +279,19 @@ class AlarmPost:
     # link
 
     def _connect(self, now):
-        c = MQTTClient(self.id, self.cfg["broker"], self.cfg["port"], keepalive=self.cfg["keepalive_s"])
-        c.timeout_ms = 3000
-        c.set_last_will(self.status, "offline", retain=True, qos=1)
-        c.set_callback(self._message)
+        link = self.link
         try:
-            # clean session: the outbox, not the broker, is what survives; receipts that
-            # were missed while away are asked for again by the resends below
-            c.connect(clean_session=True, timeout_ms=3000)
-            c.subscribe(self.down, 1)
-            c.publish(self.status, b"online", retain=True, qos=1, wait=False)
-        except (MQTTException, OSError) as e:
-            try:
-                c.disconnect()
-            except (MQTTException, OSError):
-                pass
+            # receipts that were missed while away are asked for again by the resends below
+            link.open(self.poller)
+        except (LinkError, OSError) as e:
             self.next_connect = ticks_add(now, _jitter(self.backoff))
             print("alarm_post: no link: %s; next try in %d ms" % (e, ticks_diff(self.next_connect, now)))
             self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
             return
-        self.client = c
+        self.client = link
         self.backoff = _BACKOFF_MIN_MS
         self.last_sent = {}
-        self.poller.register(c.sock, select.POLLIN)
-        print("alarm_post: connected to %s:%d" % (self.cfg["broker"], self.cfg["port"]))
+        print("alarm_post: connected to %s" % link.where)
         self._resend(ticks_ms(), True)
         if self.online is not None and self._publish(self.online):
             self.online = None
@@ -305,20 +301,10 @@ class AlarmPost:
         self.client = None
         if c is None:
             return
-        if c.sock is not None:
-            try:
-                self.poller.unregister(c.sock)
-            except (KeyError, OSError, ValueError):
-                pass
-            try:
-                c.sock.close()
-            except OSError:
-                pass
-            c.sock = None
-        else:
-            # the client closed it already; the poller may still hold the dead socket
-            self.poller = select.poll()
-            self.board.register(self.poller)
+        c.close()
+        # a new poll set: the old one may still hold the link's closed socket or port
+        self.poller = select.poll()
+        self.board.register(self.poller)
         now = ticks_ms()
         self.next_connect = ticks_add(now, _jitter(self.backoff))
         self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
@@ -326,14 +312,14 @@ class AlarmPost:
 
     def _room(self):
         c = self.client
-        return c is not None and len(c.pending()) < c.max_inflight
+        return c is not None and c.room()
 
     def _publish(self, msg):
         if not self._room():
             return False
         try:
-            self.client.publish(self.up, msg, qos=1, wait=False)
-        except (MQTTException, OSError) as e:
+            self.client.send(msg)
+        except (LinkError, OSError) as e:
             self._drop(e)
             return False
         return True
@@ -361,9 +347,12 @@ class AlarmPost:
                     return
 
     def _message(self, topic, msg):
-        # one message from the broker (inside check_msg); only receipts are expected
-        if topic != self.down.encode():
-            return
+        # a message as the MQTT client hands it over; only receipts are expected
+        if topic == self.down.encode():
+            self._receipt(msg)
+
+    def _receipt(self, msg):
+        # one receipt from the gateway, from either link (inside the link's poll())
         try:
             boot, seq, kind = frame.parse_receipt(self.key, msg)
         except frame.FrameError as e:
@@ -431,12 +420,9 @@ class AlarmPost:
         self._publish(frame.build(self.key, self.id, self.boot, seq, frame.T_HEARTBEAT, clock.uptime_ms(), data))
 
     def _link(self, now):
-        c = self.client
         try:
-            for _ in range(_MAX_INCOMING):
-                if c.check_msg() is None:
-                    break
-        except (MQTTException, OSError) as e:
+            self.client.poll()
+        except (LinkError, OSError) as e:
             self._drop(e)
             return
         self._flush_folded()
