@@ -5,6 +5,7 @@ Tables:
   batches  sealed, signed batches not yet acknowledged by central (resent with the same bytes)
   replay   per-device replay state (agent/replay.py)
   ledger   receipt state of the recent receipt-requesting events of each device
+  band_replay  per-wristband advert counter and when it was accepted (agent/ble/resolver.py)
   meta     the hash chain head (epoch, seq, hash), the schema version, the gateway's own event
            counter (gw_seq) and the eviction counters (evicted_p1, evicted_p2)
 
@@ -85,6 +86,10 @@ CREATE TABLE IF NOT EXISTS replay (
 CREATE TABLE IF NOT EXISTS ledger (
     device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, state INTEGER NOT NULL,
     PRIMARY KEY (device, boot, seq)
+) WITHOUT ROWID;
+-- last accepted advert counter per wristband and when (unix ms) it was accepted (agent/ble)
+CREATE TABLE IF NOT EXISTS band_replay (
+    band TEXT PRIMARY KEY, counter INTEGER NOT NULL, seen_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -328,6 +333,15 @@ class Store:
                 " ORDER BY boot DESC, seq DESC LIMIT 1 OFFSET ?2)",
                 (device, LEDGER_PER_DEVICE - 1),
             )
+
+    def load_band_replay(self) -> list[tuple[str, int, int]]:
+        """(band, counter, seen_ms) of every wristband with an accepted advert."""
+        rows = self.db.execute("SELECT band, counter, seen_ms FROM band_replay").fetchall()
+        return [(str(b), int(c), int(t)) for b, c, t in rows]
+
+    def save_band_replay(self, rows: Iterable[tuple[str, int, int]]) -> None:
+        """rows: (band, counter, seen_ms); inside transaction()."""
+        self.db.executemany("INSERT OR REPLACE INTO band_replay (band, counter, seen_ms) VALUES (?, ?, ?)", rows)
 
 
 def _salvage_replay(path: Path) -> dict[str, ReplayState]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import cbor2
 
+from tests.vectors.wristband import wristband_vectors
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -615,6 +617,7 @@ GENERATORS = {
     "batch.json": batch_vectors,
     "command.json": command_vectors,
     "serial.json": serial_vectors,
+    "wristband.json": wristband_vectors,
 }
 
 
