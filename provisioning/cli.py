@@ -1,0 +1,348 @@
+"""guardian-provision: what a field technician runs to flash, key, self-test, register and label devices.
+
+    guardian-provision bundle --kind KIND --out DIR
+    guardian-provision flash --kind KIND --port PORT [--port PORT ...] --venue V --zone Z
+        (--broker HOST:PORT | --transport uart) [--image IMG] [--bundle DIR]
+    guardian-provision list
+    guardian-provision export --format csv|json [--out FILE]
+    guardian-provision export --format gateway --gateway-key GW.x25519.pub --out FILE
+    guardian-provision label DEVICE
+    guardian-provision audit verify
+    guardian-provision revoke DEVICE --broker HOST:PORT --central-key KEY --gateway GW --venue V
+
+State lives in --home (default $GE_PROVISION_HOME, else ~/.local/share/guardian-provision):
+the encrypted inventory (passphrase from $GE_PROVISION_PASSPHRASE or the terminal), the audit
+log and the labels. User errors are printed as `guardian-provision: message` with exit
+status 1 and no traceback; `flash` exits 1 when any device failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from provisioning.errors import ProvisionError
+
+PROG = "guardian-provision"
+IDENT_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
+EXPORT_FIELDS = ("id", "kind", "uid", "venue", "zone", "state", "bundle", "fw", "mpy", "provisioned")
+
+
+def _ident(text: str) -> str:
+    if not IDENT_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected 1-32 characters from A-Z a-z 0-9 . _ -, got {text!r}")
+    return text
+
+
+def _ttl(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds in 1..86400, got {text!r}")
+    return int(text)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _workspace(args: argparse.Namespace, create: bool = False) -> Any:
+    from provisioning.workspace import Workspace, default_home
+
+    return Workspace(args.home or default_home(), create=create)
+
+
+# ------------------------------------------------------------------------------- commands
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from provisioning.bundle import build_bundle
+
+    b = build_bundle(args.kind, args.out, root=args.firmware) if args.firmware else build_bundle(args.kind, args.out)
+    print(f"{b.root}: bundle {b.bundle_id} for {b.kind}, version {b.version}, {len(b.files)} files")
+    return 0
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    from provisioning.bundle import build_bundle, load_bundle
+    from provisioning.flash import FlashOptions, flash_all
+    from provisioning.image import plan_image
+
+    if args.transport == "mqtt" and args.broker is None:
+        raise ProvisionError("flash: --broker HOST:PORT is required with --transport mqtt")
+    if len(set(args.port)) != len(args.port):
+        raise ProvisionError("flash: a port is named twice")
+    plans = {port: plan_image(port, args.image) for port in args.port} if args.image else {}
+    with _workspace(args, create=True) as ws:
+        if args.bundle:
+            bundle = load_bundle(args.bundle)
+            if bundle.kind != args.kind:
+                raise ProvisionError(f"{args.bundle}: bundle is for {bundle.kind}, not {args.kind}")
+        else:
+            bundle = build_bundle(args.kind, ws.home / "bundles" / args.kind)
+        opts = FlashOptions(args.kind, args.venue, args.zone, args.broker, args.transport, args.chunk, plans)
+        outcomes = _run_flash(lambda make: flash_all(ws, bundle, opts, args.port, make), args.port)
+    failed = 0
+    for o in outcomes:
+        if o.ok:
+            how = "resumed" if o.resumed else "new"
+            print(f"{o.port}: {o.device} ok ({how}; {o.copied} files copied, {o.removed} removed)")
+            if o.label is not None:
+                print(f"  label: {o.label.text}")
+        else:
+            failed += 1
+            who = o.device or (f"board {o.uid}" if o.uid else "no device")
+            print(f"{o.port}: {who} FAILED at {o.step}: {o.reason}")
+    if failed:
+        print(
+            f"{PROG}: {failed} of {len(outcomes)} devices failed; run the same command again to complete them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _run_flash(run: Callable[[Callable[[str], Any]], list[Any]], ports: list[str]) -> list[Any]:
+    """Run the flash with one rich progress bar per port."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from provisioning.flash import Progress as FlashProgress
+
+    console = Console(stderr=True)
+    bars = Progress(
+        TextColumn("{task.fields[port]:<14} {task.fields[device]:<22}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[step]}"),
+        console=console,
+        transient=False,
+    )
+
+    class Bar(FlashProgress):
+        def __init__(self, port: str) -> None:
+            self.task = bars.add_task(port, total=None, port=port, device="", step="waiting")
+
+        def step(self, name: str, device: str | None = None) -> None:
+            fields: dict[str, Any] = {"step": name}
+            if device:
+                fields["device"] = device
+            if name == "done":
+                bars.update(self.task, completed=bars.tasks[self.task].total or 0, **fields)
+            else:
+                bars.update(self.task, **fields)
+
+        def total(self, nbytes: int) -> None:
+            bars.update(self.task, total=nbytes, completed=0)
+
+        def advance(self, nbytes: int) -> None:
+            bars.advance(self.task, nbytes)
+
+    with bars:
+        return run(Bar)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _workspace(args) as ws:
+        rows = _rows(ws.inventory.data)
+    for r in rows:
+        where = f"{r['venue']}/{r['zone']}"
+        print(f"{r['id']:<22} {r['kind']:<11} {where:<24} {r['state']:<12} fw {r['fw']} bundle {r['bundle']}")
+    print(f"{len(rows)} devices")
+    return 0
+
+
+def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{f: rec.get(f, "") for f in EXPORT_FIELDS} for rec in data["devices"].values()]
+    rows += [{**{f: rec.get(f, "") for f in EXPORT_FIELDS}, "state": "revoked"} for rec in data["revoked"].values()]
+    return sorted(rows, key=lambda r: str(r["id"]))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _workspace(args) as ws:
+        data = ws.inventory.data
+        if args.format == "gateway":
+            return _export_gateway(args, ws)
+        rows = _rows(data)
+        if args.venue:
+            rows = [r for r in rows if r["venue"] == args.venue]
+        if args.format == "json":
+            text = json.dumps(rows, indent=2, sort_keys=True) + "\n"
+        else:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            text = buf.getvalue()
+        if args.out:
+            args.out.write_text(text)
+        else:
+            sys.stdout.write(text)
+        ws.commit("export", None, format=args.format, devices=len(rows), out=str(args.out or "-"))
+    return 0
+
+
+def _export_gateway(args: argparse.Namespace, ws: Any) -> int:
+    from agent.enrollment import fingerprint, load_seal_public_key, seal_devices
+    from agent.errors import AgentError
+    from agent.registry import Device
+
+    if args.gateway_key is None or args.out is None:
+        raise ProvisionError("export --format gateway needs --gateway-key GW.x25519.pub and --out FILE")
+    try:
+        gateway, public = load_seal_public_key(args.gateway_key)
+    except AgentError as exc:
+        raise ProvisionError(str(exc)) from None
+    devices = [
+        Device(r["id"], r["kind"], bytes.fromhex(r["key"]), r["venue"], r["zone"])
+        for r in sorted(ws.inventory.data["devices"].values(), key=lambda r: str(r["id"]))
+        if r.get("state") == "provisioned" and (args.venue is None or r["venue"] == args.venue)
+    ]
+    if not devices:
+        raise ProvisionError("no provisioned devices to export" + (f" for venue {args.venue}" if args.venue else ""))
+    blob = seal_devices(public, gateway, devices, int(time.time()))
+    args.out.write_bytes(blob)
+    ws.commit(
+        "export.gateway",
+        None,
+        gateway=gateway,
+        recipient=fingerprint(public),
+        devices=[d.id for d in devices],
+        out=str(args.out),
+    )
+    print(f"{args.out}: {len(devices)} devices sealed to gateway {gateway}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from provisioning.labels import make_label, write_label
+
+    with _workspace(args) as ws:
+        found = ws.inventory.by_id(args.device)
+        if found is None:
+            raise ProvisionError(f"no device {args.device} in the inventory")
+        uid, rec = found
+        label = make_label(uid, rec["id"], rec["kind"], rec["venue"], rec["zone"])
+        paths = write_label(ws.labels_dir, label)
+        ws.commit("label", rec["id"], check=label.check)
+    print(label.text)
+    print("  " + "  ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    with _workspace(args) as ws:
+        head = ws.audit.head  # opening verified the whole chain up to the inventory's record
+    print(f"{ws.audit_path}: ok, {head.seq} entries, head {head.hash[:16]}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent import commands as cm
+    from agent.errors import AgentError
+    from agent.keyfiles import load_central_private_key
+
+    with _workspace(args) as ws:
+        found = ws.inventory.by_id(args.device)
+        if found is None:
+            raise ProvisionError(f"no device {args.device} in the inventory (already revoked?)")
+        uid, rec = found
+        try:
+            kid, key = load_central_private_key(args.central_key)
+            issued = int(time.time())
+            seq = time.time_ns() // 1000
+            payload = cm.encode_payload(args.gateway, seq, issued, issued + args.ttl, cm.OP_REVOKE, {1: rec["id"]})
+            topic = f"venues/{args.venue}/gateways/{args.gateway}/commands"
+            host, port = args.broker
+            asyncio.run(cm.send_command(host, port, topic, cm.sign_command(key, kid, payload)))
+        except AgentError as exc:
+            raise ProvisionError(f"revoke {rec['id']}: not sent, inventory unchanged: {exc}") from None
+        with ws.inventory.lock:
+            fp = cm.key_fingerprint(bytes.fromhex(rec["key"]))
+            gone = {k: v for k, v in rec.items() if k not in ("key", "steps")}
+            ws.inventory.data["revoked"][uid] = {**gone, "key_fp": fp, "revoked_at": int(time.time())}
+            del ws.inventory.data["devices"][uid]
+            ws.commit("revoke", rec["id"], uid=uid, gateway=args.gateway, command_seq=seq, key_fp=fp)
+    print(
+        f"{args.device}: revoked (REVOKE command seq {seq} sent to gateway {args.gateway}); removed from the inventory"
+    )
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "bundle": (cmd_bundle, "build the firmware bundle for a device kind (mpy-cross, manifest, reproducible)"),
+    "flash": (cmd_flash, "flash, key, self-test, register and label devices on serial ports, in parallel"),
+    "list": (cmd_list, "list the devices in the inventory (no secrets)"),
+    "export": (cmd_export, "export the inventory as CSV/JSON (no secrets) or sealed to a gateway"),
+    "label": (cmd_label, "write a device's label again (QR code PNG/SVG and text line)"),
+    "audit": (cmd_audit, "audit log: `audit verify` checks the hash chain"),
+    "revoke": (cmd_revoke, "revoke a device: signed REVOKE to its gateway, then out of the inventory"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from provisioning.bundle import KINDS
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Guardian Edge provisioning")
+    parser.add_argument("--home", type=Path, help="state directory (default $GE_PROVISION_HOME)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "bundle":
+            p.add_argument("--kind", required=True, choices=KINDS)
+            p.add_argument("--out", required=True, type=Path, help="bundle directory to create or replace")
+            p.add_argument("--firmware", type=Path, help="firmware tree (default: the project's firmware/)")
+        elif name == "flash":
+            p.add_argument("--kind", required=True, choices=KINDS)
+            p.add_argument("--port", required=True, action="append", help="serial port; repeat for several boards")
+            p.add_argument("--venue", required=True, type=_ident)
+            p.add_argument("--zone", required=True, type=_ident)
+            p.add_argument("--broker", type=_address, help="the venue's local MQTT broker HOST:PORT")
+            p.add_argument("--transport", choices=("mqtt", "uart"), default="mqtt")
+            p.add_argument("--image", type=Path, help="base MicroPython image written with esptool first")
+            p.add_argument("--bundle", type=Path, help="a bundle directory (default: built from firmware/)")
+            p.add_argument("--chunk", type=int, default=512, choices=(256, 512, 1024, 2048), help="bytes per write")
+        elif name == "export":
+            p.add_argument("--format", required=True, choices=("csv", "json", "gateway"))
+            p.add_argument("--out", type=Path, help="output file (default: standard output; required for gateway)")
+            p.add_argument("--venue", type=_ident, help="only devices of this venue")
+            p.add_argument("--gateway-key", type=Path, help="the gateway's .x25519.pub file (format gateway)")
+        elif name == "label":
+            p.add_argument("device", type=_ident)
+        elif name == "audit":
+            p.add_argument("action", choices=("verify",))
+        elif name == "revoke":
+            p.add_argument("device", type=_ident)
+            p.add_argument("--broker", required=True, type=_address, help="central broker HOST:PORT")
+            p.add_argument("--central-key", required=True, type=Path, help="central's private command key")
+            p.add_argument("--gateway", required=True, type=_ident, help="the gateway the device reports to")
+            p.add_argument("--venue", required=True, type=_ident, help="the gateway's venue")
+            p.add_argument("--ttl", type=_ttl, default=300, help="seconds until the command expires (default 300)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS[args.command][0]
+    try:
+        return handler(args)
+    except ProvisionError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
