@@ -258,3 +258,5 @@ def rig(_rig_session: Rig, request: pytest.FixtureRequest) -> Iterator[Rig]:
         dut.console.log_to(None)
     if not request.node.stash.get(_FAILED, True):
         shutil.rmtree(base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            base.parent.rmdir()  # only when no failed test left its logs there
