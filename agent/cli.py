@@ -2,12 +2,13 @@
 
     guardian-agent run --config FILE
     guardian-agent check-config FILE
-    guardian-agent verify --broker HOST:PORT --gateway-key PUBKEYFILE [...]
+    guardian-agent verify --broker HOST:PORT (--gateway-key PUBKEYFILE | --gateway-keys GATEWAYS.json) [...]
     guardian-agent keygen --out KEYFILE [--key-id ID]
     guardian-agent command --broker HOST:PORT --central-key KEYFILE --gateway GW --venue V \
         ack --device D --boot B --seq S [--text T] | revoke --device D | config --set NAME=VALUE ...
     guardian-agent devices key --config FILE
     guardian-agent devices import --config FILE BUNDLE
+    guardian-agent enroll --claim FILE [--out CONFIG] [--data-dir DIR] [--serial S]
 
 User errors are printed as `guardian-agent: message` with exit status 1, no traceback.
 """
@@ -46,6 +47,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     registry = load_registry(cfg.devices_file)
+    if cfg.wristbands.alerts is not None:
+        from agent.ble.venue import load as load_venue
+
+        load_venue(cfg.wristbands.alerts)  # the same checks as at start
     print(f"{args.file}: ok (gateway {cfg.gateway_id}, venue {cfg.venue}, {len(registry)} devices)")
     return 0
 
@@ -55,11 +60,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from agent.verifier import Verifier, run_verifier
 
     keys = {}
-    for path in args.gateway_key:
+    for path in args.gateway_key or ():
         gateway_id, key = load_public_key(path)
         keys[gateway_id.encode()] = key
+    gateway_keys = None
+    if args.gateway_keys is not None:
+        from agent.enrolled import GatewayKeys
+
+        gateway_keys = GatewayKeys(args.gateway_keys)
+    elif not keys:
+        raise AgentError("verify: give --gateway-key PUBKEYFILE or --gateway-keys GATEWAYS.json")
     registry = load_registry(args.device_keys) if args.device_keys else None
-    verifier = Verifier(keys, registry)
+    verifier = Verifier(keys, registry, gateway_keys=gateway_keys)
     host, port = args.broker
     asyncio.run(
         run_verifier(
@@ -130,6 +142,19 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from agent.enroll import enroll
+
+    done = enroll(args.claim, args.out, args.data_dir, args.devices_file, args.local, args.serial, args.timeout)
+    cfg = done.config
+    how = "enrolled again, keys rotated" if done.rotated else "enrolled"
+    print(
+        f"{done.out}: gateway {cfg.gateway} {how} at venue {cfg.venue} (claim {cfg.claim}, central {cfg.host}:"
+        f"{cfg.port}); keys in {done.data_dir}; start it with: {PROG} run --config {done.out}"
+    )
+    return 0
+
+
 def _ident(text: str) -> str:
     from agent.keyfiles import IDENT_RE
 
@@ -176,6 +201,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "keygen": (cmd_keygen, "central side: create central's Ed25519 command key (KEYFILE and KEYFILE.pub)"),
     "command": (cmd_command, "central side: sign and send a command to a gateway (ack, revoke, config)"),
     "devices": (cmd_devices, "the gateway's sealing key, and importing a device-enrollment bundle"),
+    "enroll": (cmd_enroll, "zero-touch enrollment: new keys, a claim, central's signed config (docs/provisioning.md)"),
 }
 
 
@@ -193,10 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--broker", required=True, type=_broker_address, help="central broker HOST:PORT")
             p.add_argument(
                 "--gateway-key",
-                required=True,
                 action="append",
                 type=Path,
                 help="a gateway's public key file (<key>.pub); repeat for several gateways",
+            )
+            p.add_argument(
+                "--gateway-keys",
+                type=Path,
+                help="central's enrolled-gateways file (guardian-provision enroll-server); reloaded when it "
+                "changes; batches of revoked gateways are rejected",
             )
             p.add_argument("--device-keys", type=Path, help="device registry: also re-check each device MAC")
             p.add_argument("--topic", default="venues/+/gateways/+/batches", help="topic filter")
@@ -215,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
             imp = actions.add_parser("import", help="add the devices of a bundle sealed to this gateway")
             imp.add_argument("--config", required=True, type=Path, help="agent TOML config")
             imp.add_argument("bundle", type=Path, help="bundle file from guardian-provision export")
+        elif name == "enroll":
+            p.add_argument("--claim", required=True, type=Path, help="claim file from central (mode 0600)")
+            p.add_argument("--out", type=Path, default=Path("/etc/guardian-edge/agent.toml"), help="config to write")
+            p.add_argument("--data-dir", type=Path, default=Path("/var/lib/guardian-edge"), help="keys and buffer")
+            p.add_argument("--devices-file", type=Path, help="device registry (default: devices.toml next to --out)")
+            p.add_argument("--local", type=_broker_address, default=("127.0.0.1", 1883), help="venue broker HOST:PORT")
+            p.add_argument("--serial", help="hardware serial (default: /proc/cpuinfo Serial, else from machine-id)")
+            p.add_argument("--timeout", type=_uint(1, 600), default=15, help="seconds to wait for central (default 15)")
     return parser
 
 

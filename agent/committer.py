@@ -10,7 +10,11 @@ published and a restart resends the same bytes:
 - only while the uplink is connected, so a backlog is sealed in lane order when it returns;
 - in lane order, P0 first; a P0 never waits for linger and may use one batch slot beyond
   the in-flight window (the batch it gets then carries P0 events only);
-- P1/P2 are sealed when a batch is full (count or bytes) or the oldest has waited linger_ms.
+- P1/P2 are sealed when a batch is full (count or bytes) or the oldest has waited linger_ms,
+  or when one round brings a quarter batch or more (under load the rounds are the batches);
+- a new alarm while telemetry is queued gets a batch of its own in its round at once;
+- a backlog is taken from the events table BACKLOG_BATCHES_PER_ROUND batches per round, with
+  a short pause between such rounds that any new event ends, so live traffic is not starved.
 When the backlog is empty, events go straight from the inbox into a batch without passing
 through the events table.
 
@@ -44,6 +48,11 @@ log = logging.getLogger("agent.committer")
 # Batch overhead besides the events (header, signature, chain fields), for the byte limit.
 _BATCH_OVERHEAD = 200
 P0_RESERVE = 1
+# Batches taken from the events table per commit round. A round that drains a big backlog
+# stays short (a few ms), so an alarm arriving meanwhile waits for one short round, not for
+# the whole window of batches; the next round follows at once.
+BACKLOG_BATCHES_PER_ROUND = 2
+DRAIN_PAUSE_S = 0.004
 
 
 @dataclass(slots=True)
@@ -111,6 +120,7 @@ class Committer:
         self._cv = threading.Condition()
         self._inbox: deque[Submitted] = deque()
         self._acks: deque[SealedBatch] = deque()
+        self._band_rows: deque[tuple[str, int, int]] = deque()  # wristband advert counters (band_replay)
         self._uplink = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
@@ -125,6 +135,16 @@ class Committer:
             self._inbox.append(item)
             if len(self._inbox) == 1:
                 self._cv.notify()
+
+    def submit_group(self, items: list[Submitted], band_rows: list[tuple[str, int, int]]) -> None:
+        """Queue events with the wristband counter rows that caused them: one transaction.
+
+        band_rows: (band, counter, seen_ms) from BandResolver.take_rows() (agent/sources/ble.py).
+        """
+        with self._cv:
+            self._inbox.extend(items)
+            self._band_rows.extend(band_rows)
+            self._cv.notify()
 
     def ack(self, batch: SealedBatch) -> None:
         """Central acknowledged `batch`: delete it and mark its events delivered."""
@@ -171,15 +191,22 @@ class Committer:
 
     def _run(self) -> None:
         backoff = 0.1
+        draining = False  # the last round only sealed batches from the events table
         while True:
             with self._cv:
+                if draining:
+                    # a breath between backlog rounds for the event loop and the brokers; a new
+                    # event (an alarm) ends it at once
+                    deadline = time.monotonic() + DRAIN_PAUSE_S
+                    while not self._inbox and not self._stopping and (left := deadline - time.monotonic()) > 0:
+                        self._cv.wait(left)
                 while True:
                     now_ms = int(time.time() * 1000)
                     seal_wait = self._seal_wait(now_ms)
-                    if self._inbox or self._acks or seal_wait == 0.0 or self._stopping:
+                    if self._inbox or self._acks or self._band_rows or seal_wait == 0.0 or self._stopping:
                         break
                     self._cv.wait(seal_wait)
-                if self._stopping and not self._inbox and not self._acks:
+                if self._stopping and not self._inbox and not self._acks and not self._band_rows:
                     return
                 if (
                     self.commit_wait
@@ -195,22 +222,32 @@ class Committer:
                 self._inbox.clear()
                 acks = list(self._acks)
                 self._acks.clear()
+                band_rows = list(self._band_rows)
+                self._band_rows.clear()
                 uplink = self._uplink
             try:
-                result = self._commit(items, acks, uplink)
+                result = self._commit(items, acks, uplink, band_rows)
             except StoreError as exc:
                 log.error("commit_failed reason=%r retry_in_s=%.1f", str(exc), backoff)
                 with self._cv:
                     self._inbox.extendleft(reversed(items))
                     self._acks.extendleft(reversed(acks))
+                    self._band_rows.extendleft(reversed(band_rows))
                 self.loop.call_soon_threadsafe(self.on_result, CommitResult(error=str(exc)))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            draining = not items and len(result.sealed) >= BACKLOG_BATCHES_PER_ROUND
             self.loop.call_soon_threadsafe(self.on_result, result)
 
-    def _commit(self, items: list[Submitted], acks: list[SealedBatch], uplink: bool) -> CommitResult:
+    def _commit(
+        self,
+        items: list[Submitted],
+        acks: list[SealedBatch],
+        uplink: bool,
+        band_rows: list[tuple[str, int, int]] | None = None,
+    ) -> CommitResult:
         t0 = time.perf_counter()
         now_ms = int(time.time() * 1000)
         chain = (self.sealer.seq, self.sealer.prev)
@@ -231,6 +268,18 @@ class Committer:
                     store.ledger_set((*k, RECEIPT_DELIVERED) for b in acks for k in b.flagged)
 
                 inbox = sorted(items, key=lambda s: s.event.prio)  # stable: arrival order per lane
+                alarms_only = False
+                if uplink and inbox and inbox[0].event.prio == 0 and backlog[0] == 0 and sum(backlog) > 0:
+                    # a new alarm does not wait behind a backlog of telemetry: a batch of its own at
+                    # once, and this round takes nothing else from the events table
+                    n0 = sum(1 for s in inbox if s.event.prio == 0)
+                    left, inflight = self._seal_direct(inbox[:n0], inflight, sealed, sealed_oldest, now_ms)
+                    inbox = left + inbox[n0:]
+                    alarms_only = not left
+                if not alarms_only and uplink and len(inbox) >= max(1, self.batch.max_events // 4) and sum(backlog) > 0:
+                    # a busy round: what lingers in the events table is sealed first (it is older),
+                    # so that this round can be sealed directly (see _seal_direct)
+                    inflight = self._seal_backlog(backlog, backlog_bytes, inflight, sealed, sealed_oldest, now_ms, None)
                 if uplink and sum(backlog) == 0:
                     inbox, inflight = self._seal_direct(inbox, inflight, sealed, sealed_oldest, now_ms)
                 if inbox:
@@ -255,7 +304,7 @@ class Committer:
                         oldest_ms = min(s.event.received for s in inbox)
                     if self.limits is not None:
                         self._bound(backlog, backlog_bytes, evicted, dropped)
-                if uplink and any(backlog):
+                if uplink and any(backlog) and not alarms_only:
                     inflight = self._seal_backlog(
                         backlog, backlog_bytes, inflight, sealed, sealed_oldest, now_ms, oldest_ms
                     )
@@ -271,6 +320,8 @@ class Committer:
                     flagged = [(*s.event.key, RECEIPT_STORED) for s in items if s.event.wants_receipts]
                     if flagged:
                         store.ledger_set(flagged)
+                if band_rows:
+                    store.save_band_replay(band_rows)
                 if dropped:
                     store.ledger_set((*k, RECEIPT_DROPPED) for k in dropped)
                 for b in sealed:
@@ -351,7 +402,15 @@ class Committer:
                 sum(len(s.event.encoded) for s in rest[: self.batch.max_events]) + _BATCH_OVERHEAD
                 >= self.batch.max_bytes
             )
-            if not p0 and not full and rest[0].event.received + self.batch.linger_ms > now_ms:
+            # under load the commit rounds themselves are the batches: a round that brings a
+            # quarter batch or more is sealed at once rather than written to the events table
+            # and read back after linger_ms (per-row SQL that would compete with ingest)
+            if (
+                not p0
+                and not full
+                and len(rest) < max(1, self.batch.max_events // 4)
+                and rest[0].event.received + self.batch.linger_ms > now_ms
+            ):
                 break
             blobs: list[bytes] = []
             flagged: list[tuple[str, int, int]] = []
@@ -384,7 +443,7 @@ class Committer:
         now_ms: int,
         oldest_ms: int | None,
     ) -> int:
-        while sum(backlog):
+        while sum(backlog) and len(sealed) < BACKLOG_BATCHES_PER_ROUND:
             p0 = backlog[0] > 0
             if not self._room(p0, inflight):
                 break

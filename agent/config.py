@@ -6,6 +6,7 @@ docs/configuration.md for the keys; `guardian-agent check-config FILE` runs the 
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -69,6 +70,33 @@ class SerialConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BleScannerConfig:
+    """One [[ble]] scanner (agent/sources/ble.py): a BlueZ adapter, or a scanner on the virtual air."""
+
+    name: str
+    backend: str  # "bluez" or "sim"
+    adapter: str | None = None  # bluez: "hci0"; None: BlueZ's default adapter
+    air: tuple[str, int] | None = None  # sim: the virtual air's address
+    position: tuple[float, float] = (0.0, 0.0)  # sim: where the scanner stands, metres
+    watchdog_s: int = 60  # silent this long: restarted, SCANNER_BLIND upstream
+
+
+@dataclass(frozen=True, slots=True)
+class WristbandConfig:
+    """[wristbands]: how the registry's wristbands advertise (docs/protocol.md §10)."""
+
+    company: int = 0xFFFF
+    k: int = 10
+    skew_s: int = 60
+    # venue and residents file of the alert engine (docs/wristband-alerts.md); without it
+    # only SOS and FALL are forwarded
+    alerts: Path | None = None
+
+
+BLE_BACKENDS = ("bluez", "sim")
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     path: Path
     gateway_id: str
@@ -86,6 +114,8 @@ class AgentConfig:
     command_key: Path | None = None  # central's public key for signed commands
     metrics: tuple[str, int] | None = None  # Prometheus endpoint (host, port); None: off
     serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/sources/serial.py)
+    ble: tuple[BleScannerConfig, ...] = ()  # [[ble]] scanners (agent/sources/ble.py)
+    wristbands: WristbandConfig = WristbandConfig()
 
     @property
     def buffer_path(self) -> Path:
@@ -184,6 +214,50 @@ def _serial_ports(top: tomlcheck.Table, base: Path) -> tuple[SerialConfig, ...]:
     return tuple(ports)
 
 
+def _ble_scanners(top: tomlcheck.Table) -> tuple[BleScannerConfig, ...]:
+    scanners: list[BleScannerConfig] = []
+    for t in top.tables("ble"):
+        name = t.ident("name")
+        backend = t.text("backend", "bluez")
+        if backend not in BLE_BACKENDS:
+            raise t.fail("backend", f"expected one of {', '.join(BLE_BACKENDS)}, got {backend!r}")
+        watchdog_s = t.integer("watchdog_s", 60, lo=2, hi=86400)
+        if backend == "bluez":
+            adapter = t.text("adapter", None)
+            if adapter is not None and not re.fullmatch(r"hci[0-9]{1,3}", adapter):
+                raise t.fail("adapter", f"expected an adapter name like hci0, got {adapter!r}")
+            cfg = BleScannerConfig(name, backend, adapter=adapter, watchdog_s=watchdog_s)
+        else:
+            air = t.address("air")
+            pos = t._get("position", [0.0, 0.0])
+            if (
+                not isinstance(pos, list)
+                or len(pos) != 2
+                or not all(type(v) in (int, float) and abs(v) < 1e6 for v in pos)
+            ):
+                raise t.fail("position", f"expected [x, y] in metres, got {pos!r}")
+            cfg = BleScannerConfig(
+                name, backend, air=air, position=(float(pos[0]), float(pos[1])), watchdog_s=watchdog_s
+            )
+        t.no_unknown_keys()
+        if any(o.name == name for o in scanners):
+            raise t.fail("name", f"duplicate scanner name {name!r}")
+        scanners.append(cfg)
+    return tuple(scanners)
+
+
+def _wristbands(top: tomlcheck.Table, base: Path) -> WristbandConfig:
+    t = top.table("wristbands", required=False)
+    cfg = WristbandConfig(
+        company=t.integer("company", 0xFFFF, lo=0, hi=0xFFFF),
+        k=t.integer("k", 10, lo=8, hi=15),
+        skew_s=t.integer("skew_s", 60, lo=1, hi=3600),
+        alerts=t.path_value("alerts", base, None),
+    )
+    t.no_unknown_keys()
+    return cfg
+
+
 def load_config(path: Path) -> AgentConfig:
     path = Path(path)
     top = tomlcheck.Table(path, tomlcheck.load(path))
@@ -226,6 +300,8 @@ def load_config(path: Path) -> AgentConfig:
     commit_wait_ms = lim.number("commit_wait_ms", 2.0, lo=0.0, hi=100.0)
     lim.no_unknown_keys()
     serial = _serial_ports(top, base)
+    ble = _ble_scanners(top)
+    wristbands = _wristbands(top, base)
     top.no_unknown_keys()
 
     return AgentConfig(
@@ -245,4 +321,6 @@ def load_config(path: Path) -> AgentConfig:
         command_key=command_key,
         metrics=metrics,
         serial=serial,
+        ble=ble,
+        wristbands=wristbands,
     )

@@ -7,6 +7,8 @@ import logging
 import signal
 import time
 
+from agent.ble.alerts import AlertEngine
+from agent.ble.venue import load as load_venue
 from agent.buffer import Store
 from agent.commands import CommandHandler
 from agent.committer import Committer
@@ -17,6 +19,7 @@ from agent.metrics import Metrics
 from agent.pipeline import Pipeline, Stats
 from agent.registry import load_registry
 from agent.signer import Sealer, load_or_create_key
+from agent.sources.ble import BleSources
 from agent.sources.mqtt import LocalBroker
 from agent.sources.serial import SerialSources
 from agent.uplink import Uplink
@@ -76,6 +79,9 @@ async def run_gateway(cfg: AgentConfig) -> None:
     uplink = Uplink(cfg, pipeline, stats, rec.batches, commands)
     local = LocalBroker(cfg.local, pipeline, stats)
     serial = SerialSources(cfg.serial, pipeline, stats, cfg.max_frame)  # after local: routes its receipts
+    # wristband counters are read before the committer thread owns the store
+    sink = AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None
+    ble = BleSources(cfg.ble, cfg.wristbands, registry, pipeline, stats, store.load_band_replay(), sink=sink)
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
         cfg.gateway_id,
@@ -93,6 +99,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
     jobs = (
         local.run(),
         serial.run(),
+        ble.run(),
         uplink.run(),
         _report(stats),
         _heartbeat(pipeline, cfg.heartbeat_s),

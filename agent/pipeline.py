@@ -48,6 +48,7 @@ class Stats:
         self.rejected: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.serial_rejected: Counter[str] = Counter()  # serial link framing, by reason (§9)
+        self.ble_rejected: Counter[str] = Counter()  # wristband adverts, by reason (§10.4; agent/sources/ble.py)
         self.commands_accepted: Counter[str] = Counter()  # by op (agent/commands.py)
         self.commands_rejected: Counter[str] = Counter()  # by reason
         self.backlog: tuple[int, int, int] = (0, 0, 0)
@@ -72,6 +73,7 @@ class Stats:
             "receipts_sent": self.counts["receipts_sent"],
             "rejected": dict(self.rejected),
             "serial_rejected": dict(self.serial_rejected),
+            "ble_rejected": dict(self.ble_rejected),
             "commands_accepted": dict(self.commands_accepted),
             "commands_rejected": dict(self.commands_rejected),
             "backlog": list(self.backlog),
@@ -156,6 +158,24 @@ class Pipeline:
         uptime_ms = int((time.monotonic() - self._started) * 1000)
         event = Event(self.gateway_id, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
         self.committer.submit(Submitted(event, None, _noop))
+
+    def band_events(self, events: list[tuple[str, int, dict[int, Any]]], band_rows: list[tuple[str, int, int]]) -> None:
+        """Queue wristband alerts, (band, type, data) each, with the advert counters that caused
+        them (BandResolver.take_rows()), all in one transaction (docs/protocol.md §4.4).
+
+        The gateway raises these for the band: device = band id, boot = chain epoch, seq from the
+        gateway's own event counter, no device MAC (the gateway checked the advert's CCM MIC).
+        """
+        assert self.committer is not None, "pipeline used before the committer was attached"
+        now_ms = int(time.time() * 1000)
+        uptime_ms = int((time.monotonic() - self._started) * 1000)
+        items = []
+        for band, event_type, data in events:
+            self.gw_seq += 1
+            event = Event(band, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
+            items.append(Submitted(event, None, _noop))
+        self.stats.counts["band_events"] += len(items)
+        self.committer.submit_group(items, band_rows)
 
     def heartbeat(self) -> None:
         """The gateway heartbeat to central (docs/protocol.md §4.4)."""

@@ -18,7 +18,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiomqtt
 import cbor2
@@ -33,6 +33,9 @@ from agent.frames import AAD_FRAME, Event, type_name
 from agent.registry import Registry
 from agent.signer import AAD_BATCH, ZERO_HASH
 
+if TYPE_CHECKING:
+    from agent.enrolled import GatewayKeys
+
 log = logging.getLogger("agent.verifier")
 
 BATCH_FILTER = "venues/+/gateways/+/batches"
@@ -40,7 +43,16 @@ GAP_GRACE_S = 5.0
 MAX_SEEN_EVENTS = 5_000_000
 MAX_HASHES = 100_000
 # what makes the verifier exit non-zero
-INTEGRITY_PROBLEMS = ("bad_signature", "unknown_signer", "malformed", "fork", "chain_break", "gap", "audit_failed")
+INTEGRITY_PROBLEMS = (
+    "bad_signature",
+    "unknown_signer",
+    "revoked_gateway",
+    "malformed",
+    "fork",
+    "chain_break",
+    "gap",
+    "audit_failed",
+)
 
 
 @dataclass(slots=True)
@@ -62,8 +74,14 @@ class Verifier:
         device_registry: Registry | None = None,
         gap_grace_s: float = GAP_GRACE_S,
         clock: Callable[[], float] = time.time,
+        gateway_keys: GatewayKeys | None = None,
     ) -> None:
         self.keys = keys
+        # central's enrolled-gateways file (agent/enrolled.py): merged over `keys`, reloaded on change
+        self._static_keys = dict(keys)
+        self.gateway_keys = gateway_keys
+        if gateway_keys is not None:
+            self.keys = {**keys, **gateway_keys.keys}
         self.registry = device_registry
         self.gap_grace_s = gap_grace_s
         self.clock = clock
@@ -78,8 +96,12 @@ class Verifier:
     def feed(self, topic: str, data: bytes) -> list[dict[str, Any]]:
         now = self.clock()
         out: list[dict[str, Any]] = []
+        if self.gateway_keys is not None and self.gateway_keys.refresh():
+            self.keys = {**self._static_keys, **self.gateway_keys.keys}
         try:
             kid, payload = cose.sign1_verify(data, self.keys, AAD_BATCH)
+            if self.gateway_keys is not None and kid in self.gateway_keys.revoked:
+                raise WireError("revoked_gateway", f"gateway {kid.decode(errors='replace')} was revoked at central")
             body = cose.loads(payload)
             if not isinstance(body, dict):
                 raise WireError("malformed", "batch payload is not a map")
@@ -147,6 +169,10 @@ class Verifier:
         device = self.registry.get(ev.device)
         if device is None:
             return False
+        if device.kind == "wristband":
+            # a band's adverts carry no frame MAC: the gateway checked the advert's AES-CCM MIC
+            # and raised the event itself (docs/protocol.md §4.4); the batch signature covers it
+            return ev.tag == b""
         body: dict[int, Any] = {1: ev.boot, 2: ev.seq, 3: ev.type, 4: ev.time, 5: ev.data}
         if ev.flags:
             body[6] = ev.flags

@@ -29,6 +29,8 @@ def _main():
         return
     if kind == "alarm_post":
         from apps.alarm_post import app
+    elif kind == "wristband":
+        from apps.wristband import app
     else:
         print("main: no app for kind %r in config.json" % (kind,))
         return

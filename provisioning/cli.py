@@ -9,6 +9,7 @@
     guardian-provision label DEVICE
     guardian-provision audit verify
     guardian-provision revoke DEVICE --broker HOST:PORT --central-key KEY --gateway GW --venue V
+    guardian-provision enroll-server --state DIR init|claim|allow|serve|revoke|list ...
 
 State lives in --home (default $GE_PROVISION_HOME, else ~/.local/share/guardian-provision):
 the encrypted inventory (passphrase from $GE_PROVISION_PASSPHRASE or the terminal), the audit
@@ -280,6 +281,40 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enroll_server(args: argparse.Namespace) -> int:
+    import os
+
+    from agent.log import setup as log_setup
+    from provisioning import enroll_server as es
+
+    state = args.state or (Path(os.environ["GE_ENROLL_STATE"]) if os.environ.get("GE_ENROLL_STATE") else None)
+    if state is None:
+        raise ProvisionError("enroll-server: pass --state DIR (or set $GE_ENROLL_STATE)")
+    if args.action == "init":
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ProvisionError("enroll-server init: --tls-cert and --tls-key go together")
+        tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+        covers = es.init(state, args.central_key, args.url, args.broker, args.tls_name, tls)
+        print(f"{state}: enroll-server ready to issue claims for {args.url}; TLS: {covers}")
+    elif args.action == "claim":
+        claim = es.issue_claim(state, args.gateway, args.venue, args.ttl, args.out)
+        print(f"{args.out}: claim {claim.id} for gateway {args.gateway} at {args.venue}, expires {claim.expires}")
+    elif args.action == "allow":
+        if not args.serial and not args.claim:
+            raise ProvisionError("enroll-server allow: give --serial S or --claim C (repeatable)")
+        es.allow(state, args.serial, args.claim)
+        print(f"allowed: serials {args.serial} claims {args.claim}")
+    elif args.action == "revoke":
+        gw = es.revoke(state, args.gateway)
+        print(f"gateway {gw.id}: revoked; its batches are rejected by verifiers reading {state / es.GATEWAYS}")
+    elif args.action == "list":
+        print("\n".join(es.listing(state)))
+    else:
+        log_setup("info")
+        es.serve(state, args.listen, es.print_ready)
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "bundle": (cmd_bundle, "build the firmware bundle for a device kind (mpy-cross, manifest, reproducible)"),
     "flash": (cmd_flash, "flash, key, self-test, register and label devices on serial ports, in parallel"),
@@ -288,6 +323,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "label": (cmd_label, "write a device's label again (QR code PNG/SVG and text line)"),
     "audit": (cmd_audit, "audit log: `audit verify` checks the hash chain"),
     "revoke": (cmd_revoke, "revoke a device: signed REVOKE to its gateway, then out of the inventory"),
+    "enroll-server": (cmd_enroll_server, "central side: claims, allowlist and the gateway enrollment responder"),
 }
 
 
@@ -329,7 +365,48 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--gateway", required=True, type=_ident, help="the gateway the device reports to")
             p.add_argument("--venue", required=True, type=_ident, help="the gateway's venue")
             p.add_argument("--ttl", type=_ttl, default=300, help="seconds until the command expires (default 300)")
+        elif name == "enroll-server":
+            _enroll_server_options(p)
     return parser
+
+
+def _enroll_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", type=Path, help="enroll-server state directory (default $GE_ENROLL_STATE)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = actions.add_parser("init", help="create the state directory and the HTTPS identity")
+    init.add_argument("--central-key", required=True, type=Path, help="central's private key (guardian-agent keygen)")
+    init.add_argument("--url", required=True, help="https://HOST:PORT/ge/1/enroll as gateways will reach it")
+    init.add_argument("--broker", required=True, type=_address, help="central broker HOST:PORT gateways uplink to")
+    init.add_argument("--tls-name", action="append", default=[], help="another DNS name or IP for the certificate")
+    init.add_argument("--tls-cert", type=Path, help="use this PEM certificate instead of a self-signed one")
+    init.add_argument("--tls-key", type=Path, help="the certificate's key (mode 0600)")
+    claim = actions.add_parser("claim", help="issue a single-use claim file for a gateway")
+    claim.add_argument("--gateway", required=True, type=_ident, help="the gateway id to enroll")
+    claim.add_argument("--venue", required=True, type=_ident, help="the venue it serves")
+    claim.add_argument("--out", required=True, type=Path, help="claim file to create (mode 0600)")
+    claim.add_argument("--ttl", type=_claim_ttl, default=7 * 86400, help="seconds until it expires (default 7 days)")
+    allow = actions.add_parser("allow", help="add hardware serials or claim ids to the allowlist")
+    allow.add_argument("--serial", action="append", default=[], type=_serial, help="hardware serial (repeatable)")
+    allow.add_argument("--claim", action="append", default=[], type=_ident, help="claim id (repeatable)")
+    serve = actions.add_parser("serve", help="answer enrollment requests (HTTPS)")
+    serve.add_argument("--listen", type=_address, help="HOST:PORT to bind (default: the URL's)")
+    revoke = actions.add_parser("revoke", help="revoke a gateway: verifiers reject its batches")
+    revoke.add_argument("gateway", type=_ident)
+    actions.add_parser("list", help="gateways, claims (no secrets) and the allowlist")
+
+
+def _claim_ttl(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 90 * 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds in 1..{90 * 86400}, got {text!r}")
+    return int(text)
+
+
+def _serial(text: str) -> str:
+    from agent.enroll import SERIAL_RE
+
+    if not SERIAL_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected 1-64 characters from A-Z a-z 0-9 . _ : -, got {text!r}")
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

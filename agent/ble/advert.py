@@ -7,6 +7,7 @@ tests/vectors/wristband.json.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -83,6 +84,20 @@ def derive(root: bytes, purpose: int, epoch: int) -> bytes:
     if not 0 <= epoch <= 15:
         raise ValueError("key epoch must be 0 to 15")
     return ecb(root).update(_LABEL + bytes((purpose, epoch)))
+
+
+ROOT_LABEL = b"GE wristband root\x00"
+
+
+def band_root(device_key: bytes) -> bytes:
+    """A band's 16-byte root key from its 32-byte registry key: SHA-256("GE wristband root" 00 key)[0:16].
+
+    The band derives it the same way (firmware/apps/wristband/app.py), so a wristband is
+    provisioned and registered like every other device (docs/protocol.md §10.1).
+    """
+    if len(device_key) != 32:
+        raise ValueError("a device key is 32 bytes")
+    return hashlib.sha256(ROOT_LABEL + device_key).digest()[:16]
 
 
 def window_start(counter: int, k: int) -> int:

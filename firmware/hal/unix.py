@@ -7,11 +7,19 @@
 # kept locally; service() retries the connection at most once a second.
 # The UART to the gateway (Board.uart()) is a pty whose path the supervisor passes in
 # $GE_VBOARD_UART; the supervisor bridges it to a host-side pty the gateway opens.
+# A wristband's parts: the strap contact is the input pin "strap" (1 = open); the supervisor
+# also sends "pos <x> <y>" (where the band is, metres), "bat <percent>" and accelerometer
+# samples "acc <x> <y> <z>" (milli-g, stamped with ticks_ms() on arrival). Board.radio() is
+# the BLE radio: gap_advertise() hands the advert to a virtual controller that sends it, with
+# the position, to the virtual air at $GE_VBOARD_AIR ("host:port", hil_tests/sim/air.py) every
+# interval, as a controller repeats the advertising data it was given.
+import binascii
 import os
 import select
 import socket
 import struct
 import sys
+import time
 
 try:
     from micropython import const
@@ -30,6 +38,8 @@ _EAGAIN = const(11)
 _AF_UNIX_FAMILY = const(1)
 _VTIME = const(5)  # Linux termios c_cc indices; the unix port's termios module lacks them
 _VMIN = const(6)
+_ACC_MAX = const(256)  # accelerometer samples kept until the app reads them (a FIFO)
+_ADV_MIN_MS = const(20)  # the shortest advertising interval BLE allows
 
 
 class _In:
@@ -78,10 +88,78 @@ class _Out:
         self.value(0)
 
 
+class _Radio:
+    # The BLE radio's advertising, shaped like bluetooth.BLE().gap_advertise(): the data given
+    # is sent at once and then every interval until it is replaced or stopped (None).
+    def __init__(self, board):
+        self._board = board
+        self._sock = None
+        self._dest = None
+        self._data = None
+        self._ms = 0
+        self._next = 0
+        self.addr = bytes(6)
+        self.sent = 0
+        air = os.getenv("GE_VBOARD_AIR")
+        if air and ":" in air:
+            host, port = air.rsplit(":", 1)
+            self._dest = socket.getaddrinfo(host, int(port))[0][-1]
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def address(self, addr):
+        # the random address the adverts go out with (6 bytes)
+        self.addr = bytes(addr)
+
+    def gap_advertise(self, interval_us, adv_data=None, connectable=False):
+        if interval_us is None:
+            self._data = None
+            return
+        if adv_data is not None:
+            self._data = bytes(adv_data)
+        self._ms = max(interval_us // 1000, _ADV_MIN_MS)
+        self._next = ticks_add(ticks_ms(), self._ms)
+        self._send()
+
+    def _tick(self):
+        if self._data is None:
+            return
+        now = ticks_ms()
+        if ticks_diff(now, self._next) >= 0:
+            self._next = ticks_add(now, self._ms)
+            self._send()
+
+    def _send(self):
+        if self._sock is None or self._data is None:
+            return
+        x, y = self._board._pos
+        msg = b"adv %s %.2f %.2f %s" % (binascii.hexlify(self.addr), x, y, binascii.hexlify(self._data))
+        try:
+            self._sock.sendto(msg, self._dest)
+            self.sent += 1
+        except OSError:
+            pass  # nothing is listening: the advert is lost on the air
+
+
+class _Accel:
+    def __init__(self, board):
+        self._board = board
+
+    def read(self):
+        # the samples since the last call: [(ticks_ms, x, y, z)], milli-g
+        out = self._board._acc
+        self._board._acc = []
+        return out
+
+
 class Board:
     def __init__(self):
         self.button = _In("button")
         self.tamper = _In("tamper")
+        self.strap = _In("strap")  # a wristband's strap contact; not in the sync set below
+        self._pos = (0.0, 0.0)
+        self._bat = 255  # battery %, 255 unknown
+        self._acc = []
+        self._radio = None
         self.led_r = _Out(self, "led_r")
         self.led_g = _Out(self, "led_g")
         self.led_b = _Out(self, "led_b")
@@ -126,6 +204,21 @@ class Board:
     def connected(self):
         return self._sock is not None
 
+    def radio(self):
+        if self._radio is None:
+            self._radio = _Radio(self)
+        return self._radio
+
+    def accel(self):
+        return _Accel(self)
+
+    def battery(self):
+        return self._bat
+
+    def rtc(self):
+        # the host's clock is a running RTC: unix seconds
+        return int(time.time())
+
     def uart(self, baudrate=115200):
         # The UART wired to the gateway, shaped like machine.UART for the link: readinto()
         # returns what is there (0 when nothing: it never blocks), write(), close(), and it
@@ -162,6 +255,8 @@ class Board:
             poller.register(self._sock, select.POLLIN)
 
     def service(self):
+        if self._radio is not None:
+            self._radio._tick()
         if self._sock is None:
             if not self._path or ticks_diff(ticks_ms(), self._next_try) < 0:
                 return False
@@ -263,12 +358,34 @@ class Board:
 
     def _line(self, line, seen):
         parts = line.split(b" ")
+        if parts[0] in (b"pos", b"bat", b"acc"):
+            return self._value(parts, line)
         if len(parts) == 3 and parts[0] == b"in" and parts[2] in (b"0", b"1"):
-            for pin in self._ins:
+            for pin in self._ins + (self.strap,):
                 if pin.name.encode() == parts[1]:
-                    if seen is not None:
+                    if seen is not None and pin is not self.strap:
                         seen[pin.name] = 1
                     return pin._set(1 if parts[2] == b"1" else 0)
+        self._bad(line)
+        return False
+
+    def _value(self, parts, line):
+        try:
+            if parts[0] == b"pos" and len(parts) == 3:
+                self._pos = (float(parts[1].decode()), float(parts[2].decode()))
+                return False
+            if parts[0] == b"bat" and len(parts) == 2:
+                v = int(parts[1].decode())
+                if 0 <= v <= 100 or v == 255:
+                    self._bat = v
+                    return True
+            elif parts[0] == b"acc" and len(parts) == 4:
+                s = (ticks_ms(), int(parts[1].decode()), int(parts[2].decode()), int(parts[3].decode()))
+                if len(self._acc) < _ACC_MAX:
+                    self._acc.append(s)
+                return True
+        except (ValueError, UnicodeError):
+            pass
         self._bad(line)
         return False
 

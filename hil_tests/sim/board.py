@@ -45,7 +45,16 @@ in "\\n", fields separated by one space:
     board -> supervisor   out <pin> <0|1>    output level: led_r, led_g, led_b, buzzer
                           out <pin> <0|1> <pin> <0|1> ...   several outputs changed at once
 
-On every connection the supervisor first sends `in` for every input with its current level;
+A board made with `air=(host, port)` is a wristband: it has a radio whose adverts go to the
+virtual air there (hil_tests/sim/air.py; $GE_VBOARD_AIR), the input "strap" (1 = strap open),
+and values the supervisor sends:
+
+    supervisor -> board   pos <x> <y>          where the band is, metres (`set_position()`)
+                          bat <percent>        battery, 0-100 or 255 unknown (`set_battery()`)
+                          acc <x> <y> <z>      one accelerometer sample, milli-g (`accel()`)
+
+On every connection the supervisor first sends `in` for every input with its current level
+(a wristband's `in strap`, `pos` and `bat` go before the others);
 the board answers with `out` for every output. Input levels belong to the supervisor and
 persist across power cycles (a held button stays held); outputs drop to 0 when the
 interpreter stops (power cut or reset), as a real board's GPIOs do. Several connections may
@@ -98,6 +107,7 @@ from hil_tests.sim.tools import require_micropython
 _log = logging.getLogger(__name__)
 
 INPUT_PINS = ("button", "tamper")
+BAND_INPUTS = ("strap",)  # a wristband's (air=...) extra input: the strap contact, 1 = open
 OUTPUT_PINS = ("led_r", "led_g", "led_b", "buzzer")
 LED_COLOURS = {
     (0, 0, 0): "off",
@@ -219,6 +229,7 @@ class VirtualBoard:
         env: extra environment variables for the interpreter.
         console_idle_discard: seconds console output may stay unread before it is dropped.
         uart: give the board a UART to the gateway (see `uart_path`).
+        air: (host, port) of the virtual air: the board is a wristband (see the module docstring).
     """
 
     def __init__(
@@ -229,8 +240,13 @@ class VirtualBoard:
         env: Mapping[str, str] | None = None,
         console_idle_discard: float = 1.0,
         uart: bool = False,
+        air: tuple[str, int] | None = None,
     ) -> None:
         self.name = name
+        self._air = air
+        self._input_names = INPUT_PINS + (BAND_INPUTS if air is not None else ())
+        self._pos = (0.0, 0.0)
+        self._battery = 100
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_dir = self.workdir / "flash"
@@ -241,7 +257,7 @@ class VirtualBoard:
         self._idle_discard = console_idle_discard
 
         self._cond = threading.Condition(threading.RLock())
-        self._inputs = dict.fromkeys(INPUT_PINS, 0)
+        self._inputs = dict.fromkeys(self._input_names, 0)
         self._outputs = dict.fromkeys(OUTPUT_PINS, 0)
         self._history: list[OutputChange] = []
         self._clients: list[_Client] = []
@@ -450,9 +466,9 @@ class VirtualBoard:
     # ----------------------------------------------------------------- pins
 
     def set_input(self, pin: str, level: int) -> None:
-        """Drive an input pin (button, tamper); the device sees it at its next service()."""
-        if pin not in INPUT_PINS:
-            raise ValueError(f"unknown input pin {pin!r}; inputs are {', '.join(INPUT_PINS)}")
+        """Drive an input pin (button, tamper; strap on a wristband); the device sees it at its next service()."""
+        if pin not in self._input_names:
+            raise ValueError(f"unknown input pin {pin!r}; inputs are {', '.join(self._input_names)}")
         if level not in (0, 1):
             raise ValueError(f"level must be 0 or 1, not {level!r}")
         with self._cond:
@@ -461,6 +477,31 @@ class VirtualBoard:
             for client in self._clients:
                 self._send(client, line)
             self._cond.notify_all()
+
+    def set_position(self, x: float, y: float) -> None:
+        """Move a wristband to (x, y), metres; its next adverts go out from there."""
+        self._band_line(f"pos {x:.2f} {y:.2f}\n".encode(), pos=(x, y))
+
+    def set_battery(self, percent: int) -> None:
+        """A wristband's battery level, 0-100 (255: unknown)."""
+        if not (0 <= percent <= 100 or percent == 255):
+            raise ValueError(f"battery must be 0-100 or 255, not {percent!r}")
+        self._band_line(f"bat {percent}\n".encode(), battery=percent)
+
+    def accel(self, x: int, y: int, z: int) -> None:
+        """One accelerometer sample (milli-g) for a wristband; the device stamps it on arrival."""
+        self._band_line(f"acc {int(x)} {int(y)} {int(z)}\n".encode())
+
+    def _band_line(self, line: bytes, pos: tuple[float, float] | None = None, battery: int | None = None) -> None:
+        if self._air is None:
+            raise BoardError(f"{self.name}: not a wristband (made without air=...)")
+        with self._cond:
+            if pos is not None:
+                self._pos = pos
+            if battery is not None:
+                self._battery = battery
+            for client in self._clients:
+                self._send(client, line)
 
     def press(self, pin: str = "button") -> None:
         """Press (and keep pressed) a button; for tamper: open the enclosure."""
@@ -729,6 +770,8 @@ class VirtualBoard:
             "GE_VBOARD_UID": board_uid(self.name).hex(),
             "GE_VBOARD_RESET": kind,
         }
+        if self._air is not None:
+            env["GE_VBOARD_AIR"] = f"{self._air[0]}:{self._air[1]}"
         env.update(self._extra_env)
         uart = (-1, -1)
         if self._uart_master >= 0:
@@ -980,6 +1023,11 @@ class VirtualBoard:
         sock.setblocking(False)
         client = _Client(sock)
         self._clients.append(client)
+        if self._air is not None:
+            x, y = self._pos
+            for pin in BAND_INPUTS:
+                self._send(client, f"in {pin} {self._inputs[pin]}\n".encode())
+            self._send(client, f"pos {x:.2f} {y:.2f}\nbat {self._battery}\n".encode())
         for pin in INPUT_PINS:
             self._send(client, f"in {pin} {self._inputs[pin]}\n".encode())
         self._cond.notify_all()

@@ -12,7 +12,7 @@ from typing import Any
 
 from hil_tests.sim.tools import FIRMWARE_DIR
 
-KINDS = ("alarm_post",)
+KINDS = ("alarm_post", "wristband")
 
 
 def firmware_files(kind: str, root: Path = FIRMWARE_DIR) -> dict[str, str | bytes | Path]:
@@ -39,3 +39,8 @@ def alarm_post_config(device_id: str, key: bytes, broker: tuple[str, int], **opt
         "port": broker[1],
         **options,
     }
+
+
+def wristband_config(device_id: str, key: bytes, **options: Any) -> dict[str, Any]:
+    """config.json for a wristband (options as in firmware/apps/wristband/app.py DEFAULTS)."""
+    return {"kind": "wristband", "id": device_id, "key": key.hex(), **options}

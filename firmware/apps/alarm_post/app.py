@@ -28,12 +28,12 @@
 #   window behind them.
 # The loop never blocks longer than one connection attempt: inputs arrive through pin irq
 # handlers that only queue the edge with its time, and everything else runs in the loop.
-import json
 import os
 import select
 
 import clock
 import cose
+import devconfig
 import frame
 import store
 from button import LONG, PRESS, Debouncer
@@ -82,46 +82,17 @@ DEFAULTS = {
 }
 
 
-class ConfigError(ValueError):
-    pass
-
-
-def _id_ok(s):
-    if not 1 <= len(s) <= 32:
-        return False
-    return all("A" <= c <= "Z" or "a" <= c <= "z" or "0" <= c <= "9" or c in "-_." for c in s)
+ConfigError = devconfig.ConfigError  # main.py catches it as app.ConfigError
 
 
 def load_config(path="config.json"):
-    # config.json -> dict with defaults applied; ConfigError names the field. The key never
-    # appears in a message.
-    try:
-        with open(path) as f:
-            raw = json.load(f)
-    except OSError as e:
-        raise ConfigError("%s: cannot read: %s" % (path, e))
-    except ValueError as e:
-        raise ConfigError("%s: not valid JSON: %s" % (path, e))
-    if not isinstance(raw, dict):
-        raise ConfigError("%s: must hold a JSON object" % path)
-    cfg = dict(DEFAULTS)
-    cfg.update(raw)
-    dev = cfg.get("id")
-    if not isinstance(dev, str) or not _id_ok(dev):
-        raise ConfigError("%s: id must be 1-32 characters from A-Z a-z 0-9 - _ ." % path)
-    key = cfg.get("key")
-    try:
-        key = bytes.fromhex(key) if isinstance(key, str) else None
-    except ValueError:
-        key = None
-    if key is None or len(key) < 16 or len(key) > 64:
-        raise ConfigError("%s: key must be 32 to 128 hex digits (16 to 64 bytes)" % path)
-    cfg["key"] = key
+    # config.json -> dict with defaults applied; ConfigError names the field, never the key
+    cfg = devconfig.load(path, DEFAULTS, 16, 64)
     if cfg.get("transport") not in ("mqtt", "uart"):
         raise ConfigError('%s: transport must be "mqtt" or "uart"' % path)
     if cfg["transport"] == "mqtt" and (not isinstance(cfg.get("broker"), str) or not cfg["broker"]):
         raise ConfigError("%s: broker must be a host name or address" % path)
-    for name, low, high in (
+    limits = (
         ("port", 1, 65535),
         ("heartbeat_s", 1, 86400),
         ("keepalive_s", 0, 65535),
@@ -133,10 +104,8 @@ def load_config(path="config.json"):
         ("long_press_ms", 100, 60000),
         ("debounce_ms", 1, 1000),
         ("baud", 300, 4000000),
-    ):
-        v = cfg.get(name)
-        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
-            raise ConfigError("%s: %s must be an integer from %d to %d" % (path, name, low, high))
+    )
+    devconfig.check_ints(cfg, path, limits)
     if cfg["long_press_ms"] <= cfg["debounce_ms"]:
         raise ConfigError("%s: long_press_ms must be larger than debounce_ms" % path)
     return cfg

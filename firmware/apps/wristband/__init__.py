@@ -1,0 +1,1 @@
+# the wristband app: see app.py
