@@ -26,8 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.registry import Device
 from hil_tests.scenario import Expect, Scenario, Step
+from hil_tests.sim.air import VirtualAir, parse_venue
 from hil_tests.sim.board import VirtualBoard
-from hil_tests.sim.firmware import alarm_post_config, firmware_files
+from hil_tests.sim.firmware import alarm_post_config, firmware_files, wristband_config
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import free_port
@@ -90,17 +91,63 @@ class SimRig:
         self.local = Mosquitto(workdir / "local", name="local", persistence=True)
         self.central = Mosquitto(workdir / "central", name="central", persistence=True)
         self.metrics_port = free_port()
+        extra = f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
+        self.air: VirtualAir | None = None
+        bands = [d for d in scenario.devices if d.kind == "wristband"]
+        if bands:
+            self.air = VirtualAir(parse_venue(self._air_venue()))
+            alerts = workdir / "residents.toml"
+            workdir.mkdir(parents=True, exist_ok=True)
+            alerts.write_text(self._alerts_file())
+            for sc in scenario.scanners:
+                extra += (
+                    f'[[ble]]\nname = "{sc.id}"\nbackend = "sim"\n'
+                    f'air = "{self.air.address[0]}:{self.air.address[1]}"\nposition = [{sc.at[0]}, {sc.at[1]}]\n'
+                )
+            extra += f'[wristbands]\nalerts = "{alerts}"\n'
         self.agent = AgentProcess(
             workdir / "gateway",
             self.local.address,
             self.central.address,
             devices,
             venue=scenario.venue,
-            extra_config=f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n',
+            extra_config=extra,
         )
         self.verifier = CentralVerifier(self.central.address, [self.agent.public_key_file], self.agent.devices_file)
-        self.boards = {d.id: VirtualBoard(d.id, workdir / d.id, micropython=micropython) for d in scenario.devices}
+        self.kinds = {d.id: d.kind for d in scenario.devices}
+        self.boards = {
+            d.id: VirtualBoard(
+                d.id,
+                workdir / d.id,
+                micropython=micropython,
+                air=self.air.address if d.kind == "wristband" and self.air is not None else None,
+            )
+            for d in scenario.devices
+        }
         self._closers: list[Callable[[], None]] = [b.close for b in self.boards.values()]
+        if self.air is not None:
+            self._closers.insert(0, self.air.close)
+
+    def _air_venue(self) -> dict[str, Any]:
+        sc = self.scenario
+        return {
+            "name": sc.venue,
+            "model": {"shadowing_db": 1, "loss": 0.0, "sensitivity_dbm": -105, "seed": 7},
+            "zones": [{"name": z.id, "rect": list(z.rect or ()), "exit": z.exit} for z in sc.zones],
+            "scanners": [{"name": s.id, "at": list(s.at)} for s in sc.scanners],
+        }
+
+    def _alerts_file(self) -> str:
+        sc = self.scenario
+        lines = [f'venue = "{sc.venue}"', "[settings]", "zone_confirm = 2", "rssi_window_s = 2.0"]
+        for z in sc.zones:
+            lines += ["[[zones]]", f'id = "{z.id}"', f'name = "{z.name}"', f'kind = "{"exit" if z.exit else "inside"}"']
+        for s in sc.scanners:
+            lines += ["[[scanners]]", f'id = "{s.id}"', f'zone = "{s.zone}"']
+        for d in sc.devices:
+            if d.kind == "wristband":
+                lines += ["[[residents]]", f'band = "{d.id}"', f'reference = "{d.resident or d.id}"']
+        return "\n".join(lines) + "\n"
 
     def start(self) -> None:
         for broker in (self.local, self.central):
@@ -111,13 +158,24 @@ class SimRig:
         self.agent.start()
         self._closers.append(self.agent.kill)
         self.agent.wait_log("uplink_up")
+        specs = {d.id: d for d in self.scenario.devices}
         for dev_id, board in self.boards.items():
-            board.install(
-                firmware_files("alarm_post"), alarm_post_config(dev_id, self.keys[dev_id], self.local.address)
-            )
+            if self.kinds[dev_id] == "wristband":
+                at = specs[dev_id].at or (0.0, 0.0)
+                # simulated bands confirm a fall after 2 s of stillness (the default is 40 s)
+                fall = {"settle_ms": 300, "still_ms": 2000, "cancel_ms": 1000}
+                board.install(firmware_files("wristband"), wristband_config(dev_id, self.keys[dev_id], fall=fall))
+                board.set_position(*at)
+            else:
+                board.install(
+                    firmware_files("alarm_post"), alarm_post_config(dev_id, self.keys[dev_id], self.local.address)
+                )
             board.power_on()
-        for board in self.boards.values():
-            board.wait_console("alarm_post: connected", timeout=15)
+        for dev_id, board in self.boards.items():
+            ready = f"wristband: {dev_id} up" if self.kinds[dev_id] == "wristband" else "alarm_post: connected"
+            board.wait_console(ready, timeout=15)
+        if self.air is not None:
+            self.air.wait_scanners({s.id for s in self.scenario.scanners}, timeout=15)
 
     def close(self) -> None:
         for close in reversed(self._closers):
@@ -152,7 +210,21 @@ class SimRig:
 
     @staticmethod
     def _device(board: VirtualBoard, step: Step) -> None:
-        if step.action == "click":
+        if step.action in ("move", "walk"):
+            for i, (x, y) in enumerate(step.points):
+                board.set_position(x, y)
+                if step.action == "walk" and i + 1 < len(step.points):
+                    time.sleep(step.seconds)  # the resident takes this long per point of the path
+        elif step.action in ("strap_open", "strap_close"):
+            board.set_input("strap", 1 if step.action == "strap_open" else 0)
+        elif step.action == "battery":
+            board.set_battery(step.value)
+        elif step.action == "fall":
+            # free fall, impact, lying still (milli-g at 50 Hz), as the accelerometer reports it
+            for x, y, z in [(0, 0, 100)] * 10 + [(0, 2900, 1500)] + [(0, 0, 1000)] * 150:
+                board.accel(x, y, z)
+                time.sleep(0.02)
+        elif step.action == "click":
             board.click(step.ms)
         elif step.action == "hold":
             board.hold(step.ms)

@@ -13,17 +13,71 @@ from typing import Any
 
 import yaml
 
-KINDS = ("alarm_post",)
+KINDS = ("alarm_post", "wristband")
 TRANSPORTS = ("mqtt",)
 COLOURS = ("off", "red", "green", "blue", "amber", "cyan", "magenta", "white")
-EVENT_TYPES = ("ALARM", "ALARM_HELD", "TAMPER", "ONLINE", "HEARTBEAT", "GATEWAY_HEARTBEAT")
+EVENT_TYPES = (
+    "ALARM",
+    "ALARM_HELD",
+    "TAMPER",
+    "ONLINE",
+    "HEARTBEAT",
+    "GATEWAY_HEARTBEAT",
+    "SOS",
+    "FALL",
+    "EXIT",
+    "MISSING",
+    "STRAP_REMOVED",
+    "BATTERY_LOW",
+    "BACK_INSIDE",
+    "SCANNER_BLIND",
+)
 PROCESSES = ("local_broker", "central_broker", "agent")
-DEVICE_ACTIONS = ("press", "release", "click", "hold", "tamper_open", "tamper_close", "power_cut", "power_on")
+DEVICE_ACTIONS = (
+    "press",
+    "release",
+    "click",
+    "hold",
+    "tamper_open",
+    "tamper_close",
+    "power_cut",
+    "power_on",
+    # wristbands
+    "move",
+    "walk",
+    "fall",
+    "strap_open",
+    "strap_close",
+    "battery",
+)
+BAND_ACTIONS = ("move", "walk", "fall", "strap_open", "strap_close", "battery")
+POST_ACTIONS = ("click", "tamper_open", "tamper_close")
 PROCESS_ACTIONS = ("stop", "start", "kill", "restart")
 
 
 class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    """A zone; `rect` (x0, y0, x1, y1 in metres) places it for wristbands and the virtual air."""
+
+    id: str
+    name: str
+    rect: tuple[float, float, float, float] | None
+    exit: bool
+
+    def centre(self) -> tuple[float, float]:
+        assert self.rect is not None
+        return ((self.rect[0] + self.rect[2]) / 2, (self.rect[1] + self.rect[3]) / 2)
+
+
+@dataclass(frozen=True)
+class ScannerSpec:
+    id: str
+    at: tuple[float, float]
+    zone: str
 
 
 @dataclass(frozen=True)
@@ -33,6 +87,8 @@ class DeviceSpec:
     zone: str
     transport: str
     line: int
+    at: tuple[float, float] | None = None  # a wristband's starting position
+    resident: str = ""  # a wristband's resident reference (shown to families)
 
 
 @dataclass(frozen=True)
@@ -44,7 +100,9 @@ class Step:
     target: str  # device id, process name, or "" for wait
     label: str  # defaults to "<action>@<line>"
     ms: int = 0  # click/hold duration
-    seconds: float = 0.0  # wait
+    seconds: float = 0.0  # wait; walk: seconds per point
+    points: tuple[tuple[float, float], ...] = ()  # move (one point) and walk
+    value: int = 0  # battery percent
 
 
 @dataclass(frozen=True)
@@ -83,12 +141,16 @@ class Scenario:
     path: Path
     name: str
     venue: str
-    zones: tuple[str, ...]
+    zones: tuple[ZoneSpec, ...]
     devices: tuple[DeviceSpec, ...]
     steps: tuple[Step, ...]
     expects: tuple[Expect, ...]
     settle_s: float = 5.0
     labels: dict[str, Step] = field(default_factory=dict)
+    scanners: tuple[ScannerSpec, ...] = ()
+
+    def zone(self, zone_id: str) -> ZoneSpec:
+        return next(z for z in self.zones if z.id == zone_id)
 
 
 class _Node:
@@ -150,6 +212,12 @@ class _Node:
             raise self.fail(f"expected an integer from {lo} to {hi}, got {value!r}")
         return value
 
+    def pair(self) -> tuple[float, float]:
+        items = self.items()
+        if len(items) != 2:
+            raise self.fail("expected [x, y] in metres")
+        return items[0].number(-10_000, 10_000), items[1].number(-10_000, 10_000)
+
     def flag(self) -> bool:
         value = self._scalar()
         if not isinstance(value, bool):
@@ -177,30 +245,70 @@ def load(path: Path) -> Scenario:
         if required not in top:
             raise ScenarioError(f"{path}: missing required key {required!r}")
     name = top["name"].text()
-    venue_map = top["venue"].mapping(("id", "zones"))
+    venue_map = top["venue"].mapping(("id", "zones", "scanners"))
     if "id" not in venue_map:
         raise top["venue"].fail("missing 'id'")
     venue = venue_map["id"].text()
-    zones = tuple(z.text() for z in venue_map["zones"].items()) if "zones" in venue_map else ()
+    zone_list: list[ZoneSpec] = []
+    for z in venue_map["zones"].items() if "zones" in venue_map else []:
+        if isinstance(z.node, yaml.ScalarNode):
+            zid = z.text()
+            zone_list.append(ZoneSpec(zid, zid, None, False))
+            continue
+        zm = z.mapping(("id", "name", "rect", "exit"))
+        if "id" not in zm:
+            raise z.fail("missing 'id'")
+        zid = zm["id"].text()
+        rect = None
+        if "rect" in zm:
+            r = zm["rect"].items()
+            if len(r) != 4:
+                raise zm["rect"].fail("expected [x0, y0, x1, y1] in metres")
+            x0, y0, x1, y1 = (v.number(-10_000, 10_000) for v in r)
+            if x1 <= x0 or y1 <= y0:
+                raise zm["rect"].fail("expected x0 < x1 and y0 < y1")
+            rect = (x0, y0, x1, y1)
+        zone_list.append(
+            ZoneSpec(
+                zid, zm["name"].text() if "name" in zm else zid, rect, zm["exit"].flag() if "exit" in zm else False
+            )
+        )
+    zones = tuple(zone_list)
+    zone_ids = tuple(z.id for z in zones)
+    scanners: list[ScannerSpec] = []
+    for item in venue_map["scanners"].items() if "scanners" in venue_map else []:
+        sm = item.mapping(("id", "at", "zone"))
+        if not {"id", "at", "zone"} <= set(sm):
+            raise item.fail("a scanner needs id, at: [x, y] and zone")
+        scanners.append(ScannerSpec(sm["id"].text(), sm["at"].pair(), sm["zone"].text(zone_ids)))
 
     devices: list[DeviceSpec] = []
     for item in top["devices"].items():
-        d = item.mapping(("id", "kind", "zone", "transport"))
+        d = item.mapping(("id", "kind", "zone", "transport", "at", "resident"))
         if "id" not in d:
             raise item.fail("missing 'id'")
         dev_id = d["id"].text()
         if any(x.id == dev_id for x in devices):
             raise d["id"].fail(f"device {dev_id!r} listed twice")
         zone = d["zone"].text() if "zone" in d else ""
-        if zones and zone and zone not in zones:
-            raise d["zone"].fail(f"zone {zone!r} is not one of the venue's zones ({', '.join(zones)})")
+        if zones and zone and zone not in zone_ids:
+            raise d["zone"].fail(f"zone {zone!r} is not one of the venue's zones ({', '.join(zone_ids)})")
+        kind = d["kind"].text(KINDS) if "kind" in d else "alarm_post"
+        at = d["at"].pair() if "at" in d else None
+        if kind == "wristband":
+            if at is None:
+                raise item.fail("a wristband needs at: [x, y], where it starts")
+            if not scanners or any(z.rect is None for z in zones):
+                raise item.fail("wristbands need venue zones with rect and at least one scanner")
         devices.append(
             DeviceSpec(
                 dev_id,
-                d["kind"].text(KINDS) if "kind" in d else "alarm_post",
+                kind,
                 zone,
                 d["transport"].text(TRANSPORTS) if "transport" in d else "mqtt",
                 item.line,
+                at,
+                d["resident"].text() if "resident" in d else "",
             )
         )
     if not devices:
@@ -210,7 +318,9 @@ def load(path: Path) -> Scenario:
     steps: list[Step] = []
     labels: dict[str, Step] = {}
     for item in top["timeline"].items():
-        s = item.mapping(("do", "device", "process", "ms", "seconds", "label", "wait"))
+        s = item.mapping(
+            ("do", "device", "process", "ms", "seconds", "label", "wait", "to", "zone", "path", "step_s", "percent")
+        )
         if "wait" in s:
             if len(s) != 1:
                 raise item.fail("'wait' stands alone: - wait: SECONDS")
@@ -235,10 +345,35 @@ def load(path: Path) -> Scenario:
                     raise item.fail("'hold' needs 'ms: MILLISECONDS'")
             elif "ms" in s:
                 raise s["ms"].fail(f"'ms' applies to click and hold, not {action}")
+            device_kinds = {d.id: d.kind for d in devices}
+            if action in BAND_ACTIONS and device_kinds.get(target) != "wristband":
+                raise item.fail(f"'{action}' is for wristbands; {target} is not one")
+            if action in POST_ACTIONS and device_kinds.get(target) != "alarm_post":
+                raise item.fail(f"'{action}' is for alarm posts; {target} is not one")
+            points: tuple[tuple[float, float], ...] = ()
+            step_s = 0.0
+            value = 0
+            if action == "move":
+                if ("to" in s) == ("zone" in s):
+                    raise item.fail("'move' needs to: [x, y] or zone: ID")
+                points = (
+                    (s["to"].pair(),)
+                    if "to" in s
+                    else (next(z for z in zones if z.id == s["zone"].text(zone_ids)).centre(),)
+                )
+            elif action == "walk":
+                if "path" not in s:
+                    raise item.fail("'walk' needs path: [[x, y], ...]")
+                points = tuple(p.pair() for p in s["path"].items())
+                step_s = s["step_s"].number(0.1, 60) if "step_s" in s else 1.0
+            elif action == "battery":
+                if "percent" not in s:
+                    raise item.fail("'battery' needs percent: 0..100")
+                value = s["percent"].integer(0, 100)
             label = s["label"].text() if "label" in s else f"{action}@{item.line}"
             if label in labels:
                 raise s["label"].fail(f"label {label!r} used twice")
-            step = Step(item.line, action, target, label, ms=ms)
+            step = Step(item.line, action, target, label, ms=ms, seconds=step_s, points=points, value=value)
         labels[step.label] = step
         steps.append(step)
 
@@ -304,4 +439,6 @@ def load(path: Path) -> Scenario:
     if not expects:
         raise top["expect"].fail("a scenario without expectations proves nothing")
     settle = top["settle_s"].number(0, 600) if "settle_s" in top else 5.0
-    return Scenario(path, name, venue, zones, tuple(devices), tuple(steps), tuple(expects), settle, labels)
+    return Scenario(
+        path, name, venue, zones, tuple(devices), tuple(steps), tuple(expects), settle, labels, tuple(scanners)
+    )
