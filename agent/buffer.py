@@ -6,6 +6,7 @@ Tables:
   replay   per-device replay state (agent/replay.py)
   ledger   receipt state of the recent receipt-requesting events of each device
   band_replay  per-wristband advert counter and when it was accepted (agent/ble/resolver.py)
+  band_alerts  SOS/FALL alerts already raised, per band event id (never raised twice)
   meta     the hash chain head (epoch, seq, hash), the schema version, the gateway's own event
            counter (gw_seq) and the eviction counters (evicted_p1, evicted_p2)
 
@@ -90,6 +91,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     PRIMARY KEY (device, boot, seq)
 ) WITHOUT ROWID;
 -- last accepted advert counter per wristband and when (unix ms) it was accepted (agent/ble)
+-- SOS/FALL alerts already raised per wristband and band event id (agent/ble alert dedupe)
+CREATE TABLE IF NOT EXISTS band_alerts (
+    band TEXT NOT NULL, type INTEGER NOT NULL, event_id INTEGER NOT NULL, PRIMARY KEY (band, type, event_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS band_replay (
     band TEXT PRIMARY KEY, counter INTEGER NOT NULL, seen_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -353,6 +358,16 @@ class Store:
         """(band, counter, seen_ms) of every wristband with an accepted advert."""
         rows = self.db.execute("SELECT band, counter, seen_ms FROM band_replay").fetchall()
         return [(str(b), int(c), int(t)) for b, c, t in rows]
+
+    def load_band_alerts(self) -> list[tuple[str, int, int]]:
+        """(band, type, event id) of every SOS/FALL alert already raised."""
+        rows = self.db.execute("SELECT band, type, event_id FROM band_alerts").fetchall()
+        return [(str(b), int(t), int(e)) for b, t, e in rows]
+
+    def save_band_alerts(self, rows: Iterable[tuple[str, int, int]]) -> None:
+        """rows: (band, type, event id); inside transaction(). Band event ids are 16-bit and
+        wrap, so a key is replaced when its id comes round again (the engine forgets old ids)."""
+        self.db.executemany("INSERT OR REPLACE INTO band_alerts (band, type, event_id) VALUES (?, ?, ?)", rows)
 
     def save_band_replay(self, rows: Iterable[tuple[str, int, int]]) -> None:
         """rows: (band, counter, seen_ms); inside transaction()."""

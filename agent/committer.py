@@ -39,7 +39,7 @@ from typing import Any
 from agent.buffer import Store
 from agent.config import BatchConfig, BufferConfig
 from agent.errors import StoreError
-from agent.frames import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED, Event
+from agent.frames import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED, Event, band_event_key
 from agent.log import Throttle
 from agent.signer import SealedBatch, Sealer, batch_oldest_received
 
@@ -322,6 +322,9 @@ class Committer:
                         store.ledger_set(flagged)
                 if band_rows:
                     store.save_band_replay(band_rows)
+                raised = [k for s in items if s.replay_row is None and (k := band_event_key(s.event)) is not None]
+                if raised:
+                    store.save_band_alerts(raised)
                 if dropped:
                     store.ledger_set((*k, RECEIPT_DROPPED) for k in dropped)
                 for b in sealed:

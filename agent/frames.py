@@ -37,6 +37,23 @@ TYPE_GATEWAY_HEARTBEAT = 160
 TYPE_NAMES = {1: "ALARM", 2: "ALARM_HELD", 64: "TAMPER", 65: "ONLINE", 128: "HEARTBEAT", 160: "GATEWAY_HEARTBEAT"}
 # wristband alerts and the BLE scanner watchdog, raised by the gateway (docs/protocol.md §2.1, §4.4)
 TYPE_SCANNER_BLIND = 69
+TYPE_SOS = 3
+TYPE_FALL = 4
+
+
+def band_event_key(event: Event) -> tuple[str, int, int] | None:
+    """(band, type, band event id) of a wristband SOS or FALL alert, else None.
+
+    The alert engine raises one alert per band event id; these keys are stored with the alert
+    (agent/buffer.py band_alerts) so a restarted agent does not raise the same event again.
+    """
+    if event.type not in (TYPE_SOS, TYPE_FALL):
+        return None
+    ctx = event.data.get(3)
+    eid = ctx.get("event_id") if isinstance(ctx, dict) else None
+    return (event.device, event.type, eid) if isinstance(eid, int) else None
+
+
 TYPE_NAMES.update(
     {
         3: "SOS",
@@ -93,7 +110,20 @@ _REQUIRED = (1, 2, 3, 4, 5)
 class Event:
     """One accepted device event, as it travels in a batch (docs/protocol.md §4.1)."""
 
-    __slots__ = ("boot", "data", "device", "encoded", "flags", "prio", "received", "seq", "tag", "time", "type")
+    __slots__ = (
+        "boot",
+        "data",
+        "device",
+        "encoded",
+        "flags",
+        "prio",
+        "received",
+        "seq",
+        "tag",
+        "time",
+        "type",
+        "wants_receipts",
+    )
 
     def __init__(
         self,
@@ -118,6 +148,8 @@ class Event:
         self.data = data
         self.tag = tag
         self.flags = flags
+        # an attribute, not a property: it is read several times per event on the hot path
+        self.wants_receipts = bool(flags & FLAG_RECEIPTS)
         if encoded is not None:
             self.encoded: bytes = encoded
             return
@@ -135,10 +167,6 @@ class Event:
         if flags:
             body[10] = flags
         self.encoded = cbor2.dumps(body, canonical=True)
-
-    @property
-    def wants_receipts(self) -> bool:
-        return bool(self.flags & FLAG_RECEIPTS)
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -81,7 +81,16 @@ async def run_gateway(cfg: AgentConfig) -> None:
     serial = SerialSources(cfg.serial, pipeline, stats, cfg.max_frame)  # after local: routes its receipts
     # wristband counters are read before the committer thread owns the store
     sink = AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None
-    ble = BleSources(cfg.ble, cfg.wristbands, registry, pipeline, stats, store.load_band_replay(), sink=sink)
+    ble = BleSources(
+        cfg.ble,
+        cfg.wristbands,
+        registry,
+        pipeline,
+        stats,
+        store.load_band_replay(),
+        sink=sink,
+        raised=store.load_band_alerts(),
+    )
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
         cfg.gateway_id,

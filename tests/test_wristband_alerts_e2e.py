@@ -91,7 +91,7 @@ def site(tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], micropython: 
         agent.start()
         agent.wait_log("uplink_up")
         air.wait_scanners({"scan-lounge", "scan-corridor", "scan-door"}, timeout=10)
-        yield band, verifier
+        yield band, verifier, agent
     finally:
         band.close()
         verifier.stop()
@@ -106,7 +106,7 @@ def walk(band: VirtualBoard, points: list[tuple[float, float]], dwell: float) ->
 
 
 def test_wander_to_the_exit_and_back(site: tuple) -> None:
-    band, verifier = site
+    band, verifier, _ = site
     walk(band, [(5, 3)], 4.0)  # settles in the lounge
     assert verifier.events(device=BAND, type_name="EXIT") == []
     walk(band, [(12, 1.5), (17, 1.5), (22, 1.5)], 2.0)
@@ -117,4 +117,19 @@ def test_wander_to_the_exit_and_back(site: tuple) -> None:
     walk(band, [(15, 1.5), (5, 3)], 3.0)
     assert verifier.wait_for(lambda: verifier.events(device=BAND, type_name="BACK_INSIDE"), 20)
     assert len(verifier.events(device=BAND, type_name="EXIT")) == 1  # one alert, three scanners
+    assert [p for p in verifier.problems() if p["kind"] != "new_epoch"] == []
+
+
+def test_sos_is_not_raised_again_after_an_agent_crash(site: tuple) -> None:
+    band, verifier, agent = site
+    band.hold(2500)  # SOS
+    assert verifier.wait_for(lambda: verifier.events(device=BAND, type_name="SOS"), 15)
+    agent.kill()  # kill -9 while the band still advertises its SOS flag
+    agent.start()
+    agent.wait_log("uplink_up")
+    heartbeats = len(verifier.events(type_name="GATEWAY_HEARTBEAT"))
+    assert verifier.wait_for(lambda: len(verifier.events(type_name="GATEWAY_HEARTBEAT")) > heartbeats, 10)
+    # the restarted agent hears the band's SOS flag in every advert (1 s apart); during these
+    # seconds it must not announce the same SOS again
+    assert not verifier.wait_for(lambda: len(verifier.events(device=BAND, type_name="SOS")) > 1, 6)
     assert [p for p in verifier.problems() if p["kind"] != "new_epoch"] == []

@@ -31,6 +31,7 @@ Per band, across all scanners:
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -190,6 +191,18 @@ class AlertEngine:
         self.counts: Counter[str] = Counter()
 
     # --- inputs -----------------------------------------------------------------------
+
+    def remember(self, raised: Iterable[tuple[str, int, int]]) -> None:
+        """SOS/FALL alerts raised before a restart, (band, type, band event id): not raised again."""
+        for band, kind, eid in raised:
+            b = self._bands.get(band)
+            key = (kind, eid)
+            if b is None or key in b.event_keys:
+                continue
+            b.event_keys.add(key)
+            b.event_ids.append(key)
+            if len(b.event_ids) > _SEEN_IDS:
+                b.event_keys.discard(b.event_ids.popleft())
 
     def on_sighting(self, scanner: str, rssi: int, t_ms: int, s: Sighting) -> list[Alert]:
         """One accepted advert heard by one scanner; the alerts it raises (often none)."""

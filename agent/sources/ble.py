@@ -35,7 +35,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -85,6 +85,8 @@ class SightingSink(Protocol):
     def scanner_down(self, scanner: str, t_ms: int) -> Sequence[BandAlert]: ...
     def scanner_up(self, scanner: str, t_ms: int) -> Sequence[BandAlert]: ...
     def tick(self, now_ms: int) -> Sequence[BandAlert]: ...
+    def remember(self, raised: Iterable[tuple[str, int, int]]) -> None:
+        """(band, type, band event id) of SOS/FALL alerts raised before a restart: not again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,10 @@ class SosFallForwarder:
     def __init__(self, remember: int = 4096) -> None:
         self._seen: OrderedDict[tuple[str, int, int], None] = OrderedDict()
         self._remember = remember
+
+    def remember(self, raised: Iterable[tuple[str, int, int]]) -> None:
+        for key in raised:
+            self._seen[key] = None
 
     def on_sighting(self, scanner: str, rssi: int, t_ms: int, s: Sighting) -> list[SimpleAlert]:
         st = s.status
@@ -197,6 +203,7 @@ class BleSources:
         stats: Stats,
         band_rows: Sequence[tuple[str, int, int]] = (),
         sink: SightingSink | None = None,
+        raised: Sequence[tuple[str, int, int]] = (),
     ) -> None:
         self.cfg = wristbands
         self.registry = registry
@@ -205,6 +212,7 @@ class BleSources:
         self.resolver = BandResolver(band_keys(registry, wristbands), wristbands.company, wristbands.skew_s)
         self.resolver.load(band_rows)
         self.sink: SightingSink = sink if sink is not None else SosFallForwarder()
+        self.sink.remember(raised)
         self.scanners = {c.name: _Scanner(c) for c in scanners}
         self._queue: asyncio.Queue[tuple[str, int, int, int, bytes]] = asyncio.Queue(QUEUE_MAX)
         self._throttle = Throttle()
