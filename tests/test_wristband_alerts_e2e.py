@@ -124,10 +124,10 @@ def test_sos_is_not_raised_again_after_an_agent_crash(site: tuple) -> None:
     band, verifier, agent = site
     band.hold(2500)  # SOS
     assert verifier.wait_for(lambda: verifier.events(device=BAND, type_name="SOS"), 15)
+    heartbeats = len(verifier.events(type_name="GATEWAY_HEARTBEAT"))
     agent.kill()  # kill -9 while the band still advertises its SOS flag
     agent.start()
     agent.wait_log("uplink_up")
-    heartbeats = len(verifier.events(type_name="GATEWAY_HEARTBEAT"))
     assert verifier.wait_for(lambda: len(verifier.events(type_name="GATEWAY_HEARTBEAT")) > heartbeats, 10)
     # the restarted agent hears the band's SOS flag in every advert (1 s apart); during these
     # seconds it must not announce the same SOS again

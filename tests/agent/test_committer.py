@@ -38,12 +38,25 @@ class Harness:
         self.acked: list[int] = []
 
     def submit(self, *events: Event) -> None:
+        # all at once, as a source's burst arrives: one commit round takes them together
+        items = []
         for ev in events:
             st = ReplayState(ev.boot, ev.seq, 0)
-            self.committer.submit(Submitted(ev, st.as_row(), lambda ev=ev: self.acked.append(ev.seq)))
+            items.append(Submitted(ev, st.as_row(), lambda ev=ev: self.acked.append(ev.seq)))
+        self.committer.submit_group(items, [])
 
     async def next_result(self, within: float = 5.0) -> CommitResult:
         return await asyncio.wait_for(self.results.get(), within)
+
+    async def committed(self, n: int, within: float = 5.0) -> CommitResult:
+        """The result of the commit round that made `n` more events durable (the submitted
+        events may be split over several rounds: the committer does not wait for a group)."""
+        done = 0
+        while True:
+            res = await self.next_result(within)
+            done += len(res.committed)
+            if done >= n:
+                return res
 
     async def sealed(self, n: int, within: float = 5.0) -> list[SealedBatch]:
         got: list[SealedBatch] = []
@@ -246,21 +259,21 @@ async def test_full_buffer_evicts_oldest_p2_then_p1_never_p0(tmp_path: Path) -> 
     async with bounded(tmp_path / "b.db", max_bytes=15 * s2 + 5 * s1, reserve=5 * s2) as h:
         # uplink down: everything stays in the backlog; P1/P2 may use 15 events' worth
         h.submit(*(event(i, 128) for i in range(101, 111)), *(event(i, 64, flags=1) for i in range(111, 116)))
-        res = await h.next_result()
+        res = await h.committed(15)
         assert res.backlog == (0, 5, 10) and res.evicted == (0, 0, 0)
         h.submit(*(event(i, 128) for i in range(116, 119)))  # 3 more P2: the 3 oldest P2 go
-        res = await h.next_result()
+        res = await h.committed(3)
         assert res.backlog == (0, 5, 10) and res.evicted == (0, 0, 3) and res.dropped == []
         h.submit(*(event(i, 1) for i in range(119, 124)))  # 5 alarms fit in the reserve
-        res = await h.next_result()
+        res = await h.committed(5)
         assert res.backlog == (5, 5, 10) and res.evicted == (0, 0, 3)
         h.submit(*(event(i, 1) for i in range(124, 136)))  # 12 more alarms: P2 go, then P1
-        res = await h.next_result()
+        res = await h.committed(12)
         assert res.backlog == (17, 3, 0) and res.evicted == (0, 2, 13)
         # the evicted P1 wanted receipts: they are named for receipt 4
         assert res.dropped == [("AP-1", 1, 111), ("AP-1", 1, 112)]
         h.submit(*(event(i, 1) for i in range(136, 141)))  # past the bound: alarms are still kept
-        res = await h.next_result()
+        res = await h.committed(5)
         assert res.backlog == (22, 0, 0) and res.evicted == (0, 5, 13)
         assert h.acked[-1] == 140
         ledger = dict(((d, b, s), st) for d, b, s, st in h.store.db.execute("SELECT * FROM ledger"))
@@ -276,7 +289,7 @@ async def test_eviction_counters_survive_a_restart(tmp_path: Path) -> None:
     size = len(event(100, 128, received=1000).encoded)
     async with bounded(tmp_path / "b.db", max_bytes=4 * size, reserve=0) as h:
         h.submit(*(event(i, 128, received=1000 + i - 100) for i in range(101, 108)))
-        res = await h.next_result()
+        res = await h.committed(7)
         assert res.evicted == (0, 0, 3) and res.backlog == (0, 0, 4)
         assert res.oldest_ms == 1004, "the oldest event left is the 4th"
     store = Store(tmp_path / "b.db")
