@@ -2,6 +2,8 @@
 #   make demo   a simulated venue: real firmware -> real agent -> central broker
 #   make test   the whole suite
 #   make lint   ruff, mypy, codespell
+#   make bench  end-to-end benchmarks, one JSON line each (docs/benchmarks.md);
+#               make bench ONLY=<name> runs one, RUNS=<n> sets the runs per benchmark
 # Set-up is idempotent: the first target that needs it creates .venv, installs the project
 # and installs Mosquitto from the OS packages when it is missing.
 
@@ -14,8 +16,10 @@ STAMP := $(VENV)/.installed
 MICROPYTHON ?= $(wildcard $(CURDIR)/$(VENV)/bin/micropython)
 export GE_MICROPYTHON := $(MICROPYTHON)
 PYTEST_ARGS ?=
+ONLY ?=
+RUNS ?=
 
-.PHONY: setup demo test lint clean os-deps
+.PHONY: setup demo test lint bench clean os-deps
 
 setup: $(STAMP) os-deps
 
@@ -36,6 +40,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m tests.bench $(if $(ONLY),--only $(ONLY)) $(if $(RUNS),--runs $(RUNS))
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -51,14 +51,17 @@ LEDGER_PER_DEVICE = 64
 # - wal_autocheckpoint=4000 pages (16 MB): fewer, larger checkpoints under a sustained load.
 # - journal_size_limit=64 MB: the log file is truncated back after a checkpoint, so a big
 #   backlog that has drained gives its disk space back.
-# - cache_size=-16000 (16 MB): a bounded page cache; the agent shares a Pi with other services.
+# - cache_size=-8000 (8 MB): a bounded page cache; the agent shares a Pi with other services.
+#   The hot pages are few (the lanes' index, the head and tail of the events table), so 8 MB
+#   drains and fills a 1,000,000-event backlog as fast as 16 MB did, and the agent holds
+#   1,000,000 buffered events in ~69 MB instead of ~79 MB (docs/benchmarks.md).
 # - temp_store=MEMORY: sorting for the lane-ordered drain needs no temp files on the SD card.
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA wal_autocheckpoint=4000",
     "PRAGMA journal_size_limit=67108864",
-    "PRAGMA cache_size=-16000",
+    "PRAGMA cache_size=-8000",
     "PRAGMA temp_store=MEMORY",
 )
 
@@ -245,10 +248,14 @@ class Store:
         """rows: (prio, size, blob, device, boot, seq, received); device/boot/seq only for flagged events."""
         # many rows per statement: executemany steps (and releases the GIL) once per row, and
         # under load each step then waits for the event loop to hand the GIL back
-        rows = list(rows)
-        for i in range(0, len(rows), _ROWS_PER_INSERT):
-            part = rows[i : i + _ROWS_PER_INSERT]
-            self.db.execute(_insert_sql(len(part)), [v for row in part for v in row])
+        self._insert_many("INSERT INTO events (prio, size, blob, device, boot, seq, received)", 7, list(rows))
+
+    def _insert_many(self, head: str, columns: int, rows: list[tuple[object, ...]]) -> None:
+        """`head` VALUES (...), (...), ...: as many rows per statement as 999 parameters allow."""
+        per = _MAX_PARAMETERS // columns
+        for i in range(0, len(rows), per):
+            part = rows[i : i + per]
+            self.db.execute(_values_sql(head, columns, len(part)), [v for row in part for v in row])
 
     def evict(self, prio: int, need_bytes: int) -> tuple[int, int, list[tuple[str, int, int]]]:
         """Delete the oldest events of lane `prio` until at least `need_bytes` are freed.
@@ -276,9 +283,10 @@ class Store:
         return count, freed, keys
 
     def set_counters(self, gw_seq: int, evicted: list[int]) -> None:
-        self.db.executemany(
-            "INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)",
-            (("gw_seq", gw_seq), ("evicted_p1", evicted[1]), ("evicted_p2", evicted[2])),
+        self._insert_many(
+            "INSERT OR REPLACE INTO meta (k, v)",
+            2,
+            [("gw_seq", gw_seq), ("evicted_p1", evicted[1]), ("evicted_p2", evicted[2])],
         )
 
     def take_backlog(
@@ -330,17 +338,17 @@ class Store:
         )
 
     def delete_batches(self, seqs: Iterable[int]) -> None:
-        self.db.executemany("DELETE FROM batches WHERE seq = ?", [(s,) for s in seqs])
+        seqs = list(seqs)
+        for i in range(0, len(seqs), _MAX_PARAMETERS):
+            part = seqs[i : i + _MAX_PARAMETERS]
+            self.db.execute(_in_sql("DELETE FROM batches WHERE seq IN", len(part)), part)
 
     def set_chain(self, epoch: int, seq: int, digest: bytes) -> None:
-        self.db.executemany(
-            "INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)",
-            (("epoch", epoch), ("seq", seq), ("hash", digest)),
-        )
+        self._insert_many("INSERT OR REPLACE INTO meta (k, v)", 2, [("epoch", epoch), ("seq", seq), ("hash", digest)])
 
     def save_replay(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
         """rows: (device, boot, seq, bitmap) as ReplayState.as_row() gives them."""
-        self.db.executemany("INSERT OR REPLACE INTO replay (device, boot, seq, bitmap) VALUES (?, ?, ?, ?)", rows)
+        self._insert_many("INSERT OR REPLACE INTO replay (device, boot, seq, bitmap)", 4, list(rows))
 
     def ledger_set(self, entries: Iterable[tuple[str, int, int, int]]) -> None:
         """entries: (device, boot, seq, state); keeps the newest LEDGER_PER_DEVICE per device."""
@@ -374,14 +382,20 @@ class Store:
         self.db.executemany("INSERT OR REPLACE INTO band_replay (band, counter, seen_ms) VALUES (?, ?, ?)", rows)
 
 
-_ROWS_PER_INSERT = 100  # 700 parameters: within SQLite's oldest default limit (999)
+_MAX_PARAMETERS = 999  # SQLite's oldest default limit of parameters per statement
 
 
 @functools.cache
-def _insert_sql(rows: int) -> str:
-    # only placeholders are added, as many as there are rows
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
-    return f"INSERT INTO events (prio, size, blob, device, boot, seq, received) VALUES {values}"  # noqa: S608
+def _in_sql(head: str, count: int) -> str:
+    # only placeholders are added to a fixed statement head
+    return f"{head} ({', '.join(['?'] * count)})"
+
+
+@functools.cache
+def _values_sql(head: str, columns: int, rows: int) -> str:
+    # only placeholders are added to a fixed statement head, as many as there are rows
+    one = "(" + ", ".join(["?"] * columns) + ")"
+    return f"{head} VALUES {', '.join([one] * rows)}"
 
 
 def _salvage_replay(path: Path) -> dict[str, ReplayState]:

@@ -43,7 +43,7 @@ expect:
         ("name: t", "name: t\ncolour: red", ":2: colour: unknown key 'colour'"),
         (
             "{do: click, device: AP-1, label: p}",
-            "{do: clik, device: AP-1, label: p}",
+            "{do: jump, device: AP-1, label: p}",
             ":6: timeline[0].do: expected one of",
         ),
         (
