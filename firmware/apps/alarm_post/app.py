@@ -231,6 +231,8 @@ class AlarmPost:
         # flash first: from here on the event survives a power cut
         self.outbox.put(self.boot, seq, prio, msg)
         print("alarm_post: event %d/%d type %d saved" % (self.boot, seq, typ))
+        # the LED says "saved, sending" before anything goes out, however fast the receipts come
+        self._show(ticks_ms())
         self._send(self.boot, seq, msg)
 
     def _flush_folded(self):
