@@ -42,7 +42,7 @@ from agent import cose, tomlcheck
 from agent.config import load_config
 from agent.enrollment import load_or_create_seal_key, seal_key_path
 from agent.errors import AgentError, ConfigError, WireError
-from agent.keyfiles import IDENT_RE, write_atomic
+from agent.keyfiles import IDENT_RE, write_atomic, write_new_private
 from agent.registry import write_registry
 from agent.signer import load_or_create_key
 
@@ -146,16 +146,7 @@ def write_claim(path: Path, claim: Claim) -> None:
         f'key = """\n{_pem(claim.central_key).decode()}"""\n'
         f'tls_cert = """\n{claim.tls_cert.strip()}\n"""\n'
     )
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{path}: exists; refusing to overwrite a claim file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    write_new_private(path, text.encode(), "exists; refusing to overwrite a claim file")
 
 
 def load_claim(path: Path) -> Claim:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,10 +27,9 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from agent import tomlcheck
 from agent.commands import STATE_FILE, key_fingerprint, load_state
 from agent.errors import ConfigError
-from agent.keyfiles import IDENT_RE, write_atomic
+from agent.keyfiles import IDENT_RE, load_or_create_private_key, write_atomic
 from agent.registry import KEY_BYTES, KINDS, Device, load_registry, write_registry
 
 if TYPE_CHECKING:
@@ -58,28 +56,8 @@ def fingerprint(public: X25519PublicKey) -> str:
 def load_or_create_seal_key(path: Path, gateway_id: str) -> tuple[X25519PrivateKey, Path]:
     """The gateway's X25519 key (created 0600 when absent) and the path of its .pub file."""
     path = Path(path)
-    if path.exists():
-        tomlcheck.require_private(path, "the gateway's sealing key")
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{path}: not an unencrypted PEM private key") from exc
-        if not isinstance(key, X25519PrivateKey):
-            raise ConfigError(f"{path}: not an X25519 key")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = X25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError as exc:
-            raise ConfigError(f"{path}: appeared while being created; start again") from exc
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
+    # mypy sees cryptography's X25519PrivateKey as abstract; the class is what isinstance needs
+    key = load_or_create_private_key(path, X25519PrivateKey, "X25519", "the gateway's sealing key")  # type: ignore[type-abstract]
     pub = path.with_name(path.name + ".pub")
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     write_atomic(pub, f"Gateway-Id: {gateway_id}\n".encode() + public, 0o644)

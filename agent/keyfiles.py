@@ -1,4 +1,5 @@
-"""Central's Ed25519 command key: the key files `guardian-agent keygen` writes and their loaders.
+"""Key files: central's Ed25519 command key (the files `guardian-agent keygen` writes and their
+loaders), and the creation and loading of every private key file the agent keeps.
 
 The private key is a PKCS#8 PEM file (mode 0600) and the public key a PEM file next to it
 (`<key>.pub`); both start with a `Key-Id: <id>` line (RFC 7468 explanatory text), the kid
@@ -10,14 +11,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent import tomlcheck
 from agent.errors import ConfigError
 
 IDENT_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
+
+PrivateKey = TypeVar("PrivateKey", Ed25519PrivateKey, X25519PrivateKey)
 
 _KID_RE = re.compile(rb"^Key-Id: *([A-Za-z0-9._-]{1,32}) *$", re.M)
 _PRIVATE_RE = re.compile(rb"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----", re.S)
@@ -71,21 +76,52 @@ def generate_central_key(path: Path, kid: str) -> Path:
     if not IDENT_RE.fullmatch(kid):
         raise ConfigError(f"key id {kid!r}: expected 1-32 characters from A-Z a-z 0-9 . _ -")
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{path}: exists; refusing to overwrite a key") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "wb") as f:
-        f.write(f"Key-Id: {kid}\n".encode() + pem)
-        f.flush()
-        os.fsync(f.fileno())
+    write_new_private(path, f"Key-Id: {kid}\n".encode() + _pkcs8(key), "exists; refusing to overwrite a key")
     pub = path.with_name(path.name + ".pub")
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     write_atomic(pub, f"Key-Id: {kid}\n".encode() + public, 0o644)
     return pub
+
+
+def _pkcs8(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def write_new_private(path: Path, data: bytes, exists: str) -> None:
+    """Create `path` with mode 0600, never over an existing file (`exists` says why), and fsync it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path}: {exists}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_or_create_private_key(path: Path, key_type: type[PrivateKey], label: str, what: str) -> PrivateKey:
+    """The PKCS#8 PEM key in `path` (mode 0600 enforced), created with O_EXCL when absent.
+
+    `label` names the algorithm in errors ("Ed25519"), `what` the key ("the gateway's private key").
+    """
+    path = Path(path)
+    if path.exists():
+        tomlcheck.require_private(path, what)
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: not an unencrypted PEM private key") from exc
+        if not isinstance(key, key_type):
+            raise ConfigError(f"{path}: not an {label} key")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = key_type.generate()
+    write_new_private(path, _pkcs8(new), "appeared while being created; start again")
+    return new
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:

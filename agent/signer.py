@@ -17,8 +17,9 @@ import cbor2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agent import cose, tomlcheck
+from agent import cose
 from agent.errors import ConfigError
+from agent.keyfiles import load_or_create_private_key
 
 AAD_BATCH = b"ge/1/batch"
 ZERO_HASH = bytes(32)
@@ -31,28 +32,8 @@ def public_key_path(key_path: Path) -> Path:
 def load_or_create_key(key_path: Path, gateway_id: str) -> Ed25519PrivateKey:
     """The gateway's signing key; created (0600, O_EXCL) when the file does not exist."""
     key_path = Path(key_path)
-    if key_path.exists():
-        tomlcheck.require_private(key_path, "the gateway's private key")
-        try:
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{key_path}: not an unencrypted PEM private key") from exc
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"{key_path}: not an Ed25519 key")
-    else:
-        key_path.parent.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError as exc:
-            raise ConfigError(f"{key_path}: appeared while being created; start again") from exc
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
+    # mypy sees cryptography\'s key classes as abstract; the class is what isinstance needs
+    key = load_or_create_private_key(key_path, Ed25519PrivateKey, "Ed25519", "the gateway's private key")  # type: ignore[type-abstract]
     write_public_key(public_key_path(key_path), gateway_id, key.public_key())
     return key
 
