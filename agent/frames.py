@@ -64,6 +64,13 @@ TYPE_NAMES.update(
         67: "BATTERY_LOW",
         68: "BACK_INSIDE",
         TYPE_SCANNER_BLIND: "SCANNER_BLIND",
+        # venue sensors (docs/protocol.md §7.1)
+        7: "SMOKE",
+        8: "GAS",
+        70: "DOOR_HELD_OPEN",
+        71: "EXTINGUISHER",
+        72: "SENSOR_CLEAR",
+        73: "SENSOR_FAULT",
     }
 )
 

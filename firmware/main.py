@@ -31,6 +31,8 @@ def _main():
         from apps.alarm_post import app
     elif kind == "wristband":
         from apps.wristband import app
+    elif kind == "sensor":
+        from apps.sensor import app
     else:
         print("main: no app for kind %r in config.json" % (kind,))
         return

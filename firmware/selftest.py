@@ -96,6 +96,8 @@ def _check_config():
         raise _Fail("config: config.json unusable: %s" % e)
     if kind == "alarm_post":
         from apps.alarm_post import app
+    elif kind == "sensor":
+        from apps.sensor import app
     else:
         raise _Fail("config: no app for kind %r" % (kind,))
     try:

@@ -13,6 +13,9 @@
 # the BLE radio: gap_advertise() hands the advert to a virtual controller that sends it, with
 # the position, to the virtual air at $GE_VBOARD_AIR ("host:port", hil_tests/sim/air.py) every
 # interval, as a controller repeats the advertising data it was given.
+# A venue sensor's readings: the supervisor sends "val <name> <integer>" (the channel's unit,
+# docs/protocol.md 7.1); Board.sensor(name).read() is the latest, None before the first. A
+# reading persists when the supervisor goes away, as a sensor's last conversion would.
 import binascii
 import os
 import select
@@ -151,6 +154,15 @@ class _Accel:
         return out
 
 
+class _Sensor:
+    def __init__(self, board, name):
+        self._board = board
+        self.name = name
+
+    def read(self):
+        return self._board._vals.get(self.name)
+
+
 class Board:
     def __init__(self):
         self.button = _In("button")
@@ -159,6 +171,7 @@ class Board:
         self._pos = (0.0, 0.0)
         self._bat = 255  # battery %, 255 unknown
         self._acc = []
+        self._vals = {}  # venue sensor readings by channel name
         self._radio = None
         self.led_r = _Out(self, "led_r")
         self.led_g = _Out(self, "led_g")
@@ -214,6 +227,10 @@ class Board:
 
     def battery(self):
         return self._bat
+
+    def sensor(self, name):
+        # a venue sensor channel's input: read() -> latest integer reading or None
+        return _Sensor(self, name)
 
     def rtc(self):
         # the host's clock is a running RTC: unix seconds
@@ -358,7 +375,7 @@ class Board:
 
     def _line(self, line, seen):
         parts = line.split(b" ")
-        if parts[0] in (b"pos", b"bat", b"acc"):
+        if parts[0] in (b"pos", b"bat", b"acc", b"val"):
             return self._value(parts, line)
         if len(parts) == 3 and parts[0] == b"in" and parts[2] in (b"0", b"1"):
             for pin in self._ins + (self.strap,):
@@ -379,6 +396,9 @@ class Board:
                 if 0 <= v <= 100 or v == 255:
                     self._bat = v
                     return True
+            elif parts[0] == b"val" and len(parts) == 3 and 1 <= len(parts[1]) <= 16:
+                self._vals[parts[1].decode()] = int(parts[2].decode())
+                return True
             elif parts[0] == b"acc" and len(parts) == 4:
                 s = (ticks_ms(), int(parts[1].decode()), int(parts[2].decode()), int(parts[3].decode()))
                 if len(self._acc) < _ACC_MAX:

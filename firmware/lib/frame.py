@@ -21,8 +21,14 @@ FLAG_RECEIPTS = 1  # the device keeps the event until receipt 2 and wants receip
 # event types (docs/protocol.md, "Event types")
 T_ALARM = 1
 T_ALARM_HELD = 2
+T_SMOKE = 7  # venue sensors: P0 hazards
+T_GAS = 8
 T_TAMPER = 64
 T_ONLINE = 65
+T_DOOR_HELD_OPEN = 70  # venue sensors: P1 states
+T_EXTINGUISHER = 71
+T_SENSOR_CLEAR = 72
+T_SENSOR_FAULT = 73
 T_HEARTBEAT = 128
 
 # receipt kinds

@@ -154,7 +154,7 @@ def test_full_outbox_folds_presses_and_keeps_the_reserve_for_alarms():
     _steps(post, lambda: post.dropped_tamper >= 1)
     post._message(post.down.encode(), _receipt(KEY, 1, 3, frame.R_DELIVERED))
     assert len(post.outbox) == 5
-    post._flush_folded()
+    post._linked(ticks_ms())
     assert post.folded == 0 and post.outbox.full()
     folded = [s for p, _, s, _ in post.outbox.items() if p == 0][-1]
     body = _payload(post, 1, folded)

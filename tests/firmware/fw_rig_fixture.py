@@ -37,8 +37,22 @@ class _Machine:
                     sel |= machine.pins[p].v << i
                 return 60000 if sel in machine.lit else 300
 
+        class PWM:
+            def __init__(self, pin):
+                self.pin = pin
+                self.hz = 0
+                self.duty = None
+                pin.pwm = self
+
+            def freq(self, hz):
+                self.hz = hz
+
+            def duty_u16(self, d):
+                self.duty = d
+
         self.Pin = Pin
         self.ADC = ADC
+        self.PWM = PWM
 
 
 def _fixture():
@@ -80,3 +94,18 @@ def test_led_read_through_the_multiplexer():
     assert fx.handle("LED 1") == "OK 1 1 0"
     assert fx.handle("LED 0") == "OK 0 0 0"
     assert fx.handle("SET 0 accel 5").startswith("ERR channel 0 has no sensor input")
+
+
+def test_set_drives_the_sensor_dac_and_contact():
+    fx, m = _fixture()
+    smoke = m.pins[8].pwm
+    assert smoke.hz == 20000 and smoke.duty == 0
+    assert fx.handle("SET 0 smoke 1000") == "OK" and smoke.duty == 32767
+    assert fx.handle("SET 0 smoke 2000") == "OK" and smoke.duty == 65535
+    assert fx.handle("SET 0 smoke 2001").startswith("ERR smoke takes 0..2000")
+    assert fx.handle("SET 0 smoke -1").startswith("ERR smoke takes 0..2000") and smoke.duty == 65535
+    assert fx.handle("SET 1 gas 25") == "OK" and m.pins[9].pwm.duty == 25 * 65535 // 100
+    assert fx.handle("SET 1 smoke 5").startswith("ERR channel 1 has no sensor input")
+    assert fx.handle("SET 0 door 1") == "OK" and m.pins[14].v == 1
+    assert fx.handle("SET 0 door 0") == "OK" and m.pins[14].v == 0
+    assert fx.handle("SET 0 door 2").startswith("ERR door is a contact")

@@ -1,0 +1,1 @@
+# the venue sensor app: see app.py

@@ -1,0 +1,433 @@
+# What every reporting device (alarm post, venue sensor) does with its events, whatever its
+# inputs: the flash outbox, the link to the gateway, receipts, heartbeats and the delivery
+# colour of its LED (docs/protocol.md sections 2, 3, 5, 7 and 9; lib/link.py has the links).
+# An app subclasses Reporter and adds its inputs (_inputs), what it shows (_show) and when
+# it needs the loop to come round soon (_busy).
+#
+# Invariant 1 on the device: an event is written to the flash outbox before anything else
+# happens (before the LED changes, before any byte goes out) and stays there until the
+# gateway's receipt 2 says central has it.
+# - LED colour for alarms (P0): amber = an alarm is saved on the device and being sent;
+#   blue = the gateway stored it (receipt 1); green = central has it (receipt 2), shown for
+#   green_s seconds; then off.
+# - Receipt 3 (a dispatcher at central acknowledged the alarm, "help is coming"): white for
+#   ack_s seconds and two short beeps, for an alarm still in the outbox or one of the last
+#   few delivered (kept in RAM); only an alarm not yet at the gateway (amber) shows over it.
+# - Sending: outbox entries go out in (boot, seq) order on every (re)connection, and again
+#   when a receipt is overdue (receipt 1 after resend_s, receipt 2 after recheck_s). Resends
+#   are the same bytes; the gateway stores an event once and answers a resend with the
+#   receipt for the event's current state. Older boots go first because the gateway's
+#   replay window only moves forward: an event of boot n sent after one of boot n+1 would
+#   be rejected as a replay.
+# - Power cut: the boot counter goes up, seq starts again at 1, the outbox is still there
+#   and is sent before anything of the new boot.
+# - ONLINE (seq 1 of each boot) goes through the outbox when there is room outside the
+#   reserve (the last entries, kept for alarms).
+# - Heartbeats (P2) are not persisted: they are sent only while connected and are skipped
+#   while an unconfirmed event of this boot would fall out of the gateway's 64-event replay
+#   window behind them.
+# The loop never blocks longer than one connection attempt: inputs arrive through pin irq
+# handlers or samples taken in the loop, and everything else runs in the loop.
+import os
+import select
+
+import clock
+import cose
+import devconfig
+import frame
+import store
+from clock import ticks_add, ticks_diff, ticks_ms
+from link import LinkError, MqttLink, UartLink
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+LED_OFF = (0, 0, 0)
+LED_RED = (1, 0, 0)
+LED_AMBER = (1, 1, 0)
+LED_BLUE = (0, 0, 1)
+LED_GREEN = (0, 1, 0)
+LED_MAGENTA = (1, 0, 1)
+LED_WHITE = (1, 1, 1)
+ST_SENT = const(0)  # outbox state: written, no receipt yet
+ST_STORED = const(1)  # receipt 1 seen
+P0 = const(0)
+P1 = const(1)
+RESERVE = const(4)  # outbox entries only alarms may use
+_WINDOW_GUARD = const(48)  # below the gateway's 64-event replay window
+_BACKOFF_MIN_MS = const(500)
+_BACKOFF_MAX_MS = const(30000)
+_BEEP_MS = const(120)
+_RECENT = const(8)  # delivered alarms a receipt 3 may still name
+
+# the settings every reporting device has (an app adds its own)
+LINK_DEFAULTS = {
+    "transport": "mqtt",  # or "uart"
+    "baud": 115200,  # UART line speed
+    "port": 1883,
+    "heartbeat_s": 60,
+    "keepalive_s": 30,
+    "resend_s": 5,
+    "recheck_s": 60,
+    "green_s": 30,
+    "ack_s": 120,
+    "outbox": 32,
+    "data_dir": "data",
+}
+_LINK_LIMITS = (
+    ("port", 1, 65535),
+    ("heartbeat_s", 1, 86400),
+    ("keepalive_s", 0, 65535),
+    ("resend_s", 1, 3600),
+    ("recheck_s", 1, 86400),
+    ("green_s", 0, 86400),
+    ("ack_s", 0, 86400),
+    ("outbox", RESERVE + 1, 1000),
+    ("baud", 300, 4000000),
+)
+
+
+def load_config(path, defaults, limits=()):
+    # config.json -> dict with defaults applied, the link settings and `limits` checked;
+    # ConfigError names the field, never the key
+    cfg = devconfig.load(path, defaults, 16, 64)
+    if cfg.get("transport") not in ("mqtt", "uart"):
+        raise devconfig.ConfigError('%s: transport must be "mqtt" or "uart"' % path)
+    if cfg["transport"] == "mqtt" and (not isinstance(cfg.get("broker"), str) or not cfg["broker"]):
+        raise devconfig.ConfigError("%s: broker must be a host name or address" % path)
+    devconfig.check_ints(cfg, path, _LINK_LIMITS + tuple(limits))
+    return cfg
+
+
+def _jitter(ms):
+    # ms +- 25 %, from the OS random source (boards have os.urandom too)
+    r = os.urandom(2)
+    return ms * 3 // 4 + (r[0] << 8 | r[1]) * (ms // 2) // 65536
+
+
+class Reporter:
+    TAG = "device"  # console prefix
+
+    def __init__(self, cfg, board):
+        self.cfg = cfg
+        self.board = board
+        self.id = cfg["id"]
+        self.key = cose.MacKey(cfg["key"])
+        self.down = "ge/dev/%s/down" % self.id
+        root = cfg["data_dir"]
+        self.boot = store.BootCounter(root).next()
+        self.outbox = store.Outbox(root, cfg["outbox"])
+        # seq 1 of every boot is ONLINE: central learns of every restart (a power cut
+        # matters), so it goes through the outbox like the alarms when there is room
+        self.seq = 1
+        self.online = None
+        data = {1: len(self.outbox)}
+        if len(self.outbox) < self.outbox.capacity - RESERVE:
+            msg = frame.build(
+                self.key, self.id, self.boot, 1, frame.T_ONLINE, clock.uptime_ms(), data, frame.FLAG_RECEIPTS
+            )
+            self.outbox.put(self.boot, 1, P1, msg)
+        else:
+            self.online = frame.build(self.key, self.id, self.boot, 1, frame.T_ONLINE, clock.uptime_ms(), data)
+        self.client = None  # the link while it is up
+        if cfg["transport"] == "uart":
+            self.link = UartLink(lambda: board.uart(cfg["baud"]), self._receipt, "uart")
+        else:
+            self.link = MqttLink(self.id, cfg["broker"], cfg["port"], cfg["keepalive_s"], self._receipt)
+        self.poller = select.poll()
+        self.backoff = _BACKOFF_MIN_MS
+        now = ticks_ms()
+        self.next_connect = now
+        self.next_heartbeat = ticks_add(now, cfg["heartbeat_s"] * 1000)
+        self.last_sent = {}  # (boot, seq) -> ticks of the last send on this connection
+        self.delivered_at = None
+        self.beep_until = None
+        self.beeps_left = 0  # buzzer phases still to come after the current one
+        self.recent = []  # (boot, seq) of the last _RECENT alarms delivered
+        self.acked = None  # (boot, seq) of the last alarm acknowledged by a dispatcher
+        self.acked_at = None
+        self.bad_receipts = 0
+        self.stray_receipts = 0
+        self.dropped_events = 0  # P1/P2 events the gateway evicted (receipt 4)
+        self.led = None
+        board.register(self.poller)
+        print(
+            "%s: %s boot %d outbox %d (bad %d torn %d)"
+            % (self.TAG, self.id, self.boot, len(self.outbox), self.outbox.bad, self.outbox.torn)
+        )
+
+    # what an app adds
+
+    def _inputs(self, now):
+        pass
+
+    def _busy(self):
+        # True while the app needs the loop to come round within 10 ms
+        return False
+
+    def _heartbeat_data(self, data):
+        return data
+
+    def _show(self, now):
+        self._set_led(self._colour(now))
+        self._beeper(now)
+
+    # events
+
+    def _next_seq(self):
+        self.seq += 1
+        return self.seq
+
+    def _room_for(self, prio):
+        # alarms may use the whole outbox, everything else leaves the reserve free
+        if prio == P0:
+            return not self.outbox.full()
+        return len(self.outbox) < self.outbox.capacity - RESERVE
+
+    def _store(self, prio, typ, data):
+        seq = self._next_seq()
+        msg = frame.build(self.key, self.id, self.boot, seq, typ, clock.uptime_ms(), data, frame.FLAG_RECEIPTS)
+        # flash first: from here on the event survives a power cut
+        self.outbox.put(self.boot, seq, prio, msg)
+        print("%s: event %d/%d type %d saved" % (self.TAG, self.boot, seq, typ))
+        # the LED says "saved, sending" before anything goes out, however fast the receipts come
+        self._show(ticks_ms())
+        self._send(self.boot, seq, msg)
+
+    def _beep(self, n=1):
+        # n beeps of _BEEP_MS with _BEEP_MS pauses; _beeper() runs the phases
+        self.board.buzzer.on()
+        self.beeps_left = 2 * n - 2
+        self.beep_until = ticks_add(ticks_ms(), _BEEP_MS)
+
+    # link
+
+    def _connect(self, now):
+        link = self.link
+        try:
+            # receipts that were missed while away are asked for again by the resends below
+            link.open(self.poller)
+        except (LinkError, OSError) as e:
+            self.next_connect = ticks_add(now, _jitter(self.backoff))
+            print("%s: no link: %s; next try in %d ms" % (self.TAG, e, ticks_diff(self.next_connect, now)))
+            self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
+            return
+        self.client = link
+        self.backoff = _BACKOFF_MIN_MS
+        self.last_sent = {}
+        print("%s: connected to %s" % (self.TAG, link.where))
+        self._resend(ticks_ms(), True)
+        if self.online is not None and self._publish(self.online):
+            self.online = None
+
+    def _drop(self, why):
+        c = self.client
+        self.client = None
+        if c is None:
+            return
+        c.close()
+        # a new poll set: the old one may still hold the link's closed socket or port
+        self.poller = select.poll()
+        self.board.register(self.poller)
+        now = ticks_ms()
+        self.next_connect = ticks_add(now, _jitter(self.backoff))
+        self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
+        print("%s: link lost: %s" % (self.TAG, why))
+
+    def _room(self):
+        c = self.client
+        return c is not None and c.room()
+
+    def _publish(self, msg):
+        if not self._room():
+            return False
+        try:
+            self.client.send(msg)
+        except (LinkError, OSError) as e:
+            self._drop(e)
+            return False
+        return True
+
+    def _send(self, boot, seq, msg=None):
+        if msg is None:
+            msg = self.outbox.frame(boot, seq)
+        if self._publish(msg):
+            self.last_sent[(boot, seq)] = ticks_ms()
+
+    def _resend(self, now, all_due=False):
+        if self.client is None:
+            return
+        # (boot, seq) order, whatever the priority: see the top of this file
+        keys = [(b, s, st) for _, b, s, st in self.outbox.items()]
+        keys.sort()
+        for b, s, st in keys:
+            last = self.last_sent.get((b, s))
+            wait = self.cfg["resend_s"] if st == ST_SENT else self.cfg["recheck_s"]
+            if all_due or last is None or ticks_diff(now, last) >= wait * 1000:
+                if not self._room():
+                    return
+                self._send(b, s)
+                if self.client is None:
+                    return
+
+    def _message(self, topic, msg):
+        # a message as the MQTT client hands it over; only receipts are expected
+        if topic == self.down.encode():
+            self._receipt(msg)
+
+    def _receipt(self, msg):
+        # one receipt from the gateway, from either link (inside the link's poll())
+        try:
+            boot, seq, kind = frame.parse_receipt(self.key, msg)
+        except frame.FrameError as e:
+            self.bad_receipts += 1
+            print("%s: receipt ignored (%d so far): %s" % (self.TAG, self.bad_receipts, e))
+            return
+        state = self.outbox.state(boot, seq)
+        if state is not None and kind == frame.R_DROPPED and self._prio(boot, seq) != P0:
+            # the gateway's buffer was full and it evicted this state/telemetry event;
+            # alarms are never evicted, so a "dropped" for one is not believed
+            self.outbox.remove(boot, seq)
+            self.last_sent.pop((boot, seq), None)
+            self.dropped_events += 1
+            print("%s: event %d/%d dropped by the gateway" % (self.TAG, boot, seq))
+            return
+        if kind == frame.R_ACKNOWLEDGED:
+            self._acknowledged(boot, seq)
+            return
+        if state is None or kind not in (frame.R_STORED, frame.R_DELIVERED):
+            self.stray_receipts += 1
+            return
+        if kind == frame.R_STORED:
+            if self.outbox.mark(boot, seq, ST_STORED):
+                print("%s: event %d/%d stored at the gateway" % (self.TAG, boot, seq))
+                self.last_sent[(boot, seq)] = ticks_ms()
+        else:
+            alarm = self._prio(boot, seq) == P0
+            self.outbox.remove(boot, seq)
+            self.last_sent.pop((boot, seq), None)
+            if alarm:
+                self.delivered_at = ticks_ms()  # green is for alarms only
+                self.recent.append((boot, seq))
+                if len(self.recent) > _RECENT:
+                    self.recent.pop(0)
+            print("%s: event %d/%d delivered" % (self.TAG, boot, seq))
+
+    def _acknowledged(self, boot, seq):
+        # receipt 3: believed for an alarm the device holds or delivered recently
+        if self._prio(boot, seq) != P0 and (boot, seq) not in self.recent:
+            self.stray_receipts += 1
+            return
+        self.acked_at = ticks_ms()
+        if self.acked != (boot, seq):
+            self.acked = (boot, seq)
+            self._beep(2)
+        print("%s: event %d/%d acknowledged: help is coming" % (self.TAG, boot, seq))
+
+    def _prio(self, boot, seq):
+        for prio, b, s, _ in self.outbox.items():
+            if b == boot and s == seq:
+                return prio
+        return None
+
+    def _heartbeat(self, now):
+        if ticks_diff(now, self.next_heartbeat) < 0:
+            return
+        self.next_heartbeat = ticks_add(now, self.cfg["heartbeat_s"] * 1000)
+        if self.client is None or not self._room():
+            return
+        for _, b, s, st in self.outbox.items():
+            if b == self.boot and st == ST_SENT and self.seq - s >= _WINDOW_GUARD:
+                return
+        seq = self._next_seq()
+        data = self._heartbeat_data({1: clock.uptime_ms() // 1000, 2: len(self.outbox)})
+        self._publish(frame.build(self.key, self.id, self.boot, seq, frame.T_HEARTBEAT, clock.uptime_ms(), data))
+
+    def _link(self, now):
+        try:
+            self.client.poll()
+        except (LinkError, OSError) as e:
+            self._drop(e)
+            return
+        self._linked(now)
+        self._resend(now)
+        self._heartbeat(now)
+
+    def _linked(self, now):
+        # the link is up and polled: an app sends what it held back (the alarm post's
+        # presses counted while the outbox was full)
+        pass
+
+    # outputs
+
+    def _pending_alarm(self):
+        # True when an alarm exists that is not in the outbox yet (held in RAM)
+        return False
+
+    def _colour(self, now):
+        # the delivery colour of the alarms, as at the top of this file
+        colour = LED_OFF
+        for prio, _, _, st in self.outbox.items():
+            if prio != P0:
+                continue
+            if st == ST_SENT:
+                colour = LED_AMBER
+                break
+            colour = LED_BLUE
+        if self._pending_alarm():
+            colour = LED_AMBER
+        if self.acked_at is not None:
+            if ticks_diff(now, self.acked_at) >= self.cfg["ack_s"] * 1000:
+                self.acked_at = None
+            elif colour != LED_AMBER:
+                colour = LED_WHITE
+        if colour == LED_OFF and self.delivered_at is not None:
+            if ticks_diff(now, self.delivered_at) < self.cfg["green_s"] * 1000:
+                colour = LED_GREEN
+            else:
+                self.delivered_at = None
+        return colour
+
+    def _set_led(self, colour):
+        if colour != self.led:
+            self.led = colour
+            self.board.rgb(colour[0], colour[1], colour[2])
+
+    def _beeper(self, now):
+        if self.beep_until is not None and ticks_diff(now, self.beep_until) >= 0:
+            if self.beeps_left:
+                self.beeps_left -= 1
+                self.board.buzzer.value(0 if self.board.buzzer.value() else 1)
+                self.beep_until = ticks_add(now, _BEEP_MS)
+            else:
+                self.board.buzzer.off()
+                self.beep_until = None
+
+    def _timeout(self, now):
+        if self._busy() or self.beep_until is not None:
+            return 10
+        ms = 1000
+        if self.client is None:
+            ms = min(ms, max(0, ticks_diff(self.next_connect, now)))
+        return ms
+
+    def step(self):
+        now = ticks_ms()
+        clock.uptime_ms()
+        self.board.service()
+        self._inputs(now)
+        if self.client is None and ticks_diff(now, self.next_connect) >= 0:
+            self._connect(now)
+        if self.client is not None:
+            self._link(now)
+        self._show(now)
+        self.poller.poll(self._timeout(ticks_ms()))
+
+    def run(self):
+        while True:
+            self.step()
