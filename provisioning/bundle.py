@@ -6,10 +6,12 @@ A bundle is a directory holding the files exactly as they go onto a board's flas
     {"bundle": "<16 hex>", "compiler": "<mpy-cross --version>", "files": {"<device path>":
      {"sha256": "<hex>", "size": n}, ...}, "format": 1, "kind": "alarm_post", "version": "0.1.0"}
 
-boot.py and main.py stay source (a board's start-up runs them by name); every other module
-is compiled to .mpy with its device path as the source name. The bundle id is the SHA-256 of
-the manifest without its "bundle" key, cut to 16 hex digits, so the same sources, version and
-compiler give the same bytes and the same id.
+It holds boot.py, main.py, selftest.py, lib/, hal/ and the kind's own app (apps/<kind>/, no
+other app; KINDS are the kinds whose app the self-test knows). boot.py and main.py stay
+source (a board's start-up runs them by name); every other module is compiled to .mpy with
+its device path as the source name. The bundle id is the SHA-256 of the manifest without its
+"bundle" key, cut to 16 hex digits, so the same sources, version and compiler give the same
+bytes and the same id.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from provisioning.errors import ProvisionError
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
-KINDS = ("alarm_post",)
+KINDS = ("alarm_post", "sensor")  # kinds with an app and a self-test in firmware/
 FORMAT = 1
 MANIFEST = "manifest.json"
 SOURCE_FILES = ("boot.py", "main.py")  # stay .py on the device

@@ -3,6 +3,7 @@
     guardian-provision bundle --kind KIND --out DIR
     guardian-provision flash --kind KIND --port PORT [--port PORT ...] --venue V --zone Z
         (--broker HOST:PORT | --transport uart) [--image IMG] [--bundle DIR]
+        [--channel NAME:TYPE[:key=value,...] ...]   (kind sensor: required, 1 to 8)
     guardian-provision list
     guardian-provision export --format csv|json [--out FILE]
     guardian-provision export --format gateway --gateway-key GW.x25519.pub --out FILE
@@ -75,11 +76,16 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 def cmd_flash(args: argparse.Namespace) -> int:
     from provisioning.bundle import build_bundle, load_bundle
+    from provisioning.channels import channels_for
     from provisioning.flash import FlashOptions, flash_all
     from provisioning.image import plan_image
 
     if args.transport == "mqtt" and args.broker is None:
         raise ProvisionError("flash: --broker HOST:PORT is required with --transport mqtt")
+    try:
+        channels = channels_for(args.kind, args.channel)
+    except ProvisionError as exc:
+        raise ProvisionError(f"flash: {exc}") from None
     if len(set(args.port)) != len(args.port):
         raise ProvisionError("flash: a port is named twice")
     plans = {port: plan_image(port, args.image) for port in args.port} if args.image else {}
@@ -90,7 +96,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
                 raise ProvisionError(f"{args.bundle}: bundle is for {bundle.kind}, not {args.kind}")
         else:
             bundle = build_bundle(args.kind, ws.home / "bundles" / args.kind)
-        opts = FlashOptions(args.kind, args.venue, args.zone, args.broker, args.transport, args.chunk, plans)
+        opts = FlashOptions(args.kind, args.venue, args.zone, args.broker, args.transport, args.chunk, plans, channels)
         outcomes = _run_flash(lambda make: flash_all(ws, bundle, opts, args.port, make), args.port)
     failed = 0
     for o in outcomes:
@@ -349,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--image", type=Path, help="base MicroPython image written with esptool first")
             p.add_argument("--bundle", type=Path, help="a bundle directory (default: built from firmware/)")
             p.add_argument("--chunk", type=int, default=512, choices=(256, 512, 1024, 2048), help="bytes per write")
+            p.add_argument(
+                "--channel",
+                action="append",
+                default=[],
+                metavar="NAME:TYPE[:key=value,...]",
+                help="a sensor channel (kind sensor: required, repeat for each, at most 8); TYPE smoke|gas|door|"
+                "extinguisher; keys on, off, confirm_ms, clear_ms, fault_ms (integers)",
+            )
         elif name == "export":
             p.add_argument("--format", required=True, choices=("csv", "json", "gateway"))
             p.add_argument("--out", type=Path, help="output file (default: standard output; required for gateway)")

@@ -180,7 +180,9 @@ class DeviceLink:
         out = self._exec("selftest", "import selftest\nselftest.run()\n").decode(errors="replace")
         line = next((x.strip() for x in out.splitlines() if x.startswith("selftest: ")), "")
         if not line.startswith("selftest: ok "):
-            raise DeviceError("selftest", line[len("selftest: ") :] or f"no result line (output {out[-200:]!r})")
+            # "selftest: FAIL <check>: <reason>" -> "<check>: <reason>"
+            reason = line.removeprefix("selftest: ").removeprefix("FAIL ")
+            raise DeviceError("selftest", reason or f"no result line (output {out[-200:]!r})")
         return dict(part.split("=", 1) for part in line.split()[2:] if "=" in part)
 
     def restart(self) -> None:

@@ -9,7 +9,8 @@ Per port, in this order (the step names are what a failure reports):
               anything is written to the board
     copy      bundle files whose SHA-256 on the board differs; files the bundle does not own
               in lib/, hal/, apps/ (and left-over .tmp files) removed
-    key       config.json with identity and key, when its SHA-256 differs
+    key       config.json with identity, key and settings (a sensor's channels), when its
+              SHA-256 differs
     selftest  soft reset, `selftest.run()` on the board; identity and versions read back
     register  the inventory record becomes "provisioned"
     label     QR code (PNG, SVG) and text line
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provisioning.bundle import MANIFEST, Bundle
+from provisioning.channels import SensorChannel
 from provisioning.device import MANAGED_DIRS, DeviceLink
 from provisioning.errors import DeviceError, ProvisionError
 from provisioning.image import ImagePlan, write_image
@@ -55,6 +57,7 @@ class FlashOptions:
     transport: str = "mqtt"
     chunk: int = 512
     image_plans: dict[str, ImagePlan] = field(default_factory=dict)  # by port
+    channels: tuple[SensorChannel, ...] = ()  # kind "sensor" only (provisioning/channels.py)
 
 
 @dataclass(slots=True)
@@ -64,6 +67,7 @@ class Outcome:
     step: str = ""
     reason: str = ""
     device: str | None = None
+    kind: str | None = None  # as the board's self-test reports it
     uid: str | None = None
     copied: int = 0
     removed: int = 0
@@ -93,6 +97,8 @@ def device_config(rec: dict[str, Any], opts: FlashOptions) -> bytes:
     cfg: dict[str, Any] = {"kind": rec["kind"], "id": rec["id"], "key": rec["key"], "transport": opts.transport}
     if opts.broker is not None:
         cfg["broker"], cfg["port"] = opts.broker
+    if opts.channels:
+        cfg["channels"] = [ch.config() for ch in opts.channels]
     return json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -205,12 +211,14 @@ def flash_one(ws: Workspace, bundle: Bundle, opts: FlashOptions, port: str, prog
             step = "selftest"
             progress.step(step, rec["id"])
             info = link.selftest()
-            if info.get("id") != rec["id"] or info.get("bundle") != bundle.bundle_id or info.get("uid") != uid:
+            got = (info.get("id"), info.get("kind"), info.get("bundle"), info.get("uid"))
+            expect = (rec["id"], rec["kind"], bundle.bundle_id, uid)
+            if got != expect:
                 raise DeviceError(
                     "selftest",
-                    f"board reads back id={info.get('id')} bundle={info.get('bundle')} uid={info.get('uid')}, "
-                    f"expected {rec['id']} {bundle.bundle_id} {uid}",
+                    "board reads back id={} kind={} bundle={} uid={}, expected {} {} {} {}".format(*got, *expect),
                 )
+            out.kind = info["kind"]
 
             step = "register"
             progress.step(step, rec["id"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import find_micropython
 
@@ -41,6 +42,26 @@ def micropython() -> str:
             "MICROPYTHON=/path/to/micropython"
         )
     return path
+
+
+MakeBoard = Callable[[str], VirtualBoard]
+
+
+@pytest.fixture
+def make_board(tmp_path: Path, micropython: str) -> Iterator[MakeBoard]:
+    """Virtual boards with empty flash, powered on and at the REPL; closed after the test."""
+    boards: list[VirtualBoard] = []
+
+    def make(name: str) -> VirtualBoard:
+        board = VirtualBoard(name, tmp_path / "boards" / name, micropython=micropython)
+        boards.append(board)
+        board.power_on()
+        board.wait_console(">>> ")
+        return board
+
+    yield make
+    for board in boards:
+        board.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

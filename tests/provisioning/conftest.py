@@ -5,12 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pytest
-
-from hil_tests.sim.board import VirtualBoard
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -42,23 +37,3 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], prog: str, *needle
     assert proc.stderr.startswith(f"{prog}: "), proc.stderr
     for needle in needles:
         assert needle in proc.stderr, (needle, proc.stderr)
-
-
-MakeBoard = Callable[[str], VirtualBoard]
-
-
-@pytest.fixture
-def make_board(tmp_path: Path, micropython: str) -> Iterator[MakeBoard]:
-    """Virtual boards with empty flash, powered on and at the REPL; closed after the test."""
-    boards: list[VirtualBoard] = []
-
-    def make(name: str) -> VirtualBoard:
-        board = VirtualBoard(name, tmp_path / "boards" / name, micropython=micropython)
-        boards.append(board)
-        board.power_on()
-        board.wait_console(">>> ")
-        return board
-
-    yield make
-    for board in boards:
-        board.close()

@@ -23,7 +23,8 @@ from hil_tests.sim.board import VirtualBoard, board_uid
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto
 from provisioning.bundle import build_bundle
-from tests.provisioning.conftest import PASSPHRASE, MakeBoard, assert_user_error, provision, run_tool
+from tests.conftest import MakeBoard
+from tests.provisioning.conftest import PASSPHRASE, assert_user_error, provision, run_tool
 
 VENUE, ZONE, GW = "venue-1", "hall", "GW-1"
 
