@@ -1,6 +1,6 @@
-"""guardian-rig: runs scenarios (docs/scenarios.md) on the simulated rig.
+"""guardian-rig: runs scenarios (docs/scenarios.md) on the simulated rig or a bench.
 
-    guardian-rig run SCENARIO [--rig sim] [--json] [--workdir DIR]
+    guardian-rig run SCENARIO [--rig sim|BENCH.yaml] [--json] [--workdir DIR]
     guardian-rig check SCENARIO [SCENARIO ...]
 
 `run` exits 0 only if every expectation held; 1 if one failed; 2 when the scenario or the
@@ -16,7 +16,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
+
 from hil_tests import runner
+from hil_tests.rig.errors import RigInfraError
 from hil_tests.scenario import ScenarioError, load
 from hil_tests.sim.board import BoardError
 from hil_tests.sim.gateway import ProcessError
@@ -40,23 +43,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.rig != "sim":
-        # real benches (resources, drivers, fixture) are the next step of the rig; refuse
-        # plainly rather than pretend
-        raise RigError(f"--rig {args.rig}: only the simulated rig ('sim') exists so far")
     scenario = load(args.scenario)
+    bench = None if args.rig == "sim" else Path(args.rig)
     micropython = find_micropython()
-    if micropython is None:
+    if bench is None and micropython is None:
         raise RigError("the simulated rig needs the MicroPython unix port (make setup, or MICROPYTHON=/path)")
     say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if args.json else print
     try:
         if args.workdir is not None:
             args.workdir.mkdir(parents=True, exist_ok=True)
-            result = runner.run(scenario, args.workdir, micropython, say)
+            result = runner.run(scenario, args.workdir, micropython, say, bench=bench)
         else:
             with tempfile.TemporaryDirectory(prefix="ge-rig-") as tmp:
-                result = runner.run(scenario, Path(tmp), micropython, say)
-    except (BoardError, ProcessError, BrokerError) as exc:
+                result = runner.run(scenario, Path(tmp), micropython, say, bench=bench)
+    except pytest.UsageError as exc:  # the bench file (shared with the pytest plugin)
+        raise RigError(str(exc)) from exc
+    except (BoardError, ProcessError, BrokerError, RigInfraError) as exc:
         raise RigError(f"the rig failed (infrastructure, not the product): {exc}") from exc
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
@@ -67,6 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             detail = f": {o.detail}" if o.detail else ""
             print(f"{mark} line {o.expect.line}: {o.expect.describe()}{lat}{detail}")
         verdict = "passed" if result.passed else "FAILED"
+        for what in result.infra[:5]:
+            print(f"rig trouble during the run: {what}")
         print(f"{scenario.name}: {verdict} in {result.duration_s:.1f} s")
     return 0 if result.passed else 1
 
@@ -79,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a scenario and judge its expectations")
     p.add_argument("scenario", type=Path)
-    p.add_argument("--rig", default="sim", help="'sim' (default): the simulated rig")
+    p.add_argument("--rig", default="sim", help="'sim' (default): the simulated rig; or a bench file (docs/hil.md)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--workdir", type=Path, help="keep logs and flash directories here")
     p = sub.add_parser("check", help="validate scenario files")

@@ -34,13 +34,21 @@ from hil_tests.sim.mosquitto import BrokerError
 from hil_tests.sim.tools import REPO_ROOT, find_micropython
 
 SCENARIO = REPO_ROOT / "hil_tests" / "scenarios" / "venue-demo.yaml"
-_LED_STYLE = {"amber": "bold yellow", "blue": "bold blue", "green": "bold green", "white": "bold white", "off": "dim"}
+_LED_STYLE = {
+    "amber": "bold yellow",
+    "blue": "bold blue",
+    "green": "bold green",
+    "white": "bold white",
+    "red": "bold red",
+    "magenta": "bold magenta",
+    "off": "dim",
+}
 
 
 def view(rig: runner.SimRig, started: float) -> Group:
     """One frame of the live view."""
-    devices = Table(title="alarm posts", expand=True)
-    for col in ("post", "zone", "LED", "LED history", "last console line"):
+    devices = Table(title="devices", expand=True)
+    for col in ("device", "zone", "LED", "LED history", "last console line"):
         devices.add_column(col)
     zones = {d.id: d.zone for d in rig.scenario.devices}
     for dev_id, board in rig.boards.items():

@@ -6,10 +6,11 @@ point; docs/hil.md).
     --rig path/bench.yaml  a real bench: device consoles and the fixture on serial ports,
                            the gateway's brokers; the same drivers and tests
 
-Tests ask for the `rig` fixture (a `Rig`: `rig.dut("AP-0001")`, `rig.central`). For every
+Tests ask for the `rig` fixture (a `Rig`: `rig.dut("AP-0001")`, `rig.central`;
+`rig.dut(id).flash()` flashes the device through the provisioning code). For every
 test that uses it the plugin drains each console, writes a start marker and keeps one log per
 device per test under --rig-artifacts (removed when the test passes, kept when it fails).
-A test that fails with RigInfraError (a port, the fixture, power) is run once more and the
+A test that fails with RigInfraError (a port, the fixture, power, flashing) is run once more and the
 retry is recorded as the JUnit property `infra_retry`; any other failure is a product failure
 and is never retried. `@pytest.mark.hardware` marks a test that has no simulation: it is
 skipped under --rig sim with a message naming the option.
@@ -19,13 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -34,15 +37,31 @@ from hil_tests.rig.drivers import ConsoleDriver, FixtureDriver
 from hil_tests.rig.errors import RigInfraError
 from hil_tests.rig.resources import SerialPort
 
+if TYPE_CHECKING:  # the provisioning code loads only when a rig flashes
+    from hil_tests.rig.flasher import FlasherDriver, FlashResult, Station
+    from provisioning.bundle import Bundle
+    from provisioning.workspace import Workspace
+
 
 @dataclass
 class Dut:
-    """One device under test: its console, its fixture channel."""
+    """One device under test: its console, its fixture channel, the station that flashes it."""
 
     id: str
     channel: int
     console: ConsoleDriver
     fixture: FixtureDriver
+    station: Station | None = None  # None: the bench file declares no flasher
+
+    def flasher(self) -> FlasherDriver:
+        """This device's flasher; skips the test on a bench without a `flasher` section."""
+        if self.station is None:
+            pytest.skip("needs a flasher: add a `flasher:` section to the bench file (docs/hil.md)")
+        return self.station.flasher(self.id, self.console)
+
+    def flash(self, bundle: Bundle | None = None) -> FlashResult:
+        """Flash the device with the station's bundle (or `bundle`); see FlasherDriver.flash()."""
+        return self.flasher().flash(bundle)
 
     def click(self) -> None:
         self.fixture.click(self.channel)
@@ -83,6 +102,43 @@ class Rig:
 
 
 SIM_DEVICES = ("AP-0001", "AP-0002")
+SIM_VENUE, SIM_ZONE = "rig", "bench"
+
+
+def _sim_station(workdir: Path, keys: dict[str, bytes], broker: tuple[str, int]) -> Station:
+    """The simulated bench's flash station: a workspace of its own that knows the virtual posts.
+
+    The posts are installed with the keys the agent has; the workspace records each one
+    under its board's unique id, as the identify step would have, so a flash keeps the
+    device's id and key. The bundle is built from the firmware tree on first use.
+    """
+    from hil_tests.rig.flasher import Station
+    from hil_tests.sim.board import board_uid
+    from provisioning.bundle import build_bundle
+    from provisioning.flash import FlashOptions
+    from provisioning.workspace import Workspace
+
+    def open_workspace() -> Workspace:
+        ws = Workspace(workdir / "station", create=True, passphrase=secrets.token_urlsafe(24))
+        try:
+            with ws.inventory.lock:
+                for dev, key in keys.items():
+                    uid = board_uid(dev).hex()
+                    ws.inventory.data["devices"][uid] = {
+                        "id": dev, "uid": uid, "kind": "alarm_post", "venue": SIM_VENUE, "zone": SIM_ZONE,
+                        "key": key.hex(), "state": "pending", "steps": [], "created": int(time.time()),
+                    }  # fmt: skip
+                    ws.commit("sim.adopt", dev, uid=uid, kind="alarm_post", venue=SIM_VENUE, zone=SIM_ZONE)
+        except BaseException:
+            ws.close()
+            raise
+        return ws
+
+    return Station(
+        open_workspace,
+        lambda: build_bundle("alarm_post", workdir / "bundle"),
+        FlashOptions("alarm_post", SIM_VENUE, SIM_ZONE, broker),
+    )
 
 
 def _sim_rig(workdir: Path) -> Rig:
@@ -105,7 +161,7 @@ def _sim_rig(workdir: Path) -> Rig:
             workdir / "gateway",
             local.address,
             central.address,
-            [Device(d, "alarm_post", keys[d], "rig", "bench") for d in SIM_DEVICES],
+            [Device(d, "alarm_post", keys[d], SIM_VENUE, SIM_ZONE) for d in SIM_DEVICES],
         )
         verifier = CentralVerifier(central.address, [agent.public_key_file], agent.devices_file)
         verifier.start()
@@ -125,11 +181,13 @@ def _sim_rig(workdir: Path) -> Rig:
         fixture = FixtureDriver(SerialPort(path=sim_fixture.port))
         fixture.open()
         closers.append(fixture.close)
+        station = _sim_station(workdir, keys, local.address)
+        closers.append(station.close)
         duts = {}
         for ch, board in enumerate(boards):
             console = ConsoleDriver(board.name, SerialPort(path=board.console_path))
             closers.append(console.close)
-            duts[board.name] = Dut(board.name, ch, console, fixture)
+            duts[board.name] = Dut(board.name, ch, console, fixture, station)
         for board in boards:
             board.wait_console("alarm_post: connected", timeout=15)
         return Rig("sim", duts, fixture, verifier, closers)
@@ -144,6 +202,95 @@ def _port(spec: Any, where: str) -> SerialPort:
     if not isinstance(spec, dict) or len(spec) != 1 or not ({"path", "serial_number"} >= set(spec)):
         raise pytest.UsageError(f"{where}: expected {{path: /dev/...}} or {{serial_number: ...}}")
     return SerialPort(serial_number=spec.get("serial_number"), path=spec.get("path"))
+
+
+_FLASHER_KEYS = {
+    "home": "the provisioning home: inventory, audit log, labels",
+    "passphrase_env": "the environment variable holding the home's passphrase",
+    "bundle": "a bundle directory built by `guardian-provision bundle`",
+    "venue": "the devices' venue",
+    "zone": "the devices' zone",
+    "broker": "HOST:PORT of the gateway's local broker",
+    "kind": "optional: the device kind, by default the bundle's",
+    "transport": "optional: mqtt (default) or uart",
+    "image": "optional: a MicroPython image written with esptool first",
+    "channels": "a sensor's channels, as guardian-provision flash --channel takes them (NAME:TYPE[:key=value,...])",
+}
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _bench_station(path: Path, spec: Any) -> Station:
+    """The bench file's `flasher` section, opened; UsageError naming the file and key."""
+    from hil_tests.rig.flasher import Station
+    from provisioning.bundle import load_bundle
+    from provisioning.channels import channels_for
+    from provisioning.errors import ProvisionError
+    from provisioning.flash import FlashOptions
+    from provisioning.image import plan_image
+    from provisioning.workspace import Workspace
+
+    where = f"{path}: flasher"
+    if not isinstance(spec, dict):
+        raise pytest.UsageError(f"{where}: expected a mapping with home, passphrase_env, bundle, venue, zone, broker")
+    if "passphrase" in spec:
+        raise pytest.UsageError(
+            f"{where}.passphrase: the passphrase never goes into the bench file; "
+            "name the environment variable that holds it with passphrase_env"
+        )
+    unknown = sorted(str(k) for k in set(spec) - set(_FLASHER_KEYS))
+    if unknown:
+        raise pytest.UsageError(f"{where}: unknown key {', '.join(unknown)} (known: {', '.join(_FLASHER_KEYS)})")
+    transport = spec.get("transport", "mqtt")
+    if transport not in ("mqtt", "uart"):
+        raise pytest.UsageError(f"{where}.transport: expected mqtt or uart, got {transport!r}")
+    for key in ("home", "passphrase_env", "bundle", "venue", "zone", *(("broker",) if transport == "mqtt" else ())):
+        if not isinstance(spec.get(key), str) or not spec[key].strip():
+            raise pytest.UsageError(f"{where}.{key}: missing or not text ({_FLASHER_KEYS[key]})")
+    broker = None
+    if "broker" in spec:
+        m = re.fullmatch(r"(.+):(\d+)", str(spec["broker"]))
+        if m is None:
+            raise pytest.UsageError(f"{where}.broker: expected HOST:PORT, got {spec['broker']!r}")
+        broker = (m.group(1), int(m.group(2)))
+    var = spec["passphrase_env"]
+    if _ENV_NAME.fullmatch(var) is None:
+        # not echoed: it may be the passphrase itself, put where its variable's name belongs
+        raise pytest.UsageError(f"{where}.passphrase_env: expected the name of an environment variable, in capitals")
+    if not os.environ.get(var):
+        raise pytest.UsageError(f"{where}.passphrase_env: ${var} is not set (it holds the passphrase of the home)")
+    image = None
+    if "image" in spec:
+        image = Path(str(spec["image"]))
+        try:
+            plan_image("-", image)
+        except ProvisionError as exc:
+            raise pytest.UsageError(f"{where}.image: {exc}") from exc
+    try:
+        bundle = load_bundle(Path(spec["bundle"]))
+    except ProvisionError as exc:
+        raise pytest.UsageError(f"{where}.bundle: {exc}") from exc
+    kind = spec.get("kind", bundle.kind)
+    if kind != bundle.kind:
+        raise pytest.UsageError(f"{where}.kind: {kind!r}, but the bundle {bundle.root} is for {bundle.kind}")
+    home = Path(spec["home"])
+    if home.exists() and not home.is_dir():
+        raise pytest.UsageError(f"{where}.home: {home} is not a directory")
+    try:
+        ws = Workspace(home, create=True, passphrase=os.environ[var])
+    except ProvisionError as exc:
+        key = "passphrase_env" if "passphrase" in str(exc) else "home"
+        raise pytest.UsageError(f"{where}.{key}: {exc}") from exc
+    raw_channels = spec.get("channels", [])
+    if not isinstance(raw_channels, list) or not all(isinstance(c, str) for c in raw_channels):
+        raise pytest.UsageError(f"{where}.channels: expected a list of NAME:TYPE[:key=value,...]")
+    try:
+        channels = channels_for(kind, raw_channels)
+    except ProvisionError as exc:
+        raise pytest.UsageError(f"{where}.channels: {exc}") from exc
+    options = FlashOptions(kind, spec["venue"], spec["zone"], broker, transport, channels=channels)
+    station = Station(lambda: ws, lambda: bundle, options, image)
+    station.open()
+    return station
 
 
 def load_bench(path: Path) -> Rig:
@@ -172,9 +319,22 @@ def load_bench(path: Path) -> Rig:
             raise pytest.UsageError(f"{path}: devices[{i}] needs id, channel and console")
         console = ConsoleDriver(str(d["id"]), _port(d["console"], f"{path}: devices[{i}].console"))
         duts[str(d["id"])] = Dut(str(d["id"]), int(d["channel"]), console, fixture)
-    fixture.open()
-    verifier.start()
-    closers: list[Any] = [fixture.close, verifier.stop, *(d.console.close for d in duts.values())]
+    station = _bench_station(path, data["flasher"]) if "flasher" in data else None
+    closers: list[Any] = [*(d.console.close for d in duts.values())]
+    try:
+        if station is not None:
+            closers.append(station.close)
+            for dut in duts.values():
+                dut.station = station
+        fixture.open()
+        closers.append(fixture.close)
+        verifier.start()
+        closers.append(verifier.stop)
+    except BaseException:
+        for close in reversed(closers):
+            with contextlib.suppress(Exception):
+                close()
+        raise
     return Rig(str(path), duts, fixture, verifier, closers)
 
 

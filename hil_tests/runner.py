@@ -1,9 +1,16 @@
-"""Runs a scenario (hil_tests/scenario.py) on the simulated rig and judges its expectations.
+"""Runs a scenario (hil_tests/scenario.py) on a rig and judges its expectations.
 
-The simulated rig is the real software on this machine: two Mosquitto brokers (the gateway's
-local one and central's), the agent, central's verifier (with the device keys, so every
-device MAC is audited), and one virtual board per device running the real firmware under the
-MicroPython unix port. Only the hardware is simulated (hil_tests/sim/board.py).
+The simulated rig (`SimRig`) is the real software on this machine: two Mosquitto brokers (the
+gateway's local one and central's), the agent, central's verifier (with the device keys, so
+every device MAC is audited), and one virtual board per device running the real firmware
+under the MicroPython unix port. Only the hardware is simulated (hil_tests/sim/board.py).
+
+A bench (`BenchRig`, from a bench file, docs/hil.md) has real boards: the fixture presses,
+cuts power and feeds sensor readings, its phototransistors are sampled for the LED history,
+the consoles are read for what each device saved, and central's verifier listens on the
+bench's central broker. The gateway is the bench's own Raspberry Pi, so a scenario that stops
+or kills a broker or the agent, or moves a wristband, needs the simulated rig; that is
+refused before anything runs, naming the line.
 
 Times: actions are stamped with the wall clock when they start (central's verifier stamps
 events with the same clock) and with the monotonic clock (LED changes are stamped with it).
@@ -15,6 +22,7 @@ import contextlib
 import re
 import secrets
 import statistics
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -25,16 +33,23 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.registry import Device
-from hil_tests.scenario import Expect, Scenario, Step
+from hil_tests.rig.errors import RigInfraError
+from hil_tests.scenario import PROCESSES, Expect, Scenario, ScenarioError, Step
 from hil_tests.sim.air import VirtualAir, parse_venue
 from hil_tests.sim.board import VirtualBoard
-from hil_tests.sim.firmware import alarm_post_config, firmware_files, wristband_config
+from hil_tests.sim.firmware import alarm_post_config, firmware_files, sensor_config, wristband_config
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import free_port
 
-_SAVED = re.compile(rb"alarm_post: event (\d+)/(\d+) type 1 saved")
+# an event a device wrote to its flash outbox; the alarms (types 1-63) must all reach central
+_SAVED = re.compile(rb"(?:alarm_post|sensor): event (\d+)/(\d+) type (\d+) saved")
 _NOT_LOSS = ("new_epoch", "reordered", "duplicate_batch")
+
+
+def _saved_alarms(device: str, console: bytes) -> set[tuple[str, int, int]]:
+    """(device, boot, seq) of every P0 event (types 1-63) the console says was saved."""
+    return {(device, int(m[1]), int(m[2])) for m in _SAVED.finditer(console) if int(m[3]) < 64}
 
 
 @dataclass
@@ -65,6 +80,8 @@ class Result:
     scenario: Scenario
     outcomes: list[Outcome] = field(default_factory=list)
     duration_s: float = 0.0
+    rig: str = "sim"
+    infra: list[str] = field(default_factory=list)  # rig trouble seen during the run (benches)
 
     @property
     def passed(self) -> bool:
@@ -74,10 +91,11 @@ class Result:
         return {
             "scenario": self.scenario.name,
             "file": str(self.scenario.path),
-            "rig": "sim",
+            "rig": self.rig,
             "passed": self.passed,
             "duration_s": round(self.duration_s, 2),
             "expectations": [o.as_json() for o in self.outcomes],
+            **({"infra_errors": self.infra[:20]} if self.infra else {}),
         }
 
 
@@ -121,6 +139,7 @@ class SimRig:
                 workdir / d.id,
                 micropython=micropython,
                 air=self.air.address if d.kind == "wristband" and self.air is not None else None,
+                sensors=tuple(c.name for c in d.channels),
             )
             for d in scenario.devices
         }
@@ -166,13 +185,19 @@ class SimRig:
                 fall = {"settle_ms": 300, "still_ms": 2000, "cancel_ms": 1000}
                 board.install(firmware_files("wristband"), wristband_config(dev_id, self.keys[dev_id], fall=fall))
                 board.set_position(*at)
+            elif self.kinds[dev_id] == "sensor":
+                channels = [c.config() for c in specs[dev_id].channels]
+                cfg = sensor_config(dev_id, self.keys[dev_id], self.local.address, channels, sample_ms=200)
+                board.install(firmware_files("sensor"), cfg)
             else:
                 board.install(
                     firmware_files("alarm_post"), alarm_post_config(dev_id, self.keys[dev_id], self.local.address)
                 )
             board.power_on()
         for dev_id, board in self.boards.items():
-            ready = f"wristband: {dev_id} up" if self.kinds[dev_id] == "wristband" else "alarm_post: connected"
+            ready = {"wristband": f"wristband: {dev_id} up", "sensor": "sensor: connected"}.get(
+                self.kinds[dev_id], "alarm_post: connected"
+            )
             board.wait_console(ready, timeout=15)
         if self.air is not None:
             self.air.wait_scanners({s.id for s in self.scenario.scanners}, timeout=15)
@@ -219,6 +244,8 @@ class SimRig:
             board.set_input("strap", 1 if step.action == "strap_open" else 0)
         elif step.action == "battery":
             board.set_battery(step.value)
+        elif step.action == "set":
+            board.set_value(step.sensor, step.value)
         elif step.action == "fall":
             # free fall, impact, lying still (milli-g at 50 Hz), as the accelerometer reports it
             for x, y, z in [(0, 0, 100)] * 10 + [(0, 2900, 1500)] + [(0, 0, 1000)] * 150:
@@ -237,6 +264,10 @@ class SimRig:
         else:
             board.power_on()
 
+    def led_history(self, device: str) -> list[tuple[float, str]]:
+        """(monotonic time, colour) of the device's LED changes."""
+        return self.boards[device].led_history
+
     def gateway_metrics(self) -> dict[str, float]:
         """The agent's Prometheus metrics as {name or name{labels}: value}; {} when unreachable."""
         try:
@@ -252,18 +283,15 @@ class SimRig:
         return out
 
     def saved_alarms(self) -> set[tuple[str, int, int]]:
-        """Alarms the posts reported saved to flash (console), as (device, boot, seq)."""
-        out: set[tuple[str, int, int]] = set()
-        for dev_id, board in self.boards.items():
-            for m in _SAVED.finditer(board.console_output(0)):
-                out.add((dev_id, int(m.group(1)), int(m.group(2))))
-        return out
+        """Alarms (P0: ALARM, ALARM_HELD, SMOKE, GAS) the devices reported saved to flash
+        (console), as (device, boot, seq)."""
+        return {a for dev_id, board in self.boards.items() for a in _saved_alarms(dev_id, board.console_output(0))}
 
 
 class Judge:
     """Evaluates expectations against what central verified and what the boards showed."""
 
-    def __init__(self, scenario: Scenario, rig: SimRig, start_wall: float, start_mono: float) -> None:
+    def __init__(self, scenario: Scenario, rig: SimRig | BenchRig, start_wall: float, start_mono: float) -> None:
         self.scenario = scenario
         self.rig = rig
         self.wall: dict[str, float] = {"": start_wall}
@@ -316,13 +344,13 @@ class Judge:
 
     def _led(self, e: Expect, final: bool) -> Outcome | None:
         m0 = self.mono[e.after]
-        board = self.rig.boards[e.device]
-        for t, colour in board.led_history:
+        history = self.rig.led_history(e.device)
+        for t, colour in history:
             if m0 <= t <= m0 + e.within and colour == e.colour:
                 return Outcome(e, True, latency_ms=(t - m0) * 1000)
         if time.monotonic() < m0 + e.within and not final:
             return None
-        seen = [c for t, c in board.led_history if t >= m0]
+        seen = [c for t, c in history if t >= m0]
         return Outcome(e, False, f"LED went {' -> '.join(seen) or 'nowhere'}")
 
     def _count(self, e: Expect, final: bool) -> Outcome | None:
@@ -333,7 +361,7 @@ class Judge:
 
     def _zero_loss(self, e: Expect, final: bool) -> Outcome | None:
         saved = self.rig.saved_alarms()
-        central = {(ev["device"], ev["boot"], ev["seq"]) for ev in self._events("ALARM", "")}
+        central = {(ev["device"], ev["boot"], ev["seq"]) for ev in self.rig.verifier.events()}
         missing = saved - central
         problems = [p for p in self.rig.verifier.problems() if p["kind"] not in _NOT_LOSS]
         if not missing and not problems:
@@ -357,19 +385,22 @@ def run(
     say: Callable[[str], None] = lambda _: None,
     on_start: Callable[[SimRig], None] | None = None,
     on_end: Callable[[SimRig], None] | None = None,
+    bench: Path | None = None,
 ) -> Result:
-    """Run `scenario` on a fresh simulated rig under `workdir`.
+    """Run `scenario` on a fresh simulated rig under `workdir`, or on the bench file `bench`.
 
-    `on_start(rig)` is called once the rig is up, `on_end(rig)` after the verdicts, while the
-    rig still runs.
+    `on_start(rig)` is called once the simulated rig is up, `on_end(rig)` after the verdicts,
+    while the rig still runs. A bench that cannot run the scenario raises ScenarioError
+    before anything is touched.
     """
     started = time.monotonic()
-    result = Result(scenario)
-    rig = SimRig(scenario, workdir, micropython)
+    result = Result(scenario, rig="sim" if bench is None else str(bench))
+    rig: SimRig | BenchRig
+    rig = SimRig(scenario, workdir, micropython) if bench is None else BenchRig(scenario, bench)
     try:
         rig.start()
         say(f"rig up: {len(rig.boards)} device(s), agent, brokers, verifier")
-        if on_start is not None:
+        if on_start is not None and isinstance(rig, SimRig):
             on_start(rig)
         judge = Judge(scenario, rig, time.time(), time.monotonic())
         for step in scenario.steps:
@@ -413,9 +444,136 @@ def run(
             ok = (e.p50_ms is None or p50 <= e.p50_ms) and (e.p99_ms is None or p99 <= e.p99_ms)
             result.outcomes.append(Outcome(e, ok, f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(lat)}", p99))
         result.outcomes.sort(key=lambda o: o.expect.line)
-        if on_end is not None:
+        if on_end is not None and isinstance(rig, SimRig):
             on_end(rig)
+        if isinstance(rig, BenchRig):
+            result.infra = list(rig.infra_errors)
     finally:
         rig.close()
         result.duration_s = time.monotonic() - started
     return result
+
+
+BENCH_ACTIONS = ("click", "hold", "press", "release", "tamper_open", "tamper_close", "power_cut", "power_on", "set")
+_LED_PERIOD_S = 0.02  # the LED sampler's period: 50 Hz, like FixtureDriver.wait_led
+
+
+class BenchRig:
+    """The scenario's devices on a real bench (or any bench file, e.g. one naming simulated
+    boards' ptys): the fixture acts, a sampler thread keeps each LED's history, a reader
+    thread per console keeps what each device printed."""
+
+    def __init__(self, scenario: Scenario, bench: Path) -> None:
+        from hil_tests.plugin import load_bench
+
+        for step in scenario.steps:
+            if step.action == "wait" or (step.action in BENCH_ACTIONS and step.target not in PROCESSES):
+                continue
+            raise ScenarioError(
+                f"{scenario.path}:{step.line}: '{step.action} {step.target}' cannot run on a bench "
+                f"(the fixture presses, powers and feeds sensors; processes and wristband movement "
+                f"need --rig sim)"
+            )
+        self.scenario = scenario
+        self.bench = load_bench(bench)
+        try:
+            missing = [d.id for d in scenario.devices if d.id not in self.bench.duts]
+            if missing:
+                raise ScenarioError(
+                    f"{scenario.path}: device(s) {', '.join(missing)} are not on the bench {bench} "
+                    f"(it has {', '.join(self.bench.duts)})"
+                )
+        except BaseException:
+            self.bench.close()
+            raise
+        self.verifier = self.bench.central
+        self.boards = {d.id: self.bench.duts[d.id] for d in scenario.devices}
+        self._lock = threading.Lock()
+        self._leds: dict[str, list[tuple[float, str]]] = {d: [] for d in self.boards}
+        self._consoles: dict[str, bytearray] = {d: bytearray() for d in self.boards}
+        self.infra_errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for dut in self.boards.values():
+            self.bench.fixture.power(dut.channel, True)
+            dut.console.drain()  # what the devices printed before this run is not evidence
+        self._threads.append(threading.Thread(target=self._sample_leds, name="bench-leds", daemon=True))
+        for dev_id in self.boards:
+            self._threads.append(threading.Thread(target=self._read_console, args=(dev_id,), daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(2)
+        self.bench.close()
+
+    def _infra(self, what: str) -> None:
+        with self._lock:
+            self.infra_errors.append(what)
+
+    def _sample_leds(self) -> None:
+        while not self._stop.is_set():
+            for dev_id, dut in self.boards.items():
+                try:
+                    colour = dut.led()
+                except RigInfraError as exc:
+                    self._infra(str(exc))
+                    continue
+                with self._lock:
+                    history = self._leds[dev_id]
+                    if not history or history[-1][1] != colour:
+                        history.append((time.monotonic(), colour))
+            self._stop.wait(_LED_PERIOD_S)
+
+    def _read_console(self, dev_id: str) -> None:
+        console = self.boards[dev_id].console
+        while not self._stop.is_set():
+            try:
+                data = console.read_available()
+            except RigInfraError as exc:
+                # a port that vanished during a power cycle: found again on the next read
+                self._infra(str(exc))
+                self._stop.wait(0.2)
+                continue
+            if data:
+                with self._lock:
+                    self._consoles[dev_id] += data
+
+    def do(self, step: Step) -> None:
+        if step.action == "wait":
+            time.sleep(step.seconds)  # the scenario asks for time to pass
+            return
+        dut = self.boards[step.target]
+        fixture, ch = self.bench.fixture, dut.channel
+        if step.action in ("click", "hold"):
+            # press and release from here, so the LED sampler is not held up by a long HOLD
+            fixture.press(ch)
+            time.sleep(step.ms / 1000)  # the button is held this long
+            fixture.release(ch)
+        elif step.action in ("press", "release"):
+            (fixture.press if step.action == "press" else fixture.release)(ch)
+        elif step.action in ("tamper_open", "tamper_close"):
+            (fixture.press if step.action == "tamper_open" else fixture.release)(ch, "tamper")
+        elif step.action in ("power_cut", "power_on"):
+            fixture.power(ch, step.action == "power_on")
+        else:
+            fixture.set_value(ch, step.sensor, step.value)
+
+    def led_history(self, device: str) -> list[tuple[float, str]]:
+        with self._lock:
+            return list(self._leds[device])
+
+    def console_output(self, device: str) -> bytes:
+        with self._lock:
+            return bytes(self._consoles[device])
+
+    def gateway_metrics(self) -> dict[str, float]:
+        return {}  # the bench's gateway is not this machine's to scrape
+
+    def saved_alarms(self) -> set[tuple[str, int, int]]:
+        """Alarms the devices printed as saved to flash during this run."""
+        return {a for dev_id in self.boards for a in _saved_alarms(dev_id, self.console_output(dev_id))}

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-KINDS = ("alarm_post", "wristband")
+KINDS = ("alarm_post", "wristband", "sensor")
 TRANSPORTS = ("mqtt",)
 COLOURS = ("off", "red", "green", "blue", "amber", "cyan", "magenta", "white")
 EVENT_TYPES = (
@@ -31,7 +31,16 @@ EVENT_TYPES = (
     "BATTERY_LOW",
     "BACK_INSIDE",
     "SCANNER_BLIND",
+    "SMOKE",
+    "GAS",
+    "DOOR_HELD_OPEN",
+    "EXTINGUISHER",
+    "SENSOR_CLEAR",
+    "SENSOR_FAULT",
 )
+# a venue sensor's channel types and the settings a scenario may tune (firmware/apps/sensor/app.py)
+SENSOR_TYPES = ("smoke", "gas", "door", "extinguisher")
+SENSOR_TUNABLE = ("on", "off", "confirm_ms", "clear_ms", "fault_ms")
 PROCESSES = ("local_broker", "central_broker", "agent")
 DEVICE_ACTIONS = (
     "press",
@@ -49,10 +58,22 @@ DEVICE_ACTIONS = (
     "strap_open",
     "strap_close",
     "battery",
+    # venue sensors
+    "set",
 )
 BAND_ACTIONS = ("move", "walk", "fall", "strap_open", "strap_close", "battery")
 POST_ACTIONS = ("click", "tamper_open", "tamper_close")
 PROCESS_ACTIONS = ("stop", "start", "kill", "restart")
+# a step's options and the actions they belong to (an option given to another action is a mistake)
+_STEP_OPTIONS = {
+    "to": ("move",),
+    "zone": ("move",),
+    "path": ("walk",),
+    "step_s": ("walk",),
+    "percent": ("battery",),
+    "sensor": ("set",),
+    "value": ("set",),
+}
 
 
 class ScenarioError(ValueError):
@@ -81,6 +102,18 @@ class ScannerSpec:
 
 
 @dataclass(frozen=True)
+class ChannelSpec:
+    """One channel of a venue sensor: its name (the input the rig feeds), type and tuning."""
+
+    name: str
+    type: str
+    tuning: tuple[tuple[str, int], ...] = ()
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, **dict(self.tuning)}
+
+
+@dataclass(frozen=True)
 class DeviceSpec:
     id: str
     kind: str
@@ -89,6 +122,7 @@ class DeviceSpec:
     line: int
     at: tuple[float, float] | None = None  # a wristband's starting position
     resident: str = ""  # a wristband's resident reference (shown to families)
+    channels: tuple[ChannelSpec, ...] = ()  # a venue sensor's channels
 
 
 @dataclass(frozen=True)
@@ -102,7 +136,8 @@ class Step:
     ms: int = 0  # click/hold duration
     seconds: float = 0.0  # wait; walk: seconds per point
     points: tuple[tuple[float, float], ...] = ()  # move (one point) and walk
-    value: int = 0  # battery percent
+    value: int = 0  # battery percent; set: the reading
+    sensor: str = ""  # set: the channel
 
 
 @dataclass(frozen=True)
@@ -284,7 +319,7 @@ def load(path: Path) -> Scenario:
 
     devices: list[DeviceSpec] = []
     for item in top["devices"].items():
-        d = item.mapping(("id", "kind", "zone", "transport", "at", "resident"))
+        d = item.mapping(("id", "kind", "zone", "transport", "at", "resident", "channels"))
         if "id" not in d:
             raise item.fail("missing 'id'")
         dev_id = d["id"].text()
@@ -300,6 +335,23 @@ def load(path: Path) -> Scenario:
                 raise item.fail("a wristband needs at: [x, y], where it starts")
             if not scanners or any(z.rect is None for z in zones):
                 raise item.fail("wristbands need venue zones with rect and at least one scanner")
+        channels: list[ChannelSpec] = []
+        if kind == "sensor":
+            if "channels" not in d:
+                raise item.fail("a sensor needs channels: [{name: ..., type: smoke|gas|door|extinguisher}, ...]")
+            for ch in d["channels"].items():
+                cm = ch.mapping(("name", "type", *SENSOR_TUNABLE))
+                if "name" not in cm or "type" not in cm:
+                    raise ch.fail("a channel needs name and type")
+                ch_name = cm["name"].text()
+                if any(c.name == ch_name for c in channels):
+                    raise cm["name"].fail(f"channel {ch_name!r} listed twice")
+                tuning = tuple((k, cm[k].integer(-1_000_000, 1_000_000)) for k in SENSOR_TUNABLE if k in cm)
+                channels.append(ChannelSpec(ch_name, cm["type"].text(SENSOR_TYPES), tuning))
+            if not 1 <= len(channels) <= 8:
+                raise d["channels"].fail("a sensor has 1 to 8 channels")
+        elif "channels" in d:
+            raise d["channels"].fail(f"channels are for sensors; {dev_id} is kind {kind}")
         devices.append(
             DeviceSpec(
                 dev_id,
@@ -309,6 +361,7 @@ def load(path: Path) -> Scenario:
                 item.line,
                 at,
                 d["resident"].text() if "resident" in d else "",
+                tuple(channels),
             )
         )
     if not devices:
@@ -319,7 +372,22 @@ def load(path: Path) -> Scenario:
     labels: dict[str, Step] = {}
     for item in top["timeline"].items():
         s = item.mapping(
-            ("do", "device", "process", "ms", "seconds", "label", "wait", "to", "zone", "path", "step_s", "percent")
+            (
+                "do",
+                "device",
+                "process",
+                "ms",
+                "seconds",
+                "label",
+                "wait",
+                "to",
+                "zone",
+                "path",
+                "step_s",
+                "percent",
+                "sensor",
+                "value",
+            )
         )
         if "wait" in s:
             if len(s) != 1:
@@ -345,14 +413,20 @@ def load(path: Path) -> Scenario:
                     raise item.fail("'hold' needs 'ms: MILLISECONDS'")
             elif "ms" in s:
                 raise s["ms"].fail(f"'ms' applies to click and hold, not {action}")
+            for key, owners in _STEP_OPTIONS.items():
+                if key in s and action not in owners:
+                    raise s[key].fail(f"'{key}' applies to {' and '.join(owners)}, not {action}")
             device_kinds = {d.id: d.kind for d in devices}
             if action in BAND_ACTIONS and device_kinds.get(target) != "wristband":
                 raise item.fail(f"'{action}' is for wristbands; {target} is not one")
             if action in POST_ACTIONS and device_kinds.get(target) != "alarm_post":
                 raise item.fail(f"'{action}' is for alarm posts; {target} is not one")
+            if action == "set" and device_kinds.get(target) != "sensor":
+                raise item.fail(f"'set' is for sensors; {target} is not one")
             points: tuple[tuple[float, float], ...] = ()
             step_s = 0.0
             value = 0
+            sensor = ""
             if action == "move":
                 if ("to" in s) == ("zone" in s):
                     raise item.fail("'move' needs to: [x, y] or zone: ID")
@@ -370,10 +444,18 @@ def load(path: Path) -> Scenario:
                 if "percent" not in s:
                     raise item.fail("'battery' needs percent: 0..100")
                 value = s["percent"].integer(0, 100)
+            elif action == "set":
+                if "sensor" not in s or "value" not in s:
+                    raise item.fail("'set' needs sensor: CHANNEL and value: READING")
+                spec = next(d for d in devices if d.id == target)
+                sensor = s["sensor"].text(tuple(c.name for c in spec.channels))
+                value = s["value"].integer(-(1 << 31), (1 << 31) - 1)
             label = s["label"].text() if "label" in s else f"{action}@{item.line}"
             if label in labels:
                 raise s["label"].fail(f"label {label!r} used twice")
-            step = Step(item.line, action, target, label, ms=ms, seconds=step_s, points=points, value=value)
+            step = Step(
+                item.line, action, target, label, ms=ms, seconds=step_s, points=points, value=value, sensor=sensor
+            )
         labels[step.label] = step
         steps.append(step)
 

@@ -30,6 +30,10 @@ def test_demo_verifies_every_alarm_and_exits_zero(micropython: str, tmp_path: Pa
     assert all(0 < int(ms) < 5000 for _, ms in rows)
     for post in ("AP-0001", "AP-0002", "AP-0003"):
         assert re.search(rf"^{post}: LED amber( -> blue)? -> green$", out, re.M), out
+    # the kitchen's smoke sensor: SMOKE verified at central, red while the smoke lasted, then clear
+    assert re.search(r"PASS .* SMOKE from VS-0001 within 4 s .* boot 1 seq 2", out), out
+    assert re.search(r"PASS .* SENSOR_CLEAR from VS-0001 within 4 s .* boot 1 seq 3", out), out
+    assert re.search(r"^VS-0001: LED (amber -> )?red -> green$", out, re.M), out
     assert "FAIL" not in out
     # every process it started is gone: none still runs from the demo's directories
     left = []

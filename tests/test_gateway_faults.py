@@ -82,6 +82,11 @@ def test_kill9_of_the_agent_20_times_under_load_loses_nothing(rig: Rig) -> None:
             rig.agent.kill()
             rig.agent.start(wait=False)
         rig.agent.wait_log("uplink_up")
+        # enough load to mean much whatever the kill times drawn and the machine's speed: the
+        # stream goes on after the last kill until it is there (bounded)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(n > m for n, m in zip(load.progress(), (50, 200), strict=True)):
+            time.sleep(0.1)  # polling the load generator's counters
         load.stop_sending()
         assert load.wait_settled(60), f"seed {seed}: {load.pending()} frames still without receipt 2"
     finally:

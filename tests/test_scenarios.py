@@ -65,6 +65,45 @@ expect:
             "  - {event: ALARM, led: red, device: AP-1}",
             ":8: expect[0]: each",
         ),
+        # venue sensors
+        ("  - {id: AP-1}", "  - {id: AP-1, kind: sensor}", ":4: devices[0]: a sensor needs channels"),
+        (
+            "  - {id: AP-1}",
+            "  - {id: AP-1, kind: sensor, channels: [{name: s, type: steam}]}",
+            ":4: devices[0].channels[0].type: expected one of smoke, gas, door, extinguisher",
+        ),
+        (
+            "  - {id: AP-1}",
+            "  - {id: AP-1, kind: sensor, channels: [{name: s, type: smoke, confirm: 3}]}",
+            ":4: devices[0].channels[0].confirm: unknown key",
+        ),
+        (
+            "  - {id: AP-1}",
+            "  - {id: AP-1, channels: [{name: s, type: smoke}]}",
+            ":4: devices[0].channels: channels are for sensors; AP-1 is kind alarm_post",
+        ),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: set, device: AP-1, sensor: smoke, value: 3, label: p}",
+            ":6: timeline[0]: 'set' is for sensors; AP-1 is not one",
+        ),
+        (
+            "  - {id: AP-1}\ntimeline:\n  - {do: click, device: AP-1, label: p}",
+            "  - {id: AP-1, kind: sensor, channels: [{name: smoke, type: smoke}]}\ntimeline:\n"
+            "  - {do: set, device: AP-1, sensor: gas, value: 3, label: p}",
+            ":6: timeline[0].sensor: expected one of smoke",
+        ),
+        (
+            "  - {id: AP-1}\ntimeline:\n  - {do: click, device: AP-1, label: p}",
+            "  - {id: AP-1, kind: sensor, channels: [{name: smoke, type: smoke}]}\ntimeline:\n"
+            "  - {do: set, device: AP-1, sensor: smoke, label: p}",
+            ":6: timeline[0]: 'set' needs sensor: CHANNEL and value: READING",
+        ),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: click, device: AP-1, value: 3, label: p}",
+            ":6: timeline[0].value: 'value' applies to set, not click",
+        ),
     ],
 )
 def test_mistakes_name_file_and_line(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -104,17 +143,3 @@ def test_a_failing_expectation_fails_the_run_with_json(tmp_path: Path, micropyth
             "detail": "no ALARM from AP-1 at central within 1 s",
         }
     ]
-
-
-def test_real_benches_are_refused_plainly(tmp_path: Path) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text(GOOD)
-    proc = subprocess.run(
-        [sys.executable, "-m", "hil_tests.cli", "run", str(path), "--rig", "bench.yaml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO_ROOT,
-    )
-    assert proc.returncode == 2 and "only the simulated rig" in proc.stderr

@@ -4,11 +4,15 @@
   file per device per test.
 - FixtureDriver: the fixture's line protocol (firmware/lib/fixture_proto.py) over serial:
   press, release, hold, power, LED.
+- FlasherDriver (hil_tests/rig/flasher.py): flashes a device on its console port through the
+  provisioning code; the ConsoleDriver releases the port for it and reopens it after.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +47,18 @@ class ConsoleDriver:
             self._ser.close()
             self._ser = None
 
+    def release(self) -> None:
+        """Let go of the port for another user of it (the flasher) until open() or the next read.
+
+        What is pending goes into the log first; output read but not yet matched by expect()
+        is forgotten, so nothing printed before is taken for what the device prints after.
+        """
+        if self._ser is not None:
+            with contextlib.suppress(RigInfraError):
+                self.drain()
+        self._buf = b""
+        self.close()
+
     def log_to(self, path: Path | None) -> None:
         """Append what is read from now on to `path` (one file per device per test)."""
         self._log = path
@@ -74,6 +90,11 @@ class ConsoleDriver:
                 return n
             n += len(data)
 
+    def read_available(self) -> bytes:
+        """What arrived since the last read (waits up to 50 ms for something); logged as always.
+        For a reader that keeps the whole output itself (the bench scenario runner)."""
+        return self._read()
+
     def marker(self, text: str) -> None:
         """Write a marker into this device's log (not to the device)."""
         if self._log is not None:
@@ -103,6 +124,9 @@ class FixtureDriver:
         self.timeout = timeout
         self._ser: serial.Serial | None = None
         self.channels = 0
+        # one command at a time on the line: the bench runner's LED sampler and its actions
+        # share the fixture
+        self._lock = threading.Lock()
 
     def open(self) -> None:
         path = self.port.find()
@@ -126,14 +150,15 @@ class FixtureDriver:
         """Send one command; the fixture's "OK ..." answer, or FixtureError."""
         if self._ser is None:
             raise FixtureError("fixture: not open")
-        try:
-            self._ser.timeout = timeout or self.timeout
-            self._ser.write(line.encode("ascii") + b"\n")
-            reply = self._ser.readline()
-        except serial.SerialException as exc:
-            raise FixtureError(f"fixture: {line!r}: {exc}") from exc
+        with self._lock:
+            try:
+                self._ser.timeout = timeout or self.timeout
+                self._ser.write(line.encode("ascii") + b"\n")
+                reply = self._ser.readline()
+            except serial.SerialException as exc:
+                raise FixtureError(f"fixture: {line!r}: {exc}") from exc
         if not reply.endswith(b"\n"):
-            raise FixtureError(f"fixture: no answer to {line!r} within {self._ser.timeout}s")
+            raise FixtureError(f"fixture: no answer to {line!r} within {timeout or self.timeout}s")
         text = str(reply.decode("ascii", "replace")).strip()
         if not text.startswith("OK"):
             raise FixtureError(f"fixture: {line!r}: {text}")
@@ -150,6 +175,10 @@ class FixtureDriver:
 
     def click(self, ch: int) -> None:
         self.hold(ch, 150)
+
+    def set_value(self, ch: int, sensor: str, value: int) -> None:
+        """Feed a venue sensor channel's reading (a DAC or a switched divider on the fixture)."""
+        self.command(f"SET {ch} {sensor} {value}")
 
     def power(self, ch: int, on: bool) -> None:
         self.command(f"POWER {ch} {'ON' if on else 'OFF'}", timeout=self.timeout + 5)

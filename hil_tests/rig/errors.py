@@ -13,3 +13,7 @@ class RigInfraError(RuntimeError):
 
 class FixtureError(RigInfraError):
     """The fixture answered ERR or not at all."""
+
+
+class SelftestFailure(AssertionError):
+    """A freshly flashed board failed its self-test: a product failure, never retried."""

@@ -53,8 +53,14 @@ and values the supervisor sends:
                           bat <percent>        battery, 0-100 or 255 unknown (`set_battery()`)
                           acc <x> <y> <z>      one accelerometer sample, milli-g (`accel()`)
 
+A board made with `sensors=(name, ...)` is a venue sensor with those channels; the
+supervisor sends each channel's reading (an integer in the channel's unit, docs/protocol.md
+7.1) once it has one:
+
+    supervisor -> board   val <name> <integer>  a channel's reading (`set_value()`)
+
 On every connection the supervisor first sends `in` for every input with its current level
-(a wristband's `in strap`, `pos` and `bat` go before the others);
+(a wristband's `in strap`, `pos` and `bat` go before the others; a sensor's `val` lines after);
 the board answers with `out` for every output. Input levels belong to the supervisor and
 persist across power cycles (a held button stays held); outputs drop to 0 when the
 interpreter stops (power cut or reset), as a real board's GPIOs do. Several connections may
@@ -97,7 +103,7 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -241,9 +247,11 @@ class VirtualBoard:
         console_idle_discard: float = 1.0,
         uart: bool = False,
         air: tuple[str, int] | None = None,
+        sensors: Sequence[str] = (),
     ) -> None:
         self.name = name
         self._air = air
+        self._values: dict[str, int | None] = dict.fromkeys(sensors)
         self._input_names = INPUT_PINS + (BAND_INPUTS if air is not None else ())
         self._pos = (0.0, 0.0)
         self._battery = 100
@@ -491,6 +499,25 @@ class VirtualBoard:
     def accel(self, x: int, y: int, z: int) -> None:
         """One accelerometer sample (milli-g) for a wristband; the device stamps it on arrival."""
         self._band_line(f"acc {int(x)} {int(y)} {int(z)}\n".encode())
+
+    def set_value(self, sensor: str, value: int) -> None:
+        """A venue sensor channel's reading; the device sees it at its next service()."""
+        if sensor not in self._values:
+            known = ", ".join(self._values) or "none"
+            raise ValueError(f"{self.name}: no sensor channel {sensor!r} (channels: {known})")
+        if isinstance(value, bool) or not isinstance(value, int) or not -(1 << 31) <= value < 1 << 31:
+            raise ValueError(f"{self.name}: reading for {sensor} must be a 32-bit integer, not {value!r}")
+        with self._cond:
+            self._values[sensor] = value
+            line = f"val {sensor} {value}\n".encode()
+            for client in self._clients:
+                self._send(client, line)
+
+    @property
+    def values(self) -> dict[str, int | None]:
+        """The sensor channels' current readings (None: not set yet), a copy."""
+        with self._cond:
+            return dict(self._values)
 
     def _band_line(self, line: bytes, pos: tuple[float, float] | None = None, battery: int | None = None) -> None:
         if self._air is None:
@@ -1030,6 +1057,9 @@ class VirtualBoard:
             self._send(client, f"pos {x:.2f} {y:.2f}\nbat {self._battery}\n".encode())
         for pin in INPUT_PINS:
             self._send(client, f"in {pin} {self._inputs[pin]}\n".encode())
+        for sensor, value in self._values.items():
+            if value is not None:
+                self._send(client, f"val {sensor} {value}\n".encode())
         self._cond.notify_all()
 
     def _client_input(self, client: _Client) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from hil_tests.sim.tools import FIRMWARE_DIR
 
-KINDS = ("alarm_post", "wristband")
+KINDS = ("alarm_post", "wristband", "sensor")
 
 
 def firmware_files(kind: str, root: Path = FIRMWARE_DIR) -> dict[str, str | bytes | Path]:
@@ -44,3 +44,18 @@ def alarm_post_config(device_id: str, key: bytes, broker: tuple[str, int], **opt
 def wristband_config(device_id: str, key: bytes, **options: Any) -> dict[str, Any]:
     """config.json for a wristband (options as in firmware/apps/wristband/app.py DEFAULTS)."""
     return {"kind": "wristband", "id": device_id, "key": key.hex(), **options}
+
+
+def sensor_config(
+    device_id: str, key: bytes, broker: tuple[str, int], channels: list[dict[str, Any]], **options: Any
+) -> dict[str, Any]:
+    """config.json for a venue sensor (channels and options as in firmware/apps/sensor/app.py)."""
+    return {
+        "kind": "sensor",
+        "id": device_id,
+        "key": key.hex(),
+        "broker": broker[0],
+        "port": broker[1],
+        "channels": channels,
+        **options,
+    }

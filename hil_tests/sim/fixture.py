@@ -95,6 +95,9 @@ class SimFixture:
             out = board.outputs
             return str(proto.ok(out["led_r"], out["led_g"], out["led_b"]))
         else:
-            self.errors += 1
-            return str(proto.err(f"channel {ch} has no sensor input {arg[0]!r}"))
+            name, value = arg
+            if name not in board.values:
+                self.errors += 1
+                return str(proto.err(f"channel {ch} has no sensor input {name!r}"))
+            board.set_value(name, value)
         return str(proto.ok())

@@ -125,6 +125,11 @@ class FleetLoad:
         with self._lock:
             return len(self._pending)
 
+    def progress(self) -> tuple[int, int]:
+        """(alarms sent, events with receipt 1) so far, while the load runs."""
+        with self._lock:
+            return sum(1 for p in self.report.sent.values() if p == 0), len(self.report.stored)
+
     # --- load thread ---------------------------------------------------------------
 
     def _main(self) -> None:
