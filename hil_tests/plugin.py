@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +114,10 @@ def _sim_station(workdir: Path, keys: dict[str, bytes], broker: tuple[str, int])
     from hil_tests.rig.flasher import Station
     from hil_tests.sim.board import board_uid
     from provisioning.bundle import build_bundle
-    from provisioning.flash import FlashOptions
+    from provisioning.flash import FlashOptions, new_record
     from provisioning.workspace import Workspace
+
+    options = FlashOptions("alarm_post", SIM_VENUE, SIM_ZONE, broker)
 
     def open_workspace() -> Workspace:
         ws = Workspace(workdir / "station", create=True, passphrase=secrets.token_urlsafe(24))
@@ -124,21 +125,14 @@ def _sim_station(workdir: Path, keys: dict[str, bytes], broker: tuple[str, int])
             with ws.inventory.lock:
                 for dev, key in keys.items():
                     uid = board_uid(dev).hex()
-                    ws.inventory.data["devices"][uid] = {
-                        "id": dev, "uid": uid, "kind": "alarm_post", "venue": SIM_VENUE, "zone": SIM_ZONE,
-                        "key": key.hex(), "state": "pending", "steps": [], "created": int(time.time()),
-                    }  # fmt: skip
+                    ws.inventory.data["devices"][uid] = new_record(dev, uid, options, key)
                     ws.commit("sim.adopt", dev, uid=uid, kind="alarm_post", venue=SIM_VENUE, zone=SIM_ZONE)
         except BaseException:
             ws.close()
             raise
         return ws
 
-    return Station(
-        open_workspace,
-        lambda: build_bundle("alarm_post", workdir / "bundle"),
-        FlashOptions("alarm_post", SIM_VENUE, SIM_ZONE, broker),
-    )
+    return Station(open_workspace, lambda: build_bundle("alarm_post", workdir / "bundle"), options)
 
 
 def _sim_rig(workdir: Path) -> Rig:

@@ -102,6 +102,21 @@ def device_config(rec: dict[str, Any], opts: FlashOptions) -> bytes:
     return json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
 
 
+def new_record(dev: str, uid: str, opts: FlashOptions, key: bytes) -> dict[str, Any]:
+    """A board's inventory record as the identify step creates it: keyed, no step done yet."""
+    return {
+        "id": dev,
+        "uid": uid,
+        "kind": opts.kind,
+        "venue": opts.venue,
+        "zone": opts.zone,
+        "key": key.hex(),
+        "state": "pending",
+        "steps": [],
+        "created": int(time.time()),
+    }
+
+
 def _begin(ws: Workspace, uid: str, opts: FlashOptions, bundle: Bundle) -> tuple[dict[str, Any], bool]:
     """The board's inventory record (created with a fresh key for a new board); resumed or not."""
     inv = ws.inventory
@@ -124,17 +139,7 @@ def _begin(ws: Workspace, uid: str, opts: FlashOptions, bundle: Bundle) -> tuple
         dev = device_id(opts.kind, uid)
         if inv.by_id(dev) is not None:
             raise DeviceError("identify", f"device id {dev} is already in the inventory under another board")
-        rec = {
-            "id": dev,
-            "uid": uid,
-            "kind": opts.kind,
-            "venue": opts.venue,
-            "zone": opts.zone,
-            "key": os.urandom(KEY_BYTES).hex(),
-            "state": "pending",
-            "steps": [],
-            "created": int(time.time()),
-        }
+        rec = new_record(dev, uid, opts, os.urandom(KEY_BYTES))
         inv.data["devices"][uid] = rec
         ws.commit(
             "flash.begin", dev, uid=uid, kind=opts.kind, venue=opts.venue, zone=opts.zone, bundle=bundle.bundle_id

@@ -8,7 +8,6 @@ bench cannot play is refused before anything is touched."""
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,15 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.registry import Device
-from hil_tests.sim.board import VirtualBoard
-from hil_tests.sim.firmware import alarm_post_config, firmware_files, sensor_config
+from hil_tests.runner import SimRig
+from hil_tests.scenario import load
 from hil_tests.sim.fixture import SimFixture
-from hil_tests.sim.gateway import AgentProcess
-from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import REPO_ROOT
-
-SMOKE = [{"name": "smoke", "type": "smoke", "confirm_ms": 1000, "clear_ms": 1000}]
 
 SCENARIO = """\
 name: bench smoke and press
@@ -65,60 +59,41 @@ def _rig(args: list[str], cwd: Path, timeout: float = 90) -> subprocess.Complete
 
 @pytest.fixture
 def bench(tmp_path: Path, micropython: str) -> Iterator[Path]:
-    """A bench file for a venue of one alarm post and one smoke sensor, as a bench has it:
-    devices running and provisioned for the gateway, the fixture on a serial port."""
-    keys = {"AP-0001": secrets.token_bytes(32), "VS-0001": secrets.token_bytes(32)}
-    closers = []
+    """A bench file for the scenario's venue (one alarm post, one smoke sensor), as a bench has
+    it: the simulated rig's devices running and provisioned for its gateway, the fixture on a
+    serial port. Central's verifier is the bench runner's own, so the rig's is stopped."""
+    source = tmp_path / "venue.yaml"
+    source.write_text(SCENARIO)
+    rig = SimRig(load(source), tmp_path / "venue", micropython)
     try:
-        local = Mosquitto(tmp_path / "local", name="local")
-        central = Mosquitto(tmp_path / "central", name="central")
-        for broker in (local, central):
-            broker.start()
-            closers.append(broker.kill)
-        agent = AgentProcess(
-            tmp_path / "gateway",
-            local.address,
-            central.address,
-            [Device(d, "alarm_post" if d.startswith("AP") else "sensor", k, "rig", "bench") for d, k in keys.items()],
-        )
-        agent.start()
-        closers.append(agent.kill)
-        post = VirtualBoard("AP-0001", tmp_path / "AP-0001", micropython)
-        sensor = VirtualBoard("VS-0001", tmp_path / "VS-0001", micropython, sensors=("smoke",))
-        for board in (post, sensor):
-            closers.append(board.close)
-        post.install(firmware_files("alarm_post"), alarm_post_config("AP-0001", keys["AP-0001"], local.address))
-        sensor.install(
-            firmware_files("sensor"), sensor_config("VS-0001", keys["VS-0001"], local.address, SMOKE, sample_ms=100)
-        )
-        sensor.set_value("smoke", 10)
-        for board in (post, sensor):
-            board.power_on()
-        post.wait_console("alarm_post: connected", timeout=15)
-        sensor.wait_console("sensor: connected", timeout=15)
-        fixture = SimFixture([post, sensor])
-        closers.append(fixture.close)
-        path = tmp_path / "bench.yaml"
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "fixture": {"path": fixture.port},
-                    "central": {
-                        "broker": f"{central.address[0]}:{central.address[1]}",
-                        "gateway_key": str(agent.public_key_file),
-                        "device_keys": str(agent.devices_file),
-                    },
-                    "devices": [
-                        {"id": b.name, "channel": ch, "console": {"path": b.console_path}}
-                        for ch, b in enumerate((post, sensor))
-                    ],
-                }
+        rig.start()
+        rig.verifier.stop()  # one verifier per central broker client id: the bench runner's
+        rig.boards["VS-0001"].set_value("smoke", 10)
+        boards = [rig.boards["AP-0001"], rig.boards["VS-0001"]]
+        fixture = SimFixture(boards)
+        try:
+            path = tmp_path / "bench.yaml"
+            path.write_text(
+                yaml.safe_dump(
+                    {
+                        "fixture": {"path": fixture.port},
+                        "central": {
+                            "broker": f"{rig.central.address[0]}:{rig.central.address[1]}",
+                            "gateway_key": str(rig.agent.public_key_file),
+                            "device_keys": str(rig.agent.devices_file),
+                        },
+                        "devices": [
+                            {"id": b.name, "channel": ch, "console": {"path": b.console_path}}
+                            for ch, b in enumerate(boards)
+                        ],
+                    }
+                )
             )
-        )
-        yield path
+            yield path
+        finally:
+            fixture.close()
     finally:
-        for close in reversed(closers):
-            close()
+        rig.close()
 
 
 def test_a_scenario_runs_on_a_bench_through_the_fixture_and_consoles(bench: Path, tmp_path: Path) -> None:

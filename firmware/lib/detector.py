@@ -57,12 +57,9 @@ class Detector:
             raise ValueError("detector: off must be below on when above=True, got on=%r off=%r" % (on, off))
         if not above and off <= on:
             raise ValueError("detector: off must be above on when above=False, got on=%r off=%r" % (on, off))
-        if confirm_ms < 0:
-            raise ValueError("detector: confirm_ms must be >= 0, got %r" % confirm_ms)
-        if clear_ms < 0:
-            raise ValueError("detector: clear_ms must be >= 0, got %r" % clear_ms)
-        if fault_ms < 0:
-            raise ValueError("detector: fault_ms must be >= 0, got %r" % fault_ms)
+        for name, ms in (("confirm_ms", confirm_ms), ("clear_ms", clear_ms), ("fault_ms", fault_ms)):
+            if ms < 0:
+                raise ValueError("detector: %s must be >= 0, got %r" % (name, ms))
         self.on = on
         self.off = off
         self.lo = lo
