@@ -1,8 +1,9 @@
 # Hardware layer for the MicroPython unix port: a virtual board. The supervisor
 # (hil_tests/sim/board.py, protocol in its docstring) drives the input pins and watches the
 # output pins over an AF_UNIX stream socket named by $GE_VBOARD_CTRL, one ASCII line per
-# message: it sends "in <pin> <0|1>", we send "out <pin> <0|1>" (several
-# pin-level pairs on one line when they change together, see Board.rgb()).
+# message: it sends "in <pin> <0|1> [<ms>]" (<ms>: when the level changed, on its clock),
+# we send "out <pin> <0|1>" (several pin-level pairs on one line when they change together,
+# see Board.rgb()).
 # Without a supervisor (no $GE_VBOARD_CTRL, or the socket died) inputs read 0 and outputs are
 # kept locally; service() retries the connection at most once a second.
 # The UART to the gateway (Board.uart()) is a pty whose path the supervisor passes in
@@ -56,8 +57,9 @@ class _In:
 
     def irq(self, handler=None):
         # handler(pin) runs inside Board.service() for every level change, in order, with
-        # pin.value() already at the new level, so a press and release that arrive together
-        # are both seen.
+        # pin.value() already at the new level. Changes the supervisor stamped with its time
+        # keep their spacing (see Board._feed), so a press and release that arrive together
+        # are both seen, as long apart as they were made.
         self._irq = handler
 
     def _set(self, v):
@@ -183,6 +185,8 @@ class Board:
         self._sock = None
         self._poller = None
         self._rx = b""
+        self._due = []  # (ticks, pin, level): stamped input changes not due yet, in order
+        self._anchor = None  # (ticks, supervisor ms) the stamps of this burst are measured from
         self._uid = None
         self._next_try = ticks_ms()
         self.malformed = 0
@@ -274,11 +278,11 @@ class Board:
     def service(self):
         if self._radio is not None:
             self._radio._tick()
+        changed = self._apply_due()
         if self._sock is None:
             if not self._path or ticks_diff(ticks_ms(), self._next_try) < 0:
                 return False
-            return self._connect()
-        changed = False
+            return self._connect() or changed
         while self._sock is not None:
             try:
                 data = self._sock.recv(256)
@@ -353,13 +357,23 @@ class Board:
             except (KeyError, OSError, ValueError):
                 pass
         s.close()
+        self._due = []
+        self._anchor = None
         changed = False
         for pin in self._ins:
             changed = pin._set(0) or changed
         return changed
 
     def _feed(self, data, seen=None):
+        # Input changes stamped by the supervisor ("in <pin> <level> <ms>") keep the spacing
+        # they were made with: a real pin's irq runs at the edge, but here the lines wait in
+        # the socket while the app is busy (a flash write), and a press and release read
+        # together would otherwise look 0 ms long, a bounce. The first stamped change of a
+        # read is applied at once and anchors the burst; later ones fall due that many ms
+        # after it (service() applies them). A read while nothing waits starts a new burst.
         changed = False
+        if not self._due:
+            self._anchor = None
         self._rx += data
         while True:
             i = self._rx.find(b"\n")
@@ -377,14 +391,39 @@ class Board:
         parts = line.split(b" ")
         if parts[0] in (b"pos", b"bat", b"acc", b"val"):
             return self._value(parts, line)
-        if len(parts) == 3 and parts[0] == b"in" and parts[2] in (b"0", b"1"):
+        if len(parts) in (3, 4) and parts[0] == b"in" and parts[2] in (b"0", b"1"):
             for pin in self._ins + (self.strap,):
                 if pin.name.encode() == parts[1]:
                     if seen is not None and pin is not self.strap:
                         seen[pin.name] = 1
-                    return pin._set(1 if parts[2] == b"1" else 0)
+                    level = 1 if parts[2] == b"1" else 0
+                    if len(parts) == 3 or seen is not None:
+                        return pin._set(level)
+                    try:
+                        ms = int(parts[3].decode())
+                    except (ValueError, UnicodeError):
+                        break
+                    return self._stamped(pin, level, ms)
         self._bad(line)
         return False
+
+    def _stamped(self, pin, level, ms):
+        now = ticks_ms()
+        if self._anchor is None:
+            self._anchor = (now, ms)
+        due = ticks_add(self._anchor[0], ms - self._anchor[1])
+        if not self._due and ticks_diff(due, now) <= 0:
+            return pin._set(level)
+        self._due.append((due, pin, level))
+        return False
+
+    def _apply_due(self):
+        changed = False
+        now = ticks_ms()
+        while self._due and ticks_diff(self._due[0][0], now) <= 0:
+            _, pin, level = self._due.pop(0)
+            changed = pin._set(level) or changed
+        return changed
 
     def _value(self, parts, line):
         try:

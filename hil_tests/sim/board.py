@@ -41,7 +41,10 @@ Virtual pins. The supervisor listens on an AF_UNIX stream socket whose path the 
 in $GE_VBOARD_CTRL (device side: firmware/hal/unix.py). ASCII, one message per line ending
 in "\\n", fields separated by one space:
 
-    supervisor -> board   in <pin> <0|1>     input level: button, tamper (1 = pressed/open)
+    supervisor -> board   in <pin> <0|1> [<ms>]  input level: button, tamper (1 = pressed/open);
+                                             <ms>: when it changed, the supervisor's monotonic
+                                             clock; changes the board reads together keep
+                                             their spacing
     board -> supervisor   out <pin> <0|1>    output level: led_r, led_g, led_b, buzzer
                           out <pin> <0|1> <pin> <0|1> ...   several outputs changed at once
 
@@ -481,7 +484,9 @@ class VirtualBoard:
             raise ValueError(f"level must be 0 or 1, not {level!r}")
         with self._cond:
             self._inputs[pin] = level
-            line = f"in {pin} {level}\n".encode()
+            # stamped with the supervisor's time: the board keeps the spacing of changes it
+            # reads together (firmware/hal/unix.py Board._feed)
+            line = f"in {pin} {level} {time.monotonic_ns() // 1_000_000}\n".encode()
             for client in self._clients:
                 self._send(client, line)
             self._cond.notify_all()
