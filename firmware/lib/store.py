@@ -59,35 +59,50 @@ class OutboxFull(StoreError):
 
 
 def _pack(payload):
-    head = struct.pack(">2sBI", _MAGIC, _VERSION, len(payload))
-    h = hashlib.sha256(head)
-    h.update(payload)
-    return head + payload + h.digest()[:_SUM]
+    # the record in one buffer of its final size (the write needs it whole; no other copy)
+    n = len(payload)
+    rec = bytearray(_HEAD + n + _SUM)
+    struct.pack_into(">2sBI", rec, 0, _MAGIC, _VERSION, n)
+    rec[_HEAD : _HEAD + n] = payload
+    h = hashlib.sha256(memoryview(rec)[: _HEAD + n])
+    rec[_HEAD + n :] = h.digest()[:_SUM]
+    return rec
 
 
-def _unpack(data, limit=_MAX_PAYLOAD):
-    # the payload of a complete record, or None for a missing, torn or corrupt one
-    if data is None or len(data) < _HEAD + _SUM or data[:2] != _MAGIC or data[2] != _VERSION:
-        return None
-    n = struct.unpack_from(">I", data, 3)[0]
-    if n > limit or len(data) != _HEAD + n + _SUM:
-        return None
-    end = _HEAD + n
-    if hashlib.sha256(data[:end]).digest()[:_SUM] != data[end:]:
-        return None
-    return data[_HEAD:end]
-
-
-def _slurp(path, limit=_MAX_PAYLOAD):
-    # the file's bytes (at most one more than the largest record, so memory stays bounded),
-    # or None when it does not exist
+def _load(path, limit=_MAX_PAYLOAD):
+    # The payload of the complete record at path, or None when the file is missing, torn or
+    # corrupt. Reads are sized to the record: the 7-byte header first, then exactly the
+    # payload its length names (refused above `limit` before anything is allocated), then
+    # the checksum and one byte more that must not be there. Nothing larger than the record
+    # itself is allocated, so a board near its heap limit can still load its outbox.
     try:
-        with open(path, "rb") as f:
-            return f.read(_HEAD + limit + _SUM + 1)
+        f = open(path, "rb")
     except OSError as e:
         if e.errno == _ENOENT:
             return None
         raise StoreError("cannot read %s: %r" % (path, e))
+    try:
+        head = f.read(_HEAD)
+        if len(head) != _HEAD or head[:2] != _MAGIC or head[2] != _VERSION:
+            return None
+        n = struct.unpack_from(">I", head, 3)[0]
+        if n > limit:
+            return None
+        payload = f.read(n) if n else b""
+        if len(payload) != n:
+            return None
+        tail = f.read(_SUM + 1)
+        if len(tail) != _SUM:
+            return None
+        h = hashlib.sha256(head)
+        h.update(payload)
+        if h.digest()[:_SUM] != tail:
+            return None
+        return payload
+    except OSError as e:
+        raise StoreError("cannot read %s: %r" % (path, e))
+    finally:
+        f.close()
 
 
 def _write_file(path, data):
@@ -148,7 +163,7 @@ def _settle(path, limit):
     # finish an interrupted atomic_write: a complete path.tmp goes into place; returns its
     # payload, or None when there is no complete .tmp
     tmp = path + _TMP
-    data = _unpack(_slurp(tmp, limit), limit)
+    data = _load(tmp, limit)
     if data is not None:
         _replace(tmp, path)
     return data
@@ -163,7 +178,7 @@ def atomic_write(path, data, limit=_MAX_PAYLOAD):
     # .tmp, or a kill during this write would leave nothing complete
     _settle(path, _MAX_PAYLOAD)
     tmp = path + _TMP
-    _write_file(tmp, _pack(bytes(data)))
+    _write_file(tmp, _pack(data))
     _replace(tmp, path)
 
 
@@ -172,7 +187,7 @@ def read(path, limit=_MAX_PAYLOAD):
     data = _settle(path, limit)
     if data is not None:
         return data
-    return _unpack(_slurp(path, limit), limit)
+    return _load(path, limit)
 
 
 class BootCounter:
@@ -305,7 +320,7 @@ class Outbox:
             key = _parse_name(name)
             head = None
             if key is not None:
-                data = _unpack(_slurp(path))
+                data = _load(path)
                 if data is not None and len(data) >= _ENT_HEAD_LEN:
                     head = struct.unpack_from(_ENT_HEAD, data, 0)
             if head is None or head[:3] != key or (key[1], key[2]) in self._index:

@@ -167,6 +167,72 @@ def test_oversized_file_not_read_whole():
     assert store.read(d + "/r", 100) == b"x" * 100
 
 
+class _Sizes:
+    # stands in for open() in store: records how many bytes each read asks for
+    def __init__(self):
+        self.asked = []
+
+    def __call__(self, path, mode="r"):
+        return _SizedFile(open(path, mode), self.asked)
+
+
+class _SizedFile:
+    def __init__(self, f, asked):
+        self._f = f
+        self._asked = asked
+
+    def read(self, n=-1):
+        self._asked.append(n)
+        return self._f.read(n)
+
+    def write(self, data):
+        return self._f.write(data)
+
+    def flush(self):
+        self._f.flush()
+
+    def fileno(self):
+        return self._f.fileno()
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+        return False
+
+
+def test_reads_are_sized_to_the_record():
+    # a board near its heap limit must not need a buffer larger than the record it loads
+    d = _fresh("st_sized")
+    sizes = _Sizes()
+    store.open = sizes
+    try:
+        for n in (0, 1, 40, 300):
+            store.atomic_write(d + "/r", bytes(n))
+            del sizes.asked[:]
+            assert store.read(d + "/r") == bytes(n)
+            assert sizes.asked and max(sizes.asked) <= max(n, 9), (n, sizes.asked)
+            assert -1 not in sizes.asked, sizes.asked
+        # a header naming more than the limit: nothing of that size is asked for
+        _put_raw(d + "/r", b"GE\x01\x00\x10\x00\x00" + bytes(64))
+        del sizes.asked[:]
+        assert store.read(d + "/r") is None
+        assert max(sizes.asked) <= 9, sizes.asked
+        # outbox load and frame reads too
+        ob = store.Outbox(d + "/ob", 4)
+        ob.put(1, 2, 0, b"f" * 50)
+        del sizes.asked[:]
+        ob = store.Outbox(d + "/ob", 4)
+        assert ob.frame(1, 2) == b"f" * 50
+        assert max(sizes.asked) <= 60, sizes.asked
+    finally:
+        del store.open
+
+
 def test_torn_tmp_ignored_at_every_length():
     d = _fresh("st_torn")
     p = d + "/r"
