@@ -194,6 +194,9 @@ class _Model:
 
 
 def _import_store() -> ModuleType:
+    lib = str(FIRMWARE_DIR / "lib")
+    if lib not in sys.path:
+        sys.path.insert(0, lib)  # store.py imports record.py from there, as on a board
     spec = importlib.util.spec_from_file_location("ge_store_checked", FIRMWARE_DIR / "lib" / "store.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)

@@ -1,5 +1,5 @@
 # The wristband's seconds clock and advert counter (docs/protocol.md section 10.2), kept
-# across power cuts with lib/store.py atomic records.
+# across power cuts with lib/record.py atomic records.
 #
 # counter() hands out counters that strictly increase for the life of the band, never
 # running behind the clock: max(last + 1, now). None is above the reservation R kept in
@@ -16,7 +16,7 @@
 # the larger R wins (as store.BootCounter), so a torn or lost slot never sends R back.
 import struct
 
-import store
+import record
 from clock import ticks_diff, ticks_ms
 
 try:
@@ -40,7 +40,7 @@ class BandClock:
     def __init__(self, root, k=10, rtc=None):
         if not 8 <= k <= 15:
             raise ClockError("rotation exponent K must be 8 to 15")
-        store._mkdir(root)
+        record._mkdir(root)
         self._slots = (root + "/clock.0", root + "/clock.1")
         self._rtc = rtc
         self._ahead = 1 << (k - 1)  # reservation: 2^K/2 ahead
@@ -60,19 +60,19 @@ class BandClock:
     def _load(self):
         best = (0, 0)
         for path in self._slots:
-            data = store.read(path)
+            data = record.read(path)
             if data is not None and len(data) == _REC_LEN:
                 rec = struct.unpack(_REC, data)
                 if rec[0] >= best[0]:
                     best = rec
-            elif store._exists(path):
+            elif record._exists(path):
                 self.damaged += 1
         return best
 
     def _save(self, r, event_id):
         rec = struct.pack(_REC, r, event_id)
         for path in self._slots:
-            store.atomic_write(path, rec)
+            record.atomic_write(path, rec)
         self.writes += 1
         self._reserved = r
 

@@ -37,7 +37,7 @@ import devconfig
 import frame
 import store
 from clock import ticks_add, ticks_diff, ticks_ms
-from link import LinkError, MqttLink, UartLink
+from link import LinkError, MqttLink
 
 try:
     from micropython import const
@@ -136,6 +136,8 @@ class Reporter:
             self.online = frame.build(self.key, self.id, self.boot, 1, frame.T_ONLINE, clock.uptime_ms(), data)
         self.client = None  # the link while it is up
         if cfg["transport"] == "uart":
+            from uartlink import UartLink
+
             self.link = UartLink(lambda: board.uart(cfg["baud"]), self._receipt, "uart")
         else:
             self.link = MqttLink(self.id, cfg["broker"], cfg["port"], cfg["keepalive_s"], self._receipt)

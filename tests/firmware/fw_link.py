@@ -8,7 +8,7 @@ import cbor
 import cobsframe
 import cose
 import frame
-import link
+import uartlink
 from apps.alarm_post import app
 from fwsupport import raises, rmtree, scratch_dir
 from hal.unix import Board
@@ -56,7 +56,7 @@ def _receipt(boot, seq, kind):
 def test_uart_link_writes_each_frame_behind_a_zero_and_reads_receipts():
     got = []
     uart = FakeUart()
-    u = link.UartLink(lambda: uart, got.append)
+    u = uartlink.UartLink(lambda: uart, got.append)
     p = Poller()
     u.open(p)
     assert p.registered == [uart] and u.room()
@@ -80,7 +80,7 @@ def test_uart_link_writes_each_frame_behind_a_zero_and_reads_receipts():
 def test_uart_link_reopened_drops_the_frame_it_was_reading():
     got = []
     uarts = [FakeUart(b"\x00" + cobsframe.frame(_receipt(1, 3, 1))[:10]), FakeUart()]
-    u = link.UartLink(lambda: uarts.pop(0), got.append)
+    u = uartlink.UartLink(lambda: uarts.pop(0), got.append)
     u.open(Poller())
     u.poll()
     u.close()
@@ -92,9 +92,9 @@ def test_uart_link_reopened_drops_the_frame_it_was_reading():
 
 
 def test_uart_short_write_breaks_the_link():
-    u = link.UartLink(lambda: FakeUart(short=True), None)
+    u = uartlink.UartLink(lambda: FakeUart(short=True), None)
     u.open(Poller())
-    e = raises(link.LinkError, u.send, b"\xa0")
+    e = raises(uartlink.LinkError, u.send, b"\xa0")
     assert "wrote 3 of" in str(e)
 
 

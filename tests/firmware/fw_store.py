@@ -4,6 +4,7 @@
 import hashlib
 import os
 
+import record
 import store
 from fwsupport import raises, rmtree, scratch_dir
 
@@ -91,14 +92,14 @@ class _Fs:
             f.write(data[len(data) // 2 :])
 
     def __enter__(self):
-        self._saved = (store._rename, store._remove, store._write_file)
-        store._rename = self.rename
-        store._remove = self.remove
-        store._write_file = self.write_file
+        self._saved = (record._rename, record._remove, record._write_file)
+        record._rename = self.rename
+        record._remove = self.remove
+        record._write_file = self.write_file
         return self
 
     def __exit__(self, *exc):
-        store._rename, store._remove, store._write_file = self._saved
+        record._rename, record._remove, record._write_file = self._saved
         return False
 
 
@@ -107,7 +108,7 @@ class _Fs:
 
 def test_record_layout_pinned():
     d = _fresh("st_layout")
-    store.atomic_write(d + "/r", b"abc")
+    record.atomic_write(d + "/r", b"abc")
     # magic "GE", version 1, length 3, "abc", SHA-256 of everything before, first 8 bytes
     assert _get_raw(d + "/r").hex() == "474501000000036162638da69a7f199353f1"
     assert _ls(d) == ["r"]
@@ -117,25 +118,25 @@ def test_record_round_trip():
     d = _fresh("st_round")
     for n in (0, 1, 7, 100, 1000, 4096):
         data = bytes((i * 7 + n) & 0xFF for i in range(n))
-        store.atomic_write(d + "/r", data)
-        assert store.read(d + "/r") == data, n
-    store.atomic_write(d + "/r", bytearray(b"ba"))
-    assert store.read(d + "/r") == b"ba"
+        record.atomic_write(d + "/r", data)
+        assert record.read(d + "/r") == data, n
+    record.atomic_write(d + "/r", bytearray(b"ba"))
+    assert record.read(d + "/r") == b"ba"
     assert _ls(d) == ["r"]
 
 
 def test_read_missing_is_none():
     d = _fresh("st_missing")
-    assert store.read(d + "/nothing") is None
+    assert record.read(d + "/nothing") is None
 
 
 def test_write_misuse_raises_with_path():
     d = _fresh("st_misuse")
-    exc = raises(store.StoreError, store.atomic_write, d + "/r", b"x" * 4097)
+    exc = raises(store.StoreError, record.atomic_write, d + "/r", b"x" * 4097)
     assert d + "/r" in str(exc), str(exc)
-    exc = raises(store.StoreError, store.atomic_write, d + "/r", "text")
+    exc = raises(store.StoreError, record.atomic_write, d + "/r", "text")
     assert d + "/r" in str(exc), str(exc)
-    exc = raises(store.StoreError, store.atomic_write, d + "/no/such/dir/r", b"x")
+    exc = raises(store.StoreError, record.atomic_write, d + "/no/such/dir/r", b"x")
     assert d + "/no/such/dir/r" in str(exc), str(exc)
     assert _ls(d) == []
 
@@ -143,7 +144,7 @@ def test_write_misuse_raises_with_path():
 def test_corrupt_records_never_returned():
     d = _fresh("st_corrupt")
     p = d + "/r"
-    store.atomic_write(p, b"payload")
+    record.atomic_write(p, b"payload")
     good = _get_raw(p)
     bad = [b"", b"G", b"GE", good[:-1], good + b"\x00", b"\x00" * len(good), b"garbage" * 5]
     for i in range(len(good)):
@@ -155,16 +156,16 @@ def test_corrupt_records_never_returned():
     bad.append(good[:3] + b"\xff\xff\xff\xff" + good[7:])  # length beyond the file
     for data in bad:
         _put_raw(p, data)
-        assert store.read(p) is None, data
+        assert record.read(p) is None, data
 
 
 def test_oversized_file_not_read_whole():
     d = _fresh("st_big")
     _put_raw(d + "/r", b"GE\x01" + b"\x00" * 20000)
-    assert store.read(d + "/r") is None
-    store.atomic_write(d + "/r", b"x" * 100)
-    assert store.read(d + "/r", 99) is None
-    assert store.read(d + "/r", 100) == b"x" * 100
+    assert record.read(d + "/r") is None
+    record.atomic_write(d + "/r", b"x" * 100)
+    assert record.read(d + "/r", 99) is None
+    assert record.read(d + "/r", 100) == b"x" * 100
 
 
 class _Sizes:
@@ -209,18 +210,18 @@ def test_reads_are_sized_to_the_record():
     # a board near its heap limit must not need a buffer larger than the record it loads
     d = _fresh("st_sized")
     sizes = _Sizes()
-    store.open = sizes
+    record.open = sizes
     try:
         for n in (0, 1, 40, 300):
-            store.atomic_write(d + "/r", bytes(n))
+            record.atomic_write(d + "/r", bytes(n))
             del sizes.asked[:]
-            assert store.read(d + "/r") == bytes(n)
+            assert record.read(d + "/r") == bytes(n)
             assert sizes.asked and max(sizes.asked) <= max(n, 9), (n, sizes.asked)
             assert -1 not in sizes.asked, sizes.asked
         # a header naming more than the limit: nothing of that size is asked for
         _put_raw(d + "/r", b"GE\x01\x00\x10\x00\x00" + bytes(64))
         del sizes.asked[:]
-        assert store.read(d + "/r") is None
+        assert record.read(d + "/r") is None
         assert max(sizes.asked) <= 9, sizes.asked
         # outbox load and frame reads too
         ob = store.Outbox(d + "/ob", 4)
@@ -230,20 +231,20 @@ def test_reads_are_sized_to_the_record():
         assert ob.frame(1, 2) == b"f" * 50
         assert max(sizes.asked) <= 60, sizes.asked
     finally:
-        del store.open
+        del record.open
 
 
 def test_torn_tmp_ignored_at_every_length():
     d = _fresh("st_torn")
     p = d + "/r"
-    store.atomic_write(p, b"old value")
-    rec = store._pack(b"the new value")
+    record.atomic_write(p, b"old value")
+    rec = record._pack(b"the new value")
     for n in range(len(rec)):
         _put_raw(p + ".tmp", rec[:n])
-        assert store.read(p) == b"old value", n
+        assert record.read(p) == b"old value", n
     # the next write just overwrites the torn .tmp
-    store.atomic_write(p, b"newer")
-    assert store.read(p) == b"newer"
+    record.atomic_write(p, b"newer")
+    assert record.read(p) == b"newer"
     assert _ls(d) == ["r"]
 
 
@@ -251,14 +252,14 @@ def test_complete_tmp_is_put_in_place():
     d = _fresh("st_tmp")
     p = d + "/r"
     # the rename never happened (a kill, or FAT between remove and rename): path is missing
-    _put_raw(p + ".tmp", store._pack(b"finished"))
-    assert store.read(p) == b"finished"
+    _put_raw(p + ".tmp", record._pack(b"finished"))
+    assert record.read(p) == b"finished"
     assert _ls(d) == ["r"]
     # an older path next to it: the .tmp is the newer finished write
-    _put_raw(p + ".tmp", store._pack(b"newer"))
-    assert store.read(p) == b"newer"
+    _put_raw(p + ".tmp", record._pack(b"newer"))
+    assert record.read(p) == b"newer"
     assert _ls(d) == ["r"]
-    assert store.read(p) == b"newer"
+    assert record.read(p) == b"newer"
 
 
 def test_write_after_cut_keeps_the_complete_tmp():
@@ -270,15 +271,15 @@ def test_write_after_cut_keeps_the_complete_tmp():
         cut = 1
         while True:
             _discard(p)
-            _put_raw(p + ".tmp", store._pack(b"committed"))
+            _put_raw(p + ".tmp", record._pack(b"committed"))
             done = False
             try:
                 with _Fs(fat=fat, cut_at=cut):
-                    store.atomic_write(p, b"next")
+                    record.atomic_write(p, b"next")
                 done = True
             except _Cut:
                 pass
-            got = store.read(p)
+            got = record.read(p)
             want = (b"next",) if done else (b"committed", b"next")
             assert got in want, (fat, cut, got)
             if done:
@@ -291,32 +292,32 @@ def test_fat_fallback_remove_then_rename():
     d = _fresh("st_fat")
     p = d + "/r"
     with _Fs(fat=True) as fs:
-        store.atomic_write(p, b"one")
-        store.atomic_write(p, b"two")
-        store.atomic_write(p, b"three")
+        record.atomic_write(p, b"one")
+        record.atomic_write(p, b"two")
+        record.atomic_write(p, b"three")
         assert fs.calls > 0
-    assert store.read(p) == b"three"
+    assert record.read(p) == b"three"
     assert _ls(d) == ["r"]
     # a rename that fails for another reason (no such source) is an error naming the path
     with _Fs(fat=True):
-        exc = raises(store.StoreError, store._replace, d + "/none", d + "/r")
+        exc = raises(store.StoreError, record._replace, d + "/none", d + "/r")
     assert d + "/none" in str(exc), str(exc)
 
 
 def test_fat_cut_between_remove_and_rename():
     d = _fresh("st_fatcut")
     p = d + "/r"
-    store.atomic_write(p, b"old")
+    record.atomic_write(p, b"old")
     # calls: write (2 halves), rename (refused), remove, rename: cut at the last one
     try:
         with _Fs(fat=True, cut_at=5):
-            store.atomic_write(p, b"new")
+            record.atomic_write(p, b"new")
     except _Cut:
         pass
     else:
         raise AssertionError("no cut")
     assert _ls(d) == ["r.tmp"]
-    assert store.read(p) == b"new"
+    assert record.read(p) == b"new"
     assert _ls(d) == ["r"]
 
 
@@ -560,9 +561,9 @@ def test_outbox_damaged_files_moved_aside():
     _put_raw(od + n(0, 2, 4), b"\xff" * 64)  # garbage
     _put_raw(od + n(1, 2, 1), good)  # a good record under the wrong name
     # a well-formed second file for entry (2, 6), under another priority
-    _put_raw(od + n(1, 2, 6), store._pack(b"\x01\x00\x00\x00\x02\x00\x00\x00\x06\x00dup"))
+    _put_raw(od + n(1, 2, 6), record._pack(b"\x01\x00\x00\x00\x02\x00\x00\x00\x06\x00dup"))
     _put_raw(od + "notes.txt", b"hello")  # not an outbox file at all
-    _put_raw(od + n(0, 2, 5) + ".tmp", store._pack(b"x" * 30)[:20])  # torn rewrite
+    _put_raw(od + n(0, 2, 5) + ".tmp", record._pack(b"x" * 30)[:20])  # torn rewrite
     _put_raw(od + n(0, 2, 9) + ".tmp", b"")  # torn new entry
     _put_raw(od + "stray.tmp", b"")  # a .tmp of nothing of ours
     os.mkdir(od + "sub")  # directories are left alone
@@ -592,7 +593,7 @@ def test_outbox_complete_tmp_finishes_the_put():
     d = _fresh("st_obtmp")
     store.Outbox(d).put(3, 1, 0, _frame(3, 1))
     od = d + "/outbox/"
-    rec = store._pack(b"\x01\x00\x00\x00\x03\x00\x00\x00\x02\x00" + _frame(3, 2))
+    rec = record._pack(b"\x01\x00\x00\x00\x03\x00\x00\x00\x02\x00" + _frame(3, 2))
     _put_raw(od + store._name(1, 3, 2) + ".tmp", rec)
     ob = store.Outbox(d)
     assert _dump(ob) == [(0, 3, 1, 0, _frame(3, 1)), (1, 3, 2, 0, _frame(3, 2))]

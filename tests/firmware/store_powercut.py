@@ -15,6 +15,7 @@ import hashlib
 import os
 import sys
 
+import record
 import store
 
 CAPACITY = 8
@@ -42,8 +43,8 @@ class Steps:
         self.fat = fat
         self.pause_at = pause_at
         self.n = 0
-        self.rename = store._rename
-        self.remove = store._remove
+        self.rename = record._rename
+        self.remove = record._remove
 
     def step(self, what):
         self.n += 1
@@ -75,10 +76,10 @@ class Steps:
             f.write(data[len(data) // 2 :])
 
     def install(self):
-        store._rename = self.do_rename
+        record._rename = self.do_rename
         if self.pause_at:
-            store._remove = self.do_remove
-            store._write_file = self.do_write
+            record._remove = self.do_remove
+            record._write_file = self.do_write
 
 
 def main():
