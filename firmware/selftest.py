@@ -1,38 +1,48 @@
 # On-device self-test, run by the provisioning tool over the console after flashing
 # (`import selftest; selftest.run()`) and by a technician at the REPL. It checks the hardware
-# layer (pins answer, the board has a unique id), the flash store (an atomic record written,
-# read back and removed), the crypto (HMAC-SHA256 RFC 4231 case 2 and the COSE_Mac0 frame of
-# docs/protocol.md section 2) and config.json (the app's own validation), then prints one line:
+# layer (the pins the device kind uses answer, the board has a unique id), the flash store
+# (an atomic record written, read back and removed), the kind's crypto (apps/<kind>/check.py:
+# HMAC-SHA256 and the COSE_Mac0 frame for posts and sensors, the advert's AES-CCM for
+# wristbands) and config.json (the app's own validation), then prints one line:
 #   selftest: ok id=<device> kind=<kind> fw=<bundle version> bundle=<bundle id> mpy=<x.y.z> uid=<hex>
 #   selftest: FAIL <check>: <reason>
+# The kind's check module is loaded by name, so a bundle carries only its own kind's checks.
 # The key in config.json is never printed.
 import json
 import os
 import sys
 
 _TMP_DIR = "selftest.tmp"
-# RFC 4231 test case 2
-_HMAC_KEY = b"Jefe"
-_HMAC_MSG = b"what do ya want for nothing?"
-_HMAC_OUT = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-# docs/protocol.md section 2 example: key 00..1f, AP-0001, boot 3, seq 1, ALARM, 123456 ms, receipts
-_FRAME = "d1844ca20104044741502d30303031a051a6010302010301041a0001e24005a00601485a9e82eb9719bb5e"
 
 
 class _Fail(Exception):
     pass
 
 
-def _check_hal():
+def _kind():
+    try:
+        with open("config.json") as f:
+            kind = json.load(f).get("kind")
+    except (OSError, ValueError, AttributeError) as e:
+        raise _Fail("config: config.json unusable: %s" % e)
+    if not isinstance(kind, str) or not kind or not all(c.isalpha() or c == "_" for c in kind):
+        raise _Fail("config: no app for kind %r" % (kind,))
+    try:
+        return kind, __import__("apps.%s.check" % kind, None, None, ("check",))
+    except ImportError:
+        raise _Fail("config: no app for kind %r" % (kind,))
+
+
+def _check_hal(check):
     import hal
 
     b = hal.Board()
     try:
-        for name in ("button", "tamper"):
+        for name in check.INPUTS:
             v = getattr(b, name).value()
             if v not in (0, 1):
                 raise _Fail("hal: input %s reads %r" % (name, v))
-        for name in ("led_r", "led_g", "led_b", "buzzer"):
+        for name in check.OUTPUTS:
             pin = getattr(b, name)
             pin.value(1)
             if pin.value() != 1:
@@ -51,7 +61,7 @@ def _check_hal():
 
 
 def _check_store():
-    import store
+    import record as store
 
     try:
         os.mkdir(_TMP_DIR)
@@ -75,36 +85,13 @@ def _check_store():
             pass
 
 
-def _check_crypto():
-    import binascii
-
-    import cose
-    import frame
-
-    if binascii.hexlify(cose.hmac_sha256(_HMAC_KEY, _HMAC_MSG)).decode() != _HMAC_OUT:
-        raise _Fail("crypto: HMAC-SHA256 vector")
-    msg = frame.build(bytes(range(32)), "AP-0001", 3, 1, frame.T_ALARM, 123456, {}, frame.FLAG_RECEIPTS)
-    if binascii.hexlify(msg).decode() != _FRAME:
-        raise _Fail("crypto: COSE_Mac0 frame vector")
-
-
-def _check_config():
-    try:
-        with open("config.json") as f:
-            kind = json.load(f).get("kind")
-    except (OSError, ValueError, AttributeError) as e:
-        raise _Fail("config: config.json unusable: %s" % e)
-    if kind == "alarm_post":
-        from apps.alarm_post import app
-    elif kind == "sensor":
-        from apps.sensor import app
-    else:
-        raise _Fail("config: no app for kind %r" % (kind,))
+def _check_config(check):
+    app = check.app
     try:
         cfg = app.load_config()
     except app.ConfigError as e:
         raise _Fail("config: %s" % e)
-    return cfg["id"], kind
+    return cfg["id"]
 
 
 def _manifest():
@@ -121,14 +108,18 @@ def run():
 
     check = "start"
     try:
+        check = "config"
+        kind, checks = _kind()
         check = "hal"
-        uid = _check_hal()
+        uid = _check_hal(checks)
         check = "store"
         _check_store()
         check = "crypto"
-        _check_crypto()
+        bad = checks.crypto()
+        if bad is not None:
+            raise _Fail("crypto: %s" % bad)
         check = "config"
-        dev, kind = _check_config()
+        dev = _check_config(checks)
     except _Fail as e:
         print("selftest: FAIL %s" % e)
         return False

@@ -1,17 +1,19 @@
-"""Firmware bundles: the firmware tree for one device kind, compiled with mpy-cross, with a manifest.
+"""Firmware bundles: the firmware one device app runs, compiled with mpy-cross, with a manifest.
 
 A bundle is a directory holding the files exactly as they go onto a board's flash plus
 `manifest.json`:
 
-    {"bundle": "<16 hex>", "compiler": "<mpy-cross --version>", "files": {"<device path>":
-     {"sha256": "<hex>", "size": n}, ...}, "format": 1, "kind": "alarm_post", "version": "0.1.0"}
+    {"board": "<name or empty>", "bundle": "<16 hex>", "compiler": "<mpy-cross --version>",
+     "files": {"<device path>": {"sha256": "<hex>", "size": n}, ...}, "format": 1,
+     "kind": "alarm_post", "port": "unix", "version": "0.1.0"}
 
-It holds boot.py, main.py, selftest.py, lib/, hal/ and the kind's own app (apps/<kind>/, no
-other app; KINDS are the kinds whose app the self-test knows). boot.py and main.py stay
-source (a board's start-up runs them by name); every other module is compiled to .mpy with
-its device path as the source name. The bundle id is the SHA-256 of the manifest without its
-"bundle" key, cut to 16 hex digits, so the same sources, version and compiler give the same
-bytes and the same id.
+It holds the modules the app imports and nothing else (provisioning/closure.py: boot.py,
+main.py, selftest.py, the kind's app package, the hardware layer of the board's port and
+every module they import), and with `board` its board file (boards/<board>.json, the pin
+map the hardware layer reads). boot.py and main.py stay source (a board's start-up runs them
+by name); every other module is compiled to .mpy with its device path as the source name.
+The bundle id is the SHA-256 of the manifest without its "bundle" key, cut to 16 hex digits,
+so the same sources, version and compiler give the same bytes and the same id.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioning.boards import VIRTUAL, BoardFile, known_ports
+from provisioning.closure import app_closure
 from provisioning.errors import ProvisionError
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
-KINDS = ("alarm_post", "sensor")  # kinds with an app and a self-test in firmware/
+KINDS = ("alarm_post", "sensor", "wristband")  # kinds with an app and a self-test check in firmware/
 FORMAT = 1
 MANIFEST = "manifest.json"
 SOURCE_FILES = ("boot.py", "main.py")  # stay .py on the device
@@ -52,26 +56,26 @@ class Bundle:
     bundle_id: str
     files: tuple[BundleFile, ...]
     manifest: bytes  # manifest.json as stored (it goes onto the device too)
+    board: str = ""  # the board file it carries; "" for the virtual board
+    port: str = "unix"
 
     def read(self, path: str) -> bytes:
         return (self.root / path).read_bytes()
 
 
-def source_files(kind: str, root: Path = FIRMWARE_DIR) -> list[tuple[str, Path]]:
-    """(device path of the source, host file) for everything a board of `kind` runs."""
+def source_files(kind: str, root: Path = FIRMWARE_DIR, port: str = "unix") -> list[tuple[str, Path]]:
+    """(device path of the source, host file) for everything a board of `kind` on `port` runs."""
     if kind not in KINDS:
         raise ProvisionError(f"no firmware for device kind {kind!r} (known: {', '.join(KINDS)})")
+    root = Path(root)
     if not (root / "main.py").is_file():
         raise ProvisionError(f"{root}: not a firmware tree (no main.py)")
-    files = [(name, root / name) for name in (*SOURCE_FILES, "selftest.py")]
-    for sub in ("lib", "hal"):
-        files += [(f"{sub}/{p.name}", p) for p in sorted((root / sub).glob("*.py"))]
-    files.append(("apps/__init__.py", root / "apps" / "__init__.py"))
-    files += [(f"apps/{kind}/{p.name}", p) for p in sorted((root / "apps" / kind).glob("*.py"))]
-    missing = [str(host) for _, host in files if not host.is_file()]
-    if missing:
-        raise ProvisionError(f"firmware tree {root} is incomplete: missing {', '.join(missing)}")
-    return files
+    files = app_closure(root, kind, port, known_ports(root))
+    out = []
+    for host in files:
+        rel = host.relative_to(root).as_posix()
+        out.append((rel, host))
+    return sorted(out)
 
 
 def _compiler() -> str:
@@ -116,8 +120,10 @@ def _manifest_bytes(fields: dict[str, object]) -> bytes:
     return (json.dumps(fields, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
-def build_bundle(kind: str, out: Path, root: Path = FIRMWARE_DIR, version: str | None = None) -> Bundle:
-    """Compile the firmware for `kind` into `out` (replaced if it holds a bundle); reproducible."""
+def build_bundle(
+    kind: str, out: Path, root: Path = FIRMWARE_DIR, version: str | None = None, board: BoardFile = VIRTUAL
+) -> Bundle:
+    """Compile the firmware for `kind` on `board` into `out` (replaced if it holds a bundle); reproducible."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise ProvisionError(f"{out}: exists and is not a bundle directory; choose an empty or new directory")
@@ -127,7 +133,7 @@ def build_bundle(kind: str, out: Path, root: Path = FIRMWARE_DIR, version: str |
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     stage.chmod(0o755)
     try:
-        for device_path, host in source_files(kind, root):
+        for device_path, host in source_files(kind, root, board.port):
             if device_path in SOURCE_FILES:
                 dest_path = device_path
                 dest = stage / dest_path
@@ -140,7 +146,14 @@ def build_bundle(kind: str, out: Path, root: Path = FIRMWARE_DIR, version: str |
                 _compile(host, device_path, dest)
             data = dest.read_bytes()
             files[dest_path] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        if board.path is not None:
+            dest = stage / board.device_path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(board.data)
+            files[board.device_path] = {"sha256": hashlib.sha256(board.data).hexdigest(), "size": len(board.data)}
         fields: dict[str, object] = {
+            "board": board.name,
+            "port": board.port,
             "compiler": compiler_version(),
             "files": files,
             "format": FORMAT,
@@ -192,4 +205,7 @@ def load_bundle(root: Path) -> Bundle:
             raise ProvisionError(f"{root / f.path}: {exc.strerror}") from exc
         if hashlib.sha256(data).hexdigest() != f.sha256 or len(data) != f.size:
             raise ProvisionError(f"{root / f.path}: SHA-256 differs from the manifest (damaged or edited)")
-    return Bundle(root, str(kind), str(version), str(bundle_id), files, raw)
+    board, port = m.get("board", ""), m.get("port", "unix")
+    if not isinstance(board, str) or not isinstance(port, str):
+        raise ProvisionError(f"{root / MANIFEST}: board and port must be strings")
+    return Bundle(root, str(kind), str(version), str(bundle_id), files, raw, board, port)

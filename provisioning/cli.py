@@ -1,9 +1,10 @@
 """guardian-provision: what a field technician runs to flash, key, self-test, register and label devices.
 
-    guardian-provision bundle --kind KIND --out DIR
+    guardian-provision bundle --kind KIND --out DIR [--board NAME]
     guardian-provision flash --kind KIND --port PORT [--port PORT ...] --venue V --zone Z
-        (--broker HOST:PORT | --transport uart) [--image IMG] [--bundle DIR]
-        [--channel NAME:TYPE[:key=value,...] ...]   (kind sensor: required, 1 to 8)
+        (--broker HOST:PORT | --transport uart) [--board NAME] [--image IMG [--drive DIR ...]]
+        [--bundle DIR] [--channel NAME:TYPE[:key=value,...] ...]   (kind sensor: required, 1 to 8)
+        [--resident REF ...]                         (kind wristband: one per --port, in order)
     guardian-provision list
     guardian-provision export --format csv|json [--out FILE]
     guardian-provision export --format gateway --gateway-key GW.x25519.pub --out FILE
@@ -35,7 +36,7 @@ from provisioning.errors import ProvisionError
 
 PROG = "guardian-provision"
 IDENT_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
-EXPORT_FIELDS = ("id", "kind", "uid", "venue", "zone", "state", "bundle", "fw", "mpy", "provisioned")
+EXPORT_FIELDS = ("id", "kind", "uid", "venue", "zone", "state", "bundle", "fw", "mpy", "provisioned", "resident")
 
 
 def _ident(text: str) -> str:
@@ -66,21 +67,68 @@ def _workspace(args: argparse.Namespace, create: bool = False) -> Any:
 # ------------------------------------------------------------------------------- commands
 
 
-def cmd_bundle(args: argparse.Namespace) -> int:
-    from provisioning.bundle import build_bundle
+def _board(args: argparse.Namespace) -> Any:
+    from provisioning.boards import VIRTUAL, load_board
+    from provisioning.bundle import FIRMWARE_DIR
 
-    b = build_bundle(args.kind, args.out, root=args.firmware) if args.firmware else build_bundle(args.kind, args.out)
-    print(f"{b.root}: bundle {b.bundle_id} for {b.kind}, version {b.version}, {len(b.files)} files")
+    if not args.board:
+        return VIRTUAL
+    return load_board(args.board, getattr(args, "firmware", None) or FIRMWARE_DIR)
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from provisioning.bundle import FIRMWARE_DIR, build_bundle
+
+    b = build_bundle(args.kind, args.out, root=args.firmware or FIRMWARE_DIR, board=_board(args))
+    on = f" on board {b.board} ({b.port})" if b.board else ""
+    print(f"{b.root}: bundle {b.bundle_id} for {b.kind}{on}, version {b.version}, {len(b.files)} files")
     return 0
+
+
+RESIDENT_MAX = 80  # agent/ble/venue.py: a resident's reference is 1-80 characters
+
+
+def _residents(args: argparse.Namespace) -> dict[str, str]:
+    if args.kind != "wristband":
+        if args.resident:
+            raise ProvisionError(f"flash: --resident is for --kind wristband only, not {args.kind}")
+        return {}
+    if len(args.resident) != len(args.port):
+        raise ProvisionError(
+            f"flash: --kind wristband needs one --resident REF per --port, in the same order "
+            f"({len(args.port)} ports, {len(args.resident)} residents)"
+        )
+    for ref in args.resident:
+        if not ref.strip() or len(ref) > RESIDENT_MAX or not ref.isprintable():
+            raise ProvisionError(f"flash: --resident: expected 1-{RESIDENT_MAX} printable characters")
+    return dict(zip(args.port, args.resident, strict=True))
+
+
+def _image_plans(args: argparse.Namespace, board: Any) -> dict[str, Any]:
+    from provisioning.image import plan_image, plan_uf2
+
+    if args.drive and (not args.image or board.image_route != "uf2"):
+        raise ProvisionError("flash: --drive is for a UF2 --image (a --board whose port is rp2, zephyr or nrf)")
+    if not args.image:
+        return {}
+    if board.image_route == "uf2":
+        if args.drive and len(args.drive) != len(args.port):
+            raise ProvisionError("flash: give one --drive per --port, in the same order")
+        drives = args.drive or [None] * len(args.port)
+        return {port: plan_uf2(port, args.image, board.port, d) for port, d in zip(args.port, drives, strict=True)}
+    # esptool: ESP boards, and the default when no --board names the route
+    return {port: plan_image(port, args.image) for port in args.port}
 
 
 def cmd_flash(args: argparse.Namespace) -> int:
     from provisioning.bundle import build_bundle, load_bundle
     from provisioning.channels import channels_for
     from provisioning.flash import FlashOptions, flash_all
-    from provisioning.image import plan_image
 
-    if args.transport == "mqtt" and args.broker is None:
+    if args.kind == "wristband":
+        if args.broker is not None or args.transport != "mqtt":
+            raise ProvisionError("flash: a wristband only advertises; --broker and --transport are not for it")
+    elif args.transport == "mqtt" and args.broker is None:
         raise ProvisionError("flash: --broker HOST:PORT is required with --transport mqtt")
     try:
         channels = channels_for(args.kind, args.channel)
@@ -88,15 +136,32 @@ def cmd_flash(args: argparse.Namespace) -> int:
         raise ProvisionError(f"flash: {exc}") from None
     if len(set(args.port)) != len(args.port):
         raise ProvisionError("flash: a port is named twice")
-    plans = {port: plan_image(port, args.image) for port in args.port} if args.image else {}
+    residents = _residents(args)
+    board = _board(args)
+    plans = _image_plans(args, board)
     with _workspace(args, create=True) as ws:
         if args.bundle:
             bundle = load_bundle(args.bundle)
             if bundle.kind != args.kind:
                 raise ProvisionError(f"{args.bundle}: bundle is for {bundle.kind}, not {args.kind}")
+            if bundle.board != board.name:
+                have = bundle.board or "the virtual board"
+                raise ProvisionError(f"{args.bundle}: bundle is for {have}, not {board.name or 'the virtual board'}")
         else:
-            bundle = build_bundle(args.kind, ws.home / "bundles" / args.kind)
-        opts = FlashOptions(args.kind, args.venue, args.zone, args.broker, args.transport, args.chunk, plans, channels)
+            name = f"{args.kind}-{board.name}" if board.name else args.kind
+            bundle = build_bundle(args.kind, ws.home / "bundles" / name, board=board)
+        opts = FlashOptions(
+            args.kind,
+            args.venue,
+            args.zone,
+            args.broker,
+            args.transport,
+            args.chunk,
+            plans,
+            channels,
+            board,
+            residents,
+        )
         outcomes = _run_flash(lambda make: flash_all(ws, bundle, opts, args.port, make), args.port)
     failed = 0
     for o in outcomes:
@@ -345,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--kind", required=True, choices=KINDS)
             p.add_argument("--out", required=True, type=Path, help="bundle directory to create or replace")
             p.add_argument("--firmware", type=Path, help="firmware tree (default: the project's firmware/)")
+            p.add_argument("--board", help="board file firmware/boards/NAME.json (default: the virtual board)")
         elif name == "flash":
             p.add_argument("--kind", required=True, choices=KINDS)
             p.add_argument("--port", required=True, action="append", help="serial port; repeat for several boards")
@@ -352,7 +418,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--zone", required=True, type=_ident)
             p.add_argument("--broker", type=_address, help="the venue's local MQTT broker HOST:PORT")
             p.add_argument("--transport", choices=("mqtt", "uart"), default="mqtt")
-            p.add_argument("--image", type=Path, help="base MicroPython image written with esptool first")
+            p.add_argument("--board", help="board file firmware/boards/NAME.json: pin map and base-image route")
+            p.add_argument(
+                "--image", type=Path, help="base MicroPython image, checked, then written (esptool, or UF2 to --drive)"
+            )
+            p.add_argument(
+                "--drive", type=Path, action="append", default=[], help="UF2 bootloader drive; one per --port, in order"
+            )
+            p.add_argument(
+                "--resident",
+                action="append",
+                default=[],
+                metavar="REF",
+                help="kind wristband: the resident's reference (as in the venue file); one per --port, in order",
+            )
             p.add_argument("--bundle", type=Path, help="a bundle directory (default: built from firmware/)")
             p.add_argument("--chunk", type=int, default=512, choices=(256, 512, 1024, 2048), help="bytes per write")
             p.add_argument(

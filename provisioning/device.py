@@ -164,6 +164,10 @@ class DeviceLink:
             raise DeviceError("copy", f"writing {path}: {exc}") from None
         self._exec("copy", _RENAME_CODE % {"tmp": tmp, "dst": path})
 
+    def run(self, step: str, code: str) -> bytes:
+        """Run a short program on the board (raw REPL); DeviceError(step) when it fails."""
+        return self._exec(step, code)
+
     def remove(self, path: str) -> None:
         self._exec("copy", f"import os\nos.remove({path!r})\n")
 

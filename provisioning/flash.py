@@ -2,15 +2,18 @@
 
 Per port, in this order (the step names are what a failure reports):
 
-    image     optional: base image with esptool (erase, write, verify)     provisioning/image.py
+    image     optional: base image by the board's route: esptool (erase, write, verify)
+              or a UF2 copy to the bootloader drive                         provisioning/image.py
     connect   the console in the raw REPL (mpremote's SerialTransport)     provisioning/device.py
     identify  the board's unique id -> its inventory record; a new board gets its device id
               (kind prefix + unique id) and a key generated here, saved (encrypted) before
               anything is written to the board
     copy      bundle files whose SHA-256 on the board differs; files the bundle does not own
               in lib/, hal/, apps/ (and left-over .tmp files) removed
-    key       config.json with identity, key and settings (a sensor's channels), when its
-              SHA-256 differs
+    key       config.json with identity, key and settings (a sensor's channels, the board
+              file's name), when its SHA-256 differs
+    clock     wristbands: the band clock set to the host's unix time (lib/bandclock.py
+              BandClock.set: never moved back), as the gateway's resolver expects
     selftest  soft reset, `selftest.run()` on the board; identity and versions read back
     register  the inventory record becomes "provisioned"
     label     QR code (PNG, SVG) and text line
@@ -34,18 +37,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from provisioning.boards import VIRTUAL, BoardFile
 from provisioning.bundle import MANIFEST, Bundle
 from provisioning.channels import SensorChannel
 from provisioning.device import MANAGED_DIRS, DeviceLink
 from provisioning.errors import DeviceError, ProvisionError
-from provisioning.image import ImagePlan, write_image
+from provisioning.image import ImagePlan, Uf2Plan, write_image, write_uf2
 from provisioning.labels import Label, make_label, write_label
 from provisioning.workspace import Workspace
 
 KIND_PREFIX = {"alarm_post": "AP", "wristband": "WB", "sensor": "VS"}
 KEY_BYTES = 32
 CONFIG = "config.json"
-STEPS = ("image", "connect", "identify", "copy", "key", "selftest", "register", "label", "restart")
+STEPS = ("image", "connect", "identify", "copy", "key", "clock", "selftest", "register", "label", "restart")
+BAND_DATA_DIR = "data"  # firmware/apps/wristband/app.py DEFAULTS["data_dir"]
+BAND_K = 10  # DEFAULTS["k"]; the gateway's [wristbands] k must match
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +62,10 @@ class FlashOptions:
     broker: tuple[str, int] | None = None  # local MQTT broker; None with transport "uart"
     transport: str = "mqtt"
     chunk: int = 512
-    image_plans: dict[str, ImagePlan] = field(default_factory=dict)  # by port
+    image_plans: dict[str, ImagePlan | Uf2Plan] = field(default_factory=dict)  # by port
     channels: tuple[SensorChannel, ...] = ()  # kind "sensor" only (provisioning/channels.py)
+    board: BoardFile = VIRTUAL
+    residents: dict[str, str] = field(default_factory=dict)  # kind "wristband": reference by port
 
 
 @dataclass(slots=True)
@@ -94,17 +102,21 @@ def device_id(kind: str, uid: str) -> str:
 
 def device_config(rec: dict[str, Any], opts: FlashOptions) -> bytes:
     """config.json for the board (docs: firmware/apps/<kind>/app.py load_config)."""
-    cfg: dict[str, Any] = {"kind": rec["kind"], "id": rec["id"], "key": rec["key"], "transport": opts.transport}
+    cfg: dict[str, Any] = {"kind": rec["kind"], "id": rec["id"], "key": rec["key"]}
+    if rec["kind"] != "wristband":  # a band only advertises: it has no link to the gateway
+        cfg["transport"] = opts.transport
     if opts.broker is not None:
         cfg["broker"], cfg["port"] = opts.broker
     if opts.channels:
         cfg["channels"] = [ch.config() for ch in opts.channels]
+    if opts.board.name:
+        cfg["board"] = opts.board.name
     return json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
 
 
-def new_record(dev: str, uid: str, opts: FlashOptions, key: bytes) -> dict[str, Any]:
+def new_record(dev: str, uid: str, opts: FlashOptions, key: bytes, resident: str | None = None) -> dict[str, Any]:
     """A board's inventory record as the identify step creates it: keyed, no step done yet."""
-    return {
+    rec: dict[str, Any] = {
         "id": dev,
         "uid": uid,
         "kind": opts.kind,
@@ -115,9 +127,14 @@ def new_record(dev: str, uid: str, opts: FlashOptions, key: bytes) -> dict[str, 
         "steps": [],
         "created": int(time.time()),
     }
+    if resident is not None:
+        rec["resident"] = resident  # kept in the encrypted inventory only, never in labels or logs
+    return rec
 
 
-def _begin(ws: Workspace, uid: str, opts: FlashOptions, bundle: Bundle) -> tuple[dict[str, Any], bool]:
+def _begin(
+    ws: Workspace, uid: str, opts: FlashOptions, bundle: Bundle, resident: str | None = None
+) -> tuple[dict[str, Any], bool]:
     """The board's inventory record (created with a fresh key for a new board); resumed or not."""
     inv = ws.inventory
     with inv.lock:
@@ -134,17 +151,29 @@ def _begin(ws: Workspace, uid: str, opts: FlashOptions, bundle: Bundle) -> tuple
                     f"board {uid} is {rec['id']} ({rec['kind']}, {rec['venue']}/{rec['zone']}); "
                     "revoke it before keying it for another kind, venue or zone",
                 )
+            if rec.get("resident") != resident:
+                # a band worn by one resident never silently becomes another's
+                raise DeviceError(
+                    "identify",
+                    f"board {uid} is {rec['id']} for another resident; revoke it before giving it to someone else",
+                )
             ws.commit("flash.resume", rec["id"], uid=uid, state=rec["state"], bundle=bundle.bundle_id)
             return rec, True
         dev = device_id(opts.kind, uid)
         if inv.by_id(dev) is not None:
             raise DeviceError("identify", f"device id {dev} is already in the inventory under another board")
-        rec = new_record(dev, uid, opts, os.urandom(KEY_BYTES))
+        rec = new_record(dev, uid, opts, os.urandom(KEY_BYTES), resident)
         inv.data["devices"][uid] = rec
         ws.commit(
             "flash.begin", dev, uid=uid, kind=opts.kind, venue=opts.venue, zone=opts.zone, bundle=bundle.bundle_id
         )
         return rec, False
+
+
+_CLOCK_CODE = """\
+import bandclock
+bandclock.BandClock(%(dir)r, %(k)d).set(%(now)d)
+"""
 
 
 def _done(ws: Workspace, rec: dict[str, Any], step: str, **detail: Any) -> None:
@@ -164,7 +193,10 @@ def flash_one(ws: Workspace, bundle: Bundle, opts: FlashOptions, port: str, prog
         if plan is not None:
             step = "image"
             progress.step(step)
-            write_image(plan)
+            if isinstance(plan, Uf2Plan):
+                write_uf2(plan)
+            else:
+                write_image(plan)
         step = "connect"
         progress.step(step)
         with DeviceLink(port, opts.chunk) as link:
@@ -172,7 +204,7 @@ def flash_one(ws: Workspace, bundle: Bundle, opts: FlashOptions, port: str, prog
             progress.step(step)
             uid = link.uid().hex()
             out.uid = uid
-            rec, out.resumed = _begin(ws, uid, opts, bundle)
+            rec, out.resumed = _begin(ws, uid, opts, bundle, opts.residents.get(port))
             out.device = rec["id"]
 
             step = "copy"
@@ -212,6 +244,13 @@ def flash_one(ws: Workspace, bundle: Bundle, opts: FlashOptions, port: str, prog
                 link.put(CONFIG, config, progress.advance)
                 out.copied += 1
             _done(ws, rec, "key", written=config_due)
+
+            if rec["kind"] == "wristband":
+                step = "clock"
+                progress.step(step, rec["id"])
+                now = int(time.time())
+                link.run("clock", _CLOCK_CODE % {"dir": BAND_DATA_DIR, "k": BAND_K, "now": now})
+                _done(ws, rec, "clock", unix=now)
 
             step = "selftest"
             progress.step(step, rec["id"])

@@ -1,0 +1,129 @@
+"""The modules one device app needs: the import closure of its code in the firmware tree.
+
+A bundle carries only what the app imports, so its .mpy bytes and the heap spent loading
+them are the app's own (docs/provisioning.md, "Bundle"). The closure starts from the files a
+board runs by name (boot.py, main.py, selftest.py), the app's package (apps/<kind>/, every
+file: selftest.py loads its `check` module by name) and the hardware layer of the board's
+port (hal/__init__.py, hal/<port>.py), and follows every `import` and `from ... import`
+anywhere in those files (inside functions and try/except ImportError too: an optional
+module that exists in the tree is carried), resolved as the board resolves them: sys.path is
+the flash root, then lib/.
+
+Two packages hold one module per variant, and only the running variant is carried:
+apps.<kind> (main.py names every app, config.json picks one) and hal.<port> (hal/__init__.py
+names every port's module, sys.platform picks one). A module the tree does not hold (a
+MicroPython built-in such as `machine` or `cryptolib`) is the firmware image's, not the
+bundle's. A dynamic import (`__import__(name)`) is not followed; nothing outside the app's
+package and selftest.py uses one.
+
+Written here rather than taken from a library: modulefinder and importlib resolve against the
+running CPython's sys.path and execute nothing of MicroPython's, while this has to resolve
+against a board's path and to know the two variant packages.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from pathlib import Path
+
+from provisioning.errors import ProvisionError
+
+SEARCH = ("", "lib")  # a board's sys.path: the flash root, then /lib
+ENTRY_FILES = ("boot.py", "main.py", "selftest.py")
+VARIANT_PACKAGES = ("apps", "hal")
+
+
+def module_file(root: Path, name: str) -> Path | None:
+    """The file `import name` loads on a board with this firmware tree, or None."""
+    parts = name.split(".")
+    for base in SEARCH:
+        d = root / base if base else root
+        stem = d.joinpath(*parts)
+        for candidate in (stem.with_suffix(".py"), stem / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _imported_names(path: Path, package: str) -> set[str]:
+    """Every module name the file imports, with the submodules a `from X import y` may name."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise ProvisionError(f"{path}:{exc.lineno}: not valid Python: {exc.msg}") from exc
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".") if package else []
+                parent = parent[: len(parent) - (node.level - 1)] if node.level > 1 else parent
+                base = ".".join([*parent, base] if base else parent)
+            if base:
+                names.add(base)
+            names.update(f"{base}.{alias.name}" if base else alias.name for alias in node.names)
+    return names
+
+
+def _with_parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _excluded(name: str, kind: str, port: str, ports: Iterable[str]) -> bool:
+    parts = name.split(".")
+    if len(parts) < 2:
+        return False
+    if parts[0] == "apps":
+        return parts[1] != kind
+    if parts[0] == "hal":
+        return parts[1] in ports and parts[1] != port
+    return False
+
+
+def _package_of(root: Path, path: Path) -> str:
+    rel = path.relative_to(root)
+    parts = list(rel.parts[:-1])
+    if parts and parts[0] == "lib":
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def app_closure(root: Path, kind: str, port: str, ports: Iterable[str]) -> list[Path]:
+    """The firmware files (sorted) that a board of `kind` on `port` runs.
+
+    Raises:
+        ProvisionError: the tree lacks the app, the port's hardware layer or an entry file,
+            or a file does not parse.
+    """
+    root = Path(root)
+    ports = set(ports) | {port}
+    app_dir = root / "apps" / kind
+    if not app_dir.is_dir():
+        raise ProvisionError(f"firmware tree {root} has no app for {kind} (apps/{kind}/)")
+    hal = root / "hal" / f"{port}.py"
+    if not hal.is_file():
+        raise ProvisionError(f"firmware tree {root} has no hardware layer for port {port} (hal/{port}.py)")
+    todo: list[Path] = [root / name for name in ENTRY_FILES]
+    todo += [root / "apps" / "__init__.py", root / "hal" / "__init__.py", hal]
+    todo += sorted(app_dir.glob("*.py"))
+    missing = [str(p) for p in todo if not p.is_file()]
+    if missing:
+        raise ProvisionError(f"firmware tree {root} is incomplete: missing {', '.join(missing)}")
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in sorted(_imported_names(path, _package_of(root, path))):
+            if _excluded(name, kind, port, ports):
+                continue
+            for part in _with_parents(name):
+                found = module_file(root, part)
+                if found is not None and found not in seen:
+                    todo.append(found)
+    return sorted(seen)

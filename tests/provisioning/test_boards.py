@@ -1,0 +1,200 @@
+"""Bundles carry only what the app imports; boards (--board) pick the pin map and the base-image
+route; base images are checked before anything is erased (UF2 blocks and families, the ESP
+image's chip); wristbands are flashed with their keys and resident on a virtual board."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from hil_tests.sim.board import board_uid
+from provisioning.boards import load_board
+from provisioning.bundle import FIRMWARE_DIR, build_bundle, source_files
+from provisioning.errors import ProvisionError
+from provisioning.image import (
+    UF2_END,
+    UF2_MAGIC0,
+    UF2_MAGIC1,
+    check_drive,
+    check_uf2,
+    esp_image_chip,
+    plan_uf2,
+    write_uf2,
+)
+from tests.conftest import MakeBoard
+from tests.provisioning.conftest import assert_user_error, provision
+
+VENUE, ZONE = "venue-1", "lounge"
+
+
+def _modules(kind: str, port: str = "unix", root: Path = FIRMWARE_DIR) -> set[str]:
+    return {path for path, _ in source_files(kind, root, port)}
+
+
+def test_each_bundle_carries_only_its_import_closure() -> None:
+    post, sensor, band = _modules("alarm_post"), _modules("sensor"), _modules("wristband")
+    common = {"boot.py", "main.py", "selftest.py", "hal/__init__.py", "hal/unix.py", "lib/clock.py"}
+    assert common <= post and common <= sensor and common <= band
+    # what the reporting devices send with, and nothing of the band's
+    for mod in ("lib/mqtt.py", "lib/link.py", "lib/uartlink.py", "lib/cobsframe.py", "lib/store.py", "lib/frame.py"):
+        assert mod in post and mod in sensor and mod not in band, mod
+    for mod in ("lib/advert.py", "lib/aesccm.py", "lib/bandclock.py", "lib/fall.py", "lib/sos.py"):
+        assert mod in band and mod not in post and mod not in sensor, mod
+    assert "lib/detector.py" in sensor and "lib/detector.py" not in post | band
+    assert "lib/button.py" in post and "lib/button.py" not in sensor  # the band's SOS button uses it too
+    # the band keeps its clock in atomic records without the outbox, and no frame crypto
+    assert {"lib/record.py"} <= band and not {"lib/store.py", "lib/cose.py", "lib/cbor.py", "lib/reporter.py"} & band
+    for kind, mods in (("alarm_post", post), ("sensor", sensor), ("wristband", band)):
+        assert {m for m in mods if m.startswith("apps/") and "/" in m[5:]} == {
+            f"apps/{kind}/__init__.py",
+            f"apps/{kind}/app.py",
+            f"apps/{kind}/check.py",
+        }
+        assert "lib/fixture_proto.py" not in mods  # the rig fixture's, imported by no device app
+
+
+def test_closure_picks_the_ports_hardware_layer_and_follows_its_imports(tmp_path: Path) -> None:
+    tree = tmp_path / "fw"
+    shutil.copytree(FIRMWARE_DIR, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    (tree / "hal" / "esp32.py").write_text("from hal import pinmap\nimport machine\n")
+    (tree / "hal" / "pinmap.py").write_text("import json\n")
+    (tree / "hal" / "rp2.py").write_text("import machine\n")
+    (tree / "boards").mkdir(exist_ok=True)
+    (tree / "boards" / "post-esp.json").write_text(json.dumps({"board": "post-esp", "port": "esp32"}))
+    esp = _modules("alarm_post", "esp32", tree)
+    assert {"hal/esp32.py", "hal/pinmap.py"} <= esp and not {"hal/unix.py", "hal/rp2.py"} & esp
+    unix = _modules("alarm_post", "unix", tree)
+    assert "hal/unix.py" in unix and not {"hal/esp32.py", "hal/pinmap.py", "hal/rp2.py"} & unix
+    with pytest.raises(ProvisionError, match=r"no hardware layer for port zephyr \(hal/zephyr.py\)"):
+        _modules("wristband", "zephyr", tree)
+
+    board = load_board("post-esp", tree)
+    b = build_bundle("alarm_post", tmp_path / "bundle", root=tree, board=board)
+    assert (b.board, b.port) == ("post-esp", "esp32")
+    assert b.read("boards/post-esp.json") == (tree / "boards" / "post-esp.json").read_bytes()
+    assert "hal/esp32.mpy" in {f.path for f in b.files} and "hal/unix.mpy" not in {f.path for f in b.files}
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("[]", "must hold a JSON object"),
+        ('{"board": "other", "port": "esp32"}', "\"board\" must be 'b1'"),
+        ('{"board": "b1", "port": "avr"}', '"port" must be one of'),
+        ("{", "not valid JSON"),
+    ],
+)
+def test_bad_board_file_is_named(tmp_path: Path, content: str, needle: str) -> None:
+    (tmp_path / "boards").mkdir()
+    (tmp_path / "boards" / "b1.json").write_text(content)
+    with pytest.raises(ProvisionError, match="b1.json") as exc:
+        load_board("b1", tmp_path)
+    assert needle in str(exc.value)
+    with pytest.raises(ProvisionError, match="known boards: b1"):
+        load_board("nope", tmp_path)
+
+
+# ------------------------------------------------------------------------------- images
+
+
+def uf2(payload: bytes, family: int = 0xE48BFF56, base: int = 0x10000000, chunk: int = 256) -> bytes:
+    """A UF2 file as picotool/uf2conv write it: 256 bytes per block, family id flag."""
+    parts = [payload[i : i + chunk] for i in range(0, len(payload), chunk)]
+    out = b""
+    for n, part in enumerate(parts):
+        head = struct.pack("<8I", UF2_MAGIC0, UF2_MAGIC1, 0x2000, base + n * chunk, len(part), n, len(parts), family)
+        out += head + part.ljust(476, b"\x00") + struct.pack("<I", UF2_END)
+    return out
+
+
+def test_uf2_image_checked_block_by_block(tmp_path: Path) -> None:
+    good = uf2(bytes(range(256)) * 8)
+    img = tmp_path / "fw.uf2"
+    img.write_bytes(good)
+    assert check_uf2(img, good, "rp2") == ("RP2040",)
+    assert check_uf2(img, uf2(b"\x01" * 600, 0xADA52840, 0x26000), "zephyr") == ("nRF52840",)
+    bad = {
+        "not a whole number of 512-byte": good[:-1],
+        "block 3: not a UF2 block": good[: 3 * 512] + b"\x00" * 512 + good[4 * 512 :],
+        "family 0xada52840 is not for the rp2 port": uf2(b"\x01" * 600, 0xADA52840),
+        "outside the chip's flash": uf2(b"\x01" * 600, base=0x20000000),
+        "7 of 8 blocks (truncated?)": good[:-512],
+        "no block to write": b"",
+    }
+    for needle, data in bad.items():
+        with pytest.raises(ProvisionError) as exc:
+            check_uf2(img, data, "rp2")
+        assert needle in str(exc.value), (needle, str(exc.value))
+    with pytest.raises(ProvisionError, match="esp32 port takes no UF2"):
+        check_uf2(img, good, "esp32")
+
+
+def test_uf2_goes_to_a_checked_bootloader_drive_then_the_console_port(tmp_path: Path) -> None:
+    img = tmp_path / "micropython.uf2"
+    img.write_bytes(uf2(b"\x02" * 1000))
+    drive = tmp_path / "RPI-RP2"
+    drive.mkdir()
+    console = tmp_path / "ttyACM0"
+    with pytest.raises(ProvisionError, match="not a UF2 bootloader drive"):
+        plan_uf2(str(console), img, "rp2", drive)
+    (drive / "INFO_UF2.TXT").write_text("UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\nBoard-ID: RPI-RP2\n")
+    with pytest.raises(ProvisionError, match="names no nRF52 bootloader"):
+        check_drive(drive, "zephyr")
+    plan = plan_uf2(str(console), img, "rp2", drive)
+    console.write_text("")  # the board's console appears once the image runs
+    assert write_uf2(plan, wait_s=2) == "RP2040"
+    assert (drive / img.name).read_bytes() == img.read_bytes()
+
+
+def test_esp_image_header_names_its_chip(tmp_path: Path) -> None:
+    from esptool.bin_image import ESP32S3FirmwareImage, ImageSegment
+
+    image = ESP32S3FirmwareImage()
+    image.entrypoint = 0x40370000
+    segment = ImageSegment(0x3FC88000, b"\x00" * 64)
+    segment.name = "dram0"
+    image.segments = [segment]
+    path = tmp_path / "fw.bin"
+    image.save(str(path))
+    assert esp_image_chip(path, path.read_bytes()) == "ESP32-S3"
+    with pytest.raises(ProvisionError, match="not an ESP firmware image"):
+        esp_image_chip(path, b"\x00" + path.read_bytes()[1:])
+
+
+# ------------------------------------------------------------------------------- wristbands
+
+
+def test_wristband_flashed_with_key_resident_and_clock_on_a_virtual_board(
+    tmp_path: Path, make_board: MakeBoard
+) -> None:
+    home = tmp_path / "station"
+    board = make_board("band-1")
+    dev = "WB-" + board_uid(board.name).hex().upper()
+    args = ["flash", "--kind", "wristband", "--venue", VENUE, "--zone", ZONE, "--port", board.console_path]
+    refused = provision(home, *args)
+    assert_user_error(refused, "guardian-provision", "--kind wristband needs one --resident REF per --port")
+    refused = provision(home, *args, "--resident", "Room 12", "--broker", "127.0.0.1:1883")
+    assert_user_error(refused, "guardian-provision", "a wristband only advertises")
+
+    first = provision(home, *args, "--resident", "Room 12 - Mrs A.", timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"{board.console_path}: {dev} ok (new;" in first.stdout
+    board.wait_console(f"wristband: {dev} up", timeout=10)  # restarted into the band's app
+    cfg = json.loads((board.flash_dir / "config.json").read_text())
+    assert cfg["kind"] == "wristband" and cfg["id"] == dev and len(bytes.fromhex(cfg["key"])) == 32
+    assert "transport" not in cfg and "broker" not in cfg
+    assert (board.flash_dir / "data" / "clock.0").is_file()  # the band clock was set
+    assert not (board.flash_dir / "lib" / "mqtt.mpy").exists()
+    assert (board.flash_dir / "lib" / "advert.mpy").exists()
+    for text in (first.stdout, (home / "audit.log").read_text(), (home / "labels" / f"{dev}.txt").read_text()):
+        assert "Mrs A." not in text and cfg["key"] not in text
+    assert '"action":"flash.clock"' in (home / "audit.log").read_text()
+    exported = json.loads(provision(home, "export", "--format", "json").stdout)
+    assert [(r["id"], r["kind"], r["resident"]) for r in exported] == [(dev, "wristband", "Room 12 - Mrs A.")]
+
+    other = provision(home, *args, "--resident", "Room 14 - Mr B.", timeout=120)
+    assert other.returncode == 1 and "for another resident; revoke it" in other.stdout, other.stdout
