@@ -71,7 +71,7 @@ def _load(path, limit=_MAX_PAYLOAD):
     # the checksum and one byte more that must not be there. Nothing larger than the record
     # itself is allocated, so a board near its heap limit can still load its outbox.
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - closed in the finally below; a missing file is told apart first
     except OSError as e:
         if e.errno == _ENOENT:
             return None

@@ -7,7 +7,7 @@ import os
 import struct
 
 import record
-from record import StoreError, atomic_write, read  # noqa: F401 - this module's API too
+from record import StoreError, atomic_write, read
 
 try:
     from micropython import const

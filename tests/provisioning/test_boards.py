@@ -91,7 +91,7 @@ def test_closure_picks_the_ports_hardware_layer_and_follows_its_imports(tmp_path
 def test_bad_board_file_is_named(tmp_path: Path, content: str, needle: str) -> None:
     (tmp_path / "boards").mkdir()
     (tmp_path / "boards" / "b1.json").write_text(content)
-    with pytest.raises(ProvisionError, match="b1.json") as exc:
+    with pytest.raises(ProvisionError, match=r"b1\.json") as exc:
         load_board("b1", tmp_path)
     assert needle in str(exc.value)
     with pytest.raises(ProvisionError, match="known boards: b1"):

@@ -1,5 +1,6 @@
 # What the self-test (selftest.py) checks for an alarm post: its pins and its frame crypto.
 import framecheck
+
 from apps.alarm_post import app  # noqa: F401 - the self-test runs app.load_config()
 
 INPUTS = ("button", "tamper")

@@ -4,6 +4,7 @@
 import binascii
 
 import advert
+
 from apps.wristband import app  # noqa: F401 - the self-test runs app.load_config()
 
 INPUTS = ("button", "strap")

@@ -1,0 +1,31 @@
+# Frozen modules for the esp32 port's Guardian Edge image (alarm_post, sensor): the apps' import
+# closure (provisioning/closure.py; tests/provisioning/test_manifests.py keeps the two equal), frozen
+# so their bytecode and constants run from flash instead of the heap. Build with
+#   make -C ports/esp32 BOARD=<board> FROZEN_MANIFEST=<this file>   (MicroPython source tree)
+# boot.py, main.py and config.json stay on the filesystem (the start-up runs them by name).
+# The port's own frozen modules come first.
+include("$(PORT_DIR)/boards/manifest.py")
+
+# lib/: the pure modules
+module("button.py", base_path="../lib")
+module("cbor.py", base_path="../lib")
+module("clock.py", base_path="../lib")
+module("cobsframe.py", base_path="../lib")
+module("cose.py", base_path="../lib")
+module("detector.py", base_path="../lib")
+module("devconfig.py", base_path="../lib")
+module("frame.py", base_path="../lib")
+module("framecheck.py", base_path="../lib")
+module("link.py", base_path="../lib")
+module("mqtt.py", base_path="../lib")
+module("record.py", base_path="../lib")
+module("reporter.py", base_path="../lib")
+module("store.py", base_path="../lib")
+module("uartlink.py", base_path="../lib")
+
+# the hardware layer: hal/__init__.py, the port's module and what it imports
+package("hal", files=["__init__.py", "esp32.py"], base_path="..")
+
+# the apps this image serves, and the self-test
+package("apps", files=["__init__.py", "alarm_post/__init__.py", "alarm_post/app.py", "alarm_post/check.py", "sensor/__init__.py", "sensor/app.py", "sensor/check.py"], base_path="..")
+module("selftest.py", base_path="..")
