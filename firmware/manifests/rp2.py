@@ -27,5 +27,17 @@ module("uartlink.py", base_path="../lib")
 package("hal", files=["__init__.py", "rp2.py"], base_path="..")
 
 # the apps this image serves, and the self-test
-package("apps", files=["__init__.py", "alarm_post/__init__.py", "alarm_post/app.py", "alarm_post/check.py", "sensor/__init__.py", "sensor/app.py", "sensor/check.py"], base_path="..")
+package(
+    "apps",
+    files=[
+        "__init__.py",
+        "alarm_post/__init__.py",
+        "alarm_post/app.py",
+        "alarm_post/check.py",
+        "sensor/__init__.py",
+        "sensor/app.py",
+        "sensor/check.py",
+    ],
+    base_path="..",
+)
 module("selftest.py", base_path="..")

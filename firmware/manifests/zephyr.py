@@ -21,5 +21,7 @@ module("sos.py", base_path="../lib")
 package("hal", files=["__init__.py", "zephyr.py"], base_path="..")
 
 # the apps this image serves, and the self-test
-package("apps", files=["__init__.py", "wristband/__init__.py", "wristband/app.py", "wristband/check.py"], base_path="..")
+package(
+    "apps", files=["__init__.py", "wristband/__init__.py", "wristband/app.py", "wristband/check.py"], base_path=".."
+)
 module("selftest.py", base_path="..")
