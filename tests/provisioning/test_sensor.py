@@ -64,7 +64,7 @@ def test_sensor_bundle_carries_its_app_only_and_is_reproducible(tmp_path: Path, 
     manifest = json.loads(again.manifest)
     assert manifest["kind"] == "sensor"
     apps = sorted(p for p in manifest["files"] if p.startswith("apps/"))
-    assert apps == ["apps/__init__.mpy", "apps/sensor/__init__.mpy", "apps/sensor/app.mpy"]
+    assert apps == ["apps/__init__.mpy", "apps/sensor/__init__.mpy", "apps/sensor/app.mpy", "apps/sensor/check.mpy"]
     assert {"lib/detector.mpy", "lib/reporter.mpy", "selftest.mpy", "main.py"} <= set(manifest["files"])
 
 
