@@ -41,7 +41,7 @@ _WIFI_JOIN_MS = const(15000)  # a join that has not succeeded by then is retried
 _BUZZ_DUTY = const(32768)
 _LIGHT_MIN_MS = const(20)  # shorter waits are not worth a light sleep's wake-up
 _ADC_SAMPLES = const(4)
-_RTC_FLOOR = const(1704067200)  # 2024-01-01: an RTC below this has not been set
+RTC_FLOOR = const(1704067200)  # 2024-01-01: an RTC below this has not been set
 BATTERY_UNKNOWN = const(255)
 # reset causes in the first heartbeat (docs/protocol.md section 2.1, HEARTBEAT key 4)
 RESET_UNKNOWN = const(0)
@@ -453,12 +453,13 @@ class MachineBoard:
                 raise AttributeError("hal: board %s has no accelerometer in its pin map" % self.spec["board"])
             from hal.lis3dh import Lis3dh
 
-            i = self.spec["i2c"]
-            m = self.machine
-            bus = m.I2C(i["id"], scl=m.Pin(i["scl"]), sda=m.Pin(i["sda"]), freq=i["freq"])
-            dev = Lis3dh(bus, a["addr"], a["odr_hz"], a["range_g"], a["watermark"])
+            dev = Lis3dh(self._i2c(self.spec["i2c"]), a["addr"], a["odr_hz"], a["range_g"], a["watermark"])
             self._accel = _Accel(self, dev, a["int"])
         return self._accel
+
+    def _i2c(self, i):
+        m = self.machine
+        return m.I2C(i["id"], scl=m.Pin(i["scl"]), sda=m.Pin(i["sda"]), freq=i["freq"])
 
     def battery(self):
         # the cell's charge in % from its voltage (the divider and the curve of the board
@@ -489,7 +490,7 @@ class MachineBoard:
         # unix seconds from the RTC's calendar, None until it has been set
         dt = self.machine.RTC().datetime()  # (year, month, day, weekday, h, m, s, subseconds)
         t = unix_time(dt[0], dt[1], dt[2], dt[4], dt[5], dt[6])
-        return t if t >= _RTC_FLOOR else None
+        return t if t >= RTC_FLOOR else None
 
     def set_rtc(self, unix):
         y, mo, d, h, mi, s, wd = civil(unix)

@@ -15,7 +15,7 @@
 # - machine.WDT and machine.reset_cause() only where the port build has them (checked).
 import time
 
-from hal.machineboard import _RTC_FLOOR, MachineBoard
+from hal.machineboard import RTC_FLOOR, MachineBoard
 
 try:
     from micropython import const
@@ -45,7 +45,12 @@ class Board(MachineBoard):
     def rtc(self):
         now, offset = self._clock
         t = int(now()) + offset
-        return t if t >= _RTC_FLOOR else None
+        return t if t >= RTC_FLOOR else None
+
+    def _i2c(self, i):
+        # the bus by its devicetree name; its pins and speed are the devicetree's (the board
+        # file's i2c pins document the wiring)
+        return self.machine.I2C("i2c%d" % i["id"])
 
     def set_rtc(self, unix):
         raise OSError("hal: the zephyr port has no settable RTC")
