@@ -32,7 +32,15 @@ def _check_hal():
             v = getattr(b, name).value()
             if v not in (0, 1):
                 raise _Fail("hal: input %s reads %r" % (name, v))
-        for name in ("led_r", "led_g", "led_b", "buzzer"):
+        outputs = ("led_r", "led_g", "led_b", "buzzer")
+        if not hasattr(b, "led_r"):
+            # a neopixel LED has no pins of its own: the colour goes through rgb()
+            b.rgb(1, 1, 1)
+            if b.colour() != (1, 1, 1):
+                raise _Fail("hal: the LED does not take a colour")
+            b.rgb(0, 0, 0)
+            outputs = ("buzzer",)
+        for name in outputs:
             pin = getattr(b, name)
             pin.value(1)
             if pin.value() != 1:

@@ -81,12 +81,10 @@ def Board(config=CONFIG, boards=BOARDS_DIR):
     # the board this firmware runs on, built from its pin map
     p, s, wifi = spec(config, boards)
     mod = _port_module(p)
-    if s is None or p == "unix":
-        return mod.Board()
     try:
         return mod.make(s, wifi)
     except ImportError as e:
-        raise HalError("hal: board %s: this firmware image lacks a module the %s hal needs: %s" % (s["board"], p, e))
+        raise HalError("hal: %s: this firmware image lacks a module the %s hal needs: %s" % (config, p, e))
 
 
 def safe_mode(hold_ms=2000, config=CONFIG, boards=BOARDS_DIR):

@@ -22,8 +22,33 @@ PARTS = ("lis3dh",)
 ODRS = (1, 10, 25, 50, 100, 200, 400)
 RANGES = (2, 4, 8, 16)
 # a Li-ion/LiPo cell at light load, mV -> % (used when a battery has no "curve")
-LIPO_CURVE = [[3300, 0], [3500, 5], [3600, 10], [3700, 30], [3750, 45], [3800, 55], [3900, 70], [4000, 85], [4100, 95], [4200, 100]]
-_TOP = ("board", "port", "note", "led", "buzzer", "uart", "i2c", "accel", "battery", "sensors", "wdt_ms", "adc_vref_mv", "sleep")
+LIPO_CURVE = [
+    [3300, 0],
+    [3500, 5],
+    [3600, 10],
+    [3700, 30],
+    [3750, 45],
+    [3800, 55],
+    [3900, 70],
+    [4000, 85],
+    [4100, 95],
+    [4200, 100],
+]
+_TOP = (
+    "board",
+    "port",
+    "note",
+    "led",
+    "buzzer",
+    "uart",
+    "i2c",
+    "accel",
+    "battery",
+    "sensors",
+    "wdt_ms",
+    "adc_vref_mv",
+    "sleep",
+)
 
 
 class _Check:
@@ -106,7 +131,11 @@ def check(doc, path, port, name=None):
         out["buzzer"] = b
     if "uart" in doc:
         d = c.obj(doc["uart"], "uart", ("id", "tx", "rx"))
-        out["uart"] = {"id": c.int(d.get("id"), "uart.id", 0, 7), "tx": c.pin(d.get("tx"), "uart.tx"), "rx": c.pin(d.get("rx"), "uart.rx")}
+        out["uart"] = {
+            "id": c.int(d.get("id"), "uart.id", 0, 7),
+            "tx": c.pin(d.get("tx"), "uart.tx"),
+            "rx": c.pin(d.get("rx"), "uart.rx"),
+        }
     if "i2c" in doc:
         d = c.obj(doc["i2c"], "i2c", ("id", "scl", "sda", "freq"))
         out["i2c"] = {
@@ -137,12 +166,19 @@ def check(doc, path, port, name=None):
 def _led(c, v):
     if isinstance(v, dict) and "neopixel" in v:
         d = c.obj(v, "led", ("neopixel", "level"))
-        return {"neopixel": c.pin(d["neopixel"], "led.neopixel"), "level": c.int(d.get("level", 64), "led.level", 1, 255)}
+        return {
+            "neopixel": c.pin(d["neopixel"], "led.neopixel"),
+            "level": c.int(d.get("level", 64), "led.level", 1, 255),
+        }
     d = c.obj(v, "led", ("rgb", "active", "duty"))
     rgb = d.get("rgb")
     if not isinstance(rgb, list) or len(rgb) != 3:
         c.fail("led", 'needs "rgb": [r, g, b] pins or "neopixel": pin')
-    led = {"rgb": [c.pin(p, "led.rgb[%d]" % i) for i, p in enumerate(rgb)], "active": c.level(d, "led", 1), "duty": None}
+    led = {
+        "rgb": [c.pin(p, "led.rgb[%d]" % i) for i, p in enumerate(rgb)],
+        "active": c.level(d, "led", 1),
+        "duty": None,
+    }
     if "duty" in d:
         led["duty"] = c.int(d["duty"], "led.duty", 1, 65535)
     return led
@@ -208,7 +244,7 @@ def _sensors(c, v):
 def load(name, port, boards="boards"):
     # boards/<name>.json checked for `port`
     if not isinstance(name, str) or not name or "/" in name or "." in name:
-        raise HalError('hal: config.json: board must be a board file name (boards/<board>.json), not %r' % (name,))
+        raise HalError("hal: config.json: board must be a board file name (boards/<board>.json), not %r" % (name,))
     import json
 
     path = "%s/%s.json" % (boards, name)

@@ -10,7 +10,7 @@
 #   The BLE controller does not advertise while the chip sleeps in MicroPython's build
 #   (no Bluetooth modem-sleep), so the band sends the advert it was given when it wakes.
 # make() builds the board from the real modules; tests pass fakes to Board().
-from hal.machineboard import MachineBoard
+from hal.machineboard import MachineBoard, _Input
 
 
 class Board(MachineBoard):
@@ -19,14 +19,14 @@ class Board(MachineBoard):
 
     def __init__(self, spec, machine, network=None, bluetooth=None, neopixel=None, wifi=None):
         MachineBoard.__init__(self, spec, machine, network, bluetooth, neopixel, wifi)
-        self._light = spec.get("sleep") == "light" and hasattr(self.button, "pin")
+        self._light = spec.get("sleep") == "light"
 
     def _sleep(self, ms):
         # GPIO edges do not wake a light sleep, levels do: while asleep the button's
         # interrupt waits for its pressed level (Pin.irq(wake=SLEEP)), then the edge
         # interrupts come back and a press that woke the chip is recorded with the wake time
         b = self.button
-        if b.value():
+        if not isinstance(b, _Input) or b.value():
             return False  # pressed already: a level wake would fire at once
         m = self.machine
         Pin = m.Pin

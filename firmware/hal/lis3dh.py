@@ -63,7 +63,9 @@ class AccelError(Exception):
 class Lis3dh:
     def __init__(self, i2c, addr=0x18, odr_hz=50, range_g=8, watermark=16, ticks=ticks_ms):
         if odr_hz not in _ODR or range_g not in _FS or not 1 <= watermark < _FIFO_DEPTH:
-            raise AccelError("lis3dh: unsupported rate %r Hz, range %r g or watermark %r" % (odr_hz, range_g, watermark))
+            raise AccelError(
+                "lis3dh: unsupported rate %r Hz, range %r g or watermark %r" % (odr_hz, range_g, watermark)
+            )
         self.i2c = i2c
         self.addr = addr
         self.period_ms = 1000 // odr_hz

@@ -22,6 +22,7 @@ import os
 import select
 
 from clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
+
 from hal import HalError
 from hal.wake import Wake
 
@@ -279,10 +280,9 @@ class MachineBoard:
         self.hard_irq = self.HARD_IRQ
         self.wake = Wake()
         self._inputs = []
-        for name in ("button", "tamper", "strap"):
-            s = spec.get(name)
-            pin = self._input(name, s) if s is not None else _Absent(name)
-            setattr(self, name, pin)
+        self.button = self._part("button")
+        self.tamper = self._part("tamper")
+        self.strap = self._part("strap")
         self._sensor_inputs = {}
         self._pixel = None
         self._leds = None
@@ -309,6 +309,7 @@ class MachineBoard:
         self._accel = None
         self._bat = None
         self._wdt = None
+        self._no_wdt = False
         self._wlan = None
         self._wifi = wifi
         self._wifi_next = ticks_ms()
@@ -317,6 +318,10 @@ class MachineBoard:
         self.wifi_joins = 0
         self._light = False  # light sleep between waits (a port that supports it sets it)
         self.light_sleeps = 0
+
+    def _part(self, name):
+        s = self.spec.get(name)
+        return self._input(name, s) if s is not None else _Absent(name)
 
     def _input(self, name, s):
         pin = _Input(self.machine, name, s, self.wake, self.hard_irq)
@@ -373,16 +378,17 @@ class MachineBoard:
             self._accel.int.irq(handler=None)
 
     def _feed(self):
+        if self._no_wdt:
+            return
         w = self._wdt
         if w is None:
             WDT = getattr(self.machine, "WDT", None)
             if WDT is None:
                 print("hal: this port has no machine.WDT: the board runs without a watchdog")
-                w = self._wdt = False
-            else:
-                w = self._wdt = WDT(timeout=self.spec.get("wdt_ms", 8000))
-        if w:
-            w.feed()
+                self._no_wdt = True
+                return
+            w = self._wdt = WDT(timeout=self.spec.get("wdt_ms", 8000))
+        w.feed()
 
     # Wi-Fi
 
@@ -393,10 +399,15 @@ class MachineBoard:
         return w is not None and w.isconnected()
 
     def _wifi_step(self, now):
+        creds = self._wifi
+        if creds is None:
+            return
         w = self._wlan
         if w is None:
             if self.network is None:
-                raise HalError("hal: board %s: config.json has wifi but the port has no network module" % self.spec["board"])
+                raise HalError(
+                    "hal: board %s: config.json has wifi but the port has no network module" % self.spec["board"]
+                )
             w = self._wlan = self.network.WLAN(self.network.STA_IF)
             w.active(True)
         if w.isconnected():
@@ -422,7 +433,7 @@ class MachineBoard:
         self._wifi_since = now
         self.wifi_joins += 1
         try:
-            w.connect(self._wifi[0], self._wifi[1])  # returns at once; isconnected() follows
+            w.connect(creds[0], creds[1])  # returns at once; isconnected() follows
         except OSError as e:
             print("hal: wifi join could not start: %s" % e)
 

@@ -192,7 +192,6 @@ class _Adc:
         return raw << 4 | raw >> 8
 
 
-
 class _AdcEsp32(_Adc):
     # esp32 flavour: attenuation and the calibrated read_uv()
     ATTN_11DB = 3
@@ -434,7 +433,7 @@ class Lis3dh:
         lsb = self.mg_per_lsb()
         raw = []
         for v in (x, y, z):
-            c = max(-2048, min(2047, int(round(v / lsb))))
+            c = max(-2048, min(2047, round(v / lsb)))
             raw.append((c << 4) & 0xFFFF)
         if self.regs[0x24] & 0x40 and self.regs[0x2E] >> 6 == 2:
             if len(self.fifo) == 32:

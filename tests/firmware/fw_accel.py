@@ -110,7 +110,11 @@ def _via_fifo(trace, cancel_after_suspect_ms=None, batch=16):
                 events.append((r, st))
                 if r == fall.SUSPECT:
                     suspect_t = st
-            if suspect_t is not None and cancel_after_suspect_ms is not None and st - suspect_t >= cancel_after_suspect_ms:
+            if (
+                suspect_t is not None
+                and cancel_after_suspect_ms is not None
+                and st - suspect_t >= cancel_after_suspect_ms
+            ):
                 r = d.cancel()
                 if r is not None:
                     events.append((r, st))

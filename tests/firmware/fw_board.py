@@ -64,7 +64,7 @@ def test_rgb_pins_follow_the_colour_active_low():
 def test_pwm_led_dims_and_the_buzzer_sounds_its_tone():
     b, m, _, _, _ = _board({"led": {"rgb": [1, 2, 3], "active": 1, "duty": 20000}})
     leds = [p for p in m.pwms if p.pin.id in (1, 2, 3)]
-    buzz = [p for p in m.pwms if p.pin.id == 10][0]
+    buzz = next(p for p in m.pwms if p.pin.id == 10)
     assert [p.duty for p in leds] == [0, 0, 0] and buzz.duty == 0 and buzz.f == 2700
     b.rgb(0, 1, 0)
     assert [p.duty for p in leds] == [0, 20000, 0]
@@ -126,7 +126,7 @@ def test_absent_parts_read_zero_and_take_writes():
 
 
 def test_uart_is_set_up_to_never_block_a_read():
-    b, m, _, _, _ = _board()
+    b, _m, _, _, _ = _board()
     u = b.uart(9600)
     assert (u.id, u.baudrate, u.timeout, u.tx.id, u.rx.id) == (1, 9600, 0, 21, 20)
     buf = bytearray(8)
@@ -212,13 +212,13 @@ def test_a_port_without_a_watchdog_runs_without_one():
     m.WDT = None
     b.service()
     b.service()
-    assert b._wdt is False
+    assert b._no_wdt and b._wdt is None
 
 
 def test_reset_cause_maps_to_the_protocol_codes():
     for cause, code in ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (99, 0)):
         assert _board(cause=cause)[0].reset_cause() == code
-    b, m, _, _, _ = _board()
+    b, _m, _, _, _ = _board()
     raises(fakes.FakeReset, b.reset)
     assert b.uid() == b"\x10\x20\x30\x40\x50\x60"
 
@@ -227,7 +227,7 @@ def test_reset_cause_maps_to_the_protocol_codes():
 
 
 def test_wifi_joins_and_retries_with_doubling_backoff():
-    b, m, net, _, _ = _board(wifi=("venue-net", "s3cret-pass"))
+    b, _m, net, _, _ = _board(wifi=("venue-net", "s3cret-pass"))
     net.accept = False
     assert not b.online()
     t0 = b._wifi_next
@@ -268,7 +268,7 @@ def test_wifi_joins_and_retries_with_doubling_backoff():
 
 
 def test_no_wifi_configured_is_always_online_and_never_touches_the_radio():
-    b, m, net, _, _ = _board()
+    b, _m, net, _, _ = _board()
     b.service()
     assert b.online() and net.wlans == []
 

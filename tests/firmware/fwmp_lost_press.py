@@ -5,9 +5,9 @@
 # poll ends at the press and the app sees one ALARM.
 # MicroPython only: CPython's select.poll takes only file descriptors, and what is proven here
 # is MicroPython's poll of a stream object (extmod/modselect.c).
+import _thread
 import json
 
-import _thread
 import fakes
 from apps.alarm_post import app
 from clock import sleep_ms, ticks_diff, ticks_ms
