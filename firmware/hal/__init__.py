@@ -90,8 +90,11 @@ def Board(config=CONFIG, boards=BOARDS_DIR):
 def safe_mode(hold_ms=2000, config=CONFIG, boards=BOARDS_DIR):
     # True when the button is held through the first hold_ms after power-up: main.py then
     # starts nothing but the REPL. Nothing else is started (no watchdog, no radio).
+    # The virtual board has no power-up button check (its supervisor's inputs go to the app).
     from clock import sleep_ms, ticks_diff, ticks_ms
 
+    if port() == "unix":
+        return False
     b = Board(config, boards)
     try:
         start = ticks_ms()

@@ -12,6 +12,7 @@
 # Inputs arrive as edges with the time the pin's interrupt recorded them (the hal's edge
 # rings, handed over by board.service()); the loop does the rest.
 import devconfig
+from clock import ticks_ms
 import frame
 import reporter
 from button import LONG, PRESS, Debouncer
@@ -55,6 +56,11 @@ class AlarmPost(Reporter):
         self.dropped_tamper = 0
         board.button.irq(self._edge)
         board.tamper.irq(self._edge)
+        # a button already held (or a lid already open) when the app starts has no edge
+        now = ticks_ms()
+        for pin in (board.button, board.tamper):
+            if pin.value():
+                self.edges.append((pin, 1, now))
 
     # inputs
 

@@ -110,6 +110,8 @@ class Wristband:
         self.adverts = 0
         self.poller = select.poll()
         board.button.irq(self._edge)
+        if board.button.value():  # held when the app starts: no edge for it
+            self.edges.append((1, ticks_ms()))
         board.register(self.poller)
         print("wristband: %s up, clock %d, event id %d" % (cfg["id"], self.clock.now(), self.clock.event_id))
 
