@@ -20,7 +20,7 @@ SPEC = {
     "board": "t-post",
     "port": "esp32",
     "button": {"pin": 9, "active": 0, "pull": "up"},
-    "tamper": {"pin": 4, "active": 1, "pull": "up"},
+    "tamper": {"pin": 4, "active": 1, "pull": "down"},  # the lid closed
     "led": {"rgb": [1, 2, 3], "active": 1},
     "buzzer": {"pin": 10, "active": 1},
     "uart": {"id": 1, "tx": 21, "rx": 20},

@@ -12,10 +12,10 @@
 # Inputs arrive as edges with the time the pin's interrupt recorded them (the hal's edge
 # rings, handed over by board.service()); the loop does the rest.
 import devconfig
-from clock import ticks_ms
 import frame
 import reporter
 from button import LONG, PRESS, Debouncer
+from clock import ticks_ms
 from reporter import P0, P1, Reporter
 
 try:
