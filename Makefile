@@ -1,7 +1,8 @@
 # Guardian Edge — set-up, demo, tests.
 #   make demo   a simulated venue: real firmware -> real agent -> central broker
 #   make test   the whole suite
-#   make lint   ruff, mypy, codespell
+#   make lint   ruff, mypy, codespell, and tools/fwlint.py: mpy-cross on every firmware file,
+#               pyright on firmware/ against each board's stubs (.venv/stubs/<target>)
 #   make bench  end-to-end benchmarks, one JSON line each (docs/benchmarks.md);
 #               make bench ONLY=<name> runs one, RUNS=<n> sets the runs per benchmark
 # Set-up is idempotent: the first target that needs it creates .venv, installs the project
@@ -21,7 +22,20 @@ RUNS ?=
 
 .PHONY: setup demo test lint bench clean os-deps
 
-setup: $(STAMP) os-deps
+STUBS := $(VENV)/stubs/.installed
+# MicroPython board stubs, one directory per target: they all define machine, network, ...
+# so they cannot share the venv's site-packages (pins: STUB_PINS below, docs/boards.md)
+STUB_PINS := esp32=micropython-esp32-stubs==1.29.0.post1 rp2=micropython-rp2-stubs==1.29.0.post1 \
+	zephyr=micropython-nrf-stubs==1.29.0.post1 unix=micropython-unix-stubs==1.29.0.post1
+
+setup: $(STAMP) $(STUBS) os-deps
+
+$(STUBS): $(STAMP) Makefile
+	@for pin in $(STUB_PINS); do \
+	  t=$${pin%%=*}; req=$${pin#*=}; rm -rf $(VENV)/stubs/$$t; \
+	  $(PY) -m pip install --quiet --no-deps --target $(VENV)/stubs/$$t "$$req" "micropython-stdlib-stubs==1.29.0.post2" || exit 1; \
+	done
+	@touch $(STUBS)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -49,6 +63,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/codespell
+	$(PY) tools/fwlint.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,7 +1,12 @@
-# Starts the app that config.json's "kind" names. A config that cannot be used is reported on
-# the console and the board stays at the REPL, where a technician can fix it; an app that
-# crashes is reported and the board resets after a pause (an alarm post must come back by
-# itself). Ctrl-C on the console stops the app and leaves the REPL to the technician.
+# Starts the app that config.json's "kind" names. A config that cannot be used, or a board the
+# hardware layer cannot drive (an unknown platform, a missing or wrong pin map: hal.HalError),
+# is reported in one line on the console and the board stays at the REPL, where a technician
+# can fix it; only an app that crashes is reported and resets the board after a pause (an
+# alarm post must come back by itself). Ctrl-C on the console stops the app and leaves the
+# REPL to the technician (on a real board the watchdog, started by the app's loop, then
+# resets it within wdt_ms: safe mode is the way to a quiet REPL).
+# Safe mode: the button held through the first 2 s after power-up starts nothing but the REPL
+# (no app, no watchdog, no radio).
 import gc
 import sys
 import time
@@ -28,6 +33,15 @@ def _main():
     except (OSError, ValueError, AttributeError) as e:
         print("main: config.json unusable: %s" % e)
         return
+    try:
+        import hal
+
+        if hal.safe_mode():
+            print("main: safe mode (button held at power-up): the app is not started")
+            return
+    except Exception as e:  # hal.HalError, or a port module that failed to load
+        print("main: %s" % e)
+        return
     if kind == "alarm_post":
         from apps.alarm_post import app
     elif kind == "wristband":
@@ -51,6 +65,9 @@ def _main():
         app.run(cfg)
     except KeyboardInterrupt:
         print("main: stopped from the console")
+        return
+    except hal.HalError as e:
+        print("main: %s" % e)
         return
     except Exception as e:
         sys.print_exception(e)

@@ -109,6 +109,27 @@ def test_press_is_verified_at_central_and_led_follows_receipts(venue: Venue) -> 
     assert venue.verifier.problems() == []
 
 
+def test_a_click_made_during_the_idle_poll_and_two_clicks_right_after_green_all_arrive(venue: Venue) -> None:
+    # The post idles in 1 s polls once an alarm is delivered (green). A 150 ms click made
+    # entirely inside one of them is one ALARM; then two clicks 200 ms apart are two more.
+    post = venue.post()
+    post.click()
+    post.wait_led("green", timeout=10)
+    assert wait_alarms(venue.verifier, 1) == [(1, 2)]
+    time.sleep(0.5)  # the post is idle: nothing due, its loop sleeps in 1 s polls
+    post.click(ms=150)
+    assert wait_alarms(venue.verifier, 2) == [(1, 2), (1, 3)]
+    post.wait_led("green", timeout=10)
+    time.sleep(0.3)
+    post.click(ms=150)
+    time.sleep(0.05)  # the second click starts 200 ms after the first
+    post.click(ms=150)
+    assert wait_alarms(venue.verifier, 4) == [(1, 2), (1, 3), (1, 4), (1, 5)]
+    time.sleep(0.5)
+    assert len(alarms(venue.verifier)) == 4  # exactly one ALARM per click
+    assert venue.verifier.problems() == []
+
+
 def test_long_press_and_tamper_travel_in_their_lanes(venue: Venue) -> None:
     post = venue.post(long_press_ms=500)
     post.hold(800)
@@ -236,6 +257,9 @@ def test_flipped_replayed_and_unknown_frames_rejected_next_press_delivered(venue
     mark = post.console_offset
     post.click()
     post.wait_console("1/3 delivered", since=mark, timeout=10)
+    venue.verifier.wait_for(lambda: len(alarms(venue.verifier)) >= 2, 15) if False else None
+    time.sleep(3)
+    print(post.console_output().decode())
     assert wait_alarms(venue.verifier, 2) == [(1, 2), (1, 3)]
     venue.agent.stop()
     rejected = venue.agent.stats()["rejected"]

@@ -56,18 +56,17 @@ class _In:
         return self._v
 
     def irq(self, handler=None):
-        # handler(pin) runs inside Board.service() for every level change, in order, with
-        # pin.value() already at the new level. Changes the supervisor stamped with its time
-        # keep their spacing (see Board._feed), so a press and release that arrive together
-        # are both seen, as long apart as they were made.
+        # handler(pin, level, ticks_ms) runs inside Board.service() for every level change,
+        # in order, with the time the change was made (as on the real boards' edge rings,
+        # hal/machineboard.py): a press and release read together keep their spacing.
         self._irq = handler
 
-    def _set(self, v):
+    def _set(self, v, t=None):
         if v == self._v:
             return False
         self._v = v
         if self._irq is not None:
-            self._irq(self)
+            self._irq(self, v, ticks_ms() if t is None else t)
         return True
 
 
@@ -165,6 +164,11 @@ class _Sensor:
         return self._board._vals.get(self.name)
 
 
+def make(spec=None, wifi=None):
+    # the virtual board: its pins are the supervisor's, Wi-Fi is the host's
+    return Board()
+
+
 class Board:
     def __init__(self):
         self.button = _In("button")
@@ -185,8 +189,8 @@ class Board:
         self._sock = None
         self._poller = None
         self._rx = b""
-        self._due = []  # (ticks, pin, level): stamped input changes not due yet, in order
-        self._anchor = None  # (ticks, supervisor ms) the stamps of this burst are measured from
+        self._offset = None  # our ticks minus the supervisor's ms: the smallest seen (see _apply)
+        self._burst = []  # stamped input changes of the read being parsed
         self._uid = None
         self._next_try = ticks_ms()
         self.malformed = 0
@@ -220,6 +224,22 @@ class Board:
 
     def connected(self):
         return self._sock is not None
+
+    def online(self):
+        # the network needs no joining here (Wi-Fi is the host's)
+        return True
+
+    def wait(self, poller, ms):
+        # the loop's sleep: every input reaches the app through the control socket in poller
+        poller.poll(ms)
+
+    def colour(self):
+        return (self.led_r._v, self.led_g._v, self.led_b._v)
+
+    def reset_cause(self):
+        # the ROM's reason for this start (hil_tests/sim/romboot.py): power-on or a soft reset;
+        # codes as hal/machineboard.py RESET_*
+        return {"power": 1, "soft": 5, "raw": 5}.get(os.getenv("GE_VBOARD_RESET") or "", 0)
 
     def radio(self):
         if self._radio is None:
@@ -278,11 +298,11 @@ class Board:
     def service(self):
         if self._radio is not None:
             self._radio._tick()
-        changed = self._apply_due()
+        changed = False
         if self._sock is None:
             if not self._path or ticks_diff(ticks_ms(), self._next_try) < 0:
                 return False
-            return self._connect() or changed
+            return self._connect()
         while self._sock is not None:
             try:
                 data = self._sock.recv(256)
@@ -357,23 +377,19 @@ class Board:
             except (KeyError, OSError, ValueError):
                 pass
         s.close()
-        self._due = []
-        self._anchor = None
         changed = False
         for pin in self._ins:
             changed = pin._set(0) or changed
         return changed
 
     def _feed(self, data, seen=None):
-        # Input changes stamped by the supervisor ("in <pin> <level> <ms>") keep the spacing
-        # they were made with: a real pin's irq runs at the edge, but here the lines wait in
-        # the socket while the app is busy (a flash write), and a press and release read
-        # together would otherwise look 0 ms long, a bounce. The first stamped change of a
-        # read is applied at once and anchors the burst; later ones fall due that many ms
-        # after it (service() applies them). A read while nothing waits starts a new burst.
+        # Input changes stamped by the supervisor ("in <pin> <level> <ms>") reach the pin
+        # handlers with the time they were made on our clock (_stamped), however late the
+        # lines are read: a real pin's irq runs at the edge, but here the lines wait in the
+        # socket while the app is busy (a flash write), and a press and release read together
+        # would otherwise look 0 ms long, a bounce. All of them apply at once: nothing waits
+        # in the hal for a later poll() to pick it up.
         changed = False
-        if not self._due:
-            self._anchor = None
         self._rx += data
         while True:
             i = self._rx.find(b"\n")
@@ -385,7 +401,7 @@ class Board:
         if len(self._rx) > _MAX_LINE:
             self._bad(self._rx[:_MAX_LINE])
             self._rx = b""
-        return changed
+        return self._apply() or changed
 
     def _line(self, line, seen):
         parts = line.split(b" ")
@@ -408,21 +424,27 @@ class Board:
         return False
 
     def _stamped(self, pin, level, ms):
-        now = ticks_ms()
-        if self._anchor is None:
-            self._anchor = (now, ms)
-        due = ticks_add(self._anchor[0], ms - self._anchor[1])
-        if not self._due and ticks_diff(due, now) <= 0:
-            return pin._set(level)
-        self._due.append((due, pin, level))
+        # collected while a read is parsed; _apply() stamps and applies them all
+        self._burst.append((pin, level, ms))
         return False
 
-    def _apply_due(self):
-        changed = False
+    def _apply(self):
+        # The supervisor's clock maps onto ours by an offset: a change read now was made at
+        # most now, so now - ms bounds the offset from above, and the smallest such bound (the
+        # newest change of the soonest read) is the best estimate. Every change is stamped
+        # ms + offset: never in the future, and spaced exactly as it was made.
+        burst = self._burst
+        if not burst:
+            return False
+        self._burst = []
         now = ticks_ms()
-        while self._due and ticks_diff(self._due[0][0], now) <= 0:
-            _, pin, level = self._due.pop(0)
-            changed = pin._set(level) or changed
+        for _, _, ms in burst:
+            d = ticks_diff(now, ms)
+            if self._offset is None or d < self._offset:
+                self._offset = d
+        changed = False
+        for pin, level, ms in burst:
+            changed = pin._set(level, ticks_add(ms, self._offset)) or changed
         return changed
 
     def _value(self, parts, line):

@@ -62,6 +62,11 @@ class Debouncer:
             return PRESS
         return None
 
+    def level(self):
+        # the last level fed in: an edge's caller feeds it at the edge's time first (the
+        # level held until then), then the new level
+        return self._raw
+
     def waiting(self):
         # True while update() can still report something without a new level change (a
         # press or release settling, or LONG not reached yet): the caller keeps sampling.

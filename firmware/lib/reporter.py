@@ -26,8 +26,11 @@
 # - Heartbeats (P2) are not persisted: they are sent only while connected and are skipped
 #   while an unconfirmed event of this boot would fall out of the gateway's 64-event replay
 #   window behind them.
-# The loop never blocks longer than one connection attempt: inputs arrive through pin irq
-# handlers or samples taken in the loop, and everything else runs in the loop.
+# The loop never blocks longer than one connection attempt: inputs arrive as edges the hal's
+# pin interrupts recorded (with their times) or samples taken in the loop, and everything
+# else runs in the loop. It sleeps in board.wait(): a pin interrupt ends that sleep.
+# On a board with Wi-Fi the link is opened only while board.online() says the network is up.
+# The first heartbeat of a boot carries the reset cause (key 4, docs/protocol.md 2.1).
 import os
 import select
 
@@ -157,6 +160,7 @@ class Reporter:
         self.stray_receipts = 0
         self.dropped_events = 0  # P1/P2 events the gateway evicted (receipt 4)
         self.led = None
+        self.reset_cause = board.reset_cause()  # for the first heartbeat
         board.register(self.poller)
         print(
             "%s: %s boot %d outbox %d (bad %d torn %d)"
@@ -348,7 +352,10 @@ class Reporter:
                 return
         seq = self._next_seq()
         data = self._heartbeat_data({1: clock.uptime_ms() // 1000, 2: len(self.outbox)})
-        self._publish(frame.build(self.key, self.id, self.boot, seq, frame.T_HEARTBEAT, clock.uptime_ms(), data))
+        if self.reset_cause is not None:
+            data[4] = self.reset_cause
+        if self._publish(frame.build(self.key, self.id, self.boot, seq, frame.T_HEARTBEAT, clock.uptime_ms(), data)):
+            self.reset_cause = None  # only the first heartbeat of a boot carries it
 
     def _link(self, now):
         try:
@@ -419,16 +426,17 @@ class Reporter:
         return ms
 
     def step(self):
+        # the board first: its edges carry times up to now, and its watchdog is fed here
+        self.board.service()
         now = ticks_ms()
         clock.uptime_ms()
-        self.board.service()
         self._inputs(now)
-        if self.client is None and ticks_diff(now, self.next_connect) >= 0:
+        if self.client is None and ticks_diff(now, self.next_connect) >= 0 and self.board.online():
             self._connect(now)
         if self.client is not None:
             self._link(now)
         self._show(now)
-        self.poller.poll(self._timeout(ticks_ms()))
+        self.board.wait(self.poller, self._timeout(ticks_ms()))
 
     def run(self):
         while True:

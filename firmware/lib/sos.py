@@ -43,6 +43,9 @@ class Sos:
     def waiting(self):
         return self._button.waiting()
 
+    def level(self):
+        return self._button.level()
+
     def active(self, now):
         if self.active_ and ticks_diff(now, self.started) >= self.age_out_ms:
             self.active_ = False

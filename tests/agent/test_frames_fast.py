@@ -152,3 +152,22 @@ def test_a_replaced_device_key_is_picked_up() -> None:
     with pytest.raises(WireError) as exc:
         fast.verify(blob, old.id, TIME)
     assert exc.value.reason == "bad_mac"
+
+
+@pytest.mark.parametrize("cause", [0, 1, 3, 5, 255])
+def test_a_first_heartbeat_with_the_reset_cause_passes_both_paths_unchanged(cause: int) -> None:
+    # docs/protocol.md 2.1: HEARTBEAT key 4 is the reset cause of the boot (first heartbeat
+    # only); the gateway forwards it like any data key, on the fast path and the general one
+    registry = Registry(DEVICES)
+    fast, general = both(registry)
+    d = DEVICES[0]
+    data = {1: 60, 2: 0, 4: cause}
+    blob = fwframe.build(d.key, d.id, 2, 9, fwframe.T_HEARTBEAT, 60001, data)
+    assert fast._fast.verify(blob, d.id, TIME) is not None
+    got = outcome(fast, blob, d.id, TIME)
+    assert got == outcome(general, blob, d.id, TIME)
+    assert got[7] == data
+    # a sensor's heartbeat keeps its readings map next to it
+    data = {1: 60, 2: 1, 3: {0: 140, 1: 12}, 4: cause}
+    blob = fwframe.build(d.key, d.id, 2, 10, fwframe.T_HEARTBEAT, 60002, data)
+    assert outcome(fast, blob, d.id, TIME)[7] == outcome(general, blob, d.id, TIME)[7] == data

@@ -9,8 +9,8 @@
 #   RAM and go out as one ALARM {1: presses} as soon as there is room; they keep the post in
 #   amber meanwhile. Tamper changes (TAMPER, P1) keep the reserve of entries free for alarms
 #   and are dropped (and counted) when only the reserve is left.
-# Inputs arrive through pin irq handlers that only queue the edge with its time; the loop
-# does the rest.
+# Inputs arrive as edges with the time the pin's interrupt recorded them (the hal's edge
+# rings, handed over by board.service()); the loop does the rest.
 import devconfig
 import frame
 import reporter
@@ -56,21 +56,32 @@ class AlarmPost(Reporter):
         self.dropped_tamper = 0
         board.button.irq(self._edge)
         board.tamper.irq(self._edge)
+        # a button already held (or a lid already open) when the app starts has no edge
+        now = ticks_ms()
+        for pin in (board.button, board.tamper):
+            if pin.value():
+                self.edges.append((pin, 1, now))
 
     # inputs
 
-    def _edge(self, pin):
-        # pin irq: queue the edge only; the loop does the work
+    def _edge(self, pin, level, t):
+        # an edge as board.service() hands it over (level and time from the interrupt)
         if len(self.edges) < _MAX_EDGES:
-            self.edges.append((pin, pin.value(), ticks_ms()))
+            self.edges.append((pin, level, t))
 
     def _inputs(self, now):
         edges = self.edges
         self.edges = []
         for pin, level, t in edges:
+            # the level before the edge held until it; then the new level starts
+            self._sample(pin, self._debouncer(pin).level(), t)
             self._sample(pin, level, t)
-        self._sample(self.board.button, self.board.button.value(), now)
-        self._sample(self.board.tamper, self.board.tamper.value(), now)
+        # time passes at the levels the edges left
+        self._sample(self.board.button, self.button.level(), now)
+        self._sample(self.board.tamper, self.tamper.level(), now)
+
+    def _debouncer(self, pin):
+        return self.button if pin is self.board.button else self.tamper
 
     def _sample(self, pin, level, t):
         if pin is self.board.button:

@@ -13,8 +13,8 @@
 #   is a new event id with the FALL flag, kept like SOS.
 # - Strap open (input 1) sets STRAP_OPEN, closed sets WORN; LOW_BATTERY at or below
 #   low_battery_pct; CLOCK_RESTORED while the band clock says so.
-# The radio comes from the hal (Board.radio(): the virtual air on the unix port); a port whose
-# hal has none uses MicroPython's bluetooth module (ESP32, nRF on Zephyr).
+# The radio comes from the hal (Board.radio(): the virtual air on the unix port, MicroPython's
+# bluetooth module on the boards, hal/machineboard.py).
 # Keys: config "key" is the 32-byte device key the registry holds for every kind; the band's
 # 16-byte root key is SHA-256("GE wristband root" 00 || key)[0:16], which the gateway derives
 # the same way (agent/ble/advert.py band_root).
@@ -88,34 +88,11 @@ def load_config(path="config.json"):
     return cfg
 
 
-class _BleRadio:
-    # MicroPython's bluetooth module for ports whose hal has no radio()
-    def __init__(self):
-        import bluetooth
-
-        self._ble = bluetooth.BLE()
-        self._ble.active(True)
-
-    def address(self, addr):
-        # most ports pick their own random address; a per-window address needs port support
-        pass
-
-    def gap_advertise(self, interval_us, adv_data=None, connectable=False):
-        self._ble.gap_advertise(interval_us, adv_data, connectable=connectable)
-
-
-def _radio(board):
-    try:
-        return board.radio()
-    except AttributeError:
-        return _BleRadio()
-
-
 class Wristband:
     def __init__(self, cfg, board, radio=None):
         self.cfg = cfg
         self.board = board
-        self.radio = radio if radio is not None else _radio(board)
+        self.radio = radio if radio is not None else board.radio()
         self.keys = advert.BandKeys(band_root(cfg["key"]), cfg["epoch"], cfg["k"], cfg["company"])
         rtc = getattr(board, "rtc", None)
         self.clock = bandclock.BandClock(cfg["data_dir"], cfg["k"], rtc)
@@ -133,13 +110,15 @@ class Wristband:
         self.adverts = 0
         self.poller = select.poll()
         board.button.irq(self._edge)
+        if board.button.value():  # held when the app starts: no edge for it
+            self.edges.append((1, ticks_ms()))
         board.register(self.poller)
         print("wristband: %s up, clock %d, event id %d" % (cfg["id"], self.clock.now(), self.clock.event_id))
 
-    def _edge(self, pin):
-        # pin irq: queue the edge only
+    def _edge(self, pin, level, t):
+        # an edge as board.service() hands it over (level and time from the interrupt)
         if len(self.edges) < _MAX_EDGES:
-            self.edges.append((pin.value(), ticks_ms()))
+            self.edges.append((level, t))
 
     def _button(self, level, t):
         if level and self.fall.suspect():
@@ -208,13 +187,15 @@ class Wristband:
         self.adverts += 1
 
     def step(self):
-        now = ticks_ms()
         self.board.service()
+        now = ticks_ms()
         edges = self.edges
         self.edges = []
         for level, t in edges:
+            # the level before the edge held until it; then the new level starts
+            self._button(self.sos.level(), t)
             self._button(level, t)
-        self._button(self.board.button.value(), now)
+        self._button(self.sos.level(), now)
         self._motion(now)
         status = self._status(now)
         if status[:3] != self.content or ticks_diff(now, self.next_adv) >= 0:
@@ -223,7 +204,7 @@ class Wristband:
             timeout = _FAST_MS
         else:
             timeout = max(0, min(ticks_diff(self.next_adv, ticks_ms()), self.cfg["interval_ms"]))
-        self.poller.poll(timeout)
+        self.board.wait(self.poller, timeout)
 
     def run(self):
         while True:

@@ -40,8 +40,8 @@ board = hal.Board()
 presses = [0]
 
 
-def on_button(pin):
-    if pin.value():
+def on_button(pin, level, t):
+    if level:
         presses[0] += 1
 
 

@@ -1,0 +1,576 @@
+# The Board API (as hal/unix.py defines it) on MicroPython's machine module, for the real
+# ports: hal/esp32.py, hal/rp2.py and hal/zephyr.py add what differs per port. The modules a
+# board uses (machine, network, bluetooth, neopixel) are constructor arguments, so the tests
+# run this code on the unix port and CPython with fakes (tests/firmware/fakes/).
+#
+# Inputs (button, tamper, strap, digital sensor channels): the pin interrupt (a hard IRQ
+# where the port has one) stores the level and ticks_ms() in a preallocated ring and sets the
+# wake flag (hal/wake.py): nothing is allocated, so a press made while the loop sleeps in
+# poll() wakes it, and a press and release made while the loop is busy keep their own times.
+# Board.service() drains the rings in the loop: handler(pin, level, ticks) per edge, in order.
+# A ring that fills (32 edges before the loop came round) counts what it drops in `lost`; the
+# level itself is always read live.
+# Outputs: the RGB LED through three pins, three PWM channels (a duty for brightness) or one
+# neopixel; the buzzer through a pin or a PWM tone.
+# Wi-Fi (network.WLAN) from config.json "wifi": service() starts the connection, watches
+# it and retries with a doubling backoff (1 s to 60 s, +-25 % jitter); online() says whether
+# the app may open its link. The credentials are never printed.
+# Watchdog: started at the first service() (the app's loop is running) and fed by every
+# service() after it; a loop that stops coming round resets the board. Safe mode and the
+# REPL before the app never start it.
+import os
+import select
+
+from clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+from hal import HalError
+from hal.wake import Wake
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+_RING = const(32)  # edges kept per input until the loop drains them (a power of two)
+_MASK = const(31)
+_WIFI_MIN_MS = const(1000)
+_WIFI_MAX_MS = const(60000)
+_WIFI_JOIN_MS = const(15000)  # a join that has not succeeded by then is retried
+_BUZZ_DUTY = const(32768)
+_LIGHT_MIN_MS = const(20)  # shorter waits are not worth a light sleep's wake-up
+_ADC_SAMPLES = const(4)
+RTC_FLOOR = const(1704067200)  # 2024-01-01: an RTC below this has not been set
+BATTERY_UNKNOWN = const(255)
+# reset causes in the first heartbeat (docs/protocol.md section 2.1, HEARTBEAT key 4)
+RESET_UNKNOWN = const(0)
+RESET_POWER_ON = const(1)
+RESET_HARD = const(2)
+RESET_WATCHDOG = const(3)
+RESET_DEEPSLEEP = const(4)
+RESET_SOFT = const(5)
+_RESET_NAMES = (
+    ("PWRON_RESET", RESET_POWER_ON),
+    ("HARD_RESET", RESET_HARD),
+    ("WDT_RESET", RESET_WATCHDOG),
+    ("DEEPSLEEP_RESET", RESET_DEEPSLEEP),
+    ("SOFT_RESET", RESET_SOFT),
+)
+
+
+class _Input:
+    def __init__(self, machine, name, spec, wake, hard):
+        self.name = name
+        pull = spec["pull"]
+        Pin = machine.Pin
+        self.pin = Pin(spec["pin"], Pin.IN, Pin.PULL_UP if pull == "up" else Pin.PULL_DOWN if pull == "down" else None)
+        self._inv = 1 - spec["active"]
+        self._wake = wake
+        self._lv = [0] * _RING
+        self._t = [0] * _RING
+        self._head = 0
+        self._tail = 0
+        self.lost = 0
+        self._lost_seen = 0
+        self._handler = None
+        trig = Pin.IRQ_RISING | Pin.IRQ_FALLING
+        if hard:
+            self.pin.irq(handler=self._isr, trigger=trig, hard=True)
+        else:
+            self.pin.irq(handler=self._isr, trigger=trig)
+
+    def _isr(self, p):
+        # interrupt context: small ints and attribute stores only
+        h = self._head
+        n = (h + 1) & _MASK
+        if n == self._tail:
+            self.lost += 1
+        else:
+            self._lv[h] = p.value()
+            self._t[h] = ticks_ms()
+            self._head = n
+        self._wake.flag = 1
+
+    def value(self):
+        return self.pin.value() ^ self._inv
+
+    def irq(self, handler=None):
+        # handler(pin, level, ticks_ms) from Board.service(), once per edge, in order
+        self._handler = handler
+
+    def _drain(self):
+        h = self._handler
+        while self._tail != self._head:
+            i = self._tail
+            level = self._lv[i] ^ self._inv
+            t = self._t[i]
+            self._tail = (i + 1) & _MASK
+            if h is not None:
+                h(self, level, t)
+        if self.lost != self._lost_seen:
+            # edges were dropped: the live level, now, puts the app back in step
+            self._lost_seen = self.lost
+            if h is not None:
+                h(self, self.value(), ticks_ms())
+
+
+class _Output:
+    def __init__(self, machine, pin, active):
+        self.pin = machine.Pin(pin, machine.Pin.OUT)
+        self._inv = 1 - active
+        self._v = 0
+        self.pin.value(self._inv)
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        self._v = 1 if v else 0
+        self.pin.value(self._v ^ self._inv)
+        return None
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class _PwmOutput(_Output):
+    # a PWM channel at a fixed frequency: on = `duty` (LED brightness, a buzzer's tone)
+    def __init__(self, machine, pin, active, freq, duty):
+        self._inv = 1 - active
+        self._duty = duty
+        self._v = 0
+        self.pwm = machine.PWM(machine.Pin(pin, machine.Pin.OUT), freq=freq, duty_u16=65535 if self._inv else 0)
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        self._v = 1 if v else 0
+        d = self._duty if self._v else 0
+        self.pwm.duty_u16(65535 - d if self._inv else d)
+        return None
+
+
+class _Pixel:
+    # one WS2812 pixel as the RGB LED
+    def __init__(self, neopixel, machine, pin, level):
+        self.np = neopixel.NeoPixel(machine.Pin(pin, machine.Pin.OUT), 1)
+        self.level = level
+        self.rgb(0, 0, 0)
+
+    def rgb(self, r, g, b):
+        lv = self.level
+        self.np[0] = (lv if r else 0, lv if g else 0, lv if b else 0)
+        self.np.write()
+
+
+class _Adc:
+    # an ADC input in millivolts: read_uv() where the port calibrates, read_u16() otherwise
+    def __init__(self, machine, pin, vref_mv):
+        ADC = machine.ADC
+        try:
+            self.adc = ADC(machine.Pin(pin), atten=ADC.ATTN_11DB)  # esp32: the 0-3.1 V range
+        except (AttributeError, TypeError):
+            self.adc = ADC(machine.Pin(pin))
+        self.vref = vref_mv
+
+    def mv(self):
+        a = self.adc
+        total = 0
+        for _ in range(_ADC_SAMPLES):
+            if hasattr(a, "read_uv"):
+                total += a.read_uv() // 1000
+            else:
+                total += a.read_u16() * self.vref // 65535
+        return total // _ADC_SAMPLES
+
+
+def interpolate(curve, x):
+    # piecewise-linear y at x on [(x, y), ...] (x increasing), clamped at both ends
+    if x <= curve[0][0]:
+        return curve[0][1]
+    for i in range(1, len(curve)):
+        x1, y1 = curve[i]
+        if x <= x1:
+            x0, y0 = curve[i - 1]
+            return y0 + (y1 - y0) * (x - x0) // (x1 - x0)
+    return curve[-1][1]
+
+
+class _Sensor:
+    def __init__(self, read):
+        self.read = read  # -> integer reading in the channel's unit
+
+
+class _Accel:
+    # the accelerometer as the app sees it: read() -> [(ticks_ms, x, y, z)] milli-g
+    def __init__(self, board, dev, int_pin):
+        self.dev = dev
+        self._board = board
+        self.int = None
+        if int_pin is not None:
+            m = board.machine
+            self.int = m.Pin(int_pin, m.Pin.IN)
+            if board.hard_irq:
+                self.int.irq(handler=self._isr, trigger=m.Pin.IRQ_RISING, hard=True)
+            else:
+                self.int.irq(handler=self._isr, trigger=m.Pin.IRQ_RISING)
+
+    def _isr(self, p):
+        self.dev.pending = 1
+        self._board.wake.flag = 1
+
+    def read(self):
+        return self.dev.read()
+
+
+class _Radio:
+    # BLE advertising through MicroPython's bluetooth module, shaped like hal/unix.py's radio.
+    # address(): these ports cannot take a chosen advertising address (docs/boards.md), so a
+    # new address asks the stack for a fresh non-resolvable private address (addr_mode 3),
+    # which changes exactly when the band's EID does, as docs/protocol.md 10.1 requires; a
+    # port that ignores addr_mode (zephyr) keeps its identity address and `rotates` says so.
+    def __init__(self, bluetooth):
+        self.ble = bluetooth.BLE()
+        self.ble.active(True)
+        self.addr = None
+        self.rotations = 0
+        self.rotates = True
+        self.sent = 0
+
+    def address(self, addr):
+        if addr == self.addr:
+            return
+        self.addr = addr
+        before = self._mac()
+        self.ble.gap_advertise(None)
+        try:
+            self.ble.config(addr_mode=3)
+        except (OSError, ValueError):
+            self.rotates = False
+            return
+        self.rotates = self._mac() != before
+        self.rotations += 1
+
+    def _mac(self):
+        try:
+            return self.ble.config("mac")
+        except (OSError, ValueError):
+            return None
+
+    def gap_advertise(self, interval_us, adv_data=None, connectable=False):
+        self.ble.gap_advertise(interval_us, adv_data, connectable=connectable)
+        if interval_us is not None:
+            self.sent += 1
+
+
+class MachineBoard:
+    PORT = "machine"
+    HARD_IRQ = True  # Pin.irq(hard=True) exists on this port
+
+    def __init__(self, spec, machine, network=None, bluetooth=None, neopixel=None, wifi=None):
+        self.spec = spec
+        self.machine = machine
+        self.network = network
+        self.bluetooth = bluetooth
+        self.neopixel = neopixel
+        self.hard_irq = self.HARD_IRQ
+        self.wake = Wake()
+        self._inputs = []
+        self.button = self._part("button")
+        self.tamper = self._part("tamper")
+        self.strap = self._part("strap")
+        self._sensor_inputs = {}
+        self._pixel = None
+        self._leds = None
+        led = spec.get("led")
+        if led is not None and "neopixel" in led:
+            if neopixel is None:
+                raise HalError("hal: board %s: led.neopixel needs the neopixel module" % spec["board"])
+            self._pixel = _Pixel(neopixel, machine, led["neopixel"], led["level"])
+        elif led is not None:
+            if led["duty"] is not None:
+                self._leds = [_PwmOutput(machine, p, led["active"], 1000, led["duty"]) for p in led["rgb"]]
+            else:
+                self._leds = [_Output(machine, p, led["active"]) for p in led["rgb"]]
+            self.led_r, self.led_g, self.led_b = self._leds
+        bz = spec.get("buzzer")
+        if bz is None:
+            self.buzzer = _Absent("buzzer")
+        elif bz["freq"]:
+            self.buzzer = _PwmOutput(machine, bz["pin"], bz["active"], bz["freq"], _BUZZ_DUTY)
+        else:
+            self.buzzer = _Output(machine, bz["pin"], bz["active"])
+        self._colour = (0, 0, 0)
+        self._radio = None
+        self._accel = None
+        self._bat = None
+        self._wdt = None
+        self._no_wdt = False
+        self._wlan = None
+        self._wifi = wifi
+        self._wifi_next = ticks_ms()
+        self._wifi_since = None  # ticks the current join began
+        self._wifi_backoff = _WIFI_MIN_MS
+        self.wifi_joins = 0
+        self._light = False  # light sleep between waits (a port that supports it sets it)
+        self.light_sleeps = 0
+
+    def _part(self, name):
+        s = self.spec.get(name)
+        return self._input(name, s) if s is not None else _Absent(name)
+
+    def _input(self, name, s):
+        pin = _Input(self.machine, name, s, self.wake, self.hard_irq)
+        self._inputs.append(pin)
+        return pin
+
+    # outputs
+
+    def rgb(self, r, g, b):
+        c = (1 if r else 0, 1 if g else 0, 1 if b else 0)
+        if c == self._colour:
+            return
+        self._colour = c
+        if self._pixel is not None:
+            self._pixel.rgb(c[0], c[1], c[2])
+        elif self._leds is not None:
+            for pin, v in zip(self._leds, c):
+                pin.value(v)
+
+    def colour(self):
+        return self._colour
+
+    # the poll set and the loop
+
+    def register(self, poller):
+        poller.register(self.wake, select.POLLIN)
+
+    def service(self):
+        self.wake.clear()
+        for pin in self._inputs:
+            pin._drain()
+        self._feed()
+        if self._wifi is not None:
+            self._wifi_step(ticks_ms())
+        return False
+
+    def wait(self, poller, ms):
+        # the loop's sleep: until something in the poll set is ready (the wake flag included)
+        # or ms pass; a light sleep instead where the board allows it and nothing is ready
+        if self._light and ms >= _LIGHT_MIN_MS and not self.wake.flag and not poller.poll(0) and self._sleep(ms):
+            self.light_sleeps += 1
+            return
+        poller.poll(ms)
+
+    def _sleep(self, ms):
+        # a port's light sleep; False when it cannot sleep now
+        self.machine.lightsleep(ms)
+        return True
+
+    def close(self):
+        for pin in self._inputs:
+            pin.pin.irq(handler=None)
+        if self._accel is not None and self._accel.int is not None:
+            self._accel.int.irq(handler=None)
+
+    def _feed(self):
+        if self._no_wdt:
+            return
+        w = self._wdt
+        if w is None:
+            WDT = getattr(self.machine, "WDT", None)
+            if WDT is None:
+                print("hal: this port has no machine.WDT: the board runs without a watchdog")
+                self._no_wdt = True
+                return
+            w = self._wdt = WDT(timeout=self.spec.get("wdt_ms", 8000))
+        w.feed()
+
+    # Wi-Fi
+
+    def online(self):
+        if self._wifi is None:
+            return True  # no Wi-Fi on this device: the link is a UART (or none)
+        w = self._wlan
+        return w is not None and w.isconnected()
+
+    def _wifi_step(self, now):
+        creds = self._wifi
+        if creds is None:
+            return
+        w = self._wlan
+        if w is None:
+            if self.network is None:
+                raise HalError(
+                    "hal: board %s: config.json has wifi but the port has no network module" % self.spec["board"]
+                )
+            w = self._wlan = self.network.WLAN(self.network.STA_IF)
+            w.active(True)
+        if w.isconnected():
+            if self._wifi_since is not None:
+                self._wifi_since = None
+                self._wifi_backoff = _WIFI_MIN_MS
+                print("hal: wifi up")
+            return
+        if self._wifi_since is not None:
+            if ticks_diff(now, self._wifi_since) < _WIFI_JOIN_MS:
+                return  # still joining
+            self._wifi_since = None
+            self._wifi_next = ticks_add(now, _jitter(self._wifi_backoff))
+            print("hal: wifi join failed; next try in %d ms" % ticks_diff(self._wifi_next, now))
+            self._wifi_backoff = min(self._wifi_backoff * 2, _WIFI_MAX_MS)
+            try:
+                w.disconnect()
+            except OSError:
+                pass
+            return
+        if ticks_diff(now, self._wifi_next) < 0:
+            return
+        self._wifi_since = now
+        self.wifi_joins += 1
+        try:
+            w.connect(creds[0], creds[1])  # returns at once; isconnected() follows
+        except OSError as e:
+            print("hal: wifi join could not start: %s" % e)
+
+    # parts
+
+    def uid(self):
+        return bytes(self.machine.unique_id())
+
+    def uart(self, baudrate=115200):
+        u = self.spec.get("uart")
+        if u is None:
+            raise OSError("hal: board %s has no uart in its pin map" % self.spec["board"])
+        m = self.machine
+        # timeout=0: readinto() returns what is there (None when nothing) and never blocks
+        return m.UART(u["id"], baudrate=baudrate, tx=m.Pin(u["tx"]), rx=m.Pin(u["rx"]), timeout=0, rxbuf=1024)
+
+    def radio(self):
+        if self._radio is None:
+            if self.bluetooth is None:
+                raise AttributeError("hal: board %s has no bluetooth module" % self.spec["board"])
+            self._radio = _Radio(self.bluetooth)
+        return self._radio
+
+    def accel(self):
+        if self._accel is None:
+            a = self.spec.get("accel")
+            if a is None:
+                raise AttributeError("hal: board %s has no accelerometer in its pin map" % self.spec["board"])
+            from hal.lis3dh import Lis3dh
+
+            dev = Lis3dh(self._i2c(self.spec["i2c"]), a["addr"], a["odr_hz"], a["range_g"], a["watermark"])
+            self._accel = _Accel(self, dev, a["int"])
+        return self._accel
+
+    def _i2c(self, i):
+        m = self.machine
+        return m.I2C(i["id"], scl=m.Pin(i["scl"]), sda=m.Pin(i["sda"]), freq=i["freq"])
+
+    def battery(self):
+        # the cell's charge in % from its voltage (the divider and the curve of the board
+        # file), BATTERY_UNKNOWN without a battery input
+        b = self.spec.get("battery")
+        if b is None:
+            return BATTERY_UNKNOWN
+        if self._bat is None:
+            self._bat = _Adc(self.machine, b["adc"], self.spec["adc_vref_mv"])
+        return interpolate(b["curve"], self._bat.mv() * b["ratio_x1000"] // 1000)
+
+    def sensor(self, name):
+        s = self.spec.get("sensors", {}).get(name)
+        if s is None:
+            raise HalError("hal: board %s: no sensor channel %r in its pin map" % (self.spec["board"], name))
+        if "adc" in s:
+            adc = _Adc(self.machine, s["adc"], self.spec["adc_vref_mv"])
+            scale = s["scale"]
+            return _Sensor(lambda: interpolate(scale, adc.mv()))
+        pin = self._sensor_inputs.get(name)
+        if pin is None:
+            pin = self._sensor_inputs[name] = self._input(name, s)
+        return _Sensor(pin.value)
+
+    # clock, reset
+
+    def rtc(self):
+        # unix seconds from the RTC's calendar, None until it has been set
+        dt = self.machine.RTC().datetime()  # (year, month, day, weekday, h, m, s, subseconds)
+        t = unix_time(dt[0], dt[1], dt[2], dt[4], dt[5], dt[6])
+        return t if t >= RTC_FLOOR else None
+
+    def set_rtc(self, unix):
+        y, mo, d, h, mi, s, wd = civil(unix)
+        self.machine.RTC().datetime((y, mo, d, wd, h, mi, s, 0))
+
+    def reset_cause(self):
+        m = self.machine
+        if not hasattr(m, "reset_cause"):
+            return RESET_UNKNOWN
+        cause = m.reset_cause()
+        for name, code in _RESET_NAMES:
+            if getattr(m, name, None) == cause:
+                return code
+        return RESET_UNKNOWN
+
+    def reset(self):
+        self.machine.reset()
+
+    def sleep_ms(self, ms):
+        sleep_ms(ms)
+
+
+class _Absent:
+    # a part the board file leaves out: reads 0, takes writes, has no interrupt
+    def __init__(self, name):
+        self.name = name
+
+    def value(self, v=None):
+        return 0 if v is None else None
+
+    def on(self):
+        pass
+
+    def off(self):
+        pass
+
+    def irq(self, handler=None):
+        pass
+
+
+def _jitter(ms):
+    r = os.urandom(2)
+    return ms * 3 // 4 + (r[0] << 8 | r[1]) * (ms // 2) // 65536
+
+
+def _days(y, m, d):
+    # days from 1970-01-01 to the date (proleptic Gregorian; H. Hinnant's days_from_civil)
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def unix_time(y, mo, d, h, mi, s):
+    return _days(y, mo, d) * 86400 + h * 3600 + mi * 60 + s
+
+
+def civil(t):
+    # unix seconds -> (year, month, day, hour, minute, second, weekday 0 = Monday)
+    days, rem = divmod(t, 86400)
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    mo = mp + (3 if mp < 10 else -9)
+    y = yoe + era * 400 + (mo <= 2)
+    return y, mo, d, rem // 3600, rem // 60 % 60, rem % 60, (days + 3) % 7

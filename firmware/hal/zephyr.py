@@ -1,0 +1,63 @@
+# The wristband's nRF52840 on MicroPython's Zephyr port (docs/boards.md: why this SoC and
+# what the port can and cannot do): the Board API of hal/machineboard.py with this port's
+# differences.
+# - Pins are ("gpioN", pin) tuples; Pin.irq(handler, trigger) runs its handler through the
+#   scheduler (no hard IRQs on this port), which still ends a poll() wait.
+# - No machine.RTC: rtc() is time.time() on the port's 2000-01-01 epoch, converted to unix
+#   seconds, and None until set (below 2024); set_rtc() has nothing to set, so the band's clock
+#   (lib/bandclock.py) runs on its own reservation records.
+# - Idle is low power without asking: the loop's poll() waits in the Zephyr kernel, whose idle
+#   thread puts the CPU in System ON sleep while the BLE controller keeps advertising the
+#   data it was given, every interval, on its own.
+# - bluetooth.BLE().gap_advertise() sends legacy scannable adverts from the identity address:
+#   config(addr_mode=...) is accepted and ignored by the port, so the radio reports
+#   rotates = False (docs/boards.md: the base image needs the port patch for that).
+# - machine.WDT and machine.reset_cause() only where the port build has them (checked).
+import time
+
+from hal.machineboard import RTC_FLOOR, MachineBoard
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+EPOCH_2000 = const(946684800)  # unix seconds at 2000-01-01
+
+
+def port_epoch_offset(gmtime=time.gmtime):
+    # seconds to add to the port's time.time() for unix time: the 2000 epoch of most
+    # MicroPython ports, or 0 where the port counts from 1970
+    return EPOCH_2000 if gmtime(0)[0] == 2000 else 0
+
+
+class Board(MachineBoard):
+    PORT = "zephyr"
+    HARD_IRQ = False
+
+    def __init__(self, spec, machine, network=None, bluetooth=None, neopixel=None, wifi=None, clock=None):
+        MachineBoard.__init__(self, spec, machine, network, bluetooth, neopixel, wifi)
+        self._clock = clock if clock is not None else (time.time, port_epoch_offset())
+
+    def rtc(self):
+        now, offset = self._clock
+        t = int(now()) + offset
+        return t if t >= RTC_FLOOR else None
+
+    def _i2c(self, i):
+        # the bus by its devicetree name; its pins and speed are the devicetree's (the board
+        # file's i2c pins document the wiring)
+        return self.machine.I2C("i2c%d" % i["id"])
+
+    def set_rtc(self, unix):
+        raise OSError("hal: the zephyr port has no settable RTC")
+
+
+def make(spec, wifi=None):
+    import bluetooth
+    import machine
+
+    return Board(spec, machine, None, bluetooth, None, wifi)
