@@ -36,7 +36,7 @@ from typing import Any
 
 from provisioning.bundle import MANIFEST, Bundle
 from provisioning.channels import SensorChannel
-from provisioning.device import MANAGED_DIRS, DeviceLink
+from provisioning.console import MANAGED_DIRS, DeviceLink
 from provisioning.errors import DeviceError, ProvisionError
 from provisioning.image import ImagePlan, write_image
 from provisioning.labels import Label, make_label, write_label
