@@ -21,10 +21,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent import log
-from agent.config import load_config
-from agent.errors import AgentError
-from agent.registry import load_registry
+from agent.gateway.config import load_config
+from agent.shared import log
+from agent.shared.errors import AgentError
+from agent.shared.registry import load_registry
 
 PROG = "guardian-agent"
 
@@ -37,7 +37,7 @@ def _broker_address(text: str) -> tuple[str, int]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.gateway import run_gateway
+    from agent.gateway.app import run_gateway
 
     cfg = load_config(args.config)
     asyncio.run(run_gateway(cfg))
@@ -48,7 +48,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     registry = load_registry(cfg.devices_file)
     if cfg.wristbands.alerts is not None:
-        from agent.ble.venue import load as load_venue
+        from agent.gateway.wristbands.venue import load as load_venue
 
         load_venue(cfg.wristbands.alerts)  # the same checks as at start
     print(f"{args.file}: ok (gateway {cfg.gateway_id}, venue {cfg.venue}, {len(registry)} devices)")
@@ -56,8 +56,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from agent.signer import load_public_key
-    from agent.verifier import Verifier, run_verifier
+    from agent.central.batch_verifier import Verifier, run_verifier
+    from agent.gateway.signer import load_public_key
 
     keys = {}
     for path in args.gateway_key or ():
@@ -65,7 +65,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         keys[gateway_id.encode()] = key
     gateway_keys = None
     if args.gateway_keys is not None:
-        from agent.enrolled import GatewayKeys
+        from agent.central.enrolled_gateways import GatewayKeys
 
         gateway_keys = GatewayKeys(args.gateway_keys)
     elif not keys:
@@ -89,7 +89,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from agent.keyfiles import generate_central_key
+    from agent.shared.keyfiles import generate_central_key
 
     pub = generate_central_key(args.out, args.key_id)
     print(f"{args.out}: private key (mode 0600, keep it at central); {pub}: public key for [central] command_key")
@@ -99,10 +99,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_command(args: argparse.Namespace) -> int:
     import time
 
-    from agent import commands as cm
-    from agent.config import TlsConfig, tls_context
-    from agent.errors import CommandError
-    from agent.keyfiles import load_central_private_key
+    from agent.gateway import command_handler as cm
+    from agent.gateway.config import TlsConfig, tls_context
+    from agent.shared.errors import CommandError
+    from agent.shared.keyfiles import load_central_private_key
 
     kid, key = load_central_private_key(args.central_key)
     if args.op == "ack":
@@ -130,7 +130,7 @@ def cmd_command(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from agent.enrollment import import_devices, load_or_create_seal_key, seal_key_path
+    from agent.shared.device_bundle import import_devices, load_or_create_seal_key, seal_key_path
 
     cfg = load_config(args.config)
     if args.action == "key":
@@ -143,7 +143,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from agent.enroll import enroll
+    from agent.shared.enroll_protocol import enroll
 
     done = enroll(args.claim, args.out, args.data_dir, args.devices_file, args.local, args.serial, args.timeout)
     cfg = done.config
@@ -156,7 +156,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def _ident(text: str) -> str:
-    from agent.keyfiles import IDENT_RE
+    from agent.shared.keyfiles import IDENT_RE
 
     if not IDENT_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"expected 1-32 characters from A-Z a-z 0-9 . _ -, got {text!r}")

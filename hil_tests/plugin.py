@@ -136,7 +136,7 @@ def _sim_station(workdir: Path, keys: dict[str, bytes], broker: tuple[str, int])
 
 
 def _sim_rig(workdir: Path) -> Rig:
-    from agent.registry import Device
+    from agent.shared.registry import Device
     from hil_tests.sim.board import VirtualBoard
     from hil_tests.sim.firmware import alarm_post_config, firmware_files
     from hil_tests.sim.fixture import SimFixture

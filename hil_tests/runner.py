@@ -32,7 +32,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.registry import Device
+from agent.shared.registry import Device
 from hil_tests.rig.errors import RigInfraError
 from hil_tests.scenario import PROCESSES, Expect, Scenario, ScenarioError, Step
 from hil_tests.sim.air import VirtualAir, parse_venue

@@ -264,9 +264,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_gateway(args: argparse.Namespace, ws: Any) -> int:
-    from agent.enrollment import fingerprint, load_seal_public_key, seal_devices
-    from agent.errors import AgentError
-    from agent.registry import Device
+    from agent.shared.device_bundle import fingerprint, load_seal_public_key, seal_devices
+    from agent.shared.errors import AgentError
+    from agent.shared.registry import Device
 
     if args.gateway_key is None or args.out is None:
         raise ProvisionError("export --format gateway needs --gateway-key GW.x25519.pub and --out FILE")
@@ -321,9 +321,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     import asyncio
 
-    from agent import commands as cm
-    from agent.errors import AgentError
-    from agent.keyfiles import load_central_private_key
+    from agent.gateway import command_handler as cm
+    from agent.shared.errors import AgentError
+    from agent.shared.keyfiles import load_central_private_key
 
     with _workspace(args) as ws:
         found = ws.inventory.by_id(args.device)
@@ -355,8 +355,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_enroll_server(args: argparse.Namespace) -> int:
     import os
 
-    from agent.log import setup as log_setup
-    from provisioning import enroll_server as es
+    from agent.central import enroll_server as es
+    from agent.shared.log import setup as log_setup
 
     state = args.state or (Path(os.environ["GE_ENROLL_STATE"]) if os.environ.get("GE_ENROLL_STATE") else None)
     if state is None:
@@ -495,7 +495,7 @@ def _claim_ttl(text: str) -> int:
 
 
 def _serial(text: str) -> str:
-    from agent.enroll import SERIAL_RE
+    from agent.shared.enroll_protocol import SERIAL_RE
 
     if not SERIAL_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"expected 1-64 characters from A-Z a-z 0-9 . _ : -, got {text!r}")

@@ -40,7 +40,7 @@ from typing import Any
 from provisioning.boards import VIRTUAL, BoardFile
 from provisioning.bundle import MANIFEST, Bundle
 from provisioning.channels import SensorChannel
-from provisioning.device import MANAGED_DIRS, DeviceLink
+from provisioning.console import MANAGED_DIRS, DeviceLink
 from provisioning.errors import DeviceError, ProvisionError
 from provisioning.image import ImagePlan, Uf2Plan, write_image, write_uf2
 from provisioning.labels import Label, make_label, write_label

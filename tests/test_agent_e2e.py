@@ -15,7 +15,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.registry import Device
+from agent.shared.registry import Device
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import FIRMWARE_DIR

@@ -18,7 +18,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from agent.registry import Device
+from agent.shared.registry import Device
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import alarm_post_config, firmware_files
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier

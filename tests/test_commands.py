@@ -22,10 +22,10 @@ import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import commands as cm
-from agent import cose
-from agent.keyfiles import generate_central_key, load_central_private_key
-from agent.registry import Device, load_registry
+from agent.gateway import command_handler as cm
+from agent.shared import cose
+from agent.shared.keyfiles import generate_central_key, load_central_private_key
+from agent.shared.registry import Device, load_registry
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import alarm_post_config, firmware_files
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cbor2
 
-from agent.registry import Device
+from agent.shared.registry import Device
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import FIRMWARE_DIR

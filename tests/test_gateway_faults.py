@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.registry import Device
+from agent.shared.registry import Device
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.loadgen import FleetLoad, LoadReport
 from hil_tests.sim.mosquitto import Mosquitto

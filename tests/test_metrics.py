@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.config import load_config
-from agent.errors import ConfigError
-from agent.registry import Device
+from agent.gateway.config import load_config
+from agent.shared.errors import ConfigError
+from agent.shared.registry import Device
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import FIRMWARE_DIR, free_port

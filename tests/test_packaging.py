@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
+from agent.gateway.config import load_config
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import FIRMWARE_DIR, REPO_ROOT
 

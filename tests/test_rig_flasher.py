@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agent.signer import load_or_create_key
+from agent.gateway.signer import load_or_create_key
 from hil_tests.plugin import Dut, load_bench
 from hil_tests.rig.drivers import ConsoleDriver, FixtureDriver
 from hil_tests.rig.errors import RigInfraError, SelftestFailure

@@ -22,9 +22,9 @@ import cbor2
 import pytest
 from cobs import cobs
 
-from agent.config import load_config
-from agent.errors import ConfigError
-from agent.registry import Device, write_registry
+from agent.gateway.config import load_config
+from agent.shared.errors import ConfigError
+from agent.shared.registry import Device, write_registry
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import firmware_files
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier

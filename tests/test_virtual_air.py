@@ -13,10 +13,10 @@ from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from agent.config import load_config
-from agent.errors import ConfigError
-from agent.registry import Device, write_registry
-from agent.sources.blesim import SimAirScanner, parse_ad
+from agent.gateway.config import load_config
+from agent.gateway.wristbands.sim_scanner import SimAirScanner, parse_ad
+from agent.shared.errors import ConfigError
+from agent.shared.registry import Device, write_registry
 from hil_tests.sim.air import VenueError, VirtualAir, load_venue, parse_venue
 
 VENUE = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.registry import Device
+from agent.shared.registry import Device
 from hil_tests.sim.air import VirtualAir, parse_venue
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import firmware_files, wristband_config

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.ble.advert import (
+from agent.gateway.wristbands.advert import (
     AAD_END,
     LOW_BATTERY,
     STRAP_OPEN,
@@ -27,11 +27,11 @@ from agent.ble.advert import (
     band_root,
     window_start,
 )
-from agent.ble.advert import (
+from agent.gateway.wristbands.advert import (
     FALL as FLAG_FALL,
 )
-from agent.ble.resolver import BandKey, BandResolver
-from agent.registry import Device
+from agent.gateway.wristbands.resolver import BandKey, BandResolver
+from agent.shared.registry import Device
 from hil_tests.sim.air import VirtualAir, parse_venue
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import firmware_files, wristband_config

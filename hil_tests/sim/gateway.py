@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.registry import Device, write_registry
-from agent.signer import load_or_create_key
+from agent.gateway.signer import load_or_create_key
+from agent.shared.registry import Device, write_registry
 
 
 class ProcessError(RuntimeError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from agent.registry import Device
+from agent.shared.registry import Device
 from hil_tests.sim.tools import FIRMWARE_DIR
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))

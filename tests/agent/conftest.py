@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.registry import Device, Registry
+from agent.shared.registry import Device, Registry
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 

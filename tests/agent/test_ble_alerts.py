@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from agent.ble import advert as adv
-from agent.ble.alerts import Alert, AlertEngine, AlertType
-from agent.ble.resolver import BandKey, BandResolver, Sighting
-from agent.ble.venue import Venue, load, parse
-from agent.errors import ConfigError
+from agent.gateway.wristbands import advert as adv
+from agent.gateway.wristbands.alerts import Alert, AlertEngine, AlertType
+from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
+from agent.gateway.wristbands.venue import Venue, load, parse
+from agent.shared.errors import ConfigError
 from tests.vectors import wristband as ref
 
 SEED = int(os.environ.get("GE_SEED") or random.SystemRandom().randrange(2**32))

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from agent.ble import advert as adv
-from agent.ble.resolver import BandKey, BandResolver
-from agent.buffer import Store
+from agent.gateway.buffer import Store
+from agent.gateway.wristbands import advert as adv
+from agent.gateway.wristbands.resolver import BandKey, BandResolver
 from tests.vectors import wristband as ref
 
 ROOT = ref.ROOT

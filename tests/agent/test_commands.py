@@ -14,9 +14,8 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import cose
 from agent.cli import main
-from agent.commands import (
+from agent.gateway.command_handler import (
     STATE_FILE,
     Ack,
     CommandHandler,
@@ -30,12 +29,13 @@ from agent.commands import (
     save_state,
     sign_command,
 )
-from agent.config import AgentConfig, load_config
-from agent.errors import ConfigError, WireError
-from agent.frames import AAD_FRAME, AAD_RECEIPT, FrameVerifier
-from agent.keyfiles import generate_central_key, load_central_private_key, load_central_public_key
-from agent.pipeline import Pipeline, Stats
-from agent.registry import Device, Registry, load_registry, write_registry
+from agent.gateway.config import AgentConfig, load_config
+from agent.gateway.frame_verifier import AAD_FRAME, AAD_RECEIPT, FrameVerifier
+from agent.gateway.pipeline import Pipeline, Stats
+from agent.shared import cose
+from agent.shared.errors import ConfigError, WireError
+from agent.shared.keyfiles import generate_central_key, load_central_private_key, load_central_public_key
+from agent.shared.registry import Device, Registry, load_registry, write_registry
 from tests.agent.conftest import load
 
 VEC = load("command.json")

@@ -14,13 +14,13 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import cose
-from agent.buffer import Store
-from agent.committer import CommitResult, Committer, Submitted
-from agent.config import BatchConfig, BufferConfig
-from agent.frames import Event
-from agent.replay import ReplayState
-from agent.signer import AAD_BATCH, SealedBatch, Sealer
+from agent.gateway.buffer import Store
+from agent.gateway.committer import CommitResult, Committer, Submitted
+from agent.gateway.config import BatchConfig, BufferConfig
+from agent.gateway.frame_verifier import Event
+from agent.gateway.replay import ReplayState
+from agent.gateway.signer import AAD_BATCH, SealedBatch, Sealer
+from agent.shared import cose
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
 KEYS = {b"GW-T": KEY.public_key()}

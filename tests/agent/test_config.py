@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.config import load_config
-from agent.errors import ConfigError
-from agent.registry import Device, load_registry, write_registry
+from agent.gateway.config import load_config
+from agent.shared.errors import ConfigError
+from agent.shared.registry import Device, load_registry, write_registry
 
 KEY = "00" * 32
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import cose
-from agent.errors import WireError
-from agent.frames import AAD_FRAME, AAD_RECEIPT, receipt
-from agent.signer import AAD_BATCH, ZERO_HASH, Sealer
+from agent.gateway.frame_verifier import AAD_FRAME, AAD_RECEIPT, receipt
+from agent.gateway.signer import AAD_BATCH, ZERO_HASH, Sealer
+from agent.shared import cose
+from agent.shared.errors import WireError
 from tests import oracle
 
 

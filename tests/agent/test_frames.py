@@ -7,10 +7,10 @@ from typing import Any
 import cbor2
 import pytest
 
-from agent import cose
-from agent.errors import WireError
-from agent.frames import AAD_FRAME, FrameVerifier, priority_of
-from agent.registry import Registry
+from agent.gateway.frame_verifier import AAD_FRAME, FrameVerifier, priority_of
+from agent.shared import cose
+from agent.shared.errors import WireError
+from agent.shared.registry import Registry
 
 KID = b"AP-0001"
 

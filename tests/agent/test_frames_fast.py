@@ -13,10 +13,10 @@ from typing import Any
 import cbor2
 import pytest
 
-from agent import cose
-from agent.errors import WireError
-from agent.frames import AAD_FRAME, Event, FrameVerifier
-from agent.registry import Device, Registry
+from agent.gateway.frame_verifier import AAD_FRAME, Event, FrameVerifier
+from agent.shared import cose
+from agent.shared.errors import WireError
+from agent.shared.registry import Device, Registry
 from hil_tests.sim.tools import FIRMWARE_DIR
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))

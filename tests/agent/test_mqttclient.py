@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from agent.sources.mqttclient import LocalBrokerError, MqttClient, publish_packet, varint
+from agent.gateway.sources.mqttclient import LocalBrokerError, MqttClient, publish_packet, varint
 
 CONNACK_OK = b"\x20\x03\x00\x00\x00"
 

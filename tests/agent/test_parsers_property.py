@@ -13,13 +13,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import cose
-from agent.commands import AAD_COMMAND, parse_command
-from agent.errors import WireError
-from agent.frames import FrameVerifier
-from agent.registry import Device, Registry
-from agent.signer import ZERO_HASH, Sealer
-from agent.verifier import Verifier
+from agent.central.batch_verifier import Verifier
+from agent.gateway.command_handler import AAD_COMMAND, parse_command
+from agent.gateway.frame_verifier import FrameVerifier
+from agent.gateway.signer import ZERO_HASH, Sealer
+from agent.shared import cose
+from agent.shared.errors import WireError
+from agent.shared.registry import Device, Registry
 from hil_tests.sim.tools import FIRMWARE_DIR
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.replay import WINDOW, ReplayState
+from agent.gateway.replay import WINDOW, ReplayState
 
 
 def test_basic_window() -> None:

@@ -7,11 +7,11 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import cose
-from agent.frames import AAD_FRAME, Event
-from agent.registry import Device, Registry
-from agent.signer import ZERO_HASH, SealedBatch, Sealer
-from agent.verifier import Verifier
+from agent.central.batch_verifier import Verifier
+from agent.gateway.frame_verifier import AAD_FRAME, Event
+from agent.gateway.signer import ZERO_HASH, SealedBatch, Sealer
+from agent.shared import cose
+from agent.shared.registry import Device, Registry
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 DEVICE_KEY = bytes(range(100, 132))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.registry import Device
+from agent.shared.registry import Device
 from tests.bench import rig
 from tests.bench.rig import AlarmDevice, Rig, progress
 

@@ -30,9 +30,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from agent.ble.advert import Status
-from agent.ble.alerts import Alert, AlertEngine
-from agent.ble.resolver import BandKey, BandResolver, Sighting
+from agent.gateway.wristbands.advert import Status
+from agent.gateway.wristbands.alerts import Alert, AlertEngine
+from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
 from tests.bench import wristband_traces as wt
 from tests.vectors import wristband as ref
 

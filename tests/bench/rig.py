@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import cose
-from agent.registry import Device
+from agent.shared import cose
+from agent.shared.registry import Device
 from hil_tests.sim.gateway import AgentProcess
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import FIRMWARE_DIR, REPO_ROOT

@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Any
 
-from agent import cose
-from agent.errors import WireError
-from agent.signer import AAD_BATCH, ZERO_HASH, load_public_key
+from agent.gateway.signer import AAD_BATCH, ZERO_HASH, load_public_key
+from agent.shared import cose
+from agent.shared.errors import WireError
 from hil_tests.sim.tools import FIRMWARE_DIR
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))

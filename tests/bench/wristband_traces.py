@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.ble.venue import Venue, parse
+from agent.gateway.wristbands.venue import Venue, parse
 
 T0 = 1_700_006_400  # 2023-11-15 00:00 UTC: simulated day 0 starts at midnight
 DAY = 86_400

@@ -23,8 +23,8 @@ from cobs import cobs
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from agent.errors import WireError
-from agent.sources import serial as agent_serial
+from agent.gateway.sources import serial as agent_serial
+from agent.shared.errors import WireError
 from hil_tests.sim.tools import FIRMWARE_DIR, find_micropython
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))

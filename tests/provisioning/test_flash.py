@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.keyfiles import generate_central_key
+from agent.shared.keyfiles import generate_central_key
 from hil_tests.sim.board import VirtualBoard, board_uid
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto

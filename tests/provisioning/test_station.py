@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands import CommandState, key_fingerprint, save_state
-from agent.registry import Device, load_registry
+from agent.gateway.command_handler import CommandState, key_fingerprint, save_state
+from agent.shared.registry import Device, load_registry
 from hil_tests.sim.gateway import AgentProcess
 from provisioning.bundle import build_bundle, load_bundle
 from provisioning.errors import DeviceError, ProvisionError

@@ -1,0 +1,326 @@
+"""Agent configuration: one TOML file, validated at start into frozen dataclasses.
+
+Every error names the file, the key and what was expected (ConfigError). See
+docs/configuration.md for the keys; `guardian-agent check-config FILE` runs the same checks.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from agent.gateway.frame_verifier import DEFAULT_MAX_FRAME
+from agent.shared import tomlcheck
+from agent.shared.errors import ConfigError
+from agent.shared.keyfiles import load_central_public_key
+
+# bounds shared with the settings central may change at run time (agent/commands.py)
+LINGER_MS_RANGE = (0, 10_000)
+MAX_EVENTS_RANGE = (1, 100_000)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS to a broker: only ca_file is trusted (no system store); host name checked."""
+
+    ca_file: Path
+    cert_file: Path | None
+    key_file: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    host: str
+    port: int
+    client_id: str
+    keepalive: int
+    tls: TlsConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    max_events: int
+    max_bytes: int
+    linger_ms: int
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
+class BufferConfig:
+    """Bound of the backlog (events not yet sealed), by bytes of encoded events.
+
+    P1/P2 may use max_bytes - p0_reserve_bytes; when that is reached the oldest P2, then the
+    oldest P1 are evicted. P0 may use all of max_bytes and is never evicted: past the bound it
+    is still stored (an alarm is never dropped) and the overrun is logged.
+    """
+
+    max_bytes: int
+    p0_reserve_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SerialConfig:
+    """One [[serial]] port: devices speaking the serial link (docs/protocol.md §9) on a UART."""
+
+    port: Path
+    baudrate: int
+    device: str | None  # the one device wired to the port, if set: another kid is topic_mismatch
+
+
+@dataclass(frozen=True, slots=True)
+class BleScannerConfig:
+    """One [[ble]] scanner (agent/sources/ble.py): a BlueZ adapter, or a scanner on the virtual air."""
+
+    name: str
+    backend: str  # "bluez" or "sim"
+    adapter: str | None = None  # bluez: "hci0"; None: BlueZ's default adapter
+    air: tuple[str, int] | None = None  # sim: the virtual air's address
+    position: tuple[float, float] = (0.0, 0.0)  # sim: where the scanner stands, metres
+    watchdog_s: int = 60  # silent this long: restarted, SCANNER_BLIND upstream
+
+
+@dataclass(frozen=True, slots=True)
+class WristbandConfig:
+    """[wristbands]: how the registry's wristbands advertise (docs/protocol.md §10)."""
+
+    company: int = 0xFFFF
+    k: int = 10
+    skew_s: int = 60
+    # venue and residents file of the alert engine (docs/wristband-alerts.md); without it
+    # only SOS and FALL are forwarded
+    alerts: Path | None = None
+
+
+BLE_BACKENDS = ("bluez", "sim")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    path: Path
+    gateway_id: str
+    venue: str
+    data_dir: Path
+    key_file: Path
+    devices_file: Path
+    local: BrokerConfig
+    central: BrokerConfig
+    batch: BatchConfig
+    max_frame: int
+    commit_wait_ms: float
+    buffer: BufferConfig
+    heartbeat_s: int
+    command_key: Path | None = None  # central's public key for signed commands
+    metrics: tuple[str, int] | None = None  # Prometheus endpoint (host, port); None: off
+    serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/sources/serial.py)
+    ble: tuple[BleScannerConfig, ...] = ()  # [[ble]] scanners (agent/sources/ble.py)
+    wristbands: WristbandConfig = WristbandConfig()
+
+    @property
+    def buffer_path(self) -> Path:
+        return self.data_dir / "buffer.db"
+
+    @property
+    def batch_topic(self) -> str:
+        return f"venues/{self.venue}/gateways/{self.gateway_id}/batches"
+
+    @property
+    def status_topic(self) -> str:
+        return f"venues/{self.venue}/gateways/{self.gateway_id}/status"
+
+    @property
+    def command_topic(self) -> str:
+        return f"venues/{self.venue}/gateways/{self.gateway_id}/commands"
+
+
+def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerConfig:
+    cfg = BrokerConfig(
+        host=t.text("host"),
+        port=t.integer("port", default_port, lo=1, hi=65535),
+        client_id=t.text("client_id", default_id),
+        keepalive=t.integer("keepalive", 30, lo=5, hi=3600),
+    )
+    t.no_unknown_keys()
+    return cfg
+
+
+def tls_context(tls: TlsConfig, where: str = "central.tls.") -> ssl.SSLContext:
+    """A client context trusting only tls.ca_file, host name checked; ConfigError names the key."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname, no CAs loaded
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_verify_locations(cafile=tls.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{where}ca_file: expected a PEM CA certificate in {tls.ca_file}: {exc}") from exc
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{where}cert_file: expected a PEM certificate in {tls.cert_file} matching the key in key_file: {exc}"
+            ) from exc
+    return ctx
+
+
+def _tls(t: tomlcheck.Table, base: Path) -> TlsConfig:
+    tls = TlsConfig(
+        ca_file=t.path_value("ca_file", base),
+        cert_file=t.path_value("cert_file", base, None),
+        key_file=t.path_value("key_file", base, None),
+    )
+    t.no_unknown_keys()
+    if (tls.cert_file is None) != (tls.key_file is None):
+        missing = "key_file" if tls.key_file is None else "cert_file"
+        raise t.fail(missing, "missing: cert_file and key_file (the client certificate and its key) go together")
+    for key, p in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if p is not None and not p.is_file():
+            raise t.fail(key, f"expected a PEM file, {p} does not exist or is not a file")
+    if tls.key_file is not None:
+        try:
+            tomlcheck.require_private(tls.key_file, "the TLS client key")
+        except ConfigError as exc:
+            raise t.fail("key_file", str(exc)) from None
+    tls_context(tls, f"{t.path}: {t.prefix}")
+    return tls
+
+
+def _central(t: tomlcheck.Table, base: Path, gateway_id: str) -> tuple[BrokerConfig, Path | None]:
+    command_key = t.path_value("command_key", base, None)
+    if command_key is not None:
+        try:
+            load_central_public_key(command_key)
+        except ConfigError as exc:
+            raise t.fail("command_key", f"expected central's public key file (guardian-agent keygen): {exc}") from None
+    tls = _tls(t.table("tls"), base) if "tls" in t.data else None
+    return replace(_broker(t, 1883, gateway_id), tls=tls), command_key
+
+
+def _serial_ports(top: tomlcheck.Table, base: Path) -> tuple[SerialConfig, ...]:
+    ports: list[SerialConfig] = []
+    for t in top.tables("serial"):
+        if not t.text("port").strip():
+            raise t.fail("port", "expected the path of a serial device, e.g. /dev/ttyUSB0, got an empty string")
+        cfg = SerialConfig(
+            port=t.path_value("port", base),
+            baudrate=t.integer("baudrate", 115200, lo=50, hi=4_000_000),
+            device=t.ident("device", None),
+        )
+        t.no_unknown_keys()
+        for i, other in enumerate(ports):
+            if other.port == cfg.port:
+                raise t.fail("port", f"{cfg.port} is already serial[{i}].port; one [[serial]] entry per port")
+        ports.append(cfg)
+    return tuple(ports)
+
+
+def _ble_scanners(top: tomlcheck.Table) -> tuple[BleScannerConfig, ...]:
+    scanners: list[BleScannerConfig] = []
+    for t in top.tables("ble"):
+        name = t.ident("name")
+        backend = t.text("backend", "bluez")
+        if backend not in BLE_BACKENDS:
+            raise t.fail("backend", f"expected one of {', '.join(BLE_BACKENDS)}, got {backend!r}")
+        watchdog_s = t.integer("watchdog_s", 60, lo=2, hi=86400)
+        if backend == "bluez":
+            adapter = t.text("adapter", None)
+            if adapter is not None and not re.fullmatch(r"hci[0-9]{1,3}", adapter):
+                raise t.fail("adapter", f"expected an adapter name like hci0, got {adapter!r}")
+            cfg = BleScannerConfig(name, backend, adapter=adapter, watchdog_s=watchdog_s)
+        else:
+            air = t.address("air")
+            pos = t._get("position", [0.0, 0.0])
+            if (
+                not isinstance(pos, list)
+                or len(pos) != 2
+                or not all(type(v) in (int, float) and abs(v) < 1e6 for v in pos)
+            ):
+                raise t.fail("position", f"expected [x, y] in metres, got {pos!r}")
+            cfg = BleScannerConfig(
+                name, backend, air=air, position=(float(pos[0]), float(pos[1])), watchdog_s=watchdog_s
+            )
+        t.no_unknown_keys()
+        if any(o.name == name for o in scanners):
+            raise t.fail("name", f"duplicate scanner name {name!r}")
+        scanners.append(cfg)
+    return tuple(scanners)
+
+
+def _wristbands(top: tomlcheck.Table, base: Path) -> WristbandConfig:
+    t = top.table("wristbands", required=False)
+    cfg = WristbandConfig(
+        company=t.integer("company", 0xFFFF, lo=0, hi=0xFFFF),
+        k=t.integer("k", 10, lo=8, hi=15),
+        skew_s=t.integer("skew_s", 60, lo=1, hi=3600),
+        alerts=t.path_value("alerts", base, None),
+    )
+    t.no_unknown_keys()
+    return cfg
+
+
+def load_config(path: Path) -> AgentConfig:
+    path = Path(path)
+    top = tomlcheck.Table(path, tomlcheck.load(path))
+    base = path.resolve().parent
+    gw = top.table("gateway")
+    gateway_id = gw.ident("id")
+    data_dir = gw.path_value("data_dir", base)
+    key_file = gw.path_value("key_file", data_dir, "gateway.key")
+    devices_file = gw.path_value("devices_file", base)
+    venue = gw.ident("venue")
+    heartbeat_s = gw.integer("heartbeat_s", 60, lo=1, hi=3600)
+    gw.no_unknown_keys()
+
+    local = _broker(top.table("local"), 1883, f"{gateway_id}-agent")
+    central, command_key = _central(top.table("central"), base, gateway_id)
+
+    bt = top.table("batch", required=False)
+    batch = BatchConfig(
+        max_events=bt.integer("max_events", 1000, lo=MAX_EVENTS_RANGE[0], hi=MAX_EVENTS_RANGE[1]),
+        max_bytes=bt.integer("max_bytes", 256 * 1024, lo=1024, hi=16 * 1024 * 1024),
+        linger_ms=bt.integer("linger_ms", 20, lo=LINGER_MS_RANGE[0], hi=LINGER_MS_RANGE[1]),
+        window=bt.integer("window", 8, lo=1, hi=256),
+    )
+    bt.no_unknown_keys()
+
+    bf = top.table("buffer", required=False)
+    max_bytes = bf.integer("max_bytes", 256 * 1024 * 1024, lo=4096, hi=1 << 40)
+    buffer = BufferConfig(
+        max_bytes=max_bytes,
+        p0_reserve_bytes=bf.integer("p0_reserve_bytes", max_bytes // 8, lo=0, hi=max_bytes),
+    )
+    bf.no_unknown_keys()
+
+    mt = top.table("metrics", required=False)
+    metrics: tuple[str, int] | None = mt.address("listen", None)
+    mt.no_unknown_keys()
+
+    lim = top.table("limits", required=False)
+    max_frame = lim.integer("max_frame_bytes", DEFAULT_MAX_FRAME, lo=64, hi=65536)
+    commit_wait_ms = lim.number("commit_wait_ms", 2.0, lo=0.0, hi=100.0)
+    lim.no_unknown_keys()
+    serial = _serial_ports(top, base)
+    ble = _ble_scanners(top)
+    wristbands = _wristbands(top, base)
+    top.no_unknown_keys()
+
+    return AgentConfig(
+        path=path,
+        gateway_id=gateway_id,
+        venue=venue,
+        data_dir=data_dir,
+        key_file=key_file,
+        devices_file=devices_file,
+        local=local,
+        central=central,
+        batch=batch,
+        max_frame=max_frame,
+        commit_wait_ms=commit_wait_ms,
+        buffer=buffer,
+        heartbeat_s=heartbeat_s,
+        command_key=command_key,
+        metrics=metrics,
+        serial=serial,
+        ble=ble,
+        wristbands=wristbands,
+    )

@@ -1,0 +1,134 @@
+"""The local broker: device frames in (ge/dev/+/up), receipts out (ge/dev/<id>/down).
+
+The subscription uses a persistent session (clean start off, a session expiry) and
+acknowledges each QoS 1 frame only after the event is durable in the buffer (or was
+rejected), in the order the frames arrived (MQTT 5 §4.6). A kill -9 of the agent therefore
+loses nothing the broker handed over: the broker redelivers whatever was not acknowledged.
+The connection is agent/sources/mqttclient.py (why not aiomqtt: see its first comment);
+frames go to the pipeline as they are parsed, many per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from agent.gateway.config import BrokerConfig, tls_context
+from agent.gateway.pipeline import Pipeline, Stats
+from agent.gateway.sources.mqttclient import LocalBrokerError, MqttClient
+from agent.shared.backoff import Backoff
+
+log = logging.getLogger("agent.sources.mqtt")
+
+UP_FILTER = "ge/dev/+/up"
+_PREFIX = b"ge/dev/"
+_SUFFIX = b"/up"
+DOWNLINK_QUEUE = 10_000
+# MQTT 5 Receive Maximum: how many unacknowledged frames the broker may hand over at once.
+# It bounds the agent's memory whatever the broker is configured to; acks follow each commit.
+RECEIVE_MAXIMUM = 4096
+# MQTT 5 Maximum Packet Size: the broker drops larger messages instead of sending them. Far
+# above any frame size limit ([limits] max_frame_bytes), so oversized frames still reach the
+# agent and are rejected and counted as `oversize`; it bounds what one packet can take.
+MAX_PACKET = 1 << 20
+SESSION_EXPIRY_S = 7 * 24 * 3600
+CONNECT_TIMEOUT_S = 10.0
+_TOPIC_CACHE = 10_000
+
+
+def down_topic(device_id: str) -> str:
+    return f"ge/dev/{device_id}/down"
+
+
+class LocalBroker:
+    """Runs the subscription and the receipt downlink, reconnecting with backoff."""
+
+    def __init__(self, cfg: BrokerConfig, pipeline: Pipeline, stats: Stats) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.stats = stats
+        self.backoff = Backoff()
+        self._tls = tls_context(cfg.tls, "local.tls.") if cfg.tls is not None else None
+        # receipts waiting for the connection (or for the broker's Receive Maximum)
+        self._outbox: deque[tuple[bytes, bytes]] = deque()
+        self._client: MqttClient | None = None
+        self._devices: dict[bytes, str | None] = {}  # topic -> device id
+        self.connected = asyncio.Event()
+        pipeline.send_receipt = self.send
+
+    def send(self, device_id: str, payload: bytes) -> None:
+        if len(self._outbox) >= DOWNLINK_QUEUE:
+            # the device resends and gets its receipt from the ledger then
+            self.stats.counts["receipts_dropped"] += 1
+            return
+        self._outbox.append((down_topic(device_id).encode(), payload))
+        if self._client is not None:
+            self._client.pump()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except (LocalBrokerError, OSError, TimeoutError) as exc:
+                log.warning("local_broker_down host=%s port=%d reason=%r", self.cfg.host, self.cfg.port, str(exc))
+            finally:
+                self.connected.clear()
+                self.stats.local_connected = False
+            await asyncio.sleep(self.backoff.next())
+
+    async def _session(self) -> None:
+        loop = asyncio.get_running_loop()
+        ingest = self.pipeline.ingest
+        devices = self._devices
+
+        def on_message(topic: bytes, payload: bytes, ack: Callable[[], None]) -> None:
+            device = devices.get(topic)
+            if device is None:
+                device = self._device_of(topic)
+            ingest(payload, device, ack)
+
+        def factory() -> MqttClient:
+            return MqttClient(
+                self.cfg.client_id,
+                self.cfg.keepalive,
+                SESSION_EXPIRY_S,
+                RECEIVE_MAXIMUM,
+                MAX_PACKET,
+                on_message,
+                self._outbox,
+                self._on_published,
+            )
+
+        _, client = await asyncio.wait_for(
+            loop.create_connection(factory, self.cfg.host, self.cfg.port, ssl=self._tls), CONNECT_TIMEOUT_S
+        )
+        try:
+            await asyncio.wait_for(client.connected, CONNECT_TIMEOUT_S)
+            await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S)
+            self._client = client
+            self.backoff.reset()
+            self.connected.set()
+            self.stats.local_connected = True
+            log.info("local_broker_up host=%s port=%d", self.cfg.host, self.cfg.port)
+            reason = await client.closed
+            raise LocalBrokerError(reason)
+        finally:
+            self._client = None
+            client.close()
+
+    def _device_of(self, topic: bytes) -> str | None:
+        """The device id in ge/dev/<id>/up (None for any other topic), cached per topic."""
+        device: str | None = None
+        if topic.startswith(_PREFIX) and topic.endswith(_SUFFIX):
+            device = topic[len(_PREFIX) : -len(_SUFFIX)].decode("utf-8", errors="replace")
+        if len(self._devices) >= _TOPIC_CACHE:
+            self._devices.clear()
+        self._devices[topic] = device
+        return device
+
+    def _on_published(self, code: int) -> None:
+        if code >= 0x80:
+            # refused by the broker; the device resends and gets its receipt from the ledger then
+            self.stats.counts["receipts_dropped"] += 1

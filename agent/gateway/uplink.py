@@ -1,0 +1,186 @@
+"""The uplink to central: sealed batches out over MQTT 5, QoS 1, deleted only after PUBACK.
+
+Batches are published concurrently (the committer keeps at most `window` unacknowledged,
+plus one P0 reserve slot). A batch whose PUBACK does not arrive is published again, with the
+same bytes, after the next (re)connect; central drops the duplicate by (epoch, seq).
+
+The same MQTT 5 session carries the gateway's presence (retained `online` on its status topic
+after every connect, `offline` as the last will and before a graceful stop) and central's
+signed commands (subscribed QoS 1; each is acknowledged only after agent/commands.py settled
+it, so a command is not lost to a kill -9). With [central.tls] the connection trusts only the
+configured CA and checks the broker's host name (docs/protocol.md §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.gateway.command_handler import CommandHandler
+from agent.gateway.config import AgentConfig, tls_context
+from agent.gateway.pipeline import Pipeline, Stats
+from agent.gateway.signer import SealedBatch
+from agent.shared.backoff import Backoff
+
+log = logging.getLogger("agent.uplink")
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+PUBLISH_TIMEOUT_S = 30.0
+STATUS_TIMEOUT_S = 5.0
+# MQTT 5 Receive Maximum: what central sends the gateway are commands, settled one at a time
+RECEIVE_MAXIMUM = 16
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+class Uplink:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        pipeline: Pipeline,
+        stats: Stats,
+        unacked: list[SealedBatch],
+        commands: CommandHandler | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.commands = commands
+        tls = cfg.central.tls
+        self._tls = tls_context(tls, f"{cfg.path}: central.tls.") if tls is not None else None
+        self.pipeline = pipeline
+        self.stats = stats
+        self.topic = cfg.batch_topic
+        self.inflight: dict[int, SealedBatch] = {b.seq: b for b in unacked}
+        self.backoff = Backoff(cap=10.0)
+        self._client: aiomqtt.Client | None = None
+        self._broken = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connected = asyncio.Event()
+        pipeline.publish_batch = self.publish
+
+    def publish(self, batch: SealedBatch) -> None:
+        self.inflight[batch.seq] = batch
+        self.stats.inflight_batches = len(self.inflight)
+        if self._client is not None:
+            self._start(self._client, batch)
+
+    def _start(self, client: aiomqtt.Client, batch: SealedBatch) -> None:
+        task = asyncio.create_task(self._publish(client, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, client: aiomqtt.Client, batch: SealedBatch) -> None:
+        try:
+            await client.publish(self.topic, batch.blob, qos=1, timeout=PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            log.warning("batch_publish_failed seq=%d reason=%r", batch.seq, str(exc))
+            self._broken.set()
+            return
+        if self.inflight.pop(batch.seq, None) is not None:
+            self.stats.inflight_batches = len(self.inflight)
+            self.pipeline.on_delivered(batch)
+
+    async def run(self) -> None:
+        committer = self.pipeline.committer
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                log.warning(
+                    "uplink_down host=%s port=%d reason=%r", self.cfg.central.host, self.cfg.central.port, str(exc)
+                )
+            finally:
+                self._client = None
+                self.connected.clear()
+                self.stats.uplink_connected = False
+                if committer is not None:
+                    committer.set_uplink(False)
+                for task in list(self._tasks):
+                    task.cancel()
+            await asyncio.sleep(self.backoff.next())
+
+    async def announce_offline(self) -> None:
+        """Graceful stop: retained `offline` first, as a clean DISCONNECT discards the will."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            await client.publish(self.cfg.status_topic, OFFLINE, qos=1, retain=True, timeout=STATUS_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            log.warning("status_offline_failed reason=%r", str(exc))
+
+    async def _session(self) -> None:
+        central = self.cfg.central
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        client = aiomqtt.Client(
+            central.host,
+            central.port,
+            identifier=central.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=central.keepalive,
+            max_inflight_messages=self.cfg.batch.window + 2,
+            will=aiomqtt.Will(self.cfg.status_topic, OFFLINE, qos=1, retain=True),
+            tls_context=self._tls,
+        )
+        # before connecting: commands queued in the session arrive right after CONNACK.
+        # Private attribute: aiomqtt has no manual-ack switch (see agent/sources/mqtt.py).
+        client._client.manual_ack_set(True)
+        async with client:
+            self._broken.clear()
+            self._client = client
+            self.backoff.reset()
+            self.connected.set()
+            self.stats.uplink_connected = True
+            log.info("uplink_up host=%s port=%d resending=%d", central.host, central.port, len(self.inflight))
+            for seq in sorted(self.inflight):
+                self._start(client, self.inflight[seq])
+            if self.pipeline.committer is not None:
+                self.pipeline.committer.set_uplink(True)
+            watch = asyncio.create_task(self._watch(client))
+            broken = asyncio.create_task(self._broken.wait())
+            try:
+                await self._announce(client)
+                done, _ = await asyncio.wait({watch, broken}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is watch and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+            finally:
+                watch.cancel()
+                broken.cancel()
+
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        enabled = self.commands is not None and self.commands.enabled
+        if enabled:
+            await client.subscribe(self.cfg.command_topic, qos=1, timeout=PUBLISH_TIMEOUT_S)
+        else:
+            # a session from a run with commands enabled may still hold the subscription
+            await client.unsubscribe(self.cfg.command_topic, timeout=PUBLISH_TIMEOUT_S)
+        await client.publish(self.cfg.status_topic, ONLINE, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
+        log.info("status_online topic=%s commands=%s", self.cfg.status_topic, "on" if enabled else "off")
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        # commands in; iterating ends with MqttError when the connection drops
+        async for message in client.messages:
+            ack = self._acker(client, message.mid, message.qos)
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if self.commands is not None and message.topic.matches(self.cfg.command_topic):
+                self.commands.submit(payload, ack)
+            else:
+                ack()
+
+    def _acker(self, client: aiomqtt.Client, mid: int, qos: int) -> Callable[[], None]:
+        def ack() -> None:
+            # a PUBACK only on the connection the message came on; after a reconnect the
+            # broker delivers an unacknowledged command again
+            if qos > 0 and self._client is client:
+                client._client.ack(mid, qos)
+
+        return ack

@@ -1,0 +1,528 @@
+"""Wristband alerts: what families are told, from accepted adverts (docs/wristband-alerts.md).
+
+A pure, deterministic engine: no I/O, no clock; every input carries its gateway time (unix ms).
+Fed by the BLE source with `on_sighting()` for every accepted advert each scanner heard, with
+`scanner_down()` / `scanner_up()` from the scanner watchdog, and with `tick()` about once a
+second. Each call returns the alerts it raised, in order.
+
+Per band, across all scanners:
+- RSSI per scanner averaged over a short sliding window (`rssi_window_s`, stretched to three
+  learned advert intervals), an advert the scanner missed counting as -105 dBm; the
+  candidate zone is the zone of the strongest scanner if its average reaches the zone's
+  `min_rssi` and beats the band's current zone by `zone_margin_db`; the band's zone changes
+  only after one candidate wins `zone_confirm` consecutive observations (one observation per
+  advert counter, judged when the next counter arrives, not per scanner copy), so a band at a
+  doorway does not flap;
+- the advert interval is learned (EWMA of the gaps between new counters); it stretches the
+  RSSI window and the MISSING timeout for bands that advertise slowly;
+- SOS and FALL are keyed by (type, event id), so one event raises one alert however many
+  adverts and scanners carry it;
+- EXIT when the band's zone becomes one the resident is not allowed in (exit zones are never
+  allowed by default); MISSING when no scanner heard the band for `missing_after_s` while it
+  was inside; SCANNER_BLIND instead of MISSING when every scanner of the band's last zone is
+  down (MISSING follows if the band is still unheard `scanner_grace_s` after one is back);
+  BACK_INSIDE resolves EXIT and MISSING;
+- STRAP_REMOVED after `strap_after_s` with the strap open or the band not worn (not while
+  charging), BATTERY_LOW with hysteresis (raised at or below `battery_low_pct` or with the
+  LOW_BATTERY flag, re-armed at or above `battery_ok_pct`); during a resident's quiet hours
+  these two P1 alerts are held and raised at the end if still true. P0 alerts are never held.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+
+from agent.gateway.frame_verifier import priority_of
+from agent.gateway.wristbands.advert import BATTERY_UNKNOWN, CHARGING, FALL, LOW_BATTERY, SOS, STRAP_OPEN, WORN
+from agent.gateway.wristbands.resolver import Sighting
+from agent.gateway.wristbands.venue import Resident, Venue
+
+Context = dict[str, str | int | float | None]
+
+_EVENT_FLAGS = SOS | FALL
+_SEEN_IDS = 16  # event ids remembered per band (ids are +1 per event; 65535 wraps to 1)
+_INTERVAL_MS = 1000.0  # assumed advert interval before one is learned
+_INTERVAL_MAX_GAP_MS = 30_000  # longer gaps are absences, not intervals
+_MISSING_INTERVALS = 20  # MISSING never fires before this many learned intervals of silence
+_LINK_SAMPLES = 64  # bound of one scanner's samples of one band (SOS bursts send 10/s)
+_FLOOR_DBM = -105  # the RSSI counted for an advert a scanner did not hear
+_STRONG_DBM = -90  # with margin: the reading that moves a band out of a zone whose scanners are down
+_NEVER = 1 << 62
+
+
+def _removed(flags: int) -> bool:
+    """The band is off the wrist (strap open or not worn) and not on its charger."""
+    return bool(flags & STRAP_OPEN or not flags & WORN) and not flags & CHARGING
+
+
+class AlertType(IntEnum):
+    """Alert event types (docs/protocol.md §2.1 ranges: 1-63 P0, 64-127 P1)."""
+
+    SOS = 3
+    FALL = 4
+    EXIT = 5
+    MISSING = 6
+    STRAP_REMOVED = 66
+    BATTERY_LOW = 67
+    BACK_INSIDE = 68
+    SCANNER_BLIND = 69
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert; `context` holds the human-readable details (`text` is a one-line summary)."""
+
+    type: AlertType
+    band: str
+    resident: str
+    zone: str | None  # zone name
+    t_ms: int
+    context: Context = field(default_factory=dict)
+
+    @property
+    def priority(self) -> int:
+        """0 for P0, 1 for P1 (agent.frames.priority_of on the type)."""
+        return priority_of(int(self.type))
+
+    @property
+    def lane(self) -> str:
+        return f"P{self.priority}"
+
+
+class _Link:
+    """One scanner's recent RSSI samples of one band, one per advert counter."""
+
+    __slots__ = ("counter", "samples", "total")
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[int, int]] = deque()
+        self.total = 0
+        self.counter = -1
+
+
+class _Band:
+    __slots__ = (
+        "allowed",
+        "battery",
+        "battery_alerted",
+        "blind_open",
+        "due_ms",
+        "event_id",
+        "event_ids",
+        "event_keys",
+        "exit_open",
+        "exit_since",
+        "flags",
+        "interval_ms",
+        "last_new_ms",
+        "last_rssi",
+        "last_scanner",
+        "last_seen_ms",
+        "links",
+        "missing_open",
+        "missing_since",
+        "obs_counter",
+        "pending",
+        "recent",
+        "res",
+        "status_counter",
+        "strap_alerted",
+        "strap_since",
+        "streak",
+        "zone",
+    )
+
+    def __init__(self, res: Resident) -> None:
+        self.res = res
+        self.allowed = res.allowed_zones
+        self.links: dict[str, _Link] = {}
+        self.last_seen_ms = -1  # -1: never heard since the engine started
+        self.last_scanner = ""
+        self.last_rssi = 0
+        self.last_new_ms = -1
+        self.interval_ms = _INTERVAL_MS
+        self.obs_counter = -1  # the advert counter of the last zone observation
+        self.recent: deque[int] = deque()  # arrival times of the counters in the RSSI window
+        self.zone: str | None = None
+        self.pending: str | None = None
+        self.streak = 0
+        self.status_counter = -1
+        self.flags = -1  # -1: no status yet
+        self.event_id = -1
+        self.battery = BATTERY_UNKNOWN
+        self.event_keys: set[tuple[int, int]] = set()
+        self.event_ids: deque[tuple[int, int]] = deque()
+        self.exit_open = False
+        self.exit_since = 0
+        self.missing_open = False
+        self.missing_since = 0
+        self.blind_open = False
+        self.strap_since = -1
+        self.strap_alerted = False
+        self.battery_alerted = False
+        self.due_ms = _NEVER
+
+
+class AlertEngine:
+    """The alert state of every registered band; see the module docstring."""
+
+    def __init__(self, venue: Venue) -> None:
+        self.venue = venue
+        s = venue.settings
+        self._tz = venue.tz()
+        self._window_ms = int(s.rssi_window_s * 1000)
+        self._confirm = s.zone_confirm
+        self._margin = s.zone_margin_db
+        self._low = s.battery_low_pct
+        self._ok = s.battery_ok_pct
+        self._grace_ms = s.scanner_grace_s * 1000
+        self._scanner_zone = {sc.id: sc.zone for sc in venue.scanners.values()}
+        self._zone_min = {z.id: z.min_rssi for z in venue.zones.values()}
+        self._zone_scanners: dict[str, tuple[str, ...]] = {
+            z: tuple(sc.id for sc in venue.scanners.values() if sc.zone == z) for z in venue.zones
+        }
+        self._down: dict[str, int] = {}  # scanner -> when it was reported down
+        self._up: dict[str, int] = {}  # scanner -> when it was last reported back
+        self._bands = {band: _Band(res) for band, res in venue.residents.items()}
+        self.counts: Counter[str] = Counter()
+
+    # --- inputs -----------------------------------------------------------------------
+
+    def remember(self, raised: Iterable[tuple[str, int, int]]) -> None:
+        """SOS/FALL alerts raised before a restart, (band, type, band event id): not raised again."""
+        for band, kind, eid in raised:
+            b = self._bands.get(band)
+            key = (kind, eid)
+            if b is None or key in b.event_keys:
+                continue
+            b.event_keys.add(key)
+            b.event_ids.append(key)
+            if len(b.event_ids) > _SEEN_IDS:
+                b.event_keys.discard(b.event_ids.popleft())
+
+    def on_sighting(self, scanner: str, rssi: int, t_ms: int, s: Sighting) -> list[Alert]:
+        """One accepted advert heard by one scanner; the alerts it raises (often none)."""
+        b = self._bands.get(s.band)
+        if b is None:
+            self.counts["unknown_band"] += 1
+            return []
+        out: list[Alert] = []
+        if t_ms > b.last_seen_ms:
+            b.last_seen_ms = t_ms
+            b.last_scanner = scanner
+            b.last_rssi = rssi
+        if s.new:
+            if b.last_new_ms >= 0:
+                gap = t_ms - b.last_new_ms
+                if 0 < gap < _INTERVAL_MAX_GAP_MS:
+                    b.interval_ms += (gap - b.interval_ms) * 0.05
+            b.last_new_ms = t_ms
+        if b.missing_open:
+            self._found(b, scanner, rssi, t_ms, out)
+        zone = self._scanner_zone.get(scanner)
+        if zone is None:
+            self.counts["unknown_scanner"] += 1
+        elif scanner not in self._down:  # a late copy from a scanner reported down does not place the band
+            if s.counter > b.obs_counter:
+                if b.obs_counter >= 0:
+                    self._observe(b, t_ms, out)  # every scanner has had its say on the previous advert
+                b.obs_counter = s.counter
+                b.recent.append(t_ms)
+                if len(b.recent) > _LINK_SAMPLES:
+                    b.recent.popleft()
+            link = b.links.get(scanner)
+            if link is None:
+                link = b.links[scanner] = _Link()
+            if link.counter != s.counter:  # the first copy; burst repeats add nothing
+                link.counter = s.counter
+                q = link.samples
+                q.append((t_ms, rssi))
+                link.total += rssi
+                if len(q) > _LINK_SAMPLES:
+                    link.total -= q.popleft()[1]
+        st = s.status
+        if s.counter >= b.status_counter:
+            b.status_counter = s.counter
+            if st.flags != b.flags or st.event_id != b.event_id or st.battery != b.battery:
+                self._status(b, scanner, rssi, t_ms, s, out)
+        return out
+
+    def scanner_down(self, scanner: str, t_ms: int) -> list[Alert]:
+        """The source reports a scanner quiet (its watchdog fired)."""
+        self._down.setdefault(scanner, t_ms)
+        for b in self._bands.values():
+            b.links.pop(scanner, None)
+            b.due_ms = min(b.due_ms, t_ms)
+        return []
+
+    def scanner_up(self, scanner: str, t_ms: int) -> list[Alert]:
+        """The source reports a scanner hearing again."""
+        if self._down.pop(scanner, None) is not None:
+            self._up[scanner] = t_ms
+        return []
+
+    def tick(self, now_ms: int) -> list[Alert]:
+        """Time-based alerts (MISSING, SCANNER_BLIND, STRAP_REMOVED, BATTERY_LOW); call ~1/s."""
+        out: list[Alert] = []
+        minute = -1
+        for b in self._bands.values():
+            if b.due_ms > now_ms:
+                continue
+            if minute < 0:
+                minute = self._minute(now_ms)
+            b.due_ms = self._timers(b, now_ms, minute, out)
+        return out
+
+    # --- zone ---------------------------------------------------------------------------
+
+    def _observe(self, b: _Band, t_ms: int, out: list[Alert]) -> None:
+        horizon = t_ms - max(self._window_ms, int(3 * b.interval_ms))
+        recent = b.recent
+        while recent and recent[0] < horizon:
+            recent.popleft()
+        n_band = len(recent)
+        if not n_band:
+            return
+        best = cur = -1e9
+        cand: str | None = None
+        cand_scanner = ""
+        for sid, link in list(b.links.items()):
+            q = link.samples
+            while q and q[0][0] < horizon:
+                link.total -= q.popleft()[1]
+            if not q:
+                del b.links[sid]
+                continue
+            # adverts this scanner missed count at the floor: a far scanner's rare lucky sample
+            # does not beat a near one that hears every advert
+            avg = (link.total + _FLOOR_DBM * max(0, n_band - len(q))) / n_band
+            zone = self._scanner_zone[sid]
+            if avg > best:
+                best, cand, cand_scanner = avg, zone, sid
+            if zone == b.zone and avg > cur:
+                cur = avg
+        if cand is None or best < self._zone_min[cand]:
+            return  # the strongest scanner is too weak to place the band in its zone
+        if (
+            cur == -1e9
+            and b.zone is not None
+            and cand != b.zone
+            and self._blind(b.zone)
+            and best < max(self._zone_min[cand], _STRONG_DBM) + self._margin
+        ):
+            # the current zone's scanners are down, so the margin has nothing to beat: a move
+            # then needs a strong reading, not merely the best of the rest
+            return
+        if cand == b.zone or best < cur + self._margin:
+            b.pending, b.streak = None, 0
+            return
+        if cand == b.pending:
+            b.streak += 1
+        else:
+            b.pending, b.streak = cand, 1
+        if b.zone is not None and b.streak < self._confirm:
+            return
+        if b.zone is None and b.streak < self._confirm and cand not in b.allowed:
+            return  # a first placement outside the allowed zones needs the full confirmation
+        old = b.zone
+        b.zone, b.pending, b.streak = cand, None, 0
+        if cand not in b.allowed and not b.exit_open:
+            b.exit_open, b.exit_since = True, t_ms
+            ctx = self._ctx(b, t_ms, cand_scanner, round(best))
+            ctx["from_zone"] = self._zone_name(old)
+            ctx["reason"] = "exit zone" if self.venue.zones[cand].kind == "exit" else "zone not allowed"
+            ctx["text"] = f"{b.res.reference} seen in {self._zone_name(cand)} ({ctx['reason']}) at {ctx['time']}"
+            out.append(self._alert(AlertType.EXIT, b, t_ms, ctx))
+        elif cand in b.allowed and b.exit_open:
+            b.exit_open = False
+            ctx = self._ctx(b, t_ms, cand_scanner, round(best))
+            ctx["resolves"] = "EXIT"
+            ctx["away_s"] = (t_ms - b.exit_since) // 1000
+            ctx["text"] = f"{b.res.reference} is back inside, in {self._zone_name(cand)}, at {ctx['time']}"
+            out.append(self._alert(AlertType.BACK_INSIDE, b, t_ms, ctx))
+
+    def _found(self, b: _Band, scanner: str, rssi: int, t_ms: int, out: list[Alert]) -> None:
+        b.missing_open = False
+        b.blind_open = False
+        zone = self._scanner_zone.get(scanner)
+        if zone is not None and zone not in b.allowed:
+            return  # seen outside: the zone logic raises EXIT
+        if zone is not None:
+            b.zone, b.pending, b.streak = zone, None, 0
+        ctx = self._ctx(b, t_ms, scanner, rssi)
+        ctx["resolves"] = "MISSING"
+        ctx["away_s"] = (t_ms - b.missing_since) // 1000
+        ctx["text"] = f"{b.res.reference} is heard again in {ctx['zone'] or 'an unmapped area'} at {ctx['time']}"
+        out.append(self._alert(AlertType.BACK_INSIDE, b, t_ms, ctx))
+
+    # --- status -------------------------------------------------------------------------
+
+    def _status(self, b: _Band, scanner: str, rssi: int, t_ms: int, s: Sighting, out: list[Alert]) -> None:
+        st = s.status
+        prev = max(b.flags, 0)
+        b.flags = st.flags
+        b.event_id = st.event_id
+        b.battery = st.battery
+        b.due_ms = t_ms  # strap and battery are judged by the next tick
+        if b.strap_since < 0 and _removed(st.flags):
+            b.strap_since = t_ms
+        events = st.flags & _EVENT_FLAGS
+        if not events:
+            return
+        eid = st.event_id
+        rising = events & ~prev
+        new_id = all(k[1] != eid for k in b.event_ids)
+        if rising:
+            kinds = rising
+        elif new_id:
+            kinds = SOS if events & SOS else FALL  # another event while the flag was still set
+        else:
+            return
+        for flag, kind in ((SOS, AlertType.SOS), (FALL, AlertType.FALL)):
+            key = (int(kind), eid)
+            if not kinds & flag or key in b.event_keys:
+                continue
+            b.event_keys.add(key)
+            b.event_ids.append(key)
+            if len(b.event_ids) > _SEEN_IDS:
+                b.event_keys.discard(b.event_ids.popleft())
+            ctx = self._ctx(b, t_ms, scanner, rssi)
+            ctx["event_id"] = eid
+            ctx["event_age_s"] = st.event_age
+            ctx["event_time"] = self._time(t_ms - st.event_age * 1000)
+            if st.battery != BATTERY_UNKNOWN:
+                ctx["battery_pct"] = st.battery
+            what = "pressed SOS" if kind is AlertType.SOS else "has fallen"
+            where = ctx["zone"] or "an unknown zone"
+            ctx["text"] = f"{b.res.reference} {what} in {where} at {ctx['event_time']} (heard by {scanner})"
+            out.append(self._alert(kind, b, t_ms, ctx))
+
+    # --- timers -------------------------------------------------------------------------
+
+    def _timers(self, b: _Band, now: int, minute: int, out: list[Alert]) -> int:
+        due = _NEVER
+        if b.last_seen_ms < 0:
+            return due
+        quiet = self._quiet(b.res, minute)
+        flags = b.flags if b.flags >= 0 else WORN
+        removed = _removed(flags)
+        if not removed:
+            b.strap_since, b.strap_alerted = -1, False
+        elif not b.strap_alerted:
+            if b.strap_since < 0:
+                b.strap_since = now
+            at = b.strap_since + b.res.strap_after_s * 1000
+            if now < at:
+                due = min(due, at)
+            elif quiet:
+                due = min(due, now + 60_000)
+            else:
+                b.strap_alerted = True
+                ctx = self._ctx(b, now, b.last_scanner, b.last_rssi)
+                ctx["since"] = self._time(b.strap_since)
+                ctx["text"] = f"{b.res.reference}'s band is off (strap open or not worn) since {ctx['since']}"
+                out.append(self._alert(AlertType.STRAP_REMOVED, b, now, ctx))
+        low = (b.battery != BATTERY_UNKNOWN and b.battery <= self._low) or bool(flags & LOW_BATTERY)
+        if b.battery_alerted:
+            if b.battery != BATTERY_UNKNOWN and b.battery >= self._ok and not flags & LOW_BATTERY:
+                b.battery_alerted = False
+        elif low:
+            if quiet:
+                due = min(due, now + 60_000)
+            else:
+                b.battery_alerted = True
+                ctx = self._ctx(b, now, b.last_scanner, b.last_rssi)
+                ctx["battery_pct"] = None if b.battery == BATTERY_UNKNOWN else b.battery
+                ctx["text"] = f"{b.res.reference}'s band battery is low ({b.battery} %): please charge it"
+                out.append(self._alert(AlertType.BATTERY_LOW, b, now, ctx))
+        if not (b.exit_open or b.missing_open):
+            due = min(due, self._absence(b, now, out))
+        return due
+
+    def _absence(self, b: _Band, now: int, out: list[Alert]) -> int:
+        timeout = max(b.res.missing_after_s * 1000, int(_MISSING_INTERVALS * b.interval_ms))
+        at = b.last_seen_ms + timeout
+        covering = self._zone_scanners.get(b.zone, ()) if b.zone is not None else (b.last_scanner,)
+        if covering and all(sc in self._down for sc in covering):
+            if now >= at and not b.blind_open:
+                b.blind_open = True
+                down = ", ".join(covering)
+                since = min(self._down[sc] for sc in covering)
+                ctx = self._ctx(b, now, b.last_scanner, b.last_rssi)
+                ctx["scanners_down"] = down
+                ctx["blind_s"] = (now - since) // 1000
+                ctx["last_seen"] = self._time(b.last_seen_ms)
+                ctx["text"] = (
+                    f"{b.res.reference} not heard since {ctx['last_seen']} in {ctx['zone']}, "
+                    f"but scanner(s) {down} there are down: presence unknown"
+                )
+                out.append(self._alert(AlertType.SCANNER_BLIND, b, now, ctx))
+            return max(at, now + 1000)
+        b.blind_open = False
+        for sc in covering:
+            up = self._up.get(sc, -1)
+            if up >= 0 and up + self._grace_ms > at:
+                at = up + self._grace_ms
+        if now < at:
+            return at
+        b.missing_open, b.missing_since, b.blind_open = True, b.last_seen_ms, False
+        ctx = self._ctx(b, now, b.last_scanner, b.last_rssi)
+        ctx["last_seen"] = self._time(b.last_seen_ms)
+        ctx["unheard_s"] = (now - b.last_seen_ms) // 1000
+        ctx["text"] = (
+            f"{b.res.reference} not heard by any scanner for {ctx['unheard_s']} s; "
+            f"last seen in {ctx['zone']} at {ctx['last_seen']} (by {b.last_scanner})"
+        )
+        out.append(self._alert(AlertType.MISSING, b, now, ctx))
+        return _NEVER
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _blind(self, zone: str) -> bool:
+        """Every scanner of the zone is reported down."""
+        covering = self._zone_scanners.get(zone, ())
+        return bool(covering) and all(sc in self._down for sc in covering)
+
+    def _alert(self, kind: AlertType, b: _Band, t_ms: int, ctx: Context) -> Alert:
+        self.counts[kind.name] += 1
+        return Alert(kind, b.res.band, b.res.reference, self._zone_name(b.zone), t_ms, ctx)
+
+    def _ctx(self, b: _Band, t_ms: int, scanner: str, rssi: int) -> Context:
+        return {
+            "resident": b.res.reference,
+            "zone": self._zone_name(b.zone),
+            "time": self._time(t_ms),
+            "scanner": scanner or None,
+            "rssi": rssi if scanner else None,
+        }
+
+    def _zone_name(self, zone: str | None) -> str | None:
+        return None if zone is None else self.venue.zones[zone].name
+
+    def _time(self, t_ms: int) -> str:
+        return datetime.fromtimestamp(t_ms / 1000, self._tz).isoformat(timespec="seconds")
+
+    def _minute(self, t_ms: int) -> int:
+        d = datetime.fromtimestamp(t_ms / 1000, self._tz)
+        return d.hour * 60 + d.minute
+
+    @staticmethod
+    def _quiet(res: Resident, minute: int) -> bool:
+        if res.quiet_hours is None:
+            return False
+        start, end = res.quiet_hours
+        return start <= minute < end if start < end else (minute >= start or minute < end)
+
+    # --- inspection ---------------------------------------------------------------------
+
+    def zone_of(self, band: str) -> str | None:
+        """The band's confirmed zone id (None before the first placement)."""
+        return self._bands[band].zone
+
+    def interval_s(self, band: str) -> float:
+        """The band's learned advert interval."""
+        return self._bands[band].interval_ms / 1000
