@@ -56,7 +56,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from agent.central.batch_verifier import Verifier, run_verifier
+    from agent.central.batch_verifier import BatchVerifier, run_verifier
     from agent.gateway.signer import load_public_key
 
     keys = {}
@@ -71,7 +71,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     elif not keys:
         raise AgentError("verify: give --gateway-key PUBKEYFILE or --gateway-keys GATEWAYS.json")
     registry = load_registry(args.device_keys) if args.device_keys else None
-    verifier = Verifier(keys, registry, gateway_keys=gateway_keys)
+    verifier = BatchVerifier(keys, registry, gateway_keys=gateway_keys)
     host, port = args.broker
     asyncio.run(
         run_verifier(

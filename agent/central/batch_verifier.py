@@ -65,7 +65,7 @@ class _Chain:
     reported_gaps: set[int] = field(default_factory=set)
 
 
-class Verifier:
+class BatchVerifier:
     """Feed it batch messages; it returns the JSON-able records to print."""
 
     def __init__(
@@ -271,7 +271,7 @@ def _jsonable(v: Any) -> Any:
 
 
 async def run_verifier(
-    verifier: Verifier,
+    verifier: BatchVerifier,
     host: str,
     port: int,
     topic: str = BATCH_FILTER,

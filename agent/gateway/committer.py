@@ -39,7 +39,7 @@ from typing import Any
 from agent.gateway.buffer import Store
 from agent.gateway.config import BatchConfig, BufferConfig
 from agent.gateway.frame_verifier import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED, Event, band_event_key
-from agent.gateway.signer import SealedBatch, Sealer, batch_oldest_received
+from agent.gateway.signer import SealedBatch, Signer, batch_oldest_received
 from agent.shared.errors import StoreError
 from agent.shared.log import Throttle
 
@@ -88,7 +88,7 @@ class Committer:
     def __init__(
         self,
         store: Store,
-        sealer: Sealer,
+        sealer: Signer,
         batch: BatchConfig,
         commit_wait_ms: float,
         inflight: int,

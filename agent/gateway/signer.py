@@ -90,7 +90,7 @@ class SealedBatch:
     flagged: tuple[tuple[str, int, int], ...]
 
 
-class Sealer:
+class Signer:
     """Builds and signs batches, advancing the hash chain (epoch, seq, prev hash)."""
 
     def __init__(self, key: Ed25519PrivateKey, gateway_id: str, epoch: int, seq: int, prev: bytes) -> None:

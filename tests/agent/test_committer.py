@@ -19,7 +19,7 @@ from agent.gateway.committer import CommitResult, Committer, Submitted
 from agent.gateway.config import BatchConfig, BufferConfig
 from agent.gateway.frame_verifier import Event
 from agent.gateway.replay import ReplayState
-from agent.gateway.signer import AAD_BATCH, SealedBatch, Sealer
+from agent.gateway.signer import AAD_BATCH, SealedBatch, Signer
 from agent.shared import cose
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
@@ -85,7 +85,7 @@ async def harness(path: Path, **batch: int) -> AsyncIterator[Harness]:
 
     committer = Committer(
         store,
-        Sealer(KEY, "GW-T", rec.epoch, rec.seq, rec.prev),
+        Signer(KEY, "GW-T", rec.epoch, rec.seq, rec.prev),
         cfg,
         0.0,
         len(rec.batches),
