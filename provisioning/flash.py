@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.shared.protocol import ALARM_POST, SENSOR, WRISTBAND
 from provisioning.bundle import MANIFEST, Bundle
 from provisioning.channels import SensorChannel
 from provisioning.console import MANAGED_DIRS, DeviceLink
@@ -42,7 +43,7 @@ from provisioning.image import ImagePlan, write_image
 from provisioning.labels import Label, make_label, write_label
 from provisioning.workspace import Workspace
 
-KIND_PREFIX = {"alarm_post": "AP", "wristband": "WB", "sensor": "VS"}
+KIND_PREFIX = {ALARM_POST: "AP", WRISTBAND: "WB", SENSOR: "VS"}  # of the device ids a station gives
 KEY_BYTES = 32
 CONFIG = "config.json"
 STEPS = ("image", "connect", "identify", "copy", "key", "selftest", "register", "label", "restart")

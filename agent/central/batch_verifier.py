@@ -26,19 +26,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.gateway.frame_verifier import AAD_FRAME, Event, type_name
-from agent.gateway.signer import AAD_BATCH, ZERO_HASH
 from agent.shared import cose
 from agent.shared.backoff import Backoff
 from agent.shared.errors import WireError
+from agent.shared.frames import Event
+from agent.shared.protocol import AAD_BATCH, AAD_FRAME, BATCH_FILTER, ZERO_HASH, type_name
 from agent.shared.registry import Registry
 
 if TYPE_CHECKING:
     from agent.central.enrolled_gateways import GatewayKeys
 
-log = logging.getLogger("agent.verifier")
+log = logging.getLogger(__name__)
 
-BATCH_FILTER = "venues/+/gateways/+/batches"
 GAP_GRACE_S = 5.0
 MAX_SEEN_EVENTS = 5_000_000
 MAX_HASHES = 100_000

@@ -24,7 +24,7 @@ from agent.gateway.wristbands.venue import load as load_venue
 from agent.shared.errors import ConfigError
 from agent.shared.registry import load_registry
 
-log = logging.getLogger("agent")
+log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 60.0
 

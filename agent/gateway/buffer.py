@@ -35,7 +35,7 @@ from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.shared.errors import StoreError
 
-log = logging.getLogger("agent.buffer")
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 # The receipt ledger must cover a device's whole outbox (32 entries on an alarm post), so

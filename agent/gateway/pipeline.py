@@ -20,22 +20,16 @@ from typing import Any
 
 from agent.gateway.buffer import LEDGER_PER_DEVICE
 from agent.gateway.committer import CommitResult, Committer, Submitted
-from agent.gateway.frame_verifier import (
-    RECEIPT_DELIVERED,
-    RECEIPT_DROPPED,
-    RECEIPT_STORED,
-    TYPE_GATEWAY_HEARTBEAT,
-    Event,
-    FrameVerifier,
-    receipt,
-)
+from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.shared.errors import WireError
+from agent.shared.frames import Event, receipt
 from agent.shared.log import Throttle
+from agent.shared.protocol import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED, EventType
 from agent.shared.registry import Registry
 
-log = logging.getLogger("agent.pipeline")
+log = logging.getLogger(__name__)
 
 Ack = Callable[[], None]
 SendReceipt = Callable[[str, bytes], None]
@@ -181,7 +175,7 @@ class Pipeline:
         """The gateway heartbeat to central (docs/protocol.md §4.4)."""
         st = self.stats
         self.gateway_event(
-            TYPE_GATEWAY_HEARTBEAT,
+            EventType.GATEWAY_HEARTBEAT,
             {
                 1: int(time.monotonic() - self._started),
                 2: list(st.backlog),

@@ -22,14 +22,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.gateway.command_handler import CommandHandler
-from agent.gateway.config import AgentConfig, tls_context
+from agent.gateway.config import AgentConfig
 from agent.gateway.pipeline import Pipeline, Stats
 from agent.gateway.signer import SealedBatch
 from agent.shared.backoff import Backoff
+from agent.shared.protocol import SESSION_EXPIRY_S
+from agent.shared.tls import tls_context
 
-log = logging.getLogger("agent.uplink")
+log = logging.getLogger(__name__)
 
-SESSION_EXPIRY_S = 7 * 24 * 3600
 PUBLISH_TIMEOUT_S = 30.0
 STATUS_TIMEOUT_S = 5.0
 # MQTT 5 Receive Maximum: what central sends the gateway are commands, settled one at a time

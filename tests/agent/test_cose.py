@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gateway.frame_verifier import AAD_FRAME, AAD_RECEIPT, receipt
-from agent.gateway.signer import AAD_BATCH, ZERO_HASH, Signer
+from agent.gateway.signer import Signer
 from agent.shared import cose
 from agent.shared.errors import WireError
+from agent.shared.frames import receipt
+from agent.shared.protocol import AAD_BATCH, AAD_FRAME, AAD_RECEIPT, ZERO_HASH
 from tests import oracle
 
 

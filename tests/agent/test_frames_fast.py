@@ -13,9 +13,11 @@ from typing import Any
 import cbor2
 import pytest
 
-from agent.gateway.frame_verifier import AAD_FRAME, Event, FrameVerifier
+from agent.gateway.frame_verifier import FrameVerifier
 from agent.shared import cose
 from agent.shared.errors import WireError
+from agent.shared.frames import Event
+from agent.shared.protocol import AAD_FRAME
 from agent.shared.registry import Device, Registry
 from hil_tests.sim.tools import FIRMWARE_DIR
 

@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.central.batch_verifier import BatchVerifier
-from agent.gateway.command_handler import AAD_COMMAND, parse_command
 from agent.gateway.frame_verifier import FrameVerifier
-from agent.gateway.signer import ZERO_HASH, Signer
+from agent.gateway.signer import Signer
 from agent.shared import cose
+from agent.shared.commands import parse_command
 from agent.shared.errors import WireError
+from agent.shared.protocol import AAD_COMMAND, ZERO_HASH
 from agent.shared.registry import Device, Registry
 from hil_tests.sim.tools import FIRMWARE_DIR
 

@@ -8,9 +8,10 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.central.batch_verifier import BatchVerifier
-from agent.gateway.frame_verifier import AAD_FRAME, Event
-from agent.gateway.signer import ZERO_HASH, SealedBatch, Signer
+from agent.gateway.signer import SealedBatch, Signer
 from agent.shared import cose
+from agent.shared.frames import Event
+from agent.shared.protocol import AAD_FRAME, ZERO_HASH
 from agent.shared.registry import Device, Registry
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

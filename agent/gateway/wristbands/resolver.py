@@ -37,7 +37,7 @@ from agent.gateway.wristbands.advert import (
     window_start,
 )
 
-log = logging.getLogger("agent.ble.resolver")
+log = logging.getLogger(__name__)
 
 SKEW_S = 60
 _REFRESH_MS = 1000

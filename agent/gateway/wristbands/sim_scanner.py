@@ -21,7 +21,7 @@ from typing import Any
 
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 
-log = logging.getLogger("agent.sources.blesim")
+log = logging.getLogger(__name__)
 
 REFRESH_S = 2.0  # the air drops a scanner it has not heard from for 15 s
 _AD_MANUFACTURER = 0xFF
