@@ -50,6 +50,9 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.fchmod(fd, mode)
         write_all(fd, data)
         os.fsync(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves the old file and no half-written copy
+        raise
     finally:
         os.close(fd)
     os.replace(tmp, path)
