@@ -3,7 +3,7 @@
 Per port, in this order (the step names are what a failure reports):
 
     image     optional: base image with esptool (erase, write, verify)     provisioning/image.py
-    connect   the console in the raw REPL (mpremote's SerialTransport)     provisioning/device.py
+    connect   the console in the raw REPL (mpremote's SerialTransport)     provisioning/console.py
     identify  the board's unique id -> its inventory record; a new board gets its device id
               (kind prefix + unique id) and a key generated here, saved (encrypted) before
               anything is written to the board

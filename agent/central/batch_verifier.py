@@ -1,4 +1,4 @@
-"""The central-side verifier: checks gateway batches and prints one JSON line per event.
+"""Central's batch verifier: checks gateway batches and prints one JSON line per event.
 
 A reference consumer for the platform side (docs/protocol.md §4.2). Events are printed as soon
 as their batch's signature verifies — an authentic alarm is never held back because an
@@ -76,7 +76,7 @@ class BatchVerifier:
         gateway_keys: GatewayKeys | None = None,
     ) -> None:
         self.keys = keys
-        # central's enrolled-gateways file (agent/enrolled.py): merged over `keys`, reloaded on change
+        # central's enrolled-gateways file (agent/central/enrolled_gateways.py): merged over `keys`, reloaded on change
         self._static_keys = dict(keys)
         self.gateway_keys = gateway_keys
         if gateway_keys is not None:

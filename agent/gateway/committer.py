@@ -142,7 +142,7 @@ class Committer:
     def submit_group(self, items: list[Submitted], band_rows: list[tuple[str, int, int]]) -> None:
         """Queue events with the wristband counter rows that caused them: one transaction.
 
-        band_rows: (band, counter, seen_ms) from BandResolver.take_rows() (agent/sources/ble.py).
+        band_rows: (band, counter, seen_ms) from BandResolver.take_rows() (agent/gateway/wristbands/source.py).
         """
         with self._cv:
             self._inbox.extend(items)

@@ -59,7 +59,7 @@ class SerialConfig:
 
 @dataclass(frozen=True, slots=True)
 class BleScannerConfig:
-    """One [[ble]] scanner (agent/sources/ble.py): a BlueZ adapter, or a scanner on the virtual air."""
+    """One [[ble]] scanner (agent/gateway/wristbands/source.py): a BlueZ adapter, or a scanner on the virtual air."""
 
     name: str
     backend: str  # "bluez" or "sim"
@@ -101,8 +101,8 @@ class AgentConfig:
     heartbeat_s: int
     command_key: Path | None = None  # central's public key for signed commands
     metrics: tuple[str, int] | None = None  # Prometheus endpoint (host, port); None: off
-    serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/sources/serial.py)
-    ble: tuple[BleScannerConfig, ...] = ()  # [[ble]] scanners (agent/sources/ble.py)
+    serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/gateway/sources/serial.py)
+    ble: tuple[BleScannerConfig, ...] = ()  # [[ble]] scanners (agent/gateway/wristbands/source.py)
     wristbands: WristbandConfig = WristbandConfig()
 
     @property

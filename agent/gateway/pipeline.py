@@ -42,8 +42,9 @@ class Stats:
         self.rejected: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.serial_rejected: Counter[str] = Counter()  # serial link framing, by reason (§9)
-        self.ble_rejected: Counter[str] = Counter()  # wristband adverts, by reason (§10.4; agent/sources/ble.py)
-        self.commands_accepted: Counter[str] = Counter()  # by op (agent/commands.py)
+        # wristband adverts, by reason (§10.4; agent/gateway/wristbands/source.py)
+        self.ble_rejected: Counter[str] = Counter()
+        self.commands_accepted: Counter[str] = Counter()  # by op (agent/gateway/command_handler.py)
         self.commands_rejected: Counter[str] = Counter()  # by reason
         self.backlog: tuple[int, int, int] = (0, 0, 0)
         self.backlog_bytes: tuple[int, int, int] = (0, 0, 0)
@@ -53,7 +54,7 @@ class Stats:
         self.uplink_connected = False
         self.local_connected = False
         self.store_error: str | None = None
-        # histogram hooks (agent/metrics.py), seconds; None when metrics are off
+        # histogram hooks (agent/gateway/metrics.py), seconds; None when metrics are off
         self.observe_commit: Callable[[float], None] | None = None
         self.observe_delivery: Callable[[float], None] | None = None
 

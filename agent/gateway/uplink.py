@@ -6,7 +6,7 @@ same bytes, after the next (re)connect; central drops the duplicate by (epoch, s
 
 The same MQTT 5 session carries the gateway's presence (retained `online` on its status topic
 after every connect, `offline` as the last will and before a graceful stop) and central's
-signed commands (subscribed QoS 1; each is acknowledged only after agent/commands.py settled
+signed commands (subscribed QoS 1; each is acknowledged only after agent/gateway/command_handler.py settled
 it, so a command is not lost to a kill -9). With [central.tls] the connection trusts only the
 configured CA and checks the broker's host name (docs/protocol.md §5).
 """
@@ -132,7 +132,7 @@ class Uplink:
             tls_context=self._tls,
         )
         # before connecting: commands queued in the session arrive right after CONNACK.
-        # Private attribute: aiomqtt has no manual-ack switch (see agent/sources/mqtt.py).
+        # Private attribute: aiomqtt has no manual-ack switch (see agent/gateway/sources/mqtt.py).
         client._client.manual_ack_set(True)
         async with client:
             self._broken.clear()

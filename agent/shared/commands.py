@@ -205,7 +205,7 @@ def decode_payload(payload: bytes) -> tuple[str, int, int, int, Action]:
 def parse_command(
     data: bytes, keys: dict[bytes, Ed25519PublicKey], gateway_id: str, now_s: int, last_seq: int
 ) -> Command:
-    """Check one command message in the order of docs/protocol.md §8.3; WireError names the reason."""
+    """Check one command message in the order of docs/protocol.md §8.2; WireError names the reason."""
     if len(data) > MAX_COMMAND:
         raise WireError("oversize", f"{len(data)} bytes > {MAX_COMMAND}")
     try:

@@ -26,7 +26,7 @@ def band_event_key(event: Event) -> tuple[str, int, int] | None:
     """(band, type, band event id) of a wristband SOS or FALL alert, else None.
 
     The alert engine raises one alert per band event id; these keys are stored with the alert
-    (agent/buffer.py band_alerts) so a restarted agent does not raise the same event again.
+    (agent/gateway/buffer.py band_alerts) so a restarted agent does not raise the same event again.
     """
     if event.type not in _BAND_EVENTS:
         return None

@@ -1,4 +1,4 @@
-"""The wristband alert engine (agent/ble/alerts.py) and its venue file (agent/ble/venue.py).
+"""The wristband alert engine (agent/gateway/wristbands/alerts.py) and its venue file (wristbands/venue.py).
 
 Sightings are built directly (the resolver has its own tests); times are gateway unix ms.
 The property test prints its seed (GE_SEED=<n> replays one).

@@ -1,4 +1,4 @@
-"""The frame fast path (agent/frames.py) against the general path: same events, same reasons.
+"""The frame fast path (agent/gateway/frame_verifier.py) against the general path: same events, same reasons.
 
 Frames come from the firmware's builder with values at every CBOR length boundary, data maps
 of every shape, and random mutations of them; the seed is printed.

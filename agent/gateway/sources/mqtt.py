@@ -4,7 +4,7 @@ The subscription uses a persistent session (clean start off, a session expiry) a
 acknowledges each QoS 1 frame only after the event is durable in the buffer (or was
 rejected), in the order the frames arrived (MQTT 5 §4.6). A kill -9 of the agent therefore
 loses nothing the broker handed over: the broker redelivers whatever was not acknowledged.
-The connection is agent/sources/mqttclient.py (why not aiomqtt: see its first comment);
+The connection is agent/gateway/sources/mqttclient.py (why not aiomqtt: see its first comment);
 frames go to the pipeline as they are parsed, many per read.
 """
 

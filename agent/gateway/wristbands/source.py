@@ -16,7 +16,7 @@ The backend of every scanner is chosen in one place, `scanner_backend()`, and bl
 imported only there and only when a scanner is configured: "bluez" is bleak's BlueZ backend
 in passive mode (an advertisement monitor with one or-pattern, the company id at the start
 of the manufacturer data; BlueZ >= 5.55 with experimental features, docs/deploy-raspberry-pi.md),
-"sim" is agent/sources/blesim.py on the virtual air.
+"sim" is agent/gateway/wristbands/sim_scanner.py on the virtual air.
 
 Scanner watchdog: a scanner that has heard no advert at all (ours or anyone's) for its
 `watchdog_s` is restarted (stop, start) and a P1 SCANNER_BLIND gateway event goes upstream with
@@ -24,7 +24,7 @@ the time it has been blind; while it stays blind this repeats with a doubling in
 most every 64 watchdog periods). The sink hears `scanner_down()` at the first restart and
 `scanner_up()` once the scanner hears again.
 
-The sink is the alert engine (agent/ble/alerts.py); until one is configured,
+The sink is the alert engine (agent/gateway/wristbands/alerts.py); until one is configured,
 `SosFallForwarder` raises one SOS or FALL alert per (band, event id) and nothing else.
 """
 
@@ -60,7 +60,7 @@ START_RETRY_S = 2.0
 
 
 class BandAlert(Protocol):
-    """What the alert engine returns (agent/ble/alerts.py Alert has these attributes)."""
+    """What the alert engine returns (agent/gateway/wristbands/alerts.py Alert has these attributes)."""
 
     @property
     def type(self) -> int: ...
