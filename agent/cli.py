@@ -24,19 +24,12 @@ from typing import Any
 
 from agent.gateway.config import load_config
 from agent.shared import log
-from agent.shared.cli_table import Command, add_commands, handler_of
+from agent.shared.cli_table import Command, add_commands, address, handler_of, ident
 from agent.shared.errors import AgentError
-from agent.shared.protocol import BATCH_FILTER, IDENT_RE
+from agent.shared.protocol import BATCH_FILTER
 from agent.shared.registry import load_registry
 
 PROG = "guardian-agent"
-
-
-def _broker_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -168,12 +161,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 # --- arguments ----------------------------------------------------------------------------
 
 
-def _ident(text: str) -> str:
-    if not IDENT_RE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected 1-32 characters from A-Z a-z 0-9 . _ -, got {text!r}")
-    return text
-
-
 def _uint(lo: int, hi: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not text.isdigit() or not lo <= int(text) <= hi:
@@ -192,7 +179,7 @@ def _check_config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _verify_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", required=True, type=_broker_address, help="central broker HOST:PORT")
+    p.add_argument("--broker", required=True, type=address, help="central broker HOST:PORT")
     p.add_argument(
         "--gateway-key",
         action="append",
@@ -214,18 +201,18 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
 
 def _keygen_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="private key file to create (mode 0600)")
-    p.add_argument("--key-id", default="central", type=_ident, help="kid in commands (default: central)")
+    p.add_argument("--key-id", default="central", type=ident, help="kid in commands (default: central)")
 
 
 def _ack_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", required=True, type=_ident)
+    p.add_argument("--device", required=True, type=ident)
     p.add_argument("--boot", required=True, type=_uint(1, 2**32 - 1))
     p.add_argument("--seq", required=True, type=_uint(1, 2**32 - 1))
     p.add_argument("--text", help="short note (at most 64 characters), logged by the gateway")
 
 
 def _revoke_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", required=True, type=_ident)
+    p.add_argument("--device", required=True, type=ident)
 
 
 def _config_arguments(p: argparse.ArgumentParser) -> None:
@@ -240,10 +227,10 @@ COMMAND_OPS = (
 
 
 def _command_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", required=True, type=_broker_address, help="central broker HOST:PORT")
+    p.add_argument("--broker", required=True, type=address, help="central broker HOST:PORT")
     p.add_argument("--central-key", required=True, type=Path, help="central's private key (guardian-agent keygen)")
-    p.add_argument("--gateway", required=True, type=_ident, help="the gateway the command is for")
-    p.add_argument("--venue", required=True, type=_ident, help="the gateway's venue (topic)")
+    p.add_argument("--gateway", required=True, type=ident, help="the gateway the command is for")
+    p.add_argument("--venue", required=True, type=ident, help="the gateway's venue (topic)")
     p.add_argument("--command-seq", type=_uint(1, 2**64 - 1), help="command seq (default: unix time in us)")
     p.add_argument("--ttl", type=_uint(1, 24 * 3600), default=300, help="seconds until it expires (default 300)")
     p.add_argument("--tls-ca", type=Path, help="CA file for TLS to the broker (only that CA is trusted)")
@@ -272,7 +259,7 @@ def _enroll_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("/etc/guardian-edge/agent.toml"), help="config to write")
     p.add_argument("--data-dir", type=Path, default=Path("/var/lib/guardian-edge"), help="keys and buffer")
     p.add_argument("--devices-file", type=Path, help="device registry (default: devices.toml next to --out)")
-    p.add_argument("--local", type=_broker_address, default=("127.0.0.1", 1883), help="venue broker HOST:PORT")
+    p.add_argument("--local", type=address, default=("127.0.0.1", 1883), help="venue broker HOST:PORT")
     p.add_argument("--serial", help="hardware serial (default: /proc/cpuinfo Serial, else from machine-id)")
     p.add_argument("--timeout", type=_uint(1, 600), default=15, help="seconds to wait for central (default 15)")
 

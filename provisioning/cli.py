@@ -30,9 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.shared.cli_table import Command, add_commands, handler_of, no_arguments
+from agent.shared.cli_table import Command, add_commands, address, handler_of, ident, no_arguments
 from agent.shared.errors import AgentError
-from agent.shared.protocol import IDENT_RE
 from provisioning.bundle import KINDS
 from provisioning.errors import ProvisionError
 
@@ -40,23 +39,10 @@ PROG = "guardian-provision"
 EXPORT_FIELDS = ("id", "kind", "uid", "venue", "zone", "state", "bundle", "fw", "mpy", "provisioned")
 
 
-def _ident(text: str) -> str:
-    if not IDENT_RE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected 1-32 characters from A-Z a-z 0-9 . _ -, got {text!r}")
-    return text
-
-
 def _ttl(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 86400:
         raise argparse.ArgumentTypeError(f"expected seconds in 1..86400, got {text!r}")
     return int(text)
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
 
 
 def _workspace(args: argparse.Namespace, create: bool = False) -> Any:
@@ -361,9 +347,9 @@ def _bundle_arguments(p: argparse.ArgumentParser) -> None:
 def _flash_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--port", required=True, action="append", help="serial port; repeat for several boards")
-    p.add_argument("--venue", required=True, type=_ident)
-    p.add_argument("--zone", required=True, type=_ident)
-    p.add_argument("--broker", type=_address, help="the venue's local MQTT broker HOST:PORT")
+    p.add_argument("--venue", required=True, type=ident)
+    p.add_argument("--zone", required=True, type=ident)
+    p.add_argument("--broker", type=address, help="the venue's local MQTT broker HOST:PORT")
     p.add_argument("--transport", choices=("mqtt", "uart"), default="mqtt")
     p.add_argument("--image", type=Path, help="base MicroPython image written with esptool first")
     p.add_argument("--bundle", type=Path, help="a bundle directory (default: built from firmware/)")
@@ -381,12 +367,12 @@ def _flash_arguments(p: argparse.ArgumentParser) -> None:
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=("csv", "json", "gateway"))
     p.add_argument("--out", type=Path, help="output file (default: standard output; required for gateway)")
-    p.add_argument("--venue", type=_ident, help="only devices of this venue")
+    p.add_argument("--venue", type=ident, help="only devices of this venue")
     p.add_argument("--gateway-key", type=Path, help="the gateway's .x25519.pub file (format gateway)")
 
 
 def _label_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("device", type=_ident)
+    p.add_argument("device", type=ident)
 
 
 def _audit_arguments(p: argparse.ArgumentParser) -> None:
@@ -394,41 +380,41 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _revoke_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("device", type=_ident)
-    p.add_argument("--broker", required=True, type=_address, help="central broker HOST:PORT")
+    p.add_argument("device", type=ident)
+    p.add_argument("--broker", required=True, type=address, help="central broker HOST:PORT")
     p.add_argument("--central-key", required=True, type=Path, help="central's private command key")
-    p.add_argument("--gateway", required=True, type=_ident, help="the gateway the device reports to")
-    p.add_argument("--venue", required=True, type=_ident, help="the gateway's venue")
+    p.add_argument("--gateway", required=True, type=ident, help="the gateway the device reports to")
+    p.add_argument("--venue", required=True, type=ident, help="the gateway's venue")
     p.add_argument("--ttl", type=_ttl, default=300, help="seconds until the command expires (default 300)")
 
 
 def _es_init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--central-key", required=True, type=Path, help="central's private key (guardian-agent keygen)")
     p.add_argument("--url", required=True, help="https://HOST:PORT/ge/1/enroll as gateways will reach it")
-    p.add_argument("--broker", required=True, type=_address, help="central broker HOST:PORT gateways uplink to")
+    p.add_argument("--broker", required=True, type=address, help="central broker HOST:PORT gateways uplink to")
     p.add_argument("--tls-name", action="append", default=[], help="another DNS name or IP for the certificate")
     p.add_argument("--tls-cert", type=Path, help="use this PEM certificate instead of a self-signed one")
     p.add_argument("--tls-key", type=Path, help="the certificate's key (mode 0600)")
 
 
 def _es_claim_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gateway", required=True, type=_ident, help="the gateway id to enroll")
-    p.add_argument("--venue", required=True, type=_ident, help="the venue it serves")
+    p.add_argument("--gateway", required=True, type=ident, help="the gateway id to enroll")
+    p.add_argument("--venue", required=True, type=ident, help="the venue it serves")
     p.add_argument("--out", required=True, type=Path, help="claim file to create (mode 0600)")
     p.add_argument("--ttl", type=_claim_ttl, default=7 * 86400, help="seconds until it expires (default 7 days)")
 
 
 def _es_allow_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--serial", action="append", default=[], type=_serial, help="hardware serial (repeatable)")
-    p.add_argument("--claim", action="append", default=[], type=_ident, help="claim id (repeatable)")
+    p.add_argument("--claim", action="append", default=[], type=ident, help="claim id (repeatable)")
 
 
 def _es_serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--listen", type=_address, help="HOST:PORT to bind (default: the URL's)")
+    p.add_argument("--listen", type=address, help="HOST:PORT to bind (default: the URL's)")
 
 
 def _es_revoke_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("gateway", type=_ident)
+    p.add_argument("gateway", type=ident)
 
 
 ENROLL_SERVER_ACTIONS = (

@@ -12,6 +12,8 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from agent.shared.protocol import IDENT_RE
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -43,3 +45,21 @@ def handler_of(args: argparse.Namespace) -> Handler:
     """The handler of the command that was parsed."""
     handler: Handler = args.handler
     return handler
+
+
+# --- argument types shared by the command lines -------------------------------------------------
+
+
+def ident(text: str) -> str:
+    """An identifier (device, gateway, venue, key id; docs/protocol.md §1)."""
+    if not IDENT_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected 1-32 characters from A-Z a-z 0-9 . _ -, got {text!r}")
+    return text
+
+
+def address(text: str) -> tuple[str, int]:
+    """HOST:PORT as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
