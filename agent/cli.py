@@ -20,20 +20,16 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from agent.gateway.config import load_config
 from agent.shared import log
+from agent.shared.cli_table import Command, add_commands, address, handler_of, ident
 from agent.shared.errors import AgentError
+from agent.shared.protocol import BATCH_FILTER
 from agent.shared.registry import load_registry
 
 PROG = "guardian-agent"
-
-
-def _broker_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -56,12 +52,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from agent.central.batch_verifier import Verifier, run_verifier
-    from agent.gateway.signer import load_public_key
+    from agent.central.batch_verifier import BatchVerifier, run_verifier
+    from agent.shared.keyfiles import load_gateway_public_key
 
     keys = {}
     for path in args.gateway_key or ():
-        gateway_id, key = load_public_key(path)
+        gateway_id, key = load_gateway_public_key(path)
         keys[gateway_id.encode()] = key
     gateway_keys = None
     if args.gateway_keys is not None:
@@ -71,7 +67,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     elif not keys:
         raise AgentError("verify: give --gateway-key PUBKEYFILE or --gateway-keys GATEWAYS.json")
     registry = load_registry(args.device_keys) if args.device_keys else None
-    verifier = Verifier(keys, registry, gateway_keys=gateway_keys)
+    verifier = BatchVerifier(keys, registry, gateway_keys=gateway_keys)
     host, port = args.broker
     asyncio.run(
         run_verifier(
@@ -89,61 +85,68 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from agent.shared.keyfiles import generate_central_key
+    from agent.central.keys import generate_central_key
 
     pub = generate_central_key(args.out, args.key_id)
     print(f"{args.out}: private key (mode 0600, keep it at central); {pub}: public key for [central] command_key")
     return 0
 
 
-def cmd_command(args: argparse.Namespace) -> int:
-    import time
-
-    from agent.gateway import command_handler as cm
-    from agent.gateway.config import TlsConfig, tls_context
+def _send_command(args: argparse.Namespace, op: int, op_args: dict[int, Any]) -> int:
+    from agent.central.command_sender import send
     from agent.shared.errors import CommandError
-    from agent.shared.keyfiles import load_central_private_key
+    from agent.shared.tls import TlsConfig, tls_context
 
-    kid, key = load_central_private_key(args.central_key)
-    if args.op == "ack":
-        op, op_args = cm.OP_ACK, cm.ack_args(args.device, args.boot, args.seq, args.text)
-    elif args.op == "revoke":
-        op, op_args = cm.OP_REVOKE, {1: args.device}
-    else:
-        op, op_args = cm.OP_CONFIG, cm.config_args(args.set)
-    issued = int(time.time())
-    # central issues strictly increasing seqs per gateway; the unix time in microseconds is
-    # one such source without state (pass --command-seq to choose)
-    seq = args.command_seq if args.command_seq is not None else time.time_ns() // 1000
-    payload = cm.encode_payload(args.gateway, seq, issued, issued + args.ttl, op, op_args)
-    message = cm.sign_command(key, kid, payload)
     tls = None
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_cert and args.tls_ca is None):
         raise CommandError("TLS: --tls-cert and --tls-key go together, and need --tls-ca")
     if args.tls_ca is not None:
         tls = tls_context(TlsConfig(args.tls_ca, args.tls_cert, args.tls_key), "command: TLS ")
-    topic = f"venues/{args.venue}/gateways/{args.gateway}/commands"
-    host, port = args.broker
-    asyncio.run(cm.send_command(host, port, topic, message, tls))
-    print(f"sent op={args.op} seq={seq} topic={topic} bytes={len(message)}")
+    sent = send(args.central_key, args.broker, args.gateway, args.venue, op, op_args, args.ttl, args.command_seq, tls)
+    print(f"sent op={args.op} seq={sent.seq} topic={sent.topic} bytes={sent.size}")
     return 0
 
 
-def cmd_devices(args: argparse.Namespace) -> int:
-    from agent.shared.device_bundle import import_devices, load_or_create_seal_key, seal_key_path
+def cmd_command_ack(args: argparse.Namespace) -> int:
+    from agent.central.command_sender import ack_args
+    from agent.shared.commands import OP_ACK
+
+    return _send_command(args, OP_ACK, ack_args(args.device, args.boot, args.seq, args.text))
+
+
+def cmd_command_revoke(args: argparse.Namespace) -> int:
+    from agent.shared.commands import OP_REVOKE
+
+    return _send_command(args, OP_REVOKE, {1: args.device})
+
+
+def cmd_command_config(args: argparse.Namespace) -> int:
+    from agent.central.command_sender import config_args
+    from agent.shared.commands import OP_CONFIG
+
+    return _send_command(args, OP_CONFIG, config_args(args.set))
+
+
+def cmd_devices_key(args: argparse.Namespace) -> int:
+    from agent.gateway.device_import import load_or_create_seal_key, seal_key_path
 
     cfg = load_config(args.config)
-    if args.action == "key":
-        _, pub = load_or_create_seal_key(seal_key_path(cfg.key_file), cfg.gateway_id)
-        print(f"{pub}: this gateway's sealing key; give it to the provisioning station")
-        return 0
+    _, pub = load_or_create_seal_key(seal_key_path(cfg.key_file), cfg.gateway_id)
+    print(f"{pub}: this gateway's sealing key; give it to the provisioning station")
+    return 0
+
+
+def cmd_devices_import(args: argparse.Namespace) -> int:
+    from agent.gateway.device_import import import_devices
+
+    cfg = load_config(args.config)
     added, updated = import_devices(cfg, args.bundle)
     print(f"{cfg.devices_file}: {added} devices added, {updated} updated; restart the agent to load them")
     return 0
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from agent.shared.enroll_protocol import enroll
+    from agent.gateway.enroll_client import enroll
 
     done = enroll(args.claim, args.out, args.data_dir, args.devices_file, args.local, args.serial, args.timeout)
     cfg = done.config
@@ -155,12 +158,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ident(text: str) -> str:
-    from agent.shared.keyfiles import IDENT_RE
-
-    if not IDENT_RE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected 1-32 characters from A-Z a-z 0-9 . _ -, got {text!r}")
-    return text
+# --- arguments ----------------------------------------------------------------------------
 
 
 def _uint(lo: int, hi: int) -> Callable[[str], int]:
@@ -172,97 +170,153 @@ def _uint(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _command_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", required=True, type=_broker_address, help="central broker HOST:PORT")
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=Path, help="agent TOML config")
+
+
+def _check_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="agent TOML config")
+
+
+def _verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, type=address, help="central broker HOST:PORT")
+    p.add_argument(
+        "--gateway-key",
+        action="append",
+        type=Path,
+        help="a gateway's public key file (<key>.pub); repeat for several gateways",
+    )
+    p.add_argument(
+        "--gateway-keys",
+        type=Path,
+        help="central's enrolled-gateways file (guardian-provision enroll-server); reloaded when it "
+        "changes; batches of revoked gateways are rejected",
+    )
+    p.add_argument("--device-keys", type=Path, help="device registry: also re-check each device MAC")
+    p.add_argument("--topic", default=BATCH_FILTER, help="topic filter")
+    p.add_argument("--client-id", default="ge-verifier", help="MQTT client id (persistent session)")
+    p.add_argument("--count", type=int, help="exit after this many events")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds")
+
+
+def _keygen_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="private key file to create (mode 0600)")
+    p.add_argument("--key-id", default="central", type=ident, help="kid in commands (default: central)")
+
+
+def _ack_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", required=True, type=ident)
+    p.add_argument("--boot", required=True, type=_uint(1, 2**32 - 1))
+    p.add_argument("--seq", required=True, type=_uint(1, 2**32 - 1))
+    p.add_argument("--text", help="short note (at most 64 characters), logged by the gateway")
+
+
+def _revoke_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", required=True, type=ident)
+
+
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", required=True)
+
+
+COMMAND_OPS = (
+    Command("ack", cmd_command_ack, _ack_arguments, "a dispatcher acknowledged an alarm: receipt 3 to the device"),
+    Command("revoke", cmd_command_revoke, _revoke_arguments, "remove a device from the gateway's registry"),
+    Command("config", cmd_command_config, _config_arguments, "change runtime settings (docs/protocol.md §8.1)"),
+)
+
+
+def _command_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, type=address, help="central broker HOST:PORT")
     p.add_argument("--central-key", required=True, type=Path, help="central's private key (guardian-agent keygen)")
-    p.add_argument("--gateway", required=True, type=_ident, help="the gateway the command is for")
-    p.add_argument("--venue", required=True, type=_ident, help="the gateway's venue (topic)")
+    p.add_argument("--gateway", required=True, type=ident, help="the gateway the command is for")
+    p.add_argument("--venue", required=True, type=ident, help="the gateway's venue (topic)")
     p.add_argument("--command-seq", type=_uint(1, 2**64 - 1), help="command seq (default: unix time in us)")
     p.add_argument("--ttl", type=_uint(1, 24 * 3600), default=300, help="seconds until it expires (default 300)")
     p.add_argument("--tls-ca", type=Path, help="CA file for TLS to the broker (only that CA is trusted)")
     p.add_argument("--tls-cert", type=Path, help="client certificate for TLS")
     p.add_argument("--tls-key", type=Path, help="client certificate's key for TLS")
-    ops = p.add_subparsers(dest="op", required=True, metavar="OP")
-    ack = ops.add_parser("ack", help="a dispatcher acknowledged an alarm: receipt 3 to the device")
-    ack.add_argument("--device", required=True, type=_ident)
-    ack.add_argument("--boot", required=True, type=_uint(1, 2**32 - 1))
-    ack.add_argument("--seq", required=True, type=_uint(1, 2**32 - 1))
-    ack.add_argument("--text", help="short note (at most 64 characters), logged by the gateway")
-    revoke = ops.add_parser("revoke", help="remove a device from the gateway's registry")
-    revoke.add_argument("--device", required=True, type=_ident)
-    config = ops.add_parser("config", help="change runtime settings (docs/protocol.md §8.2)")
-    config.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", required=True)
+    add_commands(p, COMMAND_OPS, dest="op", metavar="OP")
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-    "run": (cmd_run, "run the gateway agent"),
-    "check-config": (cmd_check_config, "validate a config file and the device registry it names"),
-    "verify": (cmd_verify, "central side: verify gateway batches and print one JSON line per event"),
-    "keygen": (cmd_keygen, "central side: create central's Ed25519 command key (KEYFILE and KEYFILE.pub)"),
-    "command": (cmd_command, "central side: sign and send a command to a gateway (ack, revoke, config)"),
-    "devices": (cmd_devices, "the gateway's sealing key, and importing a device-enrollment bundle"),
-    "enroll": (cmd_enroll, "zero-touch enrollment: new keys, a claim, central's signed config (docs/provisioning.md)"),
-}
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("bundle", type=Path, help="bundle file from guardian-provision export")
+
+
+DEVICES_ACTIONS = (
+    Command("key", cmd_devices_key, _config_option, "create (if absent) the X25519 sealing key; print its .pub file"),
+    Command("import", cmd_devices_import, _import_arguments, "add the devices of a bundle sealed to this gateway"),
+)
+
+
+def _devices_arguments(p: argparse.ArgumentParser) -> None:
+    add_commands(p, DEVICES_ACTIONS, dest="action", metavar="ACTION")
+
+
+def _enroll_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--claim", required=True, type=Path, help="claim file from central (mode 0600)")
+    p.add_argument("--out", type=Path, default=Path("/etc/guardian-edge/agent.toml"), help="config to write")
+    p.add_argument("--data-dir", type=Path, default=Path("/var/lib/guardian-edge"), help="keys and buffer")
+    p.add_argument("--devices-file", type=Path, help="device registry (default: devices.toml next to --out)")
+    p.add_argument("--local", type=address, default=("127.0.0.1", 1883), help="venue broker HOST:PORT")
+    p.add_argument("--serial", help="hardware serial (default: /proc/cpuinfo Serial, else from machine-id)")
+    p.add_argument("--timeout", type=_uint(1, 600), default=15, help="seconds to wait for central (default 15)")
+
+
+COMMANDS = (
+    Command("run", cmd_run, _config_option, "run the gateway agent"),
+    Command(
+        "check-config",
+        cmd_check_config,
+        _check_config_arguments,
+        "validate a config file and the device registry it names",
+    ),
+    Command(
+        "verify",
+        cmd_verify,
+        _verify_arguments,
+        "central side: verify gateway batches and print one JSON line per event",
+    ),
+    Command(
+        "keygen",
+        cmd_keygen,
+        _keygen_arguments,
+        "central side: create central's Ed25519 command key (KEYFILE and KEYFILE.pub)",
+    ),
+    Command(
+        "command",
+        None,
+        _command_arguments,
+        "central side: sign and send a command to a gateway (ack, revoke, config)",
+    ),
+    Command(
+        "devices",
+        None,
+        _devices_arguments,
+        "the gateway's sealing key, and importing a device-enrollment bundle",
+    ),
+    Command(
+        "enroll",
+        cmd_enroll,
+        _enroll_arguments,
+        "zero-touch enrollment: new keys, a claim, central's signed config (docs/provisioning.md)",
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Guardian Edge gateway agent")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "run":
-            p.add_argument("--config", required=True, type=Path, help="agent TOML config")
-        elif name == "check-config":
-            p.add_argument("file", type=Path, help="agent TOML config")
-        elif name == "verify":
-            p.add_argument("--broker", required=True, type=_broker_address, help="central broker HOST:PORT")
-            p.add_argument(
-                "--gateway-key",
-                action="append",
-                type=Path,
-                help="a gateway's public key file (<key>.pub); repeat for several gateways",
-            )
-            p.add_argument(
-                "--gateway-keys",
-                type=Path,
-                help="central's enrolled-gateways file (guardian-provision enroll-server); reloaded when it "
-                "changes; batches of revoked gateways are rejected",
-            )
-            p.add_argument("--device-keys", type=Path, help="device registry: also re-check each device MAC")
-            p.add_argument("--topic", default="venues/+/gateways/+/batches", help="topic filter")
-            p.add_argument("--client-id", default="ge-verifier", help="MQTT client id (persistent session)")
-            p.add_argument("--count", type=int, help="exit after this many events")
-            p.add_argument("--timeout", type=float, help="exit after this many seconds")
-        elif name == "keygen":
-            p.add_argument("--out", required=True, type=Path, help="private key file to create (mode 0600)")
-            p.add_argument("--key-id", default="central", type=_ident, help="kid in commands (default: central)")
-        elif name == "command":
-            _command_options(p)
-        elif name == "devices":
-            actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-            key = actions.add_parser("key", help="create (if absent) the X25519 sealing key; print its .pub file")
-            key.add_argument("--config", required=True, type=Path, help="agent TOML config")
-            imp = actions.add_parser("import", help="add the devices of a bundle sealed to this gateway")
-            imp.add_argument("--config", required=True, type=Path, help="agent TOML config")
-            imp.add_argument("bundle", type=Path, help="bundle file from guardian-provision export")
-        elif name == "enroll":
-            p.add_argument("--claim", required=True, type=Path, help="claim file from central (mode 0600)")
-            p.add_argument("--out", type=Path, default=Path("/etc/guardian-edge/agent.toml"), help="config to write")
-            p.add_argument("--data-dir", type=Path, default=Path("/var/lib/guardian-edge"), help="keys and buffer")
-            p.add_argument("--devices-file", type=Path, help="device registry (default: devices.toml next to --out)")
-            p.add_argument("--local", type=_broker_address, default=("127.0.0.1", 1883), help="venue broker HOST:PORT")
-            p.add_argument("--serial", help="hardware serial (default: /proc/cpuinfo Serial, else from machine-id)")
-            p.add_argument("--timeout", type=_uint(1, 600), default=15, help="seconds to wait for central (default 15)")
+    add_commands(parser, COMMANDS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log.setup(args.log_level)
-    handler = COMMANDS[args.command][0]
     try:
-        return handler(args)
+        return handler_of(args)(args)
     except AgentError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.shared.cli_table import Command, add_commands, handler_of
 from hil_tests import runner
 from hil_tests.rig.errors import RigInfraError
 from hil_tests.scenario import ScenarioError, load
@@ -75,22 +76,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run, "check": cmd_check}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description="Run Guardian Edge scenarios on the rig.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a scenario and judge its expectations")
+def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", type=Path)
     p.add_argument("--rig", default="sim", help="'sim' (default): the simulated rig; or a bench file (docs/hil.md)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--workdir", type=Path, help="keep logs and flash directories here")
-    p = sub.add_parser("check", help="validate scenario files")
+
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", type=Path, nargs="+")
+
+
+COMMANDS = (
+    Command("run", cmd_run, _run_arguments, "run a scenario and judge its expectations"),
+    Command("check", cmd_check, _check_arguments, "validate scenario files"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description="Run Guardian Edge scenarios on the rig.")
+    add_commands(parser, COMMANDS)
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return handler_of(args)(args)
     except (ScenarioError, RigError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

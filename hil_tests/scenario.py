@@ -13,31 +13,12 @@ from typing import Any
 
 import yaml
 
-KINDS = ("alarm_post", "wristband", "sensor")
+from agent.shared.protocol import DEVICE_KINDS, EventType
+
+KINDS = DEVICE_KINDS
 TRANSPORTS = ("mqtt",)
 COLOURS = ("off", "red", "green", "blue", "amber", "cyan", "magenta", "white")
-EVENT_TYPES = (
-    "ALARM",
-    "ALARM_HELD",
-    "TAMPER",
-    "ONLINE",
-    "HEARTBEAT",
-    "GATEWAY_HEARTBEAT",
-    "SOS",
-    "FALL",
-    "EXIT",
-    "MISSING",
-    "STRAP_REMOVED",
-    "BATTERY_LOW",
-    "BACK_INSIDE",
-    "SCANNER_BLIND",
-    "SMOKE",
-    "GAS",
-    "DOOR_HELD_OPEN",
-    "EXTINGUISHER",
-    "SENSOR_CLEAR",
-    "SENSOR_FAULT",
-)
+EVENT_TYPES = tuple(t.name for t in EventType)
 # a venue sensor's channel types and the settings a scenario may tune (firmware/apps/sensor/app.py)
 SENSOR_TYPES = ("smoke", "gas", "door", "extinguisher")
 SENSOR_TUNABLE = ("on", "off", "confirm_ms", "clear_ms", "fault_ms")

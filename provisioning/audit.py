@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.shared.files import write_all
 from provisioning.errors import ProvisionError
 
 ZERO = "0" * 64
@@ -129,7 +130,7 @@ class AuditLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, _canonical(entry) + b"\n")
+                write_all(fd, _canonical(entry) + b"\n")
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -27,12 +27,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.shared.protocol import ALARM_POST, SENSOR, WRISTBAND
 from provisioning.boards import VIRTUAL, BoardFile, known_ports
 from provisioning.closure import app_closure
 from provisioning.errors import ProvisionError
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
-KINDS = ("alarm_post", "sensor", "wristband")  # kinds with an app and a self-test check in firmware/
+KINDS = (ALARM_POST, SENSOR, WRISTBAND)  # the device kinds (protocol.DEVICE_KINDS) with an app and a self-test in firmware/
 FORMAT = 1
 MANIFEST = "manifest.json"
 SOURCE_FILES = ("boot.py", "main.py")  # stay .py on the device

@@ -25,37 +25,26 @@ import argparse
 import csv
 import io
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.shared.cli_table import Command, add_commands, address, handler_of, ident, no_arguments
+from agent.shared.errors import AgentError
+from agent.shared.protocol import WRISTBAND
+from provisioning.bundle import KINDS
 from provisioning.errors import ProvisionError
 
 PROG = "guardian-provision"
-IDENT_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 EXPORT_FIELDS = ("id", "kind", "uid", "venue", "zone", "state", "bundle", "fw", "mpy", "provisioned", "resident")
-
-
-def _ident(text: str) -> str:
-    if not IDENT_RE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected 1-32 characters from A-Z a-z 0-9 . _ -, got {text!r}")
-    return text
 
 
 def _ttl(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 86400:
         raise argparse.ArgumentTypeError(f"expected seconds in 1..86400, got {text!r}")
     return int(text)
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
 
 
 def _workspace(args: argparse.Namespace, create: bool = False) -> Any:
@@ -85,11 +74,11 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-RESIDENT_MAX = 80  # agent/ble/venue.py: a resident's reference is 1-80 characters
+RESIDENT_MAX = 80  # agent/gateway/wristbands/venue.py: a resident's reference is 1-80 characters
 
 
 def _residents(args: argparse.Namespace) -> dict[str, str]:
-    if args.kind != "wristband":
+    if args.kind != WRISTBAND:
         if args.resident:
             raise ProvisionError(f"flash: --resident is for --kind wristband only, not {args.kind}")
         return {}
@@ -125,7 +114,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
     from provisioning.channels import channels_for
     from provisioning.flash import FlashOptions, flash_all
 
-    if args.kind == "wristband":
+    if args.kind == WRISTBAND:
         if args.broker is not None or args.transport != "mqtt":
             raise ProvisionError("flash: a wristband only advertises; --broker and --transport are not for it")
     elif args.transport == "mqtt" and args.broker is None:
@@ -265,7 +254,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_gateway(args: argparse.Namespace, ws: Any) -> int:
     from agent.shared.device_bundle import fingerprint, load_seal_public_key, seal_devices
-    from agent.shared.errors import AgentError
     from agent.shared.registry import Device
 
     if args.gateway_key is None or args.out is None:
@@ -319,11 +307,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from agent.gateway import command_handler as cm
-    from agent.shared.errors import AgentError
-    from agent.shared.keyfiles import load_central_private_key
+    from agent.central.command_sender import send
+    from agent.shared.commands import OP_REVOKE, key_fingerprint
 
     with _workspace(args) as ws:
         found = ws.inventory.by_id(args.device)
@@ -331,17 +316,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             raise ProvisionError(f"no device {args.device} in the inventory (already revoked?)")
         uid, rec = found
         try:
-            kid, key = load_central_private_key(args.central_key)
-            issued = int(time.time())
-            seq = time.time_ns() // 1000
-            payload = cm.encode_payload(args.gateway, seq, issued, issued + args.ttl, cm.OP_REVOKE, {1: rec["id"]})
-            topic = f"venues/{args.venue}/gateways/{args.gateway}/commands"
-            host, port = args.broker
-            asyncio.run(cm.send_command(host, port, topic, cm.sign_command(key, kid, payload)))
+            sent = send(args.central_key, args.broker, args.gateway, args.venue, OP_REVOKE, {1: rec["id"]}, args.ttl)
         except AgentError as exc:
             raise ProvisionError(f"revoke {rec['id']}: not sent, inventory unchanged: {exc}") from None
+        seq = sent.seq
         with ws.inventory.lock:
-            fp = cm.key_fingerprint(bytes.fromhex(rec["key"]))
+            fp = key_fingerprint(bytes.fromhex(rec["key"]))
             gone = {k: v for k, v in rec.items() if k not in ("key", "steps")}
             ws.inventory.data["revoked"][uid] = {**gone, "key_fp": fp, "revoked_at": int(time.time())}
             del ws.inventory.data["devices"][uid]
@@ -352,140 +332,227 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_enroll_server(args: argparse.Namespace) -> int:
-    import os
+# --- enroll-server: central's enrollment responder (agent/central/enroll_server.py) -----------------
 
-    from agent.central import enroll_server as es
-    from agent.shared.log import setup as log_setup
+
+def _enroll_state(args: argparse.Namespace) -> Path:
+    import os
 
     state = args.state or (Path(os.environ["GE_ENROLL_STATE"]) if os.environ.get("GE_ENROLL_STATE") else None)
     if state is None:
         raise ProvisionError("enroll-server: pass --state DIR (or set $GE_ENROLL_STATE)")
-    if args.action == "init":
-        if (args.tls_cert is None) != (args.tls_key is None):
-            raise ProvisionError("enroll-server init: --tls-cert and --tls-key go together")
-        tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
-        covers = es.init(state, args.central_key, args.url, args.broker, args.tls_name, tls)
-        print(f"{state}: enroll-server ready to issue claims for {args.url}; TLS: {covers}")
-    elif args.action == "claim":
-        claim = es.issue_claim(state, args.gateway, args.venue, args.ttl, args.out)
-        print(f"{args.out}: claim {claim.id} for gateway {args.gateway} at {args.venue}, expires {claim.expires}")
-    elif args.action == "allow":
-        if not args.serial and not args.claim:
-            raise ProvisionError("enroll-server allow: give --serial S or --claim C (repeatable)")
-        es.allow(state, args.serial, args.claim)
-        print(f"allowed: serials {args.serial} claims {args.claim}")
-    elif args.action == "revoke":
-        gw = es.revoke(state, args.gateway)
-        print(f"gateway {gw.id}: revoked; its batches are rejected by verifiers reading {state / es.GATEWAYS}")
-    elif args.action == "list":
-        print("\n".join(es.listing(state)))
-    else:
-        log_setup("info")
-        es.serve(state, args.listen, es.print_ready)
+    return Path(state)
+
+
+def cmd_enroll_server_init(args: argparse.Namespace) -> int:
+    from agent.central import enroll_server as es
+
+    state = _enroll_state(args)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ProvisionError("enroll-server init: --tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    covers = es.init(state, args.central_key, args.url, args.broker, args.tls_name, tls)
+    print(f"{state}: enroll-server ready to issue claims for {args.url}; TLS: {covers}")
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-    "bundle": (cmd_bundle, "build the firmware bundle for a device kind (mpy-cross, manifest, reproducible)"),
-    "flash": (cmd_flash, "flash, key, self-test, register and label devices on serial ports, in parallel"),
-    "list": (cmd_list, "list the devices in the inventory (no secrets)"),
-    "export": (cmd_export, "export the inventory as CSV/JSON (no secrets) or sealed to a gateway"),
-    "label": (cmd_label, "write a device's label again (QR code PNG/SVG and text line)"),
-    "audit": (cmd_audit, "audit log: `audit verify` checks the hash chain"),
-    "revoke": (cmd_revoke, "revoke a device: signed REVOKE to its gateway, then out of the inventory"),
-    "enroll-server": (cmd_enroll_server, "central side: claims, allowlist and the gateway enrollment responder"),
-}
+def cmd_enroll_server_claim(args: argparse.Namespace) -> int:
+    from agent.central import enroll_server as es
+
+    claim = es.issue_claim(_enroll_state(args), args.gateway, args.venue, args.ttl, args.out)
+    print(f"{args.out}: claim {claim.id} for gateway {args.gateway} at {args.venue}, expires {claim.expires}")
+    return 0
+
+
+def cmd_enroll_server_allow(args: argparse.Namespace) -> int:
+    from agent.central import enroll_server as es
+
+    state = _enroll_state(args)
+    if not args.serial and not args.claim:
+        raise ProvisionError("enroll-server allow: give --serial S or --claim C (repeatable)")
+    es.allow(state, args.serial, args.claim)
+    print(f"allowed: serials {args.serial} claims {args.claim}")
+    return 0
+
+
+def cmd_enroll_server_revoke(args: argparse.Namespace) -> int:
+    from agent.central import enroll_server as es
+
+    state = _enroll_state(args)
+    gw = es.revoke(state, args.gateway)
+    print(f"gateway {gw.id}: revoked; its batches are rejected by verifiers reading {state / es.GATEWAYS}")
+    return 0
+
+
+def cmd_enroll_server_list(args: argparse.Namespace) -> int:
+    from agent.central import enroll_server as es
+
+    print("\n".join(es.listing(_enroll_state(args))))
+    return 0
+
+
+def cmd_enroll_server_serve(args: argparse.Namespace) -> int:
+    from agent.central import enroll_server as es
+    from agent.shared.log import setup as log_setup
+
+    state = _enroll_state(args)
+    log_setup("info")
+    es.serve(state, args.listen, es.print_ready)
+    return 0
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+
+def _bundle_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", required=True, choices=KINDS)
+    p.add_argument("--out", required=True, type=Path, help="bundle directory to create or replace")
+    p.add_argument("--firmware", type=Path, help="firmware tree (default: the project's firmware/)")
+    p.add_argument("--board", help="board file firmware/boards/NAME.json (default: the virtual board)")
+
+
+def _flash_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", required=True, choices=KINDS)
+    p.add_argument("--port", required=True, action="append", help="serial port; repeat for several boards")
+    p.add_argument("--venue", required=True, type=ident)
+    p.add_argument("--zone", required=True, type=ident)
+    p.add_argument("--broker", type=address, help="the venue's local MQTT broker HOST:PORT")
+    p.add_argument("--transport", choices=("mqtt", "uart"), default="mqtt")
+    p.add_argument("--board", help="board file firmware/boards/NAME.json: pin map and base-image route")
+    p.add_argument(
+        "--image", type=Path, help="base MicroPython image, checked, then written (esptool, or UF2 to --drive)"
+    )
+    p.add_argument(
+        "--drive", type=Path, action="append", default=[], help="UF2 bootloader drive; one per --port, in order"
+    )
+    p.add_argument(
+        "--resident",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="kind wristband: the resident's reference (as in the venue file); one per --port, in order",
+    )
+    p.add_argument("--bundle", type=Path, help="a bundle directory (default: built from firmware/)")
+    p.add_argument("--chunk", type=int, default=512, choices=(256, 512, 1024, 2048), help="bytes per write")
+    p.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="NAME:TYPE[:key=value,...]",
+        help="a sensor channel (kind sensor: required, repeat for each, at most 8); TYPE smoke|gas|door|"
+        "extinguisher; keys on, off, confirm_ms, clear_ms, fault_ms (integers)",
+    )
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", required=True, choices=("csv", "json", "gateway"))
+    p.add_argument("--out", type=Path, help="output file (default: standard output; required for gateway)")
+    p.add_argument("--venue", type=ident, help="only devices of this venue")
+    p.add_argument("--gateway-key", type=Path, help="the gateway's .x25519.pub file (format gateway)")
+
+
+def _label_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device", type=ident)
+
+
+def _audit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("verify",))
+
+
+def _revoke_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device", type=ident)
+    p.add_argument("--broker", required=True, type=address, help="central broker HOST:PORT")
+    p.add_argument("--central-key", required=True, type=Path, help="central's private command key")
+    p.add_argument("--gateway", required=True, type=ident, help="the gateway the device reports to")
+    p.add_argument("--venue", required=True, type=ident, help="the gateway's venue")
+    p.add_argument("--ttl", type=_ttl, default=300, help="seconds until the command expires (default 300)")
+
+
+def _es_init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--central-key", required=True, type=Path, help="central's private key (guardian-agent keygen)")
+    p.add_argument("--url", required=True, help="https://HOST:PORT/ge/1/enroll as gateways will reach it")
+    p.add_argument("--broker", required=True, type=address, help="central broker HOST:PORT gateways uplink to")
+    p.add_argument("--tls-name", action="append", default=[], help="another DNS name or IP for the certificate")
+    p.add_argument("--tls-cert", type=Path, help="use this PEM certificate instead of a self-signed one")
+    p.add_argument("--tls-key", type=Path, help="the certificate's key (mode 0600)")
+
+
+def _es_claim_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gateway", required=True, type=ident, help="the gateway id to enroll")
+    p.add_argument("--venue", required=True, type=ident, help="the venue it serves")
+    p.add_argument("--out", required=True, type=Path, help="claim file to create (mode 0600)")
+    p.add_argument("--ttl", type=_claim_ttl, default=7 * 86400, help="seconds until it expires (default 7 days)")
+
+
+def _es_allow_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--serial", action="append", default=[], type=_serial, help="hardware serial (repeatable)")
+    p.add_argument("--claim", action="append", default=[], type=ident, help="claim id (repeatable)")
+
+
+def _es_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", type=address, help="HOST:PORT to bind (default: the URL's)")
+
+
+def _es_revoke_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("gateway", type=ident)
+
+
+ENROLL_SERVER_ACTIONS = (
+    Command("init", cmd_enroll_server_init, _es_init_arguments, "create the state directory and the HTTPS identity"),
+    Command("claim", cmd_enroll_server_claim, _es_claim_arguments, "issue a single-use claim file for a gateway"),
+    Command(
+        "allow", cmd_enroll_server_allow, _es_allow_arguments, "add hardware serials or claim ids to the allowlist"
+    ),
+    Command("serve", cmd_enroll_server_serve, _es_serve_arguments, "answer enrollment requests (HTTPS)"),
+    Command("revoke", cmd_enroll_server_revoke, _es_revoke_arguments, "revoke a gateway: verifiers reject its batches"),
+    Command("list", cmd_enroll_server_list, no_arguments, "gateways, claims (no secrets) and the allowlist"),
+)
+
+
+def _enroll_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", type=Path, help="enroll-server state directory (default $GE_ENROLL_STATE)")
+    add_commands(p, ENROLL_SERVER_ACTIONS, dest="action", metavar="ACTION")
+
+
+COMMANDS = (
+    Command(
+        "bundle",
+        cmd_bundle,
+        _bundle_arguments,
+        "build the firmware bundle for a device kind (mpy-cross, manifest, reproducible)",
+    ),
+    Command(
+        "flash",
+        cmd_flash,
+        _flash_arguments,
+        "flash, key, self-test, register and label devices on serial ports, in parallel",
+    ),
+    Command("list", cmd_list, no_arguments, "list the devices in the inventory (no secrets)"),
+    Command(
+        "export", cmd_export, _export_arguments, "export the inventory as CSV/JSON (no secrets) or sealed to a gateway"
+    ),
+    Command("label", cmd_label, _label_arguments, "write a device's label again (QR code PNG/SVG and text line)"),
+    Command("audit", cmd_audit, _audit_arguments, "audit log: `audit verify` checks the hash chain"),
+    Command(
+        "revoke",
+        cmd_revoke,
+        _revoke_arguments,
+        "revoke a device: signed REVOKE to its gateway, then out of the inventory",
+    ),
+    Command(
+        "enroll-server",
+        None,
+        _enroll_server_arguments,
+        "central side: claims, allowlist and the gateway enrollment responder",
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from provisioning.bundle import KINDS
-
     parser = argparse.ArgumentParser(prog=PROG, description="Guardian Edge provisioning")
     parser.add_argument("--home", type=Path, help="state directory (default $GE_PROVISION_HOME)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "bundle":
-            p.add_argument("--kind", required=True, choices=KINDS)
-            p.add_argument("--out", required=True, type=Path, help="bundle directory to create or replace")
-            p.add_argument("--firmware", type=Path, help="firmware tree (default: the project's firmware/)")
-            p.add_argument("--board", help="board file firmware/boards/NAME.json (default: the virtual board)")
-        elif name == "flash":
-            p.add_argument("--kind", required=True, choices=KINDS)
-            p.add_argument("--port", required=True, action="append", help="serial port; repeat for several boards")
-            p.add_argument("--venue", required=True, type=_ident)
-            p.add_argument("--zone", required=True, type=_ident)
-            p.add_argument("--broker", type=_address, help="the venue's local MQTT broker HOST:PORT")
-            p.add_argument("--transport", choices=("mqtt", "uart"), default="mqtt")
-            p.add_argument("--board", help="board file firmware/boards/NAME.json: pin map and base-image route")
-            p.add_argument(
-                "--image", type=Path, help="base MicroPython image, checked, then written (esptool, or UF2 to --drive)"
-            )
-            p.add_argument(
-                "--drive", type=Path, action="append", default=[], help="UF2 bootloader drive; one per --port, in order"
-            )
-            p.add_argument(
-                "--resident",
-                action="append",
-                default=[],
-                metavar="REF",
-                help="kind wristband: the resident's reference (as in the venue file); one per --port, in order",
-            )
-            p.add_argument("--bundle", type=Path, help="a bundle directory (default: built from firmware/)")
-            p.add_argument("--chunk", type=int, default=512, choices=(256, 512, 1024, 2048), help="bytes per write")
-            p.add_argument(
-                "--channel",
-                action="append",
-                default=[],
-                metavar="NAME:TYPE[:key=value,...]",
-                help="a sensor channel (kind sensor: required, repeat for each, at most 8); TYPE smoke|gas|door|"
-                "extinguisher; keys on, off, confirm_ms, clear_ms, fault_ms (integers)",
-            )
-        elif name == "export":
-            p.add_argument("--format", required=True, choices=("csv", "json", "gateway"))
-            p.add_argument("--out", type=Path, help="output file (default: standard output; required for gateway)")
-            p.add_argument("--venue", type=_ident, help="only devices of this venue")
-            p.add_argument("--gateway-key", type=Path, help="the gateway's .x25519.pub file (format gateway)")
-        elif name == "label":
-            p.add_argument("device", type=_ident)
-        elif name == "audit":
-            p.add_argument("action", choices=("verify",))
-        elif name == "revoke":
-            p.add_argument("device", type=_ident)
-            p.add_argument("--broker", required=True, type=_address, help="central broker HOST:PORT")
-            p.add_argument("--central-key", required=True, type=Path, help="central's private command key")
-            p.add_argument("--gateway", required=True, type=_ident, help="the gateway the device reports to")
-            p.add_argument("--venue", required=True, type=_ident, help="the gateway's venue")
-            p.add_argument("--ttl", type=_ttl, default=300, help="seconds until the command expires (default 300)")
-        elif name == "enroll-server":
-            _enroll_server_options(p)
+    add_commands(parser, COMMANDS)
     return parser
-
-
-def _enroll_server_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state", type=Path, help="enroll-server state directory (default $GE_ENROLL_STATE)")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    init = actions.add_parser("init", help="create the state directory and the HTTPS identity")
-    init.add_argument("--central-key", required=True, type=Path, help="central's private key (guardian-agent keygen)")
-    init.add_argument("--url", required=True, help="https://HOST:PORT/ge/1/enroll as gateways will reach it")
-    init.add_argument("--broker", required=True, type=_address, help="central broker HOST:PORT gateways uplink to")
-    init.add_argument("--tls-name", action="append", default=[], help="another DNS name or IP for the certificate")
-    init.add_argument("--tls-cert", type=Path, help="use this PEM certificate instead of a self-signed one")
-    init.add_argument("--tls-key", type=Path, help="the certificate's key (mode 0600)")
-    claim = actions.add_parser("claim", help="issue a single-use claim file for a gateway")
-    claim.add_argument("--gateway", required=True, type=_ident, help="the gateway id to enroll")
-    claim.add_argument("--venue", required=True, type=_ident, help="the venue it serves")
-    claim.add_argument("--out", required=True, type=Path, help="claim file to create (mode 0600)")
-    claim.add_argument("--ttl", type=_claim_ttl, default=7 * 86400, help="seconds until it expires (default 7 days)")
-    allow = actions.add_parser("allow", help="add hardware serials or claim ids to the allowlist")
-    allow.add_argument("--serial", action="append", default=[], type=_serial, help="hardware serial (repeatable)")
-    allow.add_argument("--claim", action="append", default=[], type=_ident, help="claim id (repeatable)")
-    serve = actions.add_parser("serve", help="answer enrollment requests (HTTPS)")
-    serve.add_argument("--listen", type=_address, help="HOST:PORT to bind (default: the URL's)")
-    revoke = actions.add_parser("revoke", help="revoke a gateway: verifiers reject its batches")
-    revoke.add_argument("gateway", type=_ident)
-    actions.add_parser("list", help="gateways, claims (no secrets) and the allowlist")
 
 
 def _claim_ttl(text: str) -> int:
@@ -504,10 +571,9 @@ def _serial(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = COMMANDS[args.command][0]
     try:
-        return handler(args)
-    except ProvisionError as exc:
+        return handler_of(args)(args)
+    except (ProvisionError, AgentError) as exc:  # AgentError: central's tools (enroll-server)
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

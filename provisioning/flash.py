@@ -4,7 +4,7 @@ Per port, in this order (the step names are what a failure reports):
 
     image     optional: base image by the board's route: esptool (erase, write, verify)
               or a UF2 copy to the bootloader drive                         provisioning/image.py
-    connect   the console in the raw REPL (mpremote's SerialTransport)     provisioning/device.py
+    connect   the console in the raw REPL (mpremote's SerialTransport)     provisioning/console.py
     identify  the board's unique id -> its inventory record; a new board gets its device id
               (kind prefix + unique id) and a key generated here, saved (encrypted) before
               anything is written to the board
@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.shared.protocol import ALARM_POST, SENSOR, WRISTBAND
 from provisioning.boards import VIRTUAL, BoardFile
 from provisioning.bundle import MANIFEST, Bundle
 from provisioning.channels import SensorChannel
@@ -46,7 +47,7 @@ from provisioning.image import ImagePlan, Uf2Plan, write_image, write_uf2
 from provisioning.labels import Label, make_label, write_label
 from provisioning.workspace import Workspace
 
-KIND_PREFIX = {"alarm_post": "AP", "wristband": "WB", "sensor": "VS"}
+KIND_PREFIX = {ALARM_POST: "AP", WRISTBAND: "WB", SENSOR: "VS"}  # of the device ids a station gives
 KEY_BYTES = 32
 CONFIG = "config.json"
 STEPS = ("image", "connect", "identify", "copy", "key", "clock", "selftest", "register", "label", "restart")

@@ -40,6 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from agent.shared.files import write_atomic
 from provisioning.errors import ProvisionError
 
 MAGIC = b"GEINV\x00\x00\x01"
@@ -156,7 +157,8 @@ class Inventory:
             head = _HEAD.pack(MAGIC, log2n, r, p, salt, self._check, nonce)
             plain = json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
             blob = head + AESGCM(self._key).encrypt(nonce, plain, head)
-            _write_atomic(self.path, blob)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, blob)
 
     # ---------------------------------------------------------------- records
 
@@ -173,23 +175,3 @@ class Inventory:
     def revoked(self, uid: str) -> dict[str, Any] | None:
         rec = self.data["revoked"].get(uid)
         return rec if isinstance(rec, dict) else None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

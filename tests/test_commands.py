@@ -22,9 +22,10 @@ import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.gateway import command_handler as cm
-from agent.shared import cose
-from agent.shared.keyfiles import generate_central_key, load_central_private_key
+from agent.central import command_sender
+from agent.central.keys import generate_central_key, load_central_private_key
+from agent.gateway import command_handler
+from agent.shared import commands, cose
 from agent.shared.registry import Device, load_registry
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import alarm_post_config, firmware_files
@@ -115,8 +116,8 @@ class Site:
     ) -> bytes:
         """A command built here (to forge, expire or misaddress one on purpose)."""
         now = int(time.time()) - age
-        payload = cm.encode_payload(gateway, seq, now, now + 300, op, args)
-        return cm.sign_command(key or self.key, kid or self.kid, payload)
+        payload = commands.encode_payload(gateway, seq, now, now + 300, op, args)
+        return commands.sign_command(key or self.key, kid or self.kid, payload)
 
     def publish_central(self, messages: list[bytes]) -> None:
         async def run() -> None:
@@ -215,7 +216,7 @@ def test_dispatcher_ack_turns_the_posts_led_white_also_when_sent_while_the_gatew
 def test_replayed_forged_misaddressed_and_expired_commands_change_nothing(site: Site) -> None:
     registry_before = site.agent.devices_file.read_bytes()
     downlink = site.tap(site.local.address, "ge/dev/+/down")
-    good = site.signed(100, cm.OP_ACK, cm.ack_args("AP-0001", 1, 1))
+    good = site.signed(100, commands.OP_ACK, command_sender.ack_args("AP-0001", 1, 1))
     site.publish_central([good])
     site.agent.wait_log("command_accepted op=ack seq=100")
     assert downlink.wait(lambda m: len(m) == 1, 10)
@@ -223,26 +224,26 @@ def test_replayed_forged_misaddressed_and_expired_commands_change_nothing(site: 
     rogue = Ed25519PrivateKey.generate()
     revoke = {1: "AP-0001"}
     now = int(time.time())
-    unsigned = cose.mac0_encode(bytes(32), b"central", cm.encode_payload(GW, 106, now, now + 300, 2, revoke), b"")
+    unsigned = cose.mac0_encode(bytes(32), b"central", commands.encode_payload(GW, 106, now, now + 300, 2, revoke), b"")
     bad = [
         good,  # replayed as is
-        site.signed(50, cm.OP_ACK, cm.ack_args("AP-0001", 1, 1)),  # older seq, good signature
-        site.signed(101, cm.OP_REVOKE, revoke, key=rogue),  # forged under central's kid
-        site.signed(102, cm.OP_CONFIG, {1: 5000}, key=rogue, kid="rogue"),  # unknown kid
+        site.signed(50, commands.OP_ACK, command_sender.ack_args("AP-0001", 1, 1)),  # older seq, good signature
+        site.signed(101, commands.OP_REVOKE, revoke, key=rogue),  # forged under central's kid
+        site.signed(102, commands.OP_CONFIG, {1: 5000}, key=rogue, kid="rogue"),  # unknown kid
         unsigned,  # a COSE_Mac0: not signed
         b"\x00not a command",
-        site.signed(103, cm.OP_REVOKE, revoke, gateway="GW-2"),  # for another gateway
-        site.signed(104, cm.OP_REVOKE, revoke, age=1000),  # expired 700 s ago
+        site.signed(103, commands.OP_REVOKE, revoke, gateway="GW-2"),  # for another gateway
+        site.signed(104, commands.OP_REVOKE, revoke, age=1000),  # expired 700 s ago
     ]
-    site.publish_central([*bad, site.signed(105, cm.OP_ACK, cm.ack_args("AP-0001", 1, 2))])
+    site.publish_central([*bad, site.signed(105, commands.OP_ACK, command_sender.ack_args("AP-0001", 1, 2))])
     # commands are settled in order: once 105 is accepted every one before it was handled
     site.agent.wait_log("command_accepted op=ack seq=105")
     assert downlink.wait(lambda m: len(m) == 2, 10)
     site.frames([("AP-0001", frame("AP-0001", 7))])
     assert site.verifier.wait_events(1, 15, device="AP-0001", seq=7)  # the device was not revoked
     assert site.agent.devices_file.read_bytes() == registry_before
-    state = cm.load_state(site.agent.data_dir / cm.STATE_FILE)
-    assert state == cm.CommandState(seq=105)
+    state = command_handler.load_state(site.agent.data_dir / command_handler.STATE_FILE)
+    assert state == command_handler.CommandState(seq=105)
     stats = site.stopped_stats()
     assert stats["commands_accepted"] == {"ack": 2}
     assert stats["commands_rejected"] == {
@@ -308,7 +309,7 @@ def test_config_change_applies_live_and_survives_kill_9(site: Site) -> None:
     assert len(heartbeats(7)) == 6
     after = {k: n for k, n in batch_sizes().items() if k not in before}
     assert after and max(after.values()) <= 2, after
-    state = cm.load_state(site.agent.data_dir / cm.STATE_FILE)
+    state = command_handler.load_state(site.agent.data_dir / command_handler.STATE_FILE)
     assert state.settings == {"batch.linger_ms": 300, "batch.max_events": 2, "log.level": "debug"}
 
 

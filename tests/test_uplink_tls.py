@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent.central.keys import generate_central_key
 from agent.gateway.config import load_config
 from agent.shared.errors import ConfigError
-from agent.shared.keyfiles import generate_central_key
 from agent.shared.registry import Device, write_registry
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto, TlsListener

@@ -1,4 +1,4 @@
-"""The central-side verifier: checks gateway batches and prints one JSON line per event.
+"""Central's batch verifier: checks gateway batches and prints one JSON line per event.
 
 A reference consumer for the platform side (docs/protocol.md §4.2). Events are printed as soon
 as their batch's signature verifies — an authentic alarm is never held back because an
@@ -26,19 +26,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.gateway.frame_verifier import AAD_FRAME, Event, type_name
-from agent.gateway.signer import AAD_BATCH, ZERO_HASH
 from agent.shared import cose
 from agent.shared.backoff import Backoff
 from agent.shared.errors import WireError
+from agent.shared.frames import Event
+from agent.shared.protocol import AAD_BATCH, AAD_FRAME, BATCH_FILTER, ZERO_HASH, type_name
 from agent.shared.registry import Registry
 
 if TYPE_CHECKING:
     from agent.central.enrolled_gateways import GatewayKeys
 
-log = logging.getLogger("agent.verifier")
+log = logging.getLogger(__name__)
 
-BATCH_FILTER = "venues/+/gateways/+/batches"
 GAP_GRACE_S = 5.0
 MAX_SEEN_EVENTS = 5_000_000
 MAX_HASHES = 100_000
@@ -65,7 +64,7 @@ class _Chain:
     reported_gaps: set[int] = field(default_factory=set)
 
 
-class Verifier:
+class BatchVerifier:
     """Feed it batch messages; it returns the JSON-able records to print."""
 
     def __init__(
@@ -77,7 +76,7 @@ class Verifier:
         gateway_keys: GatewayKeys | None = None,
     ) -> None:
         self.keys = keys
-        # central's enrolled-gateways file (agent/enrolled.py): merged over `keys`, reloaded on change
+        # central's enrolled-gateways file (agent/central/enrolled_gateways.py): merged over `keys`, reloaded on change
         self._static_keys = dict(keys)
         self.gateway_keys = gateway_keys
         if gateway_keys is not None:
@@ -271,7 +270,7 @@ def _jsonable(v: Any) -> Any:
 
 
 async def run_verifier(
-    verifier: Verifier,
+    verifier: BatchVerifier,
     host: str,
     port: int,
     topic: str = BATCH_FILTER,

@@ -1,4 +1,4 @@
-"""guardian-provision enroll-server: central's reference responder for gateway zero-touch enrollment.
+"""Central's reference responder for gateway zero-touch enrollment (`guardian-provision enroll-server`).
 
     <state>/enroll.toml     url told to gateways, central's key file, the uplink broker
     <state>/tls.key, .crt   the HTTPS identity (key 0600); the certificate is pinned in every claim
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import hashlib
 import ipaddress
 import json
 import logging
@@ -38,16 +37,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.x509.oid import NameOID
 
 from agent.central.enrolled_gateways import EnrolledGateway, write_gateways
+from agent.central.keys import load_central_private_key
 from agent.shared import enroll_protocol as wire
 from agent.shared import tomlcheck
+from agent.shared.device_bundle import seal_public_text
 from agent.shared.errors import AgentError
-from agent.shared.keyfiles import write_atomic
-from provisioning.errors import ProvisionError
+from agent.shared.files import write_atomic
+from agent.shared.keyfiles import raw_fingerprint, raw_public
+from agent.shared.protocol import gateway_topics
 
-log = logging.getLogger("provisioning.enroll")
+log = logging.getLogger(__name__)
 
 SETTINGS = "enroll.toml"
 STATE = "state.json"
@@ -83,14 +86,18 @@ class Settings:
     broker: tuple[str, int]
 
 
-def _fail(exc: AgentError) -> ProvisionError:
-    return ProvisionError(str(exc))
+class EnrollServerError(AgentError):
+    """The enroll server's state, settings or listening address cannot be used; says which and why."""
+
+
+def _fail(exc: AgentError) -> EnrollServerError:
+    return EnrollServerError(str(exc))
 
 
 def load_settings(home: Path) -> Settings:
     path = home / SETTINGS
     if not path.exists():
-        raise ProvisionError(f"{home}: no enroll-server state here (run `enroll-server init` first)")
+        raise EnrollServerError(f"{home}: no enroll-server state here (run `enroll-server init` first)")
     try:
         t = tomlcheck.Table(path, tomlcheck.load(path))
         url = t.text("url")
@@ -102,8 +109,6 @@ def load_settings(home: Path) -> Settings:
 
 
 def _central_key(settings: Settings) -> tuple[str, Ed25519PrivateKey]:
-    from agent.shared.keyfiles import load_central_private_key
-
     try:
         return load_central_private_key(settings.central_key)
     except AgentError as exc:
@@ -146,9 +151,9 @@ class Store:
         except AgentError as exc:
             raise _fail(exc) from None
         except (OSError, ValueError) as exc:
-            raise ProvisionError(f"{path}: unreadable: {exc}") from None
+            raise EnrollServerError(f"{path}: unreadable: {exc}") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ProvisionError(f"{path}: not an enroll-server state file ({STATE_FORMAT})")
+            raise EnrollServerError(f"{path}: not an enroll-server state file ({STATE_FORMAT})")
         return state
 
     def _save(self, state: dict[str, Any]) -> None:
@@ -160,22 +165,10 @@ class Store:
         for g in gateways:
             pub = seal_dir / f"{g.id}.x25519.pub"
             if g.revoked is None:
-                write_atomic(pub, _seal_pub_text(g.id, bytes.fromhex(g.seal_key)), 0o644)
+                public = X25519PublicKey.from_public_bytes(bytes.fromhex(g.seal_key))
+                write_atomic(pub, seal_public_text(g.id, public), 0o644)
             else:
                 pub.unlink(missing_ok=True)
-
-
-def _seal_pub_text(gateway: str, raw: bytes) -> bytes:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-
-    pem = X25519PublicKey.from_public_bytes(raw).public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return f"Gateway-Id: {gateway}\n".encode() + pem
-
-
-def key_fingerprint(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()[:32]
 
 
 # --- admin commands ----------------------------------------------------------------------
@@ -222,9 +215,9 @@ def init(
     try:
         host, _, _ = wire.check_url(url)
     except ValueError as exc:
-        raise ProvisionError(f"--url: {exc}") from None
+        raise EnrollServerError(f"--url: {exc}") from None
     if (home / SETTINGS).exists():
-        raise ProvisionError(f"{home}: already initialised; nothing changed")
+        raise EnrollServerError(f"{home}: already initialised; nothing changed")
     settings = Settings(url, central_key.absolute(), broker)
     _central_key(settings)
     if tls_files is not None:
@@ -232,7 +225,7 @@ def init(
             cert_pem, key_pem = tls_files[0].read_bytes(), tls_files[1].read_bytes()
             tomlcheck.require_private(tls_files[1], "the TLS key")
         except OSError as exc:
-            raise ProvisionError(f"TLS files: {exc.strerror}: {exc.filename}") from None
+            raise EnrollServerError(f"TLS files: {exc.strerror}: {exc.filename}") from None
         except AgentError as exc:
             raise _fail(exc) from None
         covers = f"certificate from {tls_files[0]}"
@@ -247,7 +240,7 @@ def init(
         write_atomic(home / TLS_CERT, cert_pem, 0o644)
         ctx.load_cert_chain(home / TLS_CERT, home / TLS_KEY)
     except (OSError, ssl.SSLError) as exc:
-        raise ProvisionError(f"TLS identity unusable: {exc}") from None
+        raise EnrollServerError(f"TLS identity unusable: {exc}") from None
     state = {"format": STATE_FORMAT, "claims": {}, "allow": {"serials": [], "claims": []}, "gateways": {}}
     write_atomic(home / STATE, json.dumps({**state, "revoked_keys": []}, indent=1).encode(), 0o600)
     write_gateways(home / GATEWAYS, [])
@@ -303,11 +296,11 @@ def revoke(home: Path, gateway: str, now: int | None = None) -> EnrolledGateway:
     with Store(home).transaction() as st:
         rec = st["gateways"].get(gateway)
         if rec is None:
-            raise ProvisionError(f"no enrolled gateway {gateway}; nothing changed")
+            raise EnrollServerError(f"no enrolled gateway {gateway}; nothing changed")
         if rec["revoked"] is not None:
-            raise ProvisionError(f"gateway {gateway} is already revoked; nothing changed")
+            raise EnrollServerError(f"gateway {gateway} is already revoked; nothing changed")
         rec["revoked"] = int(time.time()) if now is None else now
-        st["revoked_keys"] = sorted({*st["revoked_keys"], key_fingerprint(bytes.fromhex(rec["key"]))})
+        st["revoked_keys"] = sorted({*st["revoked_keys"], raw_fingerprint(bytes.fromhex(rec["key"]))})
         return EnrolledGateway(id=gateway, **rec)
 
 
@@ -358,7 +351,7 @@ class Responder:
                 "enroll_refused reason=%s claim=%s gateway=%s serial=%s", exc.reason, req.claim, req.gateway, req.serial
             )
             return self._error(exc.reason, exc.detail)
-        except (OSError, ProvisionError) as exc:
+        except (OSError, EnrollServerError) as exc:
             log.error("enroll_store_error claim=%s error=%r", req.claim, str(exc))
             return self._error("store_error", "central could not record the enrollment; try again")
         log.info(
@@ -367,7 +360,7 @@ class Responder:
             cfg.venue,
             cfg.claim,
             req.serial,
-            key_fingerprint(req.sign_key)[:16],
+            raw_fingerprint(req.sign_key)[:16],
             " (answered again)" if again else "",
         )
         return 200, wire.CONTENT_TYPE, wire.sign_config(self.key, self.kid, cfg)
@@ -410,7 +403,7 @@ class Responder:
                         "claim_used", f"claim {req.claim} was spent at unix time {used['at']} by other keys"
                     )
             else:
-                if key_fingerprint(req.sign_key) in st["revoked_keys"]:
+                if raw_fingerprint(req.sign_key) in st["revoked_keys"]:
                     raise wire.EnrollError(
                         "revoked_key", "this Ed25519 key was revoked; the gateway must make new keys"
                     )
@@ -435,9 +428,9 @@ class Responder:
             seal_key=req.seal_key,
             host=host,
             port=port,
-            topics=wire.topics_for(venue, req.gateway),
+            topics=gateway_topics(venue, req.gateway),
             command_kid=self.kid,
-            command_key=wire.raw_public(self.key.public_key()),
+            command_key=raw_public(self.key.public_key()),
             issued=now,
         )
         return cfg, again
@@ -517,7 +510,7 @@ def serve(home: Path, listen: tuple[str, int] | None = None, ready: Callable[[st
     try:
         server = _Server(address, responder, ctx)
     except OSError as exc:
-        raise ProvisionError(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror}") from None
+        raise EnrollServerError(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror}") from None
     with server:
         if ready is not None:
             ready(

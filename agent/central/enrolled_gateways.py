@@ -22,12 +22,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.shared.errors import ConfigError
-from agent.shared.keyfiles import IDENT_RE, write_atomic
+from agent.shared.files import write_atomic
+from agent.shared.protocol import IDENT_RE
 
 FORMAT = "ge-gateways-1"
 MAX_FILE = 64 << 20
 
-log = logging.getLogger("agent.enrolled")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from agent.gateway.config import AgentConfig
 from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.metrics import Metrics
 from agent.gateway.pipeline import Pipeline, Stats
-from agent.gateway.signer import Sealer, load_or_create_key
+from agent.gateway.signer import Signer, load_or_create_key
 from agent.gateway.sources.mqtt import LocalBroker
 from agent.gateway.sources.serial import SerialSources
 from agent.gateway.uplink import Uplink
@@ -24,7 +24,7 @@ from agent.gateway.wristbands.venue import load as load_venue
 from agent.shared.errors import ConfigError
 from agent.shared.registry import load_registry
 
-log = logging.getLogger("agent")
+log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 60.0
 
@@ -48,7 +48,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
             rec.salvaged_replay,
             rec.epoch,
         )
-    sealer = Sealer(key, cfg.gateway_id, rec.epoch, rec.seq, rec.prev)
+    sealer = Signer(key, cfg.gateway_id, rec.epoch, rec.seq, rec.prev)
     stats = Stats()
     if cfg.metrics is not None:
         Metrics(stats).serve(*cfg.metrics)

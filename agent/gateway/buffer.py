@@ -3,14 +3,14 @@
 Tables:
   events   the backlog of accepted events not yet sealed into a batch, by lane (prio)
   batches  sealed, signed batches not yet acknowledged by central (resent with the same bytes)
-  replay   per-device replay state (agent/replay.py)
+  replay   per-device replay state (agent/gateway/replay.py)
   ledger   receipt state of the recent receipt-requesting events of each device
-  band_replay  per-wristband advert counter and when it was accepted (agent/ble/resolver.py)
+  band_replay  per-wristband advert counter and when it was accepted (agent/gateway/wristbands/resolver.py)
   band_alerts  SOS/FALL alerts already raised, per band event id (never raised twice)
   meta     the hash chain head (epoch, seq, hash), the schema version, the gateway's own event
            counter (gw_seq) and the eviction counters (evicted_p1, evicted_p2)
 
-Only the group-commit thread (agent/committer.py) writes; every method here runs on it,
+Only the group-commit thread (agent/gateway/committer.py) writes; every method here runs on it,
 inside `transaction()`. A file that SQLite reports as corrupt is moved aside (quarantined)
 with its -wal/-shm files and a fresh one is started with a new chain epoch; what can be read
 of the old replay state is salvaged. Nothing is ever deleted silently.
@@ -35,7 +35,7 @@ from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.shared.errors import StoreError
 
-log = logging.getLogger("agent.buffer")
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 # The receipt ledger must cover a device's whole outbox (32 entries on an alarm post), so

@@ -38,12 +38,13 @@ from typing import Any
 
 from agent.gateway.buffer import Store
 from agent.gateway.config import BatchConfig, BufferConfig
-from agent.gateway.frame_verifier import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED, Event, band_event_key
-from agent.gateway.signer import SealedBatch, Sealer, batch_oldest_received
+from agent.gateway.signer import SealedBatch, Signer, batch_oldest_received
 from agent.shared.errors import StoreError
+from agent.shared.frames import Event, band_event_key
 from agent.shared.log import Throttle
+from agent.shared.protocol import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED
 
-log = logging.getLogger("agent.committer")
+log = logging.getLogger(__name__)
 
 # Batch overhead besides the events (header, signature, chain fields), for the byte limit.
 _BATCH_OVERHEAD = 200
@@ -88,7 +89,7 @@ class Committer:
     def __init__(
         self,
         store: Store,
-        sealer: Sealer,
+        sealer: Signer,
         batch: BatchConfig,
         commit_wait_ms: float,
         inflight: int,
@@ -141,7 +142,7 @@ class Committer:
     def submit_group(self, items: list[Submitted], band_rows: list[tuple[str, int, int]]) -> None:
         """Queue events with the wristband counter rows that caused them: one transaction.
 
-        band_rows: (band, counter, seen_ms) from BandResolver.take_rows() (agent/sources/ble.py).
+        band_rows: (band, counter, seen_ms) from BandResolver.take_rows() (agent/gateway/wristbands/source.py).
         """
         with self._cv:
             self._inbox.extend(items)

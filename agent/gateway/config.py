@@ -7,27 +7,15 @@ docs/configuration.md for the keys; `guardian-agent check-config FILE` runs the 
 from __future__ import annotations
 
 import re
-import ssl
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.gateway.frame_verifier import DEFAULT_MAX_FRAME
 from agent.shared import tomlcheck
+from agent.shared.commands import LINGER_MS_RANGE, MAX_EVENTS_RANGE  # the same bounds as central's CONFIG command
 from agent.shared.errors import ConfigError
 from agent.shared.keyfiles import load_central_public_key
-
-# bounds shared with the settings central may change at run time (agent/commands.py)
-LINGER_MS_RANGE = (0, 10_000)
-MAX_EVENTS_RANGE = (1, 100_000)
-
-
-@dataclass(frozen=True, slots=True)
-class TlsConfig:
-    """TLS to a broker: only ca_file is trusted (no system store); host name checked."""
-
-    ca_file: Path
-    cert_file: Path | None
-    key_file: Path | None
+from agent.shared.protocol import MAX_FRAME, GatewayTopics, gateway_topics
+from agent.shared.tls import TlsConfig, tls_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +59,7 @@ class SerialConfig:
 
 @dataclass(frozen=True, slots=True)
 class BleScannerConfig:
-    """One [[ble]] scanner (agent/sources/ble.py): a BlueZ adapter, or a scanner on the virtual air."""
+    """One [[ble]] scanner (agent/gateway/wristbands/source.py): a BlueZ adapter, or a scanner on the virtual air."""
 
     name: str
     backend: str  # "bluez" or "sim"
@@ -113,8 +101,8 @@ class AgentConfig:
     heartbeat_s: int
     command_key: Path | None = None  # central's public key for signed commands
     metrics: tuple[str, int] | None = None  # Prometheus endpoint (host, port); None: off
-    serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/sources/serial.py)
-    ble: tuple[BleScannerConfig, ...] = ()  # [[ble]] scanners (agent/sources/ble.py)
+    serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/gateway/sources/serial.py)
+    ble: tuple[BleScannerConfig, ...] = ()  # [[ble]] scanners (agent/gateway/wristbands/source.py)
     wristbands: WristbandConfig = WristbandConfig()
 
     @property
@@ -122,16 +110,20 @@ class AgentConfig:
         return self.data_dir / "buffer.db"
 
     @property
+    def topics(self) -> GatewayTopics:
+        return gateway_topics(self.venue, self.gateway_id)
+
+    @property
     def batch_topic(self) -> str:
-        return f"venues/{self.venue}/gateways/{self.gateway_id}/batches"
+        return self.topics.batches
 
     @property
     def status_topic(self) -> str:
-        return f"venues/{self.venue}/gateways/{self.gateway_id}/status"
+        return self.topics.status
 
     @property
     def command_topic(self) -> str:
-        return f"venues/{self.venue}/gateways/{self.gateway_id}/commands"
+        return self.topics.commands
 
 
 def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerConfig:
@@ -143,24 +135,6 @@ def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerCon
     )
     t.no_unknown_keys()
     return cfg
-
-
-def tls_context(tls: TlsConfig, where: str = "central.tls.") -> ssl.SSLContext:
-    """A client context trusting only tls.ca_file, host name checked; ConfigError names the key."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname, no CAs loaded
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_verify_locations(cafile=tls.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"{where}ca_file: expected a PEM CA certificate in {tls.ca_file}: {exc}") from exc
-    if tls.cert_file is not None and tls.key_file is not None:
-        try:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"{where}cert_file: expected a PEM certificate in {tls.cert_file} matching the key in key_file: {exc}"
-            ) from exc
-    return ctx
 
 
 def _tls(t: tomlcheck.Table, base: Path) -> TlsConfig:
@@ -296,7 +270,7 @@ def load_config(path: Path) -> AgentConfig:
     mt.no_unknown_keys()
 
     lim = top.table("limits", required=False)
-    max_frame = lim.integer("max_frame_bytes", DEFAULT_MAX_FRAME, lo=64, hi=65536)
+    max_frame = lim.integer("max_frame_bytes", MAX_FRAME, lo=64, hi=65536)
     commit_wait_ms = lim.number("commit_wait_ms", 2.0, lo=0.0, hi=100.0)
     lim.no_unknown_keys()
     serial = _serial_ports(top, base)

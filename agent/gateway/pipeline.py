@@ -20,22 +20,16 @@ from typing import Any
 
 from agent.gateway.buffer import LEDGER_PER_DEVICE
 from agent.gateway.committer import CommitResult, Committer, Submitted
-from agent.gateway.frame_verifier import (
-    RECEIPT_DELIVERED,
-    RECEIPT_DROPPED,
-    RECEIPT_STORED,
-    TYPE_GATEWAY_HEARTBEAT,
-    Event,
-    FrameVerifier,
-    receipt,
-)
+from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.shared.errors import WireError
+from agent.shared.frames import Event, receipt
 from agent.shared.log import Throttle
+from agent.shared.protocol import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED, EventType
 from agent.shared.registry import Registry
 
-log = logging.getLogger("agent.pipeline")
+log = logging.getLogger(__name__)
 
 Ack = Callable[[], None]
 SendReceipt = Callable[[str, bytes], None]
@@ -48,8 +42,9 @@ class Stats:
         self.rejected: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.serial_rejected: Counter[str] = Counter()  # serial link framing, by reason (§9)
-        self.ble_rejected: Counter[str] = Counter()  # wristband adverts, by reason (§10.4; agent/sources/ble.py)
-        self.commands_accepted: Counter[str] = Counter()  # by op (agent/commands.py)
+        # wristband adverts, by reason (§10.4; agent/gateway/wristbands/source.py)
+        self.ble_rejected: Counter[str] = Counter()
+        self.commands_accepted: Counter[str] = Counter()  # by op (agent/gateway/command_handler.py)
         self.commands_rejected: Counter[str] = Counter()  # by reason
         self.backlog: tuple[int, int, int] = (0, 0, 0)
         self.backlog_bytes: tuple[int, int, int] = (0, 0, 0)
@@ -59,7 +54,7 @@ class Stats:
         self.uplink_connected = False
         self.local_connected = False
         self.store_error: str | None = None
-        # histogram hooks (agent/metrics.py), seconds; None when metrics are off
+        # histogram hooks (agent/gateway/metrics.py), seconds; None when metrics are off
         self.observe_commit: Callable[[float], None] | None = None
         self.observe_delivery: Callable[[float], None] | None = None
 
@@ -181,7 +176,7 @@ class Pipeline:
         """The gateway heartbeat to central (docs/protocol.md §4.4)."""
         st = self.stats
         self.gateway_event(
-            TYPE_GATEWAY_HEARTBEAT,
+            EventType.GATEWAY_HEARTBEAT,
             {
                 1: int(time.monotonic() - self._started),
                 2: list(st.backlog),

@@ -3,7 +3,7 @@
 Per device: the highest accepted (boot, seq) and a 64-bit bitmap of which of the 64 sequence
 numbers just below it were accepted in the same boot. A frame is new when its boot is newer,
 or its seq is above the high-water mark, or inside the window and not yet seen. The state is
-persisted with the events it admits (agent/buffer.py), so it survives restarts with no grace
+persisted with the events it admits (agent/gateway/buffer.py), so it survives restarts with no grace
 window.
 """
 

@@ -8,21 +8,16 @@ explanatory text) so a verifier binds the key to the gateway id it was made for.
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import cbor2
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.shared import cose
-from agent.shared.errors import ConfigError
-from agent.shared.keyfiles import load_or_create_private_key
-
-AAD_BATCH = b"ge/1/batch"
-ZERO_HASH = bytes(32)
+from agent.shared.files import write_atomic
+from agent.shared.keyfiles import GATEWAY_ID, labelled_pem, load_or_create_private_key, public_pem
+from agent.shared.protocol import AAD_BATCH
 
 
 def public_key_path(key_path: Path) -> Path:
@@ -32,43 +27,15 @@ def public_key_path(key_path: Path) -> Path:
 def load_or_create_key(key_path: Path, gateway_id: str) -> Ed25519PrivateKey:
     """The gateway's signing key; created (0600, O_EXCL) when the file does not exist."""
     key_path = Path(key_path)
-    # mypy sees cryptography\'s key classes as abstract; the class is what isinstance needs
+    # mypy sees cryptography's key classes as abstract; the class is what isinstance needs
     key = load_or_create_private_key(key_path, Ed25519PrivateKey, "Ed25519", "the gateway's private key")  # type: ignore[type-abstract]
     write_public_key(public_key_path(key_path), gateway_id, key.public_key())
     return key
 
 
 def write_public_key(path: Path, gateway_id: str, public: Ed25519PublicKey) -> None:
-    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    text = f"Gateway-Id: {gateway_id}\n" + pem.decode()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-_PEM_RE = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
-
-
-def load_public_key(path: Path) -> tuple[str, Ed25519PublicKey]:
-    """(gateway id, key) from a `.pub` file written by write_public_key."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from exc
-    m = re.search(rb"^Gateway-Id: *([A-Za-z0-9._-]{1,32}) *$", raw, re.M)
-    if not m:
-        raise ConfigError(f"{path}: no 'Gateway-Id: <id>' line before the PEM block")
-    pem = _PEM_RE.search(raw)
-    if not pem:
-        raise ConfigError(f"{path}: no PEM public key block")
-    try:
-        key = serialization.load_pem_public_key(pem.group(0))
-    except ValueError as exc:
-        raise ConfigError(f"{path}: the PEM block is not a public key") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{path}: not an Ed25519 public key")
-    return m.group(1).decode(), key
+    """The `.pub` file central verifies batches with (read by keyfiles.load_gateway_public_key)."""
+    write_atomic(path, labelled_pem(GATEWAY_ID, gateway_id, public_pem(public)), 0o644)
 
 
 def batch_oldest_received(blob: bytes) -> int:
@@ -90,7 +57,7 @@ class SealedBatch:
     flagged: tuple[tuple[str, int, int], ...]
 
 
-class Sealer:
+class Signer:
     """Builds and signs batches, advancing the hash chain (epoch, seq, prev hash)."""
 
     def __init__(self, key: Ed25519PrivateKey, gateway_id: str, epoch: int, seq: int, prev: bytes) -> None:

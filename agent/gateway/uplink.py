@@ -6,7 +6,7 @@ same bytes, after the next (re)connect; central drops the duplicate by (epoch, s
 
 The same MQTT 5 session carries the gateway's presence (retained `online` on its status topic
 after every connect, `offline` as the last will and before a graceful stop) and central's
-signed commands (subscribed QoS 1; each is acknowledged only after agent/commands.py settled
+signed commands (subscribed QoS 1; each is acknowledged only after agent/gateway/command_handler.py settled
 it, so a command is not lost to a kill -9). With [central.tls] the connection trusts only the
 configured CA and checks the broker's host name (docs/protocol.md §5).
 """
@@ -22,14 +22,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.gateway.command_handler import CommandHandler
-from agent.gateway.config import AgentConfig, tls_context
+from agent.gateway.config import AgentConfig
 from agent.gateway.pipeline import Pipeline, Stats
 from agent.gateway.signer import SealedBatch
 from agent.shared.backoff import Backoff
+from agent.shared.protocol import SESSION_EXPIRY_S
+from agent.shared.tls import tls_context
 
-log = logging.getLogger("agent.uplink")
+log = logging.getLogger(__name__)
 
-SESSION_EXPIRY_S = 7 * 24 * 3600
 PUBLISH_TIMEOUT_S = 30.0
 STATUS_TIMEOUT_S = 5.0
 # MQTT 5 Receive Maximum: what central sends the gateway are commands, settled one at a time
@@ -131,7 +132,7 @@ class Uplink:
             tls_context=self._tls,
         )
         # before connecting: commands queued in the session arrive right after CONNACK.
-        # Private attribute: aiomqtt has no manual-ack switch (see agent/sources/mqtt.py).
+        # Private attribute: aiomqtt has no manual-ack switch (see agent/gateway/sources/mqtt.py).
         client._client.manual_ack_set(True)
         async with client:
             self._broken.clear()

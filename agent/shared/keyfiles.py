@@ -1,142 +1,133 @@
-"""Key files: central's Ed25519 command key (the files `guardian-agent keygen` writes and their
-loaders), and the creation and loading of every private key file the agent keeps.
+"""Key files: labelled PEM files, and the private keys the gateway and central create on first use.
 
-The private key is a PKCS#8 PEM file (mode 0600) and the public key a PEM file next to it
-(`<key>.pub`); both start with a `Key-Id: <id>` line (RFC 7468 explanatory text), the kid
-central puts in every command's protected header (docs/protocol.md §8).
+A public key file, and central's private key file, is a PEM block preceded by one label line
+(RFC 7468 explanatory text) that binds the key to an identifier:
+
+    Key-Id: central          central's command key (guardian-agent keygen): the kid of commands
+    Gateway-Id: GW-1         a gateway's Ed25519 signing key or X25519 sealing key (`.pub` files)
+
+`labelled_pem()` writes that text and `read_labelled_pem()` is the one reader. A private key
+is a PKCS#8 PEM file with mode 0600, created with O_EXCL (agent/shared/files.py).
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 import re
 from pathlib import Path
 from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from agent.shared import tomlcheck
 from agent.shared.errors import ConfigError
+from agent.shared.files import write_new_private
 
-IDENT_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
+KEY_ID = "Key-Id"
+GATEWAY_ID = "Gateway-Id"
 
 PrivateKey = TypeVar("PrivateKey", Ed25519PrivateKey, X25519PrivateKey)
+PublicKey = TypeVar("PublicKey", Ed25519PublicKey, X25519PublicKey)
 
-_KID_RE = re.compile(rb"^Key-Id: *([A-Za-z0-9._-]{1,32}) *$", re.M)
-_PRIVATE_RE = re.compile(rb"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----", re.S)
-_PUBLIC_RE = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
-
-
-def _key_file(path: Path, pattern: re.Pattern[bytes], what: str) -> tuple[str, bytes]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from exc
-    kid = _KID_RE.search(raw)
-    if not kid:
-        raise ConfigError(f"{path}: no 'Key-Id: <id>' line before the PEM block")
-    pem = pattern.search(raw)
-    if not pem:
-        raise ConfigError(f"{path}: no PEM {what} block")
-    return kid.group(1).decode(), pem.group(0)
+_BLOCKS = {
+    "PUBLIC KEY": re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S),
+    "PRIVATE KEY": re.compile(rb"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----", re.S),
+}
 
 
-def load_central_public_key(path: Path) -> tuple[str, Ed25519PublicKey]:
-    """(key id, key) from a central `.pub` file written by `guardian-agent keygen`."""
-    path = Path(path)
-    kid, pem = _key_file(path, _PUBLIC_RE, "public key")
-    try:
-        key = serialization.load_pem_public_key(pem)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: the PEM block is not a public key") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{path}: not an Ed25519 public key")
-    return kid, key
+def labelled_pem(label: str, value: str, pem: bytes) -> bytes:
+    """The text of a labelled key file: `<label>: <value>`, then the PEM block."""
+    return f"{label}: {value}\n".encode() + pem
 
 
-def load_central_private_key(path: Path) -> tuple[str, Ed25519PrivateKey]:
-    """(key id, key) from central's private key file (mode 0600)."""
-    path = Path(path)
-    tomlcheck.require_private(path, "central's private key")
-    kid, pem = _key_file(path, _PRIVATE_RE, "private key")
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path}: not an unencrypted PEM private key") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"{path}: not an Ed25519 key")
-    return kid, key
+def public_pem(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def generate_central_key(path: Path, kid: str) -> Path:
-    """A new central key: `path` (0600, never overwritten) and `path`.pub; returns the .pub path."""
-    path = Path(path)
-    if not IDENT_RE.fullmatch(kid):
-        raise ConfigError(f"key id {kid!r}: expected 1-32 characters from A-Z a-z 0-9 . _ -")
-    key = Ed25519PrivateKey.generate()
-    write_new_private(path, f"Key-Id: {kid}\n".encode() + _pkcs8(key), "exists; refusing to overwrite a key")
-    pub = path.with_name(path.name + ".pub")
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    write_atomic(pub, f"Key-Id: {kid}\n".encode() + public, 0o644)
-    return pub
+def raw_public(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    """The raw 32 bytes of a public key."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def _pkcs8(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+def raw_fingerprint(raw: bytes) -> str:
+    """Names a public key without showing it: the first 32 hex digits of SHA-256 over its raw bytes."""
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def pkcs8_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
-def write_new_private(path: Path, data: bytes, exists: str) -> None:
-    """Create `path` with mode 0600, never over an existing file (`exists` says why), and fsync it."""
+def read_labelled_pem(path: Path, label: str, block: str = "PUBLIC KEY") -> tuple[str, bytes]:
+    """(the label's value, the PEM block) of a labelled key file; ConfigError says what is missing."""
+    path = Path(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{path}: {exists}") from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    value = re.search(rb"^" + re.escape(label.encode()) + rb": *([A-Za-z0-9._-]{1,32}) *$", raw, re.M)
+    if not value:
+        raise ConfigError(f"{path}: no '{label}: <id>' line before the PEM block")
+    pem = _BLOCKS[block].search(raw)
+    if not pem:
+        raise ConfigError(f"{path}: no PEM {block.lower()} block")
+    return value.group(1).decode(), pem.group(0)
 
 
-def load_or_create_private_key(path: Path, key_type: type[PrivateKey], label: str, what: str) -> PrivateKey:
-    """The PKCS#8 PEM key in `path` (mode 0600 enforced), created with O_EXCL when absent.
+def load_labelled_public_key(path: Path, label: str, key_type: type[PublicKey], what: str) -> tuple[str, PublicKey]:
+    """(the label's value, the key) from a labelled public key file; `what` names the file in errors."""
+    value, pem = read_labelled_pem(path, label)
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: the PEM block is not a public key") from exc
+    if not isinstance(key, key_type):
+        raise ConfigError(f"{path}: not {what}")
+    return value, key
+
+
+def load_central_public_key(path: Path) -> tuple[str, Ed25519PublicKey]:
+    """(key id, key) from a central `.pub` file written by `guardian-agent keygen`."""
+    # mypy sees cryptography's key classes as abstract; the class is what isinstance needs
+    return load_labelled_public_key(path, KEY_ID, Ed25519PublicKey, "an Ed25519 public key")  # type: ignore[type-abstract]
+
+
+def load_gateway_public_key(path: Path) -> tuple[str, Ed25519PublicKey]:
+    """(gateway id, key) from a gateway's `.pub` file (agent/gateway/signer.py writes it)."""
+    # mypy sees cryptography's key classes as abstract; the class is what isinstance needs
+    return load_labelled_public_key(path, GATEWAY_ID, Ed25519PublicKey, "an Ed25519 public key")  # type: ignore[type-abstract]
+
+
+def load_private_key(
+    path: Path, key_type: type[PrivateKey], label: str, what: str, pem: bytes | None = None
+) -> PrivateKey:
+    """The PKCS#8 PEM key in `path` (mode 0600 enforced, or its block `pem` when given).
 
     `label` names the algorithm in errors ("Ed25519"), `what` the key ("the gateway's private key").
     """
     path = Path(path)
+    tomlcheck.require_private(path, what)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes() if pem is None else pem, password=None)
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: not an unencrypted PEM private key") from exc
+    if not isinstance(key, key_type):
+        raise ConfigError(f"{path}: not an {label} key")
+    return key
+
+
+def load_or_create_private_key(path: Path, key_type: type[PrivateKey], label: str, what: str) -> PrivateKey:
+    """The PKCS#8 PEM key in `path` (mode 0600 enforced), created with O_EXCL when absent."""
+    path = Path(path)
     if path.exists():
-        tomlcheck.require_private(path, what)
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{path}: not an unencrypted PEM private key") from exc
-        if not isinstance(key, key_type):
-            raise ConfigError(f"{path}: not an {label} key")
-        return key
+        return load_private_key(path, key_type, label, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = key_type.generate()
-    write_new_private(path, _pkcs8(new), "appeared while being created; start again")
+    write_new_private(path, pkcs8_pem(new), "appeared while being created; start again")
     return new
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write, fsync, rename over `path`, fsync the directory: the old or the new file, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

@@ -4,7 +4,7 @@ A TOML file, mode 0600 (it holds device keys):
 
     [[device]]
     id = "AP-0001"           # docs/protocol.md identifier
-    kind = "alarm_post"      # alarm_post | wristband | sensor
+    kind = "alarm_post"      # alarm_post | wristband | sensor (protocol.DEVICE_KINDS)
     key = "…64 hex digits…"  # 32-byte device key
     venue = "venue-1"
     zone = "entrance"
@@ -13,14 +13,14 @@ A TOML file, mode 0600 (it holds device keys):
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.shared import tomlcheck
+from agent.shared.files import write_atomic
+from agent.shared.protocol import DEVICE_KINDS
 
-KINDS = ("alarm_post", "wristband", "sensor")
 KEY_BYTES = 32
 
 
@@ -80,8 +80,8 @@ def load_registry(path: Path, check_mode: bool = True) -> Registry:
             raise t.fail("id", f"duplicate device id {dev_id!r} (also device[{seen[dev_id]}])")
         seen[dev_id] = i
         kind = t.text("kind")
-        if kind not in KINDS:
-            raise t.fail("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+        if kind not in DEVICE_KINDS:
+            raise t.fail("kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {kind!r}")
         key_hex = t.text("key")
         try:
             key = bytes.fromhex(key_hex)
@@ -111,17 +111,4 @@ def write_registry(path: Path, devices: list[Device]) -> None:
             f"zone = {json.dumps(d.zone)}",
             "",
         ]
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write("\n".join(lines))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(Path(path), "\n".join(lines).encode())

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from agent.shared.errors import ConfigError
+from agent.shared.protocol import IDENT_RE
 
-IDENT_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _MISSING = object()
 
 

@@ -183,7 +183,7 @@ def parse(data, company_id):
 def open_(keys, data, near):
     # (counter, flags, battery, event_id, event_age) of an advert from this band sent in the
     # window that holds counter value near; AdvertError otherwise. The caller checks the
-    # counter for replay. (The gateway resolves EIDs itself: agent/ble/resolver.py.)
+    # counter for replay. (The gateway resolves EIDs itself: agent/gateway/wristbands/resolver.py.)
     hdr, e, masked = parse(data, keys.company)
     if hdr & 0x0F != keys.epoch or keys.window(near) != e:
         raise AdvertError("unknown_eid", "not this band's EID for the window")

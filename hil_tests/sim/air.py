@@ -2,7 +2,7 @@
 
 Simulation at the radio boundary only (DESIGN.md invariant 5): a band's firmware hands its
 advert bytes to the radio (firmware/hal/unix.py `Board.radio()`), the radio sends them here
-with the band's position, and every registered scanner (agent/sources/blesim.py, the bleak
+with the band's position, and every registered scanner (agent/gateway/wristbands/sim_scanner.py, the bleak
 backend used in simulation) gets a copy with an RSSI from a log-distance path-loss model:
 
     rssi = tx_power_dbm - 10 * exponent * log10(max(d, 0.5 m)) - wall_db (other room) + N(0, shadowing_db)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agent.shared.protocol import DEVICE_KINDS
 from hil_tests.sim.tools import FIRMWARE_DIR
 
-KINDS = ("alarm_post", "wristband", "sensor")
+KINDS = DEVICE_KINDS
 
 
 def firmware_files(kind: str, root: Path = FIRMWARE_DIR) -> dict[str, str | bytes | Path]:

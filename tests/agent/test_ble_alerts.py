@@ -1,4 +1,4 @@
-"""The wristband alert engine (agent/ble/alerts.py) and its venue file (agent/ble/venue.py).
+"""The wristband alert engine (agent/gateway/wristbands/alerts.py) and its venue file (wristbands/venue.py).
 
 Sightings are built directly (the resolver has its own tests); times are gateway unix ms.
 The property test prints its seed (GE_SEED=<n> replays one).
@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from agent.gateway.wristbands import advert as adv
-from agent.gateway.wristbands.alerts import Alert, AlertEngine, AlertType
+from agent.gateway.wristbands.alerts import Alert, AlertEngine
 from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
 from agent.gateway.wristbands.venue import Venue, load, parse
 from agent.shared.errors import ConfigError
+from agent.shared.protocol import EventType
 from tests.vectors import wristband as ref
 
 SEED = int(os.environ.get("GE_SEED") or random.SystemRandom().randrange(2**32))
@@ -102,7 +103,7 @@ class Band:
             self.t += 1
             self.alerts += self.e.tick(self.t * 1000)
 
-    def types(self) -> list[AlertType]:
+    def types(self) -> list[EventType]:
         return [a.type for a in self.alerts]
 
 
@@ -117,7 +118,7 @@ def test_sos_one_alert_for_burst_and_all_scanners() -> None:
     b.event(adv.SOS)
     b.run(30, LOUNGE, copies=10)  # the burst: the same advert ten times a second, three scanners
     b.run(60, LOUNGE)
-    assert b.types() == [AlertType.SOS]
+    assert b.types() == [EventType.SOS]
     a = b.alerts[0]
     assert a.priority == 0 and a.lane == "P0" and int(a.type) == 3
     assert (a.band, a.resident, a.zone) == ("WB-1", "Resident A (room 1)", "Lounge")
@@ -132,7 +133,7 @@ def test_second_sos_while_flag_is_kept_is_a_new_alert() -> None:
     b.run(40, LOUNGE, copies=3)
     b.event(adv.SOS)  # pressed again after the burst: a new event id, the flag never dropped
     b.run(40, LOUNGE, copies=3)
-    assert [(a.type, a.context["event_id"]) for a in b.alerts] == [(AlertType.SOS, 1), (AlertType.SOS, 2)]
+    assert [(a.type, a.context["event_id"]) for a in b.alerts] == [(EventType.SOS, 1), (EventType.SOS, 2)]
 
 
 def test_fall_after_sos_is_one_fall_and_no_second_sos() -> None:
@@ -141,7 +142,7 @@ def test_fall_after_sos_is_one_fall_and_no_second_sos() -> None:
     b.run(40, LOUNGE)
     b.event(adv.FALL)  # the event id now names the fall; the SOS flag is still set
     b.run(40, LOUNGE)
-    assert [(a.type, a.context["event_id"]) for a in b.alerts] == [(AlertType.SOS, 1), (AlertType.FALL, 2)]
+    assert [(a.type, a.context["event_id"]) for a in b.alerts] == [(EventType.SOS, 1), (EventType.FALL, 2)]
     assert b.alerts[1].priority == 0 and "has fallen" in str(b.alerts[1].context["text"])
 
 
@@ -152,14 +153,14 @@ def test_exit_then_back_inside() -> None:
     assert b.e.zone_of("WB-1") == "hall" and not b.alerts
     start = b.t
     b.run(20, DOOR)
-    assert b.types() == [AlertType.EXIT]
+    assert b.types() == [EventType.EXIT]
     ex = b.alerts[0]
     assert ex.zone == "Front door" and ex.context["from_zone"] == "Hall" and ex.context["reason"] == "exit zone"
     assert ex.t_ms // 1000 - start <= 8  # window, the next advert, N = 3 observations
     b.run(5, {})  # out of range: EXIT is open, no MISSING
     b.silent(600)
     b.run(20, HALL)
-    assert b.types() == [AlertType.EXIT, AlertType.BACK_INSIDE]
+    assert b.types() == [EventType.EXIT, EventType.BACK_INSIDE]
     back = b.alerts[1]
     assert back.priority == 1 and back.context["resolves"] == "EXIT" and back.zone == "Hall"
 
@@ -168,7 +169,7 @@ def test_zone_not_allowed_is_an_exit() -> None:
     b = Band(AlertEngine(venue()))
     b.run(10, HALL)
     b.run(20, {"H1": -85, "O1": -60})
-    assert b.types() == [AlertType.EXIT]
+    assert b.types() == [EventType.EXIT]
     assert b.alerts[0].context["reason"] == "zone not allowed" and b.alerts[0].zone == "Staff office"
 
 
@@ -198,7 +199,7 @@ def test_real_adverts_through_the_resolver_one_sos() -> None:
                 t_ms = counter * 1000 + 100 * c + 7
                 out += e.on_sighting(scanner, rssi, t_ms, r.resolve(data, t_ms))
         out += e.tick((counter + 1) * 1000)
-    assert [(a.type, a.context["event_id"], a.t_ms) for a in out] == [(AlertType.SOS, 1, (NOON + 5) * 1000 + 7)]
+    assert [(a.type, a.context["event_id"], a.t_ms) for a in out] == [(EventType.SOS, 1, (NOON + 5) * 1000 + 7)]
     assert r.counts["repeat"] > 0 and not r.rejected
 
 
@@ -217,12 +218,12 @@ def test_missing_then_back_inside() -> None:
     b.run(10, LOUNGE)
     last = b.t
     b.silent(120)
-    assert b.types() == [AlertType.MISSING]
+    assert b.types() == [EventType.MISSING]
     m = b.alerts[0]
     assert m.priority == 0 and m.zone == "Lounge" and m.context["scanner"] == "L1"
     assert 60 <= m.t_ms // 1000 - last <= 61
     b.run(3, LOUNGE)
-    assert b.types() == [AlertType.MISSING, AlertType.BACK_INSIDE]
+    assert b.types() == [EventType.MISSING, EventType.BACK_INSIDE]
     assert b.alerts[1].context["resolves"] == "MISSING"
     b.silent(30)
     assert len(b.alerts) == 2
@@ -234,21 +235,21 @@ def test_scanner_outage_gives_blind_not_missing() -> None:
     b.e.scanner_down("L1", b.t * 1000)
     b.e.scanner_down("L2", b.t * 1000)
     b.silent(300)  # the hall scanner is up but cannot hear the lounge
-    assert b.types() == [AlertType.SCANNER_BLIND]
+    assert b.types() == [EventType.SCANNER_BLIND]
     bl = b.alerts[0]
     assert bl.priority == 1 and int(bl.type) == 69 and bl.context["scanners_down"] == "L1, L2"
     b.e.scanner_up("L1", b.t * 1000)
     b.run(3, {"L1": -60})  # heard again: nothing to tell
-    assert b.types() == [AlertType.SCANNER_BLIND]
+    assert b.types() == [EventType.SCANNER_BLIND]
     b.e.scanner_down("L1", b.t * 1000)
     b.silent(300)  # a second outage: one notice per outage, however long
-    assert b.types() == [AlertType.SCANNER_BLIND] * 2
+    assert b.types() == [EventType.SCANNER_BLIND] * 2
     b.e.scanner_up("L1", b.t * 1000)
     b.e.scanner_up("L2", b.t * 1000)
     b.silent(19)  # the grace after the scanners are back
-    assert AlertType.MISSING not in b.types()
+    assert EventType.MISSING not in b.types()
     b.silent(2)
-    assert b.types() == [AlertType.SCANNER_BLIND] * 2 + [AlertType.MISSING]
+    assert b.types() == [EventType.SCANNER_BLIND] * 2 + [EventType.MISSING]
 
 
 def test_one_scanner_of_two_down_is_still_missing() -> None:
@@ -256,7 +257,7 @@ def test_one_scanner_of_two_down_is_still_missing() -> None:
     b.run(10, LOUNGE)
     b.e.scanner_down("L1", b.t * 1000)
     b.silent(70)
-    assert b.types() == [AlertType.MISSING]
+    assert b.types() == [EventType.MISSING]
 
 
 def test_strap_debounce_charging_and_rearm() -> None:
@@ -273,7 +274,7 @@ def test_strap_debounce_charging_and_rearm() -> None:
     b.flags = adv.STRAP_OPEN
     start = b.t
     b.run(60, LOUNGE)
-    assert b.types() == [AlertType.STRAP_REMOVED]
+    assert b.types() == [EventType.STRAP_REMOVED]
     assert b.alerts[0].priority == 1 and 15 <= b.alerts[0].t_ms // 1000 - start <= 16
     b.flags = 0  # strap closed but not worn: still off
     b.run(30, LOUNGE)
@@ -281,7 +282,7 @@ def test_strap_debounce_charging_and_rearm() -> None:
     b.run(5, LOUNGE)
     b.flags = adv.STRAP_OPEN
     b.run(20, LOUNGE)
-    assert b.types() == [AlertType.STRAP_REMOVED, AlertType.STRAP_REMOVED]
+    assert b.types() == [EventType.STRAP_REMOVED, EventType.STRAP_REMOVED]
 
 
 def test_battery_low_hysteresis() -> None:
@@ -289,12 +290,12 @@ def test_battery_low_hysteresis() -> None:
     for pct in (40, 20, 16, 15, 14, 16, 15, 20, 29, 15, 12):
         b.battery = pct
         b.run(3, LOUNGE)
-    assert b.types() == [AlertType.BATTERY_LOW]
+    assert b.types() == [EventType.BATTERY_LOW]
     assert b.alerts[0].context["battery_pct"] == 15
     for pct in (30, 50, 16, 15):
         b.battery = pct
         b.run(3, LOUNGE)
-    assert b.types() == [AlertType.BATTERY_LOW, AlertType.BATTERY_LOW]
+    assert b.types() == [EventType.BATTERY_LOW, EventType.BATTERY_LOW]
     b.battery = 255  # unknown level, but the band's own flag says low: already alerted
     b.flags |= adv.LOW_BATTERY
     b.run(3, LOUNGE)
@@ -310,18 +311,18 @@ def test_quiet_hours_hold_p1_but_never_p0() -> None:
     assert b.alerts == []
     b.event(adv.SOS)
     b.run(2, LOUNGE)
-    assert b.types() == [AlertType.SOS]
+    assert b.types() == [EventType.SOS]
     b.t = T0 + 24 * 3600 + 7 * 3600 - 5  # just before 07:00 the next day
     b.run(80, LOUNGE)
     assert sorted(a.type.name for a in b.alerts) == ["BATTERY_LOW", "SOS", "STRAP_REMOVED"]
-    held = next(a for a in b.alerts if a.type is AlertType.STRAP_REMOVED)
+    held = next(a for a in b.alerts if a.type is EventType.STRAP_REMOVED)
     assert held.context["since"] == "2023-11-15T23:00:05+00:00"
     # the other resident has no quiet hours
     e = AlertEngine(venue())
     b2 = Band(e, "WB-2", t=T0 + 23 * 3600)
     b2.flags = adv.STRAP_OPEN
     b2.run(20, LOUNGE)
-    assert b2.types() == [AlertType.STRAP_REMOVED]
+    assert b2.types() == [EventType.STRAP_REMOVED]
 
 
 def test_unknown_band_and_scanner_are_counted() -> None:
@@ -342,7 +343,7 @@ def test_learned_interval() -> None:
     b.silent(70)  # 20 intervals of 5 s exceed missing_after_s: not missing yet
     assert b.alerts == []
     b.silent(40)
-    assert b.types() == [AlertType.MISSING]
+    assert b.types() == [EventType.MISSING]
 
 
 # --- the venue file -----------------------------------------------------------------------
@@ -471,7 +472,7 @@ def test_random_streams_never_raise_nor_repeat_an_event(steps: list[tuple[Any, .
         else:
             t += step[1]
             out += e.tick(t)
-    keys = [(a.band, a.type, a.context["event_id"]) for a in out if a.type in (AlertType.SOS, AlertType.FALL)]
+    keys = [(a.band, a.type, a.context["event_id"]) for a in out if a.type in (EventType.SOS, EventType.FALL)]
     assert len(keys) == len(set(keys)), keys
     for a in out:
         assert a.priority == (0 if int(a.type) < 64 else 1)

@@ -2,7 +2,7 @@
 
 Adverts are built by the cryptography-based reference in tests/vectors/wristband.py, not by
 the code under test; the vectors in wristband.json pin the bytes. Restarts use a real SQLite
-buffer (agent/buffer.py). The property tests print their seed (GE_SEED=<n> replays one).
+buffer (agent/gateway/buffer.py). The property tests print their seed (GE_SEED=<n> replays one).
 """
 
 from __future__ import annotations

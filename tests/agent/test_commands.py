@@ -14,27 +14,25 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.central.keys import generate_central_key, load_central_private_key
 from agent.cli import main
-from agent.gateway.command_handler import (
-    STATE_FILE,
+from agent.gateway.command_handler import STATE_FILE, CommandHandler, CommandState, load_state, save_state
+from agent.gateway.config import AgentConfig, load_config
+from agent.gateway.frame_verifier import FrameVerifier
+from agent.gateway.pipeline import Pipeline, Stats
+from agent.shared import cose
+from agent.shared.commands import (
     Ack,
-    CommandHandler,
-    CommandState,
     ConfigChange,
     Revoke,
     encode_payload,
     key_fingerprint,
-    load_state,
     parse_command,
-    save_state,
     sign_command,
 )
-from agent.gateway.config import AgentConfig, load_config
-from agent.gateway.frame_verifier import AAD_FRAME, AAD_RECEIPT, FrameVerifier
-from agent.gateway.pipeline import Pipeline, Stats
-from agent.shared import cose
 from agent.shared.errors import ConfigError, WireError
-from agent.shared.keyfiles import generate_central_key, load_central_private_key, load_central_public_key
+from agent.shared.keyfiles import load_central_public_key
+from agent.shared.protocol import AAD_FRAME, AAD_RECEIPT
 from agent.shared.registry import Device, Registry, load_registry, write_registry
 from tests.agent.conftest import load
 

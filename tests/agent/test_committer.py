@@ -17,10 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.gateway.buffer import Store
 from agent.gateway.committer import CommitResult, Committer, Submitted
 from agent.gateway.config import BatchConfig, BufferConfig
-from agent.gateway.frame_verifier import Event
 from agent.gateway.replay import ReplayState
-from agent.gateway.signer import AAD_BATCH, SealedBatch, Sealer
+from agent.gateway.signer import SealedBatch, Signer
 from agent.shared import cose
+from agent.shared.frames import Event
+from agent.shared.protocol import AAD_BATCH
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
 KEYS = {b"GW-T": KEY.public_key()}
@@ -85,7 +86,7 @@ async def harness(path: Path, **batch: int) -> AsyncIterator[Harness]:
 
     committer = Committer(
         store,
-        Sealer(KEY, "GW-T", rec.epoch, rec.seq, rec.prev),
+        Signer(KEY, "GW-T", rec.epoch, rec.seq, rec.prev),
         cfg,
         0.0,
         len(rec.batches),

@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gateway.frame_verifier import AAD_FRAME, AAD_RECEIPT, receipt
-from agent.gateway.signer import AAD_BATCH, ZERO_HASH, Sealer
+from agent.gateway.signer import Signer
 from agent.shared import cose
 from agent.shared.errors import WireError
+from agent.shared.frames import receipt
+from agent.shared.protocol import AAD_BATCH, AAD_FRAME, AAD_RECEIPT, ZERO_HASH
 from tests import oracle
 
 
@@ -69,13 +70,13 @@ def test_agent_and_pycose_agree_on_mac0(key: bytes, kid: str, payload: bytes) ->
 
 
 def test_sealer_reproduces_batch_vectors(batch_vectors: Any, gateway_key: Any) -> None:
-    sealer = Sealer(gateway_key, batch_vectors["gateway_id"], 1700000000, 0, ZERO_HASH)
+    signer = Signer(gateway_key, batch_vectors["gateway_id"], 1700000000, 0, ZERO_HASH)
     for vec in batch_vectors["batches"]:
         body = cbor2.loads(bytes.fromhex(vec["hex"]))
         payload = cbor2.loads(body.value[2])
         blobs = [cbor2.dumps(dict(e), canonical=True) for e in payload[5]]
         prio = min(e[5] for e in payload[5])
-        batch = sealer.seal(blobs, payload[6], prio)
+        batch = signer.seal(blobs, payload[6], prio)
         assert batch.blob.hex() == vec["hex"]
         assert batch.hash.hex() == vec["sha256"]
         assert batch.seq == vec["seq"]
@@ -84,13 +85,13 @@ def test_sealer_reproduces_batch_vectors(batch_vectors: Any, gateway_key: Any) -
 
 def test_batch_payload_is_canonical_cbor(gateway_key: Any) -> None:
     rng = random.Random(7)
-    sealer = Sealer(gateway_key, "GW-X", 1234567890, 41, bytes(range(32)))
+    signer = Signer(gateway_key, "GW-X", 1234567890, 41, bytes(range(32)))
     events = [
         {1: f"D{i}", 2: rng.randrange(2**32), 3: i + 1, 4: 128, 5: 2, 6: i, 7: 5, 8: {}, 9: b"12345678"}
         for i in range(30)
     ]
     blobs = [cbor2.dumps(e, canonical=True) for e in events]
-    payload = sealer.payload(42, bytes(range(32)), blobs, 2**40)
+    payload = signer.payload(42, bytes(range(32)), blobs, 2**40)
     assert cbor2.dumps(cbor2.loads(payload), canonical=True) == payload
 
 

@@ -7,9 +7,10 @@ from typing import Any
 import cbor2
 import pytest
 
-from agent.gateway.frame_verifier import AAD_FRAME, FrameVerifier, priority_of
+from agent.gateway.frame_verifier import FrameVerifier
 from agent.shared import cose
 from agent.shared.errors import WireError
+from agent.shared.protocol import AAD_FRAME, priority_of
 from agent.shared.registry import Registry
 
 KID = b"AP-0001"

@@ -1,4 +1,4 @@
-"""The frame fast path (agent/frames.py) against the general path: same events, same reasons.
+"""The frame fast path (agent/gateway/frame_verifier.py) against the general path: same events, same reasons.
 
 Frames come from the firmware's builder with values at every CBOR length boundary, data maps
 of every shape, and random mutations of them; the seed is printed.
@@ -13,9 +13,11 @@ from typing import Any
 import cbor2
 import pytest
 
-from agent.gateway.frame_verifier import AAD_FRAME, Event, FrameVerifier
+from agent.gateway.frame_verifier import FrameVerifier
 from agent.shared import cose
 from agent.shared.errors import WireError
+from agent.shared.frames import Event
+from agent.shared.protocol import AAD_FRAME
 from agent.shared.registry import Device, Registry
 from hil_tests.sim.tools import FIRMWARE_DIR
 

@@ -1,4 +1,4 @@
-"""The local broker client (agent/sources/mqttclient.py) against a scripted broker on a real
+"""The local broker client (agent/gateway/sources/mqttclient.py) against a scripted broker on a real
 loopback socket: PUBACK order, receipts and their PUBACKs, and bad packets closing the
 connection with a reason. The client against Mosquitto is exercised by the end-to-end tests.
 """

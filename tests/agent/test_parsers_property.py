@@ -13,12 +13,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.central.batch_verifier import Verifier
-from agent.gateway.command_handler import AAD_COMMAND, parse_command
+from agent.central.batch_verifier import BatchVerifier
 from agent.gateway.frame_verifier import FrameVerifier
-from agent.gateway.signer import ZERO_HASH, Sealer
+from agent.gateway.signer import Signer
 from agent.shared import cose
+from agent.shared.commands import parse_command
 from agent.shared.errors import WireError
+from agent.shared.protocol import AAD_COMMAND, ZERO_HASH
 from agent.shared.registry import Device, Registry
 from hil_tests.sim.tools import FIRMWARE_DIR
 
@@ -107,9 +108,9 @@ def test_any_mac_valid_payload_is_checked_field_by_field(body: Any) -> None:
 
 
 def _batch() -> bytes:
-    sealer = Sealer(GW, "GW-1", 1, 0, ZERO_HASH)
+    signer = Signer(GW, "GW-1", 1, 0, ZERO_HASH)
     ev = FrameVerifier(REGISTRY).verify(GOOD, "AP-0001", 5)
-    return sealer.seal([ev.encoded], 10, 0).blob
+    return signer.seal([ev.encoded], 10, 0).blob
 
 
 BATCH = _batch()
@@ -134,7 +135,7 @@ KNOWN_KINDS = {
 @given(edits=EDITS)
 def test_mutated_batches_never_pass_and_never_crash_the_verifier(edits: list[tuple[int, int, int]]) -> None:
     data = mutate(BATCH, edits)
-    v = Verifier({b"GW-1": GW.public_key()}, REGISTRY, clock=lambda: 100.0)
+    v = BatchVerifier({b"GW-1": GW.public_key()}, REGISTRY, clock=lambda: 100.0)
     records = v.feed("venues/v/gateways/GW-1/batches", data)
     kinds = {r["kind"] for r in records}
     assert kinds <= KNOWN_KINDS, kinds
@@ -165,6 +166,6 @@ def test_mutated_commands_are_rejected_with_a_reason(edits: list[tuple[int, int,
 def test_the_unmutated_inputs_are_accepted() -> None:
     # the properties above mean something only if the originals pass
     assert FrameVerifier(REGISTRY).verify(GOOD, "AP-0001", 0).seq == 7
-    v = Verifier({b"GW-1": GW.public_key()}, REGISTRY, clock=lambda: 100.0)
+    v = BatchVerifier({b"GW-1": GW.public_key()}, REGISTRY, clock=lambda: 100.0)
     assert [r["kind"] for r in v.feed("venues/v/gateways/GW-1/batches", BATCH)] == ["event"]
     assert parse_command(COMMAND, {b"central": CENTRAL.public_key()}, "GW-1", 1500, 0).seq == 5

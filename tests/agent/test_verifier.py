@@ -1,4 +1,4 @@
-"""The central verifier's chain and dedupe checks, fed batches built by the agent's Sealer."""
+"""The central verifier's chain and dedupe checks, fed batches built by the agent's Signer."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.central.batch_verifier import Verifier
-from agent.gateway.frame_verifier import AAD_FRAME, Event
-from agent.gateway.signer import ZERO_HASH, SealedBatch, Sealer
+from agent.central.batch_verifier import BatchVerifier
+from agent.gateway.signer import SealedBatch, Signer
 from agent.shared import cose
+from agent.shared.frames import Event
+from agent.shared.protocol import AAD_FRAME, ZERO_HASH
 from agent.shared.registry import Device, Registry
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -33,16 +34,16 @@ def make_event(seq: int, typ: int = 1, device: str = "AP-1") -> Event:
 
 
 def batches(n: int, epoch: int = 1, per: int = 2) -> list[SealedBatch]:
-    sealer = Sealer(KEY, "GW-1", epoch, 0, ZERO_HASH)
-    return [sealer.seal([make_event(i * per + j + 1).encoded for j in range(per)], 7, 0) for i in range(n)]
+    signer = Signer(KEY, "GW-1", epoch, 0, ZERO_HASH)
+    return [signer.seal([make_event(i * per + j + 1).encoded for j in range(per)], 7, 0) for i in range(n)]
 
 
 def kinds(records: list[dict[str, Any]]) -> list[str]:
     return [r["kind"] for r in records]
 
 
-def verifier(clock: Clock | None = None, registry: Registry | None = None) -> Verifier:
-    return Verifier({b"GW-1": KEY.public_key()}, registry, gap_grace_s=5.0, clock=clock or Clock())
+def verifier(clock: Clock | None = None, registry: Registry | None = None) -> BatchVerifier:
+    return BatchVerifier({b"GW-1": KEY.public_key()}, registry, gap_grace_s=5.0, clock=clock or Clock())
 
 
 def test_in_order_chain_prints_each_event_once() -> None:
@@ -60,8 +61,8 @@ def test_duplicate_batch_and_duplicate_events() -> None:
     v.feed(TOPIC, b[0].blob)
     assert kinds(v.feed(TOPIC, b[0].blob)) == ["duplicate_batch"]
     # the same events re-sealed in a later batch (a gateway that lost its buffer mid-flight)
-    sealer = Sealer(KEY, "GW-1", 1, 1, b[0].hash)
-    again = sealer.seal([make_event(1).encoded, make_event(9).encoded], 7, 0)
+    signer = Signer(KEY, "GW-1", 1, 1, b[0].hash)
+    again = signer.seal([make_event(1).encoded, make_event(9).encoded], 7, 0)
     out = v.feed(TOPIC, again.blob)
     assert [r.get("seq") for r in out if r["kind"] == "event"] == [9]
     assert v.counts["duplicate_event"] == 1 and v.integrity_ok
@@ -96,9 +97,9 @@ def test_fork_and_chain_break() -> None:
     v = verifier()
     b = batches(2)
     v.feed(TOPIC, b[0].blob)
-    forged = Sealer(KEY, "GW-1", 1, 0, ZERO_HASH).seal([make_event(50).encoded], 8, 0)
+    forged = Signer(KEY, "GW-1", 1, 0, ZERO_HASH).seal([make_event(50).encoded], 8, 0)
     assert kinds(v.feed(TOPIC, forged.blob)) == ["fork"]
-    broken = Sealer(KEY, "GW-1", 1, 1, b"\x01" * 32).seal([make_event(60).encoded], 8, 0)
+    broken = Signer(KEY, "GW-1", 1, 1, b"\x01" * 32).seal([make_event(60).encoded], 8, 0)
     assert kinds(v.feed(TOPIC, broken.blob))[0] == "chain_break"
     assert not v.integrity_ok
 
@@ -106,7 +107,7 @@ def test_fork_and_chain_break() -> None:
 def test_chain_break_detected_when_the_later_batch_came_first() -> None:
     v = verifier()
     b = batches(1)
-    wrong_next = Sealer(KEY, "GW-1", 1, 1, b"\x02" * 32).seal([make_event(9).encoded], 8, 0)
+    wrong_next = Signer(KEY, "GW-1", 1, 1, b"\x02" * 32).seal([make_event(9).encoded], 8, 0)
     v.feed(TOPIC, wrong_next.blob)
     assert "chain_break" in kinds(v.feed(TOPIC, b[0].blob))
 
@@ -116,7 +117,7 @@ def test_new_epoch_reports_open_gaps() -> None:
     old = batches(3)
     v.feed(TOPIC, old[0].blob)
     v.feed(TOPIC, old[2].blob)
-    new = Sealer(KEY, "GW-1", 2, 0, ZERO_HASH).seal([make_event(100).encoded], 9, 0)
+    new = Signer(KEY, "GW-1", 2, 0, ZERO_HASH).seal([make_event(100).encoded], 9, 0)
     assert kinds(v.feed(TOPIC, new.blob)) == ["gap", "new_epoch", "event"]
 
 
@@ -126,12 +127,12 @@ def test_bad_signature_unknown_signer_malformed() -> None:
     blob[-3] ^= 1
     assert kinds(v.feed(TOPIC, bytes(blob))) == ["bad_signature"]
     other = Ed25519PrivateKey.generate()
-    stranger = Sealer(other, "GW-2", 1, 0, ZERO_HASH).seal([make_event(1).encoded], 1, 0)
+    stranger = Signer(other, "GW-2", 1, 0, ZERO_HASH).seal([make_event(1).encoded], 1, 0)
     assert kinds(v.feed(TOPIC, stranger.blob)) == ["unknown_signer"]
-    impostor = Sealer(other, "GW-1", 1, 0, ZERO_HASH).seal([make_event(1).encoded], 1, 0)
+    impostor = Signer(other, "GW-1", 1, 0, ZERO_HASH).seal([make_event(1).encoded], 1, 0)
     assert kinds(v.feed(TOPIC, impostor.blob)) == ["bad_signature"], "GW-1's kid with another key"
     assert kinds(v.feed(TOPIC, b"\x00garbage")) == ["malformed"]
-    not_events = Sealer(KEY, "GW-1", 1, 0, ZERO_HASH)
+    not_events = Signer(KEY, "GW-1", 1, 0, ZERO_HASH)
     raw = not_events.payload(1, ZERO_HASH, [cbor2.dumps(5)], 1)
     blob2 = cose.sign1_encode(KEY, not_events.protected, raw, b"ge/1/batch")
     assert kinds(v.feed(TOPIC, blob2)) == ["malformed"]
@@ -143,6 +144,6 @@ def test_audit_rechecks_device_macs() -> None:
     v = verifier(registry=reg)
     assert kinds(v.feed(TOPIC, batches(1)[0].blob)) == ["event", "event"]
     forged = Event("AP-1", 1, 77, 1, 0, 5, {}, b"\x00" * 8)
-    batch = Sealer(KEY, "GW-1", 1, 1, batches(1)[0].hash).seal([forged.encoded], 1, 0)
+    batch = Signer(KEY, "GW-1", 1, 1, batches(1)[0].hash).seal([forged.encoded], 1, 0)
     assert kinds(v.feed(TOPIC, batch.blob)) == ["audit_failed"]
     assert not v.integrity_ok

@@ -2,7 +2,7 @@
 
 wristband_alerts: tests/bench/wristband_traces.py simulates residents (default 10 residents x
 10 days = 100 resident-days) with ground truth; every advert copy a scanner heard goes through
-the real AlertEngine (agent/ble/alerts.py) as the BLE source would hand it over. A sample
+the real AlertEngine (agent/gateway/wristbands/alerts.py) as the BLE source would hand it over. A sample
 (the first simulated hours of the same seed) is run a second time through real encrypted
 adverts (tests/vectors/wristband.py's construction, cryptography's AES) and the real
 BandResolver; its alerts must be identical. Alerts are matched to truth per band and type

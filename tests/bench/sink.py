@@ -24,9 +24,10 @@ import sys
 import time
 from typing import Any
 
-from agent.gateway.signer import AAD_BATCH, ZERO_HASH, load_public_key
 from agent.shared import cose
 from agent.shared.errors import WireError
+from agent.shared.keyfiles import load_gateway_public_key
+from agent.shared.protocol import AAD_BATCH, ZERO_HASH
 from hil_tests.sim.tools import FIRMWARE_DIR
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))
@@ -131,7 +132,7 @@ def main() -> int:
     ap.add_argument("--gateway-key", required=True)
     args = ap.parse_args()
     host, port = args.broker.rsplit(":", 1)
-    gateway_id, key = load_public_key(args.gateway_key)
+    gateway_id, key = load_gateway_public_key(args.gateway_key)
     sink = Sink({gateway_id.encode(): key})
     client = MQTTClient("bench-sink", host, int(port), keepalive=0, max_packet=1 << 22)
     client.set_callback(sink.on_message)

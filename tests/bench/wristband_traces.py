@@ -1,6 +1,6 @@
 """Seeded wristband traces with ground truth: residents of a care home over simulated days.
 
-Independent of the agent except for the venue format it builds (agent/ble/venue.py). A venue
+Independent of the agent except for the venue format it builds (agent/gateway/wristbands/venue.py). A venue
 of bedrooms, a corridor, lounge, dining room, an enclosed garden and a front-exit lobby with
 nine scanners; each resident lives a day (sleep, meals, lounge, garden, walks) with rare
 events drawn at seeded random times:
@@ -92,7 +92,7 @@ Point = tuple[float, float]
 
 
 def venue_doc(residents: int) -> dict[str, Any]:
-    """The simulated venue as the TOML document agent/ble/venue.py reads."""
+    """The simulated venue as the TOML document agent/gateway/wristbands/venue.py reads."""
     zones = []
     for zid, name, kind, area, min_rssi in ZONES:
         z: dict[str, Any] = {"id": zid, "name": name, "kind": kind, "area": list(area)}

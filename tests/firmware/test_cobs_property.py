@@ -1,5 +1,5 @@
 """Property tests for the serial framing: the firmware's cobsframe (device side) and the agent's
-deframer (agent/sources/serial.py, on the `cobs` package), against the `cobs` package and zlib.
+deframer (agent/gateway/sources/serial.py, on the `cobs` package), against the `cobs` package and zlib.
 
 Under CPython both are driven by hypothesis; under the MicroPython unix port seeded random
 streams are checked by cases_cobs.py on the device interpreter. Every test prints its seed

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.gateway.command_handler import CommandState, key_fingerprint, save_state
+from agent.gateway.command_handler import CommandState, save_state
+from agent.shared.commands import key_fingerprint
 from agent.shared.registry import Device, load_registry
 from hil_tests.sim.gateway import AgentProcess
 from provisioning.bundle import build_bundle, load_bundle

@@ -4,7 +4,7 @@ The subscription uses a persistent session (clean start off, a session expiry) a
 acknowledges each QoS 1 frame only after the event is durable in the buffer (or was
 rejected), in the order the frames arrived (MQTT 5 §4.6). A kill -9 of the agent therefore
 loses nothing the broker handed over: the broker redelivers whatever was not acknowledged.
-The connection is agent/sources/mqttclient.py (why not aiomqtt: see its first comment);
+The connection is agent/gateway/sources/mqttclient.py (why not aiomqtt: see its first comment);
 frames go to the pipeline as they are parsed, many per read.
 """
 
@@ -15,16 +15,17 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from agent.gateway.config import BrokerConfig, tls_context
+from agent.gateway.config import BrokerConfig
 from agent.gateway.pipeline import Pipeline, Stats
 from agent.gateway.sources.mqttclient import LocalBrokerError, MqttClient
 from agent.shared.backoff import Backoff
+from agent.shared.protocol import DEVICE_TOPIC_PREFIX, DEVICE_UP_FILTER, DEVICE_UP_SUFFIX, SESSION_EXPIRY_S, device_down
+from agent.shared.tls import tls_context
 
-log = logging.getLogger("agent.sources.mqtt")
+log = logging.getLogger(__name__)
 
-UP_FILTER = "ge/dev/+/up"
-_PREFIX = b"ge/dev/"
-_SUFFIX = b"/up"
+_PREFIX = DEVICE_TOPIC_PREFIX.encode()
+_SUFFIX = DEVICE_UP_SUFFIX.encode()
 DOWNLINK_QUEUE = 10_000
 # MQTT 5 Receive Maximum: how many unacknowledged frames the broker may hand over at once.
 # It bounds the agent's memory whatever the broker is configured to; acks follow each commit.
@@ -33,13 +34,8 @@ RECEIVE_MAXIMUM = 4096
 # above any frame size limit ([limits] max_frame_bytes), so oversized frames still reach the
 # agent and are rejected and counted as `oversize`; it bounds what one packet can take.
 MAX_PACKET = 1 << 20
-SESSION_EXPIRY_S = 7 * 24 * 3600
 CONNECT_TIMEOUT_S = 10.0
 _TOPIC_CACHE = 10_000
-
-
-def down_topic(device_id: str) -> str:
-    return f"ge/dev/{device_id}/down"
 
 
 class LocalBroker:
@@ -63,7 +59,7 @@ class LocalBroker:
             # the device resends and gets its receipt from the ledger then
             self.stats.counts["receipts_dropped"] += 1
             return
-        self._outbox.append((down_topic(device_id).encode(), payload))
+        self._outbox.append((device_down(device_id).encode(), payload))
         if self._client is not None:
             self._client.pump()
 
@@ -106,7 +102,7 @@ class LocalBroker:
         )
         try:
             await asyncio.wait_for(client.connected, CONNECT_TIMEOUT_S)
-            await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S)
+            await client.subscribe(DEVICE_UP_FILTER, 1, CONNECT_TIMEOUT_S)
             self._client = client
             self.backoff.reset()
             self.connected.set()

@@ -39,7 +39,7 @@ from typing import cast
 
 from agent.shared.errors import AgentError
 
-log = logging.getLogger("agent.sources.mqttclient")
+log = logging.getLogger(__name__)
 
 _CONNECT = 0x10
 _CONNACK = 0x20

@@ -35,7 +35,7 @@ from agent.shared.backoff import Backoff
 from agent.shared.errors import WireError
 from agent.shared.log import Throttle
 
-log = logging.getLogger("agent.sources.serial")
+log = logging.getLogger(__name__)
 
 CRC_LEN = 4
 REASONS = ("partial", "oversize", "cobs", "crc", "short")

@@ -34,12 +34,11 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import IntEnum
 
-from agent.gateway.frame_verifier import priority_of
 from agent.gateway.wristbands.advert import BATTERY_UNKNOWN, CHARGING, FALL, LOW_BATTERY, SOS, STRAP_OPEN, WORN
 from agent.gateway.wristbands.resolver import Sighting
 from agent.gateway.wristbands.venue import Resident, Venue
+from agent.shared.protocol import EventType, priority_of
 
 Context = dict[str, str | int | float | None]
 
@@ -59,24 +58,11 @@ def _removed(flags: int) -> bool:
     return bool(flags & STRAP_OPEN or not flags & WORN) and not flags & CHARGING
 
 
-class AlertType(IntEnum):
-    """Alert event types (docs/protocol.md §2.1 ranges: 1-63 P0, 64-127 P1)."""
-
-    SOS = 3
-    FALL = 4
-    EXIT = 5
-    MISSING = 6
-    STRAP_REMOVED = 66
-    BATTERY_LOW = 67
-    BACK_INSIDE = 68
-    SCANNER_BLIND = 69
-
-
 @dataclass(frozen=True, slots=True)
 class Alert:
     """One alert; `context` holds the human-readable details (`text` is a one-line summary)."""
 
-    type: AlertType
+    type: EventType  # one of those protocol.RAISED_BY gives to ALERTS
     band: str
     resident: str
     zone: str | None  # zone name
@@ -85,7 +71,7 @@ class Alert:
 
     @property
     def priority(self) -> int:
-        """0 for P0, 1 for P1 (agent.frames.priority_of on the type)."""
+        """0 for P0, 1 for P1 (protocol.priority_of on the type)."""
         return priority_of(int(self.type))
 
     @property
@@ -336,14 +322,14 @@ class AlertEngine:
             ctx["from_zone"] = self._zone_name(old)
             ctx["reason"] = "exit zone" if self.venue.zones[cand].kind == "exit" else "zone not allowed"
             ctx["text"] = f"{b.res.reference} seen in {self._zone_name(cand)} ({ctx['reason']}) at {ctx['time']}"
-            out.append(self._alert(AlertType.EXIT, b, t_ms, ctx))
+            out.append(self._alert(EventType.EXIT, b, t_ms, ctx))
         elif cand in b.allowed and b.exit_open:
             b.exit_open = False
             ctx = self._ctx(b, t_ms, cand_scanner, round(best))
             ctx["resolves"] = "EXIT"
             ctx["away_s"] = (t_ms - b.exit_since) // 1000
             ctx["text"] = f"{b.res.reference} is back inside, in {self._zone_name(cand)}, at {ctx['time']}"
-            out.append(self._alert(AlertType.BACK_INSIDE, b, t_ms, ctx))
+            out.append(self._alert(EventType.BACK_INSIDE, b, t_ms, ctx))
 
     def _found(self, b: _Band, scanner: str, rssi: int, t_ms: int, out: list[Alert]) -> None:
         b.missing_open = False
@@ -357,7 +343,7 @@ class AlertEngine:
         ctx["resolves"] = "MISSING"
         ctx["away_s"] = (t_ms - b.missing_since) // 1000
         ctx["text"] = f"{b.res.reference} is heard again in {ctx['zone'] or 'an unmapped area'} at {ctx['time']}"
-        out.append(self._alert(AlertType.BACK_INSIDE, b, t_ms, ctx))
+        out.append(self._alert(EventType.BACK_INSIDE, b, t_ms, ctx))
 
     # --- status -------------------------------------------------------------------------
 
@@ -382,7 +368,7 @@ class AlertEngine:
             kinds = SOS if events & SOS else FALL  # another event while the flag was still set
         else:
             return
-        for flag, kind in ((SOS, AlertType.SOS), (FALL, AlertType.FALL)):
+        for flag, kind in ((SOS, EventType.SOS), (FALL, EventType.FALL)):
             key = (int(kind), eid)
             if not kinds & flag or key in b.event_keys:
                 continue
@@ -396,7 +382,7 @@ class AlertEngine:
             ctx["event_time"] = self._time(t_ms - st.event_age * 1000)
             if st.battery != BATTERY_UNKNOWN:
                 ctx["battery_pct"] = st.battery
-            what = "pressed SOS" if kind is AlertType.SOS else "has fallen"
+            what = "pressed SOS" if kind is EventType.SOS else "has fallen"
             where = ctx["zone"] or "an unknown zone"
             ctx["text"] = f"{b.res.reference} {what} in {where} at {ctx['event_time']} (heard by {scanner})"
             out.append(self._alert(kind, b, t_ms, ctx))
@@ -425,7 +411,7 @@ class AlertEngine:
                 ctx = self._ctx(b, now, b.last_scanner, b.last_rssi)
                 ctx["since"] = self._time(b.strap_since)
                 ctx["text"] = f"{b.res.reference}'s band is off (strap open or not worn) since {ctx['since']}"
-                out.append(self._alert(AlertType.STRAP_REMOVED, b, now, ctx))
+                out.append(self._alert(EventType.STRAP_REMOVED, b, now, ctx))
         low = (b.battery != BATTERY_UNKNOWN and b.battery <= self._low) or bool(flags & LOW_BATTERY)
         if b.battery_alerted:
             if b.battery != BATTERY_UNKNOWN and b.battery >= self._ok and not flags & LOW_BATTERY:
@@ -438,7 +424,7 @@ class AlertEngine:
                 ctx = self._ctx(b, now, b.last_scanner, b.last_rssi)
                 ctx["battery_pct"] = None if b.battery == BATTERY_UNKNOWN else b.battery
                 ctx["text"] = f"{b.res.reference}'s band battery is low ({b.battery} %): please charge it"
-                out.append(self._alert(AlertType.BATTERY_LOW, b, now, ctx))
+                out.append(self._alert(EventType.BATTERY_LOW, b, now, ctx))
         if not (b.exit_open or b.missing_open):
             due = min(due, self._absence(b, now, out))
         return due
@@ -460,7 +446,7 @@ class AlertEngine:
                     f"{b.res.reference} not heard since {ctx['last_seen']} in {ctx['zone']}, "
                     f"but scanner(s) {down} there are down: presence unknown"
                 )
-                out.append(self._alert(AlertType.SCANNER_BLIND, b, now, ctx))
+                out.append(self._alert(EventType.SCANNER_BLIND, b, now, ctx))
             return max(at, now + 1000)
         b.blind_open = False
         for sc in covering:
@@ -477,7 +463,7 @@ class AlertEngine:
             f"{b.res.reference} not heard by any scanner for {ctx['unheard_s']} s; "
             f"last seen in {ctx['zone']} at {ctx['last_seen']} (by {b.last_scanner})"
         )
-        out.append(self._alert(AlertType.MISSING, b, now, ctx))
+        out.append(self._alert(EventType.MISSING, b, now, ctx))
         return _NEVER
 
     # --- helpers ------------------------------------------------------------------------
@@ -487,7 +473,7 @@ class AlertEngine:
         covering = self._zone_scanners.get(zone, ())
         return bool(covering) and all(sc in self._down for sc in covering)
 
-    def _alert(self, kind: AlertType, b: _Band, t_ms: int, ctx: Context) -> Alert:
+    def _alert(self, kind: EventType, b: _Band, t_ms: int, ctx: Context) -> Alert:
         self.counts[kind.name] += 1
         return Alert(kind, b.res.band, b.res.reference, self._zone_name(b.zone), t_ms, ctx)
 

@@ -10,7 +10,7 @@ once a second, O(bands)).
 Per band the last accepted counter and the gateway time of that acceptance are the replay
 state; the band's clock offset follows from them. Accepting a new counter changes the state in
 memory at once (so a second copy is a repeat) and marks the band dirty: the caller persists
-`take_rows()` (agent/buffer.py, table band_replay) before it acts on the sighting, and loads
+`take_rows()` (agent/gateway/buffer.py, table band_replay) before it acts on the sighting, and loads
 them at start with `load()`, so a restart opens no replay window.
 """
 
@@ -37,7 +37,7 @@ from agent.gateway.wristbands.advert import (
     window_start,
 )
 
-log = logging.getLogger("agent.ble.resolver")
+log = logging.getLogger(__name__)
 
 SKEW_S = 60
 _REFRESH_MS = 1000

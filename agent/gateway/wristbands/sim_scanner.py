@@ -5,7 +5,7 @@ with the virtual air (hil_tests/sim/air.py, datagrams in docs/protocol.md §11) 
 standing at `position`, and hands every advert the air delivers to bleak's normal callback
 path (`call_detection_callbacks` with a BLEDevice and AdvertisementData), as the BlueZ
 backend does for what the controller reports. Only the radio is simulated: everything from
-the detection callback on is the production code (agent/sources/ble.py).
+the detection callback on is the production code (agent/gateway/wristbands/source.py).
 
 Datagrams that do not parse, and advertising data that is not a valid sequence of AD
 structures, are counted by reason in `rejected` and dropped (the controller drops a bad PDU).
@@ -21,7 +21,7 @@ from typing import Any
 
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 
-log = logging.getLogger("agent.sources.blesim")
+log = logging.getLogger(__name__)
 
 REFRESH_S = 2.0  # the air drops a scanner it has not heard from for 15 s
 _AD_MANUFACTURER = 0xFF

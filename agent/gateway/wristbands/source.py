@@ -16,7 +16,7 @@ The backend of every scanner is chosen in one place, `scanner_backend()`, and bl
 imported only there and only when a scanner is configured: "bluez" is bleak's BlueZ backend
 in passive mode (an advertisement monitor with one or-pattern, the company id at the start
 of the manufacturer data; BlueZ >= 5.55 with experimental features, docs/deploy-raspberry-pi.md),
-"sim" is agent/sources/blesim.py on the virtual air.
+"sim" is agent/gateway/wristbands/sim_scanner.py on the virtual air.
 
 Scanner watchdog: a scanner that has heard no advert at all (ours or anyone's) for its
 `watchdog_s` is restarted (stop, start) and a P1 SCANNER_BLIND gateway event goes upstream with
@@ -24,7 +24,7 @@ the time it has been blind; while it stays blind this repeats with a doubling in
 most every 64 watchdog periods). The sink hears `scanner_down()` at the first restart and
 `scanner_up()` once the scanner hears again.
 
-The sink is the alert engine (agent/ble/alerts.py); until one is configured,
+The sink is the alert engine (agent/gateway/wristbands/alerts.py); until one is configured,
 `SosFallForwarder` raises one SOS or FALL alert per (band, event id) and nothing else.
 """
 
@@ -40,29 +40,27 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.gateway.config import BleScannerConfig, WristbandConfig
-from agent.gateway.frame_verifier import TYPE_SCANNER_BLIND
 from agent.gateway.pipeline import Pipeline, Stats
 from agent.gateway.wristbands.advert import FALL, SOS, AdvertError, band_root, from_manufacturer_data
 from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
 from agent.shared.log import Throttle
+from agent.shared.protocol import EventType
 from agent.shared.registry import Registry
 
 if TYPE_CHECKING:
     from bleak.backends.device import BLEDevice
     from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
-log = logging.getLogger("agent.sources.ble")
+log = logging.getLogger(__name__)
 
 QUEUE_MAX = 4096  # adverts waiting for the resolver; more are dropped and counted (overflow)
 DRAIN_MAX = 256  # adverts resolved per transaction at most
 RESTART_BACKOFF_MAX = 64  # watchdog periods between SCANNER_BLIND events of one episode, at most
 START_RETRY_S = 2.0
-TYPE_SOS = 3
-TYPE_FALL = 4
 
 
 class BandAlert(Protocol):
-    """What the alert engine returns (agent/ble/alerts.py Alert has these attributes)."""
+    """What the alert engine returns (agent/gateway/wristbands/alerts.py Alert has these attributes)."""
 
     @property
     def type(self) -> int: ...
@@ -115,7 +113,7 @@ class SosFallForwarder:
     def on_sighting(self, scanner: str, rssi: int, t_ms: int, s: Sighting) -> list[SimpleAlert]:
         st = s.status
         out: list[SimpleAlert] = []
-        for flag, kind in ((SOS, TYPE_SOS), (FALL, TYPE_FALL)):
+        for flag, kind in ((SOS, EventType.SOS), (FALL, EventType.FALL)):
             if not st.flags & flag:
                 continue
             key = (s.band, kind, st.event_id)
@@ -131,7 +129,7 @@ class SosFallForwarder:
                 "event_age_s": st.event_age,
                 "battery": st.battery,
                 "band_clock": s.counter,
-                "text": f"{'SOS' if kind == TYPE_SOS else 'FALL'} from band {s.band}, heard by {scanner}",
+                "text": f"{'SOS' if kind == EventType.SOS else 'FALL'} from band {s.band}, heard by {scanner}",
             }
             out.append(SimpleAlert(kind, s.band, s.band, None, t_ms, ctx))
         return out
@@ -306,7 +304,7 @@ class BleSources:
         self.stats.counts["ble_scanner_restarts"] += 1
         log.warning("ble_scanner_blind name=%s blind_s=%.0f restarts=%d", cfg.name, silent, sc.restarts)
         # device = the gateway: data {1: scanner, 2: blind for (ms), 3: restarts in this episode}
-        self.pipeline.gateway_event(TYPE_SCANNER_BLIND, {1: cfg.name, 2: blind_ms, 3: sc.restarts})
+        self.pipeline.gateway_event(EventType.SCANNER_BLIND, {1: cfg.name, 2: blind_ms, 3: sc.restarts})
         sc.restart.set()
         return out
 

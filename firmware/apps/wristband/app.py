@@ -17,7 +17,7 @@
 # bluetooth module on the boards, hal/machineboard.py).
 # Keys: config "key" is the 32-byte device key the registry holds for every kind; the band's
 # 16-byte root key is SHA-256("GE wristband root" 00 || key)[0:16], which the gateway derives
-# the same way (agent/ble/advert.py band_root).
+# the same way (agent/gateway/wristbands/advert.py band_root).
 import hashlib
 import select
 
