@@ -33,7 +33,11 @@ from provisioning.closure import app_closure
 from provisioning.errors import ProvisionError
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
-KINDS = (ALARM_POST, SENSOR, WRISTBAND)  # the device kinds (protocol.DEVICE_KINDS) with an app and a self-test in firmware/
+KINDS = (
+    ALARM_POST,
+    SENSOR,
+    WRISTBAND,
+)  # the device kinds (protocol.DEVICE_KINDS) with an app and a self-test in firmware/
 FORMAT = 1
 MANIFEST = "manifest.json"
 SOURCE_FILES = ("boot.py", "main.py")  # stay .py on the device

@@ -1,4 +1,4 @@
-"""Wristband advert resolution at the gateway (agent/ble, docs/protocol.md §10.4).
+"""Wristband advert resolution at the gateway (agent/gateway/wristbands, docs/protocol.md §10.4).
 
 Adverts are built by the cryptography-based reference in tests/vectors/wristband.py, not by
 the code under test; the vectors in wristband.json pin the bytes. Restarts use a real SQLite

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.ble.advert import SOS, AdvertError, band_root
-from agent.ble.resolver import BandKey, BandResolver
-from agent.registry import Device
+from agent.gateway.wristbands.advert import SOS, AdvertError, band_root
+from agent.gateway.wristbands.resolver import BandKey, BandResolver
+from agent.shared.registry import Device
 from hil_tests.sim.air import VirtualAir, parse_venue
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import alarm_post_config, sensor_config, wristband_config
