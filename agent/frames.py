@@ -39,6 +39,9 @@ TYPE_NAMES = {1: "ALARM", 2: "ALARM_HELD", 64: "TAMPER", 65: "ONLINE", 128: "HEA
 TYPE_SCANNER_BLIND = 69
 TYPE_SOS = 3
 TYPE_FALL = 4
+TYPE_NOTIFIED = 9
+TYPE_DEVICE_OFFLINE = 74
+TYPE_DEVICE_ONLINE = 75
 
 
 def band_event_key(event: Event) -> tuple[str, int, int] | None:
@@ -71,6 +74,11 @@ TYPE_NAMES.update(
         71: "EXTINGUISHER",
         72: "SENSOR_CLEAR",
         73: "SENSOR_FAULT",
+        # gateway events for people: device liveness and the gateway's own notifications
+        # (docs/protocol.md §4.4, docs/notifications.md)
+        TYPE_DEVICE_OFFLINE: "DEVICE_OFFLINE",
+        TYPE_DEVICE_ONLINE: "DEVICE_ONLINE",
+        TYPE_NOTIFIED: "NOTIFIED",
     }
 )
 

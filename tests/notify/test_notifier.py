@@ -1,0 +1,142 @@
+"""The notifier core on a controlled clock, with real Apprise sends to a local receiver."""
+
+from __future__ import annotations
+
+from agent.notify.notifier import Notifier
+from tests.notify.conftest import Clock, deliver_due, make_alert
+from tests.notify.receiver import Receiver
+
+SOS, EXIT, BACK_INSIDE, BATTERY_LOW = 3, 5, 68, 67
+
+
+async def test_sos_goes_to_the_first_round_then_escalates_then_staff(notifier: Notifier, rx: Receiver,
+                                                                     clock: Clock) -> None:
+    alert = make_alert(SOS)
+    queued = notifier.alert(alert)
+    assert {d.contact for d in queued} == {"li-wei"}
+    assert await deliver_due(notifier) == 1
+    (msg,) = rx.at("li-wei")
+    assert "Room 4" in msg.title and "紧急求助" in msg.title
+    assert "客厅" not in msg.message and "Lounge" in msg.message  # zone name as the gateway gave it
+    assert "11月15日 06:13" in msg.message  # local time in Asia/Shanghai
+    assert "https://notify.example.org/a/" in msg.message
+    assert msg.key is not None
+
+    clock.advance(59)
+    notifier.tick()
+    assert await deliver_due(notifier) == 0  # not yet
+    clock.advance(1)
+    notifier.tick()
+    assert await deliver_due(notifier) == 3  # anna (two channels) and tom
+    assert len(rx.at("anna")) == len(rx.at("anna-mail")) == len(rx.at("tom")) == 1
+    assert "SOS: Room 4 (Rosewood House)" == rx.at("anna")[0].title
+    clock.advance(60)
+    notifier.tick()
+    assert await deliver_due(notifier) == 1
+    assert len(rx.at("desk")) == 1
+    clock.advance(600)
+    assert notifier.tick() is None  # nothing left to do
+    assert notifier.counts["escalations_exhausted"] == 1
+    # nobody was told twice
+    assert len(rx.received) == 5
+
+
+async def test_a_repeated_alert_id_notifies_nobody_again(notifier: Notifier, rx: Receiver) -> None:
+    alert = make_alert(SOS)
+    notifier.alert(alert)
+    await deliver_due(notifier)
+    assert notifier.alert(alert) == []
+    assert await deliver_due(notifier) == 0
+    assert len(rx.received) == 1
+    assert notifier.counts["alerts_repeated"] == 1
+
+
+async def test_ack_link_stops_escalation_and_tells_the_others(notifier: Notifier, rx: Receiver,
+                                                              clock: Clock) -> None:
+    alert = make_alert(SOS)
+    notifier.alert(alert)
+    await deliver_due(notifier)
+    clock.advance(60)
+    notifier.tick()
+    await deliver_due(notifier)
+    link = rx.at("tom")[0].message.split("I'm on it: ")[1].strip()
+    token = link.rsplit("/", 1)[1]
+    result = notifier.ack_link(token)
+    assert result.status == "acked" and result.by == "Tom"
+    assert notifier.ack_link(token).status == "used"  # single use
+    await deliver_due(notifier)
+    # li-wei and anna (both channels) hear that Tom is on it; tom does not
+    assert "Tom" in rx.at("li-wei")[-1].message and len(rx.at("li-wei")) == 2
+    assert len(rx.at("anna")) == 2 and len(rx.at("tom")) == 1
+    clock.advance(600)
+    notifier.tick()
+    assert await deliver_due(notifier) == 0
+    assert rx.at("desk") == []  # staff were never needed
+    assert notifier.ledger.command_state(alert.id) == "pending"  # an ACK is owed to the gateway
+
+
+async def test_forged_and_expired_links_are_refused(notifier: Notifier, rx: Receiver, clock: Clock) -> None:
+    notifier.alert(make_alert(SOS))
+    await deliver_due(notifier)
+    token = rx.at("li-wei")[0].message.rsplit("/a/", 1)[1].strip()
+    forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    assert notifier.ack_link(forged).status == "invalid"
+    assert notifier.ack_link("short").status == "invalid"
+    clock.advance(86400 + 1)
+    assert notifier.ack_link(token).status == "expired"
+    assert notifier.counts["links_rejected_bad_mac"] == 1
+
+
+async def test_back_inside_closes_the_loop_for_those_told(notifier: Notifier, rx: Receiver, clock: Clock) -> None:
+    exit_alert = make_alert(EXIT, data={"1": "Room 4", "2": "Front door",
+                                        "3": {"from_zone": "Lounge", "reason": "exit zone"}})
+    notifier.alert(exit_alert)
+    await deliver_due(notifier)
+    assert "最后所在区域：Lounge" in rx.at("li-wei")[0].message
+    clock.advance(240)
+    back = make_alert(BACK_INSIDE, at=clock(), data={"1": "Room 4", "2": "Lounge",
+                                                      "3": {"resolves": "EXIT", "away_s": 240}})
+    notifier.alert(back)
+    await deliver_due(notifier)
+    follow = rx.at("li-wei")[-1]
+    assert "已解除" in follow.title and "离开4分钟" in follow.message
+    clock.advance(120)
+    notifier.tick()
+    assert await deliver_due(notifier) == 0  # resolved: no escalation
+    assert rx.at("anna") == [] and rx.at("desk") == []
+
+
+async def test_p1_goes_only_to_those_who_asked(notifier: Notifier, rx: Receiver, clock: Clock) -> None:
+    notifier.alert(make_alert(BATTERY_LOW, data={"1": "Room 4", "3": {"battery_pct": 12}}))
+    await deliver_due(notifier)
+    assert [r.path for r in rx.received] == ["tom"]
+    assert "12 %" in rx.received[0].message
+    clock.advance(3600)
+    assert notifier.tick() is None
+
+
+async def test_a_failing_channel_is_retried_with_backoff_then_reported(notifier: Notifier, rx: Receiver,
+                                                                       clock: Clock) -> None:
+    rx.fail["li-wei"] = 10
+    alert = make_alert(SOS)
+    notifier.alert(alert)
+    await deliver_due(notifier)
+    (d,) = notifier.ledger.deliveries(alert.id, "alert")
+    assert d.state == "failed" and d.attempts == 1
+    wait = notifier.tick()
+    assert wait is not None and 0.7 <= wait <= 1.0  # retry_base_s 1.0 with jitter
+    clock.advance(wait + 0.002)
+    await deliver_due(notifier)
+    wait2 = notifier.tick()
+    assert wait2 is not None and 1.5 <= wait2 <= 2.0  # doubled
+    clock.advance(wait2 + 0.002)
+    await deliver_due(notifier)
+    (d,) = notifier.ledger.deliveries(alert.id, "alert")
+    assert d.state == "gave_up" and d.attempts == 3
+    assert [a["result"] for a in notifier.ledger.attempts(d.id)] == ["failed"] * 3
+    assert notifier.counts["channels_failing"] == 1
+    # staff hear that the channel fails; with nobody of round 0 reachable the next round starts now
+    notifier.tick()
+    await deliver_due(notifier)
+    assert any("keep failing" in r.message for r in rx.at("desk"))
+    assert len(rx.at("anna")) == 1 and len(rx.at("tom")) == 1
