@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -23,9 +24,30 @@ log = logging.getLogger("agent.notify.channels")
 
 WEBHOOK_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
 MODEM_SCHEME = "gsm"
-# Apprise logs through its own logger; a plugin's failure text can carry a host, never a URL
-# with secure logging on, but it is noisy at INFO: keep it at WARNING
+# Apprise logs through its own logger (secure logging on: no passwords or tokens in it); it is
+# noisy at INFO, so WARNING and up only. Its first warning in the sending thread is the reason a
+# send failed (plugin.notify() only returns False).
 logging.getLogger("apprise").setLevel(logging.WARNING)
+
+
+class _LastWarning(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # the first warning is the specific one; Apprise adds a generic "Failed to send" after it
+        if getattr(self.local, "message", None) is None:
+            self.local.message = record.getMessage()
+
+    def take(self) -> str | None:
+        message: str | None = getattr(self.local, "message", None)
+        self.local.message = None
+        return message
+
+
+_last = _LastWarning()
+logging.getLogger("apprise").addHandler(_last)
 
 _ASSET = apprise.AppriseAsset(secure_logging=True, storage_mode="memory")
 
@@ -124,9 +146,11 @@ def send(channel: Channel, title: str, body: str, delivery_key: str, timeout_s: 
         plugin.socket_connect_timeout = min(float(plugin.socket_connect_timeout), timeout_s)
     if hasattr(plugin, "socket_read_timeout"):
         plugin.socket_read_timeout = min(float(plugin.socket_read_timeout), timeout_s)
+    _last.take()
     try:
         ok = plugin.notify(body=body, title=title)
     except Exception as exc:  # a plugin bug must not take the notifier down
         raise SendError(f"{channel.service}: {type(exc).__name__}") from None
     if not ok:
-        raise SendError(f"{channel.service}: not accepted")
+        reason = _last.take() or "not accepted"
+        raise SendError(f"{channel.service}: {reason[:160]}")

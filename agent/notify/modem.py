@@ -106,7 +106,8 @@ def _send(body: str, title: str, *args: Any, **kwargs: Any) -> bool:
     try:
         modem.send(number, text)
     except ModemError as exc:
-        log.warning("modem_send_failed reason=%r", str(exc))
+        # a warning on Apprise's logger: the notifier records it as the attempt's reason
+        logging.getLogger("apprise").warning("%s", exc)
         return False
     return True
 

@@ -262,7 +262,7 @@ class Notifier:
             return AckResult("invalid")
         with self.ledger.tx() as db:
             if not self.ledger.use_token(db, token_id, now):
-                return AckResult("used", row.alert, row.acked_by, row.acked_ms)
+                return AckResult("used", row.alert, self._name(row.alert.venue, row.acked_by), row.acked_ms)
             result = self._ack(db, row, tok["contact"], "link", now)
         self.wake()
         return result
@@ -271,7 +271,8 @@ class Notifier:
         if row.state != "open":
             current = self.ledger.alert(row.id)
             assert current is not None
-            return AckResult("already", row.alert, current.acked_by or current.state, current.acked_ms)
+            by_name = self._name(row.alert.venue, current.acked_by) if current.acked_by else current.state
+            return AckResult("already", row.alert, by_name, current.acked_ms)
         circle = self.circles.get(row.alert.venue)
         self.ledger.set_alert(db, row.id, state="acked", next_at_ms=None, acked_ms=now, acked_by=by, acked_via=via)
         cancelled = self.ledger.cancel_pending(db, row.id, ("alert",), now)
@@ -292,6 +293,11 @@ class Notifier:
         self.counts["acks"] += 1
         log.info("alert_acked alert=%s by=%s via=%s cancelled=%d", row.id, by, via, cancelled)
         return AckResult("acked", row.alert, name, now)
+
+    def _name(self, venue: str, contact_id: str | None) -> str | None:
+        circle = self.circles.get(venue)
+        contact = None if circle is None or contact_id is None else circle.contacts.get(contact_id)
+        return contact.name if contact is not None else contact_id
 
     # --- time -------------------------------------------------------------------------------
 

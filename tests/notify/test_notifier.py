@@ -140,3 +140,104 @@ async def test_a_failing_channel_is_retried_with_backoff_then_reported(notifier:
     await deliver_due(notifier)
     assert any("keep failing" in r.message for r in rx.at("desk"))
     assert len(rx.at("anna")) == 1 and len(rx.at("tom")) == 1
+
+
+async def test_in_doubt_deliveries_after_a_crash_are_decided_per_channel(notifier: Notifier, rx: Receiver,
+                                                                         clock: Clock) -> None:
+    alert = make_alert(SOS)
+    notifier.alert(alert)
+    (d,) = notifier.ledger.due_deliveries(notifier._now_ms(), 10, set())
+    # what a kill -9 between `sending` and the result leaves in the ledger
+    with notifier.ledger.tx() as db:
+        notifier.ledger.set_delivery(db, d.id, notifier._now_ms(), state="sending", attempts=1)
+        notifier.ledger.add_attempt(db, d.id, 1, notifier._now_ms())
+    notifier.recover()
+    (again,) = notifier.ledger.deliveries(alert.id, "alert")
+    assert again.state == "pending" and again.repeat  # a webhook: resent with the same key
+    await deliver_due(notifier)
+    (msg,) = rx.at("li-wei")
+    assert msg.key == d.key and msg.title.startswith("（重发）")
+    assert [a["result"] for a in notifier.ledger.attempts(d.id)] == ["in_doubt", "sent"]
+
+
+async def test_a_follow_up_in_doubt_on_a_person_channel_is_not_repeated(notifier: Notifier, clock: Clock) -> None:
+    from agent.notify import channels as ch
+
+    exit_alert = make_alert(EXIT)
+    notifier.alert(exit_alert)
+    await deliver_due(notifier)
+    notifier.alert(make_alert(BACK_INSIDE, data={"1": "Room 4", "2": "Lounge", "3": {"resolves": "EXIT"}}))
+    (f,) = notifier.ledger.deliveries(exit_alert.id, "followup")
+    with notifier.ledger.tx() as db:
+        notifier.ledger.set_delivery(db, f.id, notifier._now_ms(), state="sending", attempts=1)
+    # the same contact on a channel that is not a webhook (no delivery key to dedupe on)
+    contact, channel = notifier._lookup(f.venue, f.contact, f.channel)
+    assert channel is not None
+    person = ch.Channel(channel.url, channel.service, channel.label, channel.fingerprint, webhook=False)
+    circle = notifier.circles["rosewood"]
+    assert contact is not None
+    circle.contacts[contact.id] = type(contact)(contact.id, contact.name, contact.language, (person,),
+                                                contact.alerts, contact.staff)
+    notifier.recover()
+    (f,) = notifier.ledger.deliveries(exit_alert.id, "followup")
+    assert f.state == "unknown"
+    assert notifier.counts["in_doubt_dropped"] == 1
+
+
+async def test_the_gateway_fallback_already_told_them(notifier: Notifier, rx: Receiver, clock: Clock) -> None:
+    # an SOS that waited 30 s at the gateway (central unreachable) is held for the NOTIFIED event
+    alert = make_alert(SOS, at=clock() - 30)
+    assert notifier.alert(alert) == []
+    assert await deliver_due(notifier) == 0
+    notified = make_alert(9, device="GW-1", data={"1": alert.device, "2": alert.boot, "3": alert.seq,
+                                                  "4": ["li-wei"]})
+    notifier.alert(notified)
+    clock.advance(5)
+    notifier.tick()
+    assert await deliver_due(notifier) == 0  # li-wei heard it from the gateway
+    assert rx.received == []
+    clock.advance(60)
+    notifier.tick()
+    assert await deliver_due(notifier) == 3  # escalation continues from central
+    assert notifier.counts["gateway_notified"] == 1
+
+
+async def test_an_old_alert_without_notified_is_sent_after_the_hold(notifier: Notifier, rx: Receiver,
+                                                                    clock: Clock) -> None:
+    alert = make_alert(SOS, at=clock() - 90)
+    notifier.alert(alert)
+    wait = notifier.tick()
+    assert wait == 5.0
+    clock.advance(5)
+    notifier.tick()
+    assert await deliver_due(notifier) == 1
+    assert "延迟送达：2分钟前发生" in rx.at("li-wei")[0].message  # the family knows it is not new
+
+
+async def test_venue_alarm_and_device_offline_go_to_staff(notifier: Notifier, rx: Receiver, clock: Clock) -> None:
+    notifier.places["AP-0001"] = "Lobby"
+    post = make_alert(1, device="AP-0001", data={})
+    notifier.alert(post)
+    offline = make_alert(74, device="GW-1", data={"1": "AP-0001", "2": 300_000, "3": "heartbeat"})
+    notifier.alert(offline)
+    await deliver_due(notifier)
+    texts = [r.message for r in rx.at("desk")]
+    assert any("Alarm post AP-0001 (Lobby) was pressed" in t for t in texts)
+    assert any("AP-0001 (Lobby) stopped reporting 5 min ago" in t for t in texts)
+    online = make_alert(75, device="GW-1", data={"1": "AP-0001", "2": 360_000})
+    notifier.alert(online)
+    await deliver_due(notifier)
+    assert "AP-0001 is reporting again" in rx.at("desk")[-1].message
+    assert rx.at("li-wei") == []
+    # the post's alarm escalates to nobody else but is acknowledged like a dispatcher would
+    assert notifier.ack(post.id, "desk", "operator").status == "acked"
+    assert notifier.ledger.command_state(post.id) == "pending"
+
+
+async def test_unknown_venue_and_stale_alerts_are_recorded_not_sent(notifier: Notifier, rx: Receiver,
+                                                                    clock: Clock) -> None:
+    notifier.alert(make_alert(SOS, venue="elsewhere"))
+    notifier.alert(make_alert(SOS, at=clock() - 2 * 86400))
+    assert await deliver_due(notifier) == 0
+    assert notifier.counts["alerts_no_circle"] == 1 and notifier.counts["alerts_stale"] == 1
+    assert rx.received == []
