@@ -102,12 +102,18 @@ def notifier(tmp_path: Path, circle: Circle, clock: Clock) -> Iterator[Notifier]
 SEQ = iter(range(1, 1_000_000))
 
 
-def make_alert(type_: int, device: str = "WB-0001", at: float = T0, data: dict[str, Any] | None = None,
-               seq: int | None = None, venue: str = "rosewood", gateway: str = "GW-1") -> Alert:
+def make_alert(
+    type_: int,
+    device: str = "WB-0001",
+    at: float = T0,
+    data: dict[str, Any] | None = None,
+    seq: int | None = None,
+    venue: str = "rosewood",
+    gateway: str = "GW-1",
+) -> Alert:
     if data is None:
         data = {"1": "Room 4", "2": "Lounge", "3": {"zone": "Lounge", "time": "2023-11-15T06:13:20+08:00"}}
-    return Alert(venue, gateway, device, 1700000000, seq if seq is not None else next(SEQ), type_,
-                 int(at * 1000), data)
+    return Alert(venue, gateway, device, 1700000000, seq if seq is not None else next(SEQ), type_, int(at * 1000), data)
 
 
 async def deliver_due(n: Notifier) -> int:

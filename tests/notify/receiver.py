@@ -50,8 +50,13 @@ class Receiver:
                     hold = owner.hold.pop(path, 0.0)
                     if not failing:
                         owner.received.append(
-                            Received(path, str(body.get("title", "")), str(body.get("message", "")),
-                                     body.get("ge_delivery"), time.time())
+                            Received(
+                                path,
+                                str(body.get("title", "")),
+                                str(body.get("message", "")),
+                                body.get("ge_delivery"),
+                                time.time(),
+                            )
                         )
                         owner._cv.notify_all()
                 if hold:

@@ -52,8 +52,9 @@ def test_a_good_file_loads(tmp_path: Path, rx: Receiver) -> None:
         (f"gsm://+86{SECRET}", "channels[0]: gsm:// needs a [modem]"),
     ],
 )
-def test_bad_channel_urls_are_refused_without_echoing_them(tmp_path: Path, rx: Receiver, url: str,
-                                                           expected: str) -> None:
+def test_bad_channel_urls_are_refused_without_echoing_them(
+    tmp_path: Path, rx: Receiver, url: str, expected: str
+) -> None:
     text = circle_toml(rx).replace(f'channels = ["{rx.url("li-wei")}"]', f'channels = ["{url}"]')
     message = refused(tmp_path, text)
     assert "contacts[0]." + expected in message, message
@@ -62,23 +63,30 @@ def test_bad_channel_urls_are_refused_without_echoing_them(tmp_path: Path, rx: R
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("timezone = \"Asia/Shanghai\"", "timezone = \"Mars/Olympus\""), "timezone: unknown IANA time zone"),
-        (("language = \"zh\"", "language = \"fr\""), "contacts[0].language: expected one of zh, en"),
-        (("circle = [\"li-wei\", [\"anna\", \"tom\"]]", "circle = [\"li-wei\", \"nobody\"]"),
-         "residents[0].circle[1]: no contact 'nobody'"),
-        (("circle = [\"li-wei\", [\"anna\", \"tom\"]]", "circle = [\"li-wei\", \"desk\"]"),
-         "residents[0].circle[1]: 'desk' is staff"),
-        (("circle = [\"li-wei\", [\"anna\", \"tom\"]]", "circle = [\"li-wei\", [\"li-wei\"]]"),
-         "residents[0].circle[1]: 'li-wei' is already in an earlier round"),
-        (("alerts = [\"SOS\",", "alerts = [\"HELP\","), "contacts[2].alerts: unknown alert 'HELP'"),
+        (('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"'), "timezone: unknown IANA time zone"),
+        (('language = "zh"', 'language = "fr"'), "contacts[0].language: expected one of zh, en"),
+        (
+            ('circle = ["li-wei", ["anna", "tom"]]', 'circle = ["li-wei", "nobody"]'),
+            "residents[0].circle[1]: no contact 'nobody'",
+        ),
+        (
+            ('circle = ["li-wei", ["anna", "tom"]]', 'circle = ["li-wei", "desk"]'),
+            "residents[0].circle[1]: 'desk' is staff",
+        ),
+        (
+            ('circle = ["li-wei", ["anna", "tom"]]', 'circle = ["li-wei", ["li-wei"]]'),
+            "residents[0].circle[1]: 'li-wei' is already in an earlier round",
+        ),
+        (('alerts = ["SOS",', 'alerts = ["HELP",'), "contacts[2].alerts: unknown alert 'HELP'"),
         (("escalate_after_s = 60", "escalate_after_s = 0"), "escalate_after_s: expected a number in 1.0..3600.0"),
-        (("reference = \"Room 4\"", "reference = \"\""), "residents[0].reference: expected 1-64 characters"),
-        (("name = \"Tom\"", "name = \"Tom\"\ncolour = \"red\""), "contacts[2].colour: unknown key"),
-        (("id = \"anna\"", "id = \"li-wei\""), "contacts[1].id: 'li-wei' is used twice"),
+        (('reference = "Room 4"', 'reference = ""'), "residents[0].reference: expected 1-64 characters"),
+        (('name = "Tom"', 'name = "Tom"\ncolour = "red"'), "contacts[2].colour: unknown key"),
+        (('id = "anna"', 'id = "li-wei"'), "contacts[1].id: 'li-wei' is used twice"),
     ],
 )
-def test_bad_circle_files_are_refused_naming_the_key(tmp_path: Path, rx: Receiver, change: tuple[str, str],
-                                                     expected: str) -> None:
+def test_bad_circle_files_are_refused_naming_the_key(
+    tmp_path: Path, rx: Receiver, change: tuple[str, str], expected: str
+) -> None:
     text = circle_toml(rx)
     assert change[0] in text
     message = refused(tmp_path, text.replace(change[0], change[1], 1))
@@ -114,7 +122,9 @@ def test_notifier_config_errors_name_file_and_key(tmp_path: Path) -> None:
     path.write_text('[notifier]\ndata_dir = "d"\ncircles = ["h.toml"]\n[delivery]\nmax_attempts = 0\n')
     with pytest.raises(ConfigError, match=r"delivery.max_attempts: expected an integer in 1..50"):
         load_config(path)
-    path.write_text('[notifier]\ndata_dir = "d"\ncircles = ["h.toml"]\n[ack]\nlisten = "127.0.0.1:8080"\n'
-                    'base_url = "notify.example.org"\n')
+    path.write_text(
+        '[notifier]\ndata_dir = "d"\ncircles = ["h.toml"]\n[ack]\nlisten = "127.0.0.1:8080"\n'
+        'base_url = "notify.example.org"\n'
+    )
     with pytest.raises(ConfigError, match=r"ack.base_url: expected an http:// or https:// URL"):
         load_config(path)

@@ -9,8 +9,9 @@ from tests.notify.receiver import Receiver
 SOS, EXIT, BACK_INSIDE, BATTERY_LOW = 3, 5, 68, 67
 
 
-async def test_sos_goes_to_the_first_round_then_escalates_then_staff(notifier: Notifier, rx: Receiver,
-                                                                     clock: Clock) -> None:
+async def test_sos_goes_to_the_first_round_then_escalates_then_staff(
+    notifier: Notifier, rx: Receiver, clock: Clock
+) -> None:
     alert = make_alert(SOS)
     queued = notifier.alert(alert)
     assert {d.contact for d in queued} == {"li-wei"}
@@ -29,7 +30,7 @@ async def test_sos_goes_to_the_first_round_then_escalates_then_staff(notifier: N
     notifier.tick()
     assert await deliver_due(notifier) == 3  # anna (two channels) and tom
     assert len(rx.at("anna")) == len(rx.at("anna-mail")) == len(rx.at("tom")) == 1
-    assert "SOS: Room 4 (Rosewood House)" == rx.at("anna")[0].title
+    assert rx.at("anna")[0].title == "SOS: Room 4 (Rosewood House)"
     clock.advance(60)
     notifier.tick()
     assert await deliver_due(notifier) == 1
@@ -51,8 +52,7 @@ async def test_a_repeated_alert_id_notifies_nobody_again(notifier: Notifier, rx:
     assert notifier.counts["alerts_repeated"] == 1
 
 
-async def test_ack_link_stops_escalation_and_tells_the_others(notifier: Notifier, rx: Receiver,
-                                                              clock: Clock) -> None:
+async def test_ack_link_stops_escalation_and_tells_the_others(notifier: Notifier, rx: Receiver, clock: Clock) -> None:
     alert = make_alert(SOS)
     notifier.alert(alert)
     await deliver_due(notifier)
@@ -88,14 +88,16 @@ async def test_forged_and_expired_links_are_refused(notifier: Notifier, rx: Rece
 
 
 async def test_back_inside_closes_the_loop_for_those_told(notifier: Notifier, rx: Receiver, clock: Clock) -> None:
-    exit_alert = make_alert(EXIT, data={"1": "Room 4", "2": "Front door",
-                                        "3": {"from_zone": "Lounge", "reason": "exit zone"}})
+    exit_alert = make_alert(
+        EXIT, data={"1": "Room 4", "2": "Front door", "3": {"from_zone": "Lounge", "reason": "exit zone"}}
+    )
     notifier.alert(exit_alert)
     await deliver_due(notifier)
     assert "最后所在区域：Lounge" in rx.at("li-wei")[0].message
     clock.advance(240)
-    back = make_alert(BACK_INSIDE, at=clock(), data={"1": "Room 4", "2": "Lounge",
-                                                      "3": {"resolves": "EXIT", "away_s": 240}})
+    back = make_alert(
+        BACK_INSIDE, at=clock(), data={"1": "Room 4", "2": "Lounge", "3": {"resolves": "EXIT", "away_s": 240}}
+    )
     notifier.alert(back)
     await deliver_due(notifier)
     follow = rx.at("li-wei")[-1]
@@ -115,8 +117,9 @@ async def test_p1_goes_only_to_those_who_asked(notifier: Notifier, rx: Receiver,
     assert notifier.tick() is None
 
 
-async def test_a_failing_channel_is_retried_with_backoff_then_reported(notifier: Notifier, rx: Receiver,
-                                                                       clock: Clock) -> None:
+async def test_a_failing_channel_is_retried_with_backoff_then_reported(
+    notifier: Notifier, rx: Receiver, clock: Clock
+) -> None:
     rx.fail["li-wei"] = 10
     alert = make_alert(SOS)
     notifier.alert(alert)
@@ -142,8 +145,9 @@ async def test_a_failing_channel_is_retried_with_backoff_then_reported(notifier:
     assert len(rx.at("anna")) == 1 and len(rx.at("tom")) == 1
 
 
-async def test_in_doubt_deliveries_after_a_crash_are_decided_per_channel(notifier: Notifier, rx: Receiver,
-                                                                         clock: Clock) -> None:
+async def test_in_doubt_deliveries_after_a_crash_are_decided_per_channel(
+    notifier: Notifier, rx: Receiver, clock: Clock
+) -> None:
     alert = make_alert(SOS)
     notifier.alert(alert)
     (d,) = notifier.ledger.due_deliveries(notifier._now_ms(), 10, set())
@@ -176,8 +180,9 @@ async def test_a_follow_up_in_doubt_on_a_person_channel_is_not_repeated(notifier
     person = ch.Channel(channel.url, channel.service, channel.label, channel.fingerprint, webhook=False)
     circle = notifier.circles["rosewood"]
     assert contact is not None
-    circle.contacts[contact.id] = type(contact)(contact.id, contact.name, contact.language, (person,),
-                                                contact.alerts, contact.staff)
+    circle.contacts[contact.id] = type(contact)(
+        contact.id, contact.name, contact.language, (person,), contact.alerts, contact.staff
+    )
     notifier.recover()
     (f,) = notifier.ledger.deliveries(exit_alert.id, "followup")
     assert f.state == "unknown"
@@ -189,8 +194,7 @@ async def test_the_gateway_fallback_already_told_them(notifier: Notifier, rx: Re
     alert = make_alert(SOS, at=clock() - 30)
     assert notifier.alert(alert) == []
     assert await deliver_due(notifier) == 0
-    notified = make_alert(9, device="GW-1", data={"1": alert.device, "2": alert.boot, "3": alert.seq,
-                                                  "4": ["li-wei"]})
+    notified = make_alert(9, device="GW-1", data={"1": alert.device, "2": alert.boot, "3": alert.seq, "4": ["li-wei"]})
     notifier.alert(notified)
     clock.advance(5)
     notifier.tick()
@@ -202,8 +206,9 @@ async def test_the_gateway_fallback_already_told_them(notifier: Notifier, rx: Re
     assert notifier.counts["gateway_notified"] == 1
 
 
-async def test_an_old_alert_without_notified_is_sent_after_the_hold(notifier: Notifier, rx: Receiver,
-                                                                    clock: Clock) -> None:
+async def test_an_old_alert_without_notified_is_sent_after_the_hold(
+    notifier: Notifier, rx: Receiver, clock: Clock
+) -> None:
     alert = make_alert(SOS, at=clock() - 90)
     notifier.alert(alert)
     wait = notifier.tick()
@@ -234,8 +239,9 @@ async def test_venue_alarm_and_device_offline_go_to_staff(notifier: Notifier, rx
     assert notifier.ledger.command_state(post.id) == "pending"
 
 
-async def test_unknown_venue_and_stale_alerts_are_recorded_not_sent(notifier: Notifier, rx: Receiver,
-                                                                    clock: Clock) -> None:
+async def test_unknown_venue_and_stale_alerts_are_recorded_not_sent(
+    notifier: Notifier, rx: Receiver, clock: Clock
+) -> None:
     notifier.alert(make_alert(SOS, venue="elsewhere"))
     notifier.alert(make_alert(SOS, at=clock() - 2 * 86400))
     assert await deliver_due(notifier) == 0
