@@ -7,7 +7,8 @@ shown as its service, the host part with Apprise's privacy masking, and a finger
 
 Webhook channels (json://, form://, xml:// and their https forms) get a `ge_delivery` field in
 their payload, the same for every attempt of one delivery, so a receiver can drop a repeat
-sent after a crash (docs/notifications.md, "Exactly once?").
+sent after a crash (docs/notifications.md, "Exactly once?"), and the alert's id and the kind of
+message, for a home's own systems.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import apprise
 
@@ -91,7 +93,14 @@ def parse(url: str, modem: bool = False) -> Channel:
         from agent.notify import modem as _modem
 
         _modem.register()
-    plugin = apprise.Apprise.instantiate(url, asset=_ASSET)
+    # Apprise explains a URL it cannot parse on its logger, with the URL partly in it: the
+    # error raised here says what is wrong without it
+    apprise_log = logging.getLogger("apprise")
+    was, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        plugin = apprise.Apprise.instantiate(url, asset=_ASSET)
+    finally:
+        apprise_log.disabled = was
     if plugin is None:
         if not apprise.Apprise().details()["schemas"] or scheme not in _known_schemes():
             raise ChannelURLError(f"unknown service {scheme}:// (see docs/notifications.md for the services)")
@@ -123,21 +132,25 @@ def _known_schemes() -> set[str]:
     return _SCHEMES
 
 
-def delivery_url(channel: Channel, delivery_key: str) -> str:
-    """The URL for one attempt: webhooks carry the delivery's key in their payload."""
-    if not channel.webhook:
+def delivery_url(channel: Channel, fields: Mapping[str, str]) -> str:
+    """The URL for one attempt: webhooks carry `fields` (ge_delivery, ge_alert, ge_kind) in their payload."""
+    if not channel.webhook or not fields:
         return channel.url
     sep = "&" if "?" in channel.url else "?"
-    return f"{channel.url}{sep}:ge_delivery={delivery_key}"
+    return channel.url + sep + "&".join(f":{k}={quote(v, safe='')}" for k, v in fields.items())
 
 
 class SendError(Exception):
     """One attempt on one channel failed; the reason never contains the URL."""
 
 
-def send(channel: Channel, title: str, body: str, delivery_key: str, timeout_s: float) -> None:
-    """Send one message on one channel (blocking: run it in a thread); SendError on failure."""
-    url = delivery_url(channel, delivery_key)
+def send(channel: Channel, title: str, body: str, fields: Mapping[str, str], timeout_s: float) -> None:
+    """Send one message on one channel (blocking: run it in a thread); SendError on failure.
+
+    `fields` go into a webhook's payload: `ge_delivery` (the same for every attempt of one
+    delivery), `ge_alert` (device/boot/seq) and `ge_kind` (alert, followup, acked, failing, test).
+    """
+    url = delivery_url(channel, fields)
     plugin = apprise.Apprise.instantiate(url, asset=_ASSET)
     if plugin is None:  # validated at load; a modem that went away lands here
         raise SendError(f"{channel.service}: channel cannot be loaded")

@@ -186,9 +186,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     for i, channel in enumerate(contact.channels):
         started = time.monotonic()
         try:
-            channels.send(
-                channel, message.title, message.body, f"test-{int(time.time())}-{i}", cfg.settings.send_timeout_s
-            )
+            fields = {"ge_delivery": f"test-{int(time.time())}-{i}", "ge_kind": "test"}
+            channels.send(channel, message.title, message.body, fields, cfg.settings.send_timeout_s)
         except channels.SendError as exc:
             failed += 1
             print(f"  channels[{i}] {channel}: FAILED ({exc})")

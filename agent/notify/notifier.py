@@ -34,7 +34,7 @@ from agent.notify.links import LinkError, Links
 
 log = logging.getLogger("agent.notify")
 
-Sender = Callable[[channels.Channel, str, str, str, float], None]
+Sender = Callable[[channels.Channel, str, str, Mapping[str, str], float], None]
 TOLD = ("sent", "sending", "unknown", "by_gateway")
 ANY_CHANNEL = "*"  # a delivery row that stands for every channel of a contact (gateway fallback)
 
@@ -425,9 +425,10 @@ class Notifier:
             self.ledger.add_attempt(db, d.id, attempt, now)
         error: str | None = None
         timeout = self.settings.send_timeout_s
+        fields = {"ge_delivery": d.key, "ge_alert": d.alert_id, "ge_kind": d.kind}
         try:
             await asyncio.wait_for(
-                asyncio.to_thread(self.sender, channel, message.title, message.body, d.key, timeout), timeout + 5
+                asyncio.to_thread(self.sender, channel, message.title, message.body, fields, timeout), timeout + 5
             )
         except channels.SendError as exc:
             error = str(exc)

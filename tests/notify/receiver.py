@@ -23,6 +23,8 @@ class Received:
     message: str
     key: str | None
     t: float
+    alert: str | None = None
+    kind: str | None = None
 
 
 class Receiver:
@@ -56,6 +58,8 @@ class Receiver:
                                 str(body.get("message", "")),
                                 body.get("ge_delivery"),
                                 time.time(),
+                                body.get("ge_alert"),
+                                body.get("ge_kind"),
                             )
                         )
                         owner._cv.notify_all()

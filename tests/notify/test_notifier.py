@@ -21,7 +21,7 @@ async def test_sos_goes_to_the_first_round_then_escalates_then_staff(
     assert "客厅" not in msg.message and "Lounge" in msg.message  # zone name as the gateway gave it
     assert "11月15日 06:13" in msg.message  # local time in Asia/Shanghai
     assert "https://notify.example.org/a/" in msg.message
-    assert msg.key is not None
+    assert msg.key is not None and msg.alert == alert.id and msg.kind == "alert"
 
     clock.advance(59)
     notifier.tick()
