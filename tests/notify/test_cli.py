@@ -30,7 +30,9 @@ def test_check_refuses_a_bad_url_without_showing_it(
     bad = circle_toml(rx).replace(rx.url("tom"), "bark://")
     assert main(["check", "--config", str(config(tmp_path, rx, bad))]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("guardian-notify: ") and "home.toml: contacts[2].channels[0]: bark:// URL is incomplete" in err
+    assert (
+        err.startswith("guardian-notify: ") and "home.toml: contacts[2].channels[0]: bark:// URL is incomplete" in err
+    )
     assert "Traceback" not in err
 
 
