@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.log import Throttle
 from agent.notify import channels, messages
 from agent.notify.alert import WRISTBAND_P0, Alert, wanted
 from agent.notify.circle import Circle, Contact
@@ -36,6 +37,7 @@ log = logging.getLogger("agent.notify")
 
 Sender = Callable[[channels.Channel, str, str, Mapping[str, str], float], None]
 TOLD = ("sent", "sending", "unknown", "by_gateway")
+STOP_DRAIN_S = 10.0  # on stop, how long sends in flight may take to finish
 ANY_CHANNEL = "*"  # a delivery row that stands for every channel of a contact (gateway fallback)
 
 
@@ -86,6 +88,7 @@ class Notifier:
         self._wake = asyncio.Event()
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._throttle = Throttle()
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -112,9 +115,9 @@ class Notifier:
                     log.warning("alert_without_circle alert=%s type=%s venue=%s", alert.id, alert.name, alert.venue)
                 return []
             if alert.resolves:
-                if self.ledger.add_alert(db, alert, "closer", now):
-                    self._close(db, circle, alert, now)
-                return self._queued(alert.id)
+                closed = self._close(db, circle, alert, now) if self.ledger.add_alert(db, alert, "closer", now) else []
+                self.wake()
+                return [d for a in closed for d in self.ledger.deliveries(a, "followup") if d.state == "pending"]
             if age_s > self.settings.max_alert_age_s:
                 if self.ledger.add_alert(db, alert, "stale", now):
                     self.counts["alerts_stale"] += 1
@@ -169,11 +172,14 @@ class Notifier:
                 ",".join(c.id for c in rounds[rnd]),
             )
 
-    def _close(self, db: Any, circle: Circle, closer: Alert, now: int) -> None:
+    def _close(self, db: Any, circle: Circle, closer: Alert, now: int) -> list[str]:
         """A closer (BACK_INSIDE, DEVICE_ONLINE, SENSOR_CLEAR) ends earlier alerts of its subject."""
+        closed = []
         for row in self.ledger.open_alerts_for(closer.venue, closer.subject, closer.resolves):
             if _order(row.alert) < _order(closer):
                 self._resolve(db, circle, row, closer, now)
+                closed.append(row.id)
+        return closed
 
     def _resolved_early(self, db: Any, circle: Circle, alert: Alert, now: int) -> None:
         """An alert whose closer arrived first (a gap filled late): told, then told it is over."""
@@ -249,13 +255,11 @@ class Notifier:
         try:
             token_id = self.links.check(token, now / 1000)
         except LinkError as exc:
-            self.counts[f"links_rejected_{exc.reason}"] += 1
-            log.warning("ack_link_rejected reason=%s", exc.reason)
+            self._link_rejected(exc.reason)
             return AckResult("expired" if exc.reason == "expired" else "invalid")
         tok = self.ledger.token(token_id)
         if tok is None:
-            self.counts["links_rejected_unknown"] += 1
-            log.warning("ack_link_rejected reason=unknown_token")
+            self._link_rejected("unknown_token")
             return AckResult("invalid")
         row = self.ledger.alert(tok["alert_id"])
         if row is None:
@@ -266,6 +270,13 @@ class Notifier:
             result = self._ack(db, row, tok["contact"], "link", now)
         self.wake()
         return result
+
+    def _link_rejected(self, reason: str) -> None:
+        # counted always, logged at most every 10 s per reason: anyone can send requests
+        self.counts[f"links_rejected_{reason}"] += 1
+        suppressed = self._throttle.allow(reason)
+        if suppressed is not None:
+            log.warning("ack_link_rejected reason=%s suppressed_since_last=%d", reason, suppressed)
 
     def _ack(self, db: Any, row: AlertRow, by: str, via: str, now: int) -> AckResult:
         if row.state != "open":
@@ -289,7 +300,8 @@ class Notifier:
                         db, _key(), row.id, "acked", row.alert.venue, contact_id, fp, 0, now, {"by": name, "at": now}
                     )
         if self.settings.forward_acks:
-            self.ledger.add_command(db, row.alert, f"acknowledged by {name}"[:64], now)
+            # the contact id, not the person's name: the gateway logs this text
+            self.ledger.add_command(db, row.alert, f"acknowledged by {by} via {via}"[:64], now)
         self.counts["acks"] += 1
         log.info("alert_acked alert=%s by=%s via=%s cancelled=%d", row.id, by, via, cancelled)
         return AckResult("acked", row.alert, name, now)
@@ -528,6 +540,10 @@ class Notifier:
                     waiter.cancel()
                     stopper.cancel()
         finally:
+            # a graceful stop lets the sends in flight finish (bounded), so their results are
+            # recorded; what is still running then is cancelled and is in doubt at the next start
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=STOP_DRAIN_S)
             for task in list(self._tasks):
                 task.cancel()
             if self._tasks:

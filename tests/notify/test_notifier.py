@@ -98,7 +98,7 @@ async def test_back_inside_closes_the_loop_for_those_told(notifier: Notifier, rx
     back = make_alert(
         BACK_INSIDE, at=clock(), data={"1": "Room 4", "2": "Lounge", "3": {"resolves": "EXIT", "away_s": 240}}
     )
-    notifier.alert(back)
+    assert [(d.contact, d.kind) for d in notifier.alert(back)] == [("li-wei", "followup")]
     await deliver_due(notifier)
     follow = rx.at("li-wei")[-1]
     assert "已解除" in follow.title and "离开4分钟" in follow.message
