@@ -26,10 +26,12 @@ from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
+import cbor2
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import commands as cm
+from agent import cose
 from agent.backoff import Backoff
 from agent.errors import AgentError, CommandError, StoreError
 from agent.keyfiles import IDENT_RE
@@ -90,6 +92,18 @@ class CentralFeed:
             log.warning("batch_rejected reason=bad_topic topic=%r", topic[:120])
             return 0
         venue, topic_gw = where
+        # before the verifier sees it: a batch on a topic that is not its signer's, or of a
+        # gateway not enrolled at the topic's venue, is refused, so that it can never take the
+        # place (in the verifier's dedupe) of the same batch on its right topic
+        kid = _kid(payload)
+        if kid is not None and kid != topic_gw:
+            self.notifier.counts["feed_wrong_gateway"] += 1
+            log.warning("batch_rejected reason=wrong_gateway topic=%s signer=%r", topic, kid[:40])
+            return 0
+        if self.venues(topic_gw) != venue:
+            self.notifier.counts["feed_wrong_venue"] += 1
+            log.warning("batch_rejected reason=wrong_venue topic=%s gateway=%s", topic, topic_gw)
+            return 0
         accepted = 0
         for rec in self.verifier.feed(topic, payload):
             kind = rec.get("kind")
@@ -100,9 +114,8 @@ class CentralFeed:
                     level, "batch_%s topic=%s detail=%r", kind, topic, {k: v for k, v in rec.items() if k != "kind"}
                 )
                 continue
-            if rec["gateway"] != topic_gw or self.venues(rec["gateway"]) != venue:
-                self.notifier.counts["feed_wrong_venue"] += 1
-                log.warning("batch_rejected reason=wrong_venue topic=%s gateway=%s", topic, rec["gateway"])
+            if rec["gateway"] != topic_gw:  # unreachable after the kid check; kept as the last word
+                self.notifier.counts["feed_wrong_gateway"] += 1
                 continue
             if not wanted(int(rec["type"])):
                 continue
@@ -173,6 +186,17 @@ class CentralFeed:
             await asyncio.sleep(1.0)
             for rec in self.verifier.tick():
                 log.info("batch_%s detail=%r", rec.get("kind"), {k: v for k, v in rec.items() if k != "kind"})
+
+
+def _kid(data: bytes) -> str | None:
+    """The kid in a COSE_Sign1's protected header, unverified (routing only); None when unreadable."""
+    try:
+        obj = cose.loads(data)
+        header = cose.loads(obj.value[0]) if isinstance(obj, cbor2.CBORTag) and obj.tag == 18 else None
+        kid = header.get(4) if isinstance(header, dict) else None
+    except (cbor2.CBORDecodeError, ValueError, TypeError, IndexError, OverflowError, RecursionError):
+        return None
+    return kid.decode("ascii", errors="replace") if isinstance(kid, bytes) else None
 
 
 async def _until(messages: Any, stopper: asyncio.Task[Any]) -> Any:
