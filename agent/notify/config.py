@@ -102,6 +102,7 @@ def load_config(path: Path) -> NotifyConfig:
         raise n.fail("circles", "expected a list of care-circle files (one per venue)")
     circle_paths = tuple(p if p.is_absolute() else base / p for p in map(Path, circles))
     device_keys = n.path_value("device_keys", base, None)
+    keep_days = n.integer("keep_days", 90, 7, 3650)
     n.no_unknown_keys()
 
     c = top.table("central", required=False)
@@ -145,8 +146,11 @@ def load_config(path: Path) -> NotifyConfig:
         fallback_after_s=d.number("fallback_after_s", 20.0, 1.0, 3600.0),
         fallback_hold_s=d.number("fallback_hold_s", 5.0, 0.0, 60.0),
         link_ttl_s=ttl,
+        keep_s=keep_days * 86400.0,
         forward_acks=command_key is not None,
     )
+    if settings.max_alert_age_s * 2 > settings.keep_s:
+        raise d.fail("max_alert_age_s", f"must be at most half of notifier.keep_days ({keep_days} days)")
     d.no_unknown_keys()
 
     modem = None

@@ -439,6 +439,43 @@ class Ledger:
         db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (f"cmd_seq:{gateway}", seq))
         return seq
 
+    # --- retention ----------------------------------------------------------------------
+
+    def prune(self, before_ms: int) -> int:
+        """Forget alerts created before `before_ms` with nothing left to do; alerts removed.
+
+        Safe for dedupe as long as `before_ms` is older than the notifier's max_alert_age_s: an
+        alert older than that is recorded as stale and never sent, whatever the ledger holds.
+        """
+        with self.tx() as db:
+            ids = [
+                r["id"]
+                for r in db.execute(
+                    "SELECT id FROM alerts WHERE created_ms < ? AND next_at_ms IS NULL LIMIT 10000", (before_ms,)
+                )
+            ]
+            for alert_id in ids:
+                db.execute(
+                    "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE alert_id = ?)",
+                    (alert_id,),
+                )
+                db.execute("DELETE FROM deliveries WHERE alert_id = ?", (alert_id,))
+                db.execute("DELETE FROM tokens WHERE alert_id = ?", (alert_id,))
+                db.execute("DELETE FROM commands WHERE alert_id = ? AND state = 'sent'", (alert_id,))
+                db.execute("DELETE FROM alerts WHERE id = ?", (alert_id,))
+            # reports of failing channels and test messages belong to no alert
+            db.execute(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE created_ms < ?"
+                " AND alert_id NOT IN (SELECT id FROM alerts) AND state NOT IN ('pending', 'failed', 'sending'))",
+                (before_ms,),
+            )
+            db.execute(
+                "DELETE FROM deliveries WHERE created_ms < ? AND alert_id NOT IN (SELECT id FROM alerts)"
+                " AND state NOT IN ('pending', 'failed', 'sending')",
+                (before_ms,),
+            )
+        return len(ids)
+
     # --- figures ------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

@@ -37,6 +37,7 @@ log = logging.getLogger("agent.notify")
 
 Sender = Callable[[channels.Channel, str, str, Mapping[str, str], float], None]
 TOLD = ("sent", "sending", "unknown", "by_gateway")
+PRUNE_EVERY_S = 3600.0
 STOP_DRAIN_S = 10.0  # on stop, how long sends in flight may take to finish
 ANY_CHANNEL = "*"  # a delivery row that stands for every channel of a contact (gateway fallback)
 
@@ -52,6 +53,7 @@ class Settings:
     fallback_after_s: float = 20.0  # the gateway's fallback starts after its uplink was down this long
     fallback_hold_s: float = 5.0  # ...so an alert that old waits this long for the gateway's NOTIFIED
     link_ttl_s: int = 86400
+    keep_s: float = 90 * 86400.0  # the ledger forgets finished alerts older than this
     forward_acks: bool = True  # owe the gateway an ACK command for each acknowledgement
 
 
@@ -521,8 +523,14 @@ class Notifier:
         """Deliver what is due, start escalation rounds, until `stop` is set."""
         self.recover()
         try:
+            pruned_at = 0.0
             while not stop.is_set():
                 self._wake.clear()
+                if self.clock() - pruned_at >= PRUNE_EVERY_S:
+                    pruned_at = self.clock()
+                    removed = self.ledger.prune(self._now_ms() - int(self.settings.keep_s * 1000))
+                    if removed:
+                        log.info("ledger_pruned alerts=%d keep_days=%.0f", removed, self.settings.keep_s / 86400)
                 self.tick()
                 free = self.settings.concurrency - len(self._inflight)
                 if free > 0:

@@ -247,3 +247,22 @@ async def test_unknown_venue_and_stale_alerts_are_recorded_not_sent(
     assert await deliver_due(notifier) == 0
     assert notifier.counts["alerts_no_circle"] == 1 and notifier.counts["alerts_stale"] == 1
     assert rx.received == []
+
+
+async def test_the_ledger_forgets_finished_alerts_after_keep_days(
+    notifier: Notifier, rx: Receiver, clock: Clock
+) -> None:
+    done = make_alert(SOS)
+    notifier.alert(done)
+    await deliver_due(notifier)
+    assert notifier.ack(done.id, "li-wei", "operator").status == "acked"
+    clock.advance(40 * 86400)
+    fresh = make_alert(SOS, at=clock())
+    notifier.alert(fresh)
+    assert notifier.ledger.prune(notifier._now_ms() - 30 * 86400 * 1000) == 1
+    assert notifier.ledger.alert(done.id) is None and notifier.ledger.deliveries(done.id) == []
+    assert notifier.ledger.alert(fresh.id) is not None  # open, escalating: kept
+    # the forgotten alert, replayed, is far older than max_alert_age_s: recorded as stale, not sent
+    notifier.alert(done)
+    assert await deliver_due(notifier) == 1  # only the fresh one
+    assert notifier.counts["alerts_stale"] == 1
