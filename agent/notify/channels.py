@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import apprise
 
@@ -70,6 +70,16 @@ class Channel:
 
     def __str__(self) -> str:
         return self.label
+
+    @property
+    def modem(self) -> bool:
+        """A gsm:// channel: SMS through the notifier's own modem (replies can acknowledge)."""
+        return _scheme(self.url) == MODEM_SCHEME
+
+    @property
+    def number(self) -> str:
+        """The phone number of a gsm:// channel ("" for others)."""
+        return unquote(urlsplit(self.url).netloc).replace(" ", "") if self.modem else ""
 
 
 def fingerprint(url: str) -> str:

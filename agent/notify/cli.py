@@ -114,6 +114,24 @@ async def run_service(cfg: NotifyConfig, circles: dict[str, Circle]) -> None:
         kid, central_key = load_central_private_key(cfg.command_key)
         sender = CommandSender(ledger, central_key, kid, *cfg.broker, tls=tls)
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(notifier.run(stop))]
+    if cfg.modem is not None:
+        from agent.notify import modem
+
+        sms = modem.current()
+        if sms is not None:
+
+            def replied(number: str, text: str) -> None:
+                if notifier.ack_reply(number, text).status == "acked" and sender is not None:
+                    sender.wake.set()
+
+            def heard(number: str, text: str) -> None:  # the modem library's reader thread
+                loop.call_soon_threadsafe(replied, number, text)
+
+            sms.on_sms = heard
+            try:
+                await asyncio.to_thread(sms.open)
+            except modem.ModemError as exc:  # it is opened again at the first message
+                logger.error("modem_unavailable reason=%r", str(exc))
     runner = None
     if cfg.ack_listen is not None:
         on_ack: Callable[[Any], None] | None = (lambda _: sender.wake.set()) if sender is not None else None

@@ -388,6 +388,15 @@ class Ledger:
         r = self.db.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
         return None if r is None else dict(r)
 
+    def open_tokens(self, contact: str, now_s: int) -> list[dict[str, Any]]:
+        """The contact's unused, unexpired tokens, newest alert first."""
+        rows = self.db.execute(
+            "SELECT t.* FROM tokens t JOIN alerts a ON a.id = t.alert_id WHERE t.contact = ? AND t.used_ms IS NULL"
+            " AND t.expires_s > ? ORDER BY a.created_ms DESC",
+            (contact, now_s),
+        )
+        return [dict(r) for r in rows.fetchall()]
+
     def use_token(self, db: sqlite3.Connection, token_id: str, now_ms: int) -> bool:
         cur = db.execute("UPDATE tokens SET used_ms = ? WHERE id = ? AND used_ms IS NULL", (now_ms, token_id))
         return cur.rowcount == 1

@@ -8,6 +8,9 @@ The id is random and stored in the ledger with the (alert, contact) it stands fo
 (88 bits, under a 32-byte key kept in a 0600 file) makes a forged or altered token fail before
 the ledger is asked, and the expiry is inside the MAC. Using a token is recorded in the ledger
 in the same transaction as the acknowledgement, so it works once, across restarts.
+
+Where a contact has an SMS channel through the notifier's own modem, the message also carries
+a six-digit code (HMAC of the id) to reply with: accepted only from that contact's number.
 """
 
 from __future__ import annotations
@@ -73,6 +76,15 @@ class Links:
 
     def url(self, token_id: str, expires_s: int) -> str:
         return f"{self.base_url}/a/{self.token(token_id, expires_s)}"
+
+    def sms_code(self, token_id: str) -> str:
+        """Six digits a contact may reply by SMS instead of opening the link (same key, own domain).
+
+        Only accepted from the phone number the alert went to, and only while the link is valid.
+        """
+        raw_id = base64.urlsafe_b64decode(token_id)
+        digest = hmac.new(self._key, b"ge-ack-sms\0" + raw_id, hashlib.sha256).digest()
+        return f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}"
 
     def check(self, token: str, now_s: float) -> str:
         """The token's id when the MAC verifies and it has not expired; LinkError otherwise."""

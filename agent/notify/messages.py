@@ -99,6 +99,7 @@ WORDS: dict[str, dict[str, str]] = {
         "time": "Time: {time}",
         "late": "(reported late: {min} min ago)",
         "ack": "I'm on it: {link}",
+        "reply": "Or reply OK {code}",
         "acked": "{by} acknowledged this at {time}. No need to act unless they ask.",
         "acked_title": "Acknowledged: {what_short} {who}",
         "back_exit": "{who} is back inside{at_zone} at {time} (away {min} min).",
@@ -121,6 +122,7 @@ WORDS: dict[str, dict[str, str]] = {
         "time": "时间：{time}",
         "late": "（延迟送达：{min}分钟前发生）",
         "ack": "确认并处理：{link}",
+        "reply": "或回复 OK {code} 确认",
         "acked": "{by}已于{time}确认处理。如无特别请求，您无需操作。",
         "acked_title": "已确认：{what_short} {who}",
         "back_exit": "{who}已于{time}回到室内{at_zone}（离开{min}分钟）。",
@@ -265,6 +267,7 @@ def alert_message(
     link: str | None = None,
     places: Mapping[str, str] | None = None,
     repeat: bool = False,
+    reply_code: str | None = None,
 ) -> Message:
     """The first message about an alert."""
     f = _fields(alert, circle, lang, now_ms, places or {})
@@ -278,6 +281,8 @@ def alert_message(
         lines.append(todo)
     if link is not None:
         lines.append(w["ack"].format(link=link))
+    if reply_code is not None:
+        lines.append(w["reply"].format(code=reply_code))
     title = w["title"].format(**f) if alert.wristband else f"{f['what_short']} ({circle.name})"
     if repeat:
         title = ("(repeat) " if lang == "en" else "（重发）") + title

@@ -7,7 +7,8 @@ one starts again from the AT handshake. One message at a time: the library's AT 
 not re-entrant and a modem handles one submission at a time anyway.
 
 `register()` installs the `gsm://` schema in Apprise (its custom-plugin decorator), so a
-contact's modem channel is a URL like every other; `configure()` names the port.
+contact's modem channel is a URL like every other; `configure()` names the port. SMS the modem
+receives go to `Modem.on_sms` (a contact's "OK <code>" reply acknowledges, agent/notify/notifier.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -31,6 +33,8 @@ class Modem:
     def __init__(
         self, port: str, baudrate: int = 115200, pin_file: Path | None = None, timeout_s: float = 40.0
     ) -> None:
+        # called from the library's reader thread with (sender number, text) of each SMS received
+        self.on_sms: Callable[[str, str], None] | None = None
         self.port = port
         self.baudrate = baudrate
         self.pin_file = pin_file
@@ -47,10 +51,25 @@ class Modem:
             from gsmmodem.modem import GsmModem
 
         pin = self.pin_file.read_text().strip() if self.pin_file is not None else None
-        modem = GsmModem(self.port, self.baudrate)
+        modem = GsmModem(self.port, self.baudrate, smsReceivedCallbackFunc=self._received)
         modem.connect(pin=pin)
         log.info("modem_up port=%s", self.port)
         return modem
+
+    def _received(self, sms: Any) -> None:
+        handler = self.on_sms
+        if handler is not None:
+            handler(str(sms.number), str(sms.text))
+
+    def open(self) -> None:
+        """Open the modem now (to hear replies before the first message goes out); ModemError."""
+        with self._lock:
+            if self._modem is None:
+                try:
+                    self._modem = self._open()
+                except Exception as exc:
+                    self._close()
+                    raise ModemError(f"modem {self.port}: {type(exc).__name__}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -86,6 +105,10 @@ class ModemError(Exception):
 
 
 _modem: Modem | None = None
+
+
+def current() -> Modem | None:
+    return _modem
 
 
 def configure(modem: Modem | None) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import secrets
 import time
 from collections import Counter
@@ -395,8 +396,9 @@ class Notifier:
         if row is None:
             return None
         if d.kind == "alert":
+            link, code = self._link(row, contact)
             return messages.alert_message(
-                row.alert, circle, lang, now, self._link(row, contact), self.places, repeat=d.repeat
+                row.alert, circle, lang, now, link, self.places, repeat=d.repeat, reply_code=code
             )
         if d.kind == "followup":
             closer = self.ledger.alert(d.note["closer"])
@@ -405,15 +407,49 @@ class Notifier:
             return messages.acked_message(row.alert, circle, lang, d.note["by"], d.note["at"], now)
         return None
 
-    def _link(self, row: AlertRow, contact: Contact) -> str | None:
+    def _link(self, row: AlertRow, contact: Contact) -> tuple[str | None, str | None]:
+        """The contact's acknowledgement link, and an SMS reply code when it has a modem channel."""
         if self.links is None or not row.alert.escalates:
-            return None
+            return None, None
         expires = int(self.clock()) + self.settings.link_ttl_s
         with self.ledger.tx() as db:
             token_id = self.ledger.add_token(db, Links.new_id(), row.id, contact.id, expires)
         tok = self.ledger.token(token_id)
         assert tok is not None
-        return self.links.url(token_id, int(tok["expires_s"]))
+        code = self.links.sms_code(token_id) if any(c.modem for c in contact.channels) else None
+        return self.links.url(token_id, int(tok["expires_s"])), code
+
+    def ack_reply(self, number: str, text: str) -> AckResult:
+        """An SMS to the notifier's modem: "OK <code>" from a contact's own number acknowledges."""
+        if self.links is None:
+            return AckResult("invalid")
+        found = re.search(r"(?<!\d)(\d{6})(?!\d)", text)
+        sender = _digits(number)
+        contacts = [
+            c.id
+            for circle in self.circles.values()
+            for c in circle.contacts.values()
+            if any(ch.modem and _same_number(_digits(ch.number), sender) for ch in c.channels)
+        ]
+        if found is None or not contacts:
+            self._link_rejected("sms_unmatched")
+            return AckResult("invalid")
+        now = self._now_ms()
+        for contact_id in contacts:
+            for tok in self.ledger.open_tokens(contact_id, now // 1000):
+                if self.links.sms_code(tok["id"]) != found.group(1):
+                    continue
+                row = self.ledger.alert(tok["alert_id"])
+                if row is None:
+                    continue
+                with self.ledger.tx() as db:
+                    if not self.ledger.use_token(db, tok["id"], now):
+                        continue
+                    result = self._ack(db, row, contact_id, "sms", now)
+                self.wake()
+                return result
+        self._link_rejected("sms_bad_code")
+        return AckResult("invalid")
 
     def _backoff_ms(self, attempts: int) -> int:
         s = self.settings
@@ -572,6 +608,16 @@ class Notifier:
         task = asyncio.create_task(one())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+def _same_number(a: str, b: str) -> bool:
+    """The same phone number written with or without its country code (at least 8 digits agree)."""
+    n = min(len(a), len(b))
+    return n >= 8 and a[-n:] == b[-n:]
 
 
 def _key() -> str:

@@ -26,6 +26,7 @@ class AtModem:
         self.commands: list[str] = []
         self.pdus: list[str] = []
         self.fail_next = 0
+        self.inbox: dict[int, str] = {}  # stored received SMS (PDU hex) by index
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -49,6 +50,12 @@ class AtModem:
             return replies[cmd]
         if cmd.startswith("AT+CMGS="):
             return b"\r\n> "
+        if cmd.startswith("AT+CMGR="):
+            pdu = self.inbox.get(int(cmd.split("=", 1)[1]))
+            if pdu is None:
+                return b"\r\n+CMS ERROR: 321\r\n"
+            return f"\r\n+CMGR: 0,,{len(pdu) // 2 - 1}\r\n{pdu}\r\n".encode() + OK
+
         return OK if cmd.startswith("AT") else ERROR
 
     def _run(self) -> None:
@@ -92,6 +99,23 @@ class AtModem:
                 if reply == b"\r\n> ":
                     pdu_mode = True
                 os.write(self.master, reply)
+                if line.strip().upper().startswith("AT+CMGD="):  # deleted once the answer is out
+                    self.inbox.pop(int(line.split("=", 1)[1].split(",")[0]), None)
+
+    def receive(self, number: str, text: str) -> None:
+        """An SMS arrives from `number`: stored as an SMS-DELIVER PDU and announced with +CMTI."""
+        import datetime as dt
+
+        from gsmmodem.pdu import _encodeTimestamp, encodeGsm7, encodeSemiOctets, packSeptets
+
+        digits = number.lstrip("+")
+        pdu = bytearray([0x00, 0x04, len(digits), 0x91]) + encodeSemiOctets(digits)
+        pdu += bytearray([0x00, 0x00]) + _encodeTimestamp(dt.datetime.now(dt.UTC))
+        septets = encodeGsm7(text)
+        pdu += bytearray([len(septets)]) + packSeptets(septets)
+        index = len(self.inbox) + 1
+        self.inbox[index] = pdu.hex().upper()
+        os.write(self.master, f'\r\n+CMTI: "ME",{index}\r\n'.encode())
 
     def messages(self) -> list[dict[str, Any]]:
         """The submitted SMS, concatenated parts joined: [{number, text}]."""

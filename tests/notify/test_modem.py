@@ -78,3 +78,71 @@ circle = ["li-wei"]
     finally:
         sms.close()
         ledger.close()
+
+
+async def test_a_reply_with_the_code_from_the_right_phone_acknowledges(
+    tmp_path: Path, rx: Receiver, at: AtModem
+) -> None:
+    import asyncio
+    import re
+
+    from agent.notify.links import Links
+
+    sms = modem.Modem(at.port)
+    modem.configure(sms)
+    path = tmp_path / "home.toml"
+    path.write_text(f"""\
+venue = "rosewood"
+[[contacts]]
+id = "sam"
+channels = ["gsm://{NUMBER}"]
+[[staff]]
+id = "desk"
+channels = ["{rx.url("desk")}"]
+[[residents]]
+band = "WB-0001"
+reference = "Room 4"
+circle = ["sam"]
+""")
+    ledger = Ledger(tmp_path / "ledger.db")
+    clock = Clock()
+    n = Notifier(
+        {"rosewood": load_circle(path, modem=True)}, ledger, links=Links(bytes(32), "https://x.example"), clock=clock
+    )
+    loop = asyncio.get_running_loop()
+    replies: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    sms.on_sms = lambda number, text: loop.call_soon_threadsafe(replies.put_nowait, (number, text))
+    try:
+        alert = make_alert(3)
+        n.alert(alert)
+        await deliver_due(n)
+        (msg,) = at.messages()
+        code = re.search(r"Or reply OK (\d{6})", msg["text"])
+        assert code is not None
+        wrong = "000000" if code.group(1) != "000000" else "111111"
+        results = []
+        for number, text in [
+            ("+8613900000000", f"OK {code.group(1)}"),  # the right code from another phone
+            (NUMBER, f"OK {wrong}"),  # the right phone, a wrong code
+            (NUMBER, f"ok {code.group(1)} on my way"),
+        ]:
+            at.receive(number, text)  # one at a time, as a network delivers them
+            try:
+                heard = await asyncio.wait_for(replies.get(), 10)
+            except TimeoutError:
+                raise AssertionError(at.commands[-8:]) from None
+            assert heard == (number, text)
+            results.append(n.ack_reply(*heard).status)
+            # the library deletes a message after handing it over; a notice in the middle of that
+            # exchange would be taken for its answer (a real modem queues it; this one waits)
+            deadline = loop.time() + 5
+            while at.inbox and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+        assert results == ["invalid", "invalid", "acked"]
+        row = ledger.alert(alert.id)
+        assert row is not None and row.state == "acked" and row.acked_by == "sam"
+        assert n.counts["links_rejected_sms_unmatched"] == 1 and n.counts["links_rejected_sms_bad_code"] == 1
+        assert ledger.command_state(alert.id) == "pending"
+    finally:
+        sms.close()
+        ledger.close()
