@@ -27,6 +27,7 @@ class AtModem:
         self.pdus: list[str] = []
         self.fail_next = 0
         self.inbox: dict[int, str] = {}  # stored received SMS (PDU hex) by index
+        self.deleted = threading.Event()  # set when the notifier deleted a received SMS
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -101,6 +102,7 @@ class AtModem:
                 os.write(self.master, reply)
                 if line.strip().upper().startswith("AT+CMGD="):  # deleted once the answer is out
                     self.inbox.pop(int(line.split("=", 1)[1].split(",")[0]), None)
+                    self.deleted.set()
 
     def receive(self, number: str, text: str) -> None:
         """An SMS arrives from `number`: stored as an SMS-DELIVER PDU and announced with +CMTI."""

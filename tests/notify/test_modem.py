@@ -18,6 +18,28 @@ from tests.notify.receiver import Receiver
 NUMBER = "+8613912345678"
 
 
+def phone_circle(tmp_path: Path, rx: Receiver, contact: str, language: str, reference: str) -> Path:
+    """A care circle whose one contact is reached by SMS through the modem."""
+    path = tmp_path / "home.toml"
+    path.write_text(f"""\
+venue = "rosewood"
+timezone = "Asia/Shanghai"
+[[contacts]]
+id = "{contact}"
+name = "Li Wei"
+language = "{language}"
+channels = ["gsm://{NUMBER}"]
+[[staff]]
+id = "desk"
+channels = ["{rx.url("desk")}"]
+[[residents]]
+band = "WB-0001"
+reference = "{reference}"
+circle = ["{contact}"]
+""")
+    return path
+
+
 @pytest.fixture
 def at() -> Iterator[AtModem]:
     m = AtModem()
@@ -37,23 +59,7 @@ def test_gsm_urls_need_a_modem_and_never_show_the_number(tmp_path: Path, rx: Rec
 async def test_an_sos_reaches_a_phone_through_the_modem(tmp_path: Path, rx: Receiver, at: AtModem) -> None:
     sms = modem.Modem(at.port)
     modem.configure(sms)
-    path = tmp_path / "home.toml"
-    path.write_text(f"""\
-venue = "rosewood"
-timezone = "Asia/Shanghai"
-[[contacts]]
-id = "li-wei"
-name = "Li Wei"
-language = "zh"
-channels = ["gsm://{NUMBER}"]
-[[staff]]
-id = "desk"
-channels = ["{rx.url("desk")}"]
-[[residents]]
-band = "WB-0001"
-reference = "4号房"
-circle = ["li-wei"]
-""")
+    path = phone_circle(tmp_path, rx, "li-wei", "zh", "4号房")
     circle = load_circle(path, modem=True)
     ledger = Ledger(tmp_path / "ledger.db")
     clock = Clock()
@@ -90,20 +96,7 @@ async def test_a_reply_with_the_code_from_the_right_phone_acknowledges(
 
     sms = modem.Modem(at.port)
     modem.configure(sms)
-    path = tmp_path / "home.toml"
-    path.write_text(f"""\
-venue = "rosewood"
-[[contacts]]
-id = "sam"
-channels = ["gsm://{NUMBER}"]
-[[staff]]
-id = "desk"
-channels = ["{rx.url("desk")}"]
-[[residents]]
-band = "WB-0001"
-reference = "Room 4"
-circle = ["sam"]
-""")
+    path = phone_circle(tmp_path, rx, "sam", "en", "Room 4")
     ledger = Ledger(tmp_path / "ledger.db")
     clock = Clock()
     n = Notifier(
@@ -126,6 +119,7 @@ circle = ["sam"]
             (NUMBER, f"OK {wrong}"),  # the right phone, a wrong code
             (NUMBER, f"ok {code.group(1)} on my way"),
         ]:
+            at.deleted.clear()
             at.receive(number, text)  # one at a time, as a network delivers them
             try:
                 heard = await asyncio.wait_for(replies.get(), 10)
@@ -135,9 +129,7 @@ circle = ["sam"]
             results.append(n.ack_reply(*heard).status)
             # the library deletes a message after handing it over; a notice in the middle of that
             # exchange would be taken for its answer (a real modem queues it; this one waits)
-            deadline = loop.time() + 5
-            while at.inbox and loop.time() < deadline:
-                await asyncio.sleep(0.01)
+            assert await asyncio.to_thread(at.deleted.wait, 5)
         assert results == ["invalid", "invalid", "acked"]
         row = ledger.alert(alert.id)
         assert row is not None and row.state == "acked" and row.acked_by == "sam"
