@@ -78,7 +78,10 @@ class Notifier:
         clock: Callable[[], float] = time.time,
         places: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
+        on_sent: Callable[[DeliveryRow], None] | None = None,
     ) -> None:
+        """`on_sent(delivery)`: called after a message was accepted by its service and recorded
+        (the gateway's fallback turns these into its NOTIFIED event, docs/notifications.md)."""
         self.circles = dict(circles)
         self.ledger = ledger
         self.settings = settings or Settings()
@@ -87,6 +90,7 @@ class Notifier:
         self.clock = clock
         self.places = dict(places or {})
         self.rng = rng or random.Random()
+        self.on_sent = on_sent
         self.counts: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._inflight: set[int] = set()
@@ -490,6 +494,8 @@ class Notifier:
                 self.ledger.set_delivery(db, d.id, end, state="sent", last_error=None)
                 self.ledger.end_attempt(db, d.id, attempt, end, "sent", None)
             self.counts[f"{d.kind}_sent"] += 1
+            if self.on_sent is not None:
+                self.on_sent(d)
             log.info(
                 "delivered kind=%s alert=%s contact=%s channel=%s attempt=%d ms=%d",
                 d.kind,

@@ -43,9 +43,12 @@ async def test_sos_goes_to_the_first_round_then_escalates_then_staff(
 
 
 async def test_a_repeated_alert_id_notifies_nobody_again(notifier: Notifier, rx: Receiver) -> None:
+    sent = []
+    notifier.on_sent = sent.append
     alert = make_alert(SOS)
     notifier.alert(alert)
     await deliver_due(notifier)
+    assert [(d.alert_id, d.contact, d.kind) for d in sent] == [(alert.id, "li-wei", "alert")]
     assert notifier.alert(alert) == []
     assert await deliver_due(notifier) == 0
     assert len(rx.received) == 1
