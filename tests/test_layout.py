@@ -4,8 +4,10 @@ Every import counts: at the top, inside a function (the CLIs import lazily) and 
 TYPE_CHECKING. The rule:
 
     agent.shared     nothing of the project but itself
-    agent.gateway    agent.shared
-    agent.central    agent.shared (never the gateway)
+    agent.notify     agent.shared (the notifier's core: central runs it, the gateway's fallback too)
+    agent.notify.cli all of agent (guardian-notify: central's notifier service)
+    agent.gateway    agent.shared, agent.notify
+    agent.central    agent.shared, agent.notify (never the gateway)
     agent.cli        all of agent (it is the gateway's and central's command line)
     provisioning     agent.shared, agent.central (the enroll server and the command sender)
     hil_tests        anything but tests (the rig drives every part)
@@ -24,8 +26,10 @@ PROJECT = ("agent", "provisioning", "hil_tests", "tests")
 # (package prefix, what it may import of the project); the longest matching prefix applies
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("agent.shared", ("agent.shared",)),
-    ("agent.gateway", ("agent.gateway", "agent.shared")),
-    ("agent.central", ("agent.central", "agent.shared")),
+    ("agent.notify.cli", ("agent",)),
+    ("agent.notify", ("agent.notify", "agent.shared")),
+    ("agent.gateway", ("agent.gateway", "agent.shared", "agent.notify")),
+    ("agent.central", ("agent.central", "agent.shared", "agent.notify")),
     ("agent", ("agent",)),
     ("provisioning", ("provisioning", "agent.shared", "agent.central")),
     ("hil_tests", ("hil_tests", "agent", "provisioning")),

@@ -58,6 +58,7 @@ class EventType(IntEnum):
     MISSING = 6
     SMOKE = 7
     GAS = 8
+    NOTIFIED = 9  # the gateway notified people itself (fallback; docs/notifications.md)
     TAMPER = 64
     ONLINE = 65
     STRAP_REMOVED = 66
@@ -68,6 +69,8 @@ class EventType(IntEnum):
     EXTINGUISHER = 71
     SENSOR_CLEAR = 72
     SENSOR_FAULT = 73
+    DEVICE_OFFLINE = 74  # a post or sensor stopped reporting (docs/protocol.md §4.4)
+    DEVICE_ONLINE = 75
     HEARTBEAT = 128
     GATEWAY_HEARTBEAT = 160
 
@@ -102,6 +105,10 @@ RAISED_BY: dict[EventType, tuple[str, ...]] = {
     # the scanner watchdog's gateway event, and the alert when every scanner of a band's zone is down
     EventType.SCANNER_BLIND: (GATEWAY, ALERTS),
     EventType.GATEWAY_HEARTBEAT: (GATEWAY,),
+    # people told by the gateway itself, and device liveness (§4.4, docs/notifications.md)
+    EventType.NOTIFIED: (GATEWAY,),
+    EventType.DEVICE_OFFLINE: (GATEWAY,),
+    EventType.DEVICE_ONLINE: (GATEWAY,),
 }
 TYPE_NAMES = {int(t): t.name for t in EventType}
 

@@ -1,0 +1,7 @@
+"""`python -m agent.notify` is guardian-notify."""
+
+import sys
+
+from agent.notify.cli import main
+
+sys.exit(main())
