@@ -327,6 +327,47 @@ def cose_vectors() -> dict[str, Any]:
         },
         {"why": "empty", "hex": ""},
     ]
+    # Valid COSE with a correct MAC that the profile (docs/protocol.md §1) refuses: other header
+    # parameters, an unknown crit, a float alg, a non-canonical envelope. Receivers must refuse
+    # them on structure alone.
+    def mac0_with(protected: Any, unprotected: Any) -> str:
+        prot_bytes = _canon(protected)
+        tag = hmac_256_64(DEVICE_KEY, _canon(["MAC0", prot_bytes, AAD_FRAME, good_payload]))
+        return _canon(cbor2.CBORTag(17, [prot_bytes, unprotected, good_payload, tag])).hex()
+
+    def long_heads(msg: bytes) -> str:
+        # the same parts, the payload's length in a 1-byte head instead of in its first byte
+        obj = cbor2.loads(msg)
+        prot_b, _, pay, tag = obj.value
+        return (b"\xd1\x84" + cbor2.dumps(prot_b) + b"\xa0\x58" + bytes((len(pay),)) + pay + cbor2.dumps(tag)).hex()
+
+    bad += [
+        {
+            "why": "unknown crit in the protected header",
+            "profile_only": True,
+            "hex": mac0_with({1: 4, 2: [99], 4: kid, 99: 0}, {}),
+        },
+        {"why": "crit naming alg", "profile_only": True, "hex": mac0_with({1: 4, 2: [1], 4: kid}, {})},
+        {
+            "why": "another protected parameter (content type)",
+            "profile_only": True,
+            "hex": mac0_with({1: 4, 3: 0, 4: kid}, {}),
+        },
+        {
+            "why": "a text label in the protected header",
+            "profile_only": True,
+            "hex": mac0_with({1: 4, 4: kid, "x": 1}, {}),
+        },
+        {"why": "alg 4.0, a float", "profile_only": True, "hex": mac0_with({1: 4.0, 4: kid}, {})},
+        {"why": "alg only in the unprotected header", "profile_only": True, "hex": mac0_with({4: kid}, {1: 4})},
+        {
+            "why": "kid repeated in the unprotected header",
+            "profile_only": True,
+            "hex": mac0_with({1: 4, 4: kid}, {4: kid}),
+        },
+        {"why": "crit in the unprotected header", "profile_only": True, "hex": mac0_with({1: 4, 4: kid}, {2: [4]})},
+        {"why": "payload length in a longer head than needed", "profile_only": True, "hex": long_heads(good)},
+    ]
     for entry in bad:
         if entry.get("profile_only"):
             # valid COSE that our profile refuses (docs/protocol.md): pycose may accept it
