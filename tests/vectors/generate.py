@@ -327,6 +327,7 @@ def cose_vectors() -> dict[str, Any]:
         },
         {"why": "empty", "hex": ""},
     ]
+
     # Valid COSE with a correct MAC that the profile (docs/protocol.md §1) refuses: other header
     # parameters, an unknown crit, a float alg, a non-canonical envelope. Receivers must refuse
     # them on structure alone.
