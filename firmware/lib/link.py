@@ -79,19 +79,8 @@ class Redial:
         self.up_since = None  # ticks when the link came up, while it is up
         self.woken = False  # the next (or current) attempt was brought forward by wake()
 
-    def _rand16(self):
-        # 16-bit xorshift (7, 9, 8): period 65535
-        x = self._x
-        x ^= (x << 7) & 0xFFFF
-        x ^= x >> 9
-        x ^= (x << 8) & 0xFFFF
-        self._x = x
-        return x
-
-    def ready(self, now):
-        return self.due is None or ticks_diff(now, self.due) >= 0
-
     def wait_ms(self, now):
+        # 0 when an attempt may start now
         return 0 if self.due is None else max(0, ticks_diff(self.due, now))
 
     def attempt(self, now):
@@ -111,9 +100,13 @@ class Redial:
         cap = self.urgent_ms if urgent else self.cap_ms
         ceiling = min(cap, _FIRST_MS << min(self.fails, 8))
         self.fails += 1
-        delay = _FLOOR_MS
-        if ceiling > _FLOOR_MS:
-            delay += self._rand16() * (ceiling - _FLOOR_MS) >> 16
+        # 16-bit xorshift (7, 9, 8): period 65535
+        x = self._x
+        x ^= (x << 7) & 0xFFFF
+        x ^= x >> 9
+        x ^= (x << 8) & 0xFFFF
+        self._x = x
+        delay = _FLOOR_MS + x * max(0, ceiling - _FLOOR_MS) // 65536
         self.due = ticks_add(now, delay)
         return delay
 

@@ -431,7 +431,7 @@ class Reporter:
         clock.uptime_ms()
         self.board.service()
         self._inputs(now)
-        if self.client is None and self.redial.ready(ticks_ms()):
+        if self.client is None and not self.redial.wait_ms(ticks_ms()):
             # read again: an alarm among the inputs may have brought the attempt forward
             self._connect(ticks_ms())
         if self.client is not None:
