@@ -7,12 +7,10 @@ cases_cbor.py running on the device interpreter. Every test prints its seed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import struct
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,14 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hil_tests.sim.tools import FIRMWARE_DIR, find_micropython
+from hil_tests.sim.tools import FIRMWARE_DIR
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cases_utf8  # the firmware tests' UTF-8 cases, shared with MicroPython
 import cbor as fwcbor
-
-HERE = Path(__file__).resolve().parent
+from micropython_cases import run_cases
 
 scalars = (
     st.integers(min_value=-(2**64), max_value=2**64 - 1)
@@ -195,24 +192,9 @@ def test_utf8_short_sequences_match_cbor2_on_cpython() -> None:
 
 
 def test_utf8_short_sequences_match_cbor2_on_micropython(tmp_path: Path) -> None:
-    micropython = find_micropython()
-    if micropython is None:
-        pytest.skip("NO MICROPYTHON: the UTF-8 cases ran under CPython only")
     bitmap, n = _utf8_bitmap()
     assert n > 150_000  # every 1- and 2-byte string and the 3- and 4-byte edges
-    path = tmp_path / "utf8.json"
-    path.write_text(json.dumps({"valid": bitmap.hex()}))
-    env = dict(os.environ, GE_CASES=str(path), MICROPYPATH=f"{HERE}:{FIRMWARE_DIR / 'lib'}")
-    proc = subprocess.run(
-        [micropython, str(HERE / "fwtest.py"), "cases_utf8"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
-    assert "ok test_cases" in proc.stdout
+    run_cases("cases_utf8", {"valid": bitmap.hex()}, tmp_path)
 
 
 def _has_tag(v: Any) -> bool:
@@ -287,9 +269,6 @@ def _to_json(v: Any) -> Any:
 
 
 def test_micropython_codec_matches_cbor2_on_random_values(tmp_path: Path) -> None:
-    micropython = find_micropython()
-    if micropython is None:
-        pytest.skip("NO MICROPYTHON: property cases ran under CPython only")
     seed = int(os.environ.get("GE_SEED", random.randrange(2**32)))
     print(f"seed={seed} (replay with GE_SEED={seed})")
     rng = random.Random(seed)
@@ -303,24 +282,5 @@ def test_micropython_codec_matches_cbor2_on_random_values(tmp_path: Path) -> Non
         garbage.append(bytes(mutated[: rng.randrange(1, len(mutated) + 1)]).hex())
     for _ in range(1500):
         garbage.append(rng.randbytes(rng.randrange(1, 40)).hex())
-    path = tmp_path / "cases.json"
-    path.write_text(
-        json.dumps({"seed": seed, "cases": cases, "garbage": garbage}, ensure_ascii=False),
-        encoding="utf-8",
-    )
-    env = dict(
-        os.environ,
-        GE_CASES=str(path),
-        GE_VECTORS=str(HERE.parent / "vectors"),
-        MICROPYPATH=f"{HERE}:{FIRMWARE_DIR / 'lib'}",
-    )
-    proc = subprocess.run(
-        [micropython, "-X", "heapsize=16M", str(HERE / "fwtest.py"), "cases_cbor"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"seed={seed}\n{proc.stdout}\n{proc.stderr}"
-    assert "ok test_cases" in proc.stdout
+    doc = {"seed": seed, "cases": cases, "garbage": garbage}
+    run_cases("cases_cbor", doc, tmp_path, heap="16M", note=f"seed={seed}")
