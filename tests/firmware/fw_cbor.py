@@ -4,6 +4,7 @@ import time
 
 import cases_utf8
 import cbor
+import utf8
 from fwsupport import from_json, load_vectors, raises, same, unhex
 
 V = load_vectors("cbor.json")
@@ -177,3 +178,24 @@ def test_tag_roundtrip():
     t = cbor.Tag(17, [b"\xa1\x01\x04", {}, b"", b"12345678"])
     assert cbor.loads(cbor.dumps(t)) == t
     assert cbor.dumps(t)[0] == 0xD1
+
+
+def test_utf8_check_allocates_nothing():
+    # MicroPython: with the heap locked any allocation raises MemoryError
+    text = ("ge/dev/AP-0001/up \u00e9\u6c34\U00010151 " * 8).encode()
+    bad = b"ok" + bytes.fromhex("eda080")
+    try:
+        import micropython
+    except ImportError:
+        micropython = None
+    if micropython is not None:
+        micropython.heap_lock()
+    try:
+        a = utf8.bad(text)
+        b = utf8.bad(text, 0, -1, True)
+        c = utf8.bad(bad)
+        d = utf8.bad(text, 3, 40)
+    finally:
+        if micropython is not None:
+            micropython.heap_unlock()
+    assert (a, b, c, d) == (-1, -1, 2, -1), (a, b, c, d)

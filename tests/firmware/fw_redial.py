@@ -425,3 +425,25 @@ def test_a_state_change_waits_for_the_backoff():
         assert len(rig.link.opens) == n and not rig.link.connected
 
     _on_fake_clock(post_app, _post("redial-tamper"), body)
+
+
+def test_no_allocation_on_the_loop_path():
+    # MicroPython: with the heap locked any allocation raises MemoryError. What the device's
+    # loop calls on every turn while the link is down (wait_ms), and what a failure or an
+    # alarm calls (down, wake, attempt), allocates nothing.
+    try:
+        import micropython
+    except ImportError:
+        return  # CPython has no heap lock; the same calls run in the tests above
+    r = link.Redial(77)
+    r.attempt(100)
+    micropython.heap_lock()
+    try:
+        for t in range(1000, 200000, 997):
+            r.wait_ms(t)
+            r.attempt(t)
+            r.down(t, t & 1)
+            r.wake(t + 3)
+            r.up(t + 5)
+    finally:
+        micropython.heap_unlock()
