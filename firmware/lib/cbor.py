@@ -33,6 +33,9 @@ except ImportError:
 
 
 _MAX_DEPTH = const(16)
+# str counts code points (not so on ports built without unicode strings): a text's length
+# equal to its byte length then means plain ASCII, which needs no UTF-8 check
+_CP_LEN = len("\u00e9") == 1
 
 
 class CBORError(ValueError):
@@ -158,7 +161,7 @@ def _enc(buf, obj, depth):
         except UnicodeError:  # CPython: a lone surrogate
             b = None
         # MicroPython writes surrogates out as they are: check what is not plain ASCII
-        if b is None or (len(b) != len(obj) and utf8.bad(b) >= 0):
+        if b is None or ((len(b) != len(obj) or not _CP_LEN) and utf8.bad(b) >= 0):
             raise CBORError("text string is not valid Unicode (a lone surrogate)")
         _head(buf, 3, len(b))
         buf.extend(b)
@@ -269,7 +272,7 @@ class _Decoder:
             except (UnicodeError, ValueError):
                 s = None
             # a decoded length equal to the byte length means plain ASCII: nothing to check
-            bad = -1 if s is not None and len(s) == n else utf8.bad(raw)
+            bad = -1 if s is not None and len(s) == n and _CP_LEN else utf8.bad(raw)
             if s is None or bad >= 0:
                 raise CBORError("invalid UTF-8 in text string at offset %d (byte %d)" % (start, pos + max(bad, 0)))
             return s
