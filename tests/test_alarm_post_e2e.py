@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -301,4 +302,51 @@ def test_receipts_with_a_bad_mac_or_for_unknown_events_are_ignored(venue: Venue)
     assert post.led == "blue"
     venue.central.start()
     post.wait_led("green", timeout=30)
+    assert wait_alarms(venue.verifier, 1) == [(1, 2)]
+
+
+OUTAGE_S = 25.0  # the local broker's outage in the recovery test (issue 16's case)
+
+
+def _retry_delays(console: str) -> list[int]:
+    return [int(m) for m in re.findall(r"next try in (\d+) ms", console)]
+
+
+def test_press_right_after_the_local_broker_returns_is_delivered_within_2s(venue: Venue) -> None:
+    # The local broker is down for 25 s (a little more: it returns right after AP-0001 failed
+    # an attempt and scheduled its next one at least 2 s later). 0.5 s after the broker is
+    # back, with AP-0001 still waiting for its backoff, AP-0001 is pressed: the press tries
+    # the link at once and receipt 2 comes within 2 s. AP-0002, with nothing to send, comes
+    # back on its own backoff, within the 4 s cap.
+    posts = [venue.post("AP-0001"), venue.post("AP-0002")]
+    for post in posts:
+        post.wait_console("1/1 delivered", timeout=10)
+    marks = [post.console_offset for post in posts]
+    venue.local.kill()
+    time.sleep(OUTAGE_S)  # the outage itself is what is under test
+    since = posts[0].console_offset
+    while True:
+        since = posts[0].wait_console("next try in ", since=since, timeout=5)
+        found = re.match(rb"(\d+) ms", posts[0].console_output(since))
+        if found and int(found[1]) >= 2000:
+            break
+    venue.local.start()
+    back = time.monotonic()
+    down_logs = [post.console_output(mark).decode() for post, mark in zip(posts, marks, strict=True)]
+    time.sleep(max(0.0, back + 0.5 - time.monotonic()))
+    mark = posts[0].console_offset
+    pressed = time.monotonic()
+    posts[0].click()
+    posts[0].wait_console(" delivered", since=posts[0].wait_console("type 1 saved", since=mark), timeout=10)
+    delivered = time.monotonic() - pressed
+    log = posts[0].console_output(mark).decode()
+    assert log.index("new alarm: link attempt now") < log.index("connected to"), log
+    assert delivered <= 2.0, f"receipt 2 {delivered:.2f} s after the press\n{log}"
+    posts[1].wait_console("connected to", since=marks[1], timeout=4.0 + 1.0)
+    print(f"receipt 2 {delivered:.2f} s after the press; AP-0002 back {time.monotonic() - back:.2f} s after the broker")
+    # during the outage: retries capped at 4 s, jittered per device, never below 250 ms
+    delays = [_retry_delays(text) for text in down_logs]
+    for d in delays:
+        assert len(d) >= 6 and min(d) >= 250 and max(d) < 4000, d
+    assert delays[0] != delays[1]
     assert wait_alarms(venue.verifier, 1) == [(1, 2)]

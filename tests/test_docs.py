@@ -47,6 +47,7 @@ def unnamed(root: Path, readme: str) -> list[str]:
             suffixes = ["/".join(parts[i:]) for i in range(len(parts))]
             # a suffix shared by two modules (apps/*/app.py) does not say which one is meant
             unique = [s for s in suffixes if sum(f == s or f.endswith("/" + s) for f in files) == 1]
+            unique.append(f"{top}/{rel}")  # the full path always says which one
             if not any(re.search(rf"(?<![\w/.]){re.escape(s)}(?![\w])", text) for s in unique):
                 missing.append(f"{top}/{rel}")
     return missing

@@ -92,7 +92,8 @@ def _header(protected: bytes, want_alg: int, what: str) -> bytes:
         hdr = loads(protected)
     except (cbor2.CBORDecodeError, ValueError, TypeError) as exc:
         raise WireError("malformed", f"{what} protected header is not CBOR: {exc}") from exc
-    if not isinstance(hdr, dict) or hdr.get(1) != want_alg or len(hdr) != 2:
+    # type() and not ==: a float 4.0 (f9 4400) equals 4 in Python but is not a COSE alg
+    if not isinstance(hdr, dict) or type(hdr.get(1)) is not int or hdr.get(1) != want_alg or len(hdr) != 2:
         raise WireError("malformed", f"{what} protected header must be {{1: {want_alg}, 4: kid}}")
     kid = hdr.get(4)
     if not isinstance(kid, bytes) or not kid:

@@ -9,9 +9,20 @@
 # Encoding is canonical, matching cbor2.dumps(canonical=True): shortest integer heads,
 # the shortest float that keeps the value (NaN as f97e00), map keys sorted by the length
 # of their encoding, then by its bytes.
+# Half-precision floats are converted by hand in both directions (_half, _from_half):
+# MicroPython's struct "e" packs the subnormals from 2^-15 up wrongly (0x0200 becomes 0x0000)
+# and is missing on some ports.
+# Text is checked to be well-formed UTF-8 (lib/utf8.py) both ways, as CPython's strict codec
+# does: MicroPython's decode() lets overlongs, surrogates and code points above U+10FFFF
+# through, and its str can hold surrogates.
 # Decoding checks every length against the bytes that remain before allocating, bounds
 # nesting depth, rejects duplicate map keys, and raises CBORError naming the offset.
+# Encoding raises CBORError for anything it cannot write (never TypeError, OverflowError or
+# UnicodeError), and refuses a map whose keys encode alike (two NaN keys), which every
+# decoder here would reject as duplicate keys.
 import struct
+
+import utf8
 
 try:
     from micropython import const
@@ -22,6 +33,9 @@ except ImportError:
 
 
 _MAX_DEPTH = const(16)
+# str counts code points (not so on ports built without unicode strings): a text's length
+# equal to its byte length then means plain ASCII, which needs no UTF-8 check
+_CP_LEN = len("\u00e9") == 1
 
 
 class CBORError(ValueError):
@@ -63,14 +77,65 @@ def _head(buf, major, n):
         raise CBORError("integer too large for CBOR without bignums")
 
 
-def _float_fits(fmt, v):
+def _half(f):
+    # The binary16 bits of the binary32 value in f (4 bytes, big-endian) when it is exactly
+    # representable, else -1. NaN is handled by the caller.
+    sign = (f[0] & 0x80) << 8
+    e = (f[0] & 0x7F) << 1 | f[1] >> 7
+    m = (f[1] & 0x7F) << 16 | f[2] << 8 | f[3]
+    if e == 0xFF:
+        return sign | 0x7C00  # infinity
+    if e == 0:
+        return sign if m == 0 else -1  # zero; binary32 subnormals are below binary16's range
+    e -= 127
+    if e > 15 or e < -24:
+        return -1
+    if e >= -14:
+        # normal: the 13 low mantissa bits must be zero
+        return -1 if m & 0x1FFF else sign | (e + 15) << 10 | m >> 13
+    # subnormal k * 2^-24, k = 1.m * 2^(e + 24): needs the bits shifted out to be zero
+    m |= 0x800000
+    shift = -1 - e  # 14 .. 23
+    return -1 if m & ((1 << shift) - 1) else sign | m >> shift
+
+
+def _from_half(h):
+    # the float of binary16 bits h, through the binary32 bits (exact; NaN payloads kept)
+    e = h >> 10 & 0x1F
+    m = h & 0x3FF
+    if e == 0x1F:
+        e = 0xFF
+    elif e:
+        e += 112  # rebias 15 -> 127
+    elif m:
+        e = 113  # subnormal: normalise
+        while not m & 0x400:
+            m <<= 1
+            e -= 1
+        m &= 0x3FF
+    return struct.unpack(">f", bytes((h >> 8 & 0x80 | e >> 1, (e & 1) << 7 | m >> 3, (m & 7) << 5, 0)))[0]
+
+
+def _enc_float(buf, v):
+    if v != v:
+        buf.extend(b"\xf9\x7e\x00")
+        return
     try:
-        packed = struct.pack(fmt, v)
-    except (OverflowError, ValueError):
-        return None
-    if struct.unpack(fmt, packed)[0] == v:
-        return packed
-    return None
+        f = struct.pack(">f", v)
+    except OverflowError:  # CPython, beyond binary32's range (MicroPython gives infinity)
+        f = None
+    if f is None or struct.unpack(">f", f)[0] != v:
+        buf.append(0xFB)
+        buf.extend(struct.pack(">d", v))
+        return
+    h = _half(f)
+    if h < 0:
+        buf.append(0xFA)
+        buf.extend(f)
+    else:
+        buf.append(0xF9)
+        buf.append(h >> 8)
+        buf.append(h & 0xFF)
 
 
 def _enc(buf, obj, depth):
@@ -91,7 +156,13 @@ def _enc(buf, obj, depth):
         _head(buf, 2, len(obj))
         buf.extend(obj)
     elif isinstance(obj, str):
-        b = obj.encode("utf-8")
+        try:
+            b = obj.encode("utf-8")
+        except UnicodeError:  # CPython: a lone surrogate
+            b = None
+        # MicroPython writes surrogates out as they are: check what is not plain ASCII
+        if b is None or ((len(b) != len(obj) or not _CP_LEN) and utf8.bad(b) >= 0):
+            raise CBORError("text string is not valid Unicode (a lone surrogate)")
         _head(buf, 3, len(b))
         buf.extend(b)
     elif isinstance(obj, (list, tuple)):
@@ -106,23 +177,17 @@ def _enc(buf, obj, depth):
             items.append((len(kb), bytes(kb), v))
         items.sort(key=_map_order)
         _head(buf, 5, len(items))
+        last = None
         for _, kb, v in items:
+            if kb == last:
+                raise CBORError("two map keys have the same encoding %s" % kb.hex())
+            last = kb
             buf.extend(kb)
             _enc(buf, v, depth + 1)
     elif isinstance(obj, float):
-        if obj != obj:
-            buf.extend(b"\xf9\x7e\x00")
-            return
-        for fmt, ib in ((">e", 0xF9), (">f", 0xFA)):
-            packed = _float_fits(fmt, obj)
-            if packed is not None:
-                buf.append(ib)
-                buf.extend(packed)
-                return
-        buf.append(0xFB)
-        buf.extend(struct.pack(">d", obj))
+        _enc_float(buf, obj)
     elif isinstance(obj, Tag):
-        if not isinstance(obj.tag, int) or obj.tag < 0:
+        if not isinstance(obj.tag, int) or isinstance(obj.tag, bool) or obj.tag < 0:
             raise CBORError("tag number must be a non-negative integer")
         _head(buf, 6, obj.tag)
         _enc(buf, obj.value, depth + 1)
@@ -197,14 +262,20 @@ class _Decoder:
         if major == 2 or major == 3:
             n = self.uint(ai, "string length")
             self.need(n, "string")
-            raw = bytes(self.data[self.pos : self.pos + n])
+            pos = self.pos
+            raw = bytes(self.data[pos : pos + n])
             self.pos += n
             if major == 2:
                 return raw
             try:
-                return raw.decode("utf-8")
+                s = raw.decode("utf-8")
             except (UnicodeError, ValueError):
-                raise CBORError("invalid UTF-8 in text string at offset %d" % start)
+                s = None
+            # a decoded length equal to the byte length means plain ASCII: nothing to check
+            bad = -1 if s is not None and len(s) == n and _CP_LEN else utf8.bad(raw)
+            if s is None or bad >= 0:
+                raise CBORError("invalid UTF-8 in text string at offset %d (byte %d)" % (start, pos + max(bad, 0)))
+            return s
         if major == 4:
             n = self.uint(ai, "array length")
             # every item takes at least one byte: reject impossible counts before allocating
@@ -238,7 +309,7 @@ class _Decoder:
             return None
         if ai == 25:
             self.need(2, "half float")
-            v = struct.unpack_from(">e", self.data, self.pos)[0]
+            v = _from_half(self.data[self.pos] << 8 | self.data[self.pos + 1])
             self.pos += 2
             return v
         if ai == 26:

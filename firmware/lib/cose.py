@@ -10,6 +10,11 @@
 #   MAC_structure = ["MAC0", protected, external_aad, payload]   (canonical CBOR)
 # external_aad separates message classes sharing a key (frames vs receipts), see
 # docs/protocol.md.
+# Parsing takes only this profile, as the gateway does (agent/cose.py): the envelope encoded
+# canonically with nothing after it, a protected header of exactly alg (an integer, 4) and a
+# non-empty kid, the empty unprotected map. Any other header parameter is refused; so is crit
+# (label 2), since a recipient must refuse a message whose critical parameters it does not
+# understand (RFC 9052 section 3.1) and this profile understands none.
 import hashlib
 
 import cbor
@@ -77,6 +82,12 @@ def mac0_encode(key, kid, payload, aad=b""):
     return cbor.dumps(cbor.Tag(_TAG_MAC0, [protected, {}, payload, tag]))
 
 
+def _bstr_len(b):
+    # bytes of a byte string with its shortest head
+    n = len(b)
+    return n + (1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5)
+
+
 def mac0_parse(msg):
     # Structure only, no MAC check: returns (kid, protected, payload, tag).
     try:
@@ -91,19 +102,29 @@ def mac0_parse(msg):
     protected, unprotected, payload, tag = parts
     if not isinstance(protected, bytes) or not isinstance(payload, bytes):
         raise COSEError("protected header and payload must be byte strings")
-    if not isinstance(unprotected, dict):
-        raise COSEError("unprotected header must be a map")
+    if not isinstance(unprotected, dict) or unprotected:
+        raise COSEError("unprotected header must be the empty map")
     if not isinstance(tag, bytes) or len(tag) != _TAG_LEN:
         raise COSEError("tag must be 8 bytes")
+    # d1 84 bstr {} bstr bstr(8): any longer head makes the message longer than this
+    if len(msg) != 3 + _bstr_len(protected) + _bstr_len(payload) + 1 + _TAG_LEN:
+        raise COSEError("COSE_Mac0 envelope is not canonically encoded")
     try:
         hdr = cbor.loads(protected)
     except cbor.CBORError as exc:
         raise COSEError("protected header not CBOR: %s" % exc)
-    if not isinstance(hdr, dict) or hdr.get(1) != ALG_HMAC_256_64:
+    if not isinstance(hdr, dict):
+        raise COSEError("protected header must be a map")
+    if 2 in hdr:
+        raise COSEError("protected header has crit (2): no critical parameters are understood")
+    if len(hdr) != 2 or 1 not in hdr or 4 not in hdr:
+        raise COSEError("protected header must be exactly {1: alg, 4: kid}")
+    alg = hdr[1]
+    if not isinstance(alg, int) or isinstance(alg, bool) or alg != ALG_HMAC_256_64:
         raise COSEError("protected header alg must be 4 (HMAC 256/64)")
-    kid = hdr.get(4)
+    kid = hdr[4]
     if not isinstance(kid, bytes) or not kid:
-        raise COSEError("protected header kid missing")
+        raise COSEError("protected header kid must be a non-empty byte string")
     return kid, protected, payload, tag
 
 

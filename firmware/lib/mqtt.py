@@ -22,11 +22,17 @@
 # - ssl is an SSLContext (as in current umqtt.simple); ssl_params go to its wrap_socket().
 # - wait_msg(timeout_ms) takes an optional limit; with keepalive=0 and no limit it blocks
 #   until the broker sends something or closes the connection, as umqtt.simple does.
+# - Strings are checked before anything is sent: the client id, user name and topics must be
+#   well-formed UTF-8 without U+0000 (MQTT-1.5.3-1, -2), control characters or
+#   non-characters (which Mosquitto answers by closing the connection); topic names (publish,
+#   last will) hold no wildcards and topic filters use them only as whole levels
+#   (MQTT-4.7.1). Passwords and payloads are binary and taken as they are.
 # Incoming QoS 1 messages are acknowledged after the callback returns (at least once: if
 # the callback raises, no PUBACK is sent and the broker redelivers). QoS 2 is not supported.
 import select
 import socket
 
+import utf8
 from clock import ticks_add, ticks_diff, ticks_ms
 
 try:
@@ -48,6 +54,8 @@ _PINGRESP = const(0xD0)
 _DUP = const(0x08)
 _MAX_REMAINING = const(268435455)  # largest remaining length 4 bytes can encode
 _SUBACK_FAILURE = const(0x80)
+_NAME = const(1)  # _text(): a topic name
+_FILTER = const(2)  # _text(): a topic filter
 
 _REFUSED = (
     "accepted",
@@ -126,6 +134,32 @@ def _check_str(s, what):
     return s
 
 
+def _text(s, what, topic=0):
+    # an MQTT UTF-8 string as bytes, or MQTTException naming what is wrong and where;
+    # topic: _NAME (not empty, no wildcards) or _FILTER (not empty, wildcards as whole levels)
+    try:
+        b = _check_str(s, what)
+    except UnicodeError:  # CPython: a lone surrogate
+        raise MQTTException("%s is not valid Unicode (a lone surrogate)" % what)
+    i = utf8.bad(b, 0, -1, True)
+    if i >= 0:
+        why = "NUL" if b[i] == 0 else "invalid UTF-8, a control character or a non-character"
+        raise MQTTException("%s %r has %s at byte %d" % (what, bytes(b[:48]), why, i))
+    if topic:
+        if not b:
+            raise MQTTException("%s must not be empty" % what)
+        n = len(b)
+        for i in range(n):
+            c = b[i]
+            if c == 0x23 or c == 0x2B:  # "#", "+"
+                if topic == _NAME:
+                    raise MQTTException("%s %r has a wildcard at byte %d" % (what, bytes(b[:48]), i))
+                # a whole level; "#" only as the last one
+                if (i and b[i - 1] != 0x2F) or (i + 1 < n and (c == 0x23 or b[i + 1] != 0x2F)):
+                    raise MQTTException("%s %r has a misplaced wildcard at byte %d" % (what, bytes(b[:48]), i))
+    return b
+
+
 class MQTTClient:
     def __init__(
         self,
@@ -147,10 +181,10 @@ class MQTTClient:
             raise MQTTException("keepalive must be 0 to 65535 s")
         if password is not None and user is None:
             raise MQTTException("a password needs a user name in MQTT 3.1.1")
-        self.client_id = _check_str(client_id, "client id")
+        self.client_id = _text(client_id, "client id")
         self.server = server
         self.port = port
-        self.user = None if user is None else _check_str(user, "user")
+        self.user = None if user is None else _text(user, "user")
         self.pswd = None if password is None else _check_str(password, "password")
         self.keepalive = keepalive
         self.ssl = ssl
@@ -177,6 +211,8 @@ class MQTTClient:
         self._ping_at = None  # ticks of the PINGREQ still waiting for its PINGRESP
         self._suback = None  # (pid, return code) of the last SUBACK
         self._ack = bytearray(b"\x40\x02\x00\x00")  # PUBACK for incoming QoS 1, reused
+        self._topic = None  # the last topic published to (str or bytes) and its checked bytes
+        self._topic_b = None
 
     def set_callback(self, f):
         self.cb = f
@@ -187,11 +223,9 @@ class MQTTClient:
     def set_last_will(self, topic, msg, retain=False, qos=0):
         if qos not in (0, 1, 2):
             raise MQTTException("last will QoS must be 0, 1 or 2")
-        topic = _check_str(topic, "will topic")
-        if not topic:
-            raise MQTTException("will topic must not be empty")
-        self.lw_topic = topic
+        topic = _text(topic, "will topic", _NAME)
         self.lw_msg = _check_str(msg, "will message")
+        self.lw_topic = topic
         self.lw_qos = qos
         self.lw_retain = retain
 
@@ -301,9 +335,12 @@ class MQTTClient:
         # QoS 0 returns None; QoS 1 returns the packet id (after its PUBACK when wait is true).
         if qos != 0 and qos != 1:
             raise MQTTException("publish QoS must be 0 or 1")
-        topic = _check_str(topic, "topic")
-        if not topic or b"+" in topic or b"#" in topic:
-            raise MQTTException("invalid topic name %r" % topic)
+        if topic is not self._topic or isinstance(topic, bytearray):
+            # checked once per topic: an app publishes to the same few topic objects
+            b = _text(topic, "topic", _NAME)
+            self._topic = topic
+            self._topic_b = b
+        topic = self._topic_b
         msg = _bytes(msg, "message")
         if self.sock is None:
             raise MQTTException("not connected")
@@ -362,9 +399,7 @@ class MQTTClient:
         # Waits for the SUBACK and returns the granted QoS; a refusal (0x80) raises with code 0x80.
         if qos != 0 and qos != 1:
             raise MQTTException("subscribe QoS must be 0 or 1")
-        topic = _check_str(topic, "topic filter")
-        if not topic:
-            raise MQTTException("topic filter must not be empty")
+        topic = _text(topic, "topic filter", _FILTER)
         pid = self._next_pid()
         pkt, i = _packet(_SUBSCRIBE, 5 + len(topic))
         i = _put_u16(pkt, i, pid)

@@ -26,9 +26,13 @@
 # - Heartbeats (P2) are not persisted: they are sent only while connected and are skipped
 #   while an unconfirmed event of this boot would fall out of the gateway's 64-event replay
 #   window behind them.
-# The loop never blocks longer than one connection attempt: inputs arrive as edges the hal's
-# pin interrupts recorded (with their times) or samples taken in the loop, and everything
-# else runs in the loop. It sleeps in board.wait(): a pin interrupt ends that sleep.
+# - Reconnecting (lib/link.py Redial): jittered delays capped at a few seconds, at most 1 s
+#   while an alarm waits for the gateway, and a new alarm (press, held press, smoke, gas; also
+#   one held in RAM because the outbox is full) tries the link at once whatever the backoff,
+#   at most one such attempt per 0.5 s.
+# The loop never blocks longer than one connection attempt: inputs arrive through pin irq
+# handlers or samples taken in the loop, and everything else runs in the loop.
+# It sleeps in board.wait(): a pin interrupt ends that sleep.
 # On a board with Wi-Fi the link is opened only while board.online() says the network is up.
 # The first heartbeat of a boot carries the reset cause (key 4, docs/protocol.md 2.1).
 import os
@@ -40,7 +44,7 @@ import devconfig
 import frame
 import store
 from clock import ticks_add, ticks_diff, ticks_ms
-from link import LinkError, MqttLink
+from link import LinkError, MqttLink, Redial
 
 try:
     from micropython import const
@@ -63,8 +67,6 @@ P0 = const(0)
 P1 = const(1)
 RESERVE = const(4)  # outbox entries only alarms may use
 _WINDOW_GUARD = const(48)  # below the gateway's 64-event replay window
-_BACKOFF_MIN_MS = const(500)
-_BACKOFF_MAX_MS = const(30000)
 _BEEP_MS = const(120)
 _RECENT = const(8)  # delivered alarms a receipt 3 may still name
 
@@ -107,12 +109,6 @@ def load_config(path, defaults, limits=()):
     return cfg
 
 
-def _jitter(ms):
-    # ms +- 25 %, from the OS random source (boards have os.urandom too)
-    r = os.urandom(2)
-    return ms * 3 // 4 + (r[0] << 8 | r[1]) * (ms // 2) // 65536
-
-
 class Reporter:
     TAG = "device"  # console prefix
 
@@ -145,10 +141,8 @@ class Reporter:
         else:
             self.link = MqttLink(self.id, cfg["broker"], cfg["port"], cfg["keepalive_s"], self._receipt)
         self.poller = select.poll()
-        self.backoff = _BACKOFF_MIN_MS
-        now = ticks_ms()
-        self.next_connect = now
-        self.next_heartbeat = ticks_add(now, cfg["heartbeat_s"] * 1000)
+        self.redial = Redial()
+        self.next_heartbeat = ticks_add(ticks_ms(), cfg["heartbeat_s"] * 1000)
         self.last_sent = {}  # (boot, seq) -> ticks of the last send on this connection
         self.delivered_at = None
         self.beep_until = None
@@ -204,6 +198,13 @@ class Reporter:
         # the LED says "saved, sending" before anything goes out, however fast the receipts come
         self._show(ticks_ms())
         self._send(self.boot, seq, msg)
+        if prio == P0:
+            self._alarm_raised()
+
+    def _alarm_raised(self):
+        # a new alarm (stored, or held in RAM for want of room): no waiting for the backoff
+        if self.client is None and self.redial.wake(ticks_ms()):
+            print("%s: new alarm: link attempt now" % self.TAG)
 
     def _beep(self, n=1):
         # n beeps of _BEEP_MS with _BEEP_MS pauses; _beeper() runs the phases
@@ -215,16 +216,16 @@ class Reporter:
 
     def _connect(self, now):
         link = self.link
+        self.redial.attempt(now)
         try:
             # receipts that were missed while away are asked for again by the resends below
             link.open(self.poller)
         except (LinkError, OSError) as e:
-            self.next_connect = ticks_add(now, _jitter(self.backoff))
-            print("%s: no link: %s; next try in %d ms" % (self.TAG, e, ticks_diff(self.next_connect, now)))
-            self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
+            delay = self.redial.down(ticks_ms(), self._alarm_waiting())
+            print("%s: no link: %s; next try in %d ms" % (self.TAG, e, delay))
             return
         self.client = link
-        self.backoff = _BACKOFF_MIN_MS
+        self.redial.up(ticks_ms())
         self.last_sent = {}
         print("%s: connected to %s" % (self.TAG, link.where))
         self._resend(ticks_ms(), True)
@@ -240,10 +241,8 @@ class Reporter:
         # a new poll set: the old one may still hold the link's closed socket or port
         self.poller = select.poll()
         self.board.register(self.poller)
-        now = ticks_ms()
-        self.next_connect = ticks_add(now, _jitter(self.backoff))
-        self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
-        print("%s: link lost: %s" % (self.TAG, why))
+        delay = self.redial.down(ticks_ms(), self._alarm_waiting())
+        print("%s: link lost: %s; next try in %d ms" % (self.TAG, why, delay))
 
     def _room(self):
         c = self.client
@@ -378,6 +377,18 @@ class Reporter:
         # True when an alarm exists that is not in the outbox yet (held in RAM)
         return False
 
+    def _alarm_waiting(self):
+        # an alarm the gateway does not have yet (the LED is amber): in RAM, or in the outbox
+        # without receipt 1
+        if self._pending_alarm():
+            return True
+        for prio, _, _, st in self.outbox.items():  # alarms first
+            if prio != P0:
+                return False
+            if st == ST_SENT:
+                return True
+        return False
+
     def _colour(self, now):
         # the delivery colour of the alarms, as at the top of this file
         colour = LED_OFF
@@ -422,7 +433,7 @@ class Reporter:
             return 10
         ms = 1000
         if self.client is None:
-            ms = min(ms, max(0, ticks_diff(self.next_connect, now)))
+            ms = min(ms, self.redial.wait_ms(now))
         return ms
 
     def step(self):
@@ -431,8 +442,9 @@ class Reporter:
         now = ticks_ms()
         clock.uptime_ms()
         self._inputs(now)
-        if self.client is None and ticks_diff(now, self.next_connect) >= 0 and self.board.online():
-            self._connect(now)
+        if self.client is None and self.board.online() and not self.redial.wait_ms(ticks_ms()):
+            # read again: an alarm among the inputs may have brought the attempt forward
+            self._connect(ticks_ms())
         if self.client is not None:
             self._link(now)
         self._show(now)

@@ -86,3 +86,57 @@ def test_receipt_forgeries_rejected():
     bogus = cose.mac0_encode(KEY, b"GW", cbor.dumps([1, 2, 3]), frame.AAD_RECEIPT)
     raises(frame.FrameError, frame.parse_receipt, KEY, bogus)
     raises(frame.FrameError, frame.parse_receipt, KEY, b"\xff\x00")
+
+
+def _mac0_with(protected, unprotected, payload=b"\xa0"):
+    # a COSE_Mac0 with a correct tag whatever its headers, built from parts
+    tag = cose.hmac_sha256(KEY, cbor.dumps(["MAC0", protected, AAD, payload]))[:8]
+    return cbor.dumps(cbor.Tag(17, [protected, unprotected, payload, tag]))
+
+
+def test_only_the_profile_header_is_accepted():
+    kid = b"AP-0001"
+    cases = (
+        ({1: 4, 2: [99], 4: kid, 99: 0}, {}, "crit (2)"),
+        ({1: 4, 2: [1], 4: kid}, {}, "crit (2)"),
+        ({1: 4, 3: 0, 4: kid}, {}, "exactly {1: alg, 4: kid}"),
+        ({1: 4, 4: kid, "x": 1}, {}, "exactly {1: alg, 4: kid}"),
+        ({4: kid}, {1: 4}, "unprotected header must be the empty map"),
+        ({1: 4, 4: kid}, {4: kid}, "unprotected header must be the empty map"),
+        ({1: 4.0, 4: kid}, {}, "alg must be 4"),
+        ({1: 5, 4: kid}, {}, "alg must be 4"),
+        ({1: 4, 4: "AP-0001"}, {}, "kid must be a non-empty byte string"),
+        ({1: 4, 4: b""}, {}, "kid must be a non-empty byte string"),
+        ([4, kid], {}, "protected header must be a map"),
+    )
+    for hdr, unprotected, want in cases:
+        msg = _mac0_with(cbor.dumps(hdr), unprotected)
+        exc = raises(cose.COSEError, cose.mac0_verify, KEY, msg, AAD)
+        assert want in str(exc), (hdr, str(exc))
+
+
+def test_envelope_must_be_canonical():
+    good = unhex(V["frames"][0]["hex"])
+    obj = cbor.loads(good)
+    protected, _, payload, tag = obj.value
+    # the same parts with a longer head somewhere: tag, array, protected, unprotected, payload
+    for msg in (
+        b"\xd8\x11\x84" + good[2:],
+        b"\xd1\x98\x04" + good[2:],
+        b"\xd1\x84\x58" + bytes((len(protected),)) + protected + good[3 + len(protected) :],
+        b"\xd1\x84" + cbor.dumps(protected) + b"\xb8\x00" + cbor.dumps(payload) + cbor.dumps(tag),
+        b"\xd1\x84" + cbor.dumps(protected) + b"\xa0\x58" + bytes((len(payload),)) + payload + cbor.dumps(tag),
+        b"\xd1\x84" + cbor.dumps(protected) + b"\xa0" + cbor.dumps(payload) + b"\x58\x08" + tag,
+    ):
+        assert cbor.loads(msg).value[2] == payload  # valid CBOR, the same message
+        exc = raises(cose.COSEError, cose.mac0_verify, KEY, msg, AAD)
+        assert "canonically" in str(exc), str(exc)
+    assert cose.mac0_verify(KEY, good, AAD)[0] == b"AP-0001"
+
+
+def test_protected_header_bytes_are_taken_as_sent():
+    # the MAC covers the protected header's bytes, whatever their order: the gateway accepts
+    # {4: kid, 1: 4} and so does the device
+    protected = b"\xa2\x04\x47AP-0001\x01\x04"
+    kid, payload = cose.mac0_verify(KEY, _mac0_with(protected, {}), AAD)
+    assert kid == b"AP-0001" and payload == b"\xa0"

@@ -175,9 +175,9 @@ def test_bad_arguments_raise_mqtt_exception():
     c = _client()
     bad = [
         (lambda: c.publish("a", "b", qos=2), "publish QoS must be 0 or 1"),
-        (lambda: c.publish("a/+", "b"), "invalid topic name b'a/+'"),
-        (lambda: c.publish("a/#", "b"), "invalid topic name b'a/#'"),
-        (lambda: c.publish("", "b"), "invalid topic name b''"),
+        (lambda: c.publish("a/+", "b"), "topic b'a/+' has a wildcard at byte 2"),
+        (lambda: c.publish("a/#", "b"), "topic b'a/#' has a wildcard at byte 2"),
+        (lambda: c.publish("", "b"), "topic must not be empty"),
         (lambda: c.publish(5, "b"), "topic must be str or bytes, not int"),
         (lambda: c.publish("a", 5), "message must be str or bytes, not int"),
         (lambda: c.publish("a" * 65536, "b"), "topic longer than 65535 bytes"),
@@ -195,6 +195,68 @@ def test_bad_arguments_raise_mqtt_exception():
         assert str(e) == want, str(e)
     assert c.sock.sent == []
     assert c.sock is not None  # argument errors leave the connection alone
+
+
+def test_strings_checked_before_anything_is_sent():
+    # MQTT 3.1.1 section 1.5.3 and 4.7: what Mosquitto would answer by closing the connection
+    # (tests/firmware/test_mqtt_client.py shows it does) is refused here, with MQTTException
+    c = _client()
+    nul = "NUL at byte"
+    bad_utf8 = "invalid UTF-8, a control character or a non-character at byte"
+    cases = [
+        (lambda: c.publish("a\x00b", "m"), "topic", nul + " 1"),
+        (lambda: c.publish(b"ge/\xc0\xaf", "m"), "topic", bad_utf8 + " 3"),  # overlong "/"
+        (lambda: c.publish(b"ge/\xed\xa0\x80", "m"), "topic", bad_utf8 + " 3"),  # a surrogate
+        (lambda: c.publish("ge/" + chr(0xD800), "m"), "topic", ""),  # the same from a str
+        (lambda: c.publish(b"ge/\xf4\x90\x80\x80", "m"), "topic", bad_utf8 + " 3"),  # above U+10FFFF
+        (lambda: c.publish(b"ge/\xe2\x82", "m"), "topic", bad_utf8 + " 3"),  # truncated
+        (lambda: c.publish(b"ge/\x80", "m"), "topic", bad_utf8 + " 3"),  # lone continuation
+        (lambda: c.publish("ge/\x1b[2J", "m"), "topic", bad_utf8 + " 3"),  # a control character
+        (lambda: c.publish("ge/\x85", "m"), "topic", bad_utf8 + " 3"),  # a C1 control
+        (lambda: c.publish("ge/\ufffe", "m"), "topic", bad_utf8 + " 3"),  # a non-character
+        (lambda: c.publish("ge/dev/+/up", "m"), "topic", "wildcard at byte 7"),
+        (lambda: c.set_last_will("ge/#", "offline"), "will topic", "wildcard at byte 3"),
+        (lambda: c.set_last_will(b"ge/\x00", "offline"), "will topic", nul + " 3"),
+        (lambda: c.subscribe("ge/\x00/down"), "topic filter", nul + " 3"),
+        (lambda: c.subscribe(b"\xff"), "topic filter", bad_utf8 + " 0"),
+        (lambda: c.subscribe("ge/dev#"), "topic filter", "misplaced wildcard at byte 6"),
+        (lambda: c.subscribe("ge/#/down"), "topic filter", "misplaced wildcard at byte 3"),
+        (lambda: c.subscribe("ge/a+/down"), "topic filter", "misplaced wildcard at byte 4"),
+        (lambda: c.subscribe("ge/+a/down"), "topic filter", "misplaced wildcard at byte 3"),
+        (lambda: mqtt.MQTTClient("AP\x000001", "h"), "client id", nul + " 2"),
+        (lambda: mqtt.MQTTClient(b"AP-\xc1\xbf", "h"), "client id", bad_utf8 + " 3"),
+        (lambda: mqtt.MQTTClient("AP-" + chr(0xDFFF), "h"), "client id", ""),
+        (lambda: mqtt.MQTTClient("AP\t1", "h"), "client id", bad_utf8 + " 2"),
+        (lambda: mqtt.MQTTClient("d", "h", user="u\x00", password="p"), "user", nul + " 1"),
+    ]
+    for fn, what, want in cases:
+        e = raises(mqtt.MQTTException, fn)
+        assert str(e).startswith(what + " ") and want in str(e), str(e)
+    assert c.sock.sent == []
+    assert c.lw_topic is None
+    # what is fine: non-ASCII text, wildcards in filters as whole levels, any password bytes
+    c.publish("venue/z\u00fcrich/\u6c34/\U00010151/\ufffd", b"m")
+    c.publish(b"ge/dev/AP-0001/up", b"\x00\xff")
+    c.set_last_will("ge/dev/AP-0001/status", b"\x00offline", retain=True)
+    for f in ("#", "+", "+/+", "ge/+/down", "ge/dev/#", "/#", "+/", "ge/+/#"):
+        mqtt._text(f, "topic filter", 2)  # _FILTER (a const, not visible on MicroPython)
+    mqtt.MQTTClient("d", "h", user="\u00fcser", password=b"\x00\xc0\xaf")
+    assert len(c.sock.sent) == 2
+
+
+def test_publish_checks_each_new_topic_once():
+    c = _client()
+    topic = "ge/dev/AP-0001/up"
+    c.publish(topic, b"1")
+    c.publish(topic, b"2")
+    assert c._topic is topic
+    raises(mqtt.MQTTException, c.publish, "ge/\x00", b"3")
+    c.publish(topic, b"4")
+    buf = bytearray(b"ge/a")
+    c.publish(buf, b"5")
+    buf[3] = 0  # a bytearray can change: checked every time
+    raises(mqtt.MQTTException, c.publish, buf, b"6")
+    assert [p[-1:] for p in c.sock.sent] == [b"1", b"2", b"4", b"5"]
 
 
 def test_defaults():

@@ -8,17 +8,14 @@ streams are checked by cases_cobs.py on the device interpreter. Every test print
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import subprocess
 import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cobs import cobs
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
@@ -29,8 +26,8 @@ from hil_tests.sim.tools import FIRMWARE_DIR, find_micropython
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))
 import cobsframe  # firmware module, found through the path above
+from micropython_cases import run_cases
 
-HERE = Path(__file__).resolve().parent
 SEED = int(os.environ.get("GE_SEED", random.randrange(2**32)))
 MAX = cobsframe.MAX_PAYLOAD
 REASONS = ("partial", "oversize", "cobs", "crc", "short")
@@ -234,26 +231,7 @@ def _case(rng: random.Random) -> dict[str, Any]:
 
 
 def test_micropython_deframer_matches_the_gateways_on_random_streams(tmp_path: Path) -> None:
-    micropython = find_micropython()
-    if micropython is None:
-        pytest.skip("NO MICROPYTHON: property cases ran under CPython only")
     print(f"seed={SEED} (replay with GE_SEED={SEED})")
     rng = random.Random(SEED)
-    path = tmp_path / "cases.json"
-    path.write_text(json.dumps({"seed": SEED, "cases": [_case(rng) for _ in range(300)]}), encoding="utf-8")
-    env = dict(
-        os.environ,
-        GE_CASES=str(path),
-        GE_VECTORS=str(HERE.parent / "vectors"),
-        MICROPYPATH=f"{HERE}:{FIRMWARE_DIR / 'lib'}",
-    )
-    proc = subprocess.run(
-        [micropython, "-X", "heapsize=8M", str(HERE / "fwtest.py"), "cases_cobs"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"seed={SEED}\n{proc.stdout}\n{proc.stderr}"
-    assert "ok test_cases" in proc.stdout
+    doc = {"seed": SEED, "cases": [_case(rng) for _ in range(300)]}
+    run_cases("cases_cobs", doc, tmp_path, note=f"seed={SEED}")

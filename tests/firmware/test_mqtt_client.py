@@ -716,3 +716,85 @@ def test_malformed_input_from_broker(
     if not close:
         conn.expect_closed()
     d.finish()
+
+
+# -- string rules: the client refuses what Mosquitto refuses ------------------------------------
+
+
+def _raw_connect(port: int, client_id: bytes) -> socket.socket | None:
+    """A raw MQTT 3.1.1 connection with this client id; None when Mosquitto refused it."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+    s.sendall(bytes((0x10, len(body))) + body)
+    if s.recv(4) != CONNACK_OK:
+        s.close()
+        return None
+    return s
+
+
+def _broker_answers(s: socket.socket, packet: bytes) -> bool:
+    """True when Mosquitto answers the packet (PUBACK, SUBACK), False when it hangs up."""
+    s.sendall(packet)
+    try:
+        return bool(s.recv(5))
+    except ConnectionResetError:
+        return False
+    finally:
+        s.close()
+
+
+def _client_takes(text: bytes, what: str, kind: int) -> bool:
+    sys.path.insert(0, str(FIRMWARE_DIR / "lib"))
+    import mqtt as fwmqtt  # the firmware client, in this process
+
+    try:
+        fwmqtt._text(text, what, kind)
+    except fwmqtt.MQTTException:
+        return False
+    return True
+
+
+TOPICS = [
+    b"ge/dev/AP-0001/up",
+    "venue/z\u00fcrich/\u6c34/\U00010151/\ufffd/\u00a0/\U0010fffd".encode(),
+    b"a\x00b",
+    b"a\x01b",
+    b"a\x1fb",
+    b"a\x7fb",
+    "a\x80b".encode(),
+    "a\x9fb".encode(),
+    "\ufdd0".encode(),
+    "\ufffe".encode(),
+    "\U0001ffff".encode(),
+    b"\xc0\xaf",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"a\xe2\x82",
+    b"\x80",
+    b"a/+",
+    b"#",
+]
+FILTERS = [b"#", b"+", b"a/+/b", b"/#", b"+/", b"a/b#", b"a/#/b", b"a+", b"+a/b", b"a/\x00", b"\xff"]
+CLIENT_IDS = [b"AP-0001", "z\u00fcrich".encode(), b"a\x01", b"a\x00", b"\xc0\xaf", "\uffff".encode(), b"a\x7f"]
+
+
+def test_string_rules_match_mosquitto(broker: Mosquitto) -> None:
+    port = broker.port
+    for topic in TOPICS:
+        s = _raw_connect(port, b"probe")
+        assert s is not None
+        publish = b"\x00" + bytes((len(topic),)) + topic + b"\x00\x01" + b"m"
+        broker_ok = _broker_answers(s, bytes((0x32, len(publish))) + publish)
+        assert _client_takes(topic, "topic", 1) is broker_ok, (topic, broker_ok)
+    for topic_filter in FILTERS:
+        s = _raw_connect(port, b"probe")
+        assert s is not None
+        subscribe = b"\x00\x01" + b"\x00" + bytes((len(topic_filter),)) + topic_filter + b"\x01"
+        broker_ok = _broker_answers(s, bytes((0x82, len(subscribe))) + subscribe)
+        assert _client_takes(topic_filter, "topic filter", 2) is broker_ok, (topic_filter, broker_ok)
+    for client_id in CLIENT_IDS:
+        s = _raw_connect(port, client_id)
+        broker_ok = s is not None
+        if s is not None:
+            s.close()
+        assert _client_takes(client_id, "client id", 0) is broker_ok, (client_id, broker_ok)

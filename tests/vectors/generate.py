@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import math
+import struct
 import sys
 import zlib
 from pathlib import Path
@@ -127,6 +128,41 @@ CBOR_CANONICAL: list[tuple[Any, str]] = [
     ({3: 1, 1: 2, 10: 1, -1: 0}, "a4010203010a012000"),
 ]
 
+# Floats at the edges of each width: binary16 subnormals (which MicroPython's struct "e"
+# packs wrongly from 2^-15 up), one bit more than a width holds, binary32 subnormals and
+# overflow. Given as the bits of a double, so no decimal conversion (MicroPython's float
+# parser is not correctly rounded) stands between the vector and its value.
+CBOR_FLOAT_EDGES: list[tuple[str, str]] = [
+    ("3e70000000000000", "f90001"),  # 2^-24, the smallest binary16 subnormal
+    ("3e60000000000000", "fa33000000"),  # 2^-25
+    ("3e78000000000000", "fa33c00000"),  # 1.5 * 2^-24
+    ("3e88000000000000", "f90003"),  # 3 * 2^-24
+    ("3f00000000000000", "f90200"),  # 2^-15
+    ("3f00080000000000", "f90201"),  # 513 * 2^-24
+    ("3f0ff80000000000", "f903ff"),  # 1023 * 2^-24, the largest binary16 subnormal
+    ("3f0ffc0000000000", "fa387fe000"),  # 1023.5 * 2^-24
+    ("3f10000000000000", "f90400"),  # 2^-14, the smallest binary16 normal
+    ("be70000000000000", "f98001"),  # -2^-24
+    ("bf0ff80000000000", "f983ff"),  # -1023 * 2^-24
+    ("3ff0040000000000", "f93c01"),  # 1 + 2^-10
+    ("3ff0020000000000", "fa3f801000"),  # 1 + 2^-11
+    ("40e0000000000000", "f97800"),  # 2^15
+    ("c0e0000000000000", "f9f800"),  # -2^15
+    ("40effc2000000000", "fa477fe100"),  # 65505
+    ("40effe0000000000", "fa477ff000"),  # 65520, which rounds to binary16 infinity
+    ("40f0000000000000", "fa47800000"),  # 2^16
+    ("36a0000000000000", "fa00000001"),  # 2^-149, the smallest binary32 subnormal
+    ("3690000000000000", "fb3690000000000000"),  # 2^-150
+    ("380fffffc0000000", "fa007fffff"),  # the largest binary32 subnormal
+    ("3810000000000000", "fa00800000"),  # 2^-126, the smallest binary32 normal
+    ("3ff0000020000000", "fa3f800001"),  # 1 + 2^-23
+    ("3ff0000010000000", "fb3ff0000010000000"),  # 1 + 2^-24
+    ("47efffffe0000001", "fb47efffffe0000001"),  # just above the largest binary32
+    ("47f0000000000000", "fb47f0000000000000"),  # 2^128
+    ("0000000000000001", "fb0000000000000001"),  # the smallest binary64 subnormal
+    ("7fefffffffffffff", "fb7fefffffffffffff"),  # the largest binary64
+]
+
 # Valid but not canonical: the decoder accepts them; the encoder never produces them.
 CBOR_DECODE_ONLY: list[tuple[Any, str]] = [
     (0, "1800"),
@@ -180,6 +216,12 @@ def cbor_vectors() -> dict[str, Any]:
         if oracle != hx:
             raise SystemExit(f"cbor2 disagrees for {value!r}: {oracle} != {hx}")
         valid.append({"value": to_json(value), "hex": hx, "canonical": True})
+    for bits, hx in CBOR_FLOAT_EDGES:
+        value = struct.unpack(">d", bytes.fromhex(bits))[0]
+        oracle = cbor2.dumps(value, canonical=True).hex()
+        if oracle != hx:
+            raise SystemExit(f"cbor2 disagrees for the double {bits}: {oracle} != {hx}")
+        valid.append({"value": {"$f64": bits}, "hex": hx, "canonical": True})
     for value, hx in CBOR_DECODE_ONLY:
         decoded = cbor2.loads(bytes.fromhex(hx))
         if not (decoded == value or (isinstance(value, float) and math.isnan(value))):
@@ -284,6 +326,48 @@ def cose_vectors() -> dict[str, Any]:
             "hex": _canon(cbor2.CBORTag(17, [prot, {}, good_payload, good[-8:-2]])).hex(),
         },
         {"why": "empty", "hex": ""},
+    ]
+
+    # Valid COSE with a correct MAC that the profile (docs/protocol.md §1) refuses: other header
+    # parameters, an unknown crit, a float alg, a non-canonical envelope. Receivers must refuse
+    # them on structure alone.
+    def mac0_with(protected: Any, unprotected: Any) -> str:
+        prot_bytes = _canon(protected)
+        tag = hmac_256_64(DEVICE_KEY, _canon(["MAC0", prot_bytes, AAD_FRAME, good_payload]))
+        return _canon(cbor2.CBORTag(17, [prot_bytes, unprotected, good_payload, tag])).hex()
+
+    def long_heads(msg: bytes) -> str:
+        # the same parts, the payload's length in a 1-byte head instead of in its first byte
+        obj = cbor2.loads(msg)
+        prot_b, _, pay, tag = obj.value
+        return (b"\xd1\x84" + cbor2.dumps(prot_b) + b"\xa0\x58" + bytes((len(pay),)) + pay + cbor2.dumps(tag)).hex()
+
+    bad += [
+        {
+            "why": "unknown crit in the protected header",
+            "profile_only": True,
+            "hex": mac0_with({1: 4, 2: [99], 4: kid, 99: 0}, {}),
+        },
+        {"why": "crit naming alg", "profile_only": True, "hex": mac0_with({1: 4, 2: [1], 4: kid}, {})},
+        {
+            "why": "another protected parameter (content type)",
+            "profile_only": True,
+            "hex": mac0_with({1: 4, 3: 0, 4: kid}, {}),
+        },
+        {
+            "why": "a text label in the protected header",
+            "profile_only": True,
+            "hex": mac0_with({1: 4, 4: kid, "x": 1}, {}),
+        },
+        {"why": "alg 4.0, a float", "profile_only": True, "hex": mac0_with({1: 4.0, 4: kid}, {})},
+        {"why": "alg only in the unprotected header", "profile_only": True, "hex": mac0_with({4: kid}, {1: 4})},
+        {
+            "why": "kid repeated in the unprotected header",
+            "profile_only": True,
+            "hex": mac0_with({1: 4, 4: kid}, {4: kid}),
+        },
+        {"why": "crit in the unprotected header", "profile_only": True, "hex": mac0_with({1: 4, 4: kid}, {2: [4]})},
+        {"why": "payload length in a longer head than needed", "profile_only": True, "hex": long_heads(good)},
     ]
     for entry in bad:
         if entry.get("profile_only"):

@@ -34,6 +34,11 @@ RECEIVE_MAXIMUM = 4096
 # above any frame size limit ([limits] max_frame_bytes), so oversized frames still reach the
 # agent and are rejected and counted as `oversize`; it bounds what one packet can take.
 MAX_PACKET = 1 << 20
+# Reconnect delays to the local broker: at most 1 s (full jitter from 0.125 s). The broker runs
+# on the gateway itself and the agent is its only client of this kind, so there is no crowd to
+# spread out, and every second the agent is away is a second the devices' alarms wait for
+# receipt 1 after a broker restart (the devices come back within 1-4 s, firmware/lib/link.py).
+RECONNECT_CAP_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 _TOPIC_CACHE = 10_000
 
@@ -45,7 +50,7 @@ class LocalBroker:
         self.cfg = cfg
         self.pipeline = pipeline
         self.stats = stats
-        self.backoff = Backoff()
+        self.backoff = Backoff(cap=RECONNECT_CAP_S)
         self._tls = tls_context(cfg.tls, "local.tls.") if cfg.tls is not None else None
         # receipts waiting for the connection (or for the broker's Receive Maximum)
         self._outbox: deque[tuple[bytes, bytes]] = deque()

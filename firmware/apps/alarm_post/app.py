@@ -104,6 +104,7 @@ class AlarmPost(Reporter):
             self.folded += 1
             print("alarm_post: outbox full, press %d held in RAM" % self.folded)
             self._beep()
+            self._alarm_raised()
             return
         if self.folded:
             data = {1: self.folded + 1}

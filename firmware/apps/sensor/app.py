@@ -31,7 +31,7 @@ import detector
 import devconfig
 import frame
 import reporter
-from clock import ticks_add, ticks_diff
+from clock import ticks_add, ticks_diff, ticks_ms
 from reporter import LED_BLUE, LED_GREEN, LED_MAGENTA, LED_OFF, LED_RED, P0, P1, Reporter
 
 try:
@@ -128,7 +128,7 @@ class VenueSensor(Reporter):
         Reporter.__init__(self, cfg, board)
         self.channels = cfg["channels"]
         self.inputs = [board.sensor(c.name) for c in self.channels]
-        self.next_sample = self.next_connect
+        self.next_sample = ticks_ms()
         self.held = []  # hazards (typ, data) that found no room in the outbox
         self.dropped_states = 0
         self.sounding_since = None  # ticks when the sounder started, while a hazard is on
@@ -166,6 +166,7 @@ class VenueSensor(Reporter):
             if len(self.held) < _MAX_HELD:
                 self.held.append((typ, data))
             print("sensor: outbox full, hazard type %d held in RAM (%d)" % (typ, len(self.held)))
+            self._alarm_raised()
             return
         if prio != P0 and not self._room_for(prio):
             self.dropped_states += 1
