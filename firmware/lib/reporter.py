@@ -35,7 +35,6 @@
 # It sleeps in board.wait(): a pin interrupt ends that sleep.
 # On a board with Wi-Fi the link is opened only while board.online() says the network is up.
 # The first heartbeat of a boot carries the reset cause (key 4, docs/protocol.md 2.1).
-import os
 import select
 
 import clock

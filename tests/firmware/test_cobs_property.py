@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from agent.gateway.sources import serial as agent_serial
 from agent.shared.errors import WireError
-from hil_tests.sim.tools import FIRMWARE_DIR, find_micropython
+from hil_tests.sim.tools import FIRMWARE_DIR
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))
 import cobsframe  # firmware module, found through the path above

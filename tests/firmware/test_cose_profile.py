@@ -15,6 +15,7 @@ from typing import Any
 
 import cbor2
 import pytest
+from agent.errors import WireError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycose.algorithms import HMAC256, HMAC25664
@@ -23,7 +24,6 @@ from pycose.keys import SymmetricKey
 from pycose.messages import Mac0Message
 
 from agent import cose as agent_cose
-from agent.errors import WireError
 from hil_tests.sim.tools import FIRMWARE_DIR
 from tests import oracle
 
