@@ -15,7 +15,6 @@ from typing import Any
 
 import cbor2
 import pytest
-from agent.errors import WireError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycose.algorithms import HMAC256, HMAC25664
@@ -23,7 +22,8 @@ from pycose.headers import IV, KID, Algorithm, ContentType, Critical
 from pycose.keys import SymmetricKey
 from pycose.messages import Mac0Message
 
-from agent import cose as agent_cose
+from agent.shared import cose as agent_cose
+from agent.shared.errors import WireError
 from hil_tests.sim.tools import FIRMWARE_DIR
 from tests import oracle
 
