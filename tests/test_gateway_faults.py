@@ -71,8 +71,7 @@ def check_central(rig: Rig, report: LoadReport, seed: int) -> None:
     assert problems == [], f"seed {seed}: {problems[:5]}"
 
 
-def test_kill9_of_the_agent_20_times_under_load_loses_nothing(rig: Rig) -> None:
-    seed = random.randrange(1 << 32)
+def test_kill9_of_the_agent_20_times_under_load_loses_nothing(rig: Rig, seed: int) -> None:
     rng = random.Random(seed)
     load = FleetLoad(rig.local.address, DEVICES, rate=300, seed=seed)
     load.start()
@@ -101,8 +100,7 @@ def test_kill9_of_the_agent_20_times_under_load_loses_nothing(rig: Rig) -> None:
     assert not missing_p2, f"seed {seed}: {len(missing_p2)} P2 events missing"
 
 
-def test_central_down_and_local_broker_restarted_under_load(rig: Rig) -> None:
-    seed = random.randrange(1 << 32)
+def test_central_down_and_local_broker_restarted_under_load(rig: Rig, seed: int) -> None:
     load = FleetLoad(rig.local.address, DEVICES, rate=300, seed=seed)
     load.start()
     try:
@@ -126,12 +124,11 @@ def test_central_down_and_local_broker_restarted_under_load(rig: Rig) -> None:
 
 
 def test_tiny_buffer_keeps_alarms_and_evicts_telemetry(
-    tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto]
+    tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], seed: int
 ) -> None:
     local, central = broker_pair
     config = "[buffer]\nmax_bytes = 16384\np0_reserve_bytes = 4096\n"
     rig = Rig(tmp_path, local, central, extra_config=config)
-    seed = random.randrange(1 << 32)
     try:
         rig.start()
         central.stop()

@@ -13,7 +13,7 @@ number never repeats or goes backwards; every completed put that was not removed
 with the right priority, state and bytes; nothing else is, except the one operation that was
 in flight; no entry file is ever found corrupt (torn .tmp files are expected). At the end the
 directory is checked once more by CPython importing firmware/lib/store.py directly.
-Replay a failure with GE_SEED=<seed> (printed, and in every failure message).
+Replay a failure with GE_SEED=<seed> (in every failure message and the report: tests/seeds.py).
 """
 
 from __future__ import annotations
@@ -216,7 +216,9 @@ def _final_check(model: _Model, root: Path) -> None:
 
 @pytest.mark.parametrize("fs", ["rename", "fat"])
 @pytest.mark.parametrize("interp", ["micropython", "cpython"])
-def test_store_survives_sigkill(interp: str, fs: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_store_survives_sigkill(
+    interp: str, fs: str, tmp_path: Path, request: pytest.FixtureRequest, seed: int
+) -> None:
     env = dict(os.environ)
     path = os.pathsep.join([str(HERE / "firmware"), str(FIRMWARE_DIR / "lib")])
     if interp == "micropython":
@@ -225,8 +227,6 @@ def test_store_survives_sigkill(interp: str, fs: str, tmp_path: Path, request: p
     else:
         cmd = [sys.executable, str(CHILD)]
         env["PYTHONPATH"] = path
-    seed = int(os.environ.get("GE_SEED") or random.SystemRandom().randrange(1 << 31))
-    print(f"seed {seed} ({interp}, {fs})")
     rng = random.Random(f"{seed}/{interp}/{fs}")
     root = tmp_path / "flash"
     model = _Model(f"{interp}/{fs} seed={seed}")

@@ -2,8 +2,8 @@
 deframer (agent/sources/serial.py, on the `cobs` package), against the `cobs` package and zlib.
 
 Under CPython both are driven by hypothesis; under the MicroPython unix port seeded random
-streams are checked by cases_cobs.py on the device interpreter. Every test prints its seed
-(GE_SEED=<n> replays it).
+streams are checked by cases_cobs.py on the device interpreter. Every test runs from the
+session's seed (tests/seeds.py: a failure names GE_SEED=<n>, which replays it).
 """
 
 from __future__ import annotations
@@ -14,31 +14,25 @@ import random
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cobs import cobs
-from hypothesis import given, seed, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.errors import WireError
 from agent.sources import serial as agent_serial
 from hil_tests.sim.tools import FIRMWARE_DIR, find_micropython
+from tests.seeds import seeded
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))
 import cobsframe  # firmware module, found through the path above
 
 HERE = Path(__file__).resolve().parent
-SEED = int(os.environ.get("GE_SEED", random.randrange(2**32)))
 MAX = cobsframe.MAX_PAYLOAD
 REASONS = ("partial", "oversize", "cobs", "crc", "short")
-
-
-def _seeded(test: Callable[..., None]) -> Callable[..., None]:
-    print(f"seed={SEED} (replay with GE_SEED={SEED})")
-    return seed(SEED)(test)
 
 
 def _wire(payload: bytes) -> bytes:
@@ -51,7 +45,7 @@ garbage = st.binary(max_size=700)
 
 
 def test_encode_decode_match_the_cobs_package() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=1500, deadline=None)
     @given(st.binary(max_size=1200))
     def check(data: bytes) -> None:
@@ -64,7 +58,7 @@ def test_encode_decode_match_the_cobs_package() -> None:
 
 
 def test_decode_agrees_with_the_cobs_package_on_any_bytes() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=2000, deadline=None)
     @given(st.binary(max_size=600))
     def check(data: bytes) -> None:
@@ -83,7 +77,7 @@ def test_decode_agrees_with_the_cobs_package_on_any_bytes() -> None:
 
 
 def test_crc32_table_matches_zlib() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=500, deadline=None)
     @given(st.binary(max_size=600), st.integers(min_value=0, max_value=2**32 - 1))
     def check(data: bytes, start: int) -> None:
@@ -94,7 +88,7 @@ def test_crc32_table_matches_zlib() -> None:
 
 
 def test_frame_is_the_oracles_frame_and_both_sides_unframe_it() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=800, deadline=None)
     @given(payloads)
     def check(payload: bytes) -> None:
@@ -124,7 +118,7 @@ def _agent_reason(body: bytes) -> str | None:
 
 
 def test_device_and_gateway_reject_the_same_bodies_for_the_same_reason() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=1500, deadline=None)
     @given(st.one_of(st.binary(min_size=1, max_size=700), payloads.map(lambda p: _wire(p)[1:-1])), st.data())
     def check(body: bytes, data: st.DataObject) -> None:
@@ -167,7 +161,7 @@ def _split(stream: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def test_deframers_recover_every_good_frame_around_garbage() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=400, deadline=None)
     @given(
         st.lists(st.tuples(garbage, payloads), max_size=8),
@@ -189,7 +183,7 @@ def test_deframers_recover_every_good_frame_around_garbage() -> None:
 
 
 def test_deframers_agree_on_mutated_streams() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=400, deadline=None)
     @given(st.lists(payloads, min_size=1, max_size=6), st.data())
     def check(items: list[bytes], data: st.DataObject) -> None:
@@ -233,14 +227,13 @@ def _case(rng: random.Random) -> dict[str, Any]:
     return {"hex": bytes(stream).hex(), "payloads": [p.hex() for p in out], "rejected": counts}
 
 
-def test_micropython_deframer_matches_the_gateways_on_random_streams(tmp_path: Path) -> None:
+def test_micropython_deframer_matches_the_gateways_on_random_streams(tmp_path: Path, seed: int) -> None:
     micropython = find_micropython()
     if micropython is None:
         pytest.skip("NO MICROPYTHON: property cases ran under CPython only")
-    print(f"seed={SEED} (replay with GE_SEED={SEED})")
-    rng = random.Random(SEED)
+    rng = random.Random(seed)
     path = tmp_path / "cases.json"
-    path.write_text(json.dumps({"seed": SEED, "cases": [_case(rng) for _ in range(300)]}), encoding="utf-8")
+    path.write_text(json.dumps({"seed": seed, "cases": [_case(rng) for _ in range(300)]}), encoding="utf-8")
     env = dict(
         os.environ,
         GE_CASES=str(path),
@@ -255,5 +248,5 @@ def test_micropython_deframer_matches_the_gateways_on_random_streams(tmp_path: P
         timeout=120,
         check=False,
     )
-    assert proc.returncode == 0, f"seed={SEED}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, f"seed={seed}\n{proc.stdout}\n{proc.stderr}"
     assert "ok test_cases" in proc.stdout
