@@ -65,6 +65,13 @@ class Dut:
     def click(self) -> None:
         self.fixture.click(self.channel)
 
+    def press(self) -> None:
+        """Press the button and keep it pressed (until release())."""
+        self.fixture.press(self.channel)
+
+    def release(self) -> None:
+        self.fixture.release(self.channel)
+
     def hold(self, ms: int) -> None:
         self.fixture.hold(self.channel, ms)
 
