@@ -131,15 +131,19 @@ class _Model:
                 continue
             self.fail(f"entry {key} {value} was never put, or was removed")
         if pend is not None:
-            key = (int(pend[1]), int(pend[2]))
-            if pend[0] == "mark":
-                done = key in have and have[key][1] == int(pend[3])
-            else:
-                done = (key in have) == (pend[0] == "put")
-            outcome = f"{pend[0]} {'done' if done else 'undone'}"
-            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            self._count_outcome(pend, have)
         self.entries = dict(have)
         self.pending = None
+
+    def _count_outcome(self, pend: list[str], have: dict[tuple[int, int], tuple[int, int]]) -> None:
+        # how the operation in flight at the kill came back: done or undone
+        key = (int(pend[1]), int(pend[2]))
+        if pend[0] == "mark":
+            done = key in have and have[key][1] == int(pend[3])
+        else:
+            done = (key in have) == (pend[0] == "put")
+        outcome = f"{pend[0]} {'done' if done else 'undone'}"
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     def completed(self, result: list[str]) -> None:
         op = self.pending
@@ -214,6 +218,35 @@ def _final_check(model: _Model, root: Path) -> None:
     model.line("ready")
 
 
+def _run_child(cmd: list[str], env: dict[str, str], model: _Model, pause_at: int, kill_after: int) -> int:
+    """One boot of the child, every line it prints fed to `model`: killed at its pause point
+    (`pause_at`), or after `kill_after` lines; returns its exit status."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        lines = _Lines(proc)
+        n = 0
+        while True:
+            text = lines.next()
+            if text is None:
+                break
+            model.line(text)
+            n += 1
+            if (pause_at and text.startswith("pause ")) or (not pause_at and n >= kill_after):
+                proc.send_signal(signal.SIGKILL)
+                break
+        # whatever the child printed before it died is true too
+        while (text := lines.next()) is not None:
+            model.line(text)
+        return proc.wait(timeout=LINE_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
 @pytest.mark.parametrize("fs", ["rename", "fat"])
 @pytest.mark.parametrize("interp", ["micropython", "cpython"])
 def test_store_survives_sigkill(
@@ -237,36 +270,7 @@ def test_store_survives_sigkill(
         pause_at = rng.randint(1, 150) if run % 2 else 0
         kill_after = rng.randint(1, 60)
         model.phase = "spawn"
-        proc = subprocess.Popen(
-            [*cmd, str(root), fs, str(pause_at), str(seed + run)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            lines = _Lines(proc)
-            n = 0
-            while True:
-                text = lines.next()
-                if text is None:
-                    break
-                model.line(text)
-                n += 1
-                if (pause_at and text.startswith("pause ")) or (not pause_at and n >= kill_after):
-                    proc.send_signal(signal.SIGKILL)
-                    break
-            # whatever the child printed before it died is true too
-            while (text := lines.next()) is not None:
-                model.line(text)
-            rc = proc.wait(timeout=LINE_TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    stream.close()
+        rc = _run_child([*cmd, str(root), fs, str(pause_at), str(seed + run)], env, model, pause_at, kill_after)
         if rc == -signal.SIGKILL:
             kills += 1
             where = model.phase
