@@ -133,15 +133,11 @@ def test_central_down_and_local_broker_restarted_under_load(rig: Rig, seed: int)
     load = FleetLoad(rig.local.address, DEVICES, rate=300, seed=seed)
     load.start()
     try:
-        rig.verifier.wait_for(lambda: len(rig.central_keys()) > 100, 20)
+        assert rig.verifier.wait_for(lambda: len(rig.central_keys()) > 100, 20), "the load reaches central"
         rig.central.stop()  # central goes away for a while; the gateway buffers
         rig.agent.wait_log("uplink_down")
         stored = len(load.report.stored)
-        load_during = time.monotonic()
-        deadline = load_during + 3
-        while time.monotonic() < deadline and len(load.report.stored) < stored + 50:
-            time.sleep(0.05)
-        assert len(load.report.stored) >= stored + 50, "receipt 1 keeps coming while central is away"
+        wait_until(lambda: len(load.report.stored) >= stored + 50, 3, "receipt 1 while central is away")
         rig.local.restart()  # the local broker restarts too, with its persistent store
         rig.central.start()
         rig.agent.wait_log("uplink_up host")
@@ -165,16 +161,11 @@ def test_tiny_buffer_keeps_alarms_and_evicts_telemetry(
         load = FleetLoad(local.address, DEVICES, rate=400, mix=(0.05, 0.10, 0.85), seed=seed)
         load.start()
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and len(load.report.sent) < 3000:
-                time.sleep(0.05)
+            wait_until(lambda: len(load.report.sent) >= 3000, 30, "3000 frames sent")
             load.stop_sending()
             # every alarm was stored although the bound was passed many times over
             alarms = load.report.keys(0)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not alarms <= load.report.stored:
-                time.sleep(0.05)
-            assert alarms <= load.report.stored, f"seed {seed}: alarms without receipt 1"
+            wait_until(lambda: alarms <= load.report.stored, 20, f"seed {seed}: receipt 1 for every alarm")
             central.start()
             assert load.wait_settled(60), f"seed {seed}: {load.pending()} frames without a final receipt"
         finally:
