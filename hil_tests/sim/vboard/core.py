@@ -83,7 +83,10 @@ class Core:
         return True
 
     def wake(self) -> None:
-        """Make the loop start a new round now (its poll set or deadlines changed)."""
+        """Make the loop start a new round now (its poll set or deadlines changed); the
+        caller holds `cond`, so the pipe cannot close meanwhile."""
+        if self.closed:
+            return
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
@@ -94,8 +97,11 @@ class Core:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask the loop to end and wait for it; the parts shut down in the loop's thread."""
+        """Ask the loop to end and wait for it; the parts shut down in the loop's thread. Again
+        after that: nothing."""
         with self.cond:
+            if self.closed:
+                return
             self.closing = True
             self.wake()
         if self._thread is not None:
