@@ -39,6 +39,7 @@ from hil_tests.rig.resources import SerialPort
 if TYPE_CHECKING:  # the provisioning code loads only when a rig flashes
     from hil_tests.rig.flasher import FlasherDriver, FlashResult, Station
     from provisioning.bundle import Bundle
+    from provisioning.channels import SensorChannel
     from provisioning.workspace import Workspace
 
 
@@ -64,6 +65,13 @@ class Dut:
 
     def click(self) -> None:
         self.fixture.click(self.channel)
+
+    def press(self) -> None:
+        """Press the button and keep it pressed (until release())."""
+        self.fixture.press(self.channel)
+
+    def release(self) -> None:
+        self.fixture.release(self.channel)
 
     def hold(self, ms: int) -> None:
         self.fixture.hold(self.channel, ms)
@@ -216,14 +224,26 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 def _bench_station(path: Path, spec: Any) -> Station:
     """The bench file's `flasher` section, opened; UsageError naming the file and key."""
     from hil_tests.rig.flasher import Station
-    from provisioning.bundle import load_bundle
-    from provisioning.channels import channels_for
-    from provisioning.errors import ProvisionError
     from provisioning.flash import FlashOptions
-    from provisioning.image import plan_image
-    from provisioning.workspace import Workspace
 
     where = f"{path}: flasher"
+    transport, broker = _flasher_keys(where, spec)
+    passphrase = _flasher_passphrase(where, spec)
+    image = _flasher_image(where, spec)
+    bundle = _flasher_bundle(where, spec)
+    kind = spec.get("kind", bundle.kind)
+    if kind != bundle.kind:
+        raise pytest.UsageError(f"{where}.kind: {kind!r}, but the bundle {bundle.root} is for {bundle.kind}")
+    ws = _flasher_home(where, spec, passphrase)
+    channels = _flasher_channels(where, spec, kind)
+    options = FlashOptions(kind, spec["venue"], spec["zone"], broker, transport, channels=channels)
+    station = Station(lambda: ws, lambda: bundle, options, image)
+    station.open()
+    return station
+
+
+def _flasher_keys(where: str, spec: Any) -> tuple[str, tuple[str, int] | None]:
+    """The section's keys checked: (transport, broker)."""
     if not isinstance(spec, dict):
         raise pytest.UsageError(f"{where}: expected a mapping with home, passphrase_env, bundle, venue, zone, broker")
     if "passphrase" in spec:
@@ -240,51 +260,75 @@ def _bench_station(path: Path, spec: Any) -> Station:
     for key in ("home", "passphrase_env", "bundle", "venue", "zone", *(("broker",) if transport == "mqtt" else ())):
         if not isinstance(spec.get(key), str) or not spec[key].strip():
             raise pytest.UsageError(f"{where}.{key}: missing or not text ({_FLASHER_KEYS[key]})")
-    broker = None
-    if "broker" in spec:
-        m = re.fullmatch(r"(.+):(\d+)", str(spec["broker"]))
-        if m is None:
-            raise pytest.UsageError(f"{where}.broker: expected HOST:PORT, got {spec['broker']!r}")
-        broker = (m.group(1), int(m.group(2)))
+    if "broker" not in spec:
+        return transport, None
+    m = re.fullmatch(r"(.+):(\d+)", str(spec["broker"]))
+    if m is None:
+        raise pytest.UsageError(f"{where}.broker: expected HOST:PORT, got {spec['broker']!r}")
+    return transport, (m.group(1), int(m.group(2)))
+
+
+def _flasher_image(where: str, spec: dict[str, Any]) -> Path | None:
+    from provisioning.errors import ProvisionError
+    from provisioning.image import plan_image
+
+    if "image" not in spec:
+        return None
+    image = Path(str(spec["image"]))
+    try:
+        plan_image("-", image)
+    except ProvisionError as exc:
+        raise pytest.UsageError(f"{where}.image: {exc}") from exc
+    return image
+
+
+def _flasher_bundle(where: str, spec: dict[str, Any]) -> Bundle:
+    from provisioning.bundle import load_bundle
+    from provisioning.errors import ProvisionError
+
+    try:
+        return load_bundle(Path(spec["bundle"]))
+    except ProvisionError as exc:
+        raise pytest.UsageError(f"{where}.bundle: {exc}") from exc
+
+
+def _flasher_passphrase(where: str, spec: dict[str, Any]) -> str:
+    """The home's passphrase, from the environment variable the section names."""
     var = spec["passphrase_env"]
     if _ENV_NAME.fullmatch(var) is None:
         # not echoed: it may be the passphrase itself, put where its variable's name belongs
         raise pytest.UsageError(f"{where}.passphrase_env: expected the name of an environment variable, in capitals")
     if not os.environ.get(var):
         raise pytest.UsageError(f"{where}.passphrase_env: ${var} is not set (it holds the passphrase of the home)")
-    image = None
-    if "image" in spec:
-        image = Path(str(spec["image"]))
-        try:
-            plan_image("-", image)
-        except ProvisionError as exc:
-            raise pytest.UsageError(f"{where}.image: {exc}") from exc
-    try:
-        bundle = load_bundle(Path(spec["bundle"]))
-    except ProvisionError as exc:
-        raise pytest.UsageError(f"{where}.bundle: {exc}") from exc
-    kind = spec.get("kind", bundle.kind)
-    if kind != bundle.kind:
-        raise pytest.UsageError(f"{where}.kind: {kind!r}, but the bundle {bundle.root} is for {bundle.kind}")
+    return os.environ[var]
+
+
+def _flasher_home(where: str, spec: dict[str, Any], passphrase: str) -> Workspace:
+    """The provisioning home, opened."""
+    from provisioning.errors import ProvisionError
+    from provisioning.workspace import Workspace
+
     home = Path(spec["home"])
     if home.exists() and not home.is_dir():
         raise pytest.UsageError(f"{where}.home: {home} is not a directory")
     try:
-        ws = Workspace(home, create=True, passphrase=os.environ[var])
+        return Workspace(home, create=True, passphrase=passphrase)
     except ProvisionError as exc:
         key = "passphrase_env" if "passphrase" in str(exc) else "home"
         raise pytest.UsageError(f"{where}.{key}: {exc}") from exc
+
+
+def _flasher_channels(where: str, spec: dict[str, Any], kind: str) -> tuple[SensorChannel, ...]:
+    from provisioning.channels import channels_for
+    from provisioning.errors import ProvisionError
+
     raw_channels = spec.get("channels", [])
     if not isinstance(raw_channels, list) or not all(isinstance(c, str) for c in raw_channels):
         raise pytest.UsageError(f"{where}.channels: expected a list of NAME:TYPE[:key=value,...]")
     try:
-        channels = channels_for(kind, raw_channels)
+        return channels_for(kind, raw_channels)
     except ProvisionError as exc:
         raise pytest.UsageError(f"{where}.channels: {exc}") from exc
-    options = FlashOptions(kind, spec["venue"], spec["zone"], broker, transport, channels=channels)
-    station = Station(lambda: ws, lambda: bundle, options, image)
-    station.open()
-    return station
 
 
 def load_bench(path: Path) -> Rig:

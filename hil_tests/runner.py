@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.shared.registry import Device
+from hil_tests.rig.drivers import FixtureDriver
 from hil_tests.rig.errors import RigInfraError
 from hil_tests.scenario import PROCESSES, Expect, Scenario, ScenarioError, Step
 from hil_tests.sim.air import VirtualAir, parse_venue
@@ -97,6 +98,40 @@ class Result:
             "expectations": [o.as_json() for o in self.outcomes],
             **({"infra_errors": self.infra[:20]} if self.infra else {}),
         }
+
+
+def _move(board: VirtualBoard, step: Step) -> None:
+    for i, (x, y) in enumerate(step.points):
+        board.set_position(x, y)
+        if step.action == "walk" and i + 1 < len(step.points):
+            time.sleep(step.seconds)  # the resident takes this long per point of the path
+
+
+def _fall(board: VirtualBoard, _: Step) -> None:
+    # free fall, impact, lying still (milli-g at 50 Hz), as the accelerometer reports it
+    for x, y, z in [(0, 0, 100)] * 10 + [(0, 2900, 1500)] + [(0, 0, 1000)] * 150:
+        board.accel(x, y, z)
+        time.sleep(0.02)  # the samples' own pace: the fall is the scenario
+
+
+# how the simulated rig performs each device action of hil_tests/scenario.py's ACTIONS
+SIM_DEVICE_ACTIONS: dict[str, Callable[[VirtualBoard, Step], None]] = {
+    "press": lambda board, _: board.press(),
+    "release": lambda board, _: board.release(),
+    "click": lambda board, step: board.click(step.ms),
+    "hold": lambda board, step: board.hold(step.ms),
+    "tamper_open": lambda board, _: board.set_input("tamper", 1),
+    "tamper_close": lambda board, _: board.set_input("tamper", 0),
+    "power_cut": lambda board, _: board.power_cut(),
+    "power_on": lambda board, _: board.power_on(),
+    "move": _move,
+    "walk": _move,
+    "fall": _fall,
+    "strap_open": lambda board, _: board.set_input("strap", 1),
+    "strap_close": lambda board, _: board.set_input("strap", 0),
+    "battery": lambda board, step: board.set_battery(step.value),
+    "set": lambda board, step: board.set_value(step.sensor, step.value),
+}
 
 
 class SimRig:
@@ -212,7 +247,7 @@ class SimRig:
         if step.action == "wait":
             time.sleep(step.seconds)  # the scenario asks for time to pass
         elif step.target in self.boards:
-            self._device(self.boards[step.target], step)
+            SIM_DEVICE_ACTIONS[step.action](self.boards[step.target], step)
         elif step.target == "agent":
             if step.action in ("stop", "restart"):
                 self.agent.stop()
@@ -232,37 +267,6 @@ class SimRig:
                 broker.start()
             else:
                 broker.restart()
-
-    @staticmethod
-    def _device(board: VirtualBoard, step: Step) -> None:
-        if step.action in ("move", "walk"):
-            for i, (x, y) in enumerate(step.points):
-                board.set_position(x, y)
-                if step.action == "walk" and i + 1 < len(step.points):
-                    time.sleep(step.seconds)  # the resident takes this long per point of the path
-        elif step.action in ("strap_open", "strap_close"):
-            board.set_input("strap", 1 if step.action == "strap_open" else 0)
-        elif step.action == "battery":
-            board.set_battery(step.value)
-        elif step.action == "set":
-            board.set_value(step.sensor, step.value)
-        elif step.action == "fall":
-            # free fall, impact, lying still (milli-g at 50 Hz), as the accelerometer reports it
-            for x, y, z in [(0, 0, 100)] * 10 + [(0, 2900, 1500)] + [(0, 0, 1000)] * 150:
-                board.accel(x, y, z)
-                time.sleep(0.02)
-        elif step.action == "click":
-            board.click(step.ms)
-        elif step.action == "hold":
-            board.hold(step.ms)
-        elif step.action in ("press", "release"):
-            (board.press if step.action == "press" else board.release)()
-        elif step.action in ("tamper_open", "tamper_close"):
-            board.set_input("tamper", 1 if step.action == "tamper_open" else 0)
-        elif step.action == "power_cut":
-            board.power_cut()
-        else:
-            board.power_on()
 
     def led_history(self, device: str) -> list[tuple[float, str]]:
         """(monotonic time, colour) of the device's LED changes."""
@@ -319,6 +323,46 @@ class Judge:
             "zero_loss": self._zero_loss,
         }
         return checks[e.kind](e, final) if e.kind in checks else None  # latency: from the others
+
+    def verdicts(self) -> list[Outcome]:
+        """Every expectation's verdict, in file order, each taken once it can no longer change
+        or its window has closed (count and zero_loss: once they hold, or after settle_s)."""
+        sc = self.scenario
+        timed = [e for e in sc.expects if e.kind in ("event", "none", "led")]
+        final = [e for e in sc.expects if e.kind in ("count", "zero_loss")]
+        verdicts: dict[int, Outcome] = {}
+        horizon = max([self.wall.get(e.after, time.time()) + e.within for e in timed] + [time.time() + sc.settle_s])
+        while time.time() < horizon:
+            for e in timed:
+                if e.line not in verdicts:
+                    v = self.check(e, final=False)
+                    if v is not None:
+                        verdicts[e.line] = v
+            settled = all(self.check(e, final=False) is not None for e in final)
+            if all(e.line in verdicts for e in timed) and settled:
+                break
+            time.sleep(0.05)  # polling the collected evidence; every check has its own deadline
+        outcomes = [verdicts.get(e.line) or self._final(e) for e in sc.expects if e.kind != "latency"]
+        outcomes += [self._latency(e, outcomes) for e in sc.expects if e.kind == "latency"]
+        return sorted(outcomes, key=lambda o: o.expect.line)
+
+    def _final(self, e: Expect) -> Outcome:
+        v = self.check(e, final=True)
+        assert v is not None, "a final check always has a verdict"
+        return v
+
+    @staticmethod
+    def _latency(e: Expect, outcomes: list[Outcome]) -> Outcome:
+        lat = [
+            o.latency_ms
+            for o in outcomes
+            if o.expect.kind == "event" and o.expect.type == e.type and o.latency_ms is not None
+        ]
+        if not lat:
+            return Outcome(e, False, f"no measured {e.type} events to judge")
+        p50, p99 = _percentile(lat, 50), _percentile(lat, 99)
+        ok = (e.p50_ms is None or p50 <= e.p50_ms) and (e.p99_ms is None or p99 <= e.p99_ms)
+        return Outcome(e, ok, f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(lat)}", p99)
 
     def _hits(self, e: Expect) -> list[dict[str, Any]]:
         t0 = self.wall[e.after]
@@ -407,43 +451,7 @@ def run(
             judge.stamp(step, time.time(), time.monotonic())
             say(f"line {step.line}: {step.action} {step.target}".rstrip())
             rig.do(step)
-        timed = [e for e in scenario.expects if e.kind in ("event", "none", "led")]
-        final = [e for e in scenario.expects if e.kind in ("count", "zero_loss")]
-        verdicts: dict[int, Outcome] = {}
-        horizon = max(
-            [judge.wall.get(e.after, time.time()) + e.within for e in timed] + [time.time() + scenario.settle_s]
-        )
-        while time.time() < horizon:
-            for e in timed:
-                if e.line not in verdicts:
-                    v = judge.check(e, final=False)
-                    if v is not None:
-                        verdicts[e.line] = v
-            settled = all(judge.check(e, final=False) is not None for e in final)
-            if all(e.line in verdicts for e in timed) and settled:
-                break
-            time.sleep(0.05)  # polling the collected evidence; every check has its own deadline
-        for e in scenario.expects:
-            if e.kind == "latency":
-                continue
-            v = verdicts.get(e.line) or judge.check(e, final=True)
-            assert v is not None
-            result.outcomes.append(v)
-        for e in scenario.expects:
-            if e.kind != "latency":
-                continue
-            lat = [
-                o.latency_ms
-                for o in result.outcomes
-                if o.expect.kind == "event" and o.expect.type == e.type and o.latency_ms is not None
-            ]
-            if not lat:
-                result.outcomes.append(Outcome(e, False, f"no measured {e.type} events to judge"))
-                continue
-            p50, p99 = _percentile(lat, 50), _percentile(lat, 99)
-            ok = (e.p50_ms is None or p50 <= e.p50_ms) and (e.p99_ms is None or p99 <= e.p99_ms)
-            result.outcomes.append(Outcome(e, ok, f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(lat)}", p99))
-        result.outcomes.sort(key=lambda o: o.expect.line)
+        result.outcomes = judge.verdicts()
         if on_end is not None and isinstance(rig, SimRig):
             on_end(rig)
         if isinstance(rig, BenchRig):
@@ -454,7 +462,26 @@ def run(
     return result
 
 
-BENCH_ACTIONS = ("click", "hold", "press", "release", "tamper_open", "tamper_close", "power_cut", "power_on", "set")
+def _press_for(fixture: FixtureDriver, ch: int, step: Step) -> None:
+    # press and release from here, so the LED sampler is not held up by a long HOLD
+    fixture.press(ch)
+    time.sleep(step.ms / 1000)  # the button is held this long
+    fixture.release(ch)
+
+
+# how a bench performs the device actions its fixture can: buttons, power, sensor inputs
+BENCH_DEVICE_ACTIONS: dict[str, Callable[[FixtureDriver, int, Step], None]] = {
+    "click": _press_for,
+    "hold": _press_for,
+    "press": lambda fixture, ch, _: fixture.press(ch),
+    "release": lambda fixture, ch, _: fixture.release(ch),
+    "tamper_open": lambda fixture, ch, _: fixture.press(ch, "tamper"),
+    "tamper_close": lambda fixture, ch, _: fixture.release(ch, "tamper"),
+    "power_cut": lambda fixture, ch, _: fixture.power(ch, False),
+    "power_on": lambda fixture, ch, _: fixture.power(ch, True),
+    "set": lambda fixture, ch, step: fixture.set_value(ch, step.sensor, step.value),
+}
+BENCH_ACTIONS = tuple(BENCH_DEVICE_ACTIONS)
 _LED_PERIOD_S = 0.02  # the LED sampler's period: 50 Hz, like FixtureDriver.wait_led
 
 
@@ -548,20 +575,7 @@ class BenchRig:
             time.sleep(step.seconds)  # the scenario asks for time to pass
             return
         dut = self.boards[step.target]
-        fixture, ch = self.bench.fixture, dut.channel
-        if step.action in ("click", "hold"):
-            # press and release from here, so the LED sampler is not held up by a long HOLD
-            fixture.press(ch)
-            time.sleep(step.ms / 1000)  # the button is held this long
-            fixture.release(ch)
-        elif step.action in ("press", "release"):
-            (fixture.press if step.action == "press" else fixture.release)(ch)
-        elif step.action in ("tamper_open", "tamper_close"):
-            (fixture.press if step.action == "tamper_open" else fixture.release)(ch, "tamper")
-        elif step.action in ("power_cut", "power_on"):
-            fixture.power(ch, step.action == "power_on")
-        else:
-            fixture.set_value(ch, step.sensor, step.value)
+        BENCH_DEVICE_ACTIONS[step.action](self.bench.fixture, dut.channel, step)
 
     def led_history(self, device: str) -> list[tuple[float, str]]:
         with self._lock:

@@ -7,11 +7,13 @@ mistake deep in the timeline still points at its own line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 
 from agent.shared.protocol import DEVICE_KINDS, EventType
 
@@ -23,38 +25,6 @@ EVENT_TYPES = tuple(t.name for t in EventType)
 SENSOR_TYPES = ("smoke", "gas", "door", "extinguisher")
 SENSOR_TUNABLE = ("on", "off", "confirm_ms", "clear_ms", "fault_ms")
 PROCESSES = ("local_broker", "central_broker", "agent")
-DEVICE_ACTIONS = (
-    "press",
-    "release",
-    "click",
-    "hold",
-    "tamper_open",
-    "tamper_close",
-    "power_cut",
-    "power_on",
-    # wristbands
-    "move",
-    "walk",
-    "fall",
-    "strap_open",
-    "strap_close",
-    "battery",
-    # venue sensors
-    "set",
-)
-BAND_ACTIONS = ("move", "walk", "fall", "strap_open", "strap_close", "battery")
-POST_ACTIONS = ("click", "tamper_open", "tamper_close")
-PROCESS_ACTIONS = ("stop", "start", "kill", "restart")
-# a step's options and the actions they belong to (an option given to another action is a mistake)
-_STEP_OPTIONS = {
-    "to": ("move",),
-    "zone": ("move",),
-    "path": ("walk",),
-    "step_s": ("walk",),
-    "percent": ("battery",),
-    "sensor": ("set",),
-    "value": ("set",),
-}
 
 
 class ScenarioError(ValueError):
@@ -111,7 +81,7 @@ class Step:
     """One timeline entry: an action on a device or a process, or a wait."""
 
     line: int
-    action: str  # one of DEVICE_ACTIONS, PROCESS_ACTIONS, or "wait"
+    action: str  # one of ACTIONS, or "wait"
     target: str  # device id, process name, or "" for wait
     label: str  # defaults to "<action>@<line>"
     ms: int = 0  # click/hold duration
@@ -206,7 +176,10 @@ class _Node:
     def _scalar(self) -> Any:
         if not isinstance(self.node, yaml.ScalarNode):
             raise self.fail("expected a single value")
-        return yaml.safe_load(yaml.serialize(self.node))
+        try:
+            return SafeConstructor().construct_object(self.node, deep=True)
+        except yaml.YAMLError as exc:  # a tagged value that does not hold, e.g. !!int x
+            raise self.fail(f"not a valid value: {getattr(exc, 'problem', exc)}") from exc
 
     def text(self, choices: tuple[str, ...] = ()) -> str:
         value = self._scalar()
@@ -241,9 +214,30 @@ class _Node:
         return value
 
 
+# --- the file --------------------------------------------------------------------------
+
+_SECTIONS = ("name", "venue", "devices", "timeline", "expect", "settle_s")
+_REQUIRED = ("name", "venue", "devices", "timeline", "expect")
+
+
 def load(path: Path) -> Scenario:
     """Read and check a scenario file; ScenarioError names the file, line and what was expected."""
     path = Path(path)
+    top = _read(path).mapping(_SECTIONS)
+    for required in _REQUIRED:
+        if required not in top:
+            raise ScenarioError(f"{path}: missing required key {required!r}")
+    name = top["name"].text()
+    venue, zones, scanners = _venue(top["venue"])
+    devices = _devices(top["devices"], zones, scanners)
+    steps = _timeline(top["timeline"], zones, devices)
+    labels = {step.label: step for step in steps}
+    expects = _expectations(top["expect"], labels, tuple(d.id for d in devices))
+    settle = top["settle_s"].number(0, 600) if "settle_s" in top else 5.0
+    return Scenario(path, name, venue, zones, devices, steps, expects, settle, labels, scanners)
+
+
+def _read(path: Path) -> _Node:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -256,252 +250,381 @@ def load(path: Path) -> Scenario:
         raise ScenarioError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
     if root is None:
         raise ScenarioError(f"{path}: empty file")
-    top = _Node(path, root, "").mapping(("name", "venue", "devices", "timeline", "expect", "settle_s"))
-    for required in ("name", "venue", "devices", "timeline", "expect"):
-        if required not in top:
-            raise ScenarioError(f"{path}: missing required key {required!r}")
-    name = top["name"].text()
-    venue_map = top["venue"].mapping(("id", "zones", "scanners"))
-    if "id" not in venue_map:
-        raise top["venue"].fail("missing 'id'")
-    venue = venue_map["id"].text()
-    zone_list: list[ZoneSpec] = []
-    for z in venue_map["zones"].items() if "zones" in venue_map else []:
-        if isinstance(z.node, yaml.ScalarNode):
-            zid = z.text()
-            zone_list.append(ZoneSpec(zid, zid, None, False))
-            continue
-        zm = z.mapping(("id", "name", "rect", "exit"))
-        if "id" not in zm:
-            raise z.fail("missing 'id'")
-        zid = zm["id"].text()
-        rect = None
-        if "rect" in zm:
-            r = zm["rect"].items()
-            if len(r) != 4:
-                raise zm["rect"].fail("expected [x0, y0, x1, y1] in metres")
-            x0, y0, x1, y1 = (v.number(-10_000, 10_000) for v in r)
-            if x1 <= x0 or y1 <= y0:
-                raise zm["rect"].fail("expected x0 < x1 and y0 < y1")
-            rect = (x0, y0, x1, y1)
-        zone_list.append(
-            ZoneSpec(
-                zid, zm["name"].text() if "name" in zm else zid, rect, zm["exit"].flag() if "exit" in zm else False
-            )
-        )
-    zones = tuple(zone_list)
+    return _Node(path, root, "")
+
+
+# --- venue ---------------------------------------------------------------------------------
+
+
+def _venue(node: _Node) -> tuple[str, tuple[ZoneSpec, ...], tuple[ScannerSpec, ...]]:
+    venue = node.mapping(("id", "zones", "scanners"))
+    if "id" not in venue:
+        raise node.fail("missing 'id'")
+    zones = tuple(_zone(z) for z in venue["zones"].items()) if "zones" in venue else ()
     zone_ids = tuple(z.id for z in zones)
-    scanners: list[ScannerSpec] = []
-    for item in venue_map["scanners"].items() if "scanners" in venue_map else []:
-        sm = item.mapping(("id", "at", "zone"))
-        if not {"id", "at", "zone"} <= set(sm):
-            raise item.fail("a scanner needs id, at: [x, y] and zone")
-        scanners.append(ScannerSpec(sm["id"].text(), sm["at"].pair(), sm["zone"].text(zone_ids)))
+    scanners = tuple(_scanner(s, zone_ids) for s in venue["scanners"].items()) if "scanners" in venue else ()
+    return venue["id"].text(), zones, scanners
 
+
+def _zone(node: _Node) -> ZoneSpec:
+    if isinstance(node.node, yaml.ScalarNode):  # a bare name: a zone without a place
+        zid = node.text()
+        return ZoneSpec(zid, zid, None, False)
+    zm = node.mapping(("id", "name", "rect", "exit"))
+    if "id" not in zm:
+        raise node.fail("missing 'id'")
+    zid = zm["id"].text()
+    rect = None
+    if "rect" in zm:
+        r = zm["rect"].items()
+        if len(r) != 4:
+            raise zm["rect"].fail("expected [x0, y0, x1, y1] in metres")
+        x0, y0, x1, y1 = (v.number(-10_000, 10_000) for v in r)
+        if x1 <= x0 or y1 <= y0:
+            raise zm["rect"].fail("expected x0 < x1 and y0 < y1")
+        rect = (x0, y0, x1, y1)
+    return ZoneSpec(zid, zm["name"].text() if "name" in zm else zid, rect, zm["exit"].flag() if "exit" in zm else False)
+
+
+def _scanner(node: _Node, zone_ids: tuple[str, ...]) -> ScannerSpec:
+    sm = node.mapping(("id", "at", "zone"))
+    if not {"id", "at", "zone"} <= set(sm):
+        raise node.fail("a scanner needs id, at: [x, y] and zone")
+    return ScannerSpec(sm["id"].text(), sm["at"].pair(), sm["zone"].text(zone_ids))
+
+
+# --- devices -------------------------------------------------------------------------------
+
+
+def _devices(node: _Node, zones: tuple[ZoneSpec, ...], scanners: tuple[ScannerSpec, ...]) -> tuple[DeviceSpec, ...]:
     devices: list[DeviceSpec] = []
-    for item in top["devices"].items():
-        d = item.mapping(("id", "kind", "zone", "transport", "at", "resident", "channels"))
-        if "id" not in d:
-            raise item.fail("missing 'id'")
-        dev_id = d["id"].text()
-        if any(x.id == dev_id for x in devices):
-            raise d["id"].fail(f"device {dev_id!r} listed twice")
-        zone = d["zone"].text() if "zone" in d else ""
-        if zones and zone and zone not in zone_ids:
-            raise d["zone"].fail(f"zone {zone!r} is not one of the venue's zones ({', '.join(zone_ids)})")
-        kind = d["kind"].text(KINDS) if "kind" in d else "alarm_post"
-        at = d["at"].pair() if "at" in d else None
-        if kind == "wristband":
-            if at is None:
-                raise item.fail("a wristband needs at: [x, y], where it starts")
-            if not scanners or any(z.rect is None for z in zones):
-                raise item.fail("wristbands need venue zones with rect and at least one scanner")
-        channels: list[ChannelSpec] = []
-        if kind == "sensor":
-            if "channels" not in d:
-                raise item.fail("a sensor needs channels: [{name: ..., type: smoke|gas|door|extinguisher}, ...]")
-            for ch in d["channels"].items():
-                cm = ch.mapping(("name", "type", *SENSOR_TUNABLE))
-                if "name" not in cm or "type" not in cm:
-                    raise ch.fail("a channel needs name and type")
-                ch_name = cm["name"].text()
-                if any(c.name == ch_name for c in channels):
-                    raise cm["name"].fail(f"channel {ch_name!r} listed twice")
-                tuning = tuple((k, cm[k].integer(-1_000_000, 1_000_000)) for k in SENSOR_TUNABLE if k in cm)
-                channels.append(ChannelSpec(ch_name, cm["type"].text(SENSOR_TYPES), tuning))
-            if not 1 <= len(channels) <= 8:
-                raise d["channels"].fail("a sensor has 1 to 8 channels")
-        elif "channels" in d:
-            raise d["channels"].fail(f"channels are for sensors; {dev_id} is kind {kind}")
-        devices.append(
-            DeviceSpec(
-                dev_id,
-                kind,
-                zone,
-                d["transport"].text(TRANSPORTS) if "transport" in d else "mqtt",
-                item.line,
-                at,
-                d["resident"].text() if "resident" in d else "",
-                tuple(channels),
-            )
-        )
+    for item in node.items():
+        devices.append(_device(item, zones, scanners, tuple(d.id for d in devices)))
     if not devices:
-        raise top["devices"].fail("at least one device is needed")
-    ids = tuple(d.id for d in devices)
+        raise node.fail("at least one device is needed")
+    return tuple(devices)
 
+
+def _device(
+    item: _Node, zones: tuple[ZoneSpec, ...], scanners: tuple[ScannerSpec, ...], listed: tuple[str, ...]
+) -> DeviceSpec:
+    d = item.mapping(("id", "kind", "zone", "transport", "at", "resident", "channels"))
+    if "id" not in d:
+        raise item.fail("missing 'id'")
+    dev_id = d["id"].text()
+    if dev_id in listed:
+        raise d["id"].fail(f"device {dev_id!r} listed twice")
+    zone_ids = tuple(z.id for z in zones)
+    zone = d["zone"].text() if "zone" in d else ""
+    if zones and zone and zone not in zone_ids:
+        raise d["zone"].fail(f"zone {zone!r} is not one of the venue's zones ({', '.join(zone_ids)})")
+    kind = d["kind"].text(KINDS) if "kind" in d else "alarm_post"
+    at = d["at"].pair() if "at" in d else None
+    if kind == "wristband":
+        if at is None:
+            raise item.fail("a wristband needs at: [x, y], where it starts")
+        if not scanners or not zones or any(z.rect is None for z in zones):
+            raise item.fail("wristbands need venue zones with rect and at least one scanner")
+    channels: tuple[ChannelSpec, ...] = ()
+    if kind == "sensor":
+        if "channels" not in d:
+            raise item.fail("a sensor needs channels: [{name: ..., type: smoke|gas|door|extinguisher}, ...]")
+        channels = _channels(d["channels"])
+    elif "channels" in d:
+        raise d["channels"].fail(f"channels are for sensors; {dev_id} is kind {kind}")
+    transport = d["transport"].text(TRANSPORTS) if "transport" in d else "mqtt"
+    resident = d["resident"].text() if "resident" in d else ""
+    return DeviceSpec(dev_id, kind, zone, transport, item.line, at, resident, channels)
+
+
+def _channels(node: _Node) -> tuple[ChannelSpec, ...]:
+    channels: list[ChannelSpec] = []
+    for ch in node.items():
+        cm = ch.mapping(("name", "type", *SENSOR_TUNABLE))
+        if "name" not in cm or "type" not in cm:
+            raise ch.fail("a channel needs name and type")
+        ch_name = cm["name"].text()
+        if any(c.name == ch_name for c in channels):
+            raise cm["name"].fail(f"channel {ch_name!r} listed twice")
+        tuning = tuple((k, cm[k].integer(-1_000_000, 1_000_000)) for k in SENSOR_TUNABLE if k in cm)
+        channels.append(ChannelSpec(ch_name, cm["type"].text(SENSOR_TYPES), tuning))
+    if not 1 <= len(channels) <= 8:
+        raise node.fail("a sensor has 1 to 8 channels")
+    return tuple(channels)
+
+
+# --- timeline ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepIn:
+    """One timeline entry being read: its keys, its action and target, and what the
+    sections above it declared (an action's parser may check its options against them)."""
+
+    item: _Node
+    keys: dict[str, _Node]
+    action: str
+    target: str
+    zones: tuple[ZoneSpec, ...]
+    device: DeviceSpec | None  # the target, for device actions
+
+    def step(self, **options: Any) -> Step:
+        return Step(self.item.line, self.action, self.target, "", **options)
+
+    def need(self, *keys: str, usage: str) -> None:
+        if not all(k in self.keys for k in keys):
+            raise self.item.fail(f"'{self.action}' needs {usage}")
+
+
+def _plain(s: StepIn) -> Step:
+    return s.step()
+
+
+def _click(s: StepIn) -> Step:
+    return s.step(ms=s.keys["ms"].integer(10, 60_000) if "ms" in s.keys else 150)
+
+
+def _hold(s: StepIn) -> Step:
+    s.need("ms", usage="'ms: MILLISECONDS'")
+    return s.step(ms=s.keys["ms"].integer(10, 60_000))
+
+
+def _move(s: StepIn) -> Step:
+    if ("to" in s.keys) == ("zone" in s.keys):
+        raise s.item.fail("'move' needs to: [x, y] or zone: ID")
+    if "to" in s.keys:
+        return s.step(points=(s.keys["to"].pair(),))
+    zone_id = s.keys["zone"].text(tuple(z.id for z in s.zones))
+    return s.step(points=(next(z for z in s.zones if z.id == zone_id).centre(),))
+
+
+def _walk(s: StepIn) -> Step:
+    s.need("path", usage="path: [[x, y], ...]")
+    points = tuple(p.pair() for p in s.keys["path"].items())
+    return s.step(points=points, seconds=s.keys["step_s"].number(0.1, 60) if "step_s" in s.keys else 1.0)
+
+
+def _battery(s: StepIn) -> Step:
+    s.need("percent", usage="percent: 0..100")
+    return s.step(value=s.keys["percent"].integer(0, 100))
+
+
+def _set(s: StepIn) -> Step:
+    s.need("sensor", "value", usage="sensor: CHANNEL and value: READING")
+    assert s.device is not None
+    sensor = s.keys["sensor"].text(tuple(c.name for c in s.device.channels))
+    return s.step(sensor=sensor, value=s.keys["value"].integer(-(1 << 31), (1 << 31) - 1))
+
+
+@dataclass(frozen=True)
+class Action:
+    """A timeline action (docs/scenarios.md, "Actions").
+
+    Attributes:
+        on: "device" (the step names `device: ID`) or "process" (`process: NAME`).
+        kinds: the device kinds it is for; () for every kind.
+        options: the keys it takes besides do, device/process and label.
+        parse: reads those options into the step.
+    """
+
+    on: str
+    kinds: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    parse: Callable[[StepIn], Step] = _plain
+
+
+_POST, _BAND, _SENSOR = ("alarm_post",), ("wristband",), ("sensor",)
+# Adding an action: one row here (and its parser when it takes options), one in the rigs
+# that can run it (hil_tests/runner.py), one in docs/scenarios.md.
+ACTIONS: dict[str, Action] = {
+    "press": Action("device"),
+    "release": Action("device"),
+    "click": Action("device", _POST, ("ms",), _click),
+    "hold": Action("device", (), ("ms",), _hold),
+    "tamper_open": Action("device", _POST),
+    "tamper_close": Action("device", _POST),
+    "power_cut": Action("device"),
+    "power_on": Action("device"),
+    # wristbands
+    "move": Action("device", _BAND, ("to", "zone"), _move),
+    "walk": Action("device", _BAND, ("path", "step_s"), _walk),
+    "fall": Action("device", _BAND),
+    "strap_open": Action("device", _BAND),
+    "strap_close": Action("device", _BAND),
+    "battery": Action("device", _BAND, ("percent",), _battery),
+    # venue sensors
+    "set": Action("device", _SENSOR, ("sensor", "value"), _set),
+    # the gateway's processes
+    "stop": Action("process"),
+    "start": Action("process"),
+    "kill": Action("process"),
+    "restart": Action("process"),
+}
+_KIND_PLURAL = {"alarm_post": "alarm posts", "wristband": "wristbands", "sensor": "sensors"}
+
+
+def _step_options() -> tuple[str, ...]:
+    # read from the table on every load, so a new row's options are known at once
+    return tuple(dict.fromkeys(o for a in ACTIONS.values() for o in a.options))
+
+
+def _timeline(node: _Node, zones: tuple[ZoneSpec, ...], devices: tuple[DeviceSpec, ...]) -> tuple[Step, ...]:
     steps: list[Step] = []
-    labels: dict[str, Step] = {}
-    for item in top["timeline"].items():
-        s = item.mapping(
-            (
-                "do",
-                "device",
-                "process",
-                "ms",
-                "seconds",
-                "label",
-                "wait",
-                "to",
-                "zone",
-                "path",
-                "step_s",
-                "percent",
-                "sensor",
-                "value",
-            )
-        )
-        if "wait" in s:
-            if len(s) != 1:
-                raise item.fail("'wait' stands alone: - wait: SECONDS")
-            step = Step(item.line, "wait", "", f"wait@{item.line}", seconds=s["wait"].number(0, 600))
-        else:
-            if "do" not in s:
-                raise item.fail("expected 'do: ACTION' or 'wait: SECONDS'")
-            action = s["do"].text(DEVICE_ACTIONS + PROCESS_ACTIONS)
-            if action in DEVICE_ACTIONS:
-                if "device" not in s:
-                    raise item.fail(f"'{action}' needs 'device: ID'")
-                target = s["device"].text(ids)
-            else:
-                if "process" not in s:
-                    raise item.fail(f"'{action}' needs 'process: {'|'.join(PROCESSES)}'")
-                target = s["process"].text(PROCESSES)
-            ms = 0
-            if action in ("click", "hold"):
-                default = 150 if action == "click" else 0
-                ms = s["ms"].integer(10, 60_000) if "ms" in s else default
-                if not ms:
-                    raise item.fail("'hold' needs 'ms: MILLISECONDS'")
-            elif "ms" in s:
-                raise s["ms"].fail(f"'ms' applies to click and hold, not {action}")
-            for key, owners in _STEP_OPTIONS.items():
-                if key in s and action not in owners:
-                    raise s[key].fail(f"'{key}' applies to {' and '.join(owners)}, not {action}")
-            device_kinds = {d.id: d.kind for d in devices}
-            if action in BAND_ACTIONS and device_kinds.get(target) != "wristband":
-                raise item.fail(f"'{action}' is for wristbands; {target} is not one")
-            if action in POST_ACTIONS and device_kinds.get(target) != "alarm_post":
-                raise item.fail(f"'{action}' is for alarm posts; {target} is not one")
-            if action == "set" and device_kinds.get(target) != "sensor":
-                raise item.fail(f"'set' is for sensors; {target} is not one")
-            points: tuple[tuple[float, float], ...] = ()
-            step_s = 0.0
-            value = 0
-            sensor = ""
-            if action == "move":
-                if ("to" in s) == ("zone" in s):
-                    raise item.fail("'move' needs to: [x, y] or zone: ID")
-                points = (
-                    (s["to"].pair(),)
-                    if "to" in s
-                    else (next(z for z in zones if z.id == s["zone"].text(zone_ids)).centre(),)
-                )
-            elif action == "walk":
-                if "path" not in s:
-                    raise item.fail("'walk' needs path: [[x, y], ...]")
-                points = tuple(p.pair() for p in s["path"].items())
-                step_s = s["step_s"].number(0.1, 60) if "step_s" in s else 1.0
-            elif action == "battery":
-                if "percent" not in s:
-                    raise item.fail("'battery' needs percent: 0..100")
-                value = s["percent"].integer(0, 100)
-            elif action == "set":
-                if "sensor" not in s or "value" not in s:
-                    raise item.fail("'set' needs sensor: CHANNEL and value: READING")
-                spec = next(d for d in devices if d.id == target)
-                sensor = s["sensor"].text(tuple(c.name for c in spec.channels))
-                value = s["value"].integer(-(1 << 31), (1 << 31) - 1)
-            label = s["label"].text() if "label" in s else f"{action}@{item.line}"
-            if label in labels:
-                raise s["label"].fail(f"label {label!r} used twice")
-            step = Step(
-                item.line, action, target, label, ms=ms, seconds=step_s, points=points, value=value, sensor=sensor
-            )
-        labels[step.label] = step
-        steps.append(step)
+    for item in node.items():
+        steps.append(_step(item, zones, devices, {s.label for s in steps}))
+    return tuple(steps)
 
-    expects: list[Expect] = []
-    for item in top["expect"].items():
-        e = item.mapping(
-            (
-                "event",
-                "none",
-                "led",
-                "count",
-                "zero_loss",
-                "latency",
-                "device",
-                "after",
-                "within",
-                "for",
-                "colour",
-                "equals",
-                "p50_ms",
-                "p99_ms",
-            )
-        )
-        kinds = [k for k in ("event", "none", "led", "count", "zero_loss", "latency") if k in e]
-        if len(kinds) != 1:
-            raise item.fail("each expectation has exactly one of: event, none, led, count, zero_loss, latency")
-        kind = kinds[0]
-        after = ""
-        if "after" in e:
-            after = e["after"].text()
-            if after not in labels:
-                raise e["after"].fail(f"no timeline step is labelled {after!r}")
-        device = e["device"].text(ids) if "device" in e else ""
-        if kind == "event":
-            if not device or "within" not in e:
-                raise item.fail("'event' needs 'device' and 'within'")
-            expects.append(
-                Expect(item.line, kind, e["event"].text(EVENT_TYPES), device, after, e["within"].number(0.1))
-            )
-        elif kind == "none":
-            if "for" not in e:
-                raise item.fail("'none' needs 'for: SECONDS'")
-            expects.append(Expect(item.line, kind, e["none"].text(EVENT_TYPES), device, after, e["for"].number(0.1)))
-        elif kind == "led":
-            if not device or "within" not in e:
-                raise item.fail("'led' needs 'device' and 'within'")
-            colour = e["led"].text(COLOURS)
-            expects.append(Expect(item.line, kind, "", device, after, e["within"].number(0.1), colour=colour))
-        elif kind == "count":
-            if "equals" not in e:
-                raise item.fail("'count' needs 'equals: N'")
-            expects.append(Expect(item.line, kind, e["count"].text(EVENT_TYPES), device, equals=e["equals"].integer()))
-        elif kind == "latency":
-            p50 = e["p50_ms"].number(0, 600_000) if "p50_ms" in e else None
-            p99 = e["p99_ms"].number(0, 600_000) if "p99_ms" in e else None
-            if p50 is None and p99 is None:
-                raise item.fail("'latency' needs p50_ms and/or p99_ms")
-            expects.append(Expect(item.line, kind, e["latency"].text(EVENT_TYPES), p50_ms=p50, p99_ms=p99))
-        else:
-            if not e["zero_loss"].flag():
-                raise e["zero_loss"].fail("only 'zero_loss: true' makes sense")
-            expects.append(Expect(item.line, kind))
+
+def _step(item: _Node, zones: tuple[ZoneSpec, ...], devices: tuple[DeviceSpec, ...], labels: set[str]) -> Step:
+    options = _step_options()
+    s = item.mapping(("do", "device", "process", "label", "wait", *options))
+    if "wait" in s:
+        if len(s) != 1:
+            raise item.fail("'wait' stands alone: - wait: SECONDS")
+        step = Step(item.line, "wait", "", f"wait@{item.line}", seconds=s["wait"].number(0, 600))
+    else:
+        step = _action(item, s, options, zones, devices)
+    if step.label in labels:
+        raise s.get("label", item).fail(f"label {step.label!r} used twice")
+    return step
+
+
+def _action(
+    item: _Node,
+    s: dict[str, _Node],
+    options: tuple[str, ...],
+    zones: tuple[ZoneSpec, ...],
+    devices: tuple[DeviceSpec, ...],
+) -> Step:
+    if "do" not in s:
+        raise item.fail("expected 'do: ACTION' or 'wait: SECONDS'")
+    action = s["do"].text(tuple(ACTIONS))
+    spec = ACTIONS[action]
+    other = "process" if spec.on == "device" else "device"
+    if spec.on not in s:
+        usage = "device: ID" if spec.on == "device" else f"process: {'|'.join(PROCESSES)}"
+        raise item.fail(f"'{action}' needs '{usage}'")
+    if other in s:
+        raise s[other].fail(f"'{action}' acts on a {spec.on}, not a {other}")
+    device = None
+    if spec.on == "device":
+        target = s["device"].text(tuple(d.id for d in devices))
+        device = next(d for d in devices if d.id == target)
+    else:
+        target = s["process"].text(PROCESSES)
+    for key in options:
+        if key in s and key not in spec.options:
+            owners = [name for name, a in ACTIONS.items() if key in a.options]
+            raise s[key].fail(f"'{key}' applies to {_and(owners)}, not {action}")
+    if device is not None and spec.kinds and device.kind not in spec.kinds:
+        raise item.fail(f"'{action}' is for {_and([_KIND_PLURAL[k] for k in spec.kinds])}; {target} is not one")
+    step = spec.parse(StepIn(item, s, action, target, zones, device))
+    return replace(step, label=s["label"].text() if "label" in s else f"{action}@{item.line}")
+
+
+# --- expectations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ExpectIn:
+    """One expectation being read: its keys, and the labels and devices it may name."""
+
+    item: _Node
+    keys: dict[str, _Node]
+    kind: str
+    ids: tuple[str, ...]
+    labels: dict[str, Step]
+
+    def need(self, *keys: str, usage: str) -> None:
+        if not all(k in self.keys for k in keys):
+            raise self.item.fail(f"'{self.kind}' needs {usage}")
+
+    def event_type(self) -> str:
+        return self.keys[self.kind].text(EVENT_TYPES)
+
+    def device(self) -> str:
+        return self.keys["device"].text(self.ids) if "device" in self.keys else ""
+
+    def after(self) -> str:
+        if "after" not in self.keys:
+            return ""
+        after = self.keys["after"].text()
+        if after not in self.labels:
+            raise self.keys["after"].fail(f"no timeline step is labelled {after!r}")
+        return after
+
+
+def _expect_event(e: _ExpectIn) -> Expect:
+    after, device = e.after(), e.device()
+    e.need("device", "within", usage="'device' and 'within'")
+    return Expect(e.item.line, e.kind, e.event_type(), device, after, e.keys["within"].number(0.1))
+
+
+def _expect_none(e: _ExpectIn) -> Expect:
+    after, device = e.after(), e.device()
+    e.need("for", usage="'for: SECONDS'")
+    return Expect(e.item.line, e.kind, e.event_type(), device, after, e.keys["for"].number(0.1))
+
+
+def _expect_led(e: _ExpectIn) -> Expect:
+    after, device = e.after(), e.device()
+    e.need("device", "within", usage="'device' and 'within'")
+    colour = e.keys["led"].text(COLOURS)
+    return Expect(e.item.line, e.kind, "", device, after, e.keys["within"].number(0.1), colour=colour)
+
+
+def _expect_count(e: _ExpectIn) -> Expect:
+    device = e.device()
+    e.need("equals", usage="'equals: N'")
+    return Expect(e.item.line, e.kind, e.event_type(), device, equals=e.keys["equals"].integer())
+
+
+def _expect_latency(e: _ExpectIn) -> Expect:
+    p50 = e.keys["p50_ms"].number(0, 600_000) if "p50_ms" in e.keys else None
+    p99 = e.keys["p99_ms"].number(0, 600_000) if "p99_ms" in e.keys else None
+    if p50 is None and p99 is None:
+        raise e.item.fail("'latency' needs p50_ms and/or p99_ms")
+    return Expect(e.item.line, e.kind, e.event_type(), p50_ms=p50, p99_ms=p99)
+
+
+def _expect_zero_loss(e: _ExpectIn) -> Expect:
+    if not e.keys["zero_loss"].flag():
+        raise e.keys["zero_loss"].fail("only 'zero_loss: true' makes sense")
+    return Expect(e.item.line, e.kind)
+
+
+# expectation kind -> (the options it takes, its parser); docs/scenarios.md, "Expectations"
+EXPECTATIONS: dict[str, tuple[tuple[str, ...], Callable[[_ExpectIn], Expect]]] = {
+    "event": (("device", "after", "within"), _expect_event),
+    "none": (("device", "after", "for"), _expect_none),
+    "led": (("device", "after", "within"), _expect_led),
+    "count": (("device", "equals"), _expect_count),
+    "zero_loss": ((), _expect_zero_loss),
+    "latency": (("p50_ms", "p99_ms"), _expect_latency),
+}
+
+
+def _and(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _expectations(node: _Node, labels: dict[str, Step], ids: tuple[str, ...]) -> tuple[Expect, ...]:
+    expects = tuple(_expectation(item, labels, ids) for item in node.items())
     if not expects:
-        raise top["expect"].fail("a scenario without expectations proves nothing")
-    settle = top["settle_s"].number(0, 600) if "settle_s" in top else 5.0
-    return Scenario(
-        path, name, venue, zones, tuple(devices), tuple(steps), tuple(expects), settle, labels, tuple(scanners)
-    )
+        raise node.fail("a scenario without expectations proves nothing")
+    return expects
+
+
+def _expectation(item: _Node, labels: dict[str, Step], ids: tuple[str, ...]) -> Expect:
+    known = tuple(dict.fromkeys(o for options, _ in EXPECTATIONS.values() for o in options))
+    e = item.mapping((*EXPECTATIONS, *known))
+    kinds = [k for k in EXPECTATIONS if k in e]
+    if len(kinds) != 1:
+        raise item.fail(f"each expectation has exactly one of: {', '.join(EXPECTATIONS)}")
+    kind = kinds[0]
+    options, parse = EXPECTATIONS[kind]
+    for key in known:
+        if key in e and key not in options:
+            owners = [k for k, (opts, _) in EXPECTATIONS.items() if key in opts]
+            raise e[key].fail(f"'{key}' applies to {_and(owners)}, not {kind}")
+    return parse(_ExpectIn(item, e, kind, ids, labels))

@@ -74,35 +74,35 @@ def verify(path: Path, anchor: Head | None = None) -> Head:
         with f:
             for n, raw in enumerate(f, 1):
                 where = f"{path}: line {n}"
-                if len(raw) > MAX_LINE or not raw.endswith(b"\n"):
-                    raise ProvisionError(f"{where}: not a complete audit entry (cut or over-long line)")
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    raise ProvisionError(f"{where}: not JSON; the audit log was altered") from None
-                if not isinstance(entry, dict):
-                    raise ProvisionError(f"{where}: not an audit entry; the audit log was altered")
-                if entry.get("seq") != head.seq + 1:
-                    raise ProvisionError(
-                        f"{where}: seq {entry.get('seq')!r}, expected {head.seq + 1} (lines removed or reordered)"
-                    )
-                if entry.get("prev") != head.hash:
-                    raise ProvisionError(
-                        f"{where}: does not chain to the entry before it (altered, removed or inserted)"
-                    )
-                if entry.get("hash") != entry_hash(entry):
-                    raise ProvisionError(f"{where}: its hash does not match its content (altered)")
-                head = Head(head.seq + 1, str(entry["hash"]))
+                head = _next_head(where, raw, head)
                 if anchor is not None and head.seq == anchor.seq:
                     if head.hash != anchor.hash:
                         raise ProvisionError(f"{where}: differs from the entry the inventory recorded (rewritten)")
                     seen_anchor = True
-    if not seen_anchor:
-        assert anchor is not None
+    if anchor is not None and not seen_anchor:
         raise ProvisionError(
             f"{path}: ends at entry {head.seq} but the inventory recorded entry {anchor.seq} (entries cut off the end)"
         )
     return head
+
+
+def _next_head(where: str, raw: bytes, head: Head) -> Head:
+    """The head after the log line `raw`, which must be the entry that follows `head`."""
+    if len(raw) > MAX_LINE or not raw.endswith(b"\n"):
+        raise ProvisionError(f"{where}: not a complete audit entry (cut or over-long line)")
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        raise ProvisionError(f"{where}: not JSON; the audit log was altered") from None
+    if not isinstance(entry, dict):
+        raise ProvisionError(f"{where}: not an audit entry; the audit log was altered")
+    if entry.get("seq") != head.seq + 1:
+        raise ProvisionError(f"{where}: seq {entry.get('seq')!r}, expected {head.seq + 1} (lines removed or reordered)")
+    if entry.get("prev") != head.hash:
+        raise ProvisionError(f"{where}: does not chain to the entry before it (altered, removed or inserted)")
+    if entry.get("hash") != entry_hash(entry):
+        raise ProvisionError(f"{where}: its hash does not match its content (altered)")
+    return Head(head.seq + 1, str(entry["hash"]))
 
 
 class AuditLog:

@@ -109,16 +109,21 @@ def _image_plans(args: argparse.Namespace, board: Any) -> dict[str, Any]:
     return {port: plan_image(port, args.image) for port in args.port}
 
 
-def cmd_flash(args: argparse.Namespace) -> int:
-    from provisioning.bundle import build_bundle, load_bundle
-    from provisioning.channels import channels_for
-    from provisioning.flash import FlashOptions, flash_all
-
+def _check_link(args: argparse.Namespace) -> None:
+    """How the device reaches its gateway: a broker for MQTT, nothing for a wristband."""
     if args.kind == WRISTBAND:
         if args.broker is not None or args.transport != "mqtt":
             raise ProvisionError("flash: a wristband only advertises; --broker and --transport are not for it")
     elif args.transport == "mqtt" and args.broker is None:
         raise ProvisionError("flash: --broker HOST:PORT is required with --transport mqtt")
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    from provisioning.bundle import build_bundle, load_bundle
+    from provisioning.channels import channels_for
+    from provisioning.flash import FlashOptions, flash_all
+
+    _check_link(args)
     try:
         channels = channels_for(args.kind, args.channel)
     except ProvisionError as exc:

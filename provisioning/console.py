@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import binascii
+import contextlib
 from collections.abc import Callable
 from types import TracebackType
 
@@ -109,10 +110,8 @@ class DeviceLink:
         self.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             self._t.close()
-        except (OSError, AttributeError):
-            pass
 
     def _exec(self, step: str, code: str) -> bytes:
         try:

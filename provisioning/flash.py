@@ -28,6 +28,7 @@ go on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -184,122 +185,153 @@ def _done(ws: Workspace, rec: dict[str, Any], step: str, **detail: Any) -> None:
         ws.commit(f"flash.{step}", rec["id"], uid=rec["uid"], **detail)
 
 
-def flash_one(ws: Workspace, bundle: Bundle, opts: FlashOptions, port: str, progress: Progress) -> Outcome:
-    """Run (or complete) one board's transaction; never raises for the board's own failures."""
-    out = Outcome(port)
-    step = "connect"
-    rec: dict[str, Any] | None = None
-    try:
-        plan = opts.image_plans.get(port)
+def _copy(
+    ws: Workspace,
+    link: DeviceLink,
+    rec: dict[str, Any],
+    bundle: Bundle,
+    config: bytes,
+    progress: Progress,
+    out: Outcome,
+) -> bool:
+    """The copy step: remove what the bundle does not have, copy what differs, the manifest
+    last; returns whether the config must be written (the key step)."""
+    have = link.file_hashes()
+    want = {f.path: f.sha256 for f in bundle.files}
+    want[MANIFEST] = hashlib.sha256(bundle.manifest).hexdigest()
+    stale = [
+        p
+        for p in sorted(have)
+        if p.endswith(".tmp")
+        or (p.split("/", 1)[0] in MANAGED_DIRS and "/" in p and p not in want)
+        or (p.endswith(".py") and p[:-3] + ".mpy" in want)  # a .py shadows its .mpy
+    ]
+    todo = [p for p in sorted(want) if have.get(p) != want[p] and p != MANIFEST]
+    manifest_due = have.get(MANIFEST) != want[MANIFEST]
+    config_due = have.get(CONFIG) != hashlib.sha256(config).hexdigest()
+    progress.total(
+        sum(len(bundle.read(p)) for p in todo)
+        + (len(bundle.manifest) if manifest_due else 0)
+        + (len(config) if config_due else 0)
+    )
+    for p in stale:
+        link.remove(p)
+    for p in todo:
+        link.put(p, bundle.read(p), progress.advance)
+    if manifest_due:  # last: it names the version the board now holds
+        link.put(MANIFEST, bundle.manifest, progress.advance)
+    out.copied = len(todo) + int(manifest_due)
+    out.removed = len(stale)
+    _done(ws, rec, "copy", bundle=bundle.bundle_id, copied=todo + [MANIFEST] * manifest_due, removed=stale)
+    return config_due
+
+
+def _selftest(link: DeviceLink, rec: dict[str, Any], bundle: Bundle, uid: str) -> dict[str, str]:
+    """The selftest step: the board must read back the identity it was given."""
+    info = link.selftest()
+    got = (info.get("id"), info.get("kind"), info.get("bundle"), info.get("uid"))
+    expect = (rec["id"], rec["kind"], bundle.bundle_id, uid)
+    if got != expect:
+        raise DeviceError(
+            "selftest",
+            "board reads back id={} kind={} bundle={} uid={}, expected {} {} {} {}".format(*got, *expect),
+        )
+    return info
+
+
+def _register(ws: Workspace, rec: dict[str, Any], bundle: Bundle, info: dict[str, str]) -> None:
+    """The register step: the inventory records the board as provisioned with this bundle."""
+    with ws.inventory.lock:
+        rec.update(
+            state="provisioned",
+            bundle=bundle.bundle_id,
+            fw=info.get("fw", "?"),
+            mpy=info.get("mpy", "?"),
+            provisioned=int(time.time()),
+        )
+        _done(ws, rec, "register", bundle=bundle.bundle_id, fw=rec["fw"], mpy=rec["mpy"])
+
+
+class _Transaction:
+    """One board's steps in order; `step` is the one under way, where a failure is reported."""
+
+    def __init__(self, ws: Workspace, bundle: Bundle, opts: FlashOptions, port: str, progress: Progress) -> None:
+        self.ws = ws
+        self.bundle = bundle
+        self.opts = opts
+        self.progress = progress
+        self.out = Outcome(port)
+        self.step = "connect"
+
+    def enter(self, step: str, device: str | None = None) -> None:
+        self.step = step
+        self.progress.step(step, device)
+
+    def run(self) -> None:
+        ws, bundle, opts, out = self.ws, self.bundle, self.opts, self.out
+        plan = opts.image_plans.get(out.port)
         if plan is not None:
-            step = "image"
-            progress.step(step)
+            self.enter("image")
             if isinstance(plan, Uf2Plan):
                 write_uf2(plan)
             else:
                 write_image(plan)
-        step = "connect"
-        progress.step(step)
-        with DeviceLink(port, opts.chunk) as link:
-            step = "identify"
-            progress.step(step)
-            uid = link.uid().hex()
-            out.uid = uid
-            rec, out.resumed = _begin(ws, uid, opts, bundle, opts.residents.get(port))
-            out.device = rec["id"]
+        self.enter("connect")
+        with DeviceLink(out.port, opts.chunk) as link:
+            self.enter("identify")
+            uid = out.uid = link.uid().hex()
+            rec, out.resumed = _begin(ws, uid, opts, bundle, opts.residents.get(out.port))
+            dev = out.device = rec["id"]
 
-            step = "copy"
-            progress.step(step, rec["id"])
-            have = link.file_hashes()
-            want = {f.path: f.sha256 for f in bundle.files}
-            want[MANIFEST] = hashlib.sha256(bundle.manifest).hexdigest()
+            self.enter("copy", dev)
             config = device_config(rec, opts)
-            stale = [
-                p
-                for p in sorted(have)
-                if p.endswith(".tmp")
-                or (p.split("/", 1)[0] in MANAGED_DIRS and "/" in p and p not in want)
-                or (p.endswith(".py") and p[:-3] + ".mpy" in want)  # a .py shadows its .mpy
-            ]
-            todo = [p for p in sorted(want) if have.get(p) != want[p] and p != MANIFEST]
-            manifest_due = have.get(MANIFEST) != want[MANIFEST]
-            config_due = have.get(CONFIG) != hashlib.sha256(config).hexdigest()
-            progress.total(
-                sum(len(bundle.read(p)) for p in todo)
-                + (len(bundle.manifest) if manifest_due else 0)
-                + (len(config) if config_due else 0)
-            )
-            for p in stale:
-                link.remove(p)
-            for p in todo:
-                link.put(p, bundle.read(p), progress.advance)
-            if manifest_due:  # last: it names the version the board now holds
-                link.put(MANIFEST, bundle.manifest, progress.advance)
-            out.copied = len(todo) + int(manifest_due)
-            out.removed = len(stale)
-            _done(ws, rec, "copy", bundle=bundle.bundle_id, copied=todo + [MANIFEST] * manifest_due, removed=stale)
+            config_due = _copy(ws, link, rec, bundle, config, self.progress, out)
 
-            step = "key"
-            progress.step(step, rec["id"])
+            self.enter("key", dev)
             if config_due:
-                link.put(CONFIG, config, progress.advance)
+                link.put(CONFIG, config, self.progress.advance)
                 out.copied += 1
             _done(ws, rec, "key", written=config_due)
 
-            if rec["kind"] == "wristband":
-                step = "clock"
-                progress.step(step, rec["id"])
+            if rec["kind"] == WRISTBAND:
+                self.enter("clock", dev)
                 now = int(time.time())
                 link.run("clock", _CLOCK_CODE % {"dir": BAND_DATA_DIR, "k": BAND_K, "now": now})
                 _done(ws, rec, "clock", unix=now)
 
-            step = "selftest"
-            progress.step(step, rec["id"])
-            info = link.selftest()
-            got = (info.get("id"), info.get("kind"), info.get("bundle"), info.get("uid"))
-            expect = (rec["id"], rec["kind"], bundle.bundle_id, uid)
-            if got != expect:
-                raise DeviceError(
-                    "selftest",
-                    "board reads back id={} kind={} bundle={} uid={}, expected {} {} {} {}".format(*got, *expect),
-                )
+            self.enter("selftest", dev)
+            info = _selftest(link, rec, bundle, uid)
             out.kind = info["kind"]
 
-            step = "register"
-            progress.step(step, rec["id"])
-            with ws.inventory.lock:
-                rec.update(
-                    state="provisioned",
-                    bundle=bundle.bundle_id,
-                    fw=info.get("fw", "?"),
-                    mpy=info.get("mpy", "?"),
-                    provisioned=int(time.time()),
-                )
-                _done(ws, rec, "register", bundle=bundle.bundle_id, fw=rec["fw"], mpy=rec["mpy"])
+            self.enter("register", dev)
+            _register(ws, rec, bundle, info)
 
-            step = "label"
-            progress.step(step, rec["id"])
-            label = make_label(uid, rec["id"], rec["kind"], rec["venue"], rec["zone"])
-            write_label(ws.labels_dir, label)
-            out.label = label
-            _done(ws, rec, "label", check=label.check)
+            self.enter("label", dev)
+            out.label = make_label(uid, dev, rec["kind"], rec["venue"], rec["zone"])
+            write_label(ws.labels_dir, out.label)
+            _done(ws, rec, "label", check=out.label.check)
 
-            step = "restart"
-            progress.step(step, rec["id"])
+            self.enter("restart", dev)
             link.restart()
+
+
+def flash_one(ws: Workspace, bundle: Bundle, opts: FlashOptions, port: str, progress: Progress) -> Outcome:
+    """Run (or complete) one board's transaction; never raises for the board's own failures."""
+    run = _Transaction(ws, bundle, opts, port, progress)
+    out = run.out
+    try:
+        run.run()
         out.ok = True
         out.step = "done"
     except DeviceError as exc:
         out.step, out.reason = exc.step, exc.reason
     except ProvisionError as exc:
-        out.step, out.reason = step, str(exc)
+        out.step, out.reason = run.step, str(exc)
     except OSError as exc:
-        out.step, out.reason = step, f"{port}: {exc}"
+        out.step, out.reason = run.step, f"{port}: {exc}"
     if not out.ok:
-        try:
+        with contextlib.suppress(ProvisionError, OSError):
             ws.commit("flash.failed", out.device, uid=out.uid, port=port, step=out.step, reason=out.reason)
-        except (ProvisionError, OSError):
-            pass
     progress.step("done" if out.ok else "failed", out.device)
     return out
 

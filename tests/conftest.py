@@ -11,6 +11,9 @@ from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import find_micropython
 
+# the `seed` fixture, and the replay command in the report of a failed randomised test
+pytest_plugins = ("tests.seeds",)
+
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:

@@ -112,9 +112,9 @@ def publish_all(port: int, rng: random.Random, on_progress: Callable[[int], None
     return seq
 
 
-def test_100k_bad_frames_through_the_live_agent(tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto]) -> None:
-    seed = random.randrange(1 << 32)
-    print(f"fuzz seed {seed}")
+def test_100k_bad_frames_through_the_live_agent(
+    tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], seed: int
+) -> None:
     rng = random.Random(seed)
     local, central = broker_pair
     agent = AgentProcess(tmp_path / "gw", local.address, central.address, DEVICES)

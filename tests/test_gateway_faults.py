@@ -18,6 +18,7 @@ from agent.shared.registry import Device
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.loadgen import FleetLoad, LoadReport
 from hil_tests.sim.mosquitto import Mosquitto
+from hil_tests.sim.tools import wait_until
 
 DEVICES = [Device(f"AP-{n:04d}", "alarm_post", bytes([n]) * 32, "venue-1", "hall") for n in range(1, 6)]
 Key = tuple[str, int, int]
@@ -71,29 +72,33 @@ def check_central(rig: Rig, report: LoadReport, seed: int) -> None:
     assert problems == [], f"seed {seed}: {problems[:5]}"
 
 
-def test_kill9_of_the_agent_20_times_under_load_loses_nothing(rig: Rig) -> None:
-    seed = random.randrange(1 << 32)
-    rng = random.Random(seed)
+def kill_again_and_again(rig: Rig, load: FleetLoad, rng: random.Random, kills: int, when_up: bool = False) -> None:
+    """kill -9 the agent `kills` times at random moments of the load's stream, restarting it
+    at once each time (`when_up`: each kill lands once the restarted agent is forwarding
+    again, not while it starts); then keep the stream going until it means much (bounded)."""
+    for _ in range(kills):
+        if when_up:
+            rig.agent.wait_log("uplink_up")
+        time.sleep(rng.uniform(0.05, 0.6))  # the kill lands at a random moment of the stream
+        rig.agent.kill()
+        rig.agent.start(wait=False)
+    rig.agent.wait_log("uplink_up")
+    # enough load to mean much whatever the kill times drawn and the machine's speed: the
+    # stream goes on after the last kill until it is there
+    wait_until(lambda: all(n > m for n, m in zip(load.progress(), (50, 200), strict=True)), 60, "load after the kills")
+    load.stop_sending()
+
+
+def test_kill9_of_the_agent_20_times_under_load_loses_nothing(rig: Rig, seed: int) -> None:
     load = FleetLoad(rig.local.address, DEVICES, rate=300, seed=seed)
     load.start()
     try:
-        for _ in range(20):
-            time.sleep(rng.uniform(0.05, 0.6))  # the kill lands at a random moment of the stream
-            rig.agent.kill()
-            rig.agent.start(wait=False)
-        rig.agent.wait_log("uplink_up")
-        # enough load to mean much whatever the kill times drawn and the machine's speed: the
-        # stream goes on after the last kill until it is there (bounded)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(n > m for n, m in zip(load.progress(), (50, 200), strict=True)):
-            time.sleep(0.1)  # polling the load generator's counters
-        load.stop_sending()
+        kill_again_and_again(rig, load, random.Random(seed), 20)
         assert load.wait_settled(60), f"seed {seed}: {load.pending()} frames still without receipt 2"
     finally:
         load.stop()
     report = load.report
     assert rig.agent.starts == 21
-    assert len(report.keys(0)) > 50 and len(report.stored) > 200, f"seed {seed}: too little load to mean much"
     check_central(rig, report, seed)
     # telemetry was not tracked by the devices, but nothing was lost either: the local broker
     # keeps the agent's session and the agent acknowledges only after the commit
@@ -101,20 +106,38 @@ def test_kill9_of_the_agent_20_times_under_load_loses_nothing(rig: Rig) -> None:
     assert not missing_p2, f"seed {seed}: {len(missing_p2)} P2 events missing"
 
 
-def test_central_down_and_local_broker_restarted_under_load(rig: Rig) -> None:
-    seed = random.randrange(1 << 32)
+def test_kill9_under_load_from_devices_that_never_resend_loses_no_receipted_event(rig: Rig, seed: int) -> None:
+    # Each frame goes out once. An event the gateway answered with receipt 1 (committed
+    # durably) and then lost, by deleting it before central's PUBACK or by a commit that was
+    # not durable, cannot come back through a resend: it is simply missing at central.
+    load = FleetLoad(rig.local.address, DEVICES, rate=300, seed=seed, resend=False)
+    load.start()
+    try:
+        kill_again_and_again(rig, load, random.Random(seed), 10, when_up=True)
+    finally:
+        load.stop()
+    report = load.report
+    assert rig.agent.starts == 11 and report.resent == 0
+    missing = rig.wait_central(report.stored, 60)
+    assert not missing, (
+        f"seed {seed}: {len(missing)} events had receipt 1 and never reached central: {sorted(missing)[:5]}"
+    )
+    # and every frame the local broker took, receipted or not: the agent's session keeps
+    # what it did not acknowledge, and it acknowledges only after the commit
+    missing = rig.wait_central(set(report.sent), 30)
+    assert not missing, f"seed {seed}: {len(missing)} sent frames never reached central: {sorted(missing)[:5]}"
+    check_central(rig, report, seed)
+
+
+def test_central_down_and_local_broker_restarted_under_load(rig: Rig, seed: int) -> None:
     load = FleetLoad(rig.local.address, DEVICES, rate=300, seed=seed)
     load.start()
     try:
-        rig.verifier.wait_for(lambda: len(rig.central_keys()) > 100, 20)
+        assert rig.verifier.wait_for(lambda: len(rig.central_keys()) > 100, 20), "the load reaches central"
         rig.central.stop()  # central goes away for a while; the gateway buffers
         rig.agent.wait_log("uplink_down")
         stored = len(load.report.stored)
-        load_during = time.monotonic()
-        deadline = load_during + 3
-        while time.monotonic() < deadline and len(load.report.stored) < stored + 50:
-            time.sleep(0.05)
-        assert len(load.report.stored) >= stored + 50, "receipt 1 keeps coming while central is away"
+        wait_until(lambda: len(load.report.stored) >= stored + 50, 3, "receipt 1 while central is away")
         rig.local.restart()  # the local broker restarts too, with its persistent store
         rig.central.start()
         rig.agent.wait_log("uplink_up host")
@@ -126,29 +149,27 @@ def test_central_down_and_local_broker_restarted_under_load(rig: Rig) -> None:
 
 
 def test_tiny_buffer_keeps_alarms_and_evicts_telemetry(
-    tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto]
+    tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], seed: int
 ) -> None:
     local, central = broker_pair
     config = "[buffer]\nmax_bytes = 16384\np0_reserve_bytes = 4096\n"
     rig = Rig(tmp_path, local, central, extra_config=config)
-    seed = random.randrange(1 << 32)
     try:
         rig.start()
         central.stop()
         rig.agent.wait_log("uplink_down")
-        load = FleetLoad(local.address, DEVICES, rate=400, mix=(0.05, 0.10, 0.85), seed=seed)
+        # central is away for the whole fill: rechecks for receipt 2 every 5 s would resend
+        # every stored frame again and again and starve the new ones
+        load = FleetLoad(local.address, DEVICES, rate=400, mix=(0.05, 0.10, 0.85), seed=seed, recheck_s=30)
         load.start()
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 30  # as much load as 30 s give, 3000 frames at most
             while time.monotonic() < deadline and len(load.report.sent) < 3000:
-                time.sleep(0.05)
+                time.sleep(0.05)  # polling the load generator's counter
             load.stop_sending()
             # every alarm was stored although the bound was passed many times over
             alarms = load.report.keys(0)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not alarms <= load.report.stored:
-                time.sleep(0.05)
-            assert alarms <= load.report.stored, f"seed {seed}: alarms without receipt 1"
+            wait_until(lambda: alarms <= load.report.stored, 20, f"seed {seed}: receipt 1 for every alarm")
             central.start()
             assert load.wait_settled(60), f"seed {seed}: {load.pending()} frames without a final receipt"
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hil_tests import runner
-from hil_tests.scenario import ScenarioError, load
+from hil_tests.scenario import ACTIONS, EXPECTATIONS, Action, ScenarioError, Step, StepIn, load
 from hil_tests.sim.tools import REPO_ROOT
 
 SCENARIOS = sorted((REPO_ROOT / "hil_tests" / "scenarios").glob("*.yaml"))
@@ -104,6 +104,41 @@ expect:
             "{do: click, device: AP-1, value: 3, label: p}",
             ":6: timeline[0].value: 'value' applies to set, not click",
         ),
+        # a key with no value is a mistake like any other, not a crash of the YAML loader
+        ("{do: click, device: AP-1, label: p}", "{do: , device: AP-1, label: p}", ":6: timeline[0].do: expected text"),
+        ("within: 5}", "within: }", ":8: expect[0].within: expected a number from 0.1 to 3600, got None"),
+        # a key that belongs to another action or expectation is refused, never ignored
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: click, device: AP-1, process: agent, label: p}",
+            ":6: timeline[0].process: 'click' acts on a device, not a process",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {count: ALARM, equals: 1, within: 5}",
+            ":8: expect[0].within: 'within' applies to event and led, not count",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {latency: ALARM, p99_ms: 100, after: p}",
+            ":8: expect[0].after: 'after' applies to event, none and led, not latency",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {led: red, colour: blue, device: AP-1, within: 5}",
+            ":8: expect[0].colour: unknown key 'colour'",
+        ),
+        (
+            "venue: {id: v}\ndevices:\n  - {id: AP-1}",
+            "venue: {id: v, scanners: [{id: s, at: [1, 1], zone: z}]}\n"
+            "devices:\n  - {id: AP-1, kind: wristband, at: [1, 1]}",
+            ":4: devices[0]: wristbands need venue zones with rect and at least one scanner",
+        ),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: click, device: AP-1, label: p}\n  - {do: click, device: AP-1, label: p}",
+            ":7: timeline[1].label: label 'p' used twice",
+        ),
     ],
 )
 def test_mistakes_name_file_and_line(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -113,6 +148,31 @@ def test_mistakes_name_file_and_line(tmp_path: Path, old: str, new: str, message
     with pytest.raises(ScenarioError) as exc:
         load(path)
     assert str(exc.value).startswith(str(path)) and message in str(exc.value), str(exc.value)
+
+
+def test_every_action_is_one_row_runnable_and_documented() -> None:
+    device_actions = {name for name, a in ACTIONS.items() if a.on == "device"}
+    assert set(runner.SIM_DEVICE_ACTIONS) == device_actions
+    assert set(runner.BENCH_ACTIONS) <= device_actions
+    docs = (REPO_ROOT / "docs" / "scenarios.md").read_text(encoding="utf-8")
+    actions = docs[docs.index("## Actions") : docs.index("## Expectations")]
+    expectations = docs[docs.index("## Expectations") : docs.index("## Summary")]
+    assert [a for a in ACTIONS if f"`{a}`" not in actions] == []
+    assert [k for k in EXPECTATIONS if f"`{k}" not in expectations] == []
+
+
+def test_a_new_action_is_one_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def parse(s: StepIn) -> Step:
+        return s.step(value=s.keys["times"].integer(1, 5))
+
+    monkeypatch.setitem(ACTIONS, "beep", Action("device", ("alarm_post",), ("times",), parse))
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD.replace("{do: click, device: AP-1, label: p}", "{do: beep, device: AP-1, times: 3, label: p}"))
+    (step,) = load(path).steps
+    assert (step.action, step.target, step.value, step.label) == ("beep", "AP-1", 3, "p")
+    path.write_text(GOOD.replace("{do: click, device: AP-1, label: p}", "{do: click, device: AP-1, times: 3}"))
+    with pytest.raises(ScenarioError, match=r":6: timeline\[0\]\.times: 'times' applies to beep, not click"):
+        load(path)
 
 
 def test_a_failing_expectation_fails_the_run_with_json(tmp_path: Path, micropython: str) -> None:

@@ -400,10 +400,8 @@ def receipts_from(data: bytes) -> set[tuple[int, int, int]]:
 
 
 def test_100k_bad_serial_frames_and_bytes_through_the_live_agent(
-    tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto]
+    tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], seed: int
 ) -> None:
-    seed = int(os.environ.get("GE_SEED", random.randrange(1 << 32)))
-    print(f"serial fuzz seed={seed} (replay with GE_SEED={seed})")
     rng = random.Random(seed)
     local, central = broker_pair
     port = PtyPort(tmp_path)

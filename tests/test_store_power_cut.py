@@ -13,7 +13,7 @@ number never repeats or goes backwards; every completed put that was not removed
 with the right priority, state and bytes; nothing else is, except the one operation that was
 in flight; no entry file is ever found corrupt (torn .tmp files are expected). At the end the
 directory is checked once more by CPython importing firmware/lib/store.py directly.
-Replay a failure with GE_SEED=<seed> (printed, and in every failure message).
+Replay a failure with GE_SEED=<seed> (in every failure message and the report: tests/seeds.py).
 """
 
 from __future__ import annotations
@@ -131,15 +131,19 @@ class _Model:
                 continue
             self.fail(f"entry {key} {value} was never put, or was removed")
         if pend is not None:
-            key = (int(pend[1]), int(pend[2]))
-            if pend[0] == "mark":
-                done = key in have and have[key][1] == int(pend[3])
-            else:
-                done = (key in have) == (pend[0] == "put")
-            outcome = f"{pend[0]} {'done' if done else 'undone'}"
-            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            self._count_outcome(pend, have)
         self.entries = dict(have)
         self.pending = None
+
+    def _count_outcome(self, pend: list[str], have: dict[tuple[int, int], tuple[int, int]]) -> None:
+        # how the operation in flight at the kill came back: done or undone
+        key = (int(pend[1]), int(pend[2]))
+        if pend[0] == "mark":
+            done = key in have and have[key][1] == int(pend[3])
+        else:
+            done = (key in have) == (pend[0] == "put")
+        outcome = f"{pend[0]} {'done' if done else 'undone'}"
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     def completed(self, result: list[str]) -> None:
         op = self.pending
@@ -217,9 +221,40 @@ def _final_check(model: _Model, root: Path) -> None:
     model.line("ready")
 
 
+def _run_child(cmd: list[str], env: dict[str, str], model: _Model, pause_at: int, kill_after: int) -> int:
+    """One boot of the child, every line it prints fed to `model`: killed at its pause point
+    (`pause_at`), or after `kill_after` lines; returns its exit status."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        lines = _Lines(proc)
+        n = 0
+        while True:
+            text = lines.next()
+            if text is None:
+                break
+            model.line(text)
+            n += 1
+            if (pause_at and text.startswith("pause ")) or (not pause_at and n >= kill_after):
+                proc.send_signal(signal.SIGKILL)
+                break
+        # whatever the child printed before it died is true too
+        while (text := lines.next()) is not None:
+            model.line(text)
+        return proc.wait(timeout=LINE_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
 @pytest.mark.parametrize("fs", ["rename", "fat"])
 @pytest.mark.parametrize("interp", ["micropython", "cpython"])
-def test_store_survives_sigkill(interp: str, fs: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_store_survives_sigkill(
+    interp: str, fs: str, tmp_path: Path, request: pytest.FixtureRequest, seed: int
+) -> None:
     env = dict(os.environ)
     path = os.pathsep.join([str(HERE / "firmware"), str(FIRMWARE_DIR / "lib")])
     if interp == "micropython":
@@ -228,8 +263,6 @@ def test_store_survives_sigkill(interp: str, fs: str, tmp_path: Path, request: p
     else:
         cmd = [sys.executable, str(CHILD)]
         env["PYTHONPATH"] = path
-    seed = int(os.environ.get("GE_SEED") or random.SystemRandom().randrange(1 << 31))
-    print(f"seed {seed} ({interp}, {fs})")
     rng = random.Random(f"{seed}/{interp}/{fs}")
     root = tmp_path / "flash"
     model = _Model(f"{interp}/{fs} seed={seed}")
@@ -240,36 +273,7 @@ def test_store_survives_sigkill(interp: str, fs: str, tmp_path: Path, request: p
         pause_at = rng.randint(1, 150) if run % 2 else 0
         kill_after = rng.randint(1, 60)
         model.phase = "spawn"
-        proc = subprocess.Popen(
-            [*cmd, str(root), fs, str(pause_at), str(seed + run)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            lines = _Lines(proc)
-            n = 0
-            while True:
-                text = lines.next()
-                if text is None:
-                    break
-                model.line(text)
-                n += 1
-                if (pause_at and text.startswith("pause ")) or (not pause_at and n >= kill_after):
-                    proc.send_signal(signal.SIGKILL)
-                    break
-            # whatever the child printed before it died is true too
-            while (text := lines.next()) is not None:
-                model.line(text)
-            rc = proc.wait(timeout=LINE_TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    stream.close()
+        rc = _run_child([*cmd, str(root), fs, str(pause_at), str(seed + run)], env, model, pause_at, kill_after)
         if rc == -signal.SIGKILL:
             kills += 1
             where = model.phase

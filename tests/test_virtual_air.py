@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from agent.gateway.wristbands.sim_scanner import SimAirScanner, parse_ad
 from agent.shared.errors import ConfigError
 from agent.shared.registry import Device, write_registry
 from hil_tests.sim.air import VenueError, VirtualAir, load_venue, parse_venue
+from hil_tests.sim.tools import wait_until
 
 VENUE = {
     "model": {"shadowing_db": 0, "loss": 0.0, "seed": 3},
@@ -90,9 +90,7 @@ def test_air_delivers_with_path_loss_and_counts_bad_datagrams() -> None:
             b"bye s9",
         ):
             scanner.sendto(bad, air.address)
-        deadline = time.monotonic() + 2
-        while sum(air.rejected.values()) < 6 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: sum(air.rejected.values()) >= 6, 2, "six rejected datagrams")
         assert dict(air.rejected) == {
             "bad_hex": 2,
             "bad_number": 1,
@@ -133,8 +131,8 @@ async def test_bleak_scanner_with_the_sim_backend_hears_the_air() -> None:
             backend.datagram(b"rx aaaaaaaaaaaa -50 05ff01")
             backend.datagram(b"rx aaaaaaaaaaaa loud 00")
             assert dict(backend.rejected) == {"bad_addr": 1, "bad_ad": 1, "bad_rssi": 1}
-        await asyncio.to_thread(lambda: time.sleep(0.2))
-        assert "s1" not in air.scanners()  # stop() said bye
+        # stop() said bye: the air forgets the scanner (a datagram on its way: polled)
+        await asyncio.to_thread(wait_until, lambda: "s1" not in air.scanners(), 5, "the scanner's bye")
 
 
 BASE = """

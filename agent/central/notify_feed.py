@@ -19,6 +19,7 @@ by id, never by chain position).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -143,10 +144,8 @@ class CentralFeed:
             self.connected.clear()
             if stop.is_set():
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff.next())
-            except TimeoutError:
-                pass
 
     async def _session(self, stop: asyncio.Event, ready: Callable[[], None] | None) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

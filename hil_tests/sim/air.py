@@ -139,7 +139,15 @@ def parse_venue(data: Any, source: str = "venue") -> Venue:
         raise VenueError(f"{source}: expected a mapping at the top")
     _keys(source, data, ("name", "model", "zones", "scanners"))
     name = _name(f"{source}: name", data.get("name", "venue"))
-    m = data.get("model", {})
+    return Venue(
+        name,
+        _model(source, data.get("model", {})),
+        _zones(source, data.get("zones", [])),
+        _scanners(source, data.get("scanners", [])),
+    )
+
+
+def _model(source: str, m: Any) -> Model:
     if not isinstance(m, dict):
         raise VenueError(f"{source}: model: expected a mapping")
     _keys(f"{source}: model", m, Model.__slots__)
@@ -152,11 +160,14 @@ def parse_venue(data: Any, source: str = "venue") -> Venue:
     model = Model(**{**{k: getattr(defaults, k) for k in Model.__slots__}, **kw})
     if not 0 <= model.loss < 1 or model.exponent <= 0 or model.shadowing_db < 0:
         raise VenueError(f"{source}: model: loss must be in [0, 1), exponent > 0, shadowing_db >= 0")
-    zones: list[Zone] = []
-    raw_zones = data.get("zones", [])
-    if not isinstance(raw_zones, list) or not raw_zones:
+    return model
+
+
+def _zones(source: str, raw: Any) -> tuple[Zone, ...]:
+    if not isinstance(raw, list) or not raw:
         raise VenueError(f"{source}: zones: expected a non-empty list")
-    for i, z in enumerate(raw_zones):
+    zones: list[Zone] = []
+    for i, z in enumerate(raw):
         where = f"{source}: zones[{i}]"
         if not isinstance(z, dict):
             raise VenueError(f"{where}: expected a mapping")
@@ -174,11 +185,14 @@ def parse_venue(data: Any, source: str = "venue") -> Venue:
         if any(o.name == zname for o in zones):
             raise VenueError(f"{where}.name: duplicate zone {zname!r}")
         zones.append(Zone(zname, (x0, y0, x1, y1), ex))
-    scanners: dict[str, tuple[float, float]] = {}
-    raw_scanners = data.get("scanners", [])
-    if not isinstance(raw_scanners, list):
+    return tuple(zones)
+
+
+def _scanners(source: str, raw: Any) -> dict[str, tuple[float, float]]:
+    if not isinstance(raw, list):
         raise VenueError(f"{source}: scanners: expected a list")
-    for i, s in enumerate(raw_scanners):
+    scanners: dict[str, tuple[float, float]] = {}
+    for i, s in enumerate(raw):
         where = f"{source}: scanners[{i}]"
         if not isinstance(s, dict):
             raise VenueError(f"{where}: expected a mapping")
@@ -187,7 +201,7 @@ def parse_venue(data: Any, source: str = "venue") -> Venue:
         if sname in scanners:
             raise VenueError(f"{where}.name: duplicate scanner {sname!r}")
         scanners[sname] = _point(f"{where}.at", s.get("at"))
-    return Venue(name, model, tuple(zones), scanners)
+    return scanners
 
 
 def load_venue(path: Path) -> Venue:

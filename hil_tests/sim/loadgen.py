@@ -8,6 +8,9 @@ for the event's current state), so the load behaves as real devices would across
 crashes and broker restarts. P2 frames
 (telemetry) are sent once and not tracked, as a device does with heartbeats.
 
+With `resend=False` every frame goes out exactly once: nothing a gateway loses after its
+receipt 1 can come back through a device's resend, so a test sees every such loss.
+
 `FleetLoad` runs its own asyncio loop in a thread, so a test can kill and restart processes
 from its own thread while the load keeps flowing.
 """
@@ -73,6 +76,7 @@ class FleetLoad:
         resend_s: float = 2.0,
         recheck_s: float = 5.0,
         boot: int = 1,
+        resend: bool = True,
     ) -> None:
         self.broker = broker
         self.devices = list(devices)
@@ -81,6 +85,7 @@ class FleetLoad:
         self.rng = random.Random(seed)
         self.resend_s = resend_s
         self.recheck_s = recheck_s
+        self.resend = resend  # False: each frame once, whatever its receipts say
         self.boot = boot
         self.report = LoadReport()
         self._seq = dict.fromkeys((d.id for d in self.devices), 0)
@@ -187,6 +192,8 @@ class FleetLoad:
         await client.publish(topic, blob, qos=1)
 
     async def _resend_due(self, client: aiomqtt.Client) -> None:
+        if not self.resend:
+            return
         now = time.monotonic()
         with self._lock:
             stored = self.report.stored

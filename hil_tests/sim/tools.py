@@ -1,4 +1,5 @@
-"""Locating the external programs the simulation runs, and loopback ports for them."""
+"""Locating the external programs the simulation runs, loopback ports for them, and a
+poll with a deadline for state that nothing signals (another process's counters, files)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import os
 import shutil
 import socket
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = REPO_ROOT / "firmware"
@@ -60,3 +66,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
+    """Call `check` until it returns something true, and return that.
+
+    For state no event announces (a scraped metric, another process's file); where an event
+    or a condition exists, wait on it instead.
+
+    Raises:
+        TimeoutError: still false after `timeout` seconds; the message names `what` and
+            the last value seen.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {value!r:.300})")
+        time.sleep(interval)  # polling: nothing signals this state

@@ -5,6 +5,7 @@ bench file's `flasher` section (docs/hil.md); without one the test is skipped.""
 from __future__ import annotations
 
 from hil_tests.plugin import Rig
+from hil_tests.tests.evidence import PostConsole, central_keys
 
 
 def _boots(rig: Rig, device: str, type_name: str) -> set[int]:
@@ -19,7 +20,9 @@ def test_flashed_post_comes_back_with_its_identity(rig: Rig) -> None:
     assert result.bundle == dut.flasher().bundle.bundle_id  # what its self-test read back
     # the post restarted into its app with the same id and key: central verifies it online
     assert rig.central.wait_for(lambda: bool(_boots(rig, dut.id, "ONLINE") - online), 15)
-    alarms = len(rig.central.events(device=dut.id, type_name="ALARM"))
+    before = len(central_keys(rig, dut.id, "ALARM"))
+    console = PostConsole(dut)
     dut.click()
-    dut.console.expect(rb"event \d+/\d+ type 1 saved", timeout=5)
-    assert rig.central.wait_for(lambda: len(rig.central.events(device=dut.id, type_name="ALARM")) > alarms, 10)
+    alarm = console.saved(1)
+    console.receipts(alarm)
+    assert rig.central.wait_for(lambda: central_keys(rig, dut.id, "ALARM")[before:] == [alarm], 10)

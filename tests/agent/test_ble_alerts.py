@@ -1,19 +1,18 @@
 """The wristband alert engine (agent/gateway/wristbands/alerts.py) and its venue file (wristbands/venue.py).
 
 Sightings are built directly (the resolver has its own tests); times are gateway unix ms.
-The property test prints its seed (GE_SEED=<n> replays one).
+The property test runs from the session's seed (tests/seeds.py: a failure names GE_SEED=<n>,
+which replays it).
 """
 
 from __future__ import annotations
 
-import os
-import random
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.gateway.wristbands import advert as adv
@@ -22,9 +21,9 @@ from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
 from agent.gateway.wristbands.venue import Venue, load, parse
 from agent.shared.errors import ConfigError
 from agent.shared.protocol import EventType
+from tests.seeds import seeded
 from tests.vectors import wristband as ref
 
-SEED = int(os.environ.get("GE_SEED") or random.SystemRandom().randrange(2**32))
 T0 = 1_700_006_400  # 2023-11-15 00:00 UTC
 NOON = T0 + 12 * 3600
 WORN = adv.WORN
@@ -446,15 +445,10 @@ _step = st.one_of(
 )
 
 
-def test_print_seed() -> None:
-    print(f"wristband alert property test: GE_SEED={SEED}")
-
-
-@seed(SEED)
+@seeded
 @settings(max_examples=150, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_step, max_size=120))
 def test_random_streams_never_raise_nor_repeat_an_event(steps: list[tuple[Any, ...]]) -> None:
-    print(f"GE_SEED={SEED}")  # shown with the failure
     e = AlertEngine(venue())
     t = NOON * 1000
     counters: dict[str, int] = {}

@@ -2,30 +2,29 @@
 
 Adverts are built by the cryptography-based reference in tests/vectors/wristband.py, not by
 the code under test; the vectors in wristband.json pin the bytes. Restarts use a real SQLite
-buffer (agent/gateway/buffer.py). The property tests print their seed (GE_SEED=<n> replays one).
+buffer (agent/gateway/buffer.py). The property tests run from the session's seed (tests/seeds.py: a
+failure names GE_SEED=<n>, which replays it).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.gateway.buffer import Store
 from agent.gateway.wristbands import advert as adv
 from agent.gateway.wristbands.resolver import BandKey, BandResolver
+from tests.seeds import seeded
 from tests.vectors import wristband as ref
 
 ROOT = ref.ROOT
 T0 = 1_700_000_000
-SEED = int(os.environ.get("GE_SEED") or random.SystemRandom().randrange(2**32))
 PROPERTY = settings(max_examples=300, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -190,18 +189,13 @@ def test_band_key_repr_hides_the_key() -> None:
 # --- properties ---------------------------------------------------------------------------
 
 
-def test_print_seed() -> None:
-    print(f"wristband property tests: GE_SEED={SEED}")
-
-
-@seed(SEED)
+@seeded
 @PROPERTY
 @given(
     counter=st.integers(T0 - 10**6, T0 + 10**6),
     edits=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 255), st.integers(0, 2)), min_size=1, max_size=4),
 )
 def test_mutated_adverts_rejected_with_a_named_reason(counter: int, edits: list[tuple[int, int, int]]) -> None:
-    print(f"GE_SEED={SEED}")  # shown with the failure
     good = make(counter)
     data = bytearray(good)
     for pos, val, op in edits:
@@ -222,11 +216,10 @@ def test_mutated_adverts_rejected_with_a_named_reason(counter: int, edits: list[
     assert bytes(data) == good and s.counter == counter
 
 
-@seed(SEED)
+@seeded
 @PROPERTY
 @given(steps=st.lists(st.tuples(st.integers(-5, 30), st.integers(0, 3)), min_size=1, max_size=40))
 def test_accepted_counters_strictly_increase(steps: list[tuple[int, int]]) -> None:
-    print(f"GE_SEED={SEED}")  # shown with the failure
     # a band sending, an attacker replaying anything it heard: no counter is accepted as new
     # twice and accepted counters only go up
     r = resolver()

@@ -31,6 +31,7 @@ class Broker:
         self.writer: asyncio.StreamWriter | None = None
         self.connected = asyncio.Event()
         self.got = asyncio.Event()
+        self.finished = asyncio.Event()  # the connection's handler has returned
         self.server: asyncio.Server | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -48,6 +49,7 @@ class Broker:
             pass
         finally:
             writer.close()
+            self.finished.set()
 
     def send(self, data: bytes) -> None:
         assert self.writer is not None
@@ -100,7 +102,7 @@ async def pair(
         await server.wait_closed()
         if broker.writer is not None:
             broker.writer.close()
-            await asyncio.sleep(0.01)  # the broker side's reader sees the end
+            await asyncio.wait_for(broker.finished.wait(), 5)  # the broker side's reader saw the end
 
 
 async def test_pubacks_go_out_in_arrival_order_whatever_order_they_are_settled_in() -> None:
@@ -116,9 +118,8 @@ async def test_pubacks_go_out_in_arrival_order_whatever_order_they_are_settled_i
             (b"ge/dev/A/up", b"frame3"),
             (b"t", b"q0"),
         ]
-        got[2][2]()  # the third is settled first: nothing may go out yet
-        await asyncio.sleep(0.05)
-        assert broker.received == b""
+        got[2][2]()  # the third is settled first: nothing may go out yet (an early PUBACK 3
+        # would come before PUBACK 1, and the exact byte strings awaited below would never match)
         got[0][2]()
         await broker.wait_for(lambda r: r == b"\x40\x02\x00\x01")
         got[1][2]()
@@ -195,14 +196,18 @@ async def test_reading_pauses_while_over_the_receive_maximum() -> None:
         await client.connected
         broker.send(b"".join(publish(b"t", b"x", i) for i in range(1, 41)))  # Receive Maximum is 16
         await got.wait(16)
-        await asyncio.sleep(0.05)
+        # the 16th unacknowledged one paused reading from the socket (what one read already
+        # brought in is still handed over)
         assert client.overruns == 1 and not client.closed.done()
-        for _, _, ack in got:
-            ack()
-        await got.wait(32)  # reading went on once half of them were settled
-        for _, _, ack in got:
-            ack()
-        await got.wait(40)
+        assert client.transport is not None and not client.transport.is_reading()
+        while True:
+            n = len(got)
+            for _, _, ack in got[:-8]:
+                ack()  # settled down to 8, half of the maximum: reading goes on
+            assert client.transport.is_reading()
+            if n == 40:
+                break
+            await got.wait(n + 1)
         for _, _, ack in got:
             ack()
         await broker.wait_for(lambda r: len(r) == 40 * 4)

@@ -12,6 +12,7 @@ so compare the shares, not the absolute times, with `make bench`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
@@ -45,10 +46,8 @@ def agent_main(config: str, out: str) -> int:
         time.sleep(0.5)  # let the committer thread finish its profile
         stats = pstats.Stats(main_prof)
         for prof in profiles:
-            try:
+            with contextlib.suppress(TypeError):  # a thread still running has no stats yet
                 stats.add(prof)
-            except TypeError:  # a thread still running has no stats yet
-                pass
         stats.dump_stats(out)
 
 

@@ -2,40 +2,33 @@
 deframer (agent/gateway/sources/serial.py, on the `cobs` package), against the `cobs` package and zlib.
 
 Under CPython both are driven by hypothesis; under the MicroPython unix port seeded random
-streams are checked by cases_cobs.py on the device interpreter. Every test prints its seed
-(GE_SEED=<n> replays it).
+streams are checked by cases_cobs.py on the device interpreter. Every test runs from the
+session's seed (tests/seeds.py: a failure names GE_SEED=<n>, which replays it).
 """
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cobs import cobs
-from hypothesis import given, seed, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.gateway.sources import serial as agent_serial
 from agent.shared.errors import WireError
 from hil_tests.sim.tools import FIRMWARE_DIR
+from tests.seeds import seeded
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))
 import cobsframe  # firmware module, found through the path above
 from micropython_cases import run_cases
 
-SEED = int(os.environ.get("GE_SEED", random.randrange(2**32)))
 MAX = cobsframe.MAX_PAYLOAD
 REASONS = ("partial", "oversize", "cobs", "crc", "short")
-
-
-def _seeded(test: Callable[..., None]) -> Callable[..., None]:
-    print(f"seed={SEED} (replay with GE_SEED={SEED})")
-    return seed(SEED)(test)
 
 
 def _wire(payload: bytes) -> bytes:
@@ -48,7 +41,7 @@ garbage = st.binary(max_size=700)
 
 
 def test_encode_decode_match_the_cobs_package() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=1500, deadline=None)
     @given(st.binary(max_size=1200))
     def check(data: bytes) -> None:
@@ -61,7 +54,7 @@ def test_encode_decode_match_the_cobs_package() -> None:
 
 
 def test_decode_agrees_with_the_cobs_package_on_any_bytes() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=2000, deadline=None)
     @given(st.binary(max_size=600))
     def check(data: bytes) -> None:
@@ -80,7 +73,7 @@ def test_decode_agrees_with_the_cobs_package_on_any_bytes() -> None:
 
 
 def test_crc32_table_matches_zlib() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=500, deadline=None)
     @given(st.binary(max_size=600), st.integers(min_value=0, max_value=2**32 - 1))
     def check(data: bytes, start: int) -> None:
@@ -91,7 +84,7 @@ def test_crc32_table_matches_zlib() -> None:
 
 
 def test_frame_is_the_oracles_frame_and_both_sides_unframe_it() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=800, deadline=None)
     @given(payloads)
     def check(payload: bytes) -> None:
@@ -121,7 +114,7 @@ def _agent_reason(body: bytes) -> str | None:
 
 
 def test_device_and_gateway_reject_the_same_bodies_for_the_same_reason() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=1500, deadline=None)
     @given(st.one_of(st.binary(min_size=1, max_size=700), payloads.map(lambda p: _wire(p)[1:-1])), st.data())
     def check(body: bytes, data: st.DataObject) -> None:
@@ -164,7 +157,7 @@ def _split(stream: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def test_deframers_recover_every_good_frame_around_garbage() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=400, deadline=None)
     @given(
         st.lists(st.tuples(garbage, payloads), max_size=8),
@@ -186,7 +179,7 @@ def test_deframers_recover_every_good_frame_around_garbage() -> None:
 
 
 def test_deframers_agree_on_mutated_streams() -> None:
-    @_seeded
+    @seeded
     @settings(max_examples=400, deadline=None)
     @given(st.lists(payloads, min_size=1, max_size=6), st.data())
     def check(items: list[bytes], data: st.DataObject) -> None:
@@ -230,8 +223,7 @@ def _case(rng: random.Random) -> dict[str, Any]:
     return {"hex": bytes(stream).hex(), "payloads": [p.hex() for p in out], "rejected": counts}
 
 
-def test_micropython_deframer_matches_the_gateways_on_random_streams(tmp_path: Path) -> None:
-    print(f"seed={SEED} (replay with GE_SEED={SEED})")
-    rng = random.Random(SEED)
-    doc = {"seed": SEED, "cases": [_case(rng) for _ in range(300)]}
-    run_cases("cases_cobs", doc, tmp_path, note=f"seed={SEED}")
+def test_micropython_deframer_matches_the_gateways_on_random_streams(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    doc = {"seed": seed, "cases": [_case(rng) for _ in range(300)]}
+    run_cases("cases_cobs", doc, tmp_path, note=f"seed={seed}")

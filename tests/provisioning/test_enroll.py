@@ -273,7 +273,7 @@ def test_refusals_are_clear_and_change_nothing(tmp_path: Path, central: EnrollSe
     central.claim(short, ttl=1)
     expires = tomllib.loads(short.read_text())["claim"]["expires"]
     while time.time() < expires:
-        time.sleep(0.05)
+        time.sleep(0.05)  # the claim's lifetime runs out on the clock: the expiry is the case
     refused(tmp_path / "g2", short, "SER-OK", "expired", "HTTP 410")
 
     # a claim made by another central (same HTTPS identity and URL, its own signing key)
@@ -288,6 +288,11 @@ def test_refusals_are_clear_and_change_nothing(tmp_path: Path, central: EnrollSe
     ok(enroll(tmp_path / "g4", used, "SER-OK"))
     refused(tmp_path / "g5", used, "SER-OK", "claim_used", "HTTP 409")
 
+    _altered_config_refused_then_retry_completes(tmp_path, central, tamperer)
+    _bad_requests_refused_with_named_reasons(central)
+
+
+def _altered_config_refused_then_retry_completes(tmp_path: Path, central: EnrollServer, tamperer: int) -> None:
     # a config altered on the way: refused against the pinned key; nothing installed, and the keys
     # made for the claim are kept, so a retry on a clean path completes with the same keys
     mitm = tmp_path / "c-mitm.toml"
@@ -305,6 +310,8 @@ def test_refusals_are_clear_and_change_nothing(tmp_path: Path, central: EnrollSe
     assert (gw / "data" / "gateway.key").read_bytes() == made
     assert "answered again" in central.log.read_text()
 
+
+def _bad_requests_refused_with_named_reasons(central: EnrollServer) -> None:
     # malformed and oversize requests straight at the server: named reasons
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(central.state / "tls.crt")

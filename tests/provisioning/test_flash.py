@@ -48,13 +48,8 @@ def _flash_args(boards: list[VirtualBoard], broker: tuple[str, int], bundle: Pat
     return args
 
 
-def test_five_boards_flashed_in_parallel_alarm_verified_at_central_then_revoked(
-    tmp_path: Path, make_board: MakeBoard, broker_pair: tuple[Mosquitto, Mosquitto], bundle: Path
-) -> None:
-    local, central = broker_pair
-    home = tmp_path / "station"
-    boards = [make_board(f"post-{n}") for n in range(5)]
-    first = provision(home, *_flash_args(boards, local.address, bundle), timeout=120)
+def _check_flashed(first: subprocess.CompletedProcess[str], boards: list[VirtualBoard], home: Path) -> None:
+    """Every board flashed, labelled and restarted into its app; its key nowhere but in its flash."""
     assert first.returncode == 0, first.stdout + first.stderr
     for b in boards:
         dev = _dev(b)
@@ -71,16 +66,13 @@ def test_five_boards_flashed_in_parallel_alarm_verified_at_central_then_revoked(
         assert not (b.flash_dir / "lib" / "cbor.py").exists() and (b.flash_dir / "lib" / "cbor.mpy").exists()
     assert first.stdout.count("selftest") == 0  # the self-test line stays between tool and board
     log = (home / "audit.log").read_text()
-    assert log.count('"action":"flash.register"') == 5
+    assert log.count('"action":"flash.register"') == len(boards)
 
-    again = provision(home, *_flash_args(boards, local.address, bundle), timeout=120)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.count("ok (resumed; 0 files copied, 0 removed)") == 5, again.stdout
-    assert provision(home, "audit", "verify").returncode == 0
 
-    # the gateway: its sealing key, the bundle sealed to it, imported before the agent starts
-    central_key = tmp_path / "central.key"
-    generate_central_key(central_key, "central")
+def _gateway_with_the_devices(
+    tmp_path: Path, home: Path, local: Mosquitto, central: Mosquitto, central_key: Path
+) -> AgentProcess:
+    """The gateway: its sealing key, the station's devices sealed to it and imported before it starts."""
     agent = AgentProcess(
         tmp_path / "gw", local.address, central.address, [], gateway_id=GW, venue=VENUE,
         central_options=f'command_key = "{central_key}.pub"',
@@ -93,7 +85,26 @@ def test_five_boards_flashed_in_parallel_alarm_verified_at_central_then_revoked(
     assert export.returncode == 0 and "5 devices sealed to gateway GW-1" in export.stdout, export.stderr
     imported = run_tool("agent", "devices", "import", "--config", str(agent.config_file), str(sealed))
     assert imported.returncode == 0 and "5 devices added" in imported.stdout, imported.stderr
+    return agent
 
+
+def test_five_boards_flashed_in_parallel_alarm_verified_at_central_then_revoked(
+    tmp_path: Path, make_board: MakeBoard, broker_pair: tuple[Mosquitto, Mosquitto], bundle: Path
+) -> None:
+    local, central = broker_pair
+    home = tmp_path / "station"
+    boards = [make_board(f"post-{n}") for n in range(5)]
+    first = provision(home, *_flash_args(boards, local.address, bundle), timeout=120)
+    _check_flashed(first, boards, home)
+
+    again = provision(home, *_flash_args(boards, local.address, bundle), timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("ok (resumed; 0 files copied, 0 removed)") == 5, again.stdout
+    assert provision(home, "audit", "verify").returncode == 0
+
+    central_key = tmp_path / "central.key"
+    generate_central_key(central_key, "central")
+    agent = _gateway_with_the_devices(tmp_path, home, local, central, central_key)
     verifier = CentralVerifier(central.address, [agent.public_key_file])
     try:
         verifier.start()
