@@ -1,6 +1,6 @@
 """Central's side: gateway batches in (verified in-process), ACK commands out.
 
-    central broker --batches--> CentralFeed: agent.verifier.Verifier.feed() (signature, chain,
+    central broker --batches--> CentralFeed: agent.central.batch_verifier.BatchVerifier.feed() (signature, chain,
         dedupe, device MACs) -> each accepted event -> Notifier.alert() (ledger commit)
         -> PUBACK. A message is acknowledged only after the ledger holds what it caused, so a
         kill -9 loses nothing: the broker hands the batch over again (persistent session) and

@@ -1,9 +1,9 @@
 """guardian-notify: verified alerts become messages to people (families, care staff, venue staff).
 
-The package is shared by central (the `guardian-notify` service) and, later, the gateway's
-fallback. It imports only the shared wire code (agent.errors, agent.frames, agent.cose,
-agent.tomlcheck, agent.keyfiles, agent.backoff, agent.log), the verifier's public API
-(agent.verifier.Verifier) and the central command sender (agent.commands), and its own modules:
+The core is shared by central (the `guardian-notify` service) and the gateway's fallback, so it
+imports only agent.shared and its own modules (tests/test_layout.py); central's feed that
+verifies batches and sends acknowledgements as signed commands is agent/central/notify_feed.py,
+and cli.py, central's service command, wires the two:
 
     alert.py     Alert: one notifiable event and its identity (device, boot, seq)
     circle.py    care circles: residents, contacts in order, staff, channels (TOML, validated)
@@ -13,7 +13,6 @@ agent.tomlcheck, agent.keyfiles, agent.backoff, agent.log), the verifier's publi
     ledger.py    the durable delivery ledger (SQLite, WAL, fsync)
     links.py     signed single-use acknowledgement links
     notifier.py  Notifier: alert in -> deliveries; ack in; tick (escalation, retries)
-    central.py   central's feed (broker -> BatchVerifier -> Notifier) and the ACK command sender
     web.py       the acknowledgement page and /metrics (aiohttp)
     cli.py       guardian-notify run | check | test CONTACT
 """

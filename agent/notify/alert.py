@@ -3,7 +3,7 @@
 An alert is identified as central deduplicates events (docs/protocol.md §4.1): (device, boot,
 seq). Wristband alerts carry the band as the device and the chain epoch as the boot, gateway
 events (DEVICE_OFFLINE, NOTIFIED) the gateway id, so the same triple is unique for every kind.
-`Alert.from_record` takes one `kind: event` record of agent.verifier.Verifier.feed().
+`Alert.from_record` takes one `kind: event` record of agent.central.batch_verifier.BatchVerifier.feed().
 """
 
 from __future__ import annotations
