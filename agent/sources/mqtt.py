@@ -17,11 +17,14 @@ from collections.abc import Callable
 
 from agent.backoff import Backoff
 from agent.config import BrokerConfig, tls_context
-from agent.pipeline import Pipeline, Stats
+from agent.pipeline import Ingest
+from agent.receipts import ReceiptRouter
 from agent.sources.mqttclient import LocalBrokerError, MqttClient
+from agent.stats import LocalCounters
 
 log = logging.getLogger("agent.sources.mqtt")
 
+SOURCE = "mqtt"  # the pipeline's name for this source, and the receipts' default route
 UP_FILTER = "ge/dev/+/up"
 _PREFIX = b"ge/dev/"
 _SUFFIX = b"/up"
@@ -45,10 +48,16 @@ def down_topic(device_id: str) -> str:
 class LocalBroker:
     """Runs the subscription and the receipt downlink, reconnecting with backoff."""
 
-    def __init__(self, cfg: BrokerConfig, pipeline: Pipeline, stats: Stats) -> None:
+    def __init__(self, cfg: BrokerConfig, *, ingest: Ingest, receipts: ReceiptRouter) -> None:
+        """
+        Args:
+            ingest: where frames go (Pipeline.ingest); each comes with an ack that releases
+                its PUBACK once the frame is durable or rejected.
+            receipts: this source registers as the default route of receipts to devices.
+        """
         self.cfg = cfg
-        self.pipeline = pipeline
-        self.stats = stats
+        self.ingest = ingest
+        self.counters = LocalCounters()
         self.backoff = Backoff()
         self._tls = tls_context(cfg.tls, "local.tls.") if cfg.tls is not None else None
         # receipts waiting for the connection (or for the broker's Receive Maximum)
@@ -56,12 +65,13 @@ class LocalBroker:
         self._client: MqttClient | None = None
         self._devices: dict[bytes, str | None] = {}  # topic -> device id
         self.connected = asyncio.Event()
-        pipeline.send_receipt = self.send
+        receipts.register(SOURCE, self.send, default=True)
 
     def send(self, device_id: str, payload: bytes) -> None:
+        """Queue a message to ge/dev/<device_id>/down (QoS 1); it goes out when connected."""
         if len(self._outbox) >= DOWNLINK_QUEUE:
             # the device resends and gets its receipt from the ledger then
-            self.stats.counts["receipts_dropped"] += 1
+            self.counters.receipts_dropped += 1
             return
         self._outbox.append((down_topic(device_id).encode(), payload))
         if self._client is not None:
@@ -75,19 +85,19 @@ class LocalBroker:
                 log.warning("local_broker_down host=%s port=%d reason=%r", self.cfg.host, self.cfg.port, str(exc))
             finally:
                 self.connected.clear()
-                self.stats.local_connected = False
+                self.counters.connected = False
             await asyncio.sleep(self.backoff.next())
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
-        ingest = self.pipeline.ingest
+        ingest = self.ingest
         devices = self._devices
 
         def on_message(topic: bytes, payload: bytes, ack: Callable[[], None]) -> None:
             device = devices.get(topic)
             if device is None:
                 device = self._device_of(topic)
-            ingest(payload, device, ack)
+            ingest(payload, device, ack, SOURCE)
 
         def factory() -> MqttClient:
             return MqttClient(
@@ -110,7 +120,7 @@ class LocalBroker:
             self._client = client
             self.backoff.reset()
             self.connected.set()
-            self.stats.local_connected = True
+            self.counters.connected = True
             log.info("local_broker_up host=%s port=%d", self.cfg.host, self.cfg.port)
             reason = await client.closed
             raise LocalBrokerError(reason)
@@ -131,4 +141,4 @@ class LocalBroker:
     def _on_published(self, code: int) -> None:
         if code >= 0x80:
             # refused by the broker; the device resends and gets its receipt from the ledger then
-            self.stats.counts["receipts_dropped"] += 1
+            self.counters.receipts_dropped += 1
