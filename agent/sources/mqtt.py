@@ -111,11 +111,13 @@ class LocalBroker:
                 self._on_published,
             )
 
-        _, client = await asyncio.wait_for(
-            loop.create_connection(factory, self.cfg.host, self.cfg.port, ssl=self._tls), CONNECT_TIMEOUT_S
-        )
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation (the agent
+        # stopping) that arrives as the awaited step completes, and the session would go on
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            _, client = await loop.create_connection(factory, self.cfg.host, self.cfg.port, ssl=self._tls)
         try:
-            await asyncio.wait_for(client.connected, CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await client.connected
             await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S)
             self._client = client
             self.backoff.reset()
