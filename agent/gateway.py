@@ -164,7 +164,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
     finally:
         committer.stop()
         store.close()
-        log.info("agent_stopped %s", _fmt(stats.snapshot()))
+        log.info("agent_stopped %s", stats_line(stats.snapshot()))
 
 
 async def _run(*jobs: Coroutine[Any, Any, None], stopping: Callable[[], Awaitable[None]]) -> None:
@@ -213,8 +213,9 @@ async def _heartbeat(pipeline: Pipeline, stats: Stats, interval_s: int) -> None:
 async def _report(stats: Stats) -> None:
     while True:
         await asyncio.sleep(STATS_INTERVAL_S)
-        log.info("stats %s", _fmt(stats.snapshot()))
+        log.info("stats %s", stats_line(stats.snapshot()))
 
 
-def _fmt(snapshot: Snapshot) -> str:
+def stats_line(snapshot: Snapshot) -> str:
+    """The key=value fields of the `stats` and `agent_stopped` log lines."""
     return " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.log_fields().items()) + f" t={int(time.time())}"

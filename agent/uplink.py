@@ -191,6 +191,7 @@ class Uplink:
         # Private attribute: aiomqtt has no manual-ack switch (see agent/sources/mqtt.py).
         client._client.manual_ack_set(True)
         async with client:
+            _honour_cancel()
             self._broken.clear()
             self._client = client
             self.backoff.reset()
@@ -204,6 +205,7 @@ class Uplink:
             broken = asyncio.create_task(self._broken.wait())
             try:
                 await self._announce(client)
+                _honour_cancel()
                 done, _ = await asyncio.wait({watch, broken}, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task is watch and task.exception() is not None:
@@ -240,3 +242,16 @@ class Uplink:
                 client._client.ack(mid, qos)
 
         return ack
+
+
+def _honour_cancel() -> None:
+    """Raise the cancellation that aiomqtt may have dropped in the call just made.
+
+    aiomqtt awaits with asyncio.wait_for, which on Python 3.11 returns the result of an
+    operation that completes just as the task is cancelled and drops the cancellation; the
+    task still counts the request (Task.cancelling()). Without this a stopping agent could
+    wait for the uplink forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -54,7 +54,7 @@ class Fake:
                     self.changed.clear()
                     await self.changed.wait()
         except TimeoutError:
-            raise AssertionError(f"no {what} within {within} s") from None
+            raise AssertionError(f"no {what} within {within} s; {self}") from None
 
 
 class Committer(Fake):
@@ -93,15 +93,15 @@ class Commands(Fake):
         self.changed.set()
 
 
-class Central:
+class Central(Fake):
     """Central's side: a persistent session on the gateway's topics, reconnecting when the broker
     comes back; every message it receives, in order."""
 
     def __init__(self, broker: Mosquitto, cfg: AgentConfig) -> None:
+        super().__init__()
         self.broker = broker
         self.topics = (cfg.batch_topic, cfg.status_topic)
         self.messages: list[tuple[str, bytes]] = []
-        self.changed = asyncio.Event()
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
@@ -130,14 +130,8 @@ class Central:
     def of(self, topic: str) -> list[bytes]:
         return [p for t, p in self.messages if t == topic]
 
-    async def wait(self, what: str, pred: Callable[[], bool], within: float = 15.0) -> None:
-        try:
-            async with asyncio.timeout(within):
-                while not pred():
-                    self.changed.clear()
-                    await self.changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"central: no {what} within {within} s; got {self.messages}") from None
+    def __str__(self) -> str:
+        return f"central got {self.messages}"
 
 
 @contextlib.asynccontextmanager
@@ -167,16 +161,16 @@ async def test_batches_go_out_in_order_and_each_puback_is_reported(tmp_path: Pat
             await asyncio.wait_for(uplink.connected.wait(), 15)
             uplink.publish(b3, 1_700_000_000_002)
             uplink.publish(b4, 1_700_000_000_003)
-            await central.wait("four batches", lambda: len(central.of(cfg.batch_topic)) == 4)
+            await central.until("four batches", lambda: len(central.of(cfg.batch_topic)) == 4)
             assert central.of(cfg.batch_topic) == [b.blob for b in (b1, b2, b3, b4)], "the old ones first, in order"
             await committer.until("four PUBACKs", lambda: len(committer.delivered) == 4)
             assert sorted(committer.acks) == [1, 2, 3, 4] and sorted(committer.delivered) == [1, 2, 3, 4]
             c = uplink.counters
             assert (c.inflight, c.inflight_oldest_ms, c.batches_acked, c.delivered) == (0, None, 4, 4)
             assert len(times) == 4 and uplink.inflight == {}
-            await central.wait("online", lambda: central.of(cfg.status_topic)[-1:] == [b"online"])
+            await central.until("online", lambda: central.of(cfg.status_topic)[-1:] == [b"online"])
             await uplink.announce_offline()
-            await central.wait("offline", lambda: central.of(cfg.status_topic)[-1:] == [b"offline"])
+            await central.until("offline", lambda: central.of(cfg.status_topic)[-1:] == [b"offline"])
             assert committer.links == [True], "the committer seals once the link is up"
         assert committer.links == [True, False] and not uplink.counters.connected
 
@@ -196,6 +190,7 @@ async def test_a_reconnect_sends_the_unacknowledged_batches_again_in_order(tmp_p
             await asyncio.wait_for(uplink.connected.wait(), 15)
             uplink.publish(b1, 1)
             await committer.until("b1 acknowledged", lambda: committer.acks == [1])
+            await central.until("online", lambda: central.of(cfg.status_topic)[-1:] == [b"online"])
             broker.stop()  # graceful: central's session and subscription are saved
             await committer.until("link down", lambda: committer.links[-1:] == [False])
             uplink.publish(b2, 2)  # sealed while the link is down: held, in order
@@ -205,7 +200,7 @@ async def test_a_reconnect_sends_the_unacknowledged_batches_again_in_order(tmp_p
             await committer.until("link up again", lambda: committer.links[-1:] == [True])
             # central may get b1 twice (its own session resumes too; it drops duplicates by seq)
             blobs = {b.blob: b.seq for b in (b1, b2, b3)}
-            await central.wait("b2 and b3", lambda: {blobs[x] for x in central.of(cfg.batch_topic)} == {1, 2, 3})
+            await central.until("b2 and b3", lambda: {blobs[x] for x in central.of(cfg.batch_topic)} == {1, 2, 3})
             seqs = [blobs[x] for x in central.of(cfg.batch_topic)]
             assert seqs[0] == 1 and [s for s in seqs if s != 1] == [2, 3], seqs
             await committer.until("PUBACKs", lambda: sorted(committer.acks) == [1, 2, 3])
@@ -232,7 +227,7 @@ async def test_a_command_is_acknowledged_only_once_settled(tmp_path: Path, broke
         online = len(central.of(cfg.status_topic))
         uplink = Uplink(cfg, unacked=[], committer=Committer(), on_delivered=lambda b: None, commands=commands)
         async with running(uplink.run()):
-            await central.wait("online", lambda: len(central.of(cfg.status_topic)) > online)
+            await central.until("online", lambda: len(central.of(cfg.status_topic)) > online)
             yield
 
     async with running(central.run()):
