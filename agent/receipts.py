@@ -38,14 +38,14 @@ _RESENT = (RECEIPT_STORED, RECEIPT_DELIVERED, RECEIPT_DROPPED)
 class ReceiptRouter:
     """Routes each device's receipts to the source it was last heard on."""
 
-    __slots__ = ("_last", "_routes", "counters", "default", "gateway_id", "registry")
+    __slots__ = ("_default", "_last", "_routes", "counters", "gateway_id", "registry")
 
     def __init__(self, gateway_id: str, registry: Registry) -> None:
         self.gateway_id = gateway_id
         self.registry = registry
         self.counters = ReceiptCounters()
         self._routes: dict[str, Send] = {}
-        self.default: Send | None = None
+        self._default: Send | None = None
         self._last: dict[str, str] = {}  # device id -> source of its last frame that verified
 
     def register(self, name: str, send: Send, *, default: bool = False) -> None:
@@ -54,21 +54,18 @@ class ReceiptRouter:
             raise ValueError(f"receipt route {name!r} registered twice")
         self._routes[name] = send
         if default:
-            self.default = send
+            self._default = send
 
     def heard(self, device: str, source: str) -> None:
         """A frame of `device` verified on `source`: its receipts go back that way from now on."""
         self._last[device] = source
-
-    def source_of(self, device: str) -> str | None:
-        return self._last.get(device)
 
     def send(self, device_id: str, boot: int, seq: int, kind: int) -> None:
         """Receipt `kind` for event (boot, seq) of `device_id`, MACed under the device key."""
         device = self.registry.get(device_id)
         if device is None:
             return
-        route = self._routes.get(self._last.get(device_id, ""), self.default)
+        route = self._routes.get(self._last.get(device_id, ""), self._default)
         if route is None:
             return
         route(device_id, receipt(device.key, self.gateway_id, boot, seq, kind))
