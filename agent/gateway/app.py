@@ -1,4 +1,19 @@
-"""Assembles and runs the gateway: buffer, committer, pipeline, local broker, uplink."""
+"""Builds and runs the gateway: each part gets what it hands things to when it is built.
+
+    sources (local broker, serial ports, BLE scanners)
+      -> Pipeline: verify, replay check                                agent/gateway/pipeline.py
+      -> CommitInbox -> Committer thread: plan, seal, one fsync         agent/gateway/committer.py
+      -> Pipeline.on_commit: source acks, receipts 1/4, batches out
+      -> Uplink: publish, PUBACK -> committer deletes, receipts 2       agent/gateway/uplink.py
+    receipts go back through the ReceiptRouter, the way each device last spoke (agent/gateway/receipts.py);
+    central's commands come in on the uplink (agent/gateway/command_handler.py).
+
+The parts are built in the order their collaborators exist: what a part hands things to is
+built before it. The one loop in the data path (the committer's results go back to the
+pipeline that feeds it) is cut by the CommitInbox: the pipeline, the uplink and the command
+handler talk to the committer thread through it, and the committer, built last, gets the
+pipeline's `on_commit` as its result callback.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +21,27 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from agent.gateway.buffer import Store
-from agent.gateway.command_handler import CommandHandler
-from agent.gateway.committer import Committer
+from agent.gateway.command_handler import CommandHandler, restore
+from agent.gateway.committer import CommitInbox, Committer, recovered_state
 from agent.gateway.config import AgentConfig
 from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.metrics import Metrics
-from agent.gateway.pipeline import Pipeline, Stats
+from agent.gateway.pipeline import Pipeline
+from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
 from agent.gateway.signer import Signer, load_or_create_key
 from agent.gateway.sources.mqtt import LocalBroker
 from agent.gateway.sources.serial import SerialSources
+from agent.gateway.stats import Snapshot, Stats
 from agent.gateway.uplink import Uplink
 from agent.gateway.wristbands.alerts import AlertEngine
 from agent.gateway.wristbands.source import BleSources
 from agent.gateway.wristbands.venue import load as load_venue
 from agent.shared.errors import ConfigError
+from agent.shared.protocol import EventType
 from agent.shared.registry import load_registry
 
 log = logging.getLogger(__name__)
@@ -36,9 +56,11 @@ async def run_gateway(cfg: AgentConfig) -> None:
             f"{cfg.devices_file}: device id {cfg.gateway_id!r} is the gateway's own id; the gateway's events use it"
         )
     # persisted revocations and runtime settings from central's commands apply from the start
-    commands = CommandHandler.open(cfg, registry)
-    cfg = commands.cfg
+    restored = restore(cfg, registry)
+    cfg = restored.cfg
     key = load_or_create_key(cfg.key_file, cfg.gateway_id)
+
+    # what a restart finds in the buffer
     store = Store(cfg.buffer_path)
     rec = store.recover()
     if rec.quarantined is not None:
@@ -48,49 +70,76 @@ async def run_gateway(cfg: AgentConfig) -> None:
             rec.salvaged_replay,
             rec.epoch,
         )
-    sealer = Signer(key, cfg.gateway_id, rec.epoch, rec.seq, rec.prev)
-    stats = Stats()
-    if cfg.metrics is not None:
-        Metrics(stats).serve(*cfg.metrics)
-        log.info("metrics_listening host=%s port=%d", *cfg.metrics)
-    stats.backlog = (rec.backlog[0], rec.backlog[1], rec.backlog[2])
-    pipeline = Pipeline(cfg.gateway_id, registry, FrameVerifier(registry, cfg.max_frame), rec.replay, rec.ledger, stats)
-    loop = asyncio.get_running_loop()
+    # wristband counters and alerts are read before the committer thread owns the store
+    band_rows, band_alerts = store.load_band_replay(), store.load_band_alerts()
+    metrics = Metrics() if cfg.metrics is not None else None
+
+    recovered = recovered_state(rec)
+    # the way to the committer thread: events, PUBACKs, link state, batch settings
+    inbox = CommitInbox(cfg.batch)
+    # the way back to devices: receipts go where each device was last heard
+    receipts = ReceiptRouter(cfg.gateway_id, registry)
+    ledger = ReceiptLedger(rec.ledger, receipts, registry)
+    commands = CommandHandler(restored, registry, send_receipt=receipts.send, apply_batch=inbox.set_batch)
+    # sealed batches out to central; a PUBACK deletes the batch and sends receipts 2
+    uplink = Uplink(
+        cfg,
+        unacked=rec.batches,
+        committer=inbox,
+        on_delivered=ledger.delivered,
+        commands=commands,
+        observe_delivery=metrics.delivery.observe if metrics is not None else None,
+    )
+    # frames in: verify, replay check, into the inbox; commit results out: acks, receipts, batches
+    pipeline = Pipeline(
+        cfg.gateway_id,
+        FrameVerifier(registry, cfg.max_frame),
+        replay=rec.replay,
+        ledger=ledger,
+        receipts=receipts,
+        commits=inbox,
+        publish=uplink.publish,
+        epoch=rec.epoch,
+        buffer=recovered,
+        observe_commit=metrics.commit.observe if metrics is not None else None,
+    )
+    # the one writer of the buffer: group commit, sealing (signing), one fsync per round
     committer = Committer(
         store,
-        sealer,
-        cfg.batch,
-        cfg.commit_wait_ms,
-        inflight=len(rec.batches),
-        backlog=rec.backlog,
-        backlog_bytes=rec.backlog_bytes,
-        loop=loop,
+        Signer(key, cfg.gateway_id, rec.epoch, rec.seq, rec.prev),
+        inbox,
+        state=recovered,
+        loop=asyncio.get_running_loop(),
         on_result=pipeline.on_commit,
         limits=cfg.buffer,
-        evicted=rec.evicted,
-        gw_seq=rec.gw_seq,
-        unacked=rec.batches,
-        oldest_received=rec.oldest_received,
+        commit_wait_ms=cfg.commit_wait_ms,
     )
-    pipeline.committer = committer
-    commands.attach(pipeline, committer, stats)
-    pipeline.epoch, pipeline.gw_seq = rec.epoch, rec.gw_seq
-    stats.evicted = (rec.evicted[0], rec.evicted[1], rec.evicted[2])
-    uplink = Uplink(cfg, pipeline, stats, rec.batches, commands)
-    local = LocalBroker(cfg.local, pipeline, stats)
-    serial = SerialSources(cfg.serial, pipeline, stats, cfg.max_frame)  # after local: routes its receipts
-    # wristband counters are read before the committer thread owns the store
-    sink = AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None
+    # the sources: frames to the pipeline, each a route for its devices' receipts
+    local = LocalBroker(cfg.local, ingest=pipeline.ingest, receipts=receipts)
+    serial = SerialSources(cfg.serial, ingest=pipeline.ingest, receipts=receipts, max_frame=cfg.max_frame)
     ble = BleSources(
         cfg.ble,
         cfg.wristbands,
         registry,
-        pipeline,
-        stats,
-        store.load_band_replay(),
-        sink=sink,
-        raised=store.load_band_alerts(),
+        pipeline=pipeline,
+        band_rows=band_rows,
+        sink=AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None,
+        raised=band_alerts,
     )
+
+    # what the log, the heartbeat and the metrics read
+    stats = Stats(
+        pipeline=pipeline.counters,
+        uplink=uplink.counters,
+        receipts=receipts.counters,
+        local=local.counters,
+        serial=serial.counters,
+        ble=ble.counters,
+        commands=commands.counters,
+    )
+    if metrics is not None and cfg.metrics is not None:
+        metrics.serve(*cfg.metrics, stats.snapshot)
+        log.info("metrics_listening host=%s port=%d", *cfg.metrics)
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
         cfg.gateway_id,
@@ -102,18 +151,29 @@ async def run_gateway(cfg: AgentConfig) -> None:
         rec.backlog,
     )
     committer.start()
+    try:
+        await _run(
+            local.run(),
+            serial.run(),
+            ble.run(),
+            uplink.run(),
+            commands.run(),
+            _report(stats),
+            _heartbeat(pipeline, stats, cfg.heartbeat_s),
+            stopping=uplink.announce_offline,
+        )
+    finally:
+        committer.stop()
+        store.close()
+        log.info("agent_stopped %s", stats_line(stats.snapshot()))
+
+
+async def _run(*jobs: Coroutine[Any, Any, None], stopping: Callable[[], Awaitable[None]]) -> None:
+    """Run the jobs until SIGTERM/SIGINT or until one fails; `stopping()` before they are cancelled."""
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    jobs = (
-        local.run(),
-        serial.run(),
-        ble.run(),
-        uplink.run(),
-        _report(stats),
-        _heartbeat(pipeline, cfg.heartbeat_s),
-        commands.run(),
-    )
     tasks = [asyncio.create_task(t) for t in jobs]
     try:
         waiter = asyncio.create_task(stop.wait())
@@ -123,27 +183,40 @@ async def run_gateway(cfg: AgentConfig) -> None:
                 raise task.exception()  # type: ignore[misc]
         log.info("agent_stopping reason=signal")
     finally:
-        await uplink.announce_offline()
+        await stopping()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        committer.stop()
-        store.close()
-        log.info("agent_stopped %s", _fmt(stats.snapshot()))
 
 
-async def _heartbeat(pipeline: Pipeline, interval_s: int) -> None:
+def heartbeat_data(st: Snapshot, uptime_s: int) -> dict[int, Any]:
+    """GATEWAY_HEARTBEAT data (docs/protocol.md §4.4)."""
+    return {
+        1: uptime_s,
+        2: list(st.backlog),
+        3: list(st.backlog_bytes),
+        4: list(st.evicted),
+        5: st.oldest_age_ms,
+        6: dict(st.rejected),
+        7: 1 if st.local_connected else 0,
+        8: st.accepted,
+        9: dict(st.commands_rejected),
+    }
+
+
+async def _heartbeat(pipeline: Pipeline, stats: Stats, interval_s: int) -> None:
     # the first one right away: central learns that the gateway (re)started
     while True:
-        pipeline.heartbeat()
+        pipeline.gateway_event(EventType.GATEWAY_HEARTBEAT, heartbeat_data(stats.snapshot(), pipeline.uptime_s()))
         await asyncio.sleep(interval_s)
 
 
 async def _report(stats: Stats) -> None:
     while True:
         await asyncio.sleep(STATS_INTERVAL_S)
-        log.info("stats %s", _fmt(stats.snapshot()))
+        log.info("stats %s", stats_line(stats.snapshot()))
 
 
-def _fmt(snapshot: dict[str, object]) -> str:
-    return " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.items()) + f" t={int(time.time())}"
+def stats_line(snapshot: Snapshot) -> str:
+    """The key=value fields of the `stats` and `agent_stopped` log lines."""
+    return " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.log_fields().items()) + f" t={int(time.time())}"

@@ -11,9 +11,10 @@ Tables:
            counter (gw_seq) and the eviction counters (evicted_p1, evicted_p2)
 
 Only the group-commit thread (agent/gateway/committer.py) writes; every method here runs on it,
-inside `transaction()`. A file that SQLite reports as corrupt is moved aside (quarantined)
-with its -wal/-shm files and a fresh one is started with a new chain epoch; what can be read
-of the old replay state is salvaged. Nothing is ever deleted silently.
+inside `transaction()`. A commit round reads the events table through `rows()` (the planner's
+view, agent/gateway/planner.py) and is written by `apply()`. A file that SQLite reports as corrupt is
+moved aside (quarantined) with its -wal/-shm files and a fresh one is started with a new chain
+epoch; what can be read of the old replay state is salvaged. Nothing is ever deleted silently.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 import cbor2
 
+from agent.gateway.planner import Plan, Row
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.shared.errors import StoreError
+from agent.shared.protocol import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED
 
 log = logging.getLogger(__name__)
 
@@ -257,31 +261,6 @@ class Store:
             part = rows[i : i + per]
             self.db.execute(_values_sql(head, columns, len(part)), [v for row in part for v in row])
 
-    def evict(self, prio: int, need_bytes: int) -> tuple[int, int, list[tuple[str, int, int]]]:
-        """Delete the oldest events of lane `prio` until at least `need_bytes` are freed.
-
-        Returns (events removed, bytes freed, receipt keys of the removed flagged events).
-        """
-        count = freed = 0
-        keys: list[tuple[str, int, int]] = []
-        while freed < need_bytes:
-            rows = self.db.execute(
-                "SELECT id, size, device, boot, seq FROM events WHERE prio = ? ORDER BY id LIMIT 256", (prio,)
-            ).fetchall()
-            if not rows:
-                break
-            ids: list[tuple[int]] = []
-            for row_id, size, device, boot, seq in rows:
-                if freed >= need_bytes:
-                    break
-                ids.append((row_id,))
-                freed += size
-                count += 1
-                if device is not None:
-                    keys.append((str(device), int(boot), int(seq)))
-            self.db.executemany("DELETE FROM events WHERE id = ?", ids)
-        return count, freed, keys
-
     def set_counters(self, gw_seq: int, evicted: list[int]) -> None:
         self._insert_many(
             "INSERT OR REPLACE INTO meta (k, v)",
@@ -289,39 +268,72 @@ class Store:
             [("gw_seq", gw_seq), ("evicted_p1", evicted[1]), ("evicted_p2", evicted[2])],
         )
 
-    def take_backlog(
-        self, max_events: int, max_bytes: int
-    ) -> list[tuple[int, bytes, tuple[str, int, int] | None, int]]:
-        """Remove and return up to one batch worth of events, P0 first, oldest first in a lane.
-
-        Returns (prio, blob, receipt key or None, received) per event.
-        """
-        out: list[tuple[int, bytes, tuple[str, int, int] | None, int]] = []
-        last: dict[int, int] = {}  # lane -> last row id taken
-        total = 0
-        # The batch comes back as ONE row (a JSON array, blobs in hex): reading row by row steps
+    def rows(self, prio: int, after: int, limit: int, blobs: bool) -> list[Row]:
+        """Up to `limit` events of lane `prio` with an id above `after`, oldest first (the
+        planner's Backlog view, agent/gateway/planner.py); blobs only when asked, else b""."""
+        if not blobs:
+            return [
+                (int(i), int(size), b"", (str(d), int(b), int(s)) if d is not None else None, int(r))
+                for i, size, d, b, s, r in self.db.execute(
+                    "SELECT id, size, device, boot, seq, received FROM events"
+                    " WHERE prio = ? AND id > ? ORDER BY id LIMIT ?",
+                    (prio, after, limit),
+                )
+            ]
+        # The rows come back as ONE row (a JSON array, blobs in hex): reading row by row steps
         # SQLite once per row and releases the GIL each time, and under load each step then
         # waits for the event loop to hand the GIL back (measured: ~30 ms for 1000 rows while
         # ingest runs, ~3 ms this way). The order is restored in Python: an aggregate does not
         # promise its input order.
         (text,) = self.db.execute(
-            "SELECT json_group_array(json_array(id, prio, size, hex(blob), device, boot, seq, received))"
-            " FROM (SELECT id, prio, size, blob, device, boot, seq, received FROM events ORDER BY prio, id LIMIT ?)",
-            (max_events,),
+            "SELECT json_group_array(json_array(id, size, hex(blob), device, boot, seq, received))"
+            " FROM (SELECT id, size, blob, device, boot, seq, received FROM events"
+            " WHERE prio = ? AND id > ? ORDER BY id LIMIT ?)",
+            (prio, after, limit),
         ).fetchone()
-        rows = json.loads(text)
-        rows.sort(key=lambda r: (r[1], r[0]))
-        for row_id, prio, size, blob, device, boot, seq, received in rows:
-            if out and total + size > max_bytes:
-                break
-            total += size
-            last[prio] = row_id
-            key = (device, boot, seq) if device is not None else None
-            out.append((prio, bytes.fromhex(blob), key, received))
-        # the rows taken are a prefix of each lane they touch, in id order: one range per lane
-        for prio, last_id in last.items():
+        found = json.loads(text)
+        found.sort(key=itemgetter(0))
+        return [
+            (i, size, bytes.fromhex(blob), (device, boot, seq) if device is not None else None, received)
+            for i, size, blob, device, boot, seq, received in found
+        ]
+
+    def apply(self, plan: Plan, sealed: Sequence[SealedBatch], chain: tuple[int, int, bytes]) -> None:
+        """Write one commit round (agent/gateway/planner.py Plan) with its sealed batches; inside
+        transaction(). `chain` is the signer's (epoch, seq, hash) after sealing them."""
+        if plan.delete_batches:
+            self.delete_batches(plan.delete_batches)
+            self.ledger_set((*k, RECEIPT_DELIVERED) for k in plan.delivered)
+        for prio, last_id in plan.consumed:
+            # sealed or evicted: always the oldest events of the lane
             self.db.execute("DELETE FROM events WHERE prio = ? AND id <= ?", (prio, last_id))
-        return out
+        if plan.insert:
+            self.insert_events(
+                (
+                    ev.prio,
+                    len(ev.encoded),
+                    ev.encoded,
+                    *((ev.device, ev.boot, ev.seq) if ev.wants_receipts else (None, None, None)),
+                    ev.received,
+                )
+                for ev in plan.insert
+            )
+        if plan.replay:
+            self.save_replay(plan.replay)
+        if plan.stored:
+            self.ledger_set((*k, RECEIPT_STORED) for k in plan.stored)
+        if plan.band_rows:
+            self.save_band_replay(plan.band_rows)
+        if plan.band_alerts:
+            self.save_band_alerts(plan.band_alerts)
+        if plan.dropped:
+            self.ledger_set((*k, RECEIPT_DROPPED) for k in plan.dropped)
+        for batch in sealed:
+            self.insert_batch(batch)
+        if sealed:
+            self.set_chain(*chain)
+        if plan.write_counters:
+            self.set_counters(plan.state.gw_seq, list(plan.state.evicted))
 
     def insert_batch(self, batch: SealedBatch) -> None:
         self.db.execute(

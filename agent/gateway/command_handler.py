@@ -11,7 +11,8 @@
 
 The state file is written before the effect, so a command never takes effect twice and a
 revocation or a setting survives a crash between the two: at start the agent applies what
-the state file says. Every rejection is counted by reason in Stats.commands_rejected.
+the state file says (`restore()`, before the rest of the gateway is built). Every rejection
+is counted by reason in CommandCounters.rejected.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.gateway.config import AgentConfig
+from agent.gateway.config import AgentConfig, BatchConfig
+from agent.gateway.stats import CommandCounters
 from agent.shared import tomlcheck
 from agent.shared.commands import (
     SETTING_BY_NAME,
@@ -43,15 +44,10 @@ from agent.shared.commands import (
 )
 from agent.shared.errors import WireError
 from agent.shared.files import write_atomic
-from agent.shared.frames import receipt
 from agent.shared.keyfiles import load_central_public_key
 from agent.shared.log import Throttle
 from agent.shared.protocol import IDENT_RE, RECEIPT_ACKNOWLEDGED
 from agent.shared.registry import Registry, write_registry
-
-if TYPE_CHECKING:
-    from agent.gateway.committer import Committer
-    from agent.gateway.pipeline import Pipeline, Stats
 
 log = logging.getLogger(__name__)
 
@@ -134,70 +130,89 @@ def save_state(path: Path, state: CommandState) -> None:
 # --- the handler ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What a start finds of central's commands: `cfg` with the persisted settings applied, the
+    central key (none: commands disabled), and the state file's contents and path."""
+
+    cfg: AgentConfig
+    keys: dict[bytes, Ed25519PublicKey]
+    state: CommandState
+    path: Path
+
+
+def restore(cfg: AgentConfig, registry: Registry) -> Restored:
+    """Load the central key and the state file; apply persisted revocations and settings."""
+    keys: dict[bytes, Ed25519PublicKey] = {}
+    if cfg.command_key is not None:
+        kid, key = load_central_public_key(cfg.command_key)
+        keys[kid.encode()] = key
+    path = cfg.data_dir / STATE_FILE
+    state = load_state(path)
+    removed = []
+    for device_id, fp in state.revoked.items():
+        device = registry.get(device_id)
+        if device is None:
+            registry.mark_revoked(device_id)
+        elif key_fingerprint(device.key) == fp:
+            registry.revoke(device_id)
+            removed.append(device_id)
+        else:
+            log.warning("revocation_superseded device=%s reason='registered again with a new key'", device_id)
+    if removed:
+        write_registry(cfg.devices_file, list(registry))
+        log.warning("revoked_devices_removed devices=%s file=%s", ",".join(removed), cfg.devices_file)
+    if state.settings:
+        cfg = apply_settings(cfg, state.settings)
+        log.info(
+            "runtime_settings file=%s %s",
+            path,
+            " ".join(f"{k}={v}" for k, v in sorted(state.settings.items())),
+        )
+    if not keys:
+        log.warning("commands_disabled reason='no central.command_key in %s'", cfg.path)
+    return Restored(cfg, keys, state, path)
+
+
+# (device id, boot, seq, receipt kind) -> the receipt on its way (agent/gateway/receipts.py ReceiptRouter.send)
+SendReceipt = Callable[[str, int, int, int], None]
+
+
 class CommandHandler:
     """Receives command messages from the uplink and applies them one at a time."""
 
     def __init__(
         self,
-        cfg: AgentConfig,
+        restored: Restored,
         registry: Registry,
-        keys: dict[bytes, Ed25519PublicKey],
-        state: CommandState,
-        state_path: Path,
+        *,
+        send_receipt: SendReceipt,
+        apply_batch: Callable[[BatchConfig], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.cfg = cfg
+        """
+        Args:
+            restored: from restore(), run before the gateway's other parts are built.
+            registry: the device registry (a REVOKE removes from it).
+            send_receipt: how central's ACK reaches the device as receipt 3.
+            apply_batch: new batch settings from a CONFIG (the committer's inbox).
+            clock: unix time in seconds (command expiry).
+        """
+        self.cfg = restored.cfg
         self.registry = registry
-        self.keys = keys
-        self.state = state
-        self.state_path = state_path
-        self.pipeline: Pipeline | None = None
-        self.committer: Committer | None = None
-        self.stats: Stats | None = None
-        self.clock: Callable[[], float] = time.time
+        self.keys = restored.keys
+        self.state = restored.state
+        self.state_path = restored.path
+        self.send_receipt = send_receipt
+        self.apply_batch = apply_batch
+        self.clock = clock
+        self.counters = CommandCounters()
         self._queue: asyncio.Queue[tuple[bytes, Callable[[], None]]] = asyncio.Queue(QUEUE)
         self._throttle = Throttle()
 
     @property
     def enabled(self) -> bool:
         return bool(self.keys)
-
-    @classmethod
-    def open(cls, cfg: AgentConfig, registry: Registry) -> CommandHandler:
-        """Load the central key and the state file; apply persisted revocations and settings."""
-        keys: dict[bytes, Ed25519PublicKey] = {}
-        if cfg.command_key is not None:
-            kid, key = load_central_public_key(cfg.command_key)
-            keys[kid.encode()] = key
-        path = cfg.data_dir / STATE_FILE
-        state = load_state(path)
-        removed = []
-        for device_id, fp in state.revoked.items():
-            device = registry.get(device_id)
-            if device is None:
-                registry.mark_revoked(device_id)
-            elif key_fingerprint(device.key) == fp:
-                registry.revoke(device_id)
-                removed.append(device_id)
-            else:
-                log.warning("revocation_superseded device=%s reason='registered again with a new key'", device_id)
-        if removed:
-            write_registry(cfg.devices_file, list(registry))
-            log.warning("revoked_devices_removed devices=%s file=%s", ",".join(removed), cfg.devices_file)
-        if state.settings:
-            cfg = apply_settings(cfg, state.settings)
-            log.info(
-                "runtime_settings file=%s %s",
-                path,
-                " ".join(f"{k}={v}" for k, v in sorted(state.settings.items())),
-            )
-        if not keys:
-            log.warning("commands_disabled reason='no central.command_key in %s'", cfg.path)
-        return cls(cfg, registry, keys, state, path)
-
-    def attach(self, pipeline: Pipeline, committer: Committer | None, stats: Stats) -> None:
-        self.pipeline = pipeline
-        self.committer = committer
-        self.stats = stats
 
     def submit(self, data: bytes, ack: Callable[[], None]) -> None:
         """A command message from the uplink; `ack` releases its PUBACK once it is settled."""
@@ -246,22 +261,13 @@ class CommandHandler:
             self._reject("unknown_device", refusal, cmd.seq, cmd.op)
             return False
         await self._apply(cmd)
-        if self.stats is not None:
-            self.stats.commands_accepted[cmd.op] += 1
+        self.counters.accepted[cmd.op] += 1
         return True
 
     async def _apply(self, cmd: Command) -> None:
         action = cmd.action
         if isinstance(action, Ack):
-            device = self.registry.get(action.device)
-            assert device is not None
-            pipeline = self.pipeline
-            if pipeline is not None and pipeline.send_receipt is not None:
-                pipeline.send_receipt(
-                    device.id, receipt(device.key, self.cfg.gateway_id, action.boot, action.seq, RECEIPT_ACKNOWLEDGED)
-                )
-                if self.stats is not None:
-                    self.stats.counts["receipts_sent"] += 1
+            self.send_receipt(action.device, action.boot, action.seq, RECEIPT_ACKNOWLEDGED)
             log.info(
                 "command_accepted op=ack seq=%d device=%s boot=%d event_seq=%d text=%r",
                 cmd.seq,
@@ -281,8 +287,8 @@ class CommandHandler:
         else:
             settings = dict(action.settings)
             self.cfg = apply_settings(self.cfg, settings)
-            if self.committer is not None:
-                self.committer.batch = self.cfg.batch  # read by the committer thread at each round
+            if self.apply_batch is not None:
+                self.apply_batch(self.cfg.batch)
             log.info(
                 "command_accepted op=config seq=%d %s",
                 cmd.seq,
@@ -290,8 +296,7 @@ class CommandHandler:
             )
 
     def _reject(self, reason: str, detail: str, seq: int | None = None, op: str | None = None) -> None:
-        if self.stats is not None:
-            self.stats.commands_rejected[reason] += 1
+        self.counters.rejected[reason] += 1
         suppressed = self._throttle.allow(reason)
         if suppressed is not None:
             log.warning(

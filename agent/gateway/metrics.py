@@ -1,8 +1,10 @@
-"""Prometheus metrics on a local port (prometheus-client), read from the pipeline's Stats.
+"""Prometheus metrics on a local port (prometheus-client), read from the gateway's Stats.
 
-Counters and gauges are collected from `Stats` when Prometheus scrapes, so the hot path pays
-nothing for them; the two histograms are observed per commit and per acknowledged batch, not
-per event. Each agent has its own registry (several agents can run in one test process).
+Counters and gauges are collected from a `Stats.snapshot()` (agent/gateway/stats.py) when Prometheus
+scrapes, so the hot path pays nothing for them; the two histograms are observed per commit
+(by the pipeline) and per acknowledged batch (by the uplink), not per event: the gateway hands
+`commit.observe` and `delivery.observe` to those parts when it builds them. Each agent has its
+own registry (several agents can run in one test process).
 
     ge_backlog_events{lane}            events waiting to be sealed, per lane (P0, P1, P2)
     ge_backlog_bytes{lane}             their encoded bytes
@@ -23,24 +25,24 @@ per event. Each agent has its own registry (several agents can run in one test p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.gateway.pipeline import Stats
+from agent.gateway.stats import Snapshot
 
 LANES = ("P0", "P1", "P2")
 
 
 class _StatsCollector(Collector):
-    def __init__(self, stats: Stats) -> None:
-        self.stats = stats
+    def __init__(self, read: Callable[[], Snapshot]) -> None:
+        self.read = read
 
     def collect(self) -> Iterator[Any]:
-        st = self.stats
+        st = self.read()
         backlog = GaugeMetricFamily("ge_backlog_events", "Events waiting to be sealed", labels=["lane"])
         size = GaugeMetricFamily("ge_backlog_bytes", "Encoded bytes of the events waiting", labels=["lane"])
         evicted = CounterMetricFamily("ge_evicted", "Events evicted from a full buffer", labels=["lane"])
@@ -52,7 +54,7 @@ class _StatsCollector(Collector):
         yield GaugeMetricFamily(
             "ge_oldest_undelivered_seconds",
             "Age of the oldest event central has not acknowledged",
-            value=st.oldest_age_ms() / 1000.0,
+            value=st.oldest_age_ms / 1000.0,
         )
         rejected = CounterMetricFamily("ge_frames_rejected", "Device frames rejected", labels=["reason"])
         for reason, n in sorted(st.rejected.items()):
@@ -62,14 +64,14 @@ class _StatsCollector(Collector):
         for reason, n in sorted(st.serial_rejected.items()):
             serial.add_metric([reason], n)
         yield serial
-        for name, key, text in (
-            ("ge_frames_accepted", "accepted", "Device frames accepted"),
-            ("ge_events_delivered", "delivered", "Events in batches central acknowledged"),
-            ("ge_batches_sealed", "batches_sealed", "Batches sealed and signed"),
-            ("ge_batches_acked", "batches_acked", "Batches central acknowledged"),
-            ("ge_receipts_sent", "receipts_sent", "Receipts sent to devices"),
+        for name, value, text in (
+            ("ge_frames_accepted", st.accepted, "Device frames accepted"),
+            ("ge_events_delivered", st.delivered, "Events in batches central acknowledged"),
+            ("ge_batches_sealed", st.batches_sealed, "Batches sealed and signed"),
+            ("ge_batches_acked", st.batches_acked, "Batches central acknowledged"),
+            ("ge_receipts_sent", st.receipts_sent, "Receipts sent to devices"),
         ):
-            yield CounterMetricFamily(name, text, value=st.counts[key])
+            yield CounterMetricFamily(name, text, value=value)
         yield GaugeMetricFamily("ge_inflight_batches", "Batches waiting for PUBACK", value=st.inflight_batches)
         yield GaugeMetricFamily("ge_uplink_up", "1 when connected to central", value=int(st.uplink_connected))
         yield GaugeMetricFamily("ge_local_broker_up", "1 when connected locally", value=int(st.local_connected))
@@ -77,11 +79,14 @@ class _StatsCollector(Collector):
 
 
 class Metrics:
-    """The agent's metrics registry; `serve()` exposes it over HTTP on a local address."""
+    """The agent's metrics registry; `serve()` exposes it over HTTP on a local address.
 
-    def __init__(self, stats: Stats) -> None:
+    Built before the parts that observe its histograms; the counters and gauges are read from
+    the `read` function given to `serve()` (Stats.snapshot, once every part exists).
+    """
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_StatsCollector(stats))
         self.commit = Histogram(
             "ge_commit_seconds",
             "Duration of each group commit, fsync included",
@@ -94,9 +99,8 @@ class Metrics:
             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0),
             registry=self.registry,
         )
-        stats.observe_commit = self.commit.observe
-        stats.observe_delivery = self.delivery.observe
 
-    def serve(self, host: str, port: int) -> None:
-        """Start the HTTP endpoint (a daemon thread of prometheus-client)."""
+    def serve(self, host: str, port: int, read: Callable[[], Snapshot]) -> None:
+        """Start the HTTP endpoint (a daemon thread of prometheus-client), collecting from `read`."""
+        self.registry.register(_StatsCollector(read))
         start_http_server(port, addr=host, registry=self.registry)

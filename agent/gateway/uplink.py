@@ -2,7 +2,10 @@
 
 Batches are published concurrently (the committer keeps at most `window` unacknowledged,
 plus one P0 reserve slot). A batch whose PUBACK does not arrive is published again, with the
-same bytes, after the next (re)connect; central drops the duplicate by (epoch, seq).
+same bytes, after the next (re)connect; central drops the duplicate by (epoch, seq). On each
+PUBACK the committer is told (the batch is deleted from the buffer in its next round) and
+`on_delivered` sends receipt 2 for the batch's receipt-wanting events (agent/gateway/receipts.py);
+the committer is also told when the link comes up or goes down, as it seals only while up.
 
 The same MQTT 5 session carries the gateway's presence (retained `online` on its status topic
 after every connect, `offline` as the last will and before a graceful stop) and central's
@@ -15,16 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.gateway.command_handler import CommandHandler
 from agent.gateway.config import AgentConfig
-from agent.gateway.pipeline import Pipeline, Stats
-from agent.gateway.signer import SealedBatch
+from agent.gateway.signer import SealedBatch, batch_oldest_received
+from agent.gateway.stats import UplinkCounters
 from agent.shared.backoff import Backoff
 from agent.shared.protocol import SESSION_EXPIRY_S
 from agent.shared.tls import tls_context
@@ -39,35 +43,79 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 
 
+class CommitterLink(Protocol):
+    """What the uplink tells the committer (agent/gateway/committer.py CommitInbox)."""
+
+    def set_uplink(self, connected: bool) -> None:
+        """Connected or not: batches are sealed only while connected."""
+
+    def ack(self, batch: SealedBatch) -> None:
+        """Central's broker acknowledged `batch`: delete it from the buffer."""
+
+
+class CommandSink(Protocol):
+    """Where central's commands go (agent/gateway/command_handler.py CommandHandler)."""
+
+    @property
+    def enabled(self) -> bool: ...
+    def submit(self, data: bytes, ack: Callable[[], None]) -> None: ...
+
+
 class Uplink:
+    """The connection to central's broker: batches out, presence, commands in; reconnects with backoff."""
+
     def __init__(
         self,
         cfg: AgentConfig,
-        pipeline: Pipeline,
-        stats: Stats,
-        unacked: list[SealedBatch],
-        commands: CommandHandler | None = None,
+        *,
+        unacked: Sequence[SealedBatch],
+        committer: CommitterLink,
+        on_delivered: Callable[[SealedBatch], None],
+        commands: CommandSink | None = None,
+        observe_delivery: Callable[[float], None] | None = None,
     ) -> None:
+        """
+        Args:
+            unacked: sealed batches a previous run left unacknowledged: published again first.
+            committer: told the link state and each PUBACK.
+            on_delivered: each batch central's broker acknowledged (receipts 2).
+            commands: central's commands, acknowledged once settled; None: not subscribed.
+            observe_delivery: a histogram, per acknowledged batch, of the seconds from the
+                receipt of its oldest event to the PUBACK (agent/gateway/metrics.py).
+        """
         self.cfg = cfg
+        self.committer = committer
+        self.on_delivered = on_delivered
         self.commands = commands
+        self.observe_delivery = observe_delivery
         tls = cfg.central.tls
         self._tls = tls_context(tls, f"{cfg.path}: central.tls.") if tls is not None else None
-        self.pipeline = pipeline
-        self.stats = stats
         self.topic = cfg.batch_topic
-        self.inflight: dict[int, SealedBatch] = {b.seq: b for b in unacked}
+        self.counters = UplinkCounters()
+        # sealed batches waiting for their PUBACK, and the receive time of each one's oldest event
+        self.inflight: dict[int, SealedBatch] = {}
+        self._oldest: dict[int, int] = {}
+        for b in unacked:
+            self._track(b, batch_oldest_received(b.blob))
         self.backoff = Backoff(cap=10.0)
         self._client: aiomqtt.Client | None = None
         self._broken = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
-        pipeline.publish_batch = self.publish
 
-    def publish(self, batch: SealedBatch) -> None:
-        self.inflight[batch.seq] = batch
-        self.stats.inflight_batches = len(self.inflight)
+    def publish(self, batch: SealedBatch, oldest_ms: int) -> None:
+        """A newly sealed batch (durable already); published at once when connected."""
+        self._track(batch, oldest_ms)
         if self._client is not None:
             self._start(self._client, batch)
+
+    def _track(self, batch: SealedBatch, oldest_ms: int) -> None:
+        self.inflight[batch.seq] = batch
+        self._oldest[batch.seq] = oldest_ms
+        c = self.counters
+        c.inflight = len(self.inflight)
+        if c.inflight_oldest_ms is None or oldest_ms < c.inflight_oldest_ms:
+            c.inflight_oldest_ms = oldest_ms
 
     def _start(self, client: aiomqtt.Client, batch: SealedBatch) -> None:
         task = asyncio.create_task(self._publish(client, batch))
@@ -82,11 +130,21 @@ class Uplink:
             self._broken.set()
             return
         if self.inflight.pop(batch.seq, None) is not None:
-            self.stats.inflight_batches = len(self.inflight)
-            self.pipeline.on_delivered(batch)
+            self._delivered(batch)
+
+    def _delivered(self, batch: SealedBatch) -> None:
+        oldest = self._oldest.pop(batch.seq)
+        if self.observe_delivery is not None:
+            self.observe_delivery(max(0.0, time.time() - oldest / 1000.0))
+        c = self.counters
+        c.inflight = len(self.inflight)
+        c.inflight_oldest_ms = min(self._oldest.values(), default=None)
+        c.batches_acked += 1
+        c.delivered += batch.events
+        self.committer.ack(batch)
+        self.on_delivered(batch)
 
     async def run(self) -> None:
-        committer = self.pipeline.committer
         while True:
             try:
                 await self._session()
@@ -97,9 +155,8 @@ class Uplink:
             finally:
                 self._client = None
                 self.connected.clear()
-                self.stats.uplink_connected = False
-                if committer is not None:
-                    committer.set_uplink(False)
+                self.counters.connected = False
+                self.committer.set_uplink(False)
                 for task in list(self._tasks):
                     task.cancel()
             await asyncio.sleep(self.backoff.next())
@@ -135,20 +192,21 @@ class Uplink:
         # Private attribute: aiomqtt has no manual-ack switch (see agent/gateway/sources/mqtt.py).
         client._client.manual_ack_set(True)
         async with client:
+            _honour_cancel()
             self._broken.clear()
             self._client = client
             self.backoff.reset()
             self.connected.set()
-            self.stats.uplink_connected = True
+            self.counters.connected = True
             log.info("uplink_up host=%s port=%d resending=%d", central.host, central.port, len(self.inflight))
             for seq in sorted(self.inflight):
                 self._start(client, self.inflight[seq])
-            if self.pipeline.committer is not None:
-                self.pipeline.committer.set_uplink(True)
+            self.committer.set_uplink(True)
             watch = asyncio.create_task(self._watch(client))
             broken = asyncio.create_task(self._broken.wait())
             try:
                 await self._announce(client)
+                _honour_cancel()
                 done, _ = await asyncio.wait({watch, broken}, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task is watch and task.exception() is not None:
@@ -185,3 +243,16 @@ class Uplink:
                 client._client.ack(mid, qos)
 
         return ack
+
+
+def _honour_cancel() -> None:
+    """Raise the cancellation that aiomqtt may have dropped in the call just made.
+
+    aiomqtt awaits with asyncio.wait_for, which on Python 3.11 returns the result of an
+    operation that completes just as the task is cancelled and drops the cancellation; the
+    task still counts the request (Task.cancelling()). Without this a stopping agent could
+    wait for the uplink forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

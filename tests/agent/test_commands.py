@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.central.keys import generate_central_key, load_central_private_key
 from agent.cli import main
-from agent.gateway.command_handler import STATE_FILE, CommandHandler, CommandState, load_state, save_state
-from agent.gateway.config import AgentConfig, load_config
+from agent.gateway.command_handler import STATE_FILE, CommandHandler, CommandState, load_state, restore, save_state
+from agent.gateway.config import AgentConfig, BatchConfig, load_config
 from agent.gateway.frame_verifier import FrameVerifier
-from agent.gateway.pipeline import Pipeline, Stats
+from agent.gateway.receipts import ReceiptRouter
 from agent.shared import cose
 from agent.shared.commands import (
     Ack,
@@ -181,13 +181,19 @@ class Rig:
 
     def open(self) -> None:
         self.registry = load_registry(self.cfg.devices_file)
-        self.handler = CommandHandler.open(self.cfg, self.registry)
-        self.stats = Stats()
-        self.pipeline = Pipeline("GW-TEST", self.registry, FrameVerifier(self.registry), {}, {}, self.stats)
+        self.verifier = FrameVerifier(self.registry)
         self.sent: list[tuple[str, bytes]] = []
-        self.pipeline.send_receipt = lambda device, msg: self.sent.append((device, msg))
-        self.handler.attach(self.pipeline, None, self.stats)
-        self.handler.clock = lambda: NOW
+        self.batches: list[BatchConfig] = []
+        receipts = ReceiptRouter("GW-TEST", self.registry)
+        receipts.register("local", lambda device, msg: self.sent.append((device, msg)), default=True)
+        self.handler = CommandHandler(
+            restore(self.cfg, self.registry),
+            self.registry,
+            send_receipt=receipts.send,
+            apply_batch=self.batches.append,
+            clock=lambda: NOW,
+        )
+        self.stats = self.handler.counters
 
     async def send(self, seq: int, op: int, args: dict[int, Any], gateway: str = "GW-TEST") -> bool:
         msg = sign_command(CENTRAL, "central", encode_payload(gateway, seq, NOW - 10, NOW + 290, op, args))
@@ -201,22 +207,22 @@ async def test_ack_sends_receipt_3_under_the_device_key(tmp_path: Path) -> None:
     mac0 = cose.mac0_parse(rig.sent[0][1])
     assert mac0.kid == b"GW-TEST" and mac0.verify(KEY1, AAD_RECEIPT)
     assert cbor2.loads(mac0.payload) == {1: 3, 2: 2, 3: 3}
-    assert rig.stats.commands_accepted == {"ack": 1} and rig.handler.state.seq == 5
+    assert rig.stats.accepted == {"ack": 1} and rig.handler.state.seq == 5
     assert load_state(tmp_path / "data" / STATE_FILE).seq == 5
     # the same bytes again, and an older seq with a good signature: replays
     assert not await rig.send(5, 1, {1: "AP-0001", 2: 3, 3: 2, 4: "on our way"})
     assert not await rig.send(4, 1, {1: "AP-0001", 2: 3, 3: 2})
     assert not await rig.send(6, 1, {1: "AP-0001", 2: 3, 3: 2}, gateway="GW-OTHER")
-    assert rig.stats.commands_rejected == {"replay": 2, "wrong_gateway": 1} and len(rig.sent) == 1
+    assert rig.stats.rejected == {"replay": 2, "wrong_gateway": 1} and len(rig.sent) == 1
 
 
 async def test_ack_for_an_unknown_device_consumes_the_seq(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     assert not await rig.send(3, 1, {1: "AP-9999", 2: 1, 3: 2})
-    assert rig.stats.commands_rejected == {"unknown_device": 1} and rig.sent == []
+    assert rig.stats.rejected == {"unknown_device": 1} and rig.sent == []
     assert rig.handler.state.seq == 3
     assert not await rig.send(3, 1, {1: "AP-0001", 2: 1, 3: 2})
-    assert rig.stats.commands_rejected["replay"] == 1
+    assert rig.stats.rejected["replay"] == 1
 
 
 async def test_revoke_removes_the_device_and_survives_a_restart(tmp_path: Path) -> None:
@@ -227,7 +233,7 @@ async def test_revoke_removes_the_device_and_survives_a_restart(tmp_path: Path) 
     assert stat.S_IMODE(rig.cfg.devices_file.stat().st_mode) == 0o600
     frame = cose.mac0_encode(KEY2, b"AP-0002", cbor2.dumps({1: 1, 2: 1, 3: 1, 4: 0, 5: {}}), AAD_FRAME)
     with pytest.raises(WireError) as exc:
-        rig.pipeline.verifier.verify(frame, "AP-0002", 0)
+        rig.verifier.verify(frame, "AP-0002", 0)
     assert exc.value.reason == "revoked"
     # the registry file comes back with the device (a backup restored): revoked again at start
     write_registry(rig.cfg.devices_file, DEVICES)
@@ -246,20 +252,22 @@ async def test_config_is_applied_live_and_at_start(tmp_path: Path, root_level: N
     assert rig.handler.cfg.batch.linger_ms == 20
     assert await rig.send(1, 3, {1: 250, 2: 7, 3: "debug"})
     assert (rig.handler.cfg.batch.linger_ms, rig.handler.cfg.batch.max_events) == (250, 7)
+    assert rig.batches == [rig.handler.cfg.batch], "the committer gets the new batch settings"
     assert logging.getLogger().level == logging.DEBUG
     logging.getLogger().setLevel(logging.INFO)
     rig.open()
     assert (rig.handler.cfg.batch.linger_ms, rig.handler.cfg.batch.max_events) == (250, 7)
     assert logging.getLogger().level == logging.DEBUG
     assert not await rig.send(2, 3, {1: 10_001})  # out of range: nothing changes
-    assert rig.stats.commands_rejected == {"bad_args": 1} and rig.handler.state.seq == 1
+    assert rig.stats.rejected == {"bad_args": 1} and rig.handler.state.seq == 1
+    assert rig.batches == []
 
 
 async def test_state_file_that_cannot_be_written_applies_nothing(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.handler.state_path = tmp_path / "no-such-dir" / STATE_FILE
     assert not await rig.send(1, 2, {1: "AP-0002"})
-    assert rig.stats.commands_rejected == {"store_error": 1}
+    assert rig.stats.rejected == {"store_error": 1}
     assert rig.registry.get("AP-0002") is not None and rig.handler.state.seq == 0
 
 
@@ -267,7 +275,9 @@ def test_without_a_command_key_commands_are_disabled(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     text = cfg.path.read_text().replace("command_key = 'central.pub'\n", "")
     cfg.path.write_text(text)
-    handler = CommandHandler.open(load_config(cfg.path), load_registry(cfg.devices_file))
+    restored = restore(load_config(cfg.path), load_registry(cfg.devices_file))
+    assert restored.keys == {}
+    handler = CommandHandler(restored, load_registry(cfg.devices_file), send_receipt=lambda *_: None)
     assert not handler.enabled
 
 

@@ -15,13 +15,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.gateway.buffer import Store
-from agent.gateway.committer import CommitResult, Committer, Submitted
+from agent.gateway.committer import CommitInbox, CommitResult, Committer, recovered_state
 from agent.gateway.config import BatchConfig, BufferConfig
+from agent.gateway.frame_verifier import Event
+from agent.gateway.planner import Submitted
 from agent.gateway.replay import ReplayState
-from agent.gateway.signer import SealedBatch, Signer
+from agent.gateway.signer import AAD_BATCH, SealedBatch, Signer
 from agent.shared import cose
-from agent.shared.frames import Event
-from agent.shared.protocol import AAD_BATCH
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
 KEYS = {b"GW-T": KEY.public_key()}
@@ -34,6 +34,7 @@ def event(seq: int, typ: int, device: str = "AP-1", flags: int = 0, received: in
 class Harness:
     def __init__(self, committer: Committer, store: Store, results: asyncio.Queue[CommitResult]) -> None:
         self.committer = committer
+        self.inbox = committer.inbox
         self.store = store
         self.results = results
         self.acked: list[int] = []
@@ -44,7 +45,7 @@ class Harness:
         for ev in events:
             st = ReplayState(ev.boot, ev.seq, 0)
             items.append(Submitted(ev, st.as_row(), lambda ev=ev: self.acked.append(ev.seq)))
-        self.committer.submit_group(items, [])
+        self.inbox.submit_group(items, [])
 
     async def next_result(self, within: float = 5.0) -> CommitResult:
         return await asyncio.wait_for(self.results.get(), within)
@@ -67,7 +68,7 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(path: Path, **batch: int) -> AsyncIterator[Harness]:
+async def harness(path: Path, limits: BufferConfig | None = None, **batch: int) -> AsyncIterator[Harness]:
     store = Store(path)
     rec = store.recover()
     cfg = BatchConfig(
@@ -87,13 +88,11 @@ async def harness(path: Path, **batch: int) -> AsyncIterator[Harness]:
     committer = Committer(
         store,
         Signer(KEY, "GW-T", rec.epoch, rec.seq, rec.prev),
-        cfg,
-        0.0,
-        len(rec.batches),
-        rec.backlog,
-        rec.backlog_bytes,
-        asyncio.get_running_loop(),
-        on_result,
+        CommitInbox(cfg),
+        state=recovered_state(rec),
+        loop=asyncio.get_running_loop(),
+        on_result=on_result,
+        limits=limits,
     )
     committer.start()
     h = Harness(committer, store, results)
@@ -116,7 +115,7 @@ async def test_backlog_sealed_in_lane_order(tmp_path: Path) -> None:
         assert len(res.committed) == 8 and not res.sealed, "uplink down: nothing sealed"
         assert res.backlog == (1, 1, 6)
         assert h.acked == [1, 2, 3, 4, 5, 6, 7, 8], "acks follow the commit, in arrival order"
-        h.committer.set_uplink(True)
+        h.inbox.set_uplink(True)
         (batch,) = await h.sealed(1)
         assert [e[3] for e in events_of(batch)] == [7, 6, 1, 2, 3, 4, 5, 8]
         assert batch.prio == 0 and batch.seq == 1
@@ -124,7 +123,7 @@ async def test_backlog_sealed_in_lane_order(tmp_path: Path) -> None:
 
 async def test_window_and_p0_reserve(tmp_path: Path) -> None:
     async with harness(tmp_path / "b.db", window=1, max_events=2) as h:
-        h.committer.set_uplink(True)
+        h.inbox.set_uplink(True)
         h.submit(*(event(i, 128) for i in range(1, 6)))
         (first,) = await h.sealed(1)
         assert [e[3] for e in events_of(first)] == [1, 2]
@@ -134,18 +133,18 @@ async def test_window_and_p0_reserve(tmp_path: Path) -> None:
         h.submit(event(8, 1))
         res = await h.next_result()
         assert not res.sealed and res.backlog == (1, 0, 3), "window + reserve full: P0 waits first in line"
-        h.committer.ack(first)
+        h.inbox.ack(first)
         (nxt,) = await h.sealed(1)
         assert [e[3] for e in events_of(nxt)] == [8], "the waiting P0 goes first, through the reserve slot"
-        h.committer.ack(p0)
-        h.committer.ack(nxt)
+        h.inbox.ack(p0)
+        h.inbox.ack(nxt)
         (tail,) = await h.sealed(1)
         assert [e[3] for e in events_of(tail)] == [3, 4], "then the telemetry, oldest first"
 
 
 async def test_linger_holds_telemetry_not_alarms(tmp_path: Path) -> None:
     async with harness(tmp_path / "b.db", linger_ms=300) as h:
-        h.committer.set_uplink(True)
+        h.inbox.set_uplink(True)
         h.submit(event(1, 128, received=int(time.time() * 1000)))
         res = await h.next_result()
         assert not res.sealed and res.backlog == (0, 0, 1)
@@ -159,10 +158,10 @@ async def test_linger_holds_telemetry_not_alarms(tmp_path: Path) -> None:
 async def test_restart_keeps_backlog_batches_replay_and_chain(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
     async with harness(path, max_events=3) as h:
-        h.committer.set_uplink(True)
+        h.inbox.set_uplink(True)
         h.submit(*(event(i, 128, flags=1 if i == 2 else 0) for i in range(1, 4)))
         (b1,) = await h.sealed(1)
-        h.committer.set_uplink(False)
+        h.inbox.set_uplink(False)
         h.submit(event(4, 1, flags=1), event(5, 128))
         await h.next_result()
     store = Store(path)
@@ -174,8 +173,8 @@ async def test_restart_keeps_backlog_batches_replay_and_chain(tmp_path: Path) ->
     assert rec.replay["AP-1"].seq == 5
     assert rec.ledger == {("AP-1", 1, 2): 1, ("AP-1", 1, 4): 1}
     async with harness(path) as h:
-        h.committer.ack(rec.batches[0])
-        h.committer.set_uplink(True)
+        h.inbox.ack(rec.batches[0])
+        h.inbox.set_uplink(True)
         (b2,) = await h.sealed(1)
         assert b2.seq == 2 and b2.epoch == b1.epoch
         assert cbor2.loads(cose.sign1_verify(b2.blob, KEYS, AAD_BATCH)[1])[4] == b1.hash
@@ -204,7 +203,7 @@ async def test_commit_failure_is_retried_without_loss(tmp_path: Path, monkeypatc
         assert h.acked == [], "nothing is acknowledged before it is durable"
         second = await h.next_result()
         assert [s.event.seq for s in second.committed] == [1] and h.acked == [1]
-        h.committer.set_uplink(True)
+        h.inbox.set_uplink(True)
         (batch,) = await h.sealed(1)
         assert batch.seq == 1, "the failed transaction did not advance the chain"
 
@@ -249,8 +248,7 @@ def test_replay_state_salvaged_from_damaged_file(tmp_path: Path) -> None:
 
 @asynccontextmanager
 async def bounded(path: Path, max_bytes: int, reserve: int) -> AsyncIterator[Harness]:
-    async with harness(path) as h:
-        h.committer.limits = BufferConfig(max_bytes=max_bytes, p0_reserve_bytes=reserve)
+    async with harness(path, BufferConfig(max_bytes=max_bytes, p0_reserve_bytes=reserve)) as h:
         yield h
 
 
@@ -280,7 +278,7 @@ async def test_full_buffer_evicts_oldest_p2_then_p1_never_p0(tmp_path: Path) -> 
         ledger = dict(((d, b, s), st) for d, b, s, st in h.store.db.execute("SELECT * FROM ledger"))
         assert ledger[("AP-1", 1, 111)] == 4
         # everything left drains in lane order once the uplink is back: all 22 alarms
-        h.committer.set_uplink(True)
+        h.inbox.set_uplink(True)
         batches = await h.sealed(1)
         seqs = [e[3] for b in batches for e in events_of(b)]
         assert sorted(seqs) == list(range(119, 141))

@@ -16,16 +16,20 @@ from collections import deque
 from collections.abc import Callable
 
 from agent.gateway.config import BrokerConfig
-from agent.gateway.pipeline import Pipeline, Stats
+from agent.gateway.pipeline import Ingest
+from agent.gateway.receipts import ReceiptRouter
 from agent.gateway.sources.mqttclient import LocalBrokerError, MqttClient
+from agent.gateway.stats import LocalCounters
 from agent.shared.backoff import Backoff
-from agent.shared.protocol import DEVICE_TOPIC_PREFIX, DEVICE_UP_FILTER, DEVICE_UP_SUFFIX, SESSION_EXPIRY_S, device_down
+from agent.shared.protocol import SESSION_EXPIRY_S, device_down
 from agent.shared.tls import tls_context
 
 log = logging.getLogger(__name__)
 
-_PREFIX = DEVICE_TOPIC_PREFIX.encode()
-_SUFFIX = DEVICE_UP_SUFFIX.encode()
+SOURCE = "mqtt"  # the pipeline's name for this source, and the receipts' default route
+UP_FILTER = "ge/dev/+/up"
+_PREFIX = b"ge/dev/"
+_SUFFIX = b"/up"
 DOWNLINK_QUEUE = 10_000
 # MQTT 5 Receive Maximum: how many unacknowledged frames the broker may hand over at once.
 # It bounds the agent's memory whatever the broker is configured to; acks follow each commit.
@@ -46,23 +50,30 @@ _TOPIC_CACHE = 10_000
 class LocalBroker:
     """Runs the subscription and the receipt downlink, reconnecting with backoff."""
 
-    def __init__(self, cfg: BrokerConfig, pipeline: Pipeline, stats: Stats) -> None:
+    def __init__(self, cfg: BrokerConfig, *, ingest: Ingest, receipts: ReceiptRouter) -> None:
+        """
+        Args:
+            ingest: where frames go (Pipeline.ingest); each comes with an ack that releases
+                its PUBACK once the frame is durable or rejected.
+            receipts: this source registers as the default route of receipts to devices.
+        """
         self.cfg = cfg
-        self.pipeline = pipeline
-        self.stats = stats
-        self.backoff = Backoff(cap=RECONNECT_CAP_S)
+        self.ingest = ingest
+        self.counters = LocalCounters()
+        self.backoff = Backoff()
         self._tls = tls_context(cfg.tls, "local.tls.") if cfg.tls is not None else None
         # receipts waiting for the connection (or for the broker's Receive Maximum)
         self._outbox: deque[tuple[bytes, bytes]] = deque()
         self._client: MqttClient | None = None
         self._devices: dict[bytes, str | None] = {}  # topic -> device id
         self.connected = asyncio.Event()
-        pipeline.send_receipt = self.send
+        receipts.register(SOURCE, self.send, default=True)
 
     def send(self, device_id: str, payload: bytes) -> None:
+        """Queue a message to ge/dev/<device_id>/down (QoS 1); it goes out when connected."""
         if len(self._outbox) >= DOWNLINK_QUEUE:
             # the device resends and gets its receipt from the ledger then
-            self.stats.counts["receipts_dropped"] += 1
+            self.counters.receipts_dropped += 1
             return
         self._outbox.append((device_down(device_id).encode(), payload))
         if self._client is not None:
@@ -76,19 +87,19 @@ class LocalBroker:
                 log.warning("local_broker_down host=%s port=%d reason=%r", self.cfg.host, self.cfg.port, str(exc))
             finally:
                 self.connected.clear()
-                self.stats.local_connected = False
+                self.counters.connected = False
             await asyncio.sleep(self.backoff.next())
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
-        ingest = self.pipeline.ingest
+        ingest = self.ingest
         devices = self._devices
 
         def on_message(topic: bytes, payload: bytes, ack: Callable[[], None]) -> None:
             device = devices.get(topic)
             if device is None:
                 device = self._device_of(topic)
-            ingest(payload, device, ack)
+            ingest(payload, device, ack, SOURCE)
 
         def factory() -> MqttClient:
             return MqttClient(
@@ -102,16 +113,18 @@ class LocalBroker:
                 self._on_published,
             )
 
-        _, client = await asyncio.wait_for(
-            loop.create_connection(factory, self.cfg.host, self.cfg.port, ssl=self._tls), CONNECT_TIMEOUT_S
-        )
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation (the agent
+        # stopping) that arrives as the awaited step completes, and the session would go on
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            _, client = await loop.create_connection(factory, self.cfg.host, self.cfg.port, ssl=self._tls)
         try:
-            await asyncio.wait_for(client.connected, CONNECT_TIMEOUT_S)
-            await client.subscribe(DEVICE_UP_FILTER, 1, CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await client.connected
+            await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S)
             self._client = client
             self.backoff.reset()
             self.connected.set()
-            self.stats.local_connected = True
+            self.counters.connected = True
             log.info("local_broker_up host=%s port=%d", self.cfg.host, self.cfg.port)
             reason = await client.closed
             raise LocalBrokerError(reason)
@@ -132,4 +145,4 @@ class LocalBroker:
     def _on_published(self, code: int) -> None:
         if code >= 0x80:
             # refused by the broker; the device resends and gets its receipt from the ledger then
-            self.stats.counts["receipts_dropped"] += 1
+            self.counters.receipts_dropped += 1

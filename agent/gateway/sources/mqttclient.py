@@ -358,7 +358,10 @@ class MqttClient(asyncio.Protocol):
         self._suback[pid] = waiter
         self._write(bytes((_SUBSCRIBE,)) + varint(len(body)) + body)
         try:
-            codes = await asyncio.wait_for(waiter, within_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result of a future
+            # that completes just as the task is cancelled and drops the cancellation
+            async with asyncio.timeout(within_s):
+                codes = await waiter
         except TimeoutError:
             raise LocalBrokerError(f"no SUBACK for {topic_filter!r} within {within_s}s") from None
         finally:

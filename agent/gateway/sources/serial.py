@@ -4,9 +4,10 @@ Each [[serial]] port is opened with pyserial-asyncio and read as a byte stream. 
 (COBS of payload || CRC-32, 0x00 delimited) is undone here with the `cobs` package, and each
 payload enters the same pipeline as a frame from the local broker (`Pipeline.ingest`: the same
 acceptance order and counters), as source ``serial:<port>``. Framing rejects are counted by
-reason in `Stats.serial_rejected` and logged, throttled, with the port.
+reason in `SerialCounters.rejected` and logged, throttled, with the port.
 
-Receipts go back the way the device spoke: the pipeline remembers the source of each device's
+Receipts go back the way the device spoke: each port registers with the receipt router
+(agent/gateway/receipts.py) under its source name, the router remembers the source of each device's
 last verified frame, and a receipt for a device last heard on a port is written to that port
 (after the durable commit, when the pipeline sends receipt 1); every other receipt goes to the
 local broker. The port is the device's link: there is no broker session or last will, and no
@@ -30,7 +31,9 @@ import serial_asyncio
 from cobs import cobs
 
 from agent.gateway.config import SerialConfig
-from agent.gateway.pipeline import Pipeline, Stats
+from agent.gateway.pipeline import Ingest
+from agent.gateway.receipts import ReceiptRouter
+from agent.gateway.stats import SerialCounters
 from agent.shared.backoff import Backoff
 from agent.shared.errors import WireError
 from agent.shared.log import Throttle
@@ -171,11 +174,13 @@ class _Protocol(asyncio.Protocol):
 class SerialPort:
     """One [[serial]] port: read, deframe, ingest; receipts written back; reopened with backoff."""
 
-    def __init__(self, cfg: SerialConfig, pipeline: Pipeline, stats: Stats, max_frame: int) -> None:
+    def __init__(
+        self, cfg: SerialConfig, *, ingest: Ingest, receipts: ReceiptRouter, counters: SerialCounters, max_frame: int
+    ) -> None:
         self.cfg = cfg
         self.name = f"serial:{cfg.port}"
-        self.pipeline = pipeline
-        self.stats = stats
+        self.ingest = ingest
+        self.counters = counters  # shared by the ports of one SerialSources
         self.max_frame = max_frame
         self.backoff = Backoff(OPEN_BACKOFF_BASE_S, OPEN_BACKOFF_CAP_S)
         self.connected = asyncio.Event()
@@ -184,12 +189,13 @@ class SerialPort:
         self._paused = False
         self._reject_log = Throttle()
         self._down_log = Throttle(60.0)
+        receipts.register(self.name, self.send)
 
-    def send(self, payload: bytes) -> None:
+    def send(self, device_id: str, payload: bytes) -> None:
         """Write one receipt; dropped (and counted) when the port is down or not draining."""
         t = self._transport
         if t is None or t.is_closing() or t.get_write_buffer_size() > WRITE_LIMIT:
-            self.stats.counts["receipts_dropped"] += 1
+            self.counters.receipts_dropped += 1
             return
         t.write(encode_frame(payload))
 
@@ -224,17 +230,17 @@ class SerialPort:
             transport.close()
 
     def received(self, data: bytes, items: list[bytes | WireError]) -> None:
-        counts = self.stats.counts
-        counts["serial_bytes"] += len(data)
+        counters = self.counters
+        counters.bytes += len(data)
         if data:
             # the port works: the next reopen is quick again (a port that opens and fails at
             # once keeps backing off instead)
             self.backoff.reset()
         for item in items:
             if isinstance(item, bytes):
-                counts["serial_frames"] += 1
+                counters.frames += 1
                 self._unsettled += 1
-                self.pipeline.ingest(item, self.cfg.device, self._settled, self.name)
+                self.ingest(item, self.cfg.device, self._settled, self.name)
             else:
                 self._rejected(item)
         if self._unsettled > MAX_UNSETTLED and not self._paused and self._transport is not None:
@@ -249,7 +255,7 @@ class SerialPort:
                 self._transport.resume_reading()
 
     def _rejected(self, exc: WireError) -> None:
-        self.stats.serial_rejected[exc.reason] += 1
+        self.counters.rejected[exc.reason] += 1
         suppressed = self._reject_log.allow(exc.reason)
         if suppressed is not None:
             log.warning(
@@ -262,22 +268,19 @@ class SerialPort:
 
 
 class SerialSources:
-    """The [[serial]] ports, and receipts routed to the port where their device was last heard."""
+    """The [[serial]] ports; each registers as the receipt route of the devices heard on it."""
 
-    def __init__(self, ports: Sequence[SerialConfig], pipeline: Pipeline, stats: Stats, max_frame: int) -> None:
-        self.pipeline = pipeline
-        self.ports = {p.name: p for p in (SerialPort(cfg, pipeline, stats, max_frame) for cfg in ports)}
-        # receipts of devices not heard on a port keep going where they went (the local broker)
-        self._fallback = pipeline.send_receipt
-        if self.ports:
-            pipeline.send_receipt = self.send
-
-    def send(self, device_id: str, payload: bytes) -> None:
-        port = self.ports.get(self.pipeline.last_source.get(device_id, ""))
-        if port is not None:
-            port.send(payload)
-        elif self._fallback is not None:
-            self._fallback(device_id, payload)
+    def __init__(
+        self, ports: Sequence[SerialConfig], *, ingest: Ingest, receipts: ReceiptRouter, max_frame: int
+    ) -> None:
+        self.counters = SerialCounters()
+        self.ports = {
+            p.name: p
+            for p in (
+                SerialPort(cfg, ingest=ingest, receipts=receipts, counters=self.counters, max_frame=max_frame)
+                for cfg in ports
+            )
+        }
 
     async def run(self) -> None:
         if not self.ports:

@@ -1,7 +1,7 @@
 """Wristband adverts from BLE scanners: bleak -> resolver -> alerts -> the buffer.
 
     BleakScanner (passive)  --callback--> queue --> BandResolver.resolve()  (docs/protocol.md §10.4)
-      one per [[ble]] entry                           | rejected: Stats.ble_rejected[reason]
+      one per [[ble]] entry                           | rejected: BleCounters.rejected[reason]
                                                       v
                                      sink.on_sighting(scanner, rssi, t_ms, sighting) -> alerts
                                                       v
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.gateway.config import BleScannerConfig, WristbandConfig
-from agent.gateway.pipeline import Pipeline, Stats
+from agent.gateway.stats import BleCounters
 from agent.gateway.wristbands.advert import FALL, SOS, AdvertError, band_root, from_manufacturer_data
 from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
 from agent.shared.log import Throttle
@@ -57,6 +57,15 @@ QUEUE_MAX = 4096  # adverts waiting for the resolver; more are dropped and count
 DRAIN_MAX = 256  # adverts resolved per transaction at most
 RESTART_BACKOFF_MAX = 64  # watchdog periods between SCANNER_BLIND events of one episode, at most
 START_RETRY_S = 2.0
+
+
+class GatewayEvents(Protocol):
+    """Where the BLE source's events go (agent/gateway/pipeline.py Pipeline)."""
+
+    def band_events(
+        self, events: list[tuple[str, int, dict[int, Any]]], band_rows: list[tuple[str, int, int]]
+    ) -> None: ...
+    def gateway_event(self, event_type: int, data: dict[int, Any]) -> None: ...
 
 
 class BandAlert(Protocol):
@@ -197,16 +206,23 @@ class BleSources:
         scanners: Sequence[BleScannerConfig],
         wristbands: WristbandConfig,
         registry: Registry,
-        pipeline: Pipeline,
-        stats: Stats,
+        *,
+        pipeline: GatewayEvents,
         band_rows: Sequence[tuple[str, int, int]] = (),
         sink: SightingSink | None = None,
         raised: Sequence[tuple[str, int, int]] = (),
     ) -> None:
+        """
+        Args:
+            pipeline: where alerts and SCANNER_BLIND events go.
+            band_rows: the wristbands' advert counters as the buffer holds them.
+            sink: the alert engine; None: SosFallForwarder.
+            raised: SOS/FALL alerts already raised before a restart (not raised again).
+        """
         self.cfg = wristbands
         self.registry = registry
         self.pipeline = pipeline
-        self.stats = stats
+        self.counters = BleCounters()
         self.resolver = BandResolver(band_keys(registry, wristbands), wristbands.company, wristbands.skew_s)
         self.resolver.load(band_rows)
         self.sink: SightingSink = sink if sink is not None else SosFallForwarder()
@@ -251,7 +267,7 @@ class BleSources:
                 try:
                     self._queue.put_nowait((cfg.name, adv.rssi, t_ms, company, data))
                 except asyncio.QueueFull:
-                    self.stats.ble_rejected["overflow"] += 1
+                    self.counters.rejected["overflow"] += 1
 
         while True:
             sc.restart.clear()
@@ -301,7 +317,7 @@ class BleSources:
         sc.restarts += 1
         sc.next_blind = now + cfg.watchdog_s * min(1 << (sc.restarts - 1), RESTART_BACKOFF_MAX)
         blind_ms = int(silent * 1000)
-        self.stats.counts["ble_scanner_restarts"] += 1
+        self.counters.scanner_restarts += 1
         log.warning("ble_scanner_blind name=%s blind_s=%.0f restarts=%d", cfg.name, silent, sc.restarts)
         # device = the gateway: data {1: scanner, 2: blind for (ms), 3: restarts in this episode}
         self.pipeline.gateway_event(EventType.SCANNER_BLIND, {1: cfg.name, 2: blind_ms, 3: sc.restarts})
@@ -329,7 +345,7 @@ class BleSources:
     def _advert(self, item: tuple[str, int, int, int, bytes], events: list[tuple[str, int, dict[int, Any]]]) -> None:
         scanner, rssi, t_ms, company, data = item
         if company != self.cfg.company:
-            self.stats.ble_rejected["other_company"] += 1  # foreign devices: counted, not logged
+            self.counters.rejected["other_company"] += 1  # foreign devices: counted, not logged
             return
         try:
             s = self.resolver.resolve(from_manufacturer_data(company, data), t_ms)
@@ -339,12 +355,15 @@ class BleSources:
         if self.registry.get(s.band) is None:
             self._reject("revoked", scanner, f"band {s.band} was revoked")
             return
-        self.stats.counts["ble_accepted" if s.new else "ble_repeats"] += 1
+        if s.new:
+            self.counters.accepted += 1
+        else:
+            self.counters.repeats += 1
         for a in self.sink.on_sighting(scanner, rssi, t_ms, s):
             events.append(alert_event(a))
 
     def _reject(self, reason: str, scanner: str, detail: str) -> None:
-        self.stats.ble_rejected[reason] += 1
+        self.counters.rejected[reason] += 1
         suppressed = self._throttle.allow((reason, scanner))
         if suppressed is not None:
             log.warning(
