@@ -17,11 +17,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.gateway.buffer import Store
 from agent.gateway.committer import CommitInbox, CommitResult, Committer, recovered_state
 from agent.gateway.config import BatchConfig, BufferConfig
-from agent.gateway.frame_verifier import Event
 from agent.gateway.planner import Submitted
 from agent.gateway.replay import ReplayState
-from agent.gateway.signer import AAD_BATCH, SealedBatch, Signer
+from agent.gateway.signer import SealedBatch, Signer
 from agent.shared import cose
+from agent.shared.frames import Event
+from agent.shared.protocol import AAD_BATCH
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
 KEYS = {b"GW-T": KEY.public_key()}

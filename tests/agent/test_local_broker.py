@@ -14,9 +14,9 @@ from pathlib import Path
 import aiomqtt
 
 from agent.gateway.config import BrokerConfig, load_config
-from agent.gateway.frame_verifier import RECEIPT_STORED
 from agent.gateway.receipts import ReceiptRouter
 from agent.gateway.sources.mqtt import SOURCE, LocalBroker
+from agent.shared.protocol import RECEIPT_STORED
 from agent.shared.registry import Device, Registry
 from hil_tests.sim.mosquitto import Mosquitto
 

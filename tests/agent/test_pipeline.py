@@ -14,13 +14,14 @@ import pytest
 
 from agent.gateway.buffer import LEDGER_PER_DEVICE
 from agent.gateway.committer import CommitResult
-from agent.gateway.frame_verifier import AAD_RECEIPT, TYPE_GATEWAY_HEARTBEAT, FrameVerifier
+from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.pipeline import Pipeline
 from agent.gateway.planner import State, Submitted
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.shared import cose
+from agent.shared.protocol import AAD_RECEIPT, EventType
 from agent.shared.registry import Device, Registry
 from hil_tests.sim.tools import FIRMWARE_DIR
 
@@ -196,7 +197,7 @@ def test_a_failed_commit_is_reported_and_changes_nothing_else() -> None:
 
 def test_the_gateways_own_events_continue_its_numbering() -> None:
     rig = Rig(buffer=State(gw_seq=7))
-    rig.pipeline.gateway_event(TYPE_GATEWAY_HEARTBEAT, {1: 0})
+    rig.pipeline.gateway_event(EventType.GATEWAY_HEARTBEAT, {1: 0})
     rig.pipeline.band_events([("WB-1", 3, {1: "r"}), ("WB-1", 4, {1: "r"})], [("WB-1", 5, 6)])
     (hb,) = rig.commits.items
     assert (hb.event.device, hb.event.boot, hb.event.seq, hb.replay_row) == ("GW-T", 1000, 8, None)

@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, note, seed, settings
 from hypothesis import strategies as st
 
 from agent.gateway.config import BatchConfig, BufferConfig
-from agent.gateway.frame_verifier import Event
 from agent.gateway.planner import (
     BACKLOG_BATCHES_PER_ROUND,
     BATCH_OVERHEAD,
@@ -33,6 +32,7 @@ from agent.gateway.planner import (
     seal_wait,
 )
 from agent.gateway.signer import SealedBatch
+from agent.shared.frames import Event
 
 SEED = int(os.environ.get("GE_SEED") or random.SystemRandom().randrange(2**32))
 PROPERTY = settings(max_examples=500, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])

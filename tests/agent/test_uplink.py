@@ -18,9 +18,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.gateway.config import AgentConfig, load_config
-from agent.gateway.frame_verifier import Event
-from agent.gateway.signer import ZERO_HASH, SealedBatch, Signer
+from agent.gateway.signer import SealedBatch, Signer
 from agent.gateway.uplink import Uplink
+from agent.shared.frames import Event
+from agent.shared.protocol import ZERO_HASH
 from hil_tests.sim.mosquitto import Mosquitto
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
