@@ -60,7 +60,7 @@ class LocalBroker:
         self.cfg = cfg
         self.ingest = ingest
         self.counters = LocalCounters()
-        self.backoff = Backoff()
+        self.backoff = Backoff(cap=RECONNECT_CAP_S)
         self._tls = tls_context(cfg.tls, "local.tls.") if cfg.tls is not None else None
         # receipts waiting for the connection (or for the broker's Receive Maximum)
         self._outbox: deque[tuple[bytes, bytes]] = deque()
