@@ -16,9 +16,8 @@
 # - Sending: outbox entries go out in (boot, seq) order on every (re)connection, and again
 #   when a receipt is overdue (receipt 1 after resend_s, receipt 2 after recheck_s). Resends
 #   are the same bytes; the gateway stores an event once and answers a resend with the
-#   receipt for the event's current state. Older boots go first because the gateway's
-#   replay window only moves forward: an event of boot n sent after one of boot n+1 would
-#   be rejected as a replay.
+#   receipt for the event's current state. Older boots go first: the gateway takes a late
+#   frame only from the (bounded) gaps of its replay record, so in order never needs them.
 # - Power cut: the boot counter goes up, seq starts again at 1, the outbox is still there
 #   and is sent before anything of the new boot.
 # - ONLINE (seq 1 of each boot) goes through the outbox when there is room outside the

@@ -107,7 +107,7 @@ class Rig:
 def test_accepted_frames_are_acked_and_receipted_only_once_durable() -> None:
     rig = Rig()
     assert rig.ingest(1) and rig.ingest(2, HEARTBEAT)
-    assert [s.event.seq for s in rig.commits.items] == [1, 2] and rig.commits.items[0].replay_row == (1, 1, 0)
+    assert [s.event.seq for s in rig.commits.items] == [1, 2] and rig.commits.items[0].replay_row == (1, 1, 0, b"")
     assert rig.acked == [] and rig.receipts() == [], "nothing before the commit"
     assert rig.pipeline.counters.accepted == 2
     rig.commit(backlog=(1, 0, 1), backlog_bytes=(30, 0, 40), oldest_ms=5, evicted=(0, 0, 7), commit_ms=3.0)
