@@ -41,6 +41,7 @@ from agent.gateway.wristbands.alerts import AlertEngine
 from agent.gateway.wristbands.source import BleSources
 from agent.gateway.wristbands.venue import load as load_venue
 from agent.shared.errors import ConfigError
+from agent.shared.log import Fields
 from agent.shared.protocol import EventType
 from agent.shared.registry import load_registry
 
@@ -217,6 +218,8 @@ async def _report(stats: Stats) -> None:
         log.info("stats %s", stats_line(stats.snapshot()))
 
 
-def stats_line(snapshot: Snapshot) -> str:
+def stats_line(snapshot: Snapshot) -> Fields:
     """The key=value fields of the `stats` and `agent_stopped` log lines."""
-    return " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.log_fields().items()) + f" t={int(time.time())}"
+    return Fields(
+        " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.log_fields().items()) + f" t={int(time.time())}"
+    )

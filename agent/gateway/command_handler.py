@@ -45,7 +45,7 @@ from agent.shared.commands import (
 from agent.shared.errors import WireError
 from agent.shared.files import write_atomic
 from agent.shared.keyfiles import load_central_public_key
-from agent.shared.log import Throttle
+from agent.shared.log import Fields, Throttle, logfmt
 from agent.shared.protocol import IDENT_RE, RECEIPT_ACKNOWLEDGED
 from agent.shared.registry import Registry, write_registry
 
@@ -158,7 +158,7 @@ def restore(cfg: AgentConfig, registry: Registry) -> Restored:
             registry.revoke(device_id)
             removed.append(device_id)
         else:
-            log.warning("revocation_superseded device=%s reason='registered again with a new key'", device_id)
+            log.warning("revocation_superseded device=%s reason=registered_again_with_a_new_key", device_id)
     if removed:
         write_registry(cfg.devices_file, list(registry))
         log.warning("revoked_devices_removed devices=%s file=%s", ",".join(removed), cfg.devices_file)
@@ -167,10 +167,10 @@ def restore(cfg: AgentConfig, registry: Registry) -> Restored:
         log.info(
             "runtime_settings file=%s %s",
             path,
-            " ".join(f"{k}={v}" for k, v in sorted(state.settings.items())),
+            Fields(" ".join(f"{k}={logfmt(v)}" for k, v in sorted(state.settings.items()))),
         )
     if not keys:
-        log.warning("commands_disabled reason='no central.command_key in %s'", cfg.path)
+        log.warning("commands_disabled reason=no_command_key config=%s", cfg.path)
     return Restored(cfg, keys, state, path)
 
 
@@ -292,7 +292,7 @@ class CommandHandler:
             log.info(
                 "command_accepted op=config seq=%d %s",
                 cmd.seq,
-                " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+                Fields(" ".join(f"{k}={logfmt(v)}" for k, v in sorted(settings.items()))),
             )
 
     def _reject(self, reason: str, detail: str, seq: int | None = None, op: str | None = None) -> None:

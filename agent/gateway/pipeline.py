@@ -9,9 +9,10 @@ The pipeline is built with what it hands things to (keyword arguments): the comm
 (agent/gateway/receipts.py). The committer is built after it, with `on_commit` as its result callback;
 receipt 2 follows central's PUBACK in the uplink (ReceiptLedger.delivered).
 
-Every rejected frame is counted by reason and logged (throttled) with the device id and the
-reason, never the key; the source's acknowledgement of a rejected frame is released at once
-so nothing else waits for it.
+Every rejected frame is counted by reason; the log gets at most one line per reason every 10 s
+across all device ids (junk under invented ids must not write a line each), naming the last
+device and how many were left out, never the key. The source's acknowledgement of a rejected
+frame is released at once so nothing else waits for it.
 """
 
 from __future__ import annotations
@@ -175,10 +176,10 @@ class Pipeline:
 
     def _reject(self, reason: str, device: str | None, detail: str, source: str) -> None:
         self.counters.rejected[reason] += 1
-        suppressed = self._throttle.allow((reason, device))
+        suppressed = self._throttle.allow(reason)
         if suppressed is not None:
             log.warning(
-                "frame_rejected source=%s device=%s reason=%s detail=%r suppressed_since_last=%d",
+                "frame_rejected source=%s device=%s reason=%s detail=%s suppressed_since_last=%d",
                 source,
                 device,
                 reason,
