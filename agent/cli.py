@@ -140,8 +140,12 @@ def cmd_devices_import(args: argparse.Namespace) -> int:
     from agent.gateway.device_import import import_devices
 
     cfg = load_config(args.config)
-    added, updated = import_devices(cfg, args.bundle)
+    added, updated, reloaded = import_devices(cfg, args.bundle)
     print(f"{cfg.devices_file}: {added} devices added, {updated} updated; restart the agent to load them")
+    files = cfg.local.mosquitto
+    if files is not None:
+        how = "the broker was told to reload them" if reloaded else "reload the broker: systemctl reload mosquitto"
+        print(f"{files.password_file}, {files.acl_file}: the local broker's logins and ACL written; {how}")
     return 0
 
 

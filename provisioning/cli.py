@@ -267,8 +267,18 @@ def _export_gateway(args: argparse.Namespace, ws: Any) -> int:
         gateway, public = load_seal_public_key(args.gateway_key)
     except AgentError as exc:
         raise ProvisionError(str(exc)) from None
+    from agent.shared.broker_auth import password_hash
+
+    # the gateway gets each device's broker password only as Mosquitto's hash
     devices = [
-        Device(r["id"], r["kind"], bytes.fromhex(r["key"]), r["venue"], r["zone"])
+        Device(
+            r["id"],
+            r["kind"],
+            bytes.fromhex(r["key"]),
+            r["venue"],
+            r["zone"],
+            password_hash(r["broker_password"]) if "broker_password" in r else None,
+        )
         for r in sorted(ws.inventory.data["devices"].values(), key=lambda r: str(r["id"]))
         if r.get("state") == "provisioned" and (args.venue is None or r["venue"] == args.venue)
     ]
@@ -327,7 +337,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         seq = sent.seq
         with ws.inventory.lock:
             fp = key_fingerprint(bytes.fromhex(rec["key"]))
-            gone = {k: v for k, v in rec.items() if k not in ("key", "steps")}
+            gone = {k: v for k, v in rec.items() if k not in ("key", "broker_password", "steps")}
             ws.inventory.data["revoked"][uid] = {**gone, "key_fp": fp, "revoked_at": int(time.time())}
             del ws.inventory.data["devices"][uid]
             ws.commit("revoke", rec["id"], uid=uid, gateway=args.gateway, command_seq=seq, key_fp=fp)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.gateway import broker_files
 from agent.gateway.config import AgentConfig, BatchConfig
 from agent.gateway.stats import CommandCounters
 from agent.shared import tomlcheck
@@ -42,7 +43,7 @@ from agent.shared.commands import (
     key_fingerprint,
     parse_command,
 )
-from agent.shared.errors import WireError
+from agent.shared.errors import ConfigError, WireError
 from agent.shared.files import write_atomic
 from agent.shared.keyfiles import load_central_public_key
 from agent.shared.log import Fields, Throttle, logfmt
@@ -141,6 +142,13 @@ class Restored:
     path: Path
 
 
+def write_registry_and_logins(cfg: AgentConfig, registry: Registry) -> None:
+    """The registry file, then the local broker's logins from it: a revoked device's broker
+    password stops working at the broker's next reload (agent/gateway/broker_files.py)."""
+    write_registry(cfg.devices_file, list(registry))
+    broker_files.write_files(cfg.local, registry)
+
+
 def restore(cfg: AgentConfig, registry: Registry) -> Restored:
     """Load the central key and the state file; apply persisted revocations and settings."""
     keys: dict[bytes, Ed25519PublicKey] = {}
@@ -160,7 +168,7 @@ def restore(cfg: AgentConfig, registry: Registry) -> Restored:
         else:
             log.warning("revocation_superseded device=%s reason=registered_again_with_a_new_key", device_id)
     if removed:
-        write_registry(cfg.devices_file, list(registry))
+        write_registry_and_logins(cfg, registry)
         log.warning("revoked_devices_removed devices=%s file=%s", ",".join(removed), cfg.devices_file)
     if state.settings:
         cfg = apply_settings(cfg, state.settings)
@@ -279,10 +287,10 @@ class CommandHandler:
         elif isinstance(action, Revoke):
             self.registry.revoke(action.device)
             try:
-                await asyncio.to_thread(write_registry, self.cfg.devices_file, list(self.registry))
-            except OSError as exc:
+                await asyncio.to_thread(write_registry_and_logins, self.cfg, self.registry)
+            except (OSError, ConfigError) as exc:
                 # the state file holds the revocation; the next start rewrites the registry
-                log.error("registry_write_failed file=%s reason=%r", self.cfg.devices_file, exc.strerror)
+                log.error("registry_write_failed file=%s reason=%s", self.cfg.devices_file, exc)
             log.warning("command_accepted op=revoke seq=%d device=%s", cmd.seq, action.device)
         else:
             settings = dict(action.settings)

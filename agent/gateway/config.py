@@ -19,12 +19,25 @@ from agent.shared.tls import TlsConfig, tls_context
 
 
 @dataclass(frozen=True, slots=True)
+class MosquittoFiles:
+    """[local.mosquitto]: the local broker's files `guardian-agent devices import` writes
+    (agent/gateway/broker_files.py), and the broker's pid file to signal it to reload them."""
+
+    password_file: Path
+    acl_file: Path
+    pid_file: Path | None = None  # None: a systemd path unit reloads the broker (packaging/systemd/)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     host: str
     port: int
     client_id: str
     keepalive: int
     tls: TlsConfig | None = None
+    username: str | None = None  # the local broker: the agent's user name (= its client id)
+    password_file: Path | None = None  # the agent's broker password, one line, mode 0600
+    mosquitto: MosquittoFiles | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +150,42 @@ def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerCon
     return cfg
 
 
+def _local(t: tomlcheck.Table, base: Path, default_id: str) -> BrokerConfig:
+    """[local]: the broker of the venue's devices; with `password_file` the agent logs in as
+    `username` (the broker replaces client ids by user names, so the two are one)."""
+    username = t.ident("username", None)
+    password_file = t.path_value("password_file", base, None)
+    client_id = t.text("client_id", username if username is not None else default_id)
+    if username is not None and client_id != username:
+        raise t.fail(
+            "client_id",
+            f"expected {username!r} (the user name) or nothing: the broker uses each client's user name as its "
+            "client id (use_username_as_clientid)",
+        )
+    if password_file is not None and username is None:
+        username = client_id
+    if username is not None and password_file is None:
+        raise t.fail("password_file", "missing: a user name needs the file that holds the agent's broker password")
+    tls = _tls(t.table("tls"), base) if "tls" in t.data else None
+    files = None
+    if "mosquitto" in t.data:
+        m = t.table("mosquitto")
+        files = MosquittoFiles(
+            m.path_value("password_file", base), m.path_value("acl_file", base), m.path_value("pid_file", base, None)
+        )
+        m.no_unknown_keys()
+        if username is None:
+            raise t.fail("mosquitto", "needs password_file: the broker's files include the agent's own login")
+    cfg = replace(
+        _broker(t, 8883 if tls is not None else 1883, client_id),
+        tls=tls,
+        username=username,
+        password_file=password_file,
+        mosquitto=files,
+    )
+    return cfg
+
+
 def _tls(t: tomlcheck.Table, base: Path) -> TlsConfig:
     tls = TlsConfig(
         ca_file=t.path_value("ca_file", base),
@@ -245,7 +294,7 @@ def load_config(path: Path) -> AgentConfig:
     heartbeat_s = gw.integer("heartbeat_s", 60, lo=1, hi=3600)
     gw.no_unknown_keys()
 
-    local = _broker(top.table("local"), 1883, f"{gateway_id}-agent")
+    local = _local(top.table("local"), base, f"{gateway_id}-agent")
     central, command_key = _central(top.table("central"), base, gateway_id)
 
     bt = top.table("batch", required=False)

@@ -103,6 +103,10 @@ def load_config(path, defaults, limits=()):
         raise devconfig.ConfigError('%s: transport must be "mqtt" or "uart"' % path)
     if cfg["transport"] == "mqtt" and (not isinstance(cfg.get("broker"), str) or not cfg["broker"]):
         raise devconfig.ConfigError("%s: broker must be a host name or address" % path)
+    devconfig.check_password(cfg, path)
+    tls = cfg.get("tls_ca")
+    if tls is not None and (not isinstance(tls, str) or not tls):
+        raise devconfig.ConfigError("%s: tls_ca must be the path of the broker's CA certificate (DER)" % path)
     devconfig.check_ints(cfg, path, _LINK_LIMITS + tuple(limits))
     return cfg
 
@@ -137,7 +141,15 @@ class Reporter:
 
             self.link = UartLink(lambda: board.uart(cfg["baud"]), self._receipt, "uart")
         else:
-            self.link = MqttLink(self.id, cfg["broker"], cfg["port"], cfg["keepalive_s"], self._receipt)
+            self.link = MqttLink(
+                self.id,
+                cfg["broker"],
+                cfg["port"],
+                cfg["keepalive_s"],
+                self._receipt,
+                password=cfg.get("password"),
+                tls_ca=cfg.get("tls_ca"),
+            )
         self.poller = select.poll()
         self.redial = Redial()
         self.next_heartbeat = ticks_add(ticks_ms(), cfg["heartbeat_s"] * 1000)

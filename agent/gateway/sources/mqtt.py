@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from agent.gateway import broker_files
 from agent.gateway.config import BrokerConfig
 from agent.gateway.pipeline import Ingest
 from agent.gateway.receipts import ReceiptRouter
@@ -64,6 +65,10 @@ class LocalBroker:
         self.counters = LocalCounters()
         self.backoff = Backoff(cap=RECONNECT_CAP_S)
         self._tls = tls_context(cfg.tls, "local.tls.") if cfg.tls is not None else None
+        # the agent's login: with the packaged broker config nobody else can use its client id
+        self._credentials = None
+        if cfg.username is not None and cfg.password_file is not None:
+            self._credentials = (cfg.username, broker_files.read_password(cfg.password_file))
         # receipts waiting for the connection (or for the broker's Receive Maximum)
         self._outbox: deque[tuple[bytes, bytes]] = deque()
         self._client: MqttClient | None = None
@@ -113,6 +118,7 @@ class LocalBroker:
                 on_message,
                 self._outbox,
                 self._on_published,
+                self._credentials,
             )
 
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation (the agent
@@ -122,7 +128,9 @@ class LocalBroker:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await client.connected
-            await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S)
+            # retain handling 2: a retained message on a device's up topic (one a device's
+            # credentials can leave there) is not handed over at every subscription
+            await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S, retain_handling=2)
             self._client = client
             self.backoff.reset()
             self.connected.set()
