@@ -202,7 +202,7 @@ def test_queues_and_packet_size_are_bounded(venue: Venue) -> None:
     c = venue.device("AP-0002")
     c.connect()
     c.publish("ge/dev/AP-0002/up", b"x" * 5000, qos=0)
-    with pytest.raises(MQTTException, match="closed by the broker|reset"):
+    with pytest.raises(MQTTException, match=r"closed by the broker|reset"):
         c.wait_msg(5000)
     venue.agent.start()
     # the queue is delivered first; a new frame after it marks its end
