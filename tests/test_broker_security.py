@@ -22,7 +22,7 @@ import pytest
 from agent.shared.broker_auth import new_password, password_hash
 from agent.shared.registry import Device
 from hil_tests.sim.gateway import AgentProcess
-from hil_tests.sim.mosquitto import Mosquitto, Packaged
+from hil_tests.sim.mosquitto import Mosquitto, Packaged, TlsListener
 from hil_tests.sim.tools import FIRMWARE_DIR
 from tests.agent.test_log import parse
 
@@ -333,3 +333,75 @@ def test_far_behind_genuine_frame_is_accepted_once_across_restarts(venue: Venue)
     a.disconnect()
     stats = stopped(venue)
     assert stats["accepted"] == "1" and stats["rejected"] == "{'replay':6}", stats
+
+
+def _self_signed(d: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "broker.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "broker.key").touch(mode=0o600)
+    (d / "broker.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return d / "broker.pem", d / "broker.key"
+
+
+def test_agent_and_device_over_tls_from_local_config(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path / "pki")
+    files = Packaged(tmp_path / "local" / "passwd", tmp_path / "local" / "acl")
+    local = Mosquitto(
+        tmp_path / "local", name="local", packaged=files, tls=TlsListener(cert, cert, key, require_certificate=False)
+    )
+    central = Mosquitto(tmp_path / "central", name="central")
+    assert local.tls_port is not None
+    agent = AgentProcess(
+        tmp_path / "gw", ("127.0.0.1", local.tls_port), central.address, devices(), gateway_id=GW, local_broker=local
+    )
+    # [local.tls]: only this CA is trusted, the host name (here the IP address) is checked
+    text = agent.config_file.read_text().replace(
+        "[local.mosquitto]", f'[local.tls]\nca_file = "{cert}"\n[local.mosquitto]'
+    )
+    agent.config_file.write_text(text)
+    agent.write_broker_files()
+    local.start()
+    central.start()
+    try:
+        agent.start()
+        ctx = ssl.create_default_context(cafile=str(cert))
+        a = MQTTClient("AP-0001", "127.0.0.1", local.tls_port, user="AP-0001", password=PASSWORDS["AP-0001"], ssl=ctx)
+        inbox = Inbox(a)
+        a.connect()
+        a.subscribe("ge/dev/AP-0001/down", 1)
+        a.publish("ge/dev/AP-0001/up", alarm("AP-0001", 1), qos=1)
+        assert pump([a], lambda: (1, 1, 2) in receipts(KEYS["AP-0001"], inbox.got), 15)
+        a.disconnect()
+        assert f"local_broker_up host=127.0.0.1 port={local.tls_port}" in agent.log_text()
+    finally:
+        agent.kill()
+        local.kill()
+        central.kill()
