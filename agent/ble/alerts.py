@@ -10,9 +10,11 @@ scanner watches) are collected for `venue_alerts()`.
 Per band, across all scanners:
 - RSSI per scanner averaged over a short sliding window (`rssi_window_s`, stretched to three
   learned advert intervals); the adverts a scanner missed beyond those the best-hearing
-  scanner of the band missed (one of slack) count as -105 dBm, so a far scanner's rare lucky
-  sample does not beat a near one, and random advert loss, which every scanner suffers alike,
-  does not drag a near scanner's average down; the candidate zone is the zone of the strongest
+  scanner of the band missed count as -105 dBm, less a slack of one advert plus the share
+  random loss explains (learned across bands from what one scanner far above sensitivity
+  misses that another heard), so a far scanner's rare lucky sample does not beat a near one,
+  and random advert loss, which every scanner suffers alike, does not drag a near scanner's
+  average down; the candidate zone is the zone of the strongest
   scanner if its average reaches the zone's `min_rssi` and beats the band's current zone by
   `zone_margin_db`; the band's zone changes only after one candidate wins `zone_confirm`
   consecutive observations (one observation per advert counter, judged when the next counter
@@ -23,7 +25,7 @@ Per band, across all scanners:
   sitting next to the exit, where a shadowing swing lifts the exit scanner to the level of
   the room's own, is still heard by the room's scanner; one in the exit zone is heard by the
   exit scanner and barely by anything inside. A door contact of that exit zone opening within
-  `door_window_s` of the evidence lowers the bar to a room's (`zone_margin_db`, `zone_confirm`);
+  `door_window_s` of the evidence confirms it at once (no repeat needed);
   a band last heard within `door_window_s` of a door's opening, faded out (its last reading
   -80 dBm or weaker) and unheard for `door_lost_s` after it (its own scanners up) is an EXIT
   too, which covers an exit zone whose scanners are down;
@@ -66,7 +68,10 @@ _INTERVAL_MAX_GAP_MS = 30_000  # longer gaps are absences, not intervals
 _MISSING_INTERVALS = 20  # MISSING never fires before this many learned intervals of silence
 _LINK_SAMPLES = 64  # bound of one scanner's samples of one band (SOS bursts send 10/s)
 _FLOOR_DBM = -105  # the RSSI counted for an advert a scanner missed (beyond the slack)
-_MISS_SLACK = 1  # adverts a scanner may miss against the band's best-hearing scanner for free
+_MISS_SLACK = 1  # adverts a scanner may miss against the band's best-hearing scanner for free ...
+_CLEAR_DBM = -85  # ... plus those random loss explains, learned from scanners this far above sensitivity
+_LOSS_PRIOR = 0.05  # the relative miss rate assumed before one is learned
+_LOSS_RATE = 0.002  # EWMA weight of one observation with two clear scanners
 _FADED_DBM = -80  # a band leaving through a door fades out: its last reading is at most this
 _STRONG_DBM = -90  # with margin: the reading that moves a band out of a zone whose scanners are down
 _NEVER = 1 << 62
@@ -242,6 +247,7 @@ class AlertEngine:
         self._up: dict[str, int] = {}  # scanner -> when it was last reported back
         self._exit_blind: dict[str, list[int]] = {}  # exit zone -> [blind since, notice raised (0/1)]
         self._venue_alerts: list[VenueAlert] = []
+        self._rel_miss = _LOSS_PRIOR  # learned: adverts one clear scanner misses that another heard
         self._bands = {band: _Band(res) for band, res in venue.residents.items()}
         self.counts: Counter[str] = Counter()
 
@@ -408,11 +414,17 @@ class AlertEngine:
             del links[sid]
         if not h_max:
             return
+        if len(heard) > 1:
+            clear = [h for h, total, _, _ in heard if h >= 3 and total >= _CLEAR_DBM * h]
+            if len(clear) > 1:  # random loss: what one clear scanner misses that another heard
+                top = max(clear)
+                missed = (top * len(clear) - sum(clear)) / (top * (len(clear) - 1))
+                self._rel_miss += (missed - self._rel_miss) * _LOSS_RATE
         best = second = cur = -1e9
         cand: str | None = None
         cand_scanner = ""
         bz = b.zone
-        full = h_max - _MISS_SLACK
+        full = h_max - _MISS_SLACK - int(self._rel_miss * h_max + 0.5)
         for h, total, zone, sid in heard:
             ex = full - h
             # adverts this scanner missed that the band's best-hearing scanner heard count at the
@@ -431,25 +443,20 @@ class AlertEngine:
         if cand == bz:
             b.pending, b.streak = None, 0
             return
-        if (
-            cur == -1e9
-            and bz is not None
-            and self._blind(bz)
-            and best < max(self._zone_min[cand], _STRONG_DBM) + self._margin
-        ):
-            # the current zone's scanners are down, so the margin has nothing to beat: a move
-            # then needs a strong reading, not merely the best of the rest
+        if cur == -1e9 and bz is not None and best < max(self._zone_min[cand], _STRONG_DBM) + self._margin:
+            # no scanner of the current zone hears the band (or they are down), so the margin has
+            # nothing to beat: a move then needs a strong reading, not merely the best of the rest
+            # (a band walking away from the exit is still heard faintly by a room's scanner)
             return
         allowed = cand in b.allowed
         need, confirm = cur + self._margin, self._confirm
-        door = ""
+        door = False
         if not allowed:
+            # exit evidence: the exit scanner beats every scanner of every other zone
+            need, confirm = max(need, second + self._exit_margin), self._exit_confirm
             opened = self._door_open_ms.get(cand, -1)
             if opened >= 0 and abs(t_ms - opened) <= self._door_window_ms:
-                door = cand  # a door of the zone opened: a room's evidence is enough
-            else:
-                # exit evidence: the exit scanner beats every scanner of every other zone
-                need, confirm = max(need, second + self._exit_margin), self._exit_confirm
+                door, confirm = True, 1  # a door of the zone opened: the evidence needs no repeat
         if best < need:
             b.pending, b.streak = None, 0
             return
