@@ -27,8 +27,9 @@ Per band, across all scanners:
   exit scanner and barely by anything inside. A door contact of that exit zone opening within
   `door_window_s` of the evidence confirms it at once (no repeat needed);
   a band last heard within `door_window_s` of a door's opening, faded out (its last reading
-  -80 dBm or weaker) and unheard for `door_lost_s` after it (its own scanners up) is an EXIT
-  too, which covers an exit zone whose scanners are down;
+  -80 dBm or weaker, by one of the door's `approach` scanners when the venue lists them) and
+  unheard for `door_lost_s` after it (its own scanners up) is an EXIT too, which covers an
+  exit zone whose scanners are down;
 - the advert interval is learned (EWMA of the gaps between new counters); it stretches the
   RSSI window and the MISSING timeout for bands that advertise slowly;
 - SOS and FALL are keyed by (type, event id), so one event raises one alert however many
@@ -240,6 +241,7 @@ class AlertEngine:
         }
         self._exits = frozenset(z.id for z in venue.zones.values() if z.kind == "exit")
         self._door_zone = {d.id: d.zone for d in venue.doors.values()}
+        self._door_approach = {d.id: d.approach for d in venue.doors.values()}
         self._contacts = {(d.sensor, d.channel): d.id for d in venue.doors.values() if d.sensor is not None}
         self._door_open_ms: dict[str, int] = {}  # exit zone -> the latest opening of one of its doors
         self._openings: deque[_DoorOpening] = deque()  # openings whose bands are still watched
@@ -497,6 +499,7 @@ class AlertEngine:
         while openings and openings[0].t_ms + window + lost < now:
             openings.popleft()
         for o in openings:
+            approach = self._door_approach[o.door]
             for b in self._bands.values():
                 seen = b.last_seen_ms
                 if (
@@ -506,6 +509,7 @@ class AlertEngine:
                     or seen > o.t_ms + window
                     or now - seen < lost
                     or b.last_rssi > _FADED_DBM
+                    or (approach is not None and b.last_scanner not in approach)
                     or b.last_scanner in self._down
                     or (b.zone is not None and b.zone in b.allowed and self._blind(b.zone))
                 ):

@@ -62,7 +62,7 @@ class Settings:
     # exit evidence: a move into a zone the resident may not be in (an EXIT) needs its scanner to
     # beat every scanner of every other zone by exit_margin_db, exit_confirm times in a row
     exit_margin_db: float = 12.0
-    exit_confirm: int = 3
+    exit_confirm: int = 2
     door_window_s: int = 30  # a door contact within this of the exit evidence confirms an EXIT
     door_lost_s: int = 15  # a band last heard around a door's opening and unheard this long: EXIT
     exit_blind_after_s: int = 60  # an exit zone with every scanner down this long: SCANNER_BLIND
@@ -76,6 +76,9 @@ class Door:
     zone: str  # the exit zone it leads out of
     sensor: str | None = None  # the venue sensor's device id
     channel: str | None = None  # the name of its door channel (config.json `channels[].name`)
+    # the scanners that hear a band on its way to this door; a band that fades out after the
+    # door opened is taken for an exit only when one of them heard it last (None: any scanner)
+    approach: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +212,21 @@ def parse(data: dict[str, Any], path: Path) -> Venue:
             if other is not None:
                 raise dt.fail("channel", f"{sensor} {channel!r} is already door {other!r}")
             contacts[(sensor, channel)] = did
-        doors[did] = Door(did, zone, sensor, channel)
+        approach_raw = dt.data.get("approach")
+        dt.used.add("approach")
+        approach = None
+        if approach_raw is not None:
+            if (
+                not isinstance(approach_raw, list)
+                or not approach_raw
+                or not all(isinstance(x, str) for x in approach_raw)
+            ):
+                raise dt.fail("approach", f"expected a non-empty array of scanner ids, got {approach_raw!r}")
+            for x in approach_raw:
+                if x not in scanners:
+                    raise dt.fail("approach", f"no scanner {x!r} (scanners: {', '.join(scanners)})")
+            approach = frozenset(approach_raw)
+        doors[did] = Door(did, zone, sensor, channel, approach)
         dt.no_unknown_keys()
 
     inside = frozenset(z.id for z in zones.values() if z.kind == "inside")

@@ -246,7 +246,7 @@ def _glimpse(b: Band) -> None:
 
 def test_door_contact_confirms_exit_evidence_at_once() -> None:
     for door in (False, True):
-        e = AlertEngine(door_venue(rssi_window_s=0.5))  # a 3-advert window
+        e = AlertEngine(door_venue(rssi_window_s=0.5, exit_confirm=3))  # a 3-advert window
         b = Band(e)
         b.run(10, HALL)
         b.run(20, {"H1": -72, "X1": -80})
@@ -274,7 +274,7 @@ def test_door_contact_does_not_lower_the_exit_margin() -> None:
 
 
 def test_door_opening_long_ago_confirms_nothing() -> None:
-    e = AlertEngine(door_venue(door_window_s=30, rssi_window_s=0.5))
+    e = AlertEngine(door_venue(door_window_s=30, rssi_window_s=0.5, exit_confirm=3))
     b = Band(e)
     b.run(10, HALL)
     e.on_door("front", True, b.t * 1000)
@@ -310,6 +310,19 @@ def test_door_then_unheard_is_an_exit_while_the_exit_scanner_is_down() -> None:
     b.run(20, HALL)
     assert [a.type for a in b.alerts if a.band == "WB-1"] == [AlertType.EXIT, AlertType.BACK_INSIDE]
     assert [a.type for a in b.alerts if a.band == "WB-2"] == [AlertType.MISSING]
+
+
+def test_door_then_unheard_only_near_the_door_with_approach_scanners() -> None:
+    d = doc()
+    d["doors"] = [{"id": "front", "zone": "door", "approach": ["H1", "X1"]}]
+    e = AlertEngine(parse(d, Path("venue.toml")))
+    near, far = Band(e, "WB-1"), Band(e, "WB-2")
+    for _ in range(10):
+        near.second({"H1": -84})
+        far.second({"L1": -84})  # fading out at the lounge's far side
+    e.on_door("front", True, near.t * 1000)
+    near.silent(16)
+    assert [(a.band, a.type) for a in near.alerts] == [("WB-1", AlertType.EXIT)]
 
 
 def test_door_then_unheard_needs_the_bands_own_scanners_up() -> None:
@@ -589,6 +602,8 @@ def test_exit_zone_with_one_scanner_is_a_warning(tmp_path: Path, caplog: pytest.
         ({"id": "front", "zone": "door", "channel": "c"}, "doors[0].sensor", "go together"),
         ({"id": "front", "zone": "door", "colour": "red"}, "doors[0].colour", "unknown key"),
         ({"zone": "door"}, "doors[0].id", "missing"),
+        ({"id": "front", "zone": "door", "approach": ["Z9"]}, "doors[0].approach", "no scanner 'Z9'"),
+        ({"id": "front", "zone": "door", "approach": []}, "doors[0].approach", "non-empty array"),
     ],
 )
 def test_door_errors_name_file_and_key(door: dict[str, Any], where: str, what: str) -> None:

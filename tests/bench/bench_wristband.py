@@ -213,7 +213,14 @@ def score(truth: list[wt.Truth], alerts: list[Alert], resident_days: float) -> d
         "other_alerts": dict(other),
         "missed": missed,
         "false_alerts": [
-            {"type": a.type.name, "band": a.band, "t_s": a.t_ms // 1000 - wt.T0, "zone": a.zone} for a in false_list
+            {
+                "type": a.type.name,
+                "band": a.band,
+                "t_s": a.t_ms // 1000 - wt.T0,
+                "zone": a.zone,
+                **({"reason": a.context["reason"]} if "reason" in a.context else {}),
+            }
+            for a in false_list
         ],
     }
 

@@ -153,7 +153,15 @@ def venue_doc(residents: int, door: bool = False) -> dict[str, Any]:
         ],
     }
     if door:
-        doc["doors"] = [{"id": DOOR, "zone": "exit", "sensor": "VS-0001", "channel": "front-door"}]
+        doc["doors"] = [
+            {
+                "id": DOOR,
+                "zone": "exit",
+                "sensor": "VS-0001",
+                "channel": "front-door",
+                "approach": ["X1", "D1", "C1"],  # the lobby's scanner, the dining room's and the corridor's near end
+            }
+        ]
     return doc
 
 
