@@ -75,6 +75,7 @@ _LOSS_PRIOR = 0.05  # the relative miss rate assumed before one is learned
 _LOSS_RATE = 0.002  # EWMA weight of one observation with two clear scanners
 _FADED_DBM = -80  # a band leaving through a door fades out: its last reading is at most this
 _STRONG_DBM = -90  # with margin: the reading that moves a band out of a zone whose scanners are down
+_OPENINGS_MAX = 32  # door openings watched at once (each costs a pass over the bands per tick)
 _NEVER = 1 << 62
 
 
@@ -244,7 +245,8 @@ class AlertEngine:
         self._door_approach = {d.id: d.approach for d in venue.doors.values()}
         self._contacts = {(d.sensor, d.channel): d.id for d in venue.doors.values() if d.sensor is not None}
         self._door_open_ms: dict[str, int] = {}  # exit zone -> the latest opening of one of its doors
-        self._openings: deque[_DoorOpening] = deque()  # openings whose bands are still watched
+        # openings whose bands are still watched; a flapping contact keeps only the latest
+        self._openings: deque[_DoorOpening] = deque(maxlen=_OPENINGS_MAX)
         self._down: dict[str, int] = {}  # scanner -> when it was reported down
         self._up: dict[str, int] = {}  # scanner -> when it was last reported back
         self._exit_blind: dict[str, list[int]] = {}  # exit zone -> [blind since, notice raised (0/1)]

@@ -62,7 +62,7 @@ class Settings:
     # exit evidence: a move into a zone the resident may not be in (an EXIT) needs its scanner to
     # beat every scanner of every other zone by exit_margin_db, exit_confirm times in a row
     exit_margin_db: float = 12.0
-    exit_confirm: int = 2
+    exit_confirm: int = 3
     door_window_s: int = 30  # a door contact within this of the exit evidence confirms an EXIT
     door_lost_s: int = 15  # a band last heard around a door's opening and unheard this long: EXIT
     exit_blind_after_s: int = 60  # an exit zone with every scanner down this long: SCANNER_BLIND

@@ -325,6 +325,17 @@ def test_door_then_unheard_only_near_the_door_with_approach_scanners() -> None:
     assert [(a.band, a.type) for a in near.alerts] == [("WB-1", AlertType.EXIT)]
 
 
+def test_a_flapping_door_contact_is_bounded() -> None:
+    e = AlertEngine(door_venue())
+    b = Band(e)
+    b.run(10, HALL)
+    for k in range(10_000):  # a contact bouncing ten times a second for a quarter of an hour
+        e.on_door("front", k % 2 == 0, b.t * 1000 + k * 100)
+    assert len(e._openings) <= 32 and e.counts["door_opened"] == 5000
+    b.run(60, HALL)
+    assert b.alerts == []
+
+
 def test_door_then_unheard_needs_the_bands_own_scanners_up() -> None:
     e = AlertEngine(door_venue())
     b = Band(e)
