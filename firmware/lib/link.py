@@ -137,7 +137,7 @@ class MqttLink:
         self.where = "%s:%d" % (host, port)
         self.client = None
 
-    def _context(self):
+    def _context(self, ca):
         # made once: loading the CA costs heap and time
         if self._ssl is None:
             try:
@@ -147,10 +147,10 @@ class MqttLink:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.verify_mode = ssl.CERT_REQUIRED
             try:
-                with open(self._tls_ca, "rb") as f:
+                with open(ca, "rb") as f:
                     ctx.load_verify_locations(cadata=f.read())
             except (OSError, ValueError) as e:
-                raise LinkError("tls_ca %s: %s" % (self._tls_ca, e))
+                raise LinkError("tls_ca %s: %s" % (ca, e))
             self._ssl = ctx
         return self._ssl
 
@@ -163,7 +163,7 @@ class MqttLink:
             user=self.id if self._password is not None else None,
             password=self._password,
             keepalive=self.keepalive,
-            ssl=self._context() if self._tls_ca else None,
+            ssl=self._context(self._tls_ca) if self._tls_ca else None,
         )
         c.timeout_ms = self.timeout_ms
         c.set_last_will(self.status, "offline", retain=True, qos=1)

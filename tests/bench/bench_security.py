@@ -76,10 +76,7 @@ def site(name: str) -> Iterator[Site]:
     work = Path(tempfile.mkdtemp(prefix=f"ge-bench-{name}-"))
     fleet = rig.fleet(2, prefix="AP", kind="alarm_post")
     passwords = {d.id: new_password() for d in fleet}
-    post, thief = (
-        Device(d.id, d.kind, d.key, d.venue, d.zone, password_hash(passwords[d.id]))
-        for d in fleet
-    )
+    post, thief = (Device(d.id, d.kind, d.key, d.venue, d.zone, password_hash(passwords[d.id])) for d in fleet)
     files = Packaged(work / "local" / "passwd", work / "local" / "acl")
     local = Mosquitto(work / "local", name="local", packaged=files)
     central = Mosquitto(work / "central", name="central")
@@ -415,4 +412,3 @@ def run(names: set[str], runs: int, scale: float) -> list[dict[str, Any]]:
     if "firmware_tls" in names:
         out.append(firmware_tls(runs))
     return out
-
