@@ -2,10 +2,12 @@
 
     guardian-agent run --config FILE
     guardian-agent check-config FILE
+    guardian-agent status --config FILE [--token-file FILE] [--json]
+    guardian-agent status-token --config FILE [--out FILE] [--rotate]
     guardian-agent verify --broker HOST:PORT (--gateway-key PUBKEYFILE | --gateway-keys GATEWAYS.json) [...]
     guardian-agent keygen --out KEYFILE [--key-id ID]
     guardian-agent command --broker HOST:PORT --central-key KEYFILE --gateway GW --venue V \
-        ack --device D --boot B --seq S [--text T] | revoke --device D | config --set NAME=VALUE ...
+        ack DEVICE/BOOT/SEQ [--text T] | revoke --device D | config --set NAME=VALUE ...
     guardian-agent devices key --config FILE
     guardian-agent devices import --config FILE BUNDLE
     guardian-agent enroll --claim FILE [--out CONFIG] [--data-dir DIR] [--serial S]
@@ -84,6 +86,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if verifier.integrity_ok else 2
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.gateway.status.client import fetch_status
+    from agent.gateway.status.text import render
+
+    cfg = load_config(args.config)
+    view = fetch_status(cfg, args.token_file)
+    if args.json:
+        print(json.dumps(view, indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(render(view))
+    return 2 if view["problems"] else 0
+
+
+def cmd_status_token(args: argparse.Namespace) -> int:
+    from agent.gateway.config import TOKEN_FILE
+    from agent.gateway.status.auth import write_token_file
+
+    cfg = load_config(args.config)
+    out = args.out or cfg.path.resolve().parent / TOKEN_FILE
+    digest = write_token_file(out, rotate=args.rotate)
+    print(f"{out}: a new token for the status page (mode 0600; `sudo cat {out}` shows it to log in)")
+    print(f"put this line under [status_page] in {cfg.path} and restart the agent:")
+    print(f'token_sha256 = "{digest.hex()}"')
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from agent.central.keys import generate_central_key
 
@@ -108,10 +138,25 @@ def _send_command(args: argparse.Namespace, op: int, op_args: dict[int, Any]) ->
 
 
 def cmd_command_ack(args: argparse.Namespace) -> int:
-    from agent.central.command_sender import ack_args
+    from agent.central.command_sender import ack_args, parse_ref
     from agent.shared.commands import OP_ACK
+    from agent.shared.errors import CommandError
 
-    return _send_command(args, OP_ACK, ack_args(args.device, args.boot, args.seq, args.text))
+    parts = (args.device, args.boot, args.seq)
+    if args.ref is not None:
+        if any(p is not None for p in parts):
+            raise CommandError(
+                "ack: give the event reference (DEVICE/BOOT/SEQ) or --device, --boot and --seq, not both"
+            )
+        device, boot, seq = parse_ref(args.ref)
+    elif all(p is not None for p in parts):
+        device, boot, seq = parts
+    else:
+        raise CommandError(
+            "ack: give the event reference `guardian-agent verify` printed (e.g. AP-0001/3/17), "
+            "or all of --device, --boot and --seq"
+        )
+    return _send_command(args, OP_ACK, ack_args(device, boot, seq, args.text))
 
 
 def cmd_command_revoke(args: argparse.Namespace) -> int:
@@ -199,15 +244,28 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
 
 
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--token-file", type=Path, help="the page's token (default: status.token next to the config)")
+    p.add_argument("--json", action="store_true", help="print the page's JSON instead of text")
+
+
+def _status_token_arguments(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--out", type=Path, help="token file to create (default: status.token next to the config)")
+    p.add_argument("--rotate", action="store_true", help="replace an existing token file")
+
+
 def _keygen_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="private key file to create (mode 0600)")
     p.add_argument("--key-id", default="central", type=ident, help="kid in commands (default: central)")
 
 
 def _ack_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", required=True, type=ident)
-    p.add_argument("--boot", required=True, type=_uint(1, 2**32 - 1))
-    p.add_argument("--seq", required=True, type=_uint(1, 2**32 - 1))
+    p.add_argument("ref", nargs="?", metavar="DEVICE/BOOT/SEQ", help="the event reference `verify` printed")
+    p.add_argument("--device", type=ident, help="instead of the reference: the device ...")
+    p.add_argument("--boot", type=_uint(1, 2**32 - 1), help="... its boot ...")
+    p.add_argument("--seq", type=_uint(1, 2**32 - 1), help="... and the event's seq")
     p.add_argument("--text", help="short note (at most 64 characters), logged by the gateway")
 
 
@@ -271,6 +329,18 @@ COMMANDS = (
         cmd_check_config,
         _check_config_arguments,
         "validate a config file and the device registry it names",
+    ),
+    Command(
+        "status",
+        cmd_status,
+        _status_arguments,
+        "the gateway's health, devices, alarms and rejects from its status page (exit 2: it needs attention)",
+    ),
+    Command(
+        "status-token",
+        cmd_status_token,
+        _status_token_arguments,
+        "make the status page's access token (a root-only file) and print its hash for the config",
     ),
     Command(
         "verify",

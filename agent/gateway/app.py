@@ -32,10 +32,13 @@ from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.metrics import Metrics
 from agent.gateway.pipeline import Pipeline
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
-from agent.gateway.signer import Signer, load_or_create_key
+from agent.gateway.recent import RecentEvents
+from agent.gateway.signer import SealedBatch, Signer, load_or_create_key
 from agent.gateway.sources.mqtt import LocalBroker
 from agent.gateway.sources.serial import SerialSources
 from agent.gateway.stats import Snapshot, Stats
+from agent.gateway.status import view
+from agent.gateway.status.page import StatusPage
 from agent.gateway.uplink import Uplink
 from agent.gateway.wristbands.alerts import AlertEngine
 from agent.gateway.wristbands.source import BleSources
@@ -80,13 +83,22 @@ async def run_gateway(cfg: AgentConfig) -> None:
     # the way back to devices: receipts go where each device was last heard
     receipts = ReceiptRouter(cfg.gateway_id, registry)
     ledger = ReceiptLedger(rec.ledger, receipts, registry)
-    commands = CommandHandler(restored, registry, send_receipt=receipts.send, apply_batch=inbox.set_batch)
+    # the last alarms and alerts and how far each got: the status page, one log line per alarm
+    recent = RecentEvents(cfg.gateway_id, registry)
+    commands = CommandHandler(
+        restored, registry, send_receipt=receipts.send, apply_batch=inbox.set_batch, on_ack=recent.acknowledged
+    )
+
+    def delivered(batch: SealedBatch) -> None:
+        ledger.delivered(batch)  # receipts 2 first
+        recent.delivered(batch)
+
     # sealed batches out to central; a PUBACK deletes the batch and sends receipts 2
     uplink = Uplink(
         cfg,
         unacked=rec.batches,
         committer=inbox,
-        on_delivered=ledger.delivered,
+        on_delivered=delivered,
         commands=commands,
         observe_delivery=metrics.delivery.observe if metrics is not None else None,
     )
@@ -102,6 +114,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
         epoch=rec.epoch,
         buffer=recovered,
         observe_commit=metrics.commit.observe if metrics is not None else None,
+        recent=recent,
     )
     # the one writer of the buffer: group commit, sealing (signing), one fsync per round
     committer = Committer(
@@ -140,6 +153,24 @@ async def run_gateway(cfg: AgentConfig) -> None:
     if metrics is not None and cfg.metrics is not None:
         metrics.serve(*cfg.metrics, stats.snapshot)
         log.info("metrics_listening host=%s port=%d", *cfg.metrics)
+    jobs = []
+    if cfg.status_page is not None:
+        # the installer's page: reads the parts' snapshots, never their state
+        page = StatusPage(
+            cfg.status_page,
+            gateway=cfg.gateway_id,
+            venue=cfg.venue,
+            readers=view.Readers(
+                stats=stats.snapshot,
+                recent=recent.snapshot,
+                devices=lambda: list(registry),
+                bands=ble.bands_seen,
+                scanners=ble.scanner_states,
+            ),
+            data_dir=cfg.data_dir,
+            buffer_path=cfg.buffer_path,
+        )
+        jobs.append(page.run())
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
         cfg.gateway_id,
@@ -160,6 +191,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
             commands.run(),
             _report(stats),
             _heartbeat(pipeline, stats, cfg.heartbeat_s),
+            *jobs,
             stopping=uplink.announce_offline,
         )
     finally:

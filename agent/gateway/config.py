@@ -6,8 +6,9 @@ docs/configuration.md for the keys; `guardian-agent check-config FILE` runs the 
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.shared import tomlcheck
@@ -82,6 +83,23 @@ class WristbandConfig:
 
 
 BLE_BACKENDS = ("bluez", "sim")
+# next to the config: the page's token for `guardian-agent status` (a file name, not a secret)
+TOKEN_FILE = "status.token"  # noqa: S105
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPageConfig:
+    """[status_page]: the gateway's own page (agent/gateway/status/); off unless configured.
+
+    The agent holds only the SHA-256 of the token; the token itself is in a root-only file
+    (`guardian-agent status-token`), which `guardian-agent status` reads.
+    """
+
+    listen: tuple[str, int]  # an address of the venue LAN (never a wildcard)
+    token_sha256: bytes = field(repr=False)
+    tls_cert: Path | None = None  # both or neither: the page over HTTPS
+    tls_key: Path | None = None
+    max_live: int = 8  # live (server-sent events) clients at once; more get 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +122,7 @@ class AgentConfig:
     serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/gateway/sources/serial.py)
     ble: tuple[BleScannerConfig, ...] = ()  # [[ble]] scanners (agent/gateway/wristbands/source.py)
     wristbands: WristbandConfig = WristbandConfig()
+    status_page: StatusPageConfig | None = None  # the gateway's own page; None: off
 
     @property
     def buffer_path(self) -> Path:
@@ -232,6 +251,43 @@ def _wristbands(top: tomlcheck.Table, base: Path) -> WristbandConfig:
     return cfg
 
 
+def _status_page(top: tomlcheck.Table, base: Path) -> StatusPageConfig | None:
+    if "status_page" not in top.data:
+        top.used.add("status_page")
+        return None
+    t = top.table("status_page")
+    host, port = t.address("listen")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise t.fail("listen", f"expected the gateway's venue LAN IP address and a port, got host {host!r}") from None
+    if ip.is_unspecified:
+        raise t.fail("listen", f"{host} listens on every interface; give the venue LAN address of the gateway")
+    digest = t.text("token_sha256")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise t.fail("token_sha256", "expected 64 lowercase hex digits (guardian-agent status-token prints them)")
+    cert, key = t.path_value("tls_cert", base, None), t.path_value("tls_key", base, None)
+    cfg = StatusPageConfig(
+        listen=(host.strip("[]"), port),
+        token_sha256=bytes.fromhex(digest),
+        tls_cert=cert,
+        tls_key=key,
+        max_live=t.integer("max_live", 8, lo=1, hi=64),
+    )
+    t.no_unknown_keys()
+    if (cert is None) != (key is None):
+        raise t.fail("tls_key" if key is None else "tls_cert", "tls_cert and tls_key go together")
+    for name, p in (("tls_cert", cert), ("tls_key", key)):
+        if p is not None and not p.is_file():
+            raise t.fail(name, f"expected a PEM file, {p} does not exist or is not a file")
+    if key is not None:
+        try:
+            tomlcheck.require_private(key, "the status page's TLS key")
+        except ConfigError as exc:
+            raise t.fail("tls_key", str(exc)) from None
+    return cfg
+
+
 def load_config(path: Path) -> AgentConfig:
     path = Path(path)
     top = tomlcheck.Table(path, tomlcheck.load(path))
@@ -276,6 +332,7 @@ def load_config(path: Path) -> AgentConfig:
     serial = _serial_ports(top, base)
     ble = _ble_scanners(top)
     wristbands = _wristbands(top, base)
+    status_page = _status_page(top, base)
     top.no_unknown_keys()
 
     return AgentConfig(
@@ -297,4 +354,5 @@ def load_config(path: Path) -> AgentConfig:
         serial=serial,
         ble=ble,
         wristbands=wristbands,
+        status_page=status_page,
     )

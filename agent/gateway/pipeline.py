@@ -25,6 +25,7 @@ from agent.gateway.committer import CommitResult
 from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.planner import State, Submitted
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
+from agent.gateway.recent import RecentEvents
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.gateway.stats import PipelineCounters
@@ -65,6 +66,7 @@ class Pipeline:
         "ledger",
         "observe_commit",
         "publish",
+        "recent",
         "replay",
         "verifier",
     )
@@ -82,6 +84,7 @@ class Pipeline:
         epoch: int = 0,
         buffer: State | None = None,
         observe_commit: Observe | None = None,
+        recent: RecentEvents | None = None,
     ) -> None:
         """
         Args:
@@ -96,6 +99,8 @@ class Pipeline:
                 counters report its backlog until the first commit round, and the gateway's
                 own event numbers continue from its gw_seq.
             observe_commit: a histogram of commit round durations, seconds (agent/gateway/metrics.py).
+            recent: told of every alarm and alert (P0, P1) and of each commit round, for the
+                status page and the per-alarm log line (agent/gateway/recent.py).
         """
         self.gateway_id = gateway_id
         self.verifier = verifier
@@ -108,6 +113,7 @@ class Pipeline:
         self.epoch = epoch
         self.gw_seq = buffer.gw_seq
         self.observe_commit = observe_commit
+        self.recent = recent
         self.counters = PipelineCounters(
             backlog=buffer.backlog,
             backlog_bytes=buffer.backlog_bytes,
@@ -142,6 +148,8 @@ class Pipeline:
         if event.wants_receipts:
             self.ledger.accepted(event.key)
         self.counters.accepted += 1
+        if event.prio < 2 and self.recent is not None:
+            self.recent.accepted(event)
         self.commits.submit(Submitted(event, state.as_row(), ack))
         return True
 
@@ -154,6 +162,8 @@ class Pipeline:
         now_ms = int(time.time() * 1000)
         uptime_ms = int((time.monotonic() - self._started) * 1000)
         event = Event(self.gateway_id, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
+        if self.recent is not None:
+            self.recent.accepted(event)
         self.commits.submit(Submitted(event, None, _noop))
 
     def band_events(self, events: list[tuple[str, int, dict[int, Any]]], band_rows: list[tuple[str, int, int]]) -> None:
@@ -169,6 +179,8 @@ class Pipeline:
         for band, event_type, data in events:
             self.gw_seq += 1
             event = Event(band, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
+            if self.recent is not None:
+                self.recent.accepted(event)
             items.append(Submitted(event, None, _noop))
         self.counters.band_events += len(items)
         self.commits.submit_group(items, band_rows)
@@ -209,6 +221,11 @@ class Pipeline:
         c.evicted = result.evicted
         for key in result.dropped:
             ledger.dropped(key)
+        recent = self.recent
+        if recent is not None:
+            recent.committed(result.committed)
+            recent.dropped(result.dropped)
+            recent.sealed(result.sealed)
         for batch, oldest in zip(result.sealed, result.sealed_oldest, strict=True):
             c.batches_sealed += 1
             self.publish(batch, oldest)
