@@ -4,7 +4,8 @@
     guardian-agent check-config FILE
     guardian-agent status --config FILE [--token-file FILE] [--json]
     guardian-agent status-token --config FILE [--out FILE] [--rotate]
-    guardian-agent verify --broker HOST:PORT (--gateway-key PUBKEYFILE | --gateway-keys GATEWAYS.json) [...]
+    guardian-agent verify --broker HOST:PORT (--gateway-key PUBKEYFILE | --gateway-keys GATEWAYS.json)
+        [--devices EXPORT.json] [--timezone [VENUE=]ZONE] [--json] [--tls-ca CA ...]
     guardian-agent keygen --out KEYFILE [--key-id ID]
     guardian-agent command --broker HOST:PORT --central-key KEYFILE --gateway GW --venue V \
         ack DEVICE/BOOT/SEQ [--text T] | revoke --device D | config --set NAME=VALUE ...
@@ -81,9 +82,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
             count=args.count,
             duration=args.timeout,
             ready=(lambda: print("ready", file=sys.stderr, flush=True)),
+            tls=_tls_option_context(args, "verify"),
+            line=None if args.json else _dispatch_lines(args, registry),
         )
     )
     return 0 if verifier.integrity_ok else 2
+
+
+def _dispatch_lines(args: argparse.Namespace, registry: Any) -> Callable[[dict[str, Any]], str | None]:
+    from agent.central.dispatch_lines import DeviceInfo, Lines, load_devices, parse_timezones
+
+    devices = {d.id: DeviceInfo(d.kind, d.venue, d.zone) for d in registry} if registry is not None else {}
+    if args.devices is not None:
+        devices.update(load_devices(args.devices))
+    default_tz, venue_tz = parse_timezones(args.timezone)
+    return Lines(devices, default_tz, venue_tz, telemetry=args.telemetry)
+
+
+def _tls_option_context(args: argparse.Namespace, command: str) -> Any:
+    """The TLS context of --tls-ca/--tls-cert/--tls-key, or None without --tls-ca."""
+    from agent.shared.errors import CommandError
+    from agent.shared.tls import TlsConfig, tls_context
+
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_cert and args.tls_ca is None):
+        raise CommandError("TLS: --tls-cert and --tls-key go together, and need --tls-ca")
+    if args.tls_ca is None:
+        return None
+    return tls_context(TlsConfig(args.tls_ca, args.tls_cert, args.tls_key), f"{command}: TLS ")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -124,14 +149,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def _send_command(args: argparse.Namespace, op: int, op_args: dict[int, Any]) -> int:
     from agent.central.command_sender import send
-    from agent.shared.errors import CommandError
-    from agent.shared.tls import TlsConfig, tls_context
 
-    tls = None
-    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_cert and args.tls_ca is None):
-        raise CommandError("TLS: --tls-cert and --tls-key go together, and need --tls-ca")
-    if args.tls_ca is not None:
-        tls = tls_context(TlsConfig(args.tls_ca, args.tls_cert, args.tls_key), "command: TLS ")
+    tls = _tls_option_context(args, "command")
     sent = send(args.central_key, args.broker, args.gateway, args.venue, op, op_args, args.ttl, args.command_seq, tls)
     print(f"sent op={args.op} seq={sent.seq} topic={sent.topic} bytes={sent.size}")
     return 0
@@ -238,10 +257,31 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
         "changes; batches of revoked gateways are rejected",
     )
     p.add_argument("--device-keys", type=Path, help="device registry: also re-check each device MAC")
+    p.add_argument(
+        "--devices",
+        type=Path,
+        help="device list for zone names: provisioning's export (.json, .csv) or a registry (.toml)",
+    )
+    p.add_argument(
+        "--timezone",
+        action="append",
+        default=[],
+        metavar="[VENUE=]ZONE",
+        help="IANA time zone of the times printed, for every venue or one (default: this machine's)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of readable lines")
+    p.add_argument("--telemetry", action="store_true", help="also print P2 events (heartbeats)")
     p.add_argument("--topic", default=BATCH_FILTER, help="topic filter")
     p.add_argument("--client-id", default="ge-verifier", help="MQTT client id (persistent session)")
     p.add_argument("--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
+    _tls_arguments(p)
+
+
+def _tls_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", type=Path, help="CA file for TLS to the broker (only that CA is trusted)")
+    p.add_argument("--tls-cert", type=Path, help="client certificate for TLS")
+    p.add_argument("--tls-key", type=Path, help="client certificate's key for TLS")
 
 
 def _status_arguments(p: argparse.ArgumentParser) -> None:
@@ -291,9 +331,7 @@ def _command_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--venue", required=True, type=ident, help="the gateway's venue (topic)")
     p.add_argument("--command-seq", type=_uint(1, 2**64 - 1), help="command seq (default: unix time in us)")
     p.add_argument("--ttl", type=_uint(1, 24 * 3600), default=300, help="seconds until it expires (default 300)")
-    p.add_argument("--tls-ca", type=Path, help="CA file for TLS to the broker (only that CA is trusted)")
-    p.add_argument("--tls-cert", type=Path, help="client certificate for TLS")
-    p.add_argument("--tls-key", type=Path, help="client certificate's key for TLS")
+    _tls_arguments(p)
     add_commands(p, COMMAND_OPS, dest="op", metavar="OP")
 
 
@@ -346,7 +384,7 @@ COMMANDS = (
         "verify",
         cmd_verify,
         _verify_arguments,
-        "central side: verify gateway batches and print one JSON line per event",
+        "central side: verify gateway batches; print each event (type, venue, zone, local time, latency) and problem",
     ),
     Command(
         "keygen",

@@ -197,7 +197,10 @@ def test_an_alarm_shows_its_receipts_and_the_figures_match_the_agent(site: Site,
     row = page.wait_for_selector('#events tr[data-ref="AP-0001/1/2"][data-receipt="2"]', timeout=10_000)
     assert row is not None
     assert "ALARM" in row.inner_text() and "hall" in row.inner_text()
-    pills = {p.get_attribute("data-receipt"): "on" in (p.get_attribute("class") or "") for p in row.query_selector_all(".pill")}
+    pills = {
+        p.get_attribute("data-receipt"): "on" in (p.get_attribute("class") or "")
+        for p in row.query_selector_all(".pill")
+    }
     assert pills == {"1": True, "2": True, "3": False}
     # central has the same event, and the agent logged it once with its zone and latency
     assert [(e["boot"], e["seq"]) for e in site.verifier.wait_events(1, 10, type_name="ALARM")] == [(1, 2)]

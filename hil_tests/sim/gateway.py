@@ -2,7 +2,7 @@
 
 `AgentProcess` writes a config and a device registry, runs `python -m agent run`, and can stop,
 kill -9 and restart it with its data directory intact. `CentralVerifier` runs
-`python -m agent verify` and collects its JSON lines as they arrive.
+`python -m agent verify --json` and collects its JSON lines as they arrive.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from typing import Any
 
 from agent.gateway.signer import load_or_create_key
 from agent.shared.registry import Device, write_registry
+
+
+# verifier records that are not problems: a resent batch, a late one that filled its gap, and
+# joining a chain that was running before the verifier started
+NOT_PROBLEMS = ("event", "summary", "duplicate_batch", "reordered", "joined")
 
 
 class ProcessError(RuntimeError):
@@ -179,6 +184,7 @@ class CentralVerifier:
             "-m",
             "agent",
             "verify",
+            "--json",
             "--broker",
             f"{broker[0]}:{broker[1]}",
             "--client-id",
@@ -246,7 +252,7 @@ class CentralVerifier:
 
     def problems(self) -> list[dict[str, Any]]:
         with self._cv:
-            return [r for r in self.records if r["kind"] not in ("event", "summary", "duplicate_batch", "reordered")]
+            return [r for r in self.records if r["kind"] not in NOT_PROBLEMS]
 
     def wait_events(self, n: int, timeout: float, **match: Any) -> list[dict[str, Any]]:
         self.wait_for(lambda: len(self.events(**match)) >= n, timeout)
