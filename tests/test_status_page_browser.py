@@ -127,8 +127,10 @@ class Site:
 
     def ack(self, ref: str) -> None:
         out = subprocess.run(
-            [sys.executable, "-m", "agent", "command", "--broker", f"127.0.0.1:{self.central.port}"]
-            + ["--central-key", str(self.central_key), "--gateway", "GW-1", "--venue", "venue-1", "ack", ref],
+            [
+                *(sys.executable, "-m", "agent", "command", "--broker", f"127.0.0.1:{self.central.port}"),
+                *("--central-key", str(self.central_key), "--gateway", "GW-1", "--venue", "venue-1", "ack", ref),
+            ],
             capture_output=True,
             text=True,
             timeout=30,
