@@ -21,7 +21,6 @@ from typing import Any
 from agent.gateway.signer import load_or_create_key
 from agent.shared.registry import Device, write_registry
 
-
 # verifier records that are not problems: a resent batch, a late one that filled its gap, and
 # joining a chain that was running before the verifier started
 NOT_PROBLEMS = ("event", "summary", "duplicate_batch", "reordered", "joined")

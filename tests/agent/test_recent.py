@@ -80,7 +80,7 @@ def test_an_alarm_stored_while_central_is_away_is_logged_as_held(caplog: pytest.
         recent.sealed([])
         recent.sealed([])
     assert [r.getMessage().split()[0] for r in caplog.records] == ["alarm_held"]
-    assert "reason=\"waiting for central\"" in caplog.records[0].getMessage()
+    assert 'reason="waiting for central"' in caplog.records[0].getMessage()
 
 
 def test_zones_of_band_alerts_and_gateway_events() -> None:
