@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 from agent.shared import cose
 from agent.shared.backoff import Backoff
 from agent.shared.errors import WireError
-from agent.shared.frames import Event
+from agent.shared.frames import Event, data_json
 from agent.shared.protocol import AAD_BATCH, AAD_FRAME, BATCH_FILTER, ZERO_HASH, type_name
 from agent.shared.registry import Registry
 
@@ -172,9 +172,10 @@ class BatchVerifier:
                     "priority": ev.prio,
                     "device_time_ms": ev.time,
                     "received_ms": ev.received,
+                    "sealed_ms": created,
                     "central_ms": central_ms,
                     "gateway_to_central_ms": central_ms - ev.received,
-                    "data": {str(k): _jsonable(v) for k, v in ev.data.items()},
+                    "data": data_json(ev.data),
                     "flags": ev.flags,
                 }
             )
@@ -286,16 +287,6 @@ def venue_of(topic: str) -> str | None:
 
 def _not_a_map() -> Event:
     raise WireError("malformed", "a batch event is not a map")
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return v.hex()
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
 
 
 def json_line(rec: dict[str, Any]) -> str:

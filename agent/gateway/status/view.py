@@ -182,7 +182,7 @@ def _devices(readers: Readers, now_ms: int) -> list[dict[str, Any]]:
             "last_heard_ms": None,
             "heartbeat_ms": None,
             "offline_since_ms": None,
-            "state": "never heard" if followed else "unknown",
+            "state": "not heard" if followed else "unknown",
             "battery": None,
             "rssi": None,
             "scanner": None,
