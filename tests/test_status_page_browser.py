@@ -230,9 +230,12 @@ def test_an_alarm_shows_its_receipts_and_the_figures_match_the_agent(site: Site,
     shown = wait_until(agreed, 10, "the page's counters to equal the agent's metrics")
     assert shown["frames_accepted"] >= 2, "ONLINE and the ALARM"  # the post's heartbeats may add more
     assert page.inner_text("#uplink") == "connected" and page.inner_text("#local") == "connected"
-    devices = {r.get_attribute("data-device"): r.inner_text() for r in page.query_selector_all("#devices tbody tr")}
-    assert set(devices) == {"AP-0001", "AP-0002"}
-    assert "大厅" in devices["AP-0002"], "UTF-8 zone names are shown as they are"
+    rows = page.query_selector_all("#devices tbody tr")
+    states = {r.get_attribute("data-device"): r.get_attribute("data-state") for r in rows}
+    assert states == {"AP-0001": "online", "AP-0002": "not heard"}, "the liveness tracker's view"
+    texts = {r.get_attribute("data-device"): r.inner_text() for r in rows}
+    assert "大厅" in texts["AP-0002"], "UTF-8 zone names are shown as they are"
+    assert " ago" in texts["AP-0001"], "last heard"
     page.screenshot(path=str(artifact_dir("status-page") / "desktop.png"), full_page=True)
 
 
