@@ -47,9 +47,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     registry = load_registry(cfg.devices_file)
     if cfg.wristbands.alerts is not None:
-        from agent.gateway.wristbands.venue import load as load_venue
+        from agent.gateway.wristbands.venue import parse as parse_venue
+        from agent.shared.tomlcheck import load as load_toml
 
-        load_venue(cfg.wristbands.alerts)  # the same checks as at start
+        # the same checks as at start; what is valid but weak (an exit zone with one scanner) is
+        # printed as a warning and does not fail the check
+        venue = parse_venue(load_toml(cfg.wristbands.alerts), cfg.wristbands.alerts)
+        for warning in venue.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok (gateway {cfg.gateway_id}, venue {cfg.venue}, {len(registry)} devices)")
     return 0
 
