@@ -8,6 +8,8 @@ Tables:
   ledger   receipt state of the recent receipt-requesting events of each device
   band_replay  per-wristband advert counter and when it was accepted (agent/gateway/wristbands/resolver.py)
   band_alerts  SOS/FALL alerts already raised, per band event id (never raised twice)
+  liveness  per post or sensor: its learned heartbeat interval, and since when it is reported
+           offline (agent/gateway/liveness.py), written with the DEVICE_OFFLINE/ONLINE event
   meta     the hash chain head (epoch, seq, hash), the schema version, the gateway's own event
            counter (gw_seq) and the eviction counters (evicted_p1, evicted_p2)
 
@@ -34,10 +36,11 @@ from pathlib import Path
 
 import cbor2
 
-from agent.gateway.planner import Plan, Row
+from agent.gateway.planner import LivenessRow, Plan, Row
 from agent.gateway.replay import ReplayState
-from agent.gateway.signer import SealedBatch
+from agent.gateway.signer import SealedBatch, batch_events
 from agent.shared.errors import StoreError
+from agent.shared.frames import Event
 from agent.shared.protocol import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,11 @@ CREATE TABLE IF NOT EXISTS band_alerts (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS band_replay (
     band TEXT PRIMARY KEY, counter INTEGER NOT NULL, seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- posts and sensors the gateway follows: learned heartbeat interval (ms), and the unix ms since
+-- when it is reported offline with the reason (NULL while it reports) (agent/gateway/liveness.py)
+CREATE TABLE IF NOT EXISTS liveness (
+    device TEXT PRIMARY KEY, interval_ms INTEGER NOT NULL, offline_since_ms INTEGER, reason TEXT
 ) WITHOUT ROWID;
 """
 
@@ -336,6 +344,11 @@ class Store:
             self.save_band_replay(plan.band_rows)
         if plan.band_alerts:
             self.save_band_alerts(plan.band_alerts)
+        if plan.liveness:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO liveness (device, interval_ms, offline_since_ms, reason) VALUES (?, ?, ?, ?)",
+                plan.liveness,
+            )
         if plan.dropped:
             self.ledger_set((*k, RECEIPT_DROPPED) for k in plan.dropped)
         for batch in sealed:
@@ -407,6 +420,38 @@ class Store:
         """rows: (band, type, event id); inside transaction(). Band event ids are 16-bit and
         wrap, so a key is replaced when its id comes round again (the engine forgets old ids)."""
         self.db.executemany("INSERT OR REPLACE INTO band_alerts (band, type, event_id) VALUES (?, ?, ?)", rows)
+
+    def load_liveness(self) -> list[LivenessRow]:
+        """(device, interval ms, offline since ms or None, reason or None) of every device followed."""
+        rows = self.db.execute("SELECT device, interval_ms, offline_since_ms, reason FROM liveness").fetchall()
+        return [(str(d), int(i), None if o is None else int(o), None if r is None else str(r)) for d, i, o, r in rows]
+
+    def pending_alerts(self, types: frozenset[int]) -> list[Event]:
+        """The events of `types` (P0 and P1 only) committed but not yet acknowledged by central's
+        broker: in the sealed batches waiting for their PUBACK, then in the backlog. The gateway's
+        fallback notifier follows them again after a restart (agent/gateway/fallback.py).
+
+        P1 rows of the backlog (closers such as BACK_INSIDE) are read only from the oldest
+        pending P0 event on: a closer matters only to an alert still pending.
+        """
+        found: dict[tuple[str, int, int], Event] = {}
+        for (blob,) in self.db.execute("SELECT blob FROM batches ORDER BY seq"):
+            for ev in batch_events(bytes(blob)):
+                if ev.type in types:
+                    found.setdefault(ev.key, ev)
+        for (blob,) in self.db.execute("SELECT blob FROM events WHERE prio = 0 ORDER BY id"):
+            ev = Event.decode(cbor2.loads(bytes(blob)))
+            if ev.type in types:
+                found.setdefault(ev.key, ev)
+        oldest = min((ev.received for ev in found.values() if ev.prio == 0), default=None)
+        if oldest is not None:
+            for (blob,) in self.db.execute(
+                "SELECT blob FROM events WHERE prio = 1 AND received >= ? ORDER BY id", (oldest,)
+            ):
+                ev = Event.decode(cbor2.loads(bytes(blob)))
+                if ev.type in types:
+                    found.setdefault(ev.key, ev)
+        return list(found.values())
 
     def save_band_replay(self, rows: Iterable[tuple[str, int, int]]) -> None:
         """rows: (band, counter, seen_ms); inside transaction()."""

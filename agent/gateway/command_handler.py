@@ -196,6 +196,7 @@ class CommandHandler:
         *,
         send_receipt: SendReceipt,
         apply_batch: Callable[[BatchConfig], None] | None = None,
+        on_ack: Callable[[str, int, int], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """
@@ -204,6 +205,8 @@ class CommandHandler:
             registry: the device registry (a REVOKE removes from it).
             send_receipt: how central's ACK reaches the device as receipt 3.
             apply_batch: new batch settings from a CONFIG (the committer's inbox).
+            on_ack: (device, boot, seq) of each event central acknowledged, after its receipt 3
+                (the status page's recent events, agent/gateway/recent.py).
             clock: unix time in seconds (command expiry).
         """
         self.cfg = restored.cfg
@@ -213,6 +216,7 @@ class CommandHandler:
         self.state_path = restored.path
         self.send_receipt = send_receipt
         self.apply_batch = apply_batch
+        self.on_ack = on_ack
         self.clock = clock
         self.counters = CommandCounters()
         self._queue: asyncio.Queue[tuple[bytes, Callable[[], None]]] = asyncio.Queue(QUEUE)
@@ -276,6 +280,8 @@ class CommandHandler:
         action = cmd.action
         if isinstance(action, Ack):
             self.send_receipt(action.device, action.boot, action.seq, RECEIPT_ACKNOWLEDGED)
+            if self.on_ack is not None:
+                self.on_ack(action.device, action.boot, action.seq)
             log.info(
                 "command_accepted op=ack seq=%d device=%s boot=%d event_seq=%d text=%r",
                 cmd.seq,

@@ -2,7 +2,7 @@
 
 `AgentProcess` writes a config and a device registry, runs `python -m agent run`, and can stop,
 kill -9 and restart it with its data directory intact. `CentralVerifier` runs
-`python -m agent verify` and collects its JSON lines as they arrive.
+`python -m agent verify --json` and collects its JSON lines as they arrive.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from agent.gateway.config import load_config
 from agent.gateway.signer import load_or_create_key
 from agent.shared.registry import Device, load_registry, write_registry
 from hil_tests.sim.mosquitto import Mosquitto
+
+# verifier records that are not problems: a resent batch, a late one that filled its gap, and
+# joining a chain that was running before the verifier started
+NOT_PROBLEMS = ("event", "summary", "duplicate_batch", "reordered", "joined")
 
 
 class ProcessError(RuntimeError):
@@ -217,6 +221,7 @@ class CentralVerifier:
             "-m",
             "agent",
             "verify",
+            "--json",
             "--broker",
             f"{broker[0]}:{broker[1]}",
             "--client-id",
@@ -284,7 +289,7 @@ class CentralVerifier:
 
     def problems(self) -> list[dict[str, Any]]:
         with self._cv:
-            return [r for r in self.records if r["kind"] not in ("event", "summary", "duplicate_batch", "reordered")]
+            return [r for r in self.records if r["kind"] not in NOT_PROBLEMS]
 
     def wait_events(self, n: int, timeout: float, **match: Any) -> list[dict[str, Any]]:
         self.wait_for(lambda: len(self.events(**match)) >= n, timeout)

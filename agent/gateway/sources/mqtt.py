@@ -1,4 +1,5 @@
-"""The local broker: device frames in (ge/dev/+/up), receipts out (ge/dev/<id>/down).
+"""The local broker: device frames in (ge/dev/+/up), receipts out (ge/dev/<id>/down), and
+with device liveness on, the devices' retained status and last wills in (ge/dev/+/status).
 
 The subscription uses a persistent session (clean start off, a session expiry) and
 acknowledges each QoS 1 frame only after the event is durable in the buffer (or was
@@ -29,8 +30,10 @@ log = logging.getLogger(__name__)
 
 SOURCE = "mqtt"  # the pipeline's name for this source, and the receipts' default route
 UP_FILTER = "ge/dev/+/up"
+STATUS_FILTER = "ge/dev/+/status"
 _PREFIX = b"ge/dev/"
 _SUFFIX = b"/up"
+_STATUS_SUFFIX = b"/status"
 DOWNLINK_QUEUE = 10_000
 # MQTT 5 Receive Maximum: how many unacknowledged frames the broker may hand over at once.
 # It bounds the agent's memory whatever the broker is configured to; acks follow each commit.
@@ -53,15 +56,26 @@ INVALID_TOPIC = "<invalid-topic>"
 class LocalBroker:
     """Runs the subscription and the receipt downlink, reconnecting with backoff."""
 
-    def __init__(self, cfg: BrokerConfig, *, ingest: Ingest, receipts: ReceiptRouter) -> None:
+    def __init__(
+        self,
+        cfg: BrokerConfig,
+        *,
+        ingest: Ingest,
+        receipts: ReceiptRouter,
+        on_status: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         """
         Args:
             ingest: where frames go (Pipeline.ingest); each comes with an ack that releases
                 its PUBACK once the frame is durable or rejected.
             receipts: this source registers as the default route of receipts to devices.
+            on_status: (device id, payload) of each message on ge/dev/<id>/status, a device's
+                retained `online` or its last will `offline` (agent/gateway/liveness.py);
+                None: not subscribed.
         """
         self.cfg = cfg
         self.ingest = ingest
+        self.on_status = on_status
         self.counters = LocalCounters()
         self.backoff = Backoff(cap=RECONNECT_CAP_S)
         self._tls = tls_context(cfg.tls, "local.tls.") if cfg.tls is not None else None
@@ -101,10 +115,18 @@ class LocalBroker:
         loop = asyncio.get_running_loop()
         ingest = self.ingest
         devices = self._devices
+        on_status = self.on_status
 
         def on_message(topic: bytes, payload: bytes, ack: Callable[[], None]) -> None:
             device = devices.get(topic)
             if device is None:
+                if topic.endswith(_STATUS_SUFFIX) and topic.startswith(_PREFIX):
+                    # not a frame: the liveness tracker checks the device and the payload (a
+                    # session from a run with liveness on may still hold the subscription)
+                    if on_status is not None:
+                        on_status(topic[len(_PREFIX) : -len(_STATUS_SUFFIX)].decode("utf-8", errors="replace"), payload)
+                    ack()
+                    return
                 device = self._device_of(topic)
             ingest(payload, device, ack, SOURCE)
 
@@ -131,6 +153,8 @@ class LocalBroker:
             # retain handling 2: a retained message on a device's up topic (one a device's
             # credentials can leave there) is not handed over at every subscription
             await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S, retain_handling=2)
+            if on_status is not None:
+                await client.subscribe(STATUS_FILTER, 1, CONNECT_TIMEOUT_S)
             self._client = client
             self.backoff.reset()
             self.connected.set()
