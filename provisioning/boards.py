@@ -1,11 +1,13 @@
 """Board files (firmware/boards/<board>.json): which port a product's board runs, and its pin map.
 
 A board file is a JSON object with at least "board" (its file name without .json) and "port"
-(the MicroPython port: "esp32", "rp2", "zephyr" (the nRF52840 wristband), "nrf" or "unix"; the hardware layer is
-firmware/hal/<port>.py). The rest (pins, sensor channels, chip) belongs to that hardware
-layer and is carried into the bundle as it is: `--board NAME` copies the file to
-boards/NAME.json on the device and names it in config.json ("board": NAME). Without a board
-the device is the unix port's virtual board.
+(the MicroPython port: "esp32", "rp2", "zephyr" (the nRF52840 wristband), "nrf" or "unix";
+the hardware layer is firmware/hal/<port>.py). The rest (pins, sensor channels, chip) belongs
+to that hardware layer, which checks it on the device (firmware/hal/boardspec.py), and is
+carried into the bundle as it is: `--board NAME` copies the file to boards/NAME.json on the
+device and names it in config.json ("board": NAME). Its optional parts with a driver of
+their own ("accel": {"part": "lis3dh"} -> firmware/hal/lis3dh.py) decide which drivers the
+bundle carries. Without a board the device is the unix port's virtual board.
 
 The port also decides how the technician's base MicroPython image is written
 (provisioning/image.py): esptool for ESP chips; a UF2 file copied to the board's USB
@@ -26,6 +28,8 @@ UNIX = "unix"
 # port -> how its base image is written (None: the virtual board has no image)
 IMAGE_ROUTES: dict[str, str | None] = {"esp32": "esptool", "rp2": "uf2", "zephyr": "uf2", "nrf": "uf2", UNIX: None}
 PORTS = tuple(IMAGE_ROUTES)
+WIFI_PORTS = ("esp32", "rp2")  # ports whose boards reach the broker over Wi-Fi (network.WLAN)
+PART_KEYS = ("accel",)  # board file keys whose "part" names a driver module hal/<part>.py
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 MAX_BOARD_FILE = 64 << 10
 
@@ -44,6 +48,16 @@ class BoardFile:
     @property
     def device_path(self) -> str:
         return f"boards/{self.name}.json"
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts whose driver (hal/<part>.py) this board's hal loads."""
+        return _parts(json.loads(self.data)) if self.data else ()
+
+    @property
+    def wifi(self) -> bool:
+        """True when the board's port joins a Wi-Fi network for an MQTT link."""
+        return self.port in WIFI_PORTS
 
 
 VIRTUAL = BoardFile("", UNIX, None)
@@ -81,6 +95,17 @@ def load_board(name: str, firmware: Path) -> BoardFile:
     return BoardFile(name, str(port), path, raw)
 
 
+def _parts(data: object) -> tuple[str, ...]:
+    if not isinstance(data, dict):
+        return ()
+    out = []
+    for key in PART_KEYS:
+        part = data.get(key)
+        if isinstance(part, dict) and isinstance(part.get("part"), str) and NAME_RE.fullmatch(part["part"]):
+            out.append(part["part"])
+    return tuple(sorted(set(out)))
+
+
 def list_boards(firmware: Path) -> list[str]:
     d = boards_dir(firmware)
     return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
@@ -97,3 +122,14 @@ def known_ports(firmware: Path) -> set[str]:
         if isinstance(data, dict) and isinstance(data.get("port"), str):
             ports.add(data["port"])
     return ports
+
+
+def known_parts(firmware: Path) -> set[str]:
+    """Every part a driver module may be named for: the parts the tree's board files name."""
+    parts: set[str] = set()
+    for name in list_boards(firmware):
+        try:
+            parts.update(_parts(json.loads((boards_dir(firmware) / f"{name}.json").read_bytes())))
+        except (OSError, ValueError):
+            continue
+    return parts

@@ -8,11 +8,11 @@ A bundle is a directory holding the files exactly as they go onto a board's flas
      "kind": "alarm_post", "port": "unix", "version": "0.1.0"}
 
 It holds the modules the app imports and nothing else (provisioning/closure.py: boot.py,
-main.py, selftest.py, the kind's app package, the hardware layer of the board's port and
-every module they import), and with `board` its board file (boards/<board>.json, the pin
-map the hardware layer reads). boot.py and main.py stay source (a board's start-up runs them
-by name); every other module is compiled to .mpy with its device path as the source name.
-The bundle id is the SHA-256 of the manifest without its "bundle" key, cut to 16 hex digits,
+main.py, selftest.py, the kind's app package, the hardware layer of the board's port, the
+drivers of the board's parts and every module they import), and with `board` its board file
+(boards/<board>.json, the pin map the hardware layer reads). boot.py and main.py stay source
+(a board's start-up runs them by name); every other module is compiled to .mpy with its
+device path as the source name. The bundle id is the SHA-256 of the manifest without its "bundle" key, cut to 16 hex digits,
 so the same sources, version and compiler give the same bytes and the same id.
 """
 
@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioning.boards import VIRTUAL, BoardFile, known_ports
+from provisioning.boards import VIRTUAL, BoardFile, known_parts, known_ports
 from provisioning.closure import app_closure
 from provisioning.errors import ProvisionError
 
@@ -63,14 +63,19 @@ class Bundle:
         return (self.root / path).read_bytes()
 
 
-def source_files(kind: str, root: Path = FIRMWARE_DIR, port: str = "unix") -> list[tuple[str, Path]]:
-    """(device path of the source, host file) for everything a board of `kind` on `port` runs."""
+def source_files(
+    kind: str, root: Path = FIRMWARE_DIR, port: str = "unix", parts: tuple[str, ...] = ()
+) -> list[tuple[str, Path]]:
+    """(device path of the source, host file) for everything a board of `kind` on `port` runs.
+
+    `parts`: the board's parts with a driver of their own (BoardFile.parts).
+    """
     if kind not in KINDS:
         raise ProvisionError(f"no firmware for device kind {kind!r} (known: {', '.join(KINDS)})")
     root = Path(root)
     if not (root / "main.py").is_file():
         raise ProvisionError(f"{root}: not a firmware tree (no main.py)")
-    files = app_closure(root, kind, port, known_ports(root))
+    files = app_closure(root, kind, port, known_ports(root), parts, known_parts(root))
     out = []
     for host in files:
         rel = host.relative_to(root).as_posix()
@@ -133,7 +138,7 @@ def build_bundle(
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     stage.chmod(0o755)
     try:
-        for device_path, host in source_files(kind, root, board.port):
+        for device_path, host in source_files(kind, root, board.port, board.parts):
             if device_path in SOURCE_FILES:
                 dest_path = device_path
                 dest = stage / dest_path

@@ -3,6 +3,7 @@
     guardian-provision bundle --kind KIND --out DIR [--board NAME]
     guardian-provision flash --kind KIND --port PORT [--port PORT ...] --venue V --zone Z
         (--broker HOST:PORT | --transport uart) [--board NAME] [--image IMG [--drive DIR ...]]
+        [--wifi FILE]          (an MQTT --board on Wi-Fi; or $GE_WIFI_SSID and $GE_WIFI_PASSWORD)
         [--bundle DIR] [--channel NAME:TYPE[:key=value,...] ...]   (kind sensor: required, 1 to 8)
         [--resident REF ...]                         (kind wristband: one per --port, in order)
     guardian-provision list
@@ -120,6 +121,27 @@ def _image_plans(args: argparse.Namespace, board: Any) -> dict[str, Any]:
     return {port: plan_image(port, args.image) for port in args.port}
 
 
+def _wifi(args: argparse.Namespace, board: Any) -> Any:
+    """The Wi-Fi credentials an MQTT board on Wi-Fi gets (provisioning/wifi.py), else None."""
+    from provisioning.wifi import ENV_PASSWORD, ENV_SSID, credentials
+
+    needs = board.wifi and args.kind != "wristband" and args.transport == "mqtt"
+    if not needs:
+        if args.wifi is not None:
+            raise ProvisionError(
+                "flash: --wifi is for a board that reaches the broker over Wi-Fi "
+                "(--board on the esp32 or rp2 port with --transport mqtt)"
+            )
+        return None  # variables left in the environment are not for this board
+    wifi = credentials(args.wifi)
+    if wifi is None:
+        raise ProvisionError(
+            f"flash: board {board.name} reaches the broker over Wi-Fi: give the network with --wifi FILE "
+            f'(TOML: ssid = "...", password = "...", mode 0600) or ${ENV_SSID} and ${ENV_PASSWORD}'
+        )
+    return wifi
+
+
 def cmd_flash(args: argparse.Namespace) -> int:
     from provisioning.bundle import build_bundle, load_bundle
     from provisioning.channels import channels_for
@@ -138,6 +160,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
         raise ProvisionError("flash: a port is named twice")
     residents = _residents(args)
     board = _board(args)
+    wifi = _wifi(args, board)
     plans = _image_plans(args, board)
     with _workspace(args, create=True) as ws:
         if args.bundle:
@@ -161,6 +184,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
             channels,
             board,
             residents,
+            wifi,
         )
         outcomes = _run_flash(lambda make: flash_all(ws, bundle, opts, args.port, make), args.port)
     failed = 0
@@ -419,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--broker", type=_address, help="the venue's local MQTT broker HOST:PORT")
             p.add_argument("--transport", choices=("mqtt", "uart"), default="mqtt")
             p.add_argument("--board", help="board file firmware/boards/NAME.json: pin map and base-image route")
+            p.add_argument(
+                "--wifi",
+                type=Path,
+                metavar="FILE",
+                help="Wi-Fi credentials for an MQTT board on Wi-Fi: TOML with ssid and password, mode 0600 "
+                "(default: $GE_WIFI_SSID and $GE_WIFI_PASSWORD)",
+            )
             p.add_argument(
                 "--image", type=Path, help="base MicroPython image, checked, then written (esptool, or UF2 to --drive)"
             )

@@ -31,8 +31,8 @@ from tests.provisioning.conftest import assert_user_error, provision
 VENUE, ZONE = "venue-1", "lounge"
 
 
-def _modules(kind: str, port: str = "unix", root: Path = FIRMWARE_DIR) -> set[str]:
-    return {path for path, _ in source_files(kind, root, port)}
+def _modules(kind: str, port: str = "unix", root: Path = FIRMWARE_DIR, parts: tuple[str, ...] = ()) -> set[str]:
+    return {path for path, _ in source_files(kind, root, port, parts)}
 
 
 def test_each_bundle_carries_only_its_import_closure() -> None:
@@ -55,23 +55,57 @@ def test_each_bundle_carries_only_its_import_closure() -> None:
             f"apps/{kind}/check.py",
         }
         assert "lib/fixture_proto.py" not in mods  # the rig fixture's, imported by no device app
+        # the virtual board's hal only: no real port's module, no part driver
+        assert not {"hal/esp32.py", "hal/rp2.py", "hal/zephyr.py", "hal/machineboard.py", "hal/lis3dh.py"} & mods
+
+
+REAL_HAL = {"hal/__init__.py", "hal/machineboard.py", "hal/boardspec.py", "hal/wake.py"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "board", "port_module", "driver"),
+    [
+        ("alarm_post", "alarm-post-esp32c3", "hal/esp32.py", None),
+        ("alarm_post", "alarm-post-picow", "hal/rp2.py", None),
+        ("sensor", "sensor-esp32s3", "hal/esp32.py", None),
+        ("wristband", "wristband-nrf52840", "hal/zephyr.py", "hal/lis3dh.py"),
+    ],
+)
+def test_a_real_boards_bundle_carries_its_ports_hal_and_its_parts_drivers(
+    tmp_path: Path, kind: str, board: str, port_module: str, driver: str | None
+) -> None:
+    b = build_bundle(kind, tmp_path / "bundle", board=load_board(board, FIRMWARE_DIR))
+    paths = {f.path for f in b.files}
+    want = {p[:-3] + ".mpy" for p in REAL_HAL | {port_module}}
+    assert want <= paths, sorted(want - paths)
+    others = {"hal/unix.py", "hal/esp32.py", "hal/rp2.py", "hal/zephyr.py", "hal/lis3dh.py"} - {port_module, driver}
+    assert not {p[:-3] + ".mpy" for p in others} & paths
+    assert (driver is not None) == ("hal/lis3dh.mpy" in paths)
+    assert b.read(f"boards/{board}.json") == (FIRMWARE_DIR / "boards" / f"{board}.json").read_bytes()
+    assert (b.board, b.port) == (board, load_board(board, FIRMWARE_DIR).port)
 
 
 def test_closure_picks_the_ports_hardware_layer_and_follows_its_imports(tmp_path: Path) -> None:
     tree = tmp_path / "fw"
     shutil.copytree(FIRMWARE_DIR, tree, ignore=shutil.ignore_patterns("__pycache__"))
-    (tree / "hal" / "esp32.py").write_text("from hal import pinmap\nimport machine\n")
+    # a port module that imports a module of its own: followed, and only for that port
+    (tree / "hal" / "rp2.py").write_text("from hal import pinmap\nfrom hal.machineboard import MachineBoard\n")
     (tree / "hal" / "pinmap.py").write_text("import json\n")
-    (tree / "hal" / "rp2.py").write_text("import machine\n")
-    (tree / "boards").mkdir(exist_ok=True)
-    (tree / "boards" / "post-esp.json").write_text(json.dumps({"board": "post-esp", "port": "esp32"}))
+    rp2 = _modules("alarm_post", "rp2", tree)
+    assert {"hal/rp2.py", "hal/pinmap.py"} | REAL_HAL <= rp2 and not {"hal/unix.py", "hal/esp32.py"} & rp2
     esp = _modules("alarm_post", "esp32", tree)
-    assert {"hal/esp32.py", "hal/pinmap.py"} <= esp and not {"hal/unix.py", "hal/rp2.py"} & esp
+    assert "hal/esp32.py" in esp and not {"hal/pinmap.py", "hal/rp2.py", "hal/lis3dh.py"} & esp
     unix = _modules("alarm_post", "unix", tree)
     assert "hal/unix.py" in unix and not {"hal/esp32.py", "hal/pinmap.py", "hal/rp2.py"} & unix
+    # a part driver goes with a board that names the part, whatever the port
+    assert "hal/lis3dh.py" in _modules("alarm_post", "esp32", tree, ("lis3dh",))
+    (tree / "hal" / "zephyr.py").unlink()
     with pytest.raises(ProvisionError, match=r"no hardware layer for port zephyr \(hal/zephyr.py\)"):
         _modules("wristband", "zephyr", tree)
+    with pytest.raises(ProvisionError, match=r"no driver for the part bma400 \(hal/bma400.py\)"):
+        _modules("wristband", "esp32", tree, ("bma400",))
 
+    (tree / "boards" / "post-esp.json").write_text(json.dumps({"board": "post-esp", "port": "esp32"}))
     board = load_board("post-esp", tree)
     b = build_bundle("alarm_post", tmp_path / "bundle", root=tree, board=board)
     assert (b.board, b.port) == ("post-esp", "esp32")
