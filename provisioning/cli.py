@@ -1,6 +1,6 @@
 """guardian-provision: what a field technician runs to flash, key, self-test, register and label devices.
 
-    guardian-provision bundle --kind KIND --out DIR [--board NAME]
+    guardian-provision bundle --kind KIND --out DIR [--board NAME] [--transport mqtt|uart]
     guardian-provision flash --kind KIND --port PORT [--port PORT ...] --venue V --zone Z
         (--broker HOST:PORT | --transport uart) [--board NAME] [--image IMG [--drive DIR ...]]
         [--wifi FILE]          (an MQTT --board on Wi-Fi; or $GE_WIFI_SSID and $GE_WIFI_PASSWORD)
@@ -80,8 +80,11 @@ def _board(args: argparse.Namespace) -> Any:
 def cmd_bundle(args: argparse.Namespace) -> int:
     from provisioning.bundle import FIRMWARE_DIR, build_bundle
 
-    b = build_bundle(args.kind, args.out, root=args.firmware or FIRMWARE_DIR, board=_board(args))
+    b = build_bundle(
+        args.kind, args.out, root=args.firmware or FIRMWARE_DIR, board=_board(args), transport=args.transport
+    )
     on = f" on board {b.board} ({b.port})" if b.board else ""
+    on += f", {b.transport} link only" if b.transport else ""
     print(f"{b.root}: bundle {b.bundle_id} for {b.kind}{on}, version {b.version}, {len(b.files)} files")
     return 0
 
@@ -109,7 +112,7 @@ def _image_plans(args: argparse.Namespace, board: Any) -> dict[str, Any]:
     from provisioning.image import plan_image, plan_uf2
 
     if args.drive and (not args.image or board.image_route != "uf2"):
-        raise ProvisionError("flash: --drive is for a UF2 --image (a --board whose port is rp2, zephyr or nrf)")
+        raise ProvisionError("flash: --drive is for a UF2 --image (a --board whose port is rp2 or zephyr)")
     if not args.image:
         return {}
     if board.image_route == "uf2":
@@ -170,9 +173,15 @@ def cmd_flash(args: argparse.Namespace) -> int:
             if bundle.board != board.name:
                 have = bundle.board or "the virtual board"
                 raise ProvisionError(f"{args.bundle}: bundle is for {have}, not {board.name or 'the virtual board'}")
+            if bundle.transport and args.kind != "wristband" and bundle.transport != args.transport:
+                raise ProvisionError(
+                    f"{args.bundle}: bundle carries only the {bundle.transport} link, not {args.transport}"
+                )
         else:
-            name = f"{args.kind}-{board.name}" if board.name else args.kind
-            bundle = build_bundle(args.kind, ws.home / "bundles" / name, board=board)
+            # the device's one link only (a band has none)
+            transport = None if args.kind == "wristband" else args.transport
+            name = "-".join(x for x in (args.kind, board.name, transport) if x)
+            bundle = build_bundle(args.kind, ws.home / "bundles" / name, board=board, transport=transport)
         opts = FlashOptions(
             args.kind,
             args.venue,
@@ -435,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, type=Path, help="bundle directory to create or replace")
             p.add_argument("--firmware", type=Path, help="firmware tree (default: the project's firmware/)")
             p.add_argument("--board", help="board file firmware/boards/NAME.json (default: the virtual board)")
+            p.add_argument(
+                "--transport",
+                choices=("mqtt", "uart"),
+                help="carry only this link to the gateway (default: both; flash builds with its own)",
+            )
         elif name == "flash":
             p.add_argument("--kind", required=True, choices=KINDS)
             p.add_argument("--port", required=True, action="append", help="serial port; repeat for several boards")

@@ -14,7 +14,10 @@ Some modules are one variant of several, and only the variant the device runs is
 apps.<kind> (main.py names every app, config.json picks one), hal.<port> (hal/__init__.py
 names every port's module, sys.platform picks one) and hal.<part>, the driver of an optional
 part (hal/machineboard.py imports hal/lis3dh.py when the board file's "accel" names the
-part lis3dh: a board file without it gets no driver). A module the tree does not hold (a
+part lis3dh: a board file without it gets no driver), and the link to the gateway (config.json's
+"transport" picks one: lib/reporter.py imports lib/uartlink.py, which brings the serial
+framing, only for "uart", and lib/link.py imports the MQTT client lib/mqtt.py only for
+"mqtt"; both links are carried when no transport is given). A module the tree does not hold (a
 MicroPython built-in such as `machine` or `cryptolib`) is the firmware image's, not the
 bundle's. A dynamic import (`__import__(name)`) is not followed; nothing outside the app's
 package and selftest.py uses one.
@@ -33,6 +36,8 @@ from pathlib import Path
 from provisioning.errors import ProvisionError
 
 SEARCH = ("", "lib")  # a board's sys.path: the flash root, then /lib
+# transport -> the module its link loads (and with it what that module imports)
+TRANSPORT_MODULES = {"mqtt": "mqtt", "uart": "uartlink"}
 ENTRY_FILES = ("boot.py", "main.py", "selftest.py")
 VARIANT_PACKAGES = ("apps", "hal")
 
@@ -76,8 +81,10 @@ def _with_parents(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _excluded(name: str, kind: str, hal_variants: set[str], hal_chosen: set[str]) -> bool:
+def _excluded(name: str, kind: str, hal_variants: set[str], hal_chosen: set[str], links: set[str]) -> bool:
     parts = name.split(".")
+    if parts[0] in links:
+        return True
     if len(parts) < 2:
         return False
     if parts[0] == "apps":
@@ -102,17 +109,22 @@ def app_closure(
     ports: Iterable[str],
     parts: Iterable[str] = (),
     all_parts: Iterable[str] = (),
+    transport: str | None = None,
 ) -> list[Path]:
     """The firmware files (sorted) that a board of `kind` on `port` with these `parts` runs.
 
     `ports` and `all_parts` name every hal variant the tree may hold (hal/<port>.py, the part
-    drivers hal/<part>.py); of those only `port` and `parts` are carried.
+    drivers hal/<part>.py); of those only `port` and `parts` are carried. `transport` ("mqtt"
+    or "uart") leaves out the other link's modules; None carries both.
 
     Raises:
         ProvisionError: the tree lacks the app, the port's hardware layer or an entry file,
             or a file does not parse.
     """
     root = Path(root)
+    if transport is not None and transport not in TRANSPORT_MODULES:
+        raise ProvisionError(f"unknown transport {transport!r} (known: {', '.join(TRANSPORT_MODULES)})")
+    links = {m for t, m in TRANSPORT_MODULES.items() if transport is not None and t != transport}
     chosen = {port, *parts}
     variants = set(ports) | set(all_parts) | chosen
     app_dir = root / "apps" / kind
@@ -138,7 +150,7 @@ def app_closure(
             continue
         seen.add(path)
         for name in sorted(_imported_names(path, _package_of(root, path))):
-            if _excluded(name, kind, variants, chosen):
+            if _excluded(name, kind, variants, chosen, links):
                 continue
             for part in _with_parents(name):
                 found = module_file(root, part)

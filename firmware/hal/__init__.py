@@ -4,16 +4,21 @@
 # - The port comes from sys.platform: "linux" is the MicroPython unix port (the virtual board,
 #   hal/unix.py), "esp32", "rp2" (Pico W) and "zephyr" (the nRF52840 wristband) are real boards
 #   (hal/esp32.py, hal/rp2.py, hal/zephyr.py on hal/machineboard.py).
-# - A real board's pin map is data: config.json's "board" names boards/<board>.json
-#   (hal/boardspec.py checks it against the port). No "board" key: the unix virtual board.
-# - Anything that does not fit (an unknown platform, a missing or invalid board file, a pin map
-#   for another port) raises HalError with one line that names the file and the key; main.py
-#   prints it and leaves the board at the REPL instead of resetting.
+# - A real board's pin map is data: config.json's "board" names boards/<board>.json, in the
+#   checked form guardian-provision writes (hal/boardspec.py checks the board file for its port
+#   on the technician's machine, so a device holds neither that code nor its heap). Here the
+#   file is only read: its name, its port and its format must be this device's. No "board"
+#   key: the unix virtual board.
+# - Anything that does not fit (an unknown platform, a missing, unreadable or unchecked board
+#   file, a pin map for another port, a part the port cannot build) raises HalError with one
+#   line that names the file; main.py prints it and leaves the board at the REPL instead of
+#   resetting.
 import sys
 
 _PORTS = {"linux": "unix", "esp32": "esp32", "rp2": "rp2", "zephyr": "zephyr"}
 CONFIG = "config.json"
 BOARDS_DIR = "boards"
+_SPEC = 1  # the checked form's format (hal/boardspec.py FORMAT)
 
 
 class HalError(Exception):
@@ -60,9 +65,33 @@ def spec(config=CONFIG, boards=BOARDS_DIR):
         if p != "unix":
             raise HalError('hal: %s: "board" must name the pin map (boards/<board>.json) on %s' % (config, p))
         return p, None, wifi
-    from hal import boardspec
+    return p, _board_file(name, p, boards), wifi
 
-    return p, boardspec.load(name, p, boards), wifi
+
+def _board_file(name, p, boards):
+    # boards/<name>.json in its checked form for port p
+    if not isinstance(name, str) or not name or "/" in name or "." in name:
+        raise HalError("hal: config.json: board must be a board file name (boards/<board>.json), not %r" % (name,))
+    import json
+
+    path = "%s/%s.json" % (boards, name)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except OSError:
+        raise HalError("hal: %s: no such board file (config.json names board %r)" % (path, name))
+    except ValueError as e:
+        raise HalError("hal: %s: not valid JSON: %s" % (path, e))
+    if not isinstance(doc, dict) or doc.get("board") != name:
+        raise HalError("hal: %s: board: must be the file's own name %r" % (path, name))
+    if doc.get("port") != p:
+        raise HalError("hal: %s: port: this pin map is for %s, the firmware runs on %s" % (path, doc.get("port"), p))
+    if doc.get("spec") != _SPEC:
+        raise HalError(
+            "hal: %s: not a checked board file (spec %d): flash it with guardian-provision --board %s"
+            % (path, _SPEC, name)
+        )
+    return doc
 
 
 def _port_module(p):
@@ -85,6 +114,12 @@ def Board(config=CONFIG, boards=BOARDS_DIR):
         return mod.make(s, wifi)
     except ImportError as e:
         raise HalError("hal: %s: this firmware image lacks a module the %s hal needs: %s" % (config, p, e))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError) as e:
+        # a checked board file the port still cannot build (a pin this chip lacks, a file
+        # edited on the board): one line naming the file, not a traceback
+        if s is None:
+            raise
+        raise HalError("hal: %s/%s.json: the %s port cannot build this board: %r" % (boards, s["board"], p, e))
 
 
 def safe_mode(hold_ms=2000, config=CONFIG, boards=BOARDS_DIR):

@@ -1,8 +1,9 @@
 # The wristband's nRF52840 on MicroPython's Zephyr port (docs/boards.md: why this SoC and
 # what the port can and cannot do): the Board API of hal/machineboard.py with this port's
 # differences.
-# - Pins are ("gpioN", pin) tuples; Pin.irq(handler, trigger) runs its handler through the
-#   scheduler (no hard IRQs on this port), which still ends a poll() wait.
+# - Pins are ("gpioN", pin) tuples (the board file's JSON has them as lists: made tuples
+#   here); Pin.irq(handler, trigger) runs its handler through the scheduler (no hard IRQs on
+#   this port), which still ends a poll() wait.
 # - No machine.RTC: rtc() is time.time() on the port's 2000-01-01 epoch, converted to unix
 #   seconds, and None until set (below 2024); set_rtc() has nothing to set, so the band's clock
 #   (lib/bandclock.py) runs on its own reservation records.
@@ -34,12 +35,23 @@ def port_epoch_offset(gmtime=time.gmtime):
     return EPOCH_2000 if gmtime(0)[0] == 2000 else 0
 
 
+def _pins(v):
+    # ["gpioN", pin] lists (JSON) as the (name, pin) tuples machine.Pin takes on this port
+    if isinstance(v, dict):
+        return {k: _pins(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        if len(v) == 2 and isinstance(v[0], str):
+            return (v[0], v[1])
+        return [_pins(x) for x in v]
+    return v
+
+
 class Board(MachineBoard):
     PORT = "zephyr"
     HARD_IRQ = False
 
     def __init__(self, spec, machine, network=None, bluetooth=None, neopixel=None, wifi=None, clock=None):
-        MachineBoard.__init__(self, spec, machine, network, bluetooth, neopixel, wifi)
+        MachineBoard.__init__(self, _pins(spec), machine, network, bluetooth, neopixel, wifi)
         self._clock = clock if clock is not None else (time.time, port_epoch_offset())
 
     def rtc(self):

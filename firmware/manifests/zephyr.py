@@ -20,18 +20,7 @@ module("sos.py", base_path="../lib")
 
 # the hardware layer: hal/__init__.py, the port's module and what it imports,
 # and the drivers of the parts its boards name (lis3dh)
-package(
-    "hal",
-    files=[
-        "__init__.py",
-        "boardspec.py",
-        "lis3dh.py",
-        "machineboard.py",
-        "wake.py",
-        "zephyr.py",
-    ],
-    base_path="..",
-)
+package("hal", files=["__init__.py", "lis3dh.py", "machineboard.py", "wake.py", "zephyr.py"], base_path="..")
 
 # the apps this image serves, and the self-test
 package(
@@ -44,4 +33,5 @@ package(
     ],
     base_path="..",
 )
+module("launch.py", base_path="..")
 module("selftest.py", base_path="..")

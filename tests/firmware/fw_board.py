@@ -23,6 +23,17 @@ POST = {
 }
 
 
+_ZEPHYR_PINS = {
+    "button": {"pin": ["gpio0", 11], "active": 0, "pull": "up"},
+    "tamper": {"pin": ["gpio0", 4], "active": 1, "pull": "up"},
+    "led": {"rgb": [["gpio0", 1], ["gpio0", 2], ["gpio1", 3]], "active": 0},
+    "buzzer": {"pin": ["gpio0", 10], "active": 1, "freq": 2700},
+    "uart": {"id": 1, "tx": ["gpio0", 21], "rx": ["gpio0", 20]},
+    "battery": {"adc": ["gpio0", 5], "ratio_x1000": 2000},
+    "sensors": {"smoke": {"adc": ["gpio0", 6], "scale": [[400, 0], [2400, 2000]]}, "door": {"pin": ["gpio0", 7]}},
+}
+
+
 def _spec(over=None, port_name="esp32", drop=()):
     doc = dict(POST)
     doc["port"] = port_name
@@ -403,28 +414,70 @@ def test_pin_maps_that_do_not_fit_are_named_by_file_and_key():
         doc = dict(POST)
         doc["port"] = p
         doc.update(over)
-        e = str(raises(HalError, boardspec.check, doc, "boards/t-post.json", p, "t-post"))
-        assert e.startswith("hal: boards/t-post.json: ") and msg in e, (over, e)
+        e = str(raises(boardspec.BoardFileError, boardspec.check, doc, "boards/t-post.json", p, "t-post"))
+        assert e.startswith("boards/t-post.json: ") and msg in e, (over, e)
         assert "\n" not in e
     doc = dict(POST)
     del doc["button"]
-    assert "button: is required" in str(raises(HalError, boardspec.check, doc, "b.json", "esp32", "t-post"))
+    e = str(raises(boardspec.BoardFileError, boardspec.check, doc, "b.json", "esp32", "t-post"))
+    assert "button: is required" in e
 
 
 def test_missing_or_broken_board_files_and_unknown_platforms_stop_with_one_line():
     root = scratch_dir("boards-t")
     rmtree(root)
     root = scratch_dir("boards-t")
-    e = str(raises(HalError, boardspec.load, "nope", "esp32", root))
-    assert e == "hal: %s/nope.json: no such board file (config.json names board 'nope')" % root
+    e = str(raises(boardspec.BoardFileError, boardspec.load, "nope", "esp32", root))
+    assert e == "%s/nope.json: no such board file (config.json names board 'nope')" % root
     with open(root + "/bad.json", "w") as f:
         f.write('{"board": ')
-    assert "bad.json: not valid JSON" in str(raises(HalError, boardspec.load, "bad", "esp32", root))
-    assert "must be a board file name" in str(raises(HalError, boardspec.load, "../x", "esp32", root))
+    assert "bad.json: not valid JSON" in str(raises(boardspec.BoardFileError, boardspec.load, "bad", "esp32", root))
+    assert "must be a board file name" in str(raises(boardspec.BoardFileError, boardspec.load, "../x", "esp32", root))
     e = str(raises(HalError, port, "pyboard"))
     assert e.startswith("hal: no hardware layer for platform 'pyboard'") and "\n" not in e
     assert port("esp32") == "esp32" and port("rp2") == "rp2" and port("zephyr") == "zephyr"
     cfg = root + "/config.json"
     with open(cfg, "w") as f:
         f.write(json.dumps({"board": "nope"}))
-    assert "nope.json: no such board file" in str(raises(HalError, hal_spec, cfg, root))
+    e = str(raises(HalError, hal_spec, cfg, root))
+    assert e == "hal: %s/nope.json: no such board file (config.json names board 'nope')" % root
+    # the device reads only the checked form of its own port's board file
+    for name, doc, msg in (
+        ("bad", None, "bad.json: not valid JSON"),
+        ("t-post", dict(POST, board="other"), "board: must be the file's own name 't-post'"),
+        ("t-post", POST, "t-post.json: port: this pin map is for esp32, the firmware runs on unix"),
+        ("t-post", dict(POST, port="unix"), "not a checked board file (spec 1): flash it with guardian-provision"),
+    ):
+        if doc is not None:
+            with open(root + "/" + name + ".json", "w") as f:
+                f.write(json.dumps(doc))
+        with open(cfg, "w") as f:
+            f.write(json.dumps({"board": name}))
+        e = str(raises(HalError, hal_spec, cfg, root))
+        assert e.startswith("hal: ") and msg in e and "\n" not in e, e
+    with open(root + "/t-post.json", "w") as f:
+        f.write(json.dumps(boardspec.check(dict(POST, port="unix"), "t-post.json", "unix", "t-post")))
+    assert hal_spec(cfg, root) == ("unix", {"board": "t-post", "port": "unix", "spec": 1}, None)
+
+
+def test_the_checked_form_is_json_and_builds_the_same_board():
+    # what guardian-provision writes (JSON of the checked form) gives the board the checker's
+    # own output gives, on every port (zephyr's pins come back from JSON lists as tuples)
+    for p, over in (("esp32", {}), ("rp2", {}), ("zephyr", _ZEPHYR_PINS)):
+        doc = dict(POST, port=p, **over)
+        form = boardspec.check(doc, "b.json", p, "t-post")
+        again = json.loads(json.dumps(form))
+        assert again["spec"] == boardspec.FORMAT
+        assert boardspec.check(again, "b.json", p, "t-post") == form  # the checked form checks again
+        cls = {"esp32": esp32.Board, "rp2": rp2.Board, "zephyr": zephyr.Board}[p]
+        m1, m2 = fakes.Machine(esp32=p == "esp32"), fakes.Machine(esp32=p == "esp32")
+        b1 = cls(form, m1, fakes.Network(), fakes.Bluetooth(), fakes.NeoPixelModule())
+        b2 = cls(again, m2, fakes.Network(), fakes.Bluetooth(), fakes.NeoPixelModule())
+        for b in (b1, b2):  # the parts made on first use
+            b.uart()
+            b.battery()
+            b.sensor("smoke").read()
+            b.sensor("door").read()
+        assert sorted(m1.pins) == sorted(m2.pins) and len(m1.pins) == 11, (p, sorted(m1.pins))
+        b1.close()
+        b2.close()
