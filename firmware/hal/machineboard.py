@@ -206,7 +206,9 @@ class _Sensor:
 
 
 class _Accel:
-    # the accelerometer as the app sees it: read() -> [(ticks_ms, x, y, z)] milli-g
+    # the accelerometer as the app sees it: read() -> [(ticks_ms, x, y, z)] milli-g, due()
+    # when its interrupt asked for a read, watch(on): every FIFO batch wakes the board, or
+    # only a free fall (free_fall(mg, ms) sets which); a part without a wired INT1 is polled
     def __init__(self, board, dev, int_pin):
         self.dev = dev
         self._board = board
@@ -222,6 +224,15 @@ class _Accel:
     def _isr(self, p):
         self.dev.pending = 1
         self._board.wake.flag = 1
+
+    def due(self):
+        return self.int is None or self.dev.pending or self.int.value() == 1
+
+    def watch(self, on):
+        self.dev.watch(on)
+
+    def free_fall(self, mg, ms):
+        self.dev.free_fall(mg, ms)
 
     def read(self):
         return self.dev.read()

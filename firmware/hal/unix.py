@@ -10,7 +10,9 @@
 # $GE_VBOARD_UART; the supervisor bridges it to a host-side pty the gateway opens.
 # A wristband's parts: the strap contact is the input pin "strap" (1 = open); the supervisor
 # also sends "pos <x> <y>" (where the band is, metres), "bat <percent>" and accelerometer
-# samples "acc <x> <y> <z>" (milli-g, stamped with ticks_ms() on arrival). Board.radio() is
+# samples "acc <x> <y> <z>" (milli-g at 50 Hz, stamped with ticks_ms() on arrival; the
+# accelerometer keeps the last 32 and asks for a read as the LIS3DH's FIFO and free-fall
+# interrupt do, Board.accel()). Board.radio() is
 # the BLE radio: gap_advertise() hands the advert to a virtual controller that sends it, with
 # the position, to the virtual air at $GE_VBOARD_AIR ("host:port", hil_tests/sim/air.py) every
 # interval, as a controller repeats the advertising data it was given.
@@ -42,7 +44,8 @@ _EAGAIN = const(11)
 _AF_UNIX_FAMILY = const(1)
 _VTIME = const(5)  # Linux termios c_cc indices; the unix port's termios module lacks them
 _VMIN = const(6)
-_ACC_MAX = const(256)  # accelerometer samples kept until the app reads them (a FIFO)
+_ACC_FIFO = const(32)  # accelerometer samples kept until the app reads them (the LIS3DH's FIFO)
+_ACC_PERIOD_MS = const(20)  # the supervisor's samples come at 50 Hz
 _ADV_MIN_MS = const(20)  # the shortest advertising interval BLE allows
 
 
@@ -145,13 +148,31 @@ class _Radio:
 
 
 class _Accel:
+    # The part as hal/machineboard.py's accelerometer shows it (a FIFO of the last 32 samples,
+    # an interrupt that asks for a read): due() after a free fall (every axis below the
+    # threshold for longer than the duration, as the LIS3DH's free-fall event), and for
+    # every sample while watch(True). Unread samples beyond 32 are overwritten.
     def __init__(self, board):
         self._board = board
 
+    def due(self):
+        return self._board._acc_due
+
+    def watch(self, on):
+        b = self._board
+        b._acc_watch = bool(on)
+        if on and b._acc:
+            b._acc_due = True
+
+    def free_fall(self, mg, ms):
+        self._board._ff = (mg, max(0, ms // _ACC_PERIOD_MS - 1))
+
     def read(self):
-        # the samples since the last call: [(ticks_ms, x, y, z)], milli-g
-        out = self._board._acc
-        self._board._acc = []
+        # the samples since the last read: [(ticks_ms, x, y, z)], milli-g
+        b = self._board
+        out = b._acc
+        b._acc = []
+        b._acc_due = False
         return out
 
 
@@ -177,6 +198,10 @@ class Board:
         self._pos = (0.0, 0.0)
         self._bat = 255  # battery %, 255 unknown
         self._acc = []
+        self._acc_due = False
+        self._acc_watch = True
+        self._ff = (350, 2)  # free-fall threshold (mg) and duration (samples): see _Accel
+        self._low = 0  # samples in a row below it
         self._vals = {}  # venue sensor readings by channel name
         self._radio = None
         self.led_r = _Out(self, "led_r")
@@ -462,13 +487,25 @@ class Board:
                 return True
             elif parts[0] == b"acc" and len(parts) == 4:
                 s = (ticks_ms(), int(parts[1].decode()), int(parts[2].decode()), int(parts[3].decode()))
-                if len(self._acc) < _ACC_MAX:
-                    self._acc.append(s)
+                self._sample(s)
                 return True
         except (ValueError, UnicodeError):
             pass
         self._bad(line)
         return False
+
+    def _sample(self, s):
+        acc = self._acc
+        acc.append(s)
+        if len(acc) > _ACC_FIFO:
+            acc.pop(0)
+        mg, n = self._ff
+        if abs(s[1]) < mg and abs(s[2]) < mg and abs(s[3]) < mg:
+            self._low += 1
+        else:
+            self._low = 0
+        if self._acc_watch or self._low > n:
+            self._acc_due = True
 
     def _bad(self, line):
         self.malformed += 1

@@ -10,7 +10,12 @@
 #   age_out_s old.
 # - Fall (lib/fall.py): accelerometer samples through the detector; a suspected fall buzzes
 #   for the cancel window, a press of the button in it cancels ("I'm fine"); a confirmed fall
-#   is a new event id with the FALL flag, kept like SOS.
+#   is a new event id with the FALL flag, kept like SOS. The band reads the accelerometer only
+#   when it asks (hal accel due()): while the detector is idle only a free fall below its own
+#   threshold can start anything, so the part wakes the band on such a free fall alone
+#   (free_fall(), with the samples before it still in its FIFO) and the band watches every
+#   FIFO batch only until the detector is idle again. Worn and still or walking, the band
+#   wakes for its adverts alone (docs/boards.md, Budgets: the energy this saves).
 # - Strap open (input 1) sets STRAP_OPEN, closed sets WORN; LOW_BATTERY at or below
 #   low_battery_pct; CLOCK_RESTORED while the band clock says so.
 # The radio comes from the hal (Board.radio(): the virtual air on the unix port, MicroPython's
@@ -101,6 +106,8 @@ class Wristband:
         )
         self.fall = falllib.FallDetector(**cfg["fall"])
         self.acc = board.accel() if hasattr(board, "accel") else None
+        if self.acc is not None:
+            self.acc.free_fall(self.fall.ff_mg, self.fall.ff_ms)
         self.fall_id = 0
         self.fall_at = None  # ticks of the confirmed fall's impact
         self.edges = []
@@ -130,11 +137,14 @@ class Wristband:
 
     def _motion(self, now):
         got = []
-        if self.acc is not None:
-            for t, x, y, z in self.acc.read():
+        acc = self.acc
+        if acc is not None and acc.due():
+            for t, x, y, z in acc.read():
                 r = self.fall.feed(t, x, y, z)
                 if r is not None:
                     got.append(r)
+        if acc is not None:
+            acc.watch(self.fall.needs_samples())
         r = self.fall.poll(now)
         if r is not None:
             got.append(r)
