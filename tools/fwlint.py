@@ -73,7 +73,12 @@ def pyright(root: Path, target: str) -> list[Finding]:
     stubs = root / ".venv" / "stubs" / stubs_name
     if not (stubs / "stdlib").is_dir():
         raise LintError(f"no {target} stubs in {stubs}: run `make setup`")
-    files = [p for p in firmware_files(root) if not (p.parent.name == "hal" and p.stem in foreign)]
+    # the freeze manifests are makemanifest scripts run on the build host, not board code
+    files = [
+        p
+        for p in firmware_files(root)
+        if not (p.parent.name == "hal" and p.stem in foreign) and p.parent.name != "manifests"
+    ]
     config = {
         "typeshedPath": str(stubs),
         "extraPaths": [str(stubs), str(root / "firmware"), str(root / "firmware" / "lib")],

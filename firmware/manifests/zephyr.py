@@ -20,7 +20,18 @@ module("sos.py", base_path="../lib")
 
 # the hardware layer: hal/__init__.py, the port's module and what it imports,
 # and the drivers of the parts its boards name (lis3dh)
-package("hal", files=["__init__.py", "lis3dh.py", "machineboard.py", "wake.py", "zephyr.py"], base_path="..")
+package(
+    "hal",
+    files=[
+        "__init__.py",
+        "lis3dh.py",
+        "machineboard.py",
+        "start.py",
+        "wake.py",
+        "zephyr.py",
+    ],
+    base_path="..",
+)
 
 # the apps this image serves, and the self-test
 package(

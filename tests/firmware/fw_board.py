@@ -6,8 +6,9 @@ import json
 import fakes
 from clock import sleep_ms, ticks_add, ticks_diff
 from fwsupport import raises, rmtree, scratch_dir
-from hal import HalError, boardspec, esp32, machineboard, port, rp2, zephyr
-from hal import spec as hal_spec
+from hal import HalError, boardspec, esp32, machineboard, rp2, zephyr
+from hal.start import port
+from hal.start import spec as hal_spec
 
 POST = {
     "board": "t-post",
@@ -481,3 +482,57 @@ def test_the_checked_form_is_json_and_builds_the_same_board():
         assert sorted(m1.pins) == sorted(m2.pins) and len(m1.pins) == 11, (p, sorted(m1.pins))
         b1.close()
         b2.close()
+
+
+# the zephyr port's wait
+
+
+class _Polls:
+    # a poll set holding the board's wake flag; `during(n)` runs at the n-th look (0-based)
+    def __init__(self, board, during=None):
+        self.board = board
+        self.during = during
+        self.looks = 0
+
+    def poll(self, ms):
+        assert ms == 0  # the board never blocks in poll() on this port
+        if self.during is not None:
+            self.during(self.looks)
+        self.looks += 1
+        return [(self.board.wake, 1)] if self.board.wake.flag else []
+
+
+def _zephyr_board():
+    s = _spec(_ZEPHYR_PINS, "zephyr", drop=("led", "uart", "battery", "sensors"))
+    m = fakes.Machine()
+    return zephyr.Board(s, m), m
+
+
+def test_zephyr_waits_in_naps_not_in_a_millisecond_poll_loop():
+    from clock import ticks_ms
+
+    b, _ = _zephyr_board()
+    p = _Polls(b)
+    t0 = ticks_ms()
+    b.wait(p, 120)
+    assert ticks_diff(ticks_ms(), t0) >= 120
+    assert b.naps == 3 and p.looks == 4  # 50 + 50 + 20 ms, a look before each and one after
+
+
+def test_zephyr_a_press_during_a_nap_ends_the_wait_at_the_next_look():
+    from clock import ticks_ms
+
+    b, m = _zephyr_board()
+    got = _edges(b.button)
+
+    def press(look):
+        if look == 2:  # after the second nap the wearer presses (pin 11, active low); the
+            m.pins[("gpio0", 11)].drive(0)  # scheduled handler may run only after this look
+
+    p = _Polls(b, press)
+    t0 = ticks_ms()
+    b.wait(p, 1000)
+    took = ticks_diff(ticks_ms(), t0)
+    assert 90 <= took < 300 and b.naps in (2, 3), (took, b.naps)  # within one nap, not 1 s
+    b.service()
+    assert [lv for lv, _ in got] == [1]
