@@ -24,13 +24,45 @@ class HalError(Exception):
 
 
 def Board(config=CONFIG, boards=BOARDS_DIR):
-    # the board this firmware runs on, built from its pin map (hal/start.py)
+    # the board this firmware runs on, built from its pin map (hal/start.py reads them)
+    return build(_spec(config, boards), config, boards)
+
+
+def _spec(config, boards):
+    # in a frame of its own: nothing refers to hal/start.py once it returns
     from hal import start
 
     try:
-        return start.board(config, boards)
+        return start.spec(config, boards)
     finally:
         _unload()
+
+
+def build(found, config=CONFIG, boards=BOARDS_DIR):
+    # the port's Board from start.spec()'s (port, checked board file, wifi)
+    p, s, wifi = found
+    try:
+        return _port_module(p).make(s, wifi)
+    except ImportError as e:
+        raise HalError("hal: %s: this firmware image lacks a module the %s hal needs: %s" % (config, p, e))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError) as e:
+        # a checked board file the port still cannot build (a pin this chip lacks, a file
+        # edited on the board): one line naming the file, not a traceback
+        if s is None:
+            raise
+        raise HalError("hal: %s/%s.json: the %s port cannot build this board: %r" % (boards, s["board"], p, e))
+
+
+def _port_module(p):
+    if p == "esp32":
+        from hal import esp32 as mod
+    elif p == "rp2":
+        from hal import rp2 as mod
+    elif p == "zephyr":
+        from hal import zephyr as mod
+    else:
+        from hal import unix as mod
+    return mod
 
 
 def safe_mode(hold_ms=2000, config=CONFIG, boards=BOARDS_DIR):

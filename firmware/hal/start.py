@@ -1,7 +1,8 @@
 # What the hal does once, at start-up (hal/__init__.py loads this module for it and drops it
-# again, so none of this code stays in the heap while the app runs): which port this is
-# (sys.platform), what config.json says about the board ("board", "wifi"), the board file in
-# its checked form, building the port's Board, and the power-up safe-mode check.
+# again before the port's module is loaded, so none of this code is in the heap while the
+# board is built or the app runs): which port this is (sys.platform), what config.json says
+# about the board ("board", "wifi"), the board file in its checked form, and the power-up
+# safe-mode check.
 import sys
 
 from hal import HalError
@@ -79,34 +80,6 @@ def _board_file(name, p, boards):
     return doc
 
 
-def _port_module(p):
-    if p == "esp32":
-        from hal import esp32 as mod
-    elif p == "rp2":
-        from hal import rp2 as mod
-    elif p == "zephyr":
-        from hal import zephyr as mod
-    else:
-        from hal import unix as mod
-    return mod
-
-
-def board(config, boards):
-    # the board this firmware runs on, built from its pin map
-    p, s, wifi = spec(config, boards)
-    mod = _port_module(p)
-    try:
-        return mod.make(s, wifi)
-    except ImportError as e:
-        raise HalError("hal: %s: this firmware image lacks a module the %s hal needs: %s" % (config, p, e))
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError) as e:
-        # a checked board file the port still cannot build (a pin this chip lacks, a file
-        # edited on the board): one line naming the file, not a traceback
-        if s is None:
-            raise
-        raise HalError("hal: %s/%s.json: the %s port cannot build this board: %r" % (boards, s["board"], p, e))
-
-
 def safe_mode(hold_ms, config, boards):
     # True when the button is held through the first hold_ms after power-up: main.py then
     # starts nothing but the REPL. Nothing else is started (no watchdog, no radio).
@@ -115,7 +88,9 @@ def safe_mode(hold_ms, config, boards):
 
     if port() == "unix":
         return False
-    b = board(config, boards)
+    import hal
+
+    b = hal.build(spec(config, boards), config, boards)
     try:
         start = ticks_ms()
         while True:

@@ -6,20 +6,19 @@
 # see Board.rgb()).
 # Without a supervisor (no $GE_VBOARD_CTRL, or the socket died) inputs read 0 and outputs are
 # kept locally; service() retries the connection at most once a second.
-# The UART to the gateway (Board.uart()) is a pty whose path the supervisor passes in
-# $GE_VBOARD_UART; the supervisor bridges it to a host-side pty the gateway opens.
+# The UART to the gateway (Board.uart(), hal/unixuart.py) is a pty whose path the supervisor
+# passes in $GE_VBOARD_UART; the supervisor bridges it to a host-side pty the gateway opens.
 # A wristband's parts: the strap contact is the input pin "strap" (1 = open); the supervisor
 # also sends "pos <x> <y>" (where the band is, metres), "bat <percent>" and accelerometer
 # samples "acc <x> <y> <z>" (milli-g at 50 Hz, stamped with ticks_ms() on arrival; the
 # accelerometer keeps the last 32 and asks for a read as the LIS3DH's FIFO and free-fall
-# interrupt do, Board.accel()). Board.radio() is
-# the BLE radio: gap_advertise() hands the advert to a virtual controller that sends it, with
-# the position, to the virtual air at $GE_VBOARD_AIR ("host:port", hil_tests/sim/air.py) every
-# interval, as a controller repeats the advertising data it was given.
+# interrupt do, Board.accel()). Board.radio() is the BLE radio (hal/unixradio.py): adverts go
+# to the virtual air at $GE_VBOARD_AIR ("host:port", hil_tests/sim/air.py) every interval.
+# The UART and the radio are modules of their own, loaded by the boards that use them, so the
+# virtual board's heap holds no more of its hal than the app uses.
 # A venue sensor's readings: the supervisor sends "val <name> <integer>" (the channel's unit,
 # docs/protocol.md 7.1); Board.sensor(name).read() is the latest, None before the first. A
 # reading persists when the supervisor goes away, as a sensor's last conversion would.
-import binascii
 import os
 import select
 import socket
@@ -42,11 +41,8 @@ _SYNC_MS = const(500)
 _MAX_LINE = const(128)
 _EAGAIN = const(11)
 _AF_UNIX_FAMILY = const(1)
-_VTIME = const(5)  # Linux termios c_cc indices; the unix port's termios module lacks them
-_VMIN = const(6)
 _ACC_FIFO = const(32)  # accelerometer samples kept until the app reads them (the LIS3DH's FIFO)
 _ACC_PERIOD_MS = const(20)  # the supervisor's samples come at 50 Hz
-_ADV_MIN_MS = const(20)  # the shortest advertising interval BLE allows
 
 
 class _In:
@@ -93,58 +89,6 @@ class _Out:
 
     def off(self):
         self.value(0)
-
-
-class _Radio:
-    # The BLE radio's advertising, shaped like bluetooth.BLE().gap_advertise(): the data given
-    # is sent at once and then every interval until it is replaced or stopped (None).
-    def __init__(self, board):
-        self._board = board
-        self._sock = None
-        self._dest = None
-        self._data = None
-        self._ms = 0
-        self._next = 0
-        self.addr = bytes(6)
-        self.sent = 0
-        air = os.getenv("GE_VBOARD_AIR")
-        if air and ":" in air:
-            host, port = air.rsplit(":", 1)
-            self._dest = socket.getaddrinfo(host, int(port))[0][-1]
-            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-    def address(self, addr):
-        # the random address the adverts go out with (6 bytes)
-        self.addr = bytes(addr)
-
-    def gap_advertise(self, interval_us, adv_data=None, connectable=False):
-        if interval_us is None:
-            self._data = None
-            return
-        if adv_data is not None:
-            self._data = bytes(adv_data)
-        self._ms = max(interval_us // 1000, _ADV_MIN_MS)
-        self._next = ticks_add(ticks_ms(), self._ms)
-        self._send()
-
-    def _tick(self):
-        if self._data is None:
-            return
-        now = ticks_ms()
-        if ticks_diff(now, self._next) >= 0:
-            self._next = ticks_add(now, self._ms)
-            self._send()
-
-    def _send(self):
-        if self._sock is None or self._data is None:
-            return
-        x, y = self._board._pos
-        msg = b"adv %s %.2f %.2f %s" % (binascii.hexlify(self.addr), x, y, binascii.hexlify(self._data))
-        try:
-            self._sock.sendto(msg, self._dest)
-            self.sent += 1
-        except OSError:
-            pass  # nothing is listening: the advert is lost on the air
 
 
 class _Accel:
@@ -267,8 +211,11 @@ class Board:
         return {"power": 1, "soft": 5, "raw": 5}.get(os.getenv("GE_VBOARD_RESET") or "", 0)
 
     def radio(self):
+        # the BLE radio (hal/unixradio.py: loaded only by a board that advertises)
         if self._radio is None:
-            self._radio = _Radio(self)
+            from hal.unixradio import Radio
+
+            self._radio = Radio(self)
         return self._radio
 
     def accel(self):
@@ -286,32 +233,10 @@ class Board:
         return int(time.time())
 
     def uart(self, baudrate=115200):
-        # The UART wired to the gateway, shaped like machine.UART for the link: readinto()
-        # returns what is there (0 when nothing: it never blocks), write(), close(), and it
-        # joins a select.poll set. A pty has no line speed, so baudrate changes nothing here.
-        # OSError when the board has no UART ($GE_VBOARD_UART unset) or it cannot be opened.
-        path = os.getenv("GE_VBOARD_UART")
-        if not path:
-            raise OSError("hal: this board has no UART ($GE_VBOARD_UART is not set)")
-        f = open(path, "r+b", buffering=0)  # noqa: SIM115 - the open file is the UART handed out
-        try:
-            import termios
+        # the UART wired to the gateway (hal/unixuart.py: loaded only by a board that uses one)
+        from hal.unixuart import open_uart
 
-            try:
-                from termios import setraw
-            except ImportError:
-                from tty import setraw  # CPython keeps it there
-
-            fd = f.fileno()
-            setraw(fd)
-            attrs = termios.tcgetattr(fd)
-            attrs[6][_VMIN] = 0  # a read returns at once with what is buffered
-            attrs[6][_VTIME] = 0
-            termios.tcsetattr(fd, termios.TCSANOW, attrs)
-        except BaseException:
-            f.close()
-            raise
-        return f
+        return open_uart(baudrate)
 
     def register(self, poller):
         # the control socket joins the app's poll set; service() keeps it registered

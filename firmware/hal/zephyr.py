@@ -12,7 +12,7 @@
 #   thousand wake-ups a second, each calling the wake flag's Python ioctl. wait() instead
 #   sleeps in steps of _NAP_MS (time.sleep_ms waits in k_poll() in the kernel, whose idle
 #   thread puts the CPU in System ON sleep, and runs the scheduled pin handlers inside the
-#   sleep) and looks at the poll set between them: 20 short wake-ups a second, and a press or
+#   sleep) and looks at the poll set between them: 5 short wake-ups a second, and a press or
 #   the accelerometer's free fall ends the wait within _NAP_MS. The BLE controller keeps
 #   advertising the data it was given, every interval, on its own.
 # - bluetooth.BLE().gap_advertise() sends legacy scannable adverts from the identity address:
@@ -34,7 +34,10 @@ except ImportError:
 
 
 EPOCH_2000 = const(946684800)  # unix seconds at 2000-01-01
-_NAP_MS = const(50)  # the longest a press or a free fall waits for the loop
+# the longest a press or a free fall waits for the loop: a free fall's samples stay 640 ms in
+# the accelerometer's FIFO, a press keeps its own time (hal/machineboard.py edge rings), and a
+# look costs about 0.3 ms of CPU on the nRF52840 (docs/boards.md, Budgets)
+_NAP_MS = const(200)
 
 
 def port_epoch_offset(gmtime=time.gmtime):

@@ -514,9 +514,9 @@ def test_zephyr_waits_in_naps_not_in_a_millisecond_poll_loop():
     b, _ = _zephyr_board()
     p = _Polls(b)
     t0 = ticks_ms()
-    b.wait(p, 120)
-    assert ticks_diff(ticks_ms(), t0) >= 120
-    assert b.naps == 3 and p.looks == 4  # 50 + 50 + 20 ms, a look before each and one after
+    b.wait(p, 450)
+    assert ticks_diff(ticks_ms(), t0) >= 450
+    assert b.naps == 3 and p.looks == 4  # 200 + 200 + 50 ms, a look before each and one after
 
 
 def test_zephyr_a_press_during_a_nap_ends_the_wait_at_the_next_look():
@@ -526,13 +526,13 @@ def test_zephyr_a_press_during_a_nap_ends_the_wait_at_the_next_look():
     got = _edges(b.button)
 
     def press(look):
-        if look == 2:  # after the second nap the wearer presses (pin 11, active low); the
+        if look == 1:  # after the first nap the wearer presses (pin 11, active low); the
             m.pins[("gpio0", 11)].drive(0)  # scheduled handler may run only after this look
 
     p = _Polls(b, press)
     t0 = ticks_ms()
-    b.wait(p, 1000)
+    b.wait(p, 2000)
     took = ticks_diff(ticks_ms(), t0)
-    assert 90 <= took < 300 and b.naps in (2, 3), (took, b.naps)  # within one nap, not 1 s
+    assert 190 <= took < 700 and b.naps in (1, 2), (took, b.naps)  # within a nap, not 2 s
     b.service()
     assert [lv for lv, _ in got] == [1]

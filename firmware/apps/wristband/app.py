@@ -28,10 +28,10 @@ import select
 
 import advert
 import bandclock
-import devconfig
 import fall as falllib
 import sos as soslib
 from clock import ticks_add, ticks_diff, ticks_ms
+from devconfig import ConfigError  # launch.py catches it as app.ConfigError
 
 try:
     from micropython import const
@@ -61,9 +61,6 @@ DEFAULTS = {
 _FALL_KEYS = ("ff_mg", "ff_ms", "impact_mg", "impact_ms", "settle_ms", "still_ms", "still_mg", "still_pct", "cancel_ms")
 
 
-ConfigError = devconfig.ConfigError  # main.py catches it as app.ConfigError
-
-
 def band_root(key):
     # the band's 16-byte root key from its 32-byte device key (docs/protocol.md §10.1)
     return hashlib.sha256(b"GE wristband root\x00" + key).digest()[:16]
@@ -71,6 +68,8 @@ def band_root(key):
 
 def load_config(path="config.json"):
     # config.json -> dict with defaults applied; ConfigError names the field, never the key
+    import devconfig  # configuration only: launch.py drops it once the config is read
+
     cfg = devconfig.load(path, DEFAULTS, 32, 32)
     limits = (
         ("k", advert.K_MIN, advert.K_MAX),
