@@ -451,8 +451,8 @@ class Lis3dh:
     def _free_fall(self, x, y, z):
         # INT1_CFG 0x95 (AOI, X/Y/Z low): every axis below INT1_THS, held longer than
         # INT1_DURATION samples (the stricter reading of the datasheet), latches IA1
-        ths = (self.regs[0x32] & 0x7F) * (16, 32, 62, 186)[self.regs[0x23] >> 4 & 3]
-        if self.regs[0x30] == 0x95 and abs(x) < ths and abs(y) < ths and abs(z) < ths:
+        threshold = (self.regs[0x32] & 0x7F) * (16, 32, 62, 186)[self.regs[0x23] >> 4 & 3]
+        if self.regs[0x30] == 0x95 and abs(x) < threshold and abs(y) < threshold and abs(z) < threshold:
             self.low_run += 1
             if self.low_run > self.regs[0x33] & 0x7F and self.regs[0x22] & 0x40:
                 self.latched = True
