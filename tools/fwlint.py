@@ -93,17 +93,20 @@ def pyright(root: Path, target: str) -> list[Finding]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "pyrightconfig.json"
         cfg.write_text(json.dumps(config))
-        proc = subprocess.run(
-            [str(exe), "--outputjson", "-p", str(cfg), *(str(p) for p in files)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        try:
+            proc = subprocess.run(
+                [str(exe), "--outputjson", "-p", str(cfg), *(str(p) for p in files)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+        except OSError as exc:
+            raise LintError(f"pyright does not run ({exe}: {exc.strerror}): run `make setup`") from exc
     try:
         report = json.loads(proc.stdout)
     except ValueError as exc:
-        raise LintError(f"pyright ({target}) gave no report: {proc.stderr.strip()[:400]}") from exc
+        raise LintError(f"pyright ({target}) does not run: {_reason(proc.stderr)}{SETUP_HINT}") from exc
     out = []
     for d in report.get("generalDiagnostics", []):
         if d.get("severity") != "error":
@@ -111,6 +114,21 @@ def pyright(root: Path, target: str) -> list[Finding]:
         rel = Path(d["file"]).resolve().relative_to(root.resolve()).as_posix()
         out.append(Finding(target, rel, d.get("rule", "-"), d["message"].splitlines()[0]))
     return out
+
+
+SETUP_HINT = (
+    " (make setup installs pyright[nodejs]: the wheel carries pyright's npm package and"
+    " Node.js, so nothing is downloaded unless PYRIGHT_PYTHON_* settings ask for it)"
+)
+
+
+def _reason(stderr: str) -> str:
+    # the line that says what went wrong, not the wrapper's traceback
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("Error", "error")):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
 
 
 def load_baseline(path: Path) -> dict[str, str]:
