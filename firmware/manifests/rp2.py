@@ -25,7 +25,21 @@ module("store.py", base_path="../lib")
 module("uartlink.py", base_path="../lib")
 
 # the hardware layer: hal/__init__.py, the port's module and what it imports
-package("hal", files=["__init__.py", "machineboard.py", "rp2.py", "start.py", "wake.py"], base_path="..")
+package(
+    "hal",
+    files=[
+        "__init__.py",
+        "analog.py",
+        "ble.py",
+        "civil.py",
+        "machineboard.py",
+        "rp2.py",
+        "start.py",
+        "wake.py",
+        "wifi.py",
+    ],
+    base_path="..",
+)
 
 # the apps this image serves, and the self-test
 package(

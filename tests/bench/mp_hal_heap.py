@@ -2,7 +2,8 @@
 # layer holds once the app has its board, for the firmware_heap benchmark's real-board
 # estimate (tests/bench/bench_firmware.py). Prints one JSON line:
 #   {"modules": bytes of the hal's code (import hal, the port module, what it imports),
-#    "objects": bytes of the Board and its parts}
+#    "objects": bytes of the Board and the parts the app uses (with the modules of the parts
+#    that load on first use: Wi-Fi, the radio, the ADC)}
 # A real port's Board is built from the bundle's board file on the fakes of
 # tests/firmware/fakes.py (on the module path), so "objects" includes the fakes' own objects
 # (Python objects, larger than the real machine module's): an upper bound. The unix port's
@@ -48,6 +49,10 @@ def main(kind, port, board_file=None):
     if kind == "wristband":
         board.radio()
         board.accel()
+    if kind == "sensor":
+        for name in (spec.get("sensors") or {}) if port != "unix" else ("smoke",):
+            board.sensor(name).read()
+    board.battery()
     board.service()
     c = _live()
     print(json.dumps({"modules": b - a, "objects": c - b}))

@@ -6,7 +6,7 @@ import json
 import fakes
 from clock import sleep_ms, ticks_add, ticks_diff
 from fwsupport import raises, rmtree, scratch_dir
-from hal import HalError, boardspec, esp32, machineboard, rp2, zephyr
+from hal import HalError, boardspec, civil, esp32, rp2, zephyr
 from hal.start import port
 from hal.start import spec as hal_spec
 
@@ -190,8 +190,8 @@ def test_rtc_is_none_until_set_and_converts_the_calendar():
     m.rtc_dt = (2024, 2, 29, 3, 23, 59, 58, 0)
     assert b.rtc() == 1709251198
     for t in (0, 951782400, 1709251198, 4102444799, 1735689600 + 86399):
-        y, mo, d, h, mi, s, _ = machineboard.civil(t)
-        assert machineboard.unix_time(y, mo, d, h, mi, s) == t
+        y, mo, d, h, mi, s, _ = civil.civil(t)
+        assert civil.unix_time(y, mo, d, h, mi, s) == t
 
 
 def test_zephyr_rtc_converts_the_2000_epoch():
@@ -242,24 +242,25 @@ def test_wifi_joins_and_retries_with_doubling_backoff():
     b, _m, net, _, _ = _board(wifi=("venue-net", "s3cret-pass"))
     net.accept = False
     assert not b.online()
-    t0 = b._wifi_next
+    wifi = b.wifi
+    t0 = wifi.next
 
     def at(ms):
         return ticks_add(t0, ms)
 
-    b._wifi_step(at(0))
+    wifi.step(at(0))
     assert net.joins == [("venue-net", "s3cret-pass")]
-    b._wifi_step(at(14999))  # still joining
+    wifi.step(at(14999))  # still joining
     assert len(net.joins) == 1
     waits = []
     t = at(15000)
     for _ in range(8):
-        b._wifi_step(t)  # the join timed out: the next try is scheduled
-        nxt = b._wifi_next
+        wifi.step(t)  # the join timed out: the next try is scheduled
+        nxt = wifi.next
         waits.append(ticks_diff(nxt, t))
-        b._wifi_step(ticks_add(nxt, -1))  # not yet
+        wifi.step(ticks_add(nxt, -1))  # not yet
         n = len(net.joins)
-        b._wifi_step(nxt)
+        wifi.step(nxt)
         assert len(net.joins) == n + 1
         t = ticks_add(nxt, 15000)
     base = 1000
@@ -267,15 +268,15 @@ def test_wifi_joins_and_retries_with_doubling_backoff():
         assert base * 3 // 4 <= w <= base * 5 // 4, waits
         base = min(base * 2, 60000)
     net.accept = True  # the access point is back
-    b._wifi_step(t)  # the last join timed out
-    t = b._wifi_next
-    b._wifi_step(t)  # this one succeeds
-    b._wifi_step(ticks_add(t, 10))
-    assert b.online() and b._wifi_backoff == 1000
+    wifi.step(t)  # the last join timed out
+    t = wifi.next
+    wifi.step(t)  # this one succeeds
+    wifi.step(ticks_add(t, 10))
+    assert b.online() and wifi.backoff == 1000
     n = len(net.joins)
     net.wlans[0].drop()  # the access point went away: a new join at once
     assert not b.online()
-    b._wifi_step(ticks_add(t, 100))
+    wifi.step(ticks_add(t, 100))
     assert len(net.joins) == n + 1 and b.online()
 
 
