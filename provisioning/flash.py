@@ -12,7 +12,8 @@ Per port, in this order (the step names are what a failure reports):
     copy      bundle files whose SHA-256 on the board differs; files the bundle does not own
               in lib/, hal/, apps/ (and left-over .tmp files) removed
     key       config.json with identity, key, broker password and settings (a sensor's
-              channels, the board file's name), when its SHA-256 differs
+              channels, the board file's name, the Wi-Fi credentials of an MQTT board on
+              Wi-Fi), when its SHA-256 differs
     clock     wristbands: the band clock set to the host's unix time (lib/bandclock.py
               BandClock.set: never moved back), as the gateway's resolver expects
     selftest  soft reset, `selftest.run()` on the board; identity and versions read back
@@ -48,6 +49,7 @@ from provisioning.console import MANAGED_DIRS, DeviceLink
 from provisioning.errors import DeviceError, ProvisionError
 from provisioning.image import ImagePlan, Uf2Plan, write_image, write_uf2
 from provisioning.labels import Label, make_label, write_label
+from provisioning.wifi import WifiCredentials
 from provisioning.workspace import Workspace
 
 KIND_PREFIX = {ALARM_POST: "AP", WRISTBAND: "WB", SENSOR: "VS"}  # of the device ids a station gives
@@ -70,6 +72,7 @@ class FlashOptions:
     channels: tuple[SensorChannel, ...] = ()  # kind "sensor" only (provisioning/channels.py)
     board: BoardFile = VIRTUAL
     residents: dict[str, str] = field(default_factory=dict)  # kind "wristband": reference by port
+    wifi: WifiCredentials | None = None  # an MQTT board on Wi-Fi (provisioning/wifi.py)
 
 
 @dataclass(slots=True)
@@ -122,6 +125,8 @@ def device_config(rec: dict[str, Any], opts: FlashOptions) -> bytes:
         cfg["channels"] = [ch.config() for ch in opts.channels]
     if opts.board.name:
         cfg["board"] = opts.board.name
+    if opts.wifi is not None:
+        cfg["wifi"] = opts.wifi.config()
     return json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
 
 

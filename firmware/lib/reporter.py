@@ -38,10 +38,10 @@ import select
 
 import clock
 import cose
-import devconfig
 import frame
 import store
 from clock import ticks_add, ticks_diff, ticks_ms
+from devconfig import ConfigError
 from link import LinkError, MqttLink, Redial
 
 try:
@@ -98,15 +98,17 @@ _LINK_LIMITS = (
 def load_config(path, defaults, limits=()):
     # config.json -> dict with defaults applied, the link settings and `limits` checked;
     # ConfigError names the field, never the key
+    import devconfig  # configuration only: launch.py drops it once the config is read
+
     cfg = devconfig.load(path, defaults, 16, 64)
     if cfg.get("transport") not in ("mqtt", "uart"):
-        raise devconfig.ConfigError('%s: transport must be "mqtt" or "uart"' % path)
+        raise ConfigError('%s: transport must be "mqtt" or "uart"' % path)
     if cfg["transport"] == "mqtt" and (not isinstance(cfg.get("broker"), str) or not cfg["broker"]):
-        raise devconfig.ConfigError("%s: broker must be a host name or address" % path)
+        raise ConfigError("%s: broker must be a host name or address" % path)
     devconfig.check_password(cfg, path)
     tls = cfg.get("tls_ca")
     if tls is not None and (not isinstance(tls, str) or not tls):
-        raise devconfig.ConfigError("%s: tls_ca must be the path of the broker's CA certificate (DER)" % path)
+        raise ConfigError("%s: tls_ca must be the path of the broker's CA certificate (DER)" % path)
     devconfig.check_ints(cfg, path, _LINK_LIMITS + tuple(limits))
     return cfg
 
