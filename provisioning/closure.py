@@ -17,10 +17,18 @@ part (hal/machineboard.py imports hal/lis3dh.py when the board file's "accel" na
 part lis3dh: a board file without it gets no driver), and the link to the gateway (config.json's
 "transport" picks one: lib/reporter.py imports lib/uartlink.py, which brings the serial
 framing, only for "uart", and lib/link.py imports the MQTT client lib/mqtt.py only for
-"mqtt"; both links are carried when no transport is given). A module the tree does not hold (a
-MicroPython built-in such as `machine` or `cryptolib`) is the firmware image's, not the
-bundle's. A dynamic import (`__import__(name)`) is not followed; nothing outside the app's
-package and selftest.py uses one.
+"mqtt", which on a Wi-Fi board rides on hal/wifi.py; both links are carried when no transport
+is given). A module the tree does not hold (a MicroPython built-in such as `machine` or
+`cryptolib`) is the firmware image's, not the bundle's. A dynamic import (`__import__(name)`)
+is not followed; nothing outside the app's package and selftest.py uses one.
+
+A board part that only some apps use has its code loaded by the Board method that gives it
+out, on first call (hal/machineboard.py: radio() imports hal/ble.py, sensor() and battery()
+hal/analog.py, rtc() hal/civil.py, accel() hal/accel.py; the virtual board's radio() and
+uart() likewise). Such an import, inside a public method of a class in hal/, is followed only
+when some other file of the closure names the method (an attribute `board.radio`, or a
+string for getattr/hasattr): the alarm post, which never asks for a radio, a clock or an ADC,
+carries none of their code, and a method the app starts to use brings its module along.
 
 Written here rather than taken from a library: modulefinder and importlib resolve against the
 running CPython's sys.path and execute nothing of MicroPython's, while this has to resolve
@@ -31,15 +39,18 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning.errors import ProvisionError
 
 SEARCH = ("", "lib")  # a board's sys.path: the flash root, then /lib
-# transport -> the module its link loads (and with it what that module imports)
-TRANSPORT_MODULES = {"mqtt": "mqtt", "uart": "uartlink"}
+# transport -> the modules its link loads (and with them what they import): the MQTT client,
+# and the Wi-Fi it reaches the broker over on a board that has it; the serial link
+TRANSPORT_MODULES = {"mqtt": ("mqtt", "hal.wifi"), "uart": ("uartlink",)}
 ENTRY_FILES = ("boot.py", "main.py", "selftest.py")
 VARIANT_PACKAGES = ("apps", "hal")
+_BY_NAME = ("getattr", "hasattr")  # calls whose second argument names an attribute
 
 
 def module_file(root: Path, name: str) -> Path | None:
@@ -54,26 +65,68 @@ def module_file(root: Path, name: str) -> Path | None:
     return None
 
 
-def _imported_names(path: Path, package: str) -> set[str]:
-    """Every module name the file imports, with the submodules a `from X import y` may name."""
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """What one firmware file imports, and what it names."""
+
+    imports: set[str]  # module names imported as the file runs (with a `from X import y`'s X.y)
+    on_use: dict[str, set[str]]  # method -> modules a hal class's public method imports when called
+    names: set[str]  # attribute names the file uses, written out or as getattr/hasattr's string
+
+
+def _import_names(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    base = node.module or ""
+    if node.level:
+        parent = package.split(".") if package else []
+        parent = parent[: len(parent) - (node.level - 1)] if node.level > 1 else parent
+        base = ".".join([*parent, base] if base else parent)
+    names = {base} if base else set()
+    names.update(f"{base}.{alias.name}" if base else alias.name for alias in node.names)
+    return names
+
+
+def _on_use(tree: ast.Module) -> dict[ast.AST, str]:
+    """Import node -> the public method of a class it is in (for a hal file)."""
+    out: dict[ast.AST, str] = {}
+    for cls in ast.walk(tree):
+        if isinstance(cls, ast.ClassDef):
+            for fn in cls.body:
+                if isinstance(fn, ast.FunctionDef) and not fn.name.startswith("_"):
+                    out.update((n, fn.name) for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom)))
+    return out
+
+
+def _attribute_named(node: ast.AST) -> str | None:
+    """The attribute a node names: `x.name`, or getattr(x, "name") / hasattr(x, "name")."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _BY_NAME:
+        arg = node.args[1] if len(node.args) > 1 else None
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            return arg.value
+    return None
+
+
+def _scan(path: Path, package: str) -> _Scan:
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except SyntaxError as exc:
         raise ProvisionError(f"{path}:{exc.lineno}: not valid Python: {exc.msg}") from exc
-    names: set[str] = set()
+    deferred = _on_use(tree) if package == "hal" or package.startswith("hal.") else {}
+    scan = _Scan(set(), {}, set())
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".") if package else []
-                parent = parent[: len(parent) - (node.level - 1)] if node.level > 1 else parent
-                base = ".".join([*parent, base] if base else parent)
-            if base:
-                names.add(base)
-            names.update(f"{base}.{alias.name}" if base else alias.name for alias in node.names)
-    return names
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found = _import_names(node, package)
+            method = deferred.get(node)
+            if method is None:
+                scan.imports.update(found)
+            else:
+                scan.on_use.setdefault(method, set()).update(found)
+        elif (name := _attribute_named(node)) is not None:
+            scan.names.add(name)
+    return scan
 
 
 def _with_parents(name: str) -> list[str]:
@@ -83,7 +136,7 @@ def _with_parents(name: str) -> list[str]:
 
 def _excluded(name: str, kind: str, hal_variants: set[str], hal_chosen: set[str], links: set[str]) -> bool:
     parts = name.split(".")
-    if parts[0] in links:
+    if any(name == m or name.startswith(m + ".") for m in links):
         return True
     if len(parts) < 2:
         return False
@@ -124,7 +177,7 @@ def app_closure(
     root = Path(root)
     if transport is not None and transport not in TRANSPORT_MODULES:
         raise ProvisionError(f"unknown transport {transport!r} (known: {', '.join(TRANSPORT_MODULES)})")
-    links = {m for t, m in TRANSPORT_MODULES.items() if transport is not None and t != transport}
+    links = {m for t, ms in TRANSPORT_MODULES.items() if transport is not None and t != transport for m in ms}
     chosen = {port, *parts}
     variants = set(ports) | set(all_parts) | chosen
     app_dir = root / "apps" / kind
@@ -143,17 +196,24 @@ def app_closure(
     missing = [str(p) for p in todo if not p.is_file()]
     if missing:
         raise ProvisionError(f"firmware tree {root} is incomplete: missing {', '.join(missing)}")
-    seen: set[Path] = set()
+    seen: dict[Path, _Scan] = {}
+
+    def follow(names: set[str]) -> list[Path]:
+        # the files these module names load, not carried yet
+        out = []
+        for name in sorted(names):
+            if not _excluded(name, kind, variants, chosen, links):
+                out += [f for p in _with_parents(name) if (f := module_file(root, p)) is not None and f not in seen]
+        return out
+
     while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for name in sorted(_imported_names(path, _package_of(root, path))):
-            if _excluded(name, kind, variants, chosen, links):
-                continue
-            for part in _with_parents(name):
-                found = module_file(root, part)
-                if found is not None and found not in seen:
-                    todo.append(found)
+        while todo:
+            path = todo.pop()
+            if path not in seen:
+                seen[path] = scan = _scan(path, _package_of(root, path))
+                todo += follow(scan.imports)
+        # a hal method's on-use imports, for the methods another file of the closure names
+        for path, scan in list(seen.items()):
+            named = set().union(*(s.names for p, s in seen.items() if p != path))
+            todo += follow(set().union(*(m for method, m in scan.on_use.items() if method in named)))
     return sorted(seen)

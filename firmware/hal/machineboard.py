@@ -16,7 +16,9 @@
 # heap holds only its own parts' code: Wi-Fi from config.json "wifi" (hal/wifi.py: joins and
 # retries with a doubling backoff; online() says whether the app may open its link; the
 # credentials are never printed), the BLE radio (hal/ble.py), ADC inputs and their scales
-# (hal/analog.py), the RTC's calendar (hal/civil.py) and the accelerometer's driver.
+# (hal/analog.py), the RTC's calendar (hal/civil.py) and the accelerometer (hal/accel.py and
+# the part's driver). A bundle carries such a module only for an app that asks for the part
+# (provisioning/closure.py).
 # Watchdog: started at the first service() (the app's loop is running) and fed by every
 # service() after it; a loop that stops coming round resets the board. Safe mode and the
 # REPL before the app never start it.
@@ -162,39 +164,6 @@ class _Pixel:
         lv = self.level
         self.np[0] = (lv if r else 0, lv if g else 0, lv if b else 0)
         self.np.write()
-
-
-class _Accel:
-    # the accelerometer as the app sees it: read() -> [(ticks_ms, x, y, z)] milli-g, due()
-    # when its interrupt asked for a read, watch(on): every FIFO batch wakes the board, or
-    # only a free fall (free_fall(mg, ms) sets which); a part without a wired INT1 is polled
-    def __init__(self, board, dev, int_pin):
-        self.dev = dev
-        self._board = board
-        self.int = None
-        if int_pin is not None:
-            m = board.machine
-            self.int = m.Pin(int_pin, m.Pin.IN)
-            if board.hard_irq:
-                self.int.irq(handler=self._isr, trigger=m.Pin.IRQ_RISING, hard=True)
-            else:
-                self.int.irq(handler=self._isr, trigger=m.Pin.IRQ_RISING)
-
-    def _isr(self, p):
-        self.dev.pending = 1
-        self._board.wake.flag = 1
-
-    def due(self):
-        return self.int is None or self.dev.pending or self.int.value() == 1
-
-    def watch(self, on):
-        self.dev.watch(on)
-
-    def free_fall(self, mg, ms):
-        self.dev.free_fall(mg, ms)
-
-    def read(self):
-        return self.dev.read()
 
 
 class MachineBoard:
@@ -352,10 +321,11 @@ class MachineBoard:
             a = self.spec.get("accel")
             if a is None:
                 raise AttributeError("hal: board %s has no accelerometer in its pin map" % self.spec["board"])
+            from hal.accel import Accel
             from hal.lis3dh import Lis3dh
 
             dev = Lis3dh(self._i2c(self.spec["i2c"]), a["addr"], a["odr_hz"], a["range_g"], a["watermark"])
-            self._accel = _Accel(self, dev, a["int"])
+            self._accel = Accel(self, dev, a["int"])
         return self._accel
 
     def _i2c(self, i):

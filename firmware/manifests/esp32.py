@@ -31,8 +31,6 @@ package(
     files=[
         "__init__.py",
         "analog.py",
-        "ble.py",
-        "civil.py",
         "esp32.py",
         "machineboard.py",
         "start.py",

@@ -31,8 +31,6 @@ package(
     files=[
         "__init__.py",
         "analog.py",
-        "ble.py",
-        "civil.py",
         "machineboard.py",
         "rp2.py",
         "start.py",

@@ -24,6 +24,7 @@ package(
     "hal",
     files=[
         "__init__.py",
+        "accel.py",
         "analog.py",
         "ble.py",
         "civil.py",

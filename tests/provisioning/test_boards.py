@@ -112,6 +112,37 @@ def test_a_real_boards_bundle_carries_its_ports_hal_and_its_parts_drivers(
     assert (b.board, b.port) == (board, load_board(board, FIRMWARE_DIR).port)
 
 
+ON_USE = {"hal/ble.py", "hal/civil.py", "hal/analog.py", "hal/accel.py"}  # loaded by a Board method
+
+
+def test_a_part_an_app_never_asks_for_is_not_carried(tmp_path: Path) -> None:
+    # the modules hal/machineboard.py loads on the first call of radio(), rtc(), sensor() or
+    # battery(), accel(): carried for the apps that call the method, and no other
+    post = _modules("alarm_post", "esp32", transport="mqtt")
+    sensor = _modules("sensor", "esp32", transport="mqtt")
+    band = _modules("wristband", "zephyr", parts=("lis3dh",))
+    assert not ON_USE & post
+    assert ON_USE & sensor == {"hal/analog.py"}
+    assert {"hal/ble.py", "hal/analog.py", "hal/accel.py", "hal/lis3dh.py"} <= band
+    # the Wi-Fi goes with the MQTT link; the virtual board's radio with the band only
+    assert "hal/wifi.py" in post and "hal/wifi.py" not in _modules("alarm_post", "esp32", transport="uart")
+    assert "hal/unixradio.py" in _modules("wristband") and "hal/unixradio.py" not in _modules("sensor")
+    # an app that starts to ask for a part gets its module, written out or by name
+    tree = tmp_path / "fw"
+    shutil.copytree(FIRMWARE_DIR, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    app = tree / "apps" / "alarm_post" / "app.py"
+    text = app.read_text()
+    app.write_text(text + "\n\ndef _battery(board):\n    return board.battery()\n")
+    assert ON_USE & _modules("alarm_post", "esp32", tree) == {"hal/analog.py"}
+    app.write_text(text + '\n\ndef _clock(board):\n    return getattr(board, "rtc", None)\n')
+    assert ON_USE & _modules("alarm_post", "esp32", tree) == {"hal/civil.py"}
+    # the hal naming its own method is not a use
+    mb = tree / "hal" / "machineboard.py"
+    mb.write_text(mb.read_text() + "\n\ndef _probe(b):\n    return b.radio\n")
+    app.write_text(text)
+    assert "hal/ble.py" not in _modules("alarm_post", "esp32", tree)
+
+
 def test_closure_picks_the_ports_hardware_layer_and_follows_its_imports(tmp_path: Path) -> None:
     tree = tmp_path / "fw"
     shutil.copytree(FIRMWARE_DIR, tree, ignore=shutil.ignore_patterns("__pycache__"))
