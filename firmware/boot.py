@@ -1,9 +1,7 @@
-# Runs first at every reset, before main.py (the board's start-up, or the virtual board's
-# ROM, runs it). Kept minimal: anything that fails here leaves the board without its app.
+# Runs first at every reset, before main.py; minimal (a failure here leaves no app)
 try:
     import micropython
 
-    # a traceback from a pin irq handler can be printed even when the heap is full
-    micropython.alloc_emergency_exception_buf(128)
+    micropython.alloc_emergency_exception_buf(128)  # an irq handler's traceback on a full heap
 except (ImportError, AttributeError):
     pass

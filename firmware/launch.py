@@ -1,5 +1,9 @@
-# Starts the app that config.json's "kind" names (main.py imports this module: the start-up
-# runs main.py by name, and this one goes onto the board compiled, or frozen in the image).
+# Starts the app that config.json's "kind" names. The board's start-up runs boot.py, then
+# main.py, by name and as source; main.py only imports this module, which goes onto the board
+# compiled (or frozen in the image): a board compiles no source at power-up, and the
+# explanations stay here, where comments cost no flash (boot.py and main.py are carried as
+# they are written, comments included). boot.py sets aside the emergency exception buffer, so
+# a traceback from a pin irq handler can be printed even when the heap is full.
 # A config that cannot be used, or a board the hardware layer cannot drive (an unknown
 # platform, a missing or wrong pin map: hal.HalError), is reported in one line on the console
 # and the board stays at the REPL, where a technician can fix it; only an app that crashes is

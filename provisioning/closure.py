@@ -16,9 +16,9 @@ names every port's module, sys.platform picks one) and hal.<part>, the driver of
 part (hal/machineboard.py imports hal/lis3dh.py when the board file's "accel" names the
 part lis3dh: a board file without it gets no driver), and the link to the gateway (config.json's
 "transport" picks one: lib/reporter.py imports lib/uartlink.py, which brings the serial
-framing, only for "uart", and lib/link.py imports the MQTT client lib/mqtt.py only for
-"mqtt", which on a Wi-Fi board rides on hal/wifi.py; both links are carried when no transport
-is given). A module the tree does not hold (a MicroPython built-in such as `machine` or
+framing, only for "uart", and lib/mqttlink.py, which brings the MQTT client lib/mqtt.py and
+lib/tls.py, only for "mqtt", which on a Wi-Fi board rides on hal/wifi.py; both links are
+carried when no transport is given). A module the tree does not hold (a MicroPython built-in such as `machine` or
 `cryptolib`) is the firmware image's, not the bundle's. A dynamic import (`__import__(name)`)
 is not followed; nothing outside the app's package and selftest.py uses one.
 
@@ -45,9 +45,9 @@ from pathlib import Path
 from provisioning.errors import ProvisionError
 
 SEARCH = ("", "lib")  # a board's sys.path: the flash root, then /lib
-# transport -> the modules its link loads (and with them what they import): the MQTT client,
+# transport -> the modules its link loads (and with them what they import): the MQTT link,
 # and the Wi-Fi it reaches the broker over on a board that has it; the serial link
-TRANSPORT_MODULES = {"mqtt": ("mqtt", "hal.wifi"), "uart": ("uartlink",)}
+TRANSPORT_MODULES = {"mqtt": ("mqttlink", "hal.wifi"), "uart": ("uartlink",)}
 ENTRY_FILES = ("boot.py", "main.py", "selftest.py")
 VARIANT_PACKAGES = ("apps", "hal")
 _BY_NAME = ("getattr", "hasattr")  # calls whose second argument names an attribute

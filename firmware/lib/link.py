@@ -1,20 +1,20 @@
 # The device's link to the gateway: MQTT 3.1.1 through the gateway's local broker
-# (docs/protocol.md §5), or a UART wired to the gateway (§9). Both classes have the same few
-# methods, so an app above them is the same code whichever the config names:
+# (docs/protocol.md §5, lib/mqttlink.py), or a UART wired to the gateway (§9,
+# lib/uartlink.py). Both classes have the same few methods, so an app above them is the same
+# code whichever the config names:
 #   open(poller)   connect and join the app's poll set; raises LinkError (or OSError)
 #   close()        drop the connection; the app makes a new poll set afterwards
 #   room()         True while another frame may go out now
 #   send(msg)      one device frame; raises LinkError/OSError when the link broke
 #   poll()         handle what arrived: each receipt goes to on_receipt(msg); raises when broke
 #   where          text for the console
-# The UART link is lib/uartlink.py. Each transport's modules load only when a link of that
-# kind is made (reporter.py imports uartlink only for "uart"; MqttLink imports the MQTT
-# client when it is made): a device holds the code of the transport it uses and nothing
-# else in its heap (measured: the MQTT client is about 12 KB of heap once loaded, the serial
-# framing about 5 KB, on the 64-bit unix port).
-# Redial says when to try a link again (below).
+# Each link is a module of its own, loaded only when a link of that kind is made
+# (lib/reporter.py imports mqttlink only for "mqtt", uartlink only for "uart"): a device holds
+# the code of the transport it uses and nothing else in its heap (measured: the MQTT client
+# is about 12 KB of heap once loaded, the serial framing about 5 KB, on the 64-bit unix port),
+# and a bundle for one link carries nothing of the other.
+# Here: what both links share, LinkError and Redial (when to try a link again).
 import os
-import select
 
 from clock import ticks_add, ticks_diff
 
@@ -25,8 +25,6 @@ except ImportError:
     def const(x):
         return x
 
-
-_MAX_INCOMING = const(16)  # MQTT packets handled per poll()
 
 # Reconnection timing (Redial), for a gateway on the venue's LAN shared by up to ~50 devices:
 _FLOOR_MS = const(250)  # no attempt sooner: at most 4 attempts/s per device, never a spin
@@ -108,112 +106,3 @@ class Redial:
         self.due = at
         self.woken = True
         return True
-
-
-class MqttLink:
-    # clean session: the outbox, not the broker, is what survives; receipts missed while away
-    # are asked for again by the app's resends. Last will "offline", retained, on the status
-    # topic; "online" retained after connecting. With a password the device logs in as its
-    # own id (the broker's ACL lets it use only its own topics); with tls_ca (the path of the
-    # broker's CA certificate, DER) the link is TLS, the broker's certificate checked.
-    def __init__(self, dev_id, host, port, keepalive, on_receipt, timeout_ms=3000, password=None, tls_ca=None):
-        try:
-            import mqtt
-        except ImportError:
-            raise LinkError("this firmware has no MQTT client (lib/mqtt.py)")
-        self._mqtt = mqtt
-        self._password = password
-        self._tls_ca = tls_ca
-        self._ssl = None
-        self.id = dev_id
-        self.host = host
-        self.port = port
-        self.keepalive = keepalive
-        self.on_receipt = on_receipt
-        self.timeout_ms = timeout_ms
-        self.up = "ge/dev/%s/up" % dev_id
-        self.down = ("ge/dev/%s/down" % dev_id).encode()
-        self.status = "ge/dev/%s/status" % dev_id
-        self.where = "%s:%d" % (host, port)
-        self.client = None
-
-    def _context(self, ca):
-        # made once: loading the CA costs heap and time
-        if self._ssl is None:
-            try:
-                import ssl
-            except ImportError:
-                raise LinkError("tls_ca is set but this firmware has no ssl module")
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            try:
-                with open(ca, "rb") as f:
-                    ctx.load_verify_locations(cadata=f.read())
-            except (OSError, ValueError) as e:
-                raise LinkError("tls_ca %s: %s" % (ca, e))
-            self._ssl = ctx
-        return self._ssl
-
-    def open(self, poller):
-        mqtt = self._mqtt
-        c = mqtt.MQTTClient(
-            self.id,
-            self.host,
-            self.port,
-            user=self.id if self._password is not None else None,
-            password=self._password,
-            keepalive=self.keepalive,
-            ssl=self._context(self._tls_ca) if self._tls_ca else None,
-        )
-        c.timeout_ms = self.timeout_ms
-        c.set_last_will(self.status, "offline", retain=True, qos=1)
-        c.set_callback(self._message)
-        try:
-            c.connect(clean_session=True, timeout_ms=self.timeout_ms)
-            c.subscribe(self.down, 1)
-            c.publish(self.status, b"online", retain=True, qos=1, wait=False)
-        except (mqtt.MQTTException, OSError) as e:
-            try:
-                c.disconnect()
-            except (mqtt.MQTTException, OSError):
-                pass
-            if isinstance(e, OSError):
-                raise
-            raise LinkError(str(e))
-        self.client = c
-        poller.register(c.sock, select.POLLIN)
-
-    def close(self):
-        # no DISCONNECT: the broker publishes the last will, as when the link broke by itself
-        c = self.client
-        self.client = None
-        if c is not None and c.sock is not None:
-            try:
-                c.sock.close()
-            except OSError:
-                pass
-            c.sock = None
-
-    def room(self):
-        c = self.client
-        return c is not None and len(c.pending()) < c.max_inflight
-
-    def send(self, msg):
-        try:
-            self.client.publish(self.up, msg, qos=1, wait=False)
-        except self._mqtt.MQTTException as e:
-            raise LinkError(str(e))
-
-    def poll(self):
-        c = self.client
-        try:
-            for _ in range(_MAX_INCOMING):
-                if c.check_msg() is None:
-                    break
-        except self._mqtt.MQTTException as e:
-            raise LinkError(str(e))
-
-    def _message(self, topic, msg):
-        # only receipts are expected, on the device's own down topic
-        if topic == self.down:
-            self.on_receipt(msg)

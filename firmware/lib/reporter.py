@@ -41,8 +41,7 @@ import cose
 import frame
 import store
 from clock import ticks_add, ticks_diff, ticks_ms
-from devconfig import ConfigError
-from link import LinkError, MqttLink, Redial
+from link import LinkError, Redial
 
 try:
     from micropython import const
@@ -68,49 +67,14 @@ _WINDOW_GUARD = const(48)  # below the gateway's 64-event replay window
 _BEEP_MS = const(120)
 _RECENT = const(8)  # delivered alarms a receipt 3 may still name
 
-# the settings every reporting device has (an app adds its own)
-LINK_DEFAULTS = {
-    "transport": "mqtt",  # or "uart"
-    "baud": 115200,  # UART line speed
-    "port": 1883,
-    "heartbeat_s": 60,
-    "keepalive_s": 30,
-    "resend_s": 5,
-    "recheck_s": 60,
-    "green_s": 30,
-    "ack_s": 120,
-    "outbox": 32,
-    "data_dir": "data",
-}
-_LINK_LIMITS = (
-    ("port", 1, 65535),
-    ("heartbeat_s", 1, 86400),
-    ("keepalive_s", 0, 65535),
-    ("resend_s", 1, 3600),
-    ("recheck_s", 1, 86400),
-    ("green_s", 0, 86400),
-    ("ack_s", 0, 86400),
-    ("outbox", RESERVE + 1, 1000),
-    ("baud", 300, 4000000),
-)
-
 
 def load_config(path, defaults, limits=()):
-    # config.json -> dict with defaults applied, the link settings and `limits` checked;
-    # ConfigError names the field, never the key
+    # config.json -> dict: the link settings (lib/devconfig.py load_link) and the app's
+    # `defaults` applied, the link and the app's `limits` checked; ConfigError names the
+    # field, never the key
     import devconfig  # configuration only: launch.py drops it once the config is read
 
-    cfg = devconfig.load(path, defaults, 16, 64)
-    if cfg.get("transport") not in ("mqtt", "uart"):
-        raise ConfigError('%s: transport must be "mqtt" or "uart"' % path)
-    if cfg["transport"] == "mqtt" and (not isinstance(cfg.get("broker"), str) or not cfg["broker"]):
-        raise ConfigError("%s: broker must be a host name or address" % path)
-    devconfig.check_password(cfg, path)
-    tls = cfg.get("tls_ca")
-    if tls is not None and (not isinstance(tls, str) or not tls):
-        raise ConfigError("%s: tls_ca must be the path of the broker's CA certificate (DER)" % path)
-    devconfig.check_ints(cfg, path, _LINK_LIMITS + tuple(limits))
-    return cfg
+    return devconfig.load_link(path, defaults, tuple(limits) + (("outbox", RESERVE + 1, 1000),))
 
 
 class Reporter:
@@ -138,20 +102,26 @@ class Reporter:
         else:
             self.online = frame.build(self.key, self.id, self.boot, 1, frame.T_ONLINE, clock.uptime_ms(), data)
         self.client = None  # the link while it is up
-        if cfg["transport"] == "uart":
-            from uartlink import UartLink
+        # each link's code loads only here, for the link config.json names (lib/link.py)
+        try:
+            if cfg["transport"] == "uart":
+                from uartlink import UartLink
 
-            self.link = UartLink(lambda: board.uart(cfg["baud"]), self._receipt, "uart")
-        else:
-            self.link = MqttLink(
-                self.id,
-                cfg["broker"],
-                cfg["port"],
-                cfg["keepalive_s"],
-                self._receipt,
-                password=cfg.get("password"),
-                tls_ca=cfg.get("tls_ca"),
-            )
+                self.link = UartLink(lambda: board.uart(cfg["baud"]), self._receipt, "uart")
+            else:
+                from mqttlink import MqttLink
+
+                self.link = MqttLink(
+                    self.id,
+                    cfg["broker"],
+                    cfg["port"],
+                    cfg["keepalive_s"],
+                    self._receipt,
+                    password=cfg.get("password"),
+                    tls_ca=cfg.get("tls_ca"),
+                )
+        except ImportError as e:
+            raise LinkError("this firmware has no %s link: %s" % (cfg["transport"], e))
         self.poller = select.poll()
         self.redial = Redial()
         self.next_heartbeat = ticks_add(ticks_ms(), cfg["heartbeat_s"] * 1000)

@@ -134,7 +134,8 @@ def test_broker_password_and_tls_settings():
 
 
 def test_mqtt_link_with_a_missing_ca_file_says_so():
-    from link import LinkError, MqttLink
+    from link import LinkError
+    from mqttlink import MqttLink
 
     try:
         import ssl  # noqa: F401

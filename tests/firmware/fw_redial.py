@@ -4,6 +4,8 @@
 # device's poll() advances it by the time the loop would sleep, so a minute of outage takes
 # milliseconds and every figure is exact. Runs on MicroPython and CPython.
 # (tests/test_alarm_post_e2e.py shows the same against a real broker that goes away.)
+import json
+
 import cbor
 import cose
 import frame
@@ -279,9 +281,12 @@ def _on_fake_clock(module, make, body):
 def _post(name, **over):
     root = scratch_dir(name)
     rmtree(root)
-    cfg = dict(post_app.DEFAULTS)
-    cfg.update({"id": "AP-0001", "key": KEY, "broker": "127.0.0.1", "data_dir": root, "debounce_ms": 1})
+    path = root + ".json"
+    cfg = {"id": "AP-0001", "key": KEY.hex(), "broker": "127.0.0.1", "data_dir": root, "debounce_ms": 1}
     cfg.update(over)
+    with open(path, "w") as f:
+        f.write(json.dumps(cfg))
+    cfg = post_app.load_config(path)
     return lambda: post_app.AlarmPost(cfg, Board())
 
 

@@ -42,7 +42,8 @@ def test_each_bundle_carries_only_its_import_closure() -> None:
     common = {"boot.py", "main.py", "selftest.py", "hal/__init__.py", "hal/unix.py", "lib/clock.py"}
     assert common <= post and common <= sensor and common <= band
     # what the reporting devices send with, and nothing of the band's
-    for mod in ("lib/mqtt.py", "lib/link.py", "lib/uartlink.py", "lib/cobsframe.py", "lib/store.py", "lib/frame.py"):
+    links = ("lib/mqtt.py", "lib/mqttlink.py", "lib/link.py", "lib/uartlink.py", "lib/cobsframe.py")
+    for mod in (*links, "lib/store.py", "lib/frame.py"):
         assert mod in post and mod in sensor and mod not in band, mod
     for mod in ("lib/advert.py", "lib/aesccm.py", "lib/bandclock.py", "lib/fall.py", "lib/sos.py"):
         assert mod in band and mod not in post and mod not in sensor, mod
@@ -63,13 +64,13 @@ def test_each_bundle_carries_only_its_import_closure() -> None:
 
 
 def test_a_bundle_for_one_transport_carries_only_that_link(tmp_path: Path) -> None:
-    mqtt_link, uart_link = {"lib/mqtt.py"}, {"lib/uartlink.py", "lib/cobsframe.py"}
+    mqtt_link, uart_link = {"lib/mqttlink.py", "lib/mqtt.py", "lib/tls.py"}, {"lib/uartlink.py", "lib/cobsframe.py"}
     for kind in ("alarm_post", "sensor"):
         both, mqtt, uart = _modules(kind), _modules(kind, transport="mqtt"), _modules(kind, transport="uart")
         assert mqtt_link | uart_link <= both
         assert mqtt_link <= mqtt and not uart_link & mqtt and mqtt == both - uart_link
         assert uart_link <= uart and not mqtt_link & uart and uart == both - mqtt_link
-        assert "lib/link.py" in mqtt and "lib/link.py" in uart  # LinkError, and MqttLink's reporter import
+        assert "lib/link.py" in mqtt and "lib/link.py" in uart  # LinkError and Redial, for both links
     assert _modules("wristband", transport="mqtt") == _modules("wristband")
     with pytest.raises(ProvisionError, match="unknown transport 'lora'"):
         _modules("alarm_post", transport="lora")

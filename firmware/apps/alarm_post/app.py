@@ -28,13 +28,12 @@ except ImportError:
 
 _MAX_EDGES = const(32)
 
-DEFAULTS = dict(reporter.LINK_DEFAULTS)
-DEFAULTS.update({"long_press_ms": 3000, "debounce_ms": 30})
-
 
 def load_config(path="config.json"):
     # config.json -> dict with defaults applied; ConfigError names the field, never the key
-    cfg = reporter.load_config(path, DEFAULTS, (("long_press_ms", 100, 60000), ("debounce_ms", 1, 1000)))
+    cfg = reporter.load_config(
+        path, {"long_press_ms": 3000, "debounce_ms": 30}, (("long_press_ms", 100, 60000), ("debounce_ms", 1, 1000))
+    )
     if cfg["long_press_ms"] <= cfg["debounce_ms"]:
         raise ConfigError("%s: long_press_ms must be larger than debounce_ms" % path)
     return cfg

@@ -61,9 +61,6 @@ TYPES = {
 }
 _TUNABLE = ("on", "off", "confirm_ms", "clear_ms", "fault_ms")
 
-DEFAULTS = dict(reporter.LINK_DEFAULTS)
-DEFAULTS.update({"sample_ms": 500, "channels": []})
-
 
 class Channel:
     def __init__(self, index, name, typ, det):
@@ -116,7 +113,7 @@ def _channels(path, raw):
 def load_config(path="config.json"):
     # config.json -> dict with defaults applied and "channels" turned into Channel objects;
     # ConfigError names the field, never the key
-    cfg = reporter.load_config(path, DEFAULTS, (("sample_ms", 20, 60000),))
+    cfg = reporter.load_config(path, {"sample_ms": 500, "channels": []}, (("sample_ms", 20, 60000),))
     cfg["channels"] = _channels(path, cfg["channels"])
     return cfg
 
