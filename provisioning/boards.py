@@ -9,8 +9,10 @@ its default, "spec": 1): `--board NAME` writes it to boards/NAME.json on the dev
 it in config.json ("board": NAME); the device's hal only reads that form, so neither the
 checker nor its heap is on the device, and a board file that does not fit is named here, by
 file and key, before anything is flashed. Its optional parts with a driver of their own
-("accel": {"part": "lis3dh"} -> firmware/hal/lis3dh.py) decide which drivers the bundle
-carries. Without a board the device is the unix port's virtual board.
+("accel": {"part": "lis3dh"} -> firmware/hal/lis3dh.py), and the outputs that need code of
+their own (a neopixel LED -> firmware/hal/pixel.py; a PWM LED or buzzer -> firmware/hal/pwm.py)
+decide which of those modules the bundle carries. Without a board the device is the unix
+port's virtual board.
 
 The port also decides how the technician's base MicroPython image is written
 (provisioning/image.py): esptool for ESP chips; a UF2 file copied to the board's USB
@@ -35,6 +37,9 @@ IMAGE_ROUTES: dict[str, str | None] = {"esp32": "esptool", "rp2": "uf2", "zephyr
 PORTS = tuple(IMAGE_ROUTES)
 WIFI_PORTS = ("esp32", "rp2")  # ports whose boards reach the broker over Wi-Fi (network.WLAN)
 PART_KEYS = ("accel",)  # board file keys whose "part" names a driver module hal/<part>.py
+# the outputs' code a board loads only when its board file asks for it (hal/machineboard.py)
+PIXEL, PWM = "pixel", "pwm"  # hal/pixel.py: led.neopixel; hal/pwm.py: led.duty or buzzer.freq
+OUTPUT_PARTS = (PIXEL, PWM)
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 MAX_BOARD_FILE = 64 << 10
 
@@ -56,7 +61,7 @@ class BoardFile:
 
     @property
     def parts(self) -> tuple[str, ...]:
-        """The parts whose driver (hal/<part>.py) this board's hal loads."""
+        """The parts whose module (hal/<part>.py) this board's hal loads: drivers, PWM, neopixel."""
         return _parts(json.loads(self.data)) if self.data else ()
 
     @property
@@ -127,6 +132,13 @@ def _parts(data: object) -> tuple[str, ...]:
         part = data.get(key)
         if isinstance(part, dict) and isinstance(part.get("part"), str) and NAME_RE.fullmatch(part["part"]):
             out.append(part["part"])
+    led, buzzer = data.get("led"), data.get("buzzer")
+    if isinstance(led, dict) and "neopixel" in led:
+        out.append(PIXEL)
+    elif isinstance(led, dict) and led.get("duty") is not None:
+        out.append(PWM)
+    if isinstance(buzzer, dict) and buzzer.get("freq"):
+        out.append(PWM)
     return tuple(sorted(set(out)))
 
 
@@ -149,8 +161,8 @@ def known_ports(firmware: Path) -> set[str]:
 
 
 def known_parts(firmware: Path) -> set[str]:
-    """Every part a driver module may be named for: the parts the tree's board files name."""
-    parts: set[str] = set()
+    """Every part a hal module may be named for: the outputs' and those the tree's board files name."""
+    parts: set[str] = set(OUTPUT_PARTS)
     for name in list_boards(firmware):
         try:
             parts.update(_parts(json.loads((boards_dir(firmware) / f"{name}.json").read_bytes())))

@@ -10,8 +10,9 @@
 # Board.service() drains the rings in the loop: handler(pin, level, ticks) per edge, in order.
 # A ring that fills (32 edges before the loop came round) counts what it drops in `lost`; the
 # level itself is always read live.
-# Outputs: the RGB LED through three pins, three PWM channels (a duty for brightness) or one
-# neopixel; the buzzer through a pin or a PWM tone.
+# Outputs: the RGB LED through three pins, three PWM channels (a duty for brightness:
+# hal/pwm.py) or one neopixel (hal/pixel.py); the buzzer through a pin or a PWM tone
+# (hal/pwm.py). The PWM and neopixel code loads only on a board whose board file asks for it.
 # Parts a board may lack live in modules of their own, loaded when a board uses them, so its
 # heap holds only its own parts' code: Wi-Fi from config.json "wifi" (hal/wifi.py: joins and
 # retries with a doubling backoff; online() says whether the app may open its link; the
@@ -136,36 +137,6 @@ class _Output:
         self.value(0)
 
 
-class _PwmOutput(_Output):
-    # a PWM channel at a fixed frequency: on = `duty` (LED brightness, a buzzer's tone)
-    def __init__(self, machine, pin, active, freq, duty):
-        self._inv = 1 - active
-        self._duty = duty
-        self._v = 0
-        self.pwm = machine.PWM(machine.Pin(pin, machine.Pin.OUT), freq=freq, duty_u16=65535 if self._inv else 0)
-
-    def value(self, v=None):
-        if v is None:
-            return self._v
-        self._v = 1 if v else 0
-        d = self._duty if self._v else 0
-        self.pwm.duty_u16(65535 - d if self._inv else d)
-        return None
-
-
-class _Pixel:
-    # one WS2812 pixel as the RGB LED
-    def __init__(self, neopixel, machine, pin, level):
-        self.np = neopixel.NeoPixel(machine.Pin(pin, machine.Pin.OUT), 1)
-        self.level = level
-        self.rgb(0, 0, 0)
-
-    def rgb(self, r, g, b):
-        lv = self.level
-        self.np[0] = (lv if r else 0, lv if g else 0, lv if b else 0)
-        self.np.write()
-
-
 class MachineBoard:
     PORT = "machine"
     HARD_IRQ = True  # Pin.irq(hard=True) exists on this port
@@ -189,10 +160,14 @@ class MachineBoard:
         if led is not None and "neopixel" in led:
             if neopixel is None:
                 raise HalError("hal: board %s: led.neopixel needs the neopixel module" % spec["board"])
-            self._pixel = _Pixel(neopixel, machine, led["neopixel"], led["level"])
+            from hal.pixel import Pixel
+
+            self._pixel = Pixel(neopixel, machine, led["neopixel"], led["level"])
         elif led is not None:
             if led["duty"] is not None:
-                self._leds = [_PwmOutput(machine, p, led["active"], 1000, led["duty"]) for p in led["rgb"]]
+                from hal.pwm import PwmOutput
+
+                self._leds = [PwmOutput(machine, p, led["active"], 1000, led["duty"]) for p in led["rgb"]]
             else:
                 self._leds = [_Output(machine, p, led["active"]) for p in led["rgb"]]
             self.led_r, self.led_g, self.led_b = self._leds
@@ -200,7 +175,9 @@ class MachineBoard:
         if bz is None:
             self.buzzer = _Absent("buzzer")
         elif bz["freq"]:
-            self.buzzer = _PwmOutput(machine, bz["pin"], bz["active"], bz["freq"], _BUZZ_DUTY)
+            from hal.pwm import PwmOutput
+
+            self.buzzer = PwmOutput(machine, bz["pin"], bz["active"], bz["freq"], _BUZZ_DUTY)
         else:
             self.buzzer = _Output(machine, bz["pin"], bz["active"])
         self._colour = (0, 0, 0)

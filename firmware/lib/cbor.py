@@ -50,31 +50,23 @@ class Tag:
     def __eq__(self, other):
         return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
 
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
     def __repr__(self):
         return "Tag(%d, %r)" % (self.tag, self.value)
 
 
 def _head(buf, major, n):
+    # the shortest head: the value in the initial byte below 24, else 1, 2, 4 or 8 bytes
     mt = major << 5
     if n < 24:
         buf.append(mt | n)
-    elif n < 0x100:
-        buf.append(mt | 24)
-        buf.append(n)
-    elif n < 0x10000:
-        buf.append(mt | 25)
-        buf.extend(struct.pack(">H", n))
-    elif n < 0x100000000:
-        buf.append(mt | 26)
-        buf.extend(struct.pack(">I", n))
-    elif n < 0x10000000000000000:
-        buf.append(mt | 27)
-        buf.extend(struct.pack(">Q", n))
-    else:
-        raise CBORError("integer too large for CBOR without bignums")
+        return
+    for ai in range(24, 28):
+        size = 1 << (ai - 24)
+        if not n >> (size << 3):
+            buf.append(mt | ai)
+            buf.extend(n.to_bytes(size, "big"))
+            return
+    raise CBORError("integer too large for CBOR without bignums")
 
 
 def _half(f):
@@ -219,32 +211,18 @@ class _Decoder:
             )
 
     def uint(self, ai, what):
-        data = self.data
+        # the argument of a head: in ai below 24, else in the next 1, 2, 4 or 8 bytes
         if ai < 24:
             return ai
-        if ai == 24:
-            self.need(1, what)
-            v = data[self.pos]
-            self.pos += 1
-            return v
-        if ai == 25:
-            self.need(2, what)
-            v = struct.unpack_from(">H", data, self.pos)[0]
-            self.pos += 2
-            return v
-        if ai == 26:
-            self.need(4, what)
-            v = struct.unpack_from(">I", data, self.pos)[0]
-            self.pos += 4
-            return v
-        if ai == 27:
-            self.need(8, what)
-            v = struct.unpack_from(">Q", data, self.pos)[0]
-            self.pos += 8
-            return v
-        if ai == 31:
-            raise CBORError("indefinite length at offset %d is not supported" % self.start)
-        raise CBORError("reserved additional info %d at offset %d" % (ai, self.start))
+        if ai > 27:
+            if ai == 31:
+                raise CBORError("indefinite length at offset %d is not supported" % self.start)
+            raise CBORError("reserved additional info %d at offset %d" % (ai, self.start))
+        n = 1 << (ai - 24)
+        self.need(n, what)
+        pos = self.pos
+        self.pos = pos + n
+        return int.from_bytes(self.data[pos : pos + n], "big")
 
     def item(self, depth):
         if depth > self.max_depth:
@@ -255,10 +233,9 @@ class _Decoder:
         self.pos += 1
         major = ib >> 5
         ai = ib & 0x1F
-        if major == 0:
-            return self.uint(ai, "integer")
-        if major == 1:
-            return -1 - self.uint(ai, "integer")
+        if major < 2:
+            v = self.uint(ai, "integer")
+            return v if major == 0 else -1 - v
         if major == 2 or major == 3:
             n = self.uint(ai, "string length")
             self.need(n, "string")
@@ -307,21 +284,14 @@ class _Decoder:
             return True
         if ai == 22:
             return None
-        if ai == 25:
-            self.need(2, "half float")
-            v = _from_half(self.data[self.pos] << 8 | self.data[self.pos + 1])
-            self.pos += 2
-            return v
-        if ai == 26:
-            self.need(4, "float")
-            v = struct.unpack_from(">f", self.data, self.pos)[0]
-            self.pos += 4
-            return v
-        if ai == 27:
-            self.need(8, "double")
-            v = struct.unpack_from(">d", self.data, self.pos)[0]
-            self.pos += 8
-            return v
+        if 25 <= ai <= 27:
+            n = 1 << (ai - 24)
+            self.need(n, "float")
+            pos = self.pos
+            self.pos = pos + n
+            if ai == 25:
+                return _from_half(self.data[pos] << 8 | self.data[pos + 1])
+            return struct.unpack_from(">f" if ai == 26 else ">d", self.data, pos)[0]
         raise CBORError("unsupported simple value %d at offset %d" % (ai, start))
 
 

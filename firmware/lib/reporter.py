@@ -85,7 +85,6 @@ class Reporter:
         self.board = board
         self.id = cfg["id"]
         self.key = cose.MacKey(cfg["key"])
-        self.down = "ge/dev/%s/down" % self.id
         root = cfg["data_dir"]
         self.boot = store.BootCounter(root).next()
         self.outbox = store.Outbox(root, cfg["outbox"])
@@ -261,11 +260,6 @@ class Reporter:
                 self._send(b, s)
                 if self.client is None:
                     return
-
-    def _message(self, topic, msg):
-        # a message as the MQTT client hands it over; only receipts are expected
-        if topic == self.down.encode():
-            self._receipt(msg)
 
     def _receipt(self, msg):
         # one receipt from the gateway, from either link (inside the link's poll())

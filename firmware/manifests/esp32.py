@@ -27,7 +27,8 @@ module("tls.py", base_path="../lib")
 module("uartlink.py", base_path="../lib")
 module("utf8.py", base_path="../lib")
 
-# the hardware layer: hal/__init__.py, the port's module and what it imports
+# the hardware layer: hal/__init__.py, the port's module and what it imports,
+# and the drivers of the parts its boards name (pixel, pwm)
 package(
     "hal",
     files=[
@@ -35,6 +36,8 @@ package(
         "analog.py",
         "esp32.py",
         "machineboard.py",
+        "pixel.py",
+        "pwm.py",
         "start.py",
         "wake.py",
         "wifi.py",

@@ -27,13 +27,15 @@ module("tls.py", base_path="../lib")
 module("uartlink.py", base_path="../lib")
 module("utf8.py", base_path="../lib")
 
-# the hardware layer: hal/__init__.py, the port's module and what it imports
+# the hardware layer: hal/__init__.py, the port's module and what it imports,
+# and the drivers of the parts its boards name (pwm)
 package(
     "hal",
     files=[
         "__init__.py",
         "analog.py",
         "machineboard.py",
+        "pwm.py",
         "rp2.py",
         "start.py",
         "wake.py",

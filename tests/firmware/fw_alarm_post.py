@@ -105,26 +105,26 @@ def test_press_is_saved_before_it_is_sent_and_led_shows_sending():
 def test_receipts_forged_stray_stored_delivered():
     post = _post("receipts")
     _click(post)
-    down = post.down.encode()
-    post._message(down, _receipt(OTHER, 1, 2, frame.R_DELIVERED))  # wrong key
-    post._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED)[:-1])  # truncated
-    post._message(down, b"\xa0")  # not a COSE message
+    down = post.link.down
+    post.link._message(down, _receipt(OTHER, 1, 2, frame.R_DELIVERED))  # wrong key
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED)[:-1])  # truncated
+    post.link._message(down, b"\xa0")  # not a COSE message
     assert post.bad_receipts == 3 and post.outbox.state(1, 2) == 0
-    post._message(down, _receipt(KEY, 1, 9, frame.R_DELIVERED))  # not an event it holds
-    post._message(down, _receipt(KEY, 1, 2, 7))  # unknown kind
+    post.link._message(down, _receipt(KEY, 1, 9, frame.R_DELIVERED))  # not an event it holds
+    post.link._message(down, _receipt(KEY, 1, 2, 7))  # unknown kind
     assert post.stray_receipts == 2 and post.outbox.state(1, 2) == 0
-    post._message(b"ge/dev/AP-0002/down", _receipt(KEY, 1, 2, frame.R_DELIVERED))  # other topic
+    post.link._message(b"ge/dev/AP-0002/down", _receipt(KEY, 1, 2, frame.R_DELIVERED))  # other topic
     assert post.outbox.state(1, 2) == 0
-    post._message(down, _receipt(KEY, 1, 2, frame.R_STORED))
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_STORED))
     post.step()
     assert post.outbox.state(1, 2) == 1 and _led(post) == (0, 0, 1)  # blue
-    post._message(down, _receipt(KEY, 1, 1, frame.R_DELIVERED))  # ONLINE delivered: LED unchanged
+    post.link._message(down, _receipt(KEY, 1, 1, frame.R_DELIVERED))  # ONLINE delivered: LED unchanged
     post.step()
     assert _led(post) == (0, 0, 1)
-    post._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED))
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED))
     post.step()
     assert post.outbox.items() == [] and _led(post) == (0, 1, 0)  # green
-    post._message(down, _receipt(KEY, 1, 2, frame.R_STORED))  # late receipt 1: nothing moves back
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_STORED))  # late receipt 1: nothing moves back
     assert post.outbox.items() == [] and post.stray_receipts == 3
 
 
@@ -152,7 +152,7 @@ def test_full_outbox_folds_presses_and_keeps_the_reserve_for_alarms():
     assert post.folded == 2 and len(post.outbox) == 6
     post.board.tamper._set(0)  # closes: only the reserve is left, dropped
     _steps(post, lambda: post.dropped_tamper >= 1)
-    post._message(post.down.encode(), _receipt(KEY, 1, 3, frame.R_DELIVERED))
+    post.link._message(post.link.down, _receipt(KEY, 1, 3, frame.R_DELIVERED))
     assert len(post.outbox) == 5
     post._linked(ticks_ms())
     assert post.folded == 0 and post.outbox.full()
@@ -177,11 +177,11 @@ def test_dropped_receipt_removes_state_events_never_alarms():
     _click(post)
     post.board.tamper._set(1)
     _steps(post, lambda: len(post.outbox) == 3)
-    down = post.down.encode()
-    post._message(down, _receipt(KEY, 1, 2, frame.R_DROPPED))  # the alarm: not believed
-    post._message(down, _receipt(OTHER, 1, 3, frame.R_DROPPED))  # forged
+    down = post.link.down
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_DROPPED))  # the alarm: not believed
+    post.link._message(down, _receipt(OTHER, 1, 3, frame.R_DROPPED))  # forged
     assert len(post.outbox) == 3 and post.dropped_events == 0
-    post._message(down, _receipt(KEY, 1, 3, frame.R_DROPPED))  # the tamper event
+    post.link._message(down, _receipt(KEY, 1, 3, frame.R_DROPPED))  # the tamper event
     assert [(p, s) for p, _, s, _ in post.outbox.items()] == [(0, 2), (1, 1)]
     assert post.dropped_events == 1
 
@@ -203,19 +203,19 @@ def test_receipt_3_for_a_held_alarm_shows_white_and_beeps_twice():
     post = _post("ack-held", ack_s=5)
     _click(post)
     assert _buzz(post) == [1, 0]  # the press: one beep
-    down = post.down.encode()
-    post._message(down, _receipt(KEY, 1, 2, frame.R_STORED))
+    down = post.link.down
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_STORED))
     post.step()
     assert _led(post) == (0, 0, 1)  # blue
-    post._message(down, _receipt(KEY, 1, 2, frame.R_ACKNOWLEDGED))
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_ACKNOWLEDGED))
     start = ticks_ms()
     assert _buzz(post) == [1, 0, 1, 0]  # two beeps
     assert ticks_diff(ticks_ms(), start) >= 3 * 120  # on, pause, on
     assert _led(post) == (1, 1, 1)  # white: help is coming
     assert post.outbox.state(1, 2) == 1  # the alarm still waits for receipt 2
-    post._message(down, _receipt(KEY, 1, 2, frame.R_ACKNOWLEDGED))  # again: no new beeps
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_ACKNOWLEDGED))  # again: no new beeps
     assert post.beep_until is None and post.stray_receipts == 0
-    post._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED))
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED))
     post.step()
     assert post.outbox.items() == [(1, 1, 1, 0)] and _led(post) == (1, 1, 1)  # still white
     post.acked_at -= 5001  # ack_s has passed
@@ -226,16 +226,16 @@ def test_receipt_3_for_a_held_alarm_shows_white_and_beeps_twice():
 def test_receipt_3_for_a_recently_delivered_alarm_and_amber_over_white():
     post = _post("ack-recent", ack_s=5)
     _click(post)
-    down = post.down.encode()
-    post._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED))
+    down = post.link.down
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_DELIVERED))
     assert post.outbox.state(1, 2) is None and post.recent == [(1, 2)]
-    post._message(down, _receipt(KEY, 1, 2, frame.R_ACKNOWLEDGED))
+    post.link._message(down, _receipt(KEY, 1, 2, frame.R_ACKNOWLEDGED))
     assert _buzz(post) == [1, 0, 1, 0]
     assert _led(post) == (1, 1, 1)
     _click(post)  # a new alarm not yet at the gateway: amber shows over white
     post.step()
     assert _led(post) == (1, 1, 0)
-    post._message(down, _receipt(KEY, 1, 3, frame.R_STORED))
+    post.link._message(down, _receipt(KEY, 1, 3, frame.R_STORED))
     post.step()
     assert _led(post) == (1, 1, 1)  # stored: white again while ack_s lasts
 
@@ -244,12 +244,12 @@ def test_receipt_3_forged_or_for_an_unknown_event_is_ignored_and_counted():
     post = _post("ack-bad")
     _click(post)
     _buzz(post)
-    down = post.down.encode()
-    post._message(down, _receipt(OTHER, 1, 2, frame.R_ACKNOWLEDGED))  # wrong key
+    down = post.link.down
+    post.link._message(down, _receipt(OTHER, 1, 2, frame.R_ACKNOWLEDGED))  # wrong key
     assert post.bad_receipts == 1
-    post._message(down, _receipt(KEY, 1, 9, frame.R_ACKNOWLEDGED))  # no such event
-    post._message(down, _receipt(KEY, 1, 1, frame.R_ACKNOWLEDGED))  # ONLINE: not an alarm
-    post._message(down, _receipt(KEY, 2, 2, frame.R_ACKNOWLEDGED))  # another boot
+    post.link._message(down, _receipt(KEY, 1, 9, frame.R_ACKNOWLEDGED))  # no such event
+    post.link._message(down, _receipt(KEY, 1, 1, frame.R_ACKNOWLEDGED))  # ONLINE: not an alarm
+    post.link._message(down, _receipt(KEY, 2, 2, frame.R_ACKNOWLEDGED))  # another boot
     assert post.stray_receipts == 3
     post.step()
     assert post.acked_at is None and post.beep_until is None and _led(post) == (1, 1, 0)
@@ -257,14 +257,14 @@ def test_receipt_3_forged_or_for_an_unknown_event_is_ignored_and_counted():
 
 def test_recent_delivered_alarms_are_bounded():
     post = _post("ack-bound")
-    down = post.down.encode()
+    down = post.link.down
     for seq in range(2, 12):
         _click(post)
-        post._message(down, _receipt(KEY, 1, seq, frame.R_DELIVERED))
+        post.link._message(down, _receipt(KEY, 1, seq, frame.R_DELIVERED))
     assert post.recent == [(1, s) for s in range(4, 12)]
-    post._message(down, _receipt(KEY, 1, 3, frame.R_ACKNOWLEDGED))  # forgotten: ignored
+    post.link._message(down, _receipt(KEY, 1, 3, frame.R_ACKNOWLEDGED))  # forgotten: ignored
     assert post.stray_receipts == 1 and post.acked_at is None
-    post._message(down, _receipt(KEY, 1, 4, frame.R_ACKNOWLEDGED))
+    post.link._message(down, _receipt(KEY, 1, 4, frame.R_ACKNOWLEDGED))
     assert post.acked == (1, 4)
 
 

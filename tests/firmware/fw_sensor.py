@@ -95,7 +95,7 @@ def _receipt(boot, seq, kind):
 
 
 def _give(s, boot, seq, kind):
-    s._message(s.down.encode(), _receipt(boot, seq, kind))
+    s.link._message(s.link.down, _receipt(boot, seq, kind))
 
 
 def _payload(s, boot, seq):

@@ -144,6 +144,21 @@ def test_a_part_an_app_never_asks_for_is_not_carried(tmp_path: Path) -> None:
     assert "hal/ble.py" not in _modules("alarm_post", "esp32", tree)
 
 
+@pytest.mark.parametrize(
+    ("board", "outputs"),
+    [
+        ("alarm-post-esp32c3", {"hal/pixel.py", "hal/pwm.py"}),  # a WS2812 LED, a piezo's tone
+        ("alarm-post-picow", {"hal/pwm.py"}),  # PWM for the LED's brightness and the piezo
+        ("sensor-esp32s3", set()),  # three LED pins, an active sounder
+        ("wristband-nrf52840", set()),
+    ],
+)
+def test_output_code_goes_with_the_boards_that_drive_such_outputs(board: str, outputs: set[str]) -> None:
+    b = load_board(board, FIRMWARE_DIR)
+    kind = "sensor" if board.startswith("sensor") else "wristband" if board.startswith("wrist") else "alarm_post"
+    assert {"hal/pixel.py", "hal/pwm.py"} & _modules(kind, b.port, parts=b.parts) == outputs
+
+
 def test_closure_picks_the_ports_hardware_layer_and_follows_its_imports(tmp_path: Path) -> None:
     tree = tmp_path / "fw"
     shutil.copytree(FIRMWARE_DIR, tree, ignore=shutil.ignore_patterns("__pycache__"))
