@@ -1,7 +1,7 @@
 """The firmware's own protocol constants agree with agent/shared/protocol.py.
 
 The firmware cannot import CPython code, so it keeps its own numbers (firmware/lib/frame.py,
-firmware/lib/reporter.py, firmware/lib/link.py, firmware/main.py, the apps). Its source is read
+firmware/lib/reporter.py, firmware/lib/mqttlink.py, firmware/launch.py, the apps). Its source is read
 with ast, as written (no interpreter needed), and compared with the protocol module: event type
 codes and names, receipt kinds, the frame flags and external_aad labels, lanes, topic shapes and
 device kinds.
@@ -101,7 +101,7 @@ def test_lanes_the_firmware_gives_its_events() -> None:
     assert {"TAMPER", "SMOKE", "GAS", "DOOR_HELD_OPEN", "EXTINGUISHER", "SENSOR_CLEAR", "SENSOR_FAULT"} <= checked
 
 
-@pytest.mark.parametrize("module", ["lib/link.py", "lib/reporter.py"])
+@pytest.mark.parametrize("module", ["lib/mqttlink.py"])  # the only device code with topics
 def test_local_topic_shapes(module: str) -> None:
     shapes = {protocol.device_up("%s"), protocol.device_down("%s"), protocol.device_status("%s")}
     assert shapes == {"ge/dev/%s/up", "ge/dev/%s/down", "ge/dev/%s/status"}  # pinned (docs/protocol.md §5)

@@ -256,30 +256,28 @@ class MQTTClient:
         except (OSError, ValueError) as e:
             # MicroPython's TLS raises ValueError for certificate failures, with blank lines
             self._fail("cannot connect to %s:%d: %s" % (self.server, self.port, str(e).strip()))
-        n = 10 + 2 + len(self.client_id)
+        # variable header: protocol name "MQTT", level 4 (3.1.1), flags, keepalive; then the
+        # payload's strings in their order
+        fields = [self.client_id]
         flags = 0x02 if clean_session else 0
         if self.lw_topic is not None:
-            n += 4 + len(self.lw_topic) + len(self.lw_msg)
+            fields += (self.lw_topic, self.lw_msg)
             flags |= 0x04 | self.lw_qos << 3 | (0x20 if self.lw_retain else 0)
         if self.user is not None:
-            n += 2 + len(self.user)
+            fields.append(self.user)
             flags |= 0x80
         if self.pswd is not None:
-            n += 2 + len(self.pswd)
+            fields.append(self.pswd)
             flags |= 0x40
+        n = 10
+        for f in fields:
+            n += 2 + len(f)
         pkt, i = _packet(_CONNECT, n)
-        i = _put_str(pkt, i, b"MQTT")
-        pkt[i] = 4  # protocol level 3.1.1
-        pkt[i + 1] = flags
-        i = _put_u16(pkt, i + 2, self.keepalive)
-        i = _put_str(pkt, i, self.client_id)
-        if self.lw_topic is not None:
-            i = _put_str(pkt, i, self.lw_topic)
-            i = _put_str(pkt, i, self.lw_msg)
-        if self.user is not None:
-            i = _put_str(pkt, i, self.user)
-        if self.pswd is not None:
-            i = _put_str(pkt, i, self.pswd)
+        pkt[i : i + 7] = b"\x00\x04MQTT\x04"
+        pkt[i + 7] = flags
+        i = _put_u16(pkt, i + 8, self.keepalive)
+        for f in fields:
+            i = _put_str(pkt, i, f)
         self._ping_at = None
         self._last_rx = ticks_ms()
         self._send(pkt)

@@ -1,6 +1,7 @@
 # What every reporting device (alarm post, venue sensor) does with its events, whatever its
 # inputs: the flash outbox, the link to the gateway, receipts, heartbeats and the delivery
-# colour of its LED (docs/protocol.md sections 2, 3, 5, 7 and 9; lib/link.py has the links).
+# colour of its LED (docs/protocol.md sections 2, 3, 5, 7 and 9; lib/link.py says how the links
+# are made).
 # An app subclasses Reporter and adds its inputs (_inputs), what it shows (_show) and when
 # it needs the loop to come round soon (_busy).
 #
