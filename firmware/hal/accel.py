@@ -3,6 +3,21 @@
 # milli-g; due() when its interrupt asked for a read; watch(on): every FIFO batch wakes the
 # board, or only a free fall (free_fall(mg, ms) sets which). A part without a wired INT1 is
 # polled. The interrupt handler only sets flags (the driver's pending, the board's wake).
+
+
+def accel(board):
+    # the board's accelerometer (its driver on the board file's bus and pins), made once
+    if board._accel is None:
+        a = board.spec.get("accel")
+        if a is None:
+            raise AttributeError("hal: board %s has no accelerometer in its pin map" % board.spec["board"])
+        from hal.lis3dh import Lis3dh
+
+        dev = Lis3dh(board._i2c(board.spec["i2c"]), a["addr"], a["odr_hz"], a["range_g"], a["watermark"])
+        board._accel = Accel(board, dev, a["int"])
+    return board._accel
+
+
 class Accel:
     def __init__(self, board, dev, int_pin):
         self.dev = dev

@@ -1,6 +1,9 @@
 # ADC inputs for a board that measures (a battery, a sensor channel: hal/machineboard.py loads
 # this module then): millivolts from read_uv() where the port calibrates, read_u16() otherwise,
-# and piecewise-linear scales (battery curves, sensor transducers).
+# and piecewise-linear scales (battery curves, sensor transducers); a sensor channel on a pin
+# reads its level.
+from hal import HalError
+
 try:
     from micropython import const
 except ImportError:
@@ -48,3 +51,26 @@ def interpolate(curve, x):
 class Sensor:
     def __init__(self, read):
         self.read = read  # -> integer reading in the channel's unit
+
+
+def battery(board):
+    # the cell's charge in % from its voltage: the divider and the curve of the board file
+    b = board.spec["battery"]
+    if board._bat is None:
+        board._bat = Adc(board.machine, b["adc"], board.spec["adc_vref_mv"])
+    return interpolate(b["curve"], board._bat.mv() * b["ratio_x1000"] // 1000)
+
+
+def sensor(board, name):
+    # the channel `name` of the board file's "sensors": an ADC through its scale, or a pin
+    s = board.spec.get("sensors", {}).get(name)
+    if s is None:
+        raise HalError("hal: board %s: no sensor channel %r in its pin map" % (board.spec["board"], name))
+    if "adc" in s:
+        adc = Adc(board.machine, s["adc"], board.spec["adc_vref_mv"])
+        scale = s["scale"]
+        return Sensor(lambda: interpolate(scale, adc.mv()))
+    pin = board._sensor_inputs.get(name)
+    if pin is None:
+        pin = board._sensor_inputs[name] = board._input(name, s)
+    return Sensor(pin.value)

@@ -1,5 +1,16 @@
 # BLE advertising for a board that advertises (hal/machineboard.py Board.radio() loads this
 # module then), through MicroPython's bluetooth module, shaped like hal/unixradio.py's radio.
+
+
+def radio(board):
+    # the board's radio, made on the first call
+    if board._radio is None:
+        if board.bluetooth is None:
+            raise AttributeError("hal: board %s has no bluetooth module" % board.spec["board"])
+        board._radio = Radio(board.bluetooth)
+    return board._radio
+
+
 class Radio:
     # BLE advertising through MicroPython's bluetooth module, shaped like hal/unix.py's radio.
     # address(): these ports cannot take a chosen advertising address (docs/boards.md), so a

@@ -1,5 +1,20 @@
 # Unix seconds and the civil calendar, for the RTC of a port whose machine.RTC keeps a calendar
 # (esp32, rp2: hal/machineboard.py rtc() and set_rtc() load this module then).
+from hal.machineboard import RTC_FLOOR
+
+
+def rtc(board):
+    # unix seconds from the RTC's calendar, None until it has been set
+    dt = board.machine.RTC().datetime()  # (year, month, day, weekday, h, m, s, subseconds)
+    t = unix_time(dt[0], dt[1], dt[2], dt[4], dt[5], dt[6])
+    return t if t >= RTC_FLOOR else None
+
+
+def set_rtc(board, unix):
+    y, mo, d, h, mi, s, wd = civil(unix)
+    board.machine.RTC().datetime((y, mo, d, wd, h, mi, s, 0))
+
+
 def _days(y, m, d):
     # days from 1970-01-01 to the date (proleptic Gregorian; H. Hinnant's days_from_civil)
     y -= m <= 2

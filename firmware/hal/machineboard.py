@@ -16,9 +16,10 @@
 # Parts a board may lack live in modules of their own, loaded when a board uses them, so its
 # heap holds only its own parts' code: Wi-Fi from config.json "wifi" (hal/wifi.py: joins and
 # retries with a doubling backoff; online() says whether the app may open its link; the
-# credentials are never printed), the BLE radio (hal/ble.py), ADC inputs and their scales
-# (hal/analog.py), the RTC's calendar (hal/civil.py) and the accelerometer (hal/accel.py and
-# the part's driver). A bundle carries such a module only for an app that asks for the part
+# credentials are never printed), the BLE radio (hal/ble.py), the sensor channels and the
+# battery with their ADC scales (hal/analog.py), the RTC's calendar (hal/civil.py) and the
+# accelerometer (hal/accel.py and the part's driver): the Board method hands over to its
+# module. A bundle carries such a module only for an app that asks for the part
 # (provisioning/closure.py).
 # Watchdog: started at the first service() (the app's loop is running) and fed by every
 # service() after it; a loop that stops coming round resets the board. Safe mode and the
@@ -284,73 +285,47 @@ class MachineBoard:
         # timeout=0: readinto() returns what is there (None when nothing) and never blocks
         return m.UART(u["id"], baudrate=baudrate, tx=m.Pin(u["tx"]), rx=m.Pin(u["rx"]), timeout=0, rxbuf=1024)
 
-    def radio(self):
-        if self._radio is None:
-            if self.bluetooth is None:
-                raise AttributeError("hal: board %s has no bluetooth module" % self.spec["board"])
-            from hal.ble import Radio  # loaded by a board that advertises
+    # parts with their code in a module of their own, loaded on the first call (see the top)
 
-            self._radio = Radio(self.bluetooth)
-        return self._radio
+    def radio(self):
+        from hal.ble import radio  # BLE advertising (the band)
+
+        return radio(self)
 
     def accel(self):
-        if self._accel is None:
-            a = self.spec.get("accel")
-            if a is None:
-                raise AttributeError("hal: board %s has no accelerometer in its pin map" % self.spec["board"])
-            from hal.accel import Accel
-            from hal.lis3dh import Lis3dh
+        from hal.accel import accel  # the board file's accelerometer (the band)
 
-            dev = Lis3dh(self._i2c(self.spec["i2c"]), a["addr"], a["odr_hz"], a["range_g"], a["watermark"])
-            self._accel = Accel(self, dev, a["int"])
-        return self._accel
+        return accel(self)
 
     def _i2c(self, i):
         m = self.machine
         return m.I2C(i["id"], scl=m.Pin(i["scl"]), sda=m.Pin(i["sda"]), freq=i["freq"])
 
     def battery(self):
-        # the cell's charge in % from its voltage (the divider and the curve of the board
-        # file), BATTERY_UNKNOWN without a battery input
-        b = self.spec.get("battery")
-        if b is None:
+        # the cell's charge in %, BATTERY_UNKNOWN without a battery input
+        if self.spec.get("battery") is None:
             return BATTERY_UNKNOWN
-        from hal.analog import Adc, interpolate  # loaded by a board that measures
+        from hal.analog import battery  # the battery's ADC and curve
 
-        if self._bat is None:
-            self._bat = Adc(self.machine, b["adc"], self.spec["adc_vref_mv"])
-        return interpolate(b["curve"], self._bat.mv() * b["ratio_x1000"] // 1000)
+        return battery(self)
 
     def sensor(self, name):
-        s = self.spec.get("sensors", {}).get(name)
-        if s is None:
-            raise HalError("hal: board %s: no sensor channel %r in its pin map" % (self.spec["board"], name))
-        from hal.analog import Adc, Sensor, interpolate  # loaded by a board that measures
+        from hal.analog import sensor  # the sensor channels (ADC or pin)
 
-        if "adc" in s:
-            adc = Adc(self.machine, s["adc"], self.spec["adc_vref_mv"])
-            scale = s["scale"]
-            return Sensor(lambda: interpolate(scale, adc.mv()))
-        pin = self._sensor_inputs.get(name)
-        if pin is None:
-            pin = self._sensor_inputs[name] = self._input(name, s)
-        return Sensor(pin.value)
+        return sensor(self, name)
 
     # clock, reset
 
     def rtc(self):
-        # unix seconds from the RTC's calendar, None until it has been set
-        from hal.civil import unix_time
+        # unix seconds from the RTC, None until it has been set
+        from hal.civil import rtc  # the RTC's calendar
 
-        dt = self.machine.RTC().datetime()  # (year, month, day, weekday, h, m, s, subseconds)
-        t = unix_time(dt[0], dt[1], dt[2], dt[4], dt[5], dt[6])
-        return t if t >= RTC_FLOOR else None
+        return rtc(self)
 
     def set_rtc(self, unix):
-        from hal.civil import civil
+        from hal.civil import set_rtc
 
-        y, mo, d, h, mi, s, wd = civil(unix)
-        self.machine.RTC().datetime((y, mo, d, wd, h, mi, s, 0))
+        set_rtc(self, unix)
 
     def reset_cause(self):
         m = self.machine

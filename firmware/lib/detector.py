@@ -49,14 +49,11 @@ class Detector:
     def __init__(self, on, off, confirm_ms, clear_ms, lo, hi, above=True, fault_ms=10000):
         if lo > hi:
             raise ValueError("detector: lo must be <= hi, got lo=%r hi=%r" % (lo, hi))
-        if not lo <= on <= hi:
-            raise ValueError("detector: on=%r outside lo..hi (%r..%r)" % (on, lo, hi))
-        if not lo <= off <= hi:
-            raise ValueError("detector: off=%r outside lo..hi (%r..%r)" % (off, lo, hi))
-        if above and off >= on:
-            raise ValueError("detector: off must be below on when above=True, got on=%r off=%r" % (on, off))
-        if not above and off <= on:
-            raise ValueError("detector: off must be above on when above=False, got on=%r off=%r" % (on, off))
+        for name, v in (("on", on), ("off", off)):
+            if not lo <= v <= hi:
+                raise ValueError("detector: %s=%r outside lo..hi (%r..%r)" % (name, v, lo, hi))
+        if (off >= on) if above else (off <= on):
+            raise ValueError("detector: off must be %s on, got on=%r off=%r" % ("below" if above else "above", on, off))
         for name, ms in (("confirm_ms", confirm_ms), ("clear_ms", clear_ms), ("fault_ms", fault_ms)):
             if ms < 0:
                 raise ValueError("detector: %s must be >= 0, got %r" % (name, ms))

@@ -42,11 +42,8 @@ def load(path, defaults, key_min=16, key_max=64):
     except ValueError:
         key = None
     if key is None or not key_min <= len(key) <= key_max:
-        if key_min == key_max:
-            raise ConfigError("%s: key must be %d hex digits (%d bytes)" % (path, 2 * key_min, key_min))
-        raise ConfigError(
-            "%s: key must be %d to %d hex digits (%d to %d bytes)" % (path, 2 * key_min, 2 * key_max, key_min, key_max)
-        )
+        n = "%d" % key_min if key_min == key_max else "%d to %d" % (key_min, key_max)
+        raise ConfigError("%s: key must be %s bytes in hex digits" % (path, n))
     cfg["key"] = key
     return cfg
 

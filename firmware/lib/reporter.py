@@ -91,16 +91,24 @@ class Reporter:
         self.outbox = store.Outbox(root, cfg["outbox"])
         # seq 1 of every boot is ONLINE: central learns of every restart (a power cut
         # matters), so it goes through the outbox like the alarms when there is room
+        # (without room it is sent once, unasked for receipts, when the link comes up)
         self.seq = 1
         self.online = None
-        data = {1: len(self.outbox)}
-        if len(self.outbox) < self.outbox.capacity - RESERVE:
-            msg = frame.build(
-                self.key, self.id, self.boot, 1, frame.T_ONLINE, clock.uptime_ms(), data, frame.FLAG_RECEIPTS
-            )
+        room = self._room_for(P1)
+        msg = frame.build(
+            self.key,
+            self.id,
+            self.boot,
+            1,
+            frame.T_ONLINE,
+            clock.uptime_ms(),
+            {1: len(self.outbox)},
+            frame.FLAG_RECEIPTS if room else 0,
+        )
+        if room:
             self.outbox.put(self.boot, 1, P1, msg)
         else:
-            self.online = frame.build(self.key, self.id, self.boot, 1, frame.T_ONLINE, clock.uptime_ms(), data)
+            self.online = msg
         self.client = None  # the link while it is up
         # each link's code loads only here, for the link config.json names (lib/link.py)
         try:
@@ -274,8 +282,7 @@ class Reporter:
         if state is not None and kind == frame.R_DROPPED and self._prio(boot, seq) != P0:
             # the gateway's buffer was full and it evicted this state/telemetry event;
             # alarms are never evicted, so a "dropped" for one is not believed
-            self.outbox.remove(boot, seq)
-            self.last_sent.pop((boot, seq), None)
+            self._forget(boot, seq)
             self.dropped_events += 1
             print("%s: event %d/%d dropped by the gateway" % (self.TAG, boot, seq))
             return
@@ -291,14 +298,18 @@ class Reporter:
                 self.last_sent[(boot, seq)] = ticks_ms()
         else:
             alarm = self._prio(boot, seq) == P0
-            self.outbox.remove(boot, seq)
-            self.last_sent.pop((boot, seq), None)
+            self._forget(boot, seq)
             if alarm:
                 self.delivered_at = ticks_ms()  # green is for alarms only
                 self.recent.append((boot, seq))
                 if len(self.recent) > _RECENT:
                     self.recent.pop(0)
             print("%s: event %d/%d delivered" % (self.TAG, boot, seq))
+
+    def _forget(self, boot, seq):
+        # the gateway answered for good: the event leaves the outbox
+        self.outbox.remove(boot, seq)
+        self.last_sent.pop((boot, seq), None)
 
     def _acknowledged(self, boot, seq):
         # receipt 3: believed for an alarm the device holds or delivered recently

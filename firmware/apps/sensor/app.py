@@ -59,7 +59,6 @@ TYPES = {
     # extinguisher gauge, kPa; 0 when it is not in its bracket
     "extinguisher": (frame.T_EXTINGUISHER, P1, False, 900, 1000, 10000, 10000, 0, 3000),
 }
-_TUNABLE = ("on", "off", "confirm_ms", "clear_ms", "fault_ms")
 
 
 class Channel:
@@ -90,20 +89,17 @@ def _channels(path, raw):
         typ = ch.get("type")
         if not isinstance(typ, str) or typ not in TYPES:  # a list or object is not hashable
             raise ConfigError("%s: type must be one of %s" % (where, ", ".join(sorted(TYPES))))
-        for k in ch:
-            if k not in ("name", "type") + _TUNABLE:
-                raise ConfigError("%s: unknown setting %r" % (where, k))
-        _, _, above, on, off, confirm_ms, clear_ms, lo, hi = TYPES[typ]
-        p = {"on": on, "off": off, "confirm_ms": confirm_ms, "clear_ms": clear_ms, "fault_ms": 10000}
-        for k in _TUNABLE:
-            if k in ch:
-                if not devconfig.int_ok(ch[k], -(1 << 30), 1 << 30):
+        t = TYPES[typ]
+        p = {"on": t[3], "off": t[4], "confirm_ms": t[5], "clear_ms": t[6], "fault_ms": 10000}
+        for k, v in ch.items():
+            if k in p:
+                if not devconfig.int_ok(v, -(1 << 30), 1 << 30):
                     raise ConfigError("%s: %s must be an integer" % (where, k))
-                p[k] = ch[k]
+                p[k] = v
+            elif k != "name" and k != "type":
+                raise ConfigError("%s: unknown setting %r" % (where, k))
         try:
-            det = detector.Detector(
-                p["on"], p["off"], p["confirm_ms"], p["clear_ms"], lo, hi, above=above, fault_ms=p["fault_ms"]
-            )
+            det = detector.Detector(lo=t[7], hi=t[8], above=t[2], **p)
         except ValueError as e:
             raise ConfigError("%s (%s): %s" % (where, name, e))
         out.append(Channel(i, name, typ, det))
