@@ -69,7 +69,7 @@ class _Input:
         self.pin = Pin(spec["pin"], Pin.IN, Pin.PULL_UP if pull == "up" else Pin.PULL_DOWN if pull == "down" else None)
         self._inv = 1 - spec["active"]
         self._wake = wake
-        self._lv = [0] * _RING
+        self._lv = bytearray(_RING)  # levels (0/1), a byte each; ticks need a full int
         self._t = [0] * _RING
         self._head = 0
         self._tail = 0
