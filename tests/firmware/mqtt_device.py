@@ -233,7 +233,9 @@ def sc_reconnect(c):
             c.connect(timeout_ms=1000)
             break
         except MQTTException as e:
-            if not refused:
+            # a killed broker's listener can still take a connection in the moment before
+            # the process is gone, and then reset it: what counts is a refused connection
+            if not refused and str(e).startswith("cannot connect"):
                 say("refused", e)
                 refused = True
             if ticks_diff(deadline, ticks_ms()) <= 0:
