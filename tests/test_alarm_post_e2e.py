@@ -349,3 +349,39 @@ def test_press_right_after_the_local_broker_returns_is_delivered_within_2s(venue
         assert len(d) >= 6 and min(d) >= 250 and max(d) < 4000, d
     assert delays[0] != delays[1]
     assert wait_alarms(venue.verifier, 1) == [(1, 2)]
+
+
+def test_a_press_the_restarted_broker_dropped_goes_again_when_the_agent_says_online(venue: Venue) -> None:
+    # The local broker comes back without its store (so without the agent's session) while the
+    # agent is still away: a press goes to the broker, which has no subscriber for it and drops
+    # it after its PUBACK. When the agent is subscribed again it publishes `online`, and the
+    # post sends the alarm again at once; resend_s is a minute, so nothing else could.
+    post = venue.post(resend_s=60)
+    post.wait_console("1/1 delivered", timeout=10)
+    venue.agent.kill()
+    venue.local.kill()
+    venue.local.db_path.unlink(missing_ok=True)
+    venue.local.start()
+    mark = post.console_offset
+    post.wait_console("connected to", since=mark, timeout=10)
+    seen: list[bytes] = []
+
+    async def press_and_see_it_published(c: aiomqtt.Client) -> None:
+        await c.subscribe("ge/dev/AP-0001/up", qos=1)
+        post.click()
+        async with asyncio.timeout(10):
+            async for m in c.messages:
+                assert isinstance(m.payload, bytes)
+                seen.append(m.payload)
+                return
+
+    _mqtt(venue.local.port, press_and_see_it_published)
+    assert oracle.verify_mac0(KEYS["AP-0001"], seen[0], fwframe.AAD_FRAME)  # the alarm left the post
+    venue.agent.start()  # returns once the agent logged local_broker_up
+    back = time.monotonic()
+    post.wait_console(" delivered", since=mark, timeout=10)
+    took = time.monotonic() - back
+    log = post.console_output(mark).decode()
+    assert "gateway online: 1 event(s) sent again" in log, log
+    assert took <= 2.0, f"receipt 2 {took:.2f} s after the agent was back\n{log}"
+    assert wait_alarms(venue.verifier, 1) == [(1, 2)]

@@ -6,6 +6,7 @@
 #   room()         True while another frame may go out now
 #   send(msg)      one device frame; raises LinkError/OSError when the link broke
 #   poll()         handle what arrived: each receipt goes to on_receipt(msg); raises when broke
+#                  (MQTT: the gateway's `online` on ge/gateway/status goes to on_gateway(msg))
 #   where          text for the console
 # The UART link is lib/uartlink.py. Each transport's modules load only when a link of that
 # kind is made (reporter.py imports uartlink only for "uart"; MqttLink imports the MQTT
@@ -113,8 +114,9 @@ class Redial:
 class MqttLink:
     # clean session: the outbox, not the broker, is what survives; receipts missed while away
     # are asked for again by the app's resends. Last will "offline", retained, on the status
-    # topic; "online" retained after connecting.
-    def __init__(self, dev_id, host, port, keepalive, on_receipt, timeout_ms=3000):
+    # topic; "online" retained after connecting. Subscribed to the gateway's announcements
+    # (ge/gateway/status, not retained): each one goes to on_gateway(msg).
+    def __init__(self, dev_id, host, port, keepalive, on_receipt, timeout_ms=3000, on_gateway=None):
         try:
             import mqtt
         except ImportError:
@@ -125,10 +127,12 @@ class MqttLink:
         self.port = port
         self.keepalive = keepalive
         self.on_receipt = on_receipt
+        self.on_gateway = on_gateway
         self.timeout_ms = timeout_ms
         self.up = "ge/dev/%s/up" % dev_id
         self.down = ("ge/dev/%s/down" % dev_id).encode()
         self.status = "ge/dev/%s/status" % dev_id
+        self.gateway = b"ge/gateway/status"
         self.where = "%s:%d" % (host, port)
         self.client = None
 
@@ -141,6 +145,8 @@ class MqttLink:
         try:
             c.connect(clean_session=True, timeout_ms=self.timeout_ms)
             c.subscribe(self.down, 1)
+            if self.on_gateway is not None:
+                c.subscribe(self.gateway, 1)
             c.publish(self.status, b"online", retain=True, qos=1, wait=False)
         except (mqtt.MQTTException, OSError) as e:
             try:
@@ -184,6 +190,8 @@ class MqttLink:
             raise LinkError(str(e))
 
     def _message(self, topic, msg):
-        # only receipts are expected, on the device's own down topic
+        # receipts on the device's own down topic; the gateway's announcements
         if topic == self.down:
             self.on_receipt(msg)
+        elif topic == self.gateway and self.on_gateway is not None:
+            self.on_gateway(msg)

@@ -30,6 +30,11 @@
 #   while an alarm waits for the gateway, and a new alarm (press, held press, smoke, gas; also
 #   one held in RAM because the outbox is full) tries the link at once whatever the backoff,
 #   at most one such attempt per 0.5 s.
+# - The gateway's `online` (ge/gateway/status, each time the agent's subscription is in place):
+#   every outbox entry without receipt 1 is sent again at once, not after resend_s. A local
+#   broker that restarted without the agent's session drops what devices publish before the
+#   agent is back (the device got the broker's PUBACK, so nothing else tells it). At most
+#   once per second, so a stranger publishing `online` cannot make a device flood the link.
 # The loop never blocks longer than one connection attempt: inputs arrive through pin irq
 # handlers or samples taken in the loop, and everything else runs in the loop.
 # It sleeps in board.wait(): a pin interrupt ends that sleep.
@@ -68,6 +73,7 @@ RESERVE = const(4)  # outbox entries only alarms may use
 _WINDOW_GUARD = const(48)  # below the gateway's 64-event replay window
 _BEEP_MS = const(120)
 _RECENT = const(8)  # delivered alarms a receipt 3 may still name
+_ONLINE_GAP_MS = const(1000)  # the gateway's `online` makes a resend at most this often
 
 # the settings every reporting device has (an app adds its own)
 LINK_DEFAULTS = {
@@ -138,7 +144,9 @@ class Reporter:
 
             self.link = UartLink(lambda: board.uart(cfg["baud"]), self._receipt, "uart")
         else:
-            self.link = MqttLink(self.id, cfg["broker"], cfg["port"], cfg["keepalive_s"], self._receipt)
+            self.link = MqttLink(
+                self.id, cfg["broker"], cfg["port"], cfg["keepalive_s"], self._receipt, on_gateway=self._gateway_online
+            )
         self.poller = select.poll()
         self.redial = Redial()
         self.next_heartbeat = ticks_add(ticks_ms(), cfg["heartbeat_s"] * 1000)
@@ -150,6 +158,7 @@ class Reporter:
         self.acked = None  # (boot, seq) of the last alarm acknowledged by a dispatcher
         self.acked_at = None
         self.bad_receipts = 0
+        self.online_at = None  # ticks of the last gateway `online` acted on
         self.stray_receipts = 0
         self.dropped_events = 0  # P1/P2 events the gateway evicted (receipt 4)
         self.led = None
@@ -283,6 +292,20 @@ class Reporter:
         # a message as the MQTT client hands it over; only receipts are expected
         if topic == self.down.encode():
             self._receipt(msg)
+
+    def _gateway_online(self, msg):
+        # the gateway's `online` (inside the link's poll()): whatever has no receipt 1 is due
+        # now, in the _resend() that follows the poll
+        now = ticks_ms()
+        if msg != b"online" or (self.online_at is not None and ticks_diff(now, self.online_at) < _ONLINE_GAP_MS):
+            return
+        self.online_at = now
+        n = 0
+        for _, b, s, st in self.outbox.items():
+            if st == ST_SENT and self.last_sent.pop((b, s), None) is not None:
+                n += 1
+        if n:
+            print("%s: gateway online: %d event(s) sent again" % (self.TAG, n))
 
     def _receipt(self, msg):
         # one receipt from the gateway, from either link (inside the link's poll())

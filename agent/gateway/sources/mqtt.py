@@ -1,5 +1,11 @@
 """The local broker: device frames in (ge/dev/+/up), receipts out (ge/dev/<id>/down).
 
+Each time the subscription is in place the agent publishes `online` on ge/gateway/status
+(QoS 1, not retained, docs/protocol.md §5): a broker that restarted without the agent's
+persistent session (its store not yet written, or lost) dropped whatever devices published
+before the agent was back, and a device hearing `online` sends again at once what has no
+receipt 1 instead of waiting for its resend timer (firmware/lib/reporter.py).
+
 The subscription uses a persistent session (clean start off, a session expiry) and
 acknowledges each QoS 1 frame only after the event is durable in the buffer (or was
 rejected), in the order the frames arrived (MQTT 5 §4.6). A kill -9 of the agent therefore
@@ -21,7 +27,7 @@ from agent.gateway.receipts import ReceiptRouter
 from agent.gateway.sources.mqttclient import LocalBrokerError, MqttClient
 from agent.gateway.stats import LocalCounters
 from agent.shared.backoff import Backoff
-from agent.shared.protocol import SESSION_EXPIRY_S, device_down
+from agent.shared.protocol import GATEWAY_ONLINE, GATEWAY_ONLINE_TOPIC, SESSION_EXPIRY_S, device_down
 from agent.shared.tls import tls_context
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,7 @@ MAX_PACKET = 1 << 20
 RECONNECT_CAP_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 _TOPIC_CACHE = 10_000
+_ONLINE_TOPIC = GATEWAY_ONLINE_TOPIC.encode()
 
 
 class LocalBroker:
@@ -122,6 +129,10 @@ class LocalBroker:
                 await client.connected
             await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S)
             self._client = client
+            # the devices learn that frames reach the agent again: what they sent while the
+            # broker had no subscription for it (a restart without its session) goes again now
+            self._outbox.appendleft((_ONLINE_TOPIC, GATEWAY_ONLINE))
+            client.pump()
             self.backoff.reset()
             self.connected.set()
             self.counters.connected = True
