@@ -71,7 +71,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
             rec.epoch,
         )
     # wristband counters and alerts are read before the committer thread owns the store
-    band_rows, band_alerts = store.load_band_replay(), store.load_band_alerts()
+    band_rows, band_alerts, band_open = store.load_band_replay(), store.load_band_alerts(), store.load_band_open()
     metrics = Metrics() if cfg.metrics is not None else None
 
     recovered = recovered_state(rec)
@@ -125,6 +125,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
         band_rows=band_rows,
         sink=AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None,
         raised=band_alerts,
+        open_alerts=band_open,
     )
 
     # what the log, the heartbeat and the metrics read

@@ -255,6 +255,22 @@ class AlertEngine:
             if len(b.event_ids) > _SEEN_IDS:
                 b.event_keys.discard(b.event_ids.popleft())
 
+    def reopen(self, open_alerts: Iterable[tuple[str, int, int, str | None]]) -> None:
+        """EXIT and MISSING raised before a restart and not yet resolved, (band, type, since ms,
+        zone name): the band is away, as before the restart. Not announced again; BACK_INSIDE
+        still closes them. Rows of unknown bands or other types are ignored."""
+        for band, kind, since, zone_name in open_alerts:
+            b = self._bands.get(band)
+            if b is None:
+                continue
+            if kind == EventType.EXIT:
+                b.exit_open, b.exit_since = True, since
+                # the zone it was placed in (names are for people: one not allowed first)
+                found = sorted((z.id in b.allowed, z.id) for z in self.venue.zones.values() if z.name == zone_name)
+                b.zone = found[0][1] if found else b.zone
+            elif kind == EventType.MISSING:
+                b.missing_open, b.missing_since = True, since
+
     def on_sighting(self, scanner: str, rssi: int, t_ms: int, s: Sighting) -> list[Alert]:
         """One accepted advert heard by one scanner; the alerts it raises (often none)."""
         b = self._bands.get(s.band)

@@ -95,6 +95,9 @@ class SightingSink(Protocol):
     def remember(self, raised: Iterable[tuple[str, int, int]]) -> None:
         """(band, type, band event id) of SOS/FALL alerts raised before a restart: not again."""
 
+    def reopen(self, open_alerts: Iterable[tuple[str, int, int, str | None]]) -> None:
+        """(band, type, since ms, zone name) of EXIT/MISSING raised before a restart, not yet resolved."""
+
 
 @dataclass(frozen=True, slots=True)
 class SimpleAlert:
@@ -118,6 +121,9 @@ class SosFallForwarder:
     def remember(self, raised: Iterable[tuple[str, int, int]]) -> None:
         for key in raised:
             self._seen[key] = None
+
+    def reopen(self, open_alerts: Iterable[tuple[str, int, int, str | None]]) -> None:
+        return None  # raises no EXIT or MISSING
 
     def on_sighting(self, scanner: str, rssi: int, t_ms: int, s: Sighting) -> list[SimpleAlert]:
         st = s.status
@@ -211,6 +217,7 @@ class BleSources:
         band_rows: Sequence[tuple[str, int, int]] = (),
         sink: SightingSink | None = None,
         raised: Sequence[tuple[str, int, int]] = (),
+        open_alerts: Sequence[tuple[str, int, int, str | None]] = (),
     ) -> None:
         """
         Args:
@@ -218,6 +225,8 @@ class BleSources:
             band_rows: the wristbands' advert counters as the buffer holds them.
             sink: the alert engine; None: SosFallForwarder.
             raised: SOS/FALL alerts already raised before a restart (not raised again).
+            open_alerts: EXIT/MISSING raised before a restart and not resolved (not raised
+                again; BACK_INSIDE still closes them).
         """
         self.cfg = wristbands
         self.registry = registry
@@ -227,6 +236,7 @@ class BleSources:
         self.resolver.load(band_rows)
         self.sink: SightingSink = sink if sink is not None else SosFallForwarder()
         self.sink.remember(raised)
+        self.sink.reopen(open_alerts)
         self.scanners = {c.name: _Scanner(c) for c in scanners}
         self._queue: asyncio.Queue[tuple[str, int, int, int, bytes]] = asyncio.Queue(QUEUE_MAX)
         self._throttle = Throttle()
