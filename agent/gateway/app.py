@@ -3,7 +3,8 @@
     sources (local broker, serial ports, BLE scanners)
       -> Pipeline: verify, replay check                                agent/gateway/pipeline.py
       -> CommitInbox -> Committer thread: plan, seal, one fsync         agent/gateway/committer.py
-      -> Pipeline.on_commit: source acks, receipts 1/4, batches out
+      -> Pipeline.on_commit: source acks, receipts 1/4, batches out, observers
+         (DoorFeed: venue sensors' door contacts -> the BLE source's alert engine)
       -> Uplink: publish, PUBACK -> committer deletes, receipts 2       agent/gateway/uplink.py
     receipts go back through the ReceiptRouter, the way each device last spoke (agent/gateway/receipts.py);
     central's commands come in on the uplink (agent/gateway/command_handler.py).
@@ -38,6 +39,7 @@ from agent.gateway.sources.serial import SerialSources
 from agent.gateway.stats import Snapshot, Stats
 from agent.gateway.uplink import Uplink
 from agent.gateway.wristbands.alerts import AlertEngine
+from agent.gateway.wristbands.doors import DoorFeed
 from agent.gateway.wristbands.source import BleSources
 from agent.gateway.wristbands.venue import load as load_venue
 from agent.shared.errors import ConfigError
@@ -75,6 +77,10 @@ async def run_gateway(cfg: AgentConfig) -> None:
     metrics = Metrics() if cfg.metrics is not None else None
 
     recovered = recovered_state(rec)
+    # the alert engine, when a venue file is configured, and the venue sensors' door contacts
+    # for it: committed sensor events go to the feed, the BLE source takes them from there
+    engine = AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None
+    doors = DoorFeed() if engine is not None else None
     # the way to the committer thread: events, PUBACKs, link state, batch settings
     inbox = CommitInbox(cfg.batch)
     # the way back to devices: receipts go where each device was last heard
@@ -102,6 +108,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
         epoch=rec.epoch,
         buffer=recovered,
         observe_commit=metrics.commit.observe if metrics is not None else None,
+        observers=[doors] if doors is not None else (),
     )
     # the one writer of the buffer: group commit, sealing (signing), one fsync per round
     committer = Committer(
@@ -123,9 +130,10 @@ async def run_gateway(cfg: AgentConfig) -> None:
         registry,
         pipeline=pipeline,
         band_rows=band_rows,
-        sink=AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None,
+        sink=engine,
         raised=band_alerts,
         open_alerts=band_open,
+        doors=doors,
     )
 
     # what the log, the heartbeat and the metrics read

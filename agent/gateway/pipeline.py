@@ -6,8 +6,10 @@
 
 The pipeline is built with what it hands things to (keyword arguments): the committer's inbox
 (`commits`), the uplink's `publish` for sealed batches, the receipt router and ledger
-(agent/gateway/receipts.py). The committer is built after it, with `on_commit` as its result callback;
-receipt 2 follows central's PUBACK in the uplink (ReceiptLedger.delivered).
+(agent/gateway/receipts.py), and `observers` told of committed events of the types they watch
+(the venue sensors' door contacts go to the alert engine this way). The committer is built
+after it, with `on_commit` as its result callback; receipt 2 follows central's PUBACK in the
+uplink (ReceiptLedger.delivered).
 
 Every rejected frame is counted by reason and logged (throttled) with the device id and the
 reason, never the key; the source's acknowledgement of a rejected frame is released at once
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from agent.gateway.committer import CommitResult
@@ -43,6 +45,14 @@ Publish = Callable[[SealedBatch, int], None]
 Observe = Callable[[float], None]
 
 
+class EventObserver(Protocol):
+    """Told of every committed event of its `types` (e.g. agent/gateway/wristbands/doors.py DoorFeed)."""
+
+    @property
+    def types(self) -> frozenset[int]: ...
+    def observe(self, event: Event) -> None: ...
+
+
 class Commits(Protocol):
     """Where accepted events go: the committer's inbox (agent/gateway/committer.py CommitInbox)."""
 
@@ -55,8 +65,10 @@ class Pipeline:
 
     __slots__ = (
         "_heard",
+        "_observers",
         "_started",
         "_throttle",
+        "_watch",
         "commits",
         "counters",
         "epoch",
@@ -82,6 +94,7 @@ class Pipeline:
         epoch: int = 0,
         buffer: State | None = None,
         observe_commit: Observe | None = None,
+        observers: Sequence[EventObserver] = (),
     ) -> None:
         """
         Args:
@@ -96,6 +109,8 @@ class Pipeline:
                 counters report its backlog until the first commit round, and the gateway's
                 own event numbers continue from its gw_seq.
             observe_commit: a histogram of commit round durations, seconds (agent/gateway/metrics.py).
+            observers: told of each committed event of their types, once durable (the alert
+                engine hears the venue sensors' door contacts this way).
         """
         self.gateway_id = gateway_id
         self.verifier = verifier
@@ -116,6 +131,8 @@ class Pipeline:
         )
         self._throttle = Throttle()
         self._started = time.monotonic()
+        self._observers = tuple(observers)
+        self._watch = frozenset(t for o in self._observers for t in o.types)
 
     # --- frames in -----------------------------------------------------------------
 
@@ -197,11 +214,16 @@ class Pipeline:
         c.store_error = None
         if self.observe_commit is not None and (result.committed or result.sealed):
             self.observe_commit(result.commit_ms / 1000.0)
-        ledger = self.ledger
+        ledger, watch = self.ledger, self._watch
         for s in result.committed:
             s.token()
-            if s.event.wants_receipts:
-                ledger.stored(s.event.key)
+            ev = s.event
+            if ev.wants_receipts:
+                ledger.stored(ev.key)
+            if ev.type in watch:
+                for o in self._observers:
+                    if ev.type in o.types:
+                        o.observe(ev)
         c.committed += len(result.committed)
         c.backlog = result.backlog
         c.backlog_bytes = result.backlog_bytes
