@@ -164,6 +164,9 @@ class AgentProcess:
         return {}
 
 
+_DELIVERY = ("event", "summary", "duplicate_batch", "duplicate_event", "reordered")
+
+
 class CentralVerifier:
     """`guardian-agent verify` as a process; its JSON lines are collected by a reader thread."""
 
@@ -245,8 +248,15 @@ class CentralVerifier:
             return [r for r in self.records if r["kind"] == "event" and all(r.get(k) == v for k, v in match.items())]
 
     def problems(self) -> list[dict[str, Any]]:
+        """Records that are neither events nor what at-least-once delivery brings (a batch or an
+        event delivered again, batches out of order)."""
         with self._cv:
-            return [r for r in self.records if r["kind"] not in ("event", "summary", "duplicate_batch", "reordered")]
+            return [r for r in self.records if r["kind"] not in _DELIVERY]
+
+    def records_of(self, *kinds: str) -> list[dict[str, Any]]:
+        """Every record of these kinds (e.g. duplicate_batch, duplicate_event), in arrival order."""
+        with self._cv:
+            return [r for r in self.records if r["kind"] in kinds]
 
     def wait_events(self, n: int, timeout: float, **match: Any) -> list[dict[str, Any]]:
         self.wait_for(lambda: len(self.events(**match)) >= n, timeout)
