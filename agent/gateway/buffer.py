@@ -3,11 +3,14 @@
 Tables:
   events   the backlog of accepted events not yet sealed into a batch, by lane (prio)
   batches  sealed, signed batches not yet acknowledged by central (resent with the same bytes)
-  replay   per-device replay state (agent/gateway/replay.py)
+  replay   per-device replay state (agent/gateway/replay.py): the top of the record, per round
+  replay_gaps  per-device ranges never accepted below the replay window, when they change
   ledger   receipt state of the recent receipt-requesting events of each device
   band_replay  per-wristband advert counter and when it was accepted (agent/gateway/wristbands/resolver.py)
   band_alerts  SOS/FALL alerts already raised, per band event id (never raised twice)
   band_open    each band's open EXIT or MISSING (raised, not yet closed by BACK_INSIDE)
+  liveness     per post or sensor: its learned heartbeat interval, and since when it is reported
+           offline (agent/gateway/liveness.py), written with the DEVICE_OFFLINE/ONLINE event
   meta     the hash chain head (epoch, seq, hash), the schema version, the gateway's own event
            counter (gw_seq) and the eviction counters (evicted_p1, evicted_p2)
 
@@ -34,10 +37,11 @@ from pathlib import Path
 
 import cbor2
 
-from agent.gateway.planner import Plan, Row
+from agent.gateway.planner import LivenessRow, Plan, Row
 from agent.gateway.replay import ReplayState
-from agent.gateway.signer import SealedBatch
+from agent.gateway.signer import SealedBatch, batch_events
 from agent.shared.errors import StoreError
+from agent.shared.frames import Event
 from agent.shared.protocol import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,9 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS replay (
     device TEXT PRIMARY KEY, boot INTEGER NOT NULL, seq INTEGER NOT NULL, bitmap INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- a device's gaps (agent/gateway/replay.py), written only when they change: in order they do
+-- not, and the per-round replay row stays 4 integers
+CREATE TABLE IF NOT EXISTS replay_gaps (device TEXT PRIMARY KEY, gaps BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger (
     device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, state INTEGER NOT NULL,
     PRIMARY KEY (device, boot, seq)
@@ -109,6 +116,11 @@ CREATE TABLE IF NOT EXISTS band_open (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS band_replay (
     band TEXT PRIMARY KEY, counter INTEGER NOT NULL, seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- posts and sensors the gateway follows: learned heartbeat interval (ms), and the unix ms since
+-- when it is reported offline with the reason (NULL while it reports) (agent/gateway/liveness.py)
+CREATE TABLE IF NOT EXISTS liveness (
+    device TEXT PRIMARY KEY, interval_ms INTEGER NOT NULL, offline_since_ms INTEGER, reason TEXT
 ) WITHOUT ROWID;
 """
 
@@ -140,6 +152,10 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.quarantined: Path | None = None
         self.salvaged: dict[str, ReplayState] = {}
+        # per device, the gaps blob last committed (ReplayState.gaps_blob: a new object when they
+        # change), and those written by the transaction in progress
+        self._gaps_written: dict[str, bytes] = {}
+        self._gaps_pending: dict[str, bytes] = {}
         try:
             self.db = self._open()
             self._check()
@@ -194,6 +210,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """BEGIN IMMEDIATE ... COMMIT; the commit is durable (fsync) when this returns."""
+        self._gaps_pending.clear()
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -201,6 +218,7 @@ class Store:
         try:
             yield
             self.db.execute("COMMIT")
+            self._gaps_written.update(self._gaps_pending)
         except BaseException as exc:
             try:
                 self.db.execute("ROLLBACK")
@@ -223,8 +241,8 @@ class Store:
         rec = Recovered(epoch=int(meta["epoch"]), seq=int(meta["seq"]), prev=bytes(meta["hash"]))
         rec.quarantined = self.quarantined
         rec.salvaged_replay = len(self.salvaged)
-        for device, boot, seq, bitmap in self.db.execute("SELECT device, boot, seq, bitmap FROM replay"):
-            rec.replay[device] = ReplayState.from_row(boot, seq, bitmap)
+        rec.replay = _read_replay(self.db)
+        self._gaps_written = {d: st.gaps_blob for d, st in rec.replay.items()}
         for device, boot, seq, state in self.db.execute("SELECT device, boot, seq, state FROM ledger"):
             rec.ledger[(device, boot, seq)] = state
         for seq, epoch, prio, events, blob, digest, flagged in self.db.execute(
@@ -327,12 +345,12 @@ class Store:
             self.save_replay(plan.replay)
         if plan.stored:
             self.ledger_set((*k, RECEIPT_STORED) for k in plan.stored)
-        if plan.band_rows:
-            self.save_band_replay(plan.band_rows)
-        if plan.band_alerts:
-            self.save_band_alerts(plan.band_alerts)
-        if plan.band_open:
-            self.save_band_open(plan.band_open)
+        self._apply_bands(plan)
+        if plan.liveness:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO liveness (device, interval_ms, offline_since_ms, reason) VALUES (?, ?, ?, ?)",
+                plan.liveness,
+            )
         if plan.dropped:
             self.ledger_set((*k, RECEIPT_DROPPED) for k in plan.dropped)
         for batch in sealed:
@@ -341,6 +359,15 @@ class Store:
             self.set_chain(*chain)
         if plan.write_counters:
             self.set_counters(plan.state.gw_seq, list(plan.state.evicted))
+
+    def _apply_bands(self, plan: Plan) -> None:
+        """The wristbands' part of a round: advert counters, SOS/FALL raised, EXIT/MISSING open."""
+        if plan.band_rows:
+            self.save_band_replay(plan.band_rows)
+        if plan.band_alerts:
+            self.save_band_alerts(plan.band_alerts)
+        if plan.band_open:
+            self.save_band_open(plan.band_open)
 
     def insert_batch(self, batch: SealedBatch) -> None:
         self.db.execute(
@@ -365,9 +392,18 @@ class Store:
     def set_chain(self, epoch: int, seq: int, digest: bytes) -> None:
         self._insert_many("INSERT OR REPLACE INTO meta (k, v)", 2, [("epoch", epoch), ("seq", seq), ("hash", digest)])
 
-    def save_replay(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
-        """rows: (device, boot, seq, bitmap) as ReplayState.as_row() gives them."""
-        self._insert_many("INSERT OR REPLACE INTO replay (device, boot, seq, bitmap)", 4, list(rows))
+    def save_replay(self, rows: Iterable[tuple[str, int, int, int, bytes]]) -> None:
+        """rows: (device, boot, seq, bitmap, gaps) as ReplayState.as_row() gives them; the gaps
+        only when they are not the blob this store last wrote for the device."""
+        rows = list(rows)
+        self._insert_many("INSERT OR REPLACE INTO replay (device, boot, seq, bitmap)", 4, [r[:4] for r in rows])
+        written = self._gaps_written
+        changed = [(r[0], r[4]) for r in rows if written.get(r[0]) is not r[4]]
+        if changed:
+            self._insert_many("INSERT OR REPLACE INTO replay_gaps (device, gaps)", 2, list(changed))
+            # known as written once the transaction commits (a rolled-back round is retried
+            # with the same rows, which must write them again)
+            self._gaps_pending.update(changed)
 
     def ledger_set(self, entries: Iterable[tuple[str, int, int, int]]) -> None:
         """entries: (device, boot, seq, state); keeps the newest LEDGER_PER_DEVICE per device."""
@@ -412,6 +448,38 @@ class Store:
                 "INSERT OR REPLACE INTO band_open (band, type, since_ms, zone) VALUES (?, ?, ?, ?)", opened
             )
 
+    def load_liveness(self) -> list[LivenessRow]:
+        """(device, interval ms, offline since ms or None, reason or None) of every device followed."""
+        rows = self.db.execute("SELECT device, interval_ms, offline_since_ms, reason FROM liveness").fetchall()
+        return [(str(d), int(i), None if o is None else int(o), None if r is None else str(r)) for d, i, o, r in rows]
+
+    def pending_alerts(self, types: frozenset[int]) -> list[Event]:
+        """The events of `types` (P0 and P1 only) committed but not yet acknowledged by central's
+        broker: in the sealed batches waiting for their PUBACK, then in the backlog. The gateway's
+        fallback notifier follows them again after a restart (agent/gateway/fallback.py).
+
+        P1 rows of the backlog (closers such as BACK_INSIDE) are read only from the oldest
+        pending P0 event on: a closer matters only to an alert still pending.
+        """
+        found: dict[tuple[str, int, int], Event] = {}
+        for (blob,) in self.db.execute("SELECT blob FROM batches ORDER BY seq"):
+            for ev in batch_events(bytes(blob)):
+                if ev.type in types:
+                    found.setdefault(ev.key, ev)
+        for (blob,) in self.db.execute("SELECT blob FROM events WHERE prio = 0 ORDER BY id"):
+            ev = Event.decode(cbor2.loads(bytes(blob)))
+            if ev.type in types:
+                found.setdefault(ev.key, ev)
+        oldest = min((ev.received for ev in found.values() if ev.prio == 0), default=None)
+        if oldest is not None:
+            for (blob,) in self.db.execute(
+                "SELECT blob FROM events WHERE prio = 1 AND received >= ? ORDER BY id", (oldest,)
+            ):
+                ev = Event.decode(cbor2.loads(bytes(blob)))
+                if ev.type in types:
+                    found.setdefault(ev.key, ev)
+        return list(found.values())
+
     def save_band_replay(self, rows: Iterable[tuple[str, int, int]]) -> None:
         """rows: (band, counter, seen_ms); inside transaction()."""
         self.db.executemany("INSERT OR REPLACE INTO band_replay (band, counter, seen_ms) VALUES (?, ?, ?)", rows)
@@ -433,14 +501,26 @@ def _values_sql(head: str, columns: int, rows: int) -> str:
     return f"{head} VALUES {', '.join([one] * rows)}"
 
 
+def _read_replay(db: sqlite3.Connection) -> dict[str, ReplayState]:
+    """Every device's replay record; the gaps table is optional (a buffer written before it)."""
+    gaps: dict[str, bytes] = {}
+    try:
+        gaps = {str(d): bytes(g) for d, g in db.execute("SELECT device, gaps FROM replay_gaps")}
+    except sqlite3.OperationalError:  # no such table: no gaps, everything below the window counts as seen
+        pass
+    return {
+        str(device): ReplayState.from_row(int(boot), int(seq), int(bitmap), gaps.get(str(device), b""))
+        for device, boot, seq, bitmap in db.execute("SELECT device, boot, seq, bitmap FROM replay")
+    }
+
+
 def _salvage_replay(path: Path) -> dict[str, ReplayState]:
     """Whatever replay rows can still be read from a corrupt buffer file."""
     out: dict[str, ReplayState] = {}
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            for device, boot, seq, bitmap in db.execute("SELECT device, boot, seq, bitmap FROM replay"):
-                out[str(device)] = ReplayState.from_row(int(boot), int(seq), int(bitmap))
+            out = _read_replay(db)
         finally:
             db.close()
     except sqlite3.Error as exc:

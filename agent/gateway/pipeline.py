@@ -6,14 +6,17 @@
 
 The pipeline is built with what it hands things to (keyword arguments): the committer's inbox
 (`commits`), the uplink's `publish` for sealed batches, the receipt router and ledger
-(agent/gateway/receipts.py), and `observers` told of committed events of the types they watch
-(the venue sensors' door contacts go to the alert engine this way). The committer is built
-after it, with `on_commit` as its result callback; receipt 2 follows central's PUBACK in the
-uplink (ReceiptLedger.delivered).
+(agent/gateway/receipts.py), and, when they are on, the device liveness tracker (each accepted
+frame, agent/gateway/liveness.py) and the watches of committed events: the fallback notifier's
+(the alerts of each commit round, agent/gateway/fallback.py) and the alert engine's door
+contacts (venue sensors' door events, agent/gateway/wristbands/doors.py). The committer is
+built after it, with `on_commit` as its result callback; receipt 2 follows central's PUBACK in
+the uplink (ReceiptLedger.delivered).
 
-Every rejected frame is counted by reason and logged (throttled) with the device id and the
-reason, never the key; the source's acknowledgement of a rejected frame is released at once
-so nothing else waits for it.
+Every rejected frame is counted by reason; the log gets at most one line per reason every 10 s
+across all device ids (junk under invented ids must not write a line each), naming the last
+device and how many were left out, never the key. The source's acknowledgement of a rejected
+frame is released at once so nothing else waits for it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from typing import Any, Protocol
 
 from agent.gateway.committer import CommitResult
 from agent.gateway.frame_verifier import FrameVerifier
-from agent.gateway.planner import State, Submitted
+from agent.gateway.planner import LivenessRow, State, Submitted
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
+from agent.gateway.recent import RecentEvents
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.gateway.stats import PipelineCounters
@@ -45,19 +49,23 @@ Publish = Callable[[SealedBatch, int], None]
 Observe = Callable[[float], None]
 
 
-class EventObserver(Protocol):
-    """Told of every committed event of its `types` (e.g. agent/gateway/wristbands/doors.py DoorFeed)."""
-
-    @property
-    def types(self) -> frozenset[int]: ...
-    def observe(self, event: Event) -> None: ...
-
-
 class Commits(Protocol):
     """Where accepted events go: the committer's inbox (agent/gateway/committer.py CommitInbox)."""
 
     def submit(self, item: Submitted) -> None: ...
-    def submit_group(self, items: list[Submitted], band_rows: list[tuple[str, int, int]]) -> None: ...
+    def submit_group(
+        self, items: list[Submitted], band_rows: list[tuple[str, int, int]], liveness: list[LivenessRow] | None = None
+    ) -> None: ...
+
+
+class CommitWatch(Protocol):
+    """Who wants the committed events of some types (agent/gateway/fallback.py AlarmWatch,
+    agent/gateway/wristbands/doors.py DoorFeed)."""
+
+    @property
+    def types(self) -> frozenset[int]: ...
+
+    def committed(self, events: list[Event]) -> None: ...
 
 
 class Pipeline:
@@ -65,10 +73,10 @@ class Pipeline:
 
     __slots__ = (
         "_heard",
-        "_observers",
         "_started",
         "_throttle",
-        "_watch",
+        "_watched",
+        "_watches",
         "commits",
         "counters",
         "epoch",
@@ -76,7 +84,9 @@ class Pipeline:
         "gw_seq",
         "ledger",
         "observe_commit",
+        "on_frame",
         "publish",
+        "recent",
         "replay",
         "verifier",
     )
@@ -94,7 +104,9 @@ class Pipeline:
         epoch: int = 0,
         buffer: State | None = None,
         observe_commit: Observe | None = None,
-        observers: Sequence[EventObserver] = (),
+        recent: RecentEvents | None = None,
+        on_frame: Callable[[Event], None] | None = None,
+        watches: Sequence[CommitWatch] = (),
     ) -> None:
         """
         Args:
@@ -109,8 +121,12 @@ class Pipeline:
                 counters report its backlog until the first commit round, and the gateway's
                 own event numbers continue from its gw_seq.
             observe_commit: a histogram of commit round durations, seconds (agent/gateway/metrics.py).
-            observers: told of each committed event of their types, once durable (the alert
-                engine hears the venue sensors' door contacts this way).
+            recent: told of every alarm and alert (P0, P1) and of each commit round, for the
+                status page and the per-alarm log line (agent/gateway/recent.py).
+            on_frame: each accepted device frame's event (agent/gateway/liveness.py Liveness.heard).
+            watches: each told the committed events of its types after each round, before the
+                round's batches are published (agent/gateway/fallback.py AlarmWatch; the alert
+                engine's door contacts, agent/gateway/wristbands/doors.py DoorFeed).
         """
         self.gateway_id = gateway_id
         self.verifier = verifier
@@ -123,6 +139,10 @@ class Pipeline:
         self.epoch = epoch
         self.gw_seq = buffer.gw_seq
         self.observe_commit = observe_commit
+        self.recent = recent
+        self.on_frame = on_frame
+        self._watches = tuple(watches)
+        self._watched = frozenset(t for w in self._watches for t in w.types)
         self.counters = PipelineCounters(
             backlog=buffer.backlog,
             backlog_bytes=buffer.backlog_bytes,
@@ -131,8 +151,6 @@ class Pipeline:
         )
         self._throttle = Throttle()
         self._started = time.monotonic()
-        self._observers = tuple(observers)
-        self._watch = frozenset(t for o in self._observers for t in o.types)
 
     # --- frames in -----------------------------------------------------------------
 
@@ -159,19 +177,33 @@ class Pipeline:
         if event.wants_receipts:
             self.ledger.accepted(event.key)
         self.counters.accepted += 1
+        if event.prio < 2 and self.recent is not None:
+            self.recent.accepted(event)
         self.commits.submit(Submitted(event, state.as_row(), ack))
+        if self.on_frame is not None:
+            self.on_frame(event)
         return True
 
     def uptime_s(self) -> int:
         return int(time.monotonic() - self._started)
 
-    def gateway_event(self, event_type: int, data: dict[int, Any]) -> None:
-        """Queue one of the gateway's own events (e.g. its heartbeat) like a device event."""
+    def gateway_event(self, event_type: int, data: dict[int, Any], liveness: list[LivenessRow] | None = None) -> None:
+        """Queue one of the gateway's own events (e.g. its heartbeat) like a device event, with
+        the liveness rows that go with it (DEVICE_OFFLINE/ONLINE) in the same transaction."""
         self.gw_seq += 1
         now_ms = int(time.time() * 1000)
         uptime_ms = int((time.monotonic() - self._started) * 1000)
         event = Event(self.gateway_id, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
-        self.commits.submit(Submitted(event, None, _noop))
+        if self.recent is not None:
+            self.recent.accepted(event)
+        if liveness:
+            self.commits.submit_group([Submitted(event, None, _noop)], [], liveness)
+        else:
+            self.commits.submit(Submitted(event, None, _noop))
+
+    def keep_liveness(self, rows: list[LivenessRow]) -> None:
+        """Persist liveness rows that come with no event (an interval learned)."""
+        self.commits.submit_group([], [], rows)
 
     def band_events(self, events: list[tuple[str, int, dict[int, Any]]], band_rows: list[tuple[str, int, int]]) -> None:
         """Queue wristband alerts, (band, type, data) each, with the advert counters that caused
@@ -186,16 +218,18 @@ class Pipeline:
         for band, event_type, data in events:
             self.gw_seq += 1
             event = Event(band, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
+            if self.recent is not None:
+                self.recent.accepted(event)
             items.append(Submitted(event, None, _noop))
         self.counters.band_events += len(items)
         self.commits.submit_group(items, band_rows)
 
     def _reject(self, reason: str, device: str | None, detail: str, source: str) -> None:
         self.counters.rejected[reason] += 1
-        suppressed = self._throttle.allow((reason, device))
+        suppressed = self._throttle.allow(reason)
         if suppressed is not None:
             log.warning(
-                "frame_rejected source=%s device=%s reason=%s detail=%r suppressed_since_last=%d",
+                "frame_rejected source=%s device=%s reason=%s detail=%s suppressed_since_last=%d",
                 source,
                 device,
                 reason,
@@ -214,16 +248,18 @@ class Pipeline:
         c.store_error = None
         if self.observe_commit is not None and (result.committed or result.sealed):
             self.observe_commit(result.commit_ms / 1000.0)
-        ledger, watch = self.ledger, self._watch
+        ledger = self.ledger
         for s in result.committed:
             s.token()
-            ev = s.event
-            if ev.wants_receipts:
-                ledger.stored(ev.key)
-            if ev.type in watch:
-                for o in self._observers:
-                    if ev.type in o.types:
-                        o.observe(ev)
+            if s.event.wants_receipts:
+                ledger.stored(s.event.key)
+        if self._watches:
+            watched = self._watched
+            picked = [s.event for s in result.committed if s.event.type in watched]
+            for w in self._watches if picked else ():
+                mine = [ev for ev in picked if ev.type in w.types]
+                if mine:
+                    w.committed(mine)
         c.committed += len(result.committed)
         c.backlog = result.backlog
         c.backlog_bytes = result.backlog_bytes
@@ -231,6 +267,11 @@ class Pipeline:
         c.evicted = result.evicted
         for key in result.dropped:
             ledger.dropped(key)
+        recent = self.recent
+        if recent is not None:
+            recent.committed(result.committed)
+            recent.dropped(result.dropped)
+            recent.sealed(result.sealed)
         for batch, oldest in zip(result.sealed, result.sealed_oldest, strict=True):
             c.batches_sealed += 1
             self.publish(batch, oldest)

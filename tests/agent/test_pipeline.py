@@ -15,9 +15,9 @@ import pytest
 from agent.gateway.buffer import LEDGER_PER_DEVICE
 from agent.gateway.committer import CommitResult
 from agent.gateway.frame_verifier import FrameVerifier
-from agent.gateway.pipeline import EventObserver, Pipeline
+from agent.gateway.pipeline import CommitWatch, Pipeline
 from agent.gateway.planner import State, Submitted
-from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
+from agent.gateway.receipts import RESEND_BURST, RESEND_PER_S, ReceiptLedger, ReceiptRouter
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.shared import cose
@@ -54,7 +54,8 @@ class Rig:
         ledger: dict[tuple[str, int, int], int] | None = None,
         buffer: State | None = None,
         replay: dict[str, ReplayState] | None = None,
-        observers: Sequence[EventObserver] = (),
+        clock: Callable[[], float] | None = None,
+        watches: Sequence[CommitWatch] = (),
     ) -> None:
         self.registry = Registry(
             [Device("AP-0001", "alarm_post", KEY1, "v", "hall"), Device("AP-0002", "alarm_post", KEY2, "v", "bar")]
@@ -63,7 +64,10 @@ class Rig:
         self.sent: dict[str, list[tuple[str, dict[int, int]]]] = {"mqtt": [], SERIAL: []}
         self.router.register("mqtt", self.route("mqtt"), default=True)
         self.router.register(SERIAL, self.route(SERIAL))
-        self.ledger = ReceiptLedger(dict(ledger or {}), self.router, self.registry)
+        if clock is None:
+            self.ledger = ReceiptLedger(dict(ledger or {}), self.router, self.registry)
+        else:
+            self.ledger = ReceiptLedger(dict(ledger or {}), self.router, self.registry, clock=clock)
         self.commits = Commits()
         self.published: list[tuple[SealedBatch, int]] = []
         self.commit_times: list[float] = []
@@ -78,7 +82,7 @@ class Rig:
             epoch=1000,
             buffer=buffer,
             observe_commit=self.commit_times.append,
-            observers=observers,
+            watches=watches,
         )
         self.acked: list[int] = []
 
@@ -110,7 +114,7 @@ class Rig:
 def test_accepted_frames_are_acked_and_receipted_only_once_durable() -> None:
     rig = Rig()
     assert rig.ingest(1) and rig.ingest(2, HEARTBEAT)
-    assert [s.event.seq for s in rig.commits.items] == [1, 2] and rig.commits.items[0].replay_row == (1, 1, 0)
+    assert [s.event.seq for s in rig.commits.items] == [1, 2] and rig.commits.items[0].replay_row == (1, 1, 0, b"")
     assert rig.acked == [] and rig.receipts() == [], "nothing before the commit"
     assert rig.pipeline.counters.accepted == 2
     rig.commit(backlog=(1, 0, 1), backlog_bytes=(30, 0, 40), oldest_ms=5, evicted=(0, 0, 7), commit_ms=3.0)
@@ -209,6 +213,32 @@ def test_the_gateways_own_events_continue_its_numbering() -> None:
     assert rig.pipeline.counters.band_events == 2
 
 
+def test_receipts_for_replays_are_rate_limited_per_device() -> None:
+    now = [1000.0]
+    rig = Rig(ledger={("AP-0001", 1, 3): 2, ("AP-0002", 1, 3): 2}, clock=lambda: now[0])
+    for device in ("AP-0001", "AP-0002"):
+        seen = rig.pipeline.replay.setdefault(device, ReplayState())
+        seen.accept(1, 3)
+    # 100,000 replays of one captured frame within a second: the burst, then nothing
+    for _ in range(100_000):
+        rig.ingest(3)
+    assert len(rig.receipts()) == RESEND_BURST
+    assert rig.router.counters.resends_limited == 100_000 - RESEND_BURST
+    assert rig.pipeline.counters.rejected == {"replay": 100_000}
+    # the other device is not affected: its own budget
+    assert not rig.ingest(3, device="AP-0002")
+    assert rig.receipts()[-1] == ("AP-0002", 3, 2)
+    # the budget refills at RESEND_PER_S, never above the burst
+    now[0] += 10.0
+    for _ in range(1000):
+        rig.ingest(3)
+    assert len(rig.receipts()) == RESEND_BURST + 1 + int(10 * RESEND_PER_S)
+    now[0] += 3600.0
+    for _ in range(1000):
+        rig.ingest(3)
+    assert len(rig.receipts()) == 2 * RESEND_BURST + 1 + int(10 * RESEND_PER_S)
+
+
 def test_the_ledger_mirror_stays_bounded() -> None:
     rig = Rig()
     n = LEDGER_PER_DEVICE * 2 * 2 + 10
@@ -226,29 +256,31 @@ def test_a_route_registered_twice_is_refused() -> None:
         rig.router.register(SERIAL, rig.route(SERIAL))
 
 
-class Doors:
-    """An observer of door events, as agent/gateway/wristbands/doors.py DoorFeed watches them."""
+class Watch:
+    """A watch of committed events, as agent/gateway/wristbands/doors.py DoorFeed and the
+    fallback's AlarmWatch are: told each round's events of its types."""
 
-    types = frozenset({70, 72})
+    def __init__(self, *types: int) -> None:
+        self.types = frozenset(types)
+        self.rounds: list[list[tuple[str, int, int, dict[int, Any]]]] = []
 
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int, int, dict[int, Any]]] = []
-
-    def observe(self, event: Event) -> None:
-        self.seen.append((event.device, event.seq, event.type, dict(event.data)))
+    def committed(self, events: list[Event]) -> None:
+        self.rounds.append([(e.device, e.seq, e.type, dict(e.data)) for e in events])
 
 
-def test_observers_hear_committed_events_of_their_types_once_durable() -> None:
-    doors = Doors()
-    rig = Rig(observers=[doors])
+def test_watches_hear_committed_events_of_their_types_once_durable() -> None:
+    doors, alarms = Watch(70, 72), Watch(ALARM)
+    rig = Rig(watches=[doors, alarms])
     opened = {1: 0, 2: 1, 3: "front", 4: 1200}
-    assert rig.ingest(1, 70, data=opened) and rig.ingest(2, HEARTBEAT)
-    assert doors.seen == [], "nothing before the commit"
+    assert rig.ingest(1, 70, data=opened) and rig.ingest(2, HEARTBEAT) and rig.ingest(3, ALARM)
+    assert doors.rounds == [] == alarms.rounds, "nothing before the commit"
     assert not rig.ingest(1, 70, data=opened), "a replay"
     rig.commit()
-    assert doors.seen == [("AP-0001", 1, 70, opened)], "once, and only the watched types"
-    assert rig.ingest(3, 72, data={1: 0, 2: 70, 3: "front"})
+    assert doors.rounds == [[("AP-0001", 1, 70, opened)]], "once, and only its types"
+    assert alarms.rounds == [[("AP-0001", 3, ALARM, {})]]
+    assert rig.ingest(4, 72, data={1: 0, 2: 70, 3: "front"})
     rig.pipeline.on_commit(CommitResult(error="disk I/O error"))  # a failed round: nobody is told
-    assert len(doors.seen) == 1
+    assert len(doors.rounds) == 1
     rig.commit()
-    assert [s[1:3] for s in doors.seen] == [(1, 70), (3, 72)]
+    assert [[e[1:3] for e in r] for r in doors.rounds] == [[(1, 70)], [(4, 72)]]
+    assert len(alarms.rounds) == 1, "a round without its types is not announced"

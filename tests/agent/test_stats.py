@@ -61,6 +61,7 @@ def test_the_log_line_keeps_its_fields() -> None:
         "batches_sealed",
         "batches_acked",
         "receipts_sent",
+        "receipts_limited",
         "rejected",
         "serial_rejected",
         "ble_rejected",
@@ -73,6 +74,15 @@ def test_the_log_line_keeps_its_fields() -> None:
         "inflight_batches",
         "uplink",
         "local",
+        "local_disconnects",
+        "devices_followed",
+        "devices_offline",
+        "devices_online",
+        "status_rejected",
+        "fallback",
+        "fallback_taken",
+        "local_acks",
+        "sounder_failures",
         "t",
     ]
     assert "rejected={'bad_mac':2}" in line and "backlog=[1,2,3]" in line and "uplink=up" in line

@@ -1,11 +1,12 @@
 """Venue sensors' door contacts for the alert engine: committed sensor events in, door changes out.
 
-    Pipeline.on_commit --observe(event)--> DoorFeed --get()--> BleSources._doors()
+    Pipeline.on_commit --committed(events)--> DoorFeed --get()--> BleSources._door_changes()
       (DOOR_HELD_OPEN, SENSOR_CLEAR of one)                   engine.door_for(), engine.on_door()
 
-The pipeline hands every committed event of `DoorFeed.types` to `observe()` (its `observers`,
-agent/gateway/pipeline.py); the feed keeps what a door contact says (which sensor and channel,
-opened or shut, when) in a bounded queue on the event loop, and the BLE source
+The pipeline hands the committed events of `DoorFeed.types` of each commit round to
+`committed()` (one of its `watches`, agent/gateway/pipeline.py); the feed keeps what a door
+contact says (which sensor and channel, opened or shut, when) in a bounded queue on the event
+loop, and the BLE source
 (agent/gateway/wristbands/source.py) takes it from there to the engine, which maps the
 contact to a door of an exit zone (`[[doors]]` in the venue file) or ignores it.
 
@@ -50,12 +51,17 @@ class DoorChange:
 class DoorFeed:
     """Door changes from committed venue-sensor events, for the BLE source (see the module docstring)."""
 
-    types = frozenset((_OPEN, _CLEAR))  # the event types the pipeline hands to observe()
+    types = frozenset((_OPEN, _CLEAR))  # the event types the pipeline hands to committed()
 
     def __init__(self, limit: int = QUEUE_MAX) -> None:
         self._queue: asyncio.Queue[DoorChange] = asyncio.Queue(limit)
         self._slow = Throttle(3600.0)
         self.dropped = 0
+
+    def committed(self, events: list[Event]) -> None:
+        """The committed events of `types` of one commit round."""
+        for event in events:
+            self.observe(event)
 
     def observe(self, event: Event) -> None:
         """One committed event of `types`; what is not a door contact's change is ignored."""
