@@ -33,6 +33,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.shared.broker_auth import new_password, password_hash
 from agent.shared.registry import Device
 from hil_tests.rig.drivers import FixtureDriver
 from hil_tests.rig.errors import RigInfraError
@@ -41,7 +42,7 @@ from hil_tests.sim.air import VirtualAir, parse_venue
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import alarm_post_config, firmware_files, sensor_config, wristband_config
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
-from hil_tests.sim.mosquitto import Mosquitto
+from hil_tests.sim.mosquitto import Mosquitto, Packaged
 from hil_tests.sim.tools import free_port
 
 # an event a device wrote to its flash outbox; the alarms (types 1-63) must all reach central
@@ -141,8 +142,19 @@ class SimRig:
     def __init__(self, scenario: Scenario, workdir: Path, micropython: str | None = None) -> None:
         self.scenario = scenario
         self.keys = {d.id: secrets.token_bytes(32) for d in scenario.devices}
-        devices = [Device(d.id, d.kind, self.keys[d.id], scenario.venue, d.zone or "-") for d in scenario.devices]
-        self.local = Mosquitto(workdir / "local", name="local", persistence=True)
+        packaged = scenario.settings.local_broker == "packaged"
+        # with the packaged broker every post and sensor logs in with its own password, and
+        # the agent writes the broker's password and ACL files from the registry
+        self.passwords = {d.id: new_password() for d in scenario.devices if d.kind != "wristband" and packaged}
+        devices = [
+            Device(d.id, d.kind, self.keys[d.id], scenario.venue, d.zone or "-", _hash(self.passwords.get(d.id)))
+            for d in scenario.devices
+        ]
+        if packaged:
+            files = Packaged(workdir / "local" / "passwd", workdir / "local" / "acl")
+            self.local = Mosquitto(workdir / "local", name="local", packaged=files)
+        else:
+            self.local = Mosquitto(workdir / "local", name="local", persistence=True)
         self.central = Mosquitto(workdir / "central", name="central", persistence=True)
         self.metrics_port = free_port()
         extra = f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
@@ -168,6 +180,7 @@ class SimRig:
             devices,
             venue=scenario.venue,
             extra_config=extra,
+            local_broker=self.local if packaged else None,
         )
         self.verifier = CentralVerifier(self.central.address, [self.agent.public_key_file], self.agent.devices_file)
         self.kinds = {d.id: d.kind for d in scenario.devices}
@@ -217,6 +230,8 @@ class SimRig:
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
+        if self.local.packaged is not None:
+            self.agent.write_broker_files()
         for broker in (self.local, self.central):
             broker.start()
             self._closers.append(broker.kill)
@@ -229,6 +244,8 @@ class SimRig:
         for dev_id, board in self.boards.items():
             kind = self.kinds[dev_id]
             tuned: dict[str, Any] = dict(self.scenario.settings.for_kind(kind))
+            if dev_id in self.passwords:
+                tuned["password"] = self.passwords[dev_id]
             if kind == "wristband":
                 at = specs[dev_id].at or (0.0, 0.0)
                 # simulated bands confirm a fall after 2 s of stillness (the default is 40 s)
@@ -516,6 +533,10 @@ class Judge:
             return None
         detail = f"missing at central: {sorted(missing)[:5]}" if missing else f"verifier: {problems[:3]}"
         return Outcome(e, False, detail)
+
+
+def _hash(password: str | None) -> str | None:
+    return password_hash(password) if password is not None else None
 
 
 def _from(ev: dict[str, Any], device: str) -> bool:

@@ -55,6 +55,9 @@ RADIO_SETTINGS = Model.__slots__  # the virtual air's model (hil_tests/sim/air.p
 ENGINE_SETTINGS = tuple(f.name for f in fields(engine_venue.Settings))  # the venue file's [settings]
 ENGINE_FLOATS = {f.name: f.type in ("float", float) for f in fields(engine_venue.Settings)}  # else integers
 SCANNER_SETTINGS = ("watchdog_s",)  # every [[ble]] scanner of the simulated rig
+# the local broker: "test" (anonymous, its store kept across restarts, the tests' default) or
+# "packaged" (packaging/mosquitto/guardian-local.conf: logins, ACL, no store, as deployed)
+LOCAL_BROKERS = ("test", "packaged")
 
 
 class ScenarioError(ValueError):
@@ -96,12 +99,14 @@ class DoorSpec:
 @dataclass(frozen=True)
 class RigSettings:
     """What `settings:` tunes on the simulated rig: the radio, the alert engine, the devices'
-    timing and the scanners' watchdog, each as (key, value) pairs in file order."""
+    timing and the scanners' watchdog, each as (key, value) pairs in file order, and which
+    configuration the gateway's local broker runs."""
 
     radio: tuple[tuple[str, float], ...] = ()
     engine: tuple[tuple[str, float], ...] = ()
     devices: tuple[tuple[str, int], ...] = ()
     scanners: tuple[tuple[str, int], ...] = ()
+    local_broker: str = "test"  # one of LOCAL_BROKERS
 
     def for_kind(self, kind: str) -> dict[str, int]:
         """The device settings that apply to a device of `kind`."""
@@ -419,7 +424,7 @@ def _doors(
 
 
 def _settings(node: _Node) -> RigSettings:
-    sm = node.mapping(("radio", "engine", "devices", "scanners"))
+    sm = node.mapping(("radio", "engine", "devices", "scanners", "local_broker"))
     radio = _radio(sm["radio"]) if "radio" in sm else ()
     engine = _engine(sm["engine"]) if "engine" in sm else ()
     devices: list[tuple[str, int]] = []
@@ -430,7 +435,8 @@ def _settings(node: _Node) -> RigSettings:
     scanners: tuple[tuple[str, int], ...] = ()
     if "scanners" in sm:
         scanners = tuple((k, v.integer(2, 86_400)) for k, v in sm["scanners"].mapping(SCANNER_SETTINGS).items())
-    return RigSettings(radio, engine, tuple(devices), scanners)
+    broker = sm["local_broker"].text(LOCAL_BROKERS) if "local_broker" in sm else "test"
+    return RigSettings(radio, engine, tuple(devices), scanners, broker)
 
 
 def _radio(node: _Node) -> tuple[tuple[str, float], ...]:
