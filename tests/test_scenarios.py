@@ -165,6 +165,11 @@ expect:
         ),
         # settings: each section checked by the rules of the part it sets
         ("within: 5}", "within: 5}\nsettings:\n  radio: {loss: 1.5}", ":10: settings.radio: loss must be in [0, 1)"),
+        (
+            "within: 5}",
+            "within: 5}\nsettings:\n  local_broker: cloud",
+            ":10: settings.local_broker: expected one of test, packaged, got 'cloud'",
+        ),
         ("within: 5}", "within: 5}\nsettings:\n  radio: {noise: 3}", ":10: settings.radio.noise: unknown key 'noise'"),
         (
             "within: 5}",
