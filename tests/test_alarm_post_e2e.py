@@ -257,9 +257,6 @@ def test_flipped_replayed_and_unknown_frames_rejected_next_press_delivered(venue
     mark = post.console_offset
     post.click()
     post.wait_console("1/3 delivered", since=mark, timeout=10)
-    venue.verifier.wait_for(lambda: len(alarms(venue.verifier)) >= 2, 15) if False else None
-    time.sleep(3)
-    print(post.console_output().decode())
     assert wait_alarms(venue.verifier, 2) == [(1, 2), (1, 3)]
     venue.agent.stop()
     rejected = venue.agent.stats()["rejected"]
@@ -342,7 +339,10 @@ def test_press_right_after_the_local_broker_returns_is_delivered_within_2s(venue
     assert log.index("new alarm: link attempt now") < log.index("connected to"), log
     assert delivered <= 2.0, f"receipt 2 {delivered:.2f} s after the press\n{log}"
     posts[1].wait_console("connected to", since=marks[1], timeout=4.0 + 1.0)
-    print(f"receipt 2 {delivered:.2f} s after the press; AP-0002 back {time.monotonic() - back:.2f} s after the broker")
+    # when the post was back before the agent (the broker restarted without the agent's
+    # session), the agent's `online` made it send the alarm again (docs/protocol.md §5)
+    how = "sent again on the gateway's online" if "gateway online, resending" in log else "first send"
+    print(f"receipt 2 {delivered:.2f} s after the press ({how}); AP-0002 back {time.monotonic() - back:.2f} s")
     # during the outage: retries capped at 4 s, jittered per device, never below 250 ms
     delays = [_retry_delays(text) for text in down_logs]
     for d in delays:
@@ -382,6 +382,6 @@ def test_a_press_the_restarted_broker_dropped_goes_again_when_the_agent_says_onl
     post.wait_console(" delivered", since=mark, timeout=10)
     took = time.monotonic() - back
     log = post.console_output(mark).decode()
-    assert "gateway online: 1 event(s) sent again" in log, log
+    assert "gateway online, resending" in log, log
     assert took <= 2.0, f"receipt 2 {took:.2f} s after the agent was back\n{log}"
     assert wait_alarms(venue.verifier, 1) == [(1, 2)]

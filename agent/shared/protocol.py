@@ -163,8 +163,8 @@ def device_status(device: str) -> str:
 
 
 # Gateway -> devices on the local broker: `online` (QoS 1, not retained) each time the agent's
-# subscription to the devices' frames is in place; a device resends at once whatever it sent
-# that has no receipt 1 yet (a broker that restarted without the agent's session dropped it).
+# subscription to the devices' frames is in place; a device sends its outbox again at once (a
+# broker that restarted without the agent's session dropped what came before the agent).
 GATEWAY_ONLINE_TOPIC = "ge/gateway/status"
 GATEWAY_ONLINE = b"online"
 

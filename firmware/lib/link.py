@@ -39,6 +39,7 @@ _CAP_MS = const(4000)  # the ceiling's cap: nothing waits more than 4 s after th
 _URGENT_CAP_MS = const(1000)  # the cap while an alarm waits for the gateway (no receipt 1)
 _WAKE_GAP_MS = const(500)  # a new alarm's attempt at least this long after the previous start
 _STABLE_MS = const(10000)  # a link that lasted this long starts the doubling again
+_GATEWAY = b"ge/gateway/status"  # the gateway's `online` (docs/protocol.md section 5)
 
 
 class LinkError(Exception):
@@ -140,7 +141,6 @@ class MqttLink:
         self.up = "ge/dev/%s/up" % dev_id
         self.down = ("ge/dev/%s/down" % dev_id).encode()
         self.status = "ge/dev/%s/status" % dev_id
-        self.gateway = b"ge/gateway/status"
         self.where = "%s:%d" % (host, port)
         self.client = None
 
@@ -178,8 +178,7 @@ class MqttLink:
         try:
             c.connect(clean_session=True, timeout_ms=self.timeout_ms)
             c.subscribe(self.down, 1)
-            if self.on_gateway is not None:
-                c.subscribe(self.gateway, 1)
+            c.subscribe(_GATEWAY, 1)
             c.publish(self.status, b"online", retain=True, qos=1, wait=False)
         except (mqtt.MQTTException, OSError) as e:
             try:
@@ -226,5 +225,5 @@ class MqttLink:
         # receipts on the device's own down topic; the gateway's announcements
         if topic == self.down:
             self.on_receipt(msg)
-        elif topic == self.gateway and self.on_gateway is not None:
+        elif topic == _GATEWAY and self.on_gateway:
             self.on_gateway(msg)

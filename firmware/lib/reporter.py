@@ -30,10 +30,10 @@
 #   one held in RAM because the outbox is full) tries the link at once whatever the backoff,
 #   at most one such attempt per 0.5 s.
 # - The gateway's `online` (ge/gateway/status, each time the agent's subscription is in place):
-#   every outbox entry without receipt 1 is sent again at once, not after resend_s. A local
-#   broker that restarted without the agent's session drops what devices publish before the
-#   agent is back (the device got the broker's PUBACK, so nothing else tells it). At most
-#   once per second, so a stranger publishing `online` cannot make a device flood the link.
+#   the outbox is sent again at once, as after a reconnect, not after resend_s. A local broker
+#   that restarted without the agent's session drops what devices publish before the agent is
+#   back (the device got the broker's PUBACK, so nothing else tells it); an entry the gateway
+#   has is answered with the receipt it earned. At most once per second, whoever publishes it.
 # The loop never blocks longer than one connection attempt: inputs arrive through pin irq
 # handlers or samples taken in the loop, and everything else runs in the loop.
 # It sleeps in board.wait(): a pin interrupt ends that sleep.
@@ -170,7 +170,7 @@ class Reporter:
         self.acked = None  # (boot, seq) of the last alarm acknowledged by a dispatcher
         self.acked_at = None
         self.bad_receipts = 0
-        self.online_at = None  # ticks of the last gateway `online` acted on
+        self.online_at = ticks_add(ticks_ms(), -_ONLINE_GAP_MS)  # the last gateway `online` acted on
         self.stray_receipts = 0
         self.dropped_events = 0  # P1/P2 events the gateway evicted (receipt 4)
         self.led = None
@@ -306,18 +306,13 @@ class Reporter:
             self._receipt(msg)
 
     def _gateway_online(self, msg):
-        # the gateway's `online` (inside the link's poll()): whatever has no receipt 1 is due
-        # now, in the _resend() that follows the poll
+        # the gateway's `online` (inside the link's poll()): the outbox is due again, as after
+        # a reconnect, in the _resend() that follows the poll
         now = ticks_ms()
-        if msg != b"online" or (self.online_at is not None and ticks_diff(now, self.online_at) < _ONLINE_GAP_MS):
-            return
-        self.online_at = now
-        n = 0
-        for _, b, s, st in self.outbox.items():
-            if st == ST_SENT and self.last_sent.pop((b, s), None) is not None:
-                n += 1
-        if n:
-            print("%s: gateway online: %d event(s) sent again" % (self.TAG, n))
+        if msg == b"online" and ticks_diff(now, self.online_at) >= _ONLINE_GAP_MS:
+            self.online_at = now
+            self.last_sent = {}
+            print("%s: gateway online, resending" % self.TAG)
 
     def _receipt(self, msg):
         # one receipt from the gateway, from either link (inside the link's poll())

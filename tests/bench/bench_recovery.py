@@ -91,7 +91,7 @@ def one_run(micropython: str, workdir: Path) -> dict[str, Any]:
     resends: list[int] = []
 
     def count_resends(rig: runner.SimRig) -> None:
-        resends.append(sum(b.console_output(0).count(b"gateway online:") for b in rig.boards.values()))
+        resends.append(sum(b.console_output(0).count(b"gateway online, resending") for b in rig.boards.values()))
 
     result = runner.run(load(path), workdir / "rig", micropython, on_end=count_resends)
     failed = [o.as_json() for o in result.outcomes if not o.passed]

@@ -3,9 +3,9 @@ with device liveness on, the devices' retained status and last wills in (ge/dev/
 
 Each time the subscription is in place the agent publishes `online` on ge/gateway/status
 (QoS 1, not retained, docs/protocol.md §5): a broker that restarted without the agent's
-persistent session (its store not yet written, or lost) dropped whatever devices published
-before the agent was back, and a device hearing `online` sends again at once what has no
-receipt 1 instead of waiting for its resend timer (firmware/lib/reporter.py).
+persistent session (the shipped one keeps no store) dropped whatever devices published before
+the agent was back, and a device hearing `online` sends its outbox again at once instead of
+waiting for its resend timer (firmware/lib/reporter.py).
 
 The subscription uses a persistent session (clean start off, a session expiry) and
 acknowledges each QoS 1 frame only after the event is durable in the buffer (or was
