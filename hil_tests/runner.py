@@ -19,6 +19,7 @@ events with the same clock) and with the monotonic clock (LED changes are stampe
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 import statistics
@@ -32,15 +33,16 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.shared.broker_auth import new_password, password_hash
 from agent.shared.registry import Device
 from hil_tests.rig.drivers import FixtureDriver
 from hil_tests.rig.errors import RigInfraError
-from hil_tests.scenario import PROCESSES, Expect, Scenario, ScenarioError, Step
+from hil_tests.scenario import ENGINE_FLOATS, GATEWAY, PROCESSES, Expect, RigSettings, Scenario, ScenarioError, Step
 from hil_tests.sim.air import VirtualAir, parse_venue
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.firmware import alarm_post_config, firmware_files, sensor_config, wristband_config
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
-from hil_tests.sim.mosquitto import Mosquitto
+from hil_tests.sim.mosquitto import Mosquitto, Packaged
 from hil_tests.sim.tools import free_port
 
 # an event a device wrote to its flash outbox; the alarms (types 1-63) must all reach central
@@ -140,8 +142,19 @@ class SimRig:
     def __init__(self, scenario: Scenario, workdir: Path, micropython: str | None = None) -> None:
         self.scenario = scenario
         self.keys = {d.id: secrets.token_bytes(32) for d in scenario.devices}
-        devices = [Device(d.id, d.kind, self.keys[d.id], scenario.venue, d.zone or "-") for d in scenario.devices]
-        self.local = Mosquitto(workdir / "local", name="local", persistence=True)
+        packaged = scenario.settings.local_broker == "packaged"
+        # with the packaged broker every post and sensor logs in with its own password, and
+        # the agent writes the broker's password and ACL files from the registry
+        self.passwords = {d.id: new_password() for d in scenario.devices if d.kind != "wristband" and packaged}
+        devices = [
+            Device(d.id, d.kind, self.keys[d.id], scenario.venue, d.zone or "-", _hash(self.passwords.get(d.id)))
+            for d in scenario.devices
+        ]
+        if packaged:
+            files = Packaged(workdir / "local" / "passwd", workdir / "local" / "acl")
+            self.local = Mosquitto(workdir / "local", name="local", packaged=files)
+        else:
+            self.local = Mosquitto(workdir / "local", name="local", persistence=True)
         self.central = Mosquitto(workdir / "central", name="central", persistence=True)
         self.metrics_port = free_port()
         extra = f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
@@ -152,10 +165,12 @@ class SimRig:
             alerts = workdir / "residents.toml"
             workdir.mkdir(parents=True, exist_ok=True)
             alerts.write_text(self._alerts_file())
+            watchdog = "".join(f"{k} = {v}\n" for k, v in scenario.settings.scanners)
             for sc in scenario.scanners:
                 extra += (
                     f'[[ble]]\nname = "{sc.id}"\nbackend = "sim"\n'
                     f'air = "{self.air.address[0]}:{self.air.address[1]}"\nposition = [{sc.at[0]}, {sc.at[1]}]\n'
+                    + watchdog
                 )
             extra += f'[wristbands]\nalerts = "{alerts}"\n'
         self.agent = AgentProcess(
@@ -165,6 +180,7 @@ class SimRig:
             devices,
             venue=scenario.venue,
             extra_config=extra,
+            local_broker=self.local if packaged else None,
         )
         self.verifier = CentralVerifier(self.central.address, [self.agent.public_key_file], self.agent.devices_file)
         self.kinds = {d.id: d.kind for d in scenario.devices}
@@ -184,26 +200,38 @@ class SimRig:
 
     def _air_venue(self) -> dict[str, Any]:
         sc = self.scenario
+        model: dict[str, float] = {"shadowing_db": 1, "loss": 0.0, "sensitivity_dbm": -105, "seed": 7}
+        model.update(sc.settings.radio)
         return {
             "name": sc.venue,
-            "model": {"shadowing_db": 1, "loss": 0.0, "sensitivity_dbm": -105, "seed": 7},
+            "model": model,
             "zones": [{"name": z.id, "rect": list(z.rect or ()), "exit": z.exit} for z in sc.zones],
             "scanners": [{"name": s.id, "at": list(s.at)} for s in sc.scanners],
         }
 
     def _alerts_file(self) -> str:
         sc = self.scenario
-        lines = [f'venue = "{sc.venue}"', "[settings]", "zone_confirm = 2", "rssi_window_s = 2.0"]
+        # short confirmations so scenarios stay short; `settings.engine` overrides any of them
+        settings: dict[str, float] = {"zone_confirm": 2, "rssi_window_s": 2.0, **dict(sc.settings.engine)}
+        lines = [f'venue = "{sc.venue}"', "[settings]"]
+        lines += [f"{k} = {float(v) if ENGINE_FLOATS.get(k) else int(v)}" for k, v in settings.items()]
         for z in sc.zones:
             lines += ["[[zones]]", f'id = "{z.id}"', f'name = "{z.name}"', f'kind = "{"exit" if z.exit else "inside"}"']
         for s in sc.scanners:
             lines += ["[[scanners]]", f'id = "{s.id}"', f'zone = "{s.zone}"']
+        for door in sc.doors:
+            lines += ["[[doors]]", f'id = "{door.id}"', f'zone = "{door.zone}"']
+            lines += [f'sensor = "{door.sensor}"', f'channel = "{door.channel}"']
+            if door.approach:
+                lines.append(f"approach = [{', '.join(json.dumps(a) for a in door.approach)}]")
         for d in sc.devices:
             if d.kind == "wristband":
                 lines += ["[[residents]]", f'band = "{d.id}"', f'reference = "{d.resident or d.id}"']
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
+        if self.local.packaged is not None:
+            self.agent.write_broker_files()
         for broker in (self.local, self.central):
             broker.start()
             self._closers.append(broker.kill)
@@ -214,20 +242,26 @@ class SimRig:
         self.agent.wait_log("uplink_up")
         specs = {d.id: d for d in self.scenario.devices}
         for dev_id, board in self.boards.items():
-            if self.kinds[dev_id] == "wristband":
+            kind = self.kinds[dev_id]
+            tuned: dict[str, Any] = dict(self.scenario.settings.for_kind(kind))
+            if dev_id in self.passwords:
+                tuned["password"] = self.passwords[dev_id]
+            if kind == "wristband":
                 at = specs[dev_id].at or (0.0, 0.0)
                 # simulated bands confirm a fall after 2 s of stillness (the default is 40 s)
                 fall = {"settle_ms": 300, "still_ms": 2000, "cancel_ms": 1000}
-                board.install(firmware_files("wristband"), wristband_config(dev_id, self.keys[dev_id], fall=fall))
+                board.install(
+                    firmware_files("wristband"), wristband_config(dev_id, self.keys[dev_id], fall=fall, **tuned)
+                )
                 board.set_position(*at)
-            elif self.kinds[dev_id] == "sensor":
+            elif kind == "sensor":
                 channels = [c.config() for c in specs[dev_id].channels]
-                cfg = sensor_config(dev_id, self.keys[dev_id], self.local.address, channels, sample_ms=200)
+                tuned = {"sample_ms": 200, **tuned}
+                cfg = sensor_config(dev_id, self.keys[dev_id], self.local.address, channels, **tuned)
                 board.install(firmware_files("sensor"), cfg)
             else:
-                board.install(
-                    firmware_files("alarm_post"), alarm_post_config(dev_id, self.keys[dev_id], self.local.address)
-                )
+                cfg = alarm_post_config(dev_id, self.keys[dev_id], self.local.address, **tuned)
+                board.install(firmware_files("alarm_post"), cfg)
             board.power_on()
         for dev_id, board in self.boards.items():
             ready = {"wristband": f"wristband: {dev_id} up", "sensor": "sensor: connected"}.get(
@@ -248,25 +282,43 @@ class SimRig:
             time.sleep(step.seconds)  # the scenario asks for time to pass
         elif step.target in self.boards:
             SIM_DEVICE_ACTIONS[step.action](self.boards[step.target], step)
-        elif step.target == "agent":
-            if step.action in ("stop", "restart"):
-                self.agent.stop()
-            if step.action == "kill":
-                self.agent.kill()
-            if step.action in ("start", "restart"):
-                self.agent.start(wait=False)
+        elif step.action in ("scanner_down", "scanner_up"):
+            assert self.air is not None  # the scenario names a scanner: the venue has wristbands
+            self.air.mute(step.target, step.action == "scanner_down")
+        elif step.action == "reboot":
+            self._power("kill" if step.hard else "stop", step.target)
+            time.sleep(step.seconds)  # the gateway is off this long
+            self._power("start", step.target)
         else:
-            broker = self.local if step.target == "local_broker" else self.central
-            if step.action in ("kill", "stop") and broker is self.central:
-                broker.wait_saved()  # what central acknowledged stays acknowledged, as on a real platform
-            if step.action == "kill":
-                broker.kill()
-            elif step.action == "stop":
-                broker.stop()
-            elif step.action == "start":
-                broker.start()
+            self._power(step.action, step.target)
+
+    def _power(self, action: str, process: str) -> None:
+        """stop (graceful), kill (-9), start or restart a process; "gateway" is the agent and the
+        local broker together (its Pi): the agent goes first and comes back last."""
+        if action == "restart":
+            self._power("stop", process)
+            self._power("start", process)
+            return
+        if process == "gateway":
+            order = ("agent", "local_broker") if action != "start" else ("local_broker", "agent")
+            for part in order:
+                self._power(action, part)
+        elif process == "agent":
+            if action == "start":
+                self.agent.start(wait=False)
+            elif action == "kill":
+                self.agent.kill()
             else:
-                broker.restart()
+                self.agent.stop()
+        else:
+            broker = self.local if process == "local_broker" else self.central
+            if action != "start" and broker is self.central:
+                broker.wait_saved()  # what central acknowledged stays acknowledged, as on a real platform
+            {"kill": broker.kill, "stop": broker.stop, "start": broker.start}[action]()
+
+    def buzzer_history(self, device: str) -> list[tuple[float, int]]:
+        """(monotonic time, level) of the device's buzzer changes."""
+        return [(c.time, c.level) for c in self.boards[device].output_history if c.pin == "buzzer"]
 
     def led_history(self, device: str) -> list[tuple[float, str]]:
         """(monotonic time, colour) of the device's LED changes."""
@@ -307,13 +359,15 @@ class Judge:
 
     def _events(self, typ: str, device: str) -> list[dict[str, Any]]:
         match: dict[str, Any] = {"type_name": typ}
-        if device:
+        if device and device != GATEWAY:
             match["device"] = device
-        return self.rig.verifier.events(**match)
+        found = self.rig.verifier.events(**match)
+        # the gateway's own events: device = the id of the gateway that signed the batch
+        return [ev for ev in found if ev["device"] == ev["gateway"]] if device == GATEWAY else found
 
     def check(self, e: Expect, final: bool) -> Outcome | None:
         """The verdict, or None while it can still change (not final and window open)."""
-        if e.kind in ("event", "none", "led") and e.after not in self.wall:
+        if e.after not in self.wall:
             return None if not final else Outcome(e, False, f"step {e.after!r} never ran")
         checks: dict[str, Callable[[Expect, bool], Outcome | None]] = {
             "event": self._event,
@@ -321,17 +375,23 @@ class Judge:
             "led": self._led,
             "count": self._count,
             "zero_loss": self._zero_loss,
+            "order": self._order,
+            "once": self._once,
+            "held": self._held,
+            "sound": self._sound,
         }
         return checks[e.kind](e, final) if e.kind in checks else None  # latency: from the others
 
     def verdicts(self) -> list[Outcome]:
         """Every expectation's verdict, in file order, each taken once it can no longer change
-        or its window has closed (count and zero_loss: once they hold, or after settle_s)."""
+        or its window has closed (count, once, order and zero_loss: once they hold, or after
+        settle_s)."""
         sc = self.scenario
-        timed = [e for e in sc.expects if e.kind in ("event", "none", "led")]
-        final = [e for e in sc.expects if e.kind in ("count", "zero_loss")]
+        timed = [e for e in sc.expects if e.kind in _TIMED]
+        final = [e for e in sc.expects if e.kind in _SETTLED]
         verdicts: dict[int, Outcome] = {}
-        horizon = max([self.wall.get(e.after, time.time()) + e.within for e in timed] + [time.time() + sc.settle_s])
+        ends = [self.wall.get(e.after, time.time()) + e.start + e.within for e in timed]
+        horizon = max([*ends, time.time() + sc.settle_s])
         while time.time() < horizon:
             for e in timed:
                 if e.line not in verdicts:
@@ -403,6 +463,65 @@ class Judge:
             return Outcome(e, True, f"{len(keys)} at central")
         return Outcome(e, False, f"{len(keys)} at central") if final else None
 
+    def _after(self, e: Expect, typ: str) -> list[dict[str, Any]]:
+        """Events of `typ` (from e.device) verified at central since the step `e.after` began."""
+        t0 = self.wall[e.after] * 1000
+        return [ev for ev in self._events(typ, e.device) if ev["central_ms"] >= t0]
+
+    def _order(self, e: Expect, final: bool) -> Outcome | None:
+        t0 = self.wall[e.after] * 1000
+        wanted = set(e.types)
+        seen = [
+            ev["type_name"]
+            for ev in self.rig.verifier.events()
+            if ev["type_name"] in wanted and ev["central_ms"] >= t0 and _from(ev, e.device)
+        ]
+        if seen == list(e.types):
+            return Outcome(e, True, " then ".join(seen))
+        return Outcome(e, False, f"central got {' then '.join(seen) or 'none of them'}") if final else None
+
+    def _once(self, e: Expect, final: bool) -> Outcome | None:
+        found = self._after(e, e.type)
+        repeats = _deliveries(self.rig.verifier, found) - len(found)
+        if len(found) == 1 and repeats <= e.duplicates:
+            ev = found[0]
+            return Outcome(e, True, f"boot {ev['boot']} seq {ev['seq']}, delivered {1 + repeats} time(s)")
+        if not final:
+            return None
+        keys = [(ev["boot"], ev["seq"]) for ev in found]
+        return Outcome(e, False, f"{len(found)} distinct {e.type} at central {keys[:5]}, {repeats} repeated deliveries")
+
+    def _held(self, e: Expect, final: bool) -> Outcome | None:
+        m0 = self.mono[e.after] + e.start
+        if time.monotonic() < m0 + e.within and not final:
+            return None
+        history = self.rig.led_history(e.device)
+        at_start = [c for t, c in history if t <= m0]
+        colour = at_start[-1] if at_start else "off"
+        changes = [(t - m0, c) for t, c in history if m0 < t <= m0 + e.within]
+        if colour == e.colour and not changes:
+            return Outcome(e, True, f"{e.colour} from {e.start:g} to {e.start + e.within:g} s")
+        if colour != e.colour:
+            return Outcome(e, False, f"LED was {colour} when the window began")
+        t, c = changes[0]
+        return Outcome(e, False, f"LED went {c} {t:.2f} s into the window")
+
+    def _sound(self, e: Expect, final: bool) -> Outcome | None:
+        m0 = self.mono[e.after]
+        done = time.monotonic() >= m0 + e.within or final
+        history = self.rig.buzzer_history(e.device)
+        heard = sound_of(history, m0, m0 + e.within)
+        if e.sound == "t3" and heard == ["t3"]:
+            return Outcome(e, True, "temporal-three")
+        if e.sound == "silent":
+            before = [level for t, level in history if t <= m0]
+            if (before and before[-1]) or heard:
+                return Outcome(e, False, f"heard {', '.join(heard) or 'the buzzer on'}")
+        if not done:
+            return None
+        ok = heard == [] if e.sound == "silent" else heard == [e.sound]
+        return Outcome(e, ok, f"heard {', '.join(heard) or 'nothing'}")
+
     def _zero_loss(self, e: Expect, final: bool) -> Outcome | None:
         saved = self.rig.saved_alarms()
         central = {(ev["device"], ev["boot"], ev["seq"]) for ev in self.rig.verifier.events()}
@@ -414,6 +533,90 @@ class Judge:
             return None
         detail = f"missing at central: {sorted(missing)[:5]}" if missing else f"verifier: {problems[:3]}"
         return Outcome(e, False, detail)
+
+
+def _hash(password: str | None) -> str | None:
+    return password_hash(password) if password is not None else None
+
+
+def _from(ev: dict[str, Any], device: str) -> bool:
+    """The event is from `device` ("": any; "gateway": the gateway's own)."""
+    if device == GATEWAY:
+        return bool(ev["device"] == ev["gateway"])
+    return not device or ev["device"] == device
+
+
+_TIMED = ("event", "none", "led", "held", "sound")  # judged in a window after a step
+_SETTLED = ("count", "zero_loss", "once", "order")  # judged when they hold, or at the end
+
+
+def _deliveries(verifier: CentralVerifier, events: list[dict[str, Any]]) -> int:
+    """How many times central received these events: once each, plus every time one came again
+    in another batch (duplicate_event) or in its own batch delivered again (duplicate_batch)."""
+    keys = {(ev["device"], ev["boot"], ev["seq"]) for ev in events}
+    batches = {(ev["gateway"], ev["epoch"], ev["batch"]) for ev in events}
+    again = verifier.records_of("duplicate_event", "duplicate_batch")
+    n = len(events)
+    for r in again:
+        if r["kind"] == "duplicate_event" and (r["device"], r["boot"], r["seq"]) in keys:
+            n += 1
+        elif r["kind"] == "duplicate_batch" and (r["gateway"], r["epoch"], r["seq"]) in batches:
+            n += sum(
+                1 for ev in events if (ev["gateway"], ev["epoch"], ev["batch"]) == (r["gateway"], r["epoch"], r["seq"])
+            )
+    return n
+
+
+# the buzzer's patterns (docs/scenarios.md): a beep is a pulse of at most _BEEP_MAX_S; two of them
+# within _DOUBLE_GAP_S of each other are a double; temporal-three is three 0.5 s tones 0.5 s apart
+# then 1.5 s of silence (ISO 8201), with _T3_SLACK_S either way for the loop's pace
+_BEEP_MAX_S = 0.4
+_DOUBLE_GAP_S = 0.5
+_T3_TONE_S = 0.5
+_T3_PAUSE_S = 1.5
+_T3_SLACK_S = 0.2
+
+
+def sound_of(history: list[tuple[float, int]], m0: float, m1: float) -> list[str]:
+    """What the buzzer played between monotonic times m0 and m1, from its (time, level) changes:
+    "t3" once when a full temporal-three cycle is in it, else one "beep" or "double" per group
+    of short pulses (a pulse longer than a beep that is not part of t3 is "tone")."""
+    pulses: list[tuple[float, float]] = []
+    on: float | None = None
+    for t, level in history:
+        if level and on is None:
+            on = t
+        elif not level and on is not None:
+            if on >= m0 and t <= m1:
+                pulses.append((on, t))
+            on = None
+    if on is not None and m0 <= on <= m1:
+        pulses.append((on, m1))
+    if _has_t3(pulses, m1):
+        return ["t3"]
+    out: list[str] = []
+    for i, (a, b) in enumerate(pulses):
+        if b - a > _BEEP_MAX_S:
+            out.append("tone")
+        elif out and out[-1] == "beep" and a - pulses[i - 1][1] <= _DOUBLE_GAP_S:
+            out[-1] = "double"
+        else:
+            out.append("beep")
+    return out
+
+
+def _has_t3(pulses: list[tuple[float, float]], m1: float) -> bool:
+    def near(x: float, want: float) -> bool:
+        return abs(x - want) <= _T3_SLACK_S
+
+    for i in range(len(pulses) - 2):
+        three = pulses[i : i + 3]
+        tones = all(near(b - a, _T3_TONE_S) for a, b in three)
+        gaps = near(three[1][0] - three[0][1], _T3_TONE_S) and near(three[2][0] - three[1][1], _T3_TONE_S)
+        after = pulses[i + 3][0] if i + 3 < len(pulses) else m1
+        if tones and gaps and after - three[2][1] >= _T3_PAUSE_S - _T3_SLACK_S:
+            return True
+    return False
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -498,9 +701,20 @@ class BenchRig:
                 continue
             raise ScenarioError(
                 f"{scenario.path}:{step.line}: '{step.action} {step.target}' cannot run on a bench "
-                f"(the fixture presses, powers and feeds sensors; processes and wristband movement "
+                f"(the fixture presses, powers and feeds sensors; processes, scanners and wristband movement "
                 f"need --rig sim)"
             )
+        if scenario.settings != RigSettings():
+            raise ScenarioError(
+                f"{scenario.path}: 'settings' tune the simulated rig; a bench's devices, gateway and "
+                "radio are its own (run it with --rig sim, or drop them)"
+            )
+        for e in scenario.expects:
+            if e.kind == "sound":
+                raise ScenarioError(
+                    f"{scenario.path}:{e.line}: 'sound' cannot be judged on a bench (the fixture has "
+                    "no microphone); it needs --rig sim"
+                )
         self.scenario = scenario
         self.bench = load_bench(bench)
         try:
@@ -587,6 +801,9 @@ class BenchRig:
 
     def gateway_metrics(self) -> dict[str, float]:
         return {}  # the bench's gateway is not this machine's to scrape
+
+    def buzzer_history(self, device: str) -> list[tuple[float, int]]:
+        return []  # the fixture cannot hear a buzzer: `sound` expectations are refused before a run
 
     def saved_alarms(self) -> set[tuple[str, int, int]]:
         """Alarms the devices printed as saved to flash during this run."""

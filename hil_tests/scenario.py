@@ -8,14 +8,17 @@ mistake deep in the timeline still points at its own line.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
 
+from agent.gateway.wristbands import venue as engine_venue
+from agent.shared.errors import ConfigError
 from agent.shared.protocol import DEVICE_KINDS, EventType
+from hil_tests.sim.air import Model, VenueError, parse_venue
 
 KINDS = DEVICE_KINDS
 TRANSPORTS = ("mqtt",)
@@ -24,7 +27,37 @@ EVENT_TYPES = tuple(t.name for t in EventType)
 # a venue sensor's channel types and the settings a scenario may tune (firmware/apps/sensor/app.py)
 SENSOR_TYPES = ("smoke", "gas", "door", "extinguisher")
 SENSOR_TUNABLE = ("on", "off", "confirm_ms", "clear_ms", "fault_ms")
-PROCESSES = ("local_broker", "central_broker", "agent")
+# "gateway" is the gateway's Pi: the agent and the local broker together; as an expectation's
+# device, the gateway's own events
+GATEWAY = "gateway"
+PROCESSES = ("local_broker", "central_broker", "agent", GATEWAY)
+# buzzer patterns a `sound` expectation names: one short beep (a press), two (help is coming),
+# the evacuation pattern (ISO 8201 temporal-three), nothing at all
+SOUNDS = ("beep", "double", "t3", "silent")
+# settings.devices: key -> (the kinds it applies to, lowest, highest), as the firmware checks them
+# (firmware/lib/reporter.py LINK_DEFAULTS, the alarm post's and the sensor's own)
+_LINKED = ("alarm_post", "sensor")
+DEVICE_SETTINGS: dict[str, tuple[tuple[str, ...], int, int]] = {
+    "heartbeat_s": (_LINKED, 1, 86400),
+    "keepalive_s": (_LINKED, 0, 65535),
+    "resend_s": (_LINKED, 1, 3600),
+    "recheck_s": (_LINKED, 1, 86400),
+    "green_s": (_LINKED, 0, 86400),
+    "ack_s": (_LINKED, 0, 86400),
+    "outbox": (_LINKED, 5, 1000),
+    "long_press_ms": (("alarm_post",), 100, 60000),
+    "debounce_ms": (("alarm_post",), 1, 1000),
+    "sample_ms": (("sensor",), 20, 60000),
+    "interval_ms": (("wristband",), 100, 10000),
+    "sos_hold_ms": (("wristband",), 100, 10000),
+}
+RADIO_SETTINGS = Model.__slots__  # the virtual air's model (hil_tests/sim/air.py)
+ENGINE_SETTINGS = tuple(f.name for f in fields(engine_venue.Settings))  # the venue file's [settings]
+ENGINE_FLOATS = {f.name: f.type in ("float", float) for f in fields(engine_venue.Settings)}  # else integers
+SCANNER_SETTINGS = ("watchdog_s",)  # every [[ble]] scanner of the simulated rig
+# the local broker: "test" (anonymous, its store kept across restarts, the tests' default) or
+# "packaged" (packaging/mosquitto/guardian-local.conf: logins, ACL, no store, as deployed)
+LOCAL_BROKERS = ("test", "packaged")
 
 
 class ScenarioError(ValueError):
@@ -53,6 +86,34 @@ class ScannerSpec:
 
 
 @dataclass(frozen=True)
+class DoorSpec:
+    """A venue sensor's door channel mapped to an exit zone (the venue file's [[doors]])."""
+
+    id: str
+    zone: str
+    sensor: str
+    channel: str
+    approach: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RigSettings:
+    """What `settings:` tunes on the simulated rig: the radio, the alert engine, the devices'
+    timing and the scanners' watchdog, each as (key, value) pairs in file order, and which
+    configuration the gateway's local broker runs."""
+
+    radio: tuple[tuple[str, float], ...] = ()
+    engine: tuple[tuple[str, float], ...] = ()
+    devices: tuple[tuple[str, int], ...] = ()
+    scanners: tuple[tuple[str, int], ...] = ()
+    local_broker: str = "test"  # one of LOCAL_BROKERS
+
+    def for_kind(self, kind: str) -> dict[str, int]:
+        """The device settings that apply to a device of `kind`."""
+        return {k: v for k, v in self.devices if kind in DEVICE_SETTINGS[k][0]}
+
+
+@dataclass(frozen=True)
 class ChannelSpec:
     """One channel of a venue sensor: its name (the input the rig feeds), type and tuning."""
 
@@ -78,35 +139,46 @@ class DeviceSpec:
 
 @dataclass(frozen=True)
 class Step:
-    """One timeline entry: an action on a device or a process, or a wait."""
+    """One timeline entry: an action on a device, a process or a scanner, or a wait."""
 
     line: int
     action: str  # one of ACTIONS, or "wait"
     target: str  # device id, process name, or "" for wait
     label: str  # defaults to "<action>@<line>"
     ms: int = 0  # click/hold duration
-    seconds: float = 0.0  # wait; walk: seconds per point
+    seconds: float = 0.0  # wait; walk: seconds per point; reboot: how long the gateway is down
     points: tuple[tuple[float, float], ...] = ()  # move (one point) and walk
     value: int = 0  # battery percent; set: the reading
     sensor: str = ""  # set: the channel
+    hard: bool = False  # reboot: a power cut (kill -9), not a clean shutdown
 
 
 @dataclass(frozen=True)
 class Expect:
-    """One expectation; `kind` is event, none, led, count, zero_loss or latency."""
+    """One expectation; `kind` is one of EXPECTATIONS."""
 
     line: int
     kind: str
     type: str = ""
     device: str = ""
     after: str = ""  # a step label; "" is the start of the timeline
-    within: float = 0.0
+    within: float = 0.0  # event, none, led, sound: the window; held: how long
     colour: str = ""
     equals: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
+    types: tuple[str, ...] = ()  # order: the sequence
+    start: float = 0.0  # held: the window starts this long after `after`
+    sound: str = ""  # one of SOUNDS
+    duplicates: int = 0  # once: deliveries of the event beyond the first that are allowed
 
     def describe(self) -> str:
+        special = _DESCRIBE.get(self.kind)
+        if special is not None:
+            return special(self)
+        return self._describe_basic()
+
+    def _describe_basic(self) -> str:
         if self.kind == "event":
             return f"{self.type} from {self.device} within {self.within:g} s after {self.after or 'start'}"
         if self.kind == "none":
@@ -122,6 +194,25 @@ class Expect:
         return "zero loss and no verifier errors"
 
 
+def _source(e: Expect) -> str:
+    return f" from {e.device}" if e.device else ""
+
+
+_DESCRIBE: dict[str, Callable[[Expect], str]] = {
+    "order": lambda e: (
+        f"{' then '.join(e.types)}{_source(e)} at central after {e.after or 'start'}, nothing else of these"
+    ),
+    "once": lambda e: (
+        f"exactly one {e.type}{_source(e)} after {e.after or 'start'}, delivered once"
+        + (f" (up to {e.duplicates} repeat(s) allowed)" if e.duplicates else "")
+    ),
+    "held": lambda e: (
+        f"{e.device} LED {e.colour} all along {e.start:g}-{e.start + e.within:g} s after {e.after or 'start'}"
+    ),
+    "sound": lambda e: f"{e.device} buzzer {e.sound} within {e.within:g} s after {e.after or 'start'}",
+}
+
+
 @dataclass(frozen=True)
 class Scenario:
     path: Path
@@ -134,6 +225,8 @@ class Scenario:
     settle_s: float = 5.0
     labels: dict[str, Step] = field(default_factory=dict)
     scanners: tuple[ScannerSpec, ...] = ()
+    doors: tuple[DoorSpec, ...] = ()
+    settings: RigSettings = RigSettings()
 
     def zone(self, zone_id: str) -> ZoneSpec:
         return next(z for z in self.zones if z.id == zone_id)
@@ -216,7 +309,7 @@ class _Node:
 
 # --- the file --------------------------------------------------------------------------
 
-_SECTIONS = ("name", "venue", "devices", "timeline", "expect", "settle_s")
+_SECTIONS = ("name", "venue", "devices", "timeline", "expect", "settle_s", "settings")
 _REQUIRED = ("name", "venue", "devices", "timeline", "expect")
 
 
@@ -230,11 +323,13 @@ def load(path: Path) -> Scenario:
     name = top["name"].text()
     venue, zones, scanners = _venue(top["venue"])
     devices = _devices(top["devices"], zones, scanners)
-    steps = _timeline(top["timeline"], zones, devices)
+    doors = _doors(top["venue"], zones, scanners, devices)
+    settings = _settings(top["settings"]) if "settings" in top else RigSettings()
+    steps = _timeline(top["timeline"], zones, devices, scanners)
     labels = {step.label: step for step in steps}
     expects = _expectations(top["expect"], labels, tuple(d.id for d in devices))
     settle = top["settle_s"].number(0, 600) if "settle_s" in top else 5.0
-    return Scenario(path, name, venue, zones, devices, steps, expects, settle, labels, scanners)
+    return Scenario(path, name, venue, zones, devices, steps, expects, settle, labels, scanners, doors, settings)
 
 
 def _read(path: Path) -> _Node:
@@ -257,7 +352,7 @@ def _read(path: Path) -> _Node:
 
 
 def _venue(node: _Node) -> tuple[str, tuple[ZoneSpec, ...], tuple[ScannerSpec, ...]]:
-    venue = node.mapping(("id", "zones", "scanners"))
+    venue = node.mapping(("id", "zones", "scanners", "doors"))
     if "id" not in venue:
         raise node.fail("missing 'id'")
     zones = tuple(_zone(z) for z in venue["zones"].items()) if "zones" in venue else ()
@@ -291,6 +386,85 @@ def _scanner(node: _Node, zone_ids: tuple[str, ...]) -> ScannerSpec:
     if not {"id", "at", "zone"} <= set(sm):
         raise node.fail("a scanner needs id, at: [x, y] and zone")
     return ScannerSpec(sm["id"].text(), sm["at"].pair(), sm["zone"].text(zone_ids))
+
+
+def _doors(
+    node: _Node, zones: tuple[ZoneSpec, ...], scanners: tuple[ScannerSpec, ...], devices: tuple[DeviceSpec, ...]
+) -> tuple[DoorSpec, ...]:
+    """venue.doors: [{id, zone (an exit zone), sensor (a sensor device), channel (its door channel),
+    approach: [scanner, ...]}]; read after the devices, which they name."""
+    venue = node.mapping(("id", "zones", "scanners", "doors"))
+    if "doors" not in venue:
+        return ()
+    exits = tuple(z.id for z in zones if z.exit)
+    sensors = {d.id: d for d in devices if d.kind == "sensor"}
+    doors: list[DoorSpec] = []
+    for item in venue["doors"].items():
+        dm = item.mapping(("id", "zone", "sensor", "channel", "approach"))
+        if not {"id", "zone", "sensor", "channel"} <= set(dm):
+            raise item.fail("a door needs id, zone (an exit zone), sensor and channel")
+        door_id = dm["id"].text()
+        if any(d.id == door_id for d in doors):
+            raise dm["id"].fail(f"door {door_id!r} listed twice")
+        if not exits:
+            raise dm["zone"].fail("the venue has no exit zone (exit: true) for a door to lead out of")
+        zone = dm["zone"].text(exits)
+        sensor = sensors.get(dm["sensor"].text(tuple(sensors) or ("(no sensor among the devices)",)))
+        assert sensor is not None
+        doors_of = tuple(c.name for c in sensor.channels if c.type == "door") or ("(no door channel)",)
+        channel = dm["channel"].text(doors_of)
+        approach = (
+            tuple(a.text(tuple(sc.id for sc in scanners)) for a in dm["approach"].items()) if "approach" in dm else ()
+        )
+        doors.append(DoorSpec(door_id, zone, sensor.id, channel, approach))
+    return tuple(doors)
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def _settings(node: _Node) -> RigSettings:
+    sm = node.mapping(("radio", "engine", "devices", "scanners", "local_broker"))
+    radio = _radio(sm["radio"]) if "radio" in sm else ()
+    engine = _engine(sm["engine"]) if "engine" in sm else ()
+    devices: list[tuple[str, int]] = []
+    if "devices" in sm:
+        for k, v in sm["devices"].mapping(tuple(DEVICE_SETTINGS)).items():
+            _, lo, hi = DEVICE_SETTINGS[k]
+            devices.append((k, v.integer(lo, hi)))
+    scanners: tuple[tuple[str, int], ...] = ()
+    if "scanners" in sm:
+        scanners = tuple((k, v.integer(2, 86_400)) for k, v in sm["scanners"].mapping(SCANNER_SETTINGS).items())
+    broker = sm["local_broker"].text(LOCAL_BROKERS) if "local_broker" in sm else "test"
+    return RigSettings(radio, engine, tuple(devices), scanners, broker)
+
+
+def _radio(node: _Node) -> tuple[tuple[str, float], ...]:
+    """settings.radio: the virtual air's model, checked by the air's own parser."""
+    radio = tuple((k, v.number(-1000, 1000)) for k, v in node.mapping(RADIO_SETTINGS).items())
+    try:
+        parse_venue({"name": "check", "model": dict(radio), "zones": [{"name": "z", "rect": [0, 0, 1, 1]}]})
+    except VenueError as exc:
+        raise node.fail(str(exc).split("model: ", 1)[-1]) from None
+    return radio
+
+
+def _engine(node: _Node) -> tuple[tuple[str, float], ...]:
+    """settings.engine: the alert engine's [settings], checked by the venue file's own parser."""
+    engine = tuple(
+        (k, v.number(0, 86_400) if ENGINE_FLOATS[k] else float(v.integer(0, 86_400)))
+        for k, v in node.mapping(ENGINE_SETTINGS).items()
+    )
+    doc = {
+        "venue": "check",
+        "settings": {k: v if ENGINE_FLOATS[k] else int(v) for k, v in engine},
+        "zones": [{"id": "z"}],
+    }
+    try:
+        engine_venue.parse(doc, Path("settings.engine"))
+    except ConfigError as exc:
+        raise node.fail(str(exc).split(": ", 1)[-1]) from None
+    return engine
 
 
 # --- devices -------------------------------------------------------------------------------
@@ -416,14 +590,21 @@ def _set(s: StepIn) -> Step:
     return s.step(sensor=sensor, value=s.keys["value"].integer(-(1 << 31), (1 << 31) - 1))
 
 
+def _reboot(s: StepIn) -> Step:
+    s.need("down_s", usage="'down_s: SECONDS' (how long the gateway is off)")
+    hard = s.keys["hard"].flag() if "hard" in s.keys else False
+    return s.step(seconds=s.keys["down_s"].number(0, 600), hard=hard)
+
+
 @dataclass(frozen=True)
 class Action:
     """A timeline action (docs/scenarios.md, "Actions").
 
     Attributes:
-        on: "device" (the step names `device: ID`) or "process" (`process: NAME`).
-        kinds: the device kinds it is for; () for every kind.
-        options: the keys it takes besides do, device/process and label.
+        on: "device" (the step names `device: ID`), "process" (`process: NAME`) or "scanner"
+            (`scanner: ID`, one of the venue's).
+        kinds: the device kinds it is for, or the processes; () for every one.
+        options: the keys it takes besides do, device/process/scanner and label.
         parse: reads those options into the step.
     """
 
@@ -454,12 +635,17 @@ ACTIONS: dict[str, Action] = {
     "battery": Action("device", _BAND, ("percent",), _battery),
     # venue sensors
     "set": Action("device", _SENSOR, ("sensor", "value"), _set),
-    # the gateway's processes
+    # the gateway's processes ("gateway": the agent and the local broker together)
     "stop": Action("process"),
     "start": Action("process"),
     "kill": Action("process"),
     "restart": Action("process"),
+    "reboot": Action("process", ("gateway",), ("down_s", "hard"), _reboot),
+    # a BLE scanner's radio goes deaf (or hears again); the agent's watchdog notices
+    "scanner_down": Action("scanner"),
+    "scanner_up": Action("scanner"),
 }
+_TARGETS = ("device", "process", "scanner")
 _KIND_PLURAL = {"alarm_post": "alarm posts", "wristband": "wristbands", "sensor": "sensors"}
 
 
@@ -468,57 +654,67 @@ def _step_options() -> tuple[str, ...]:
     return tuple(dict.fromkeys(o for a in ACTIONS.values() for o in a.options))
 
 
-def _timeline(node: _Node, zones: tuple[ZoneSpec, ...], devices: tuple[DeviceSpec, ...]) -> tuple[Step, ...]:
+@dataclass(frozen=True)
+class _Declared:
+    """What the sections above the timeline declared, for its steps to name."""
+
+    zones: tuple[ZoneSpec, ...]
+    devices: tuple[DeviceSpec, ...]
+    scanners: tuple[ScannerSpec, ...]
+
+
+def _timeline(
+    node: _Node, zones: tuple[ZoneSpec, ...], devices: tuple[DeviceSpec, ...], scanners: tuple[ScannerSpec, ...] = ()
+) -> tuple[Step, ...]:
     steps: list[Step] = []
+    declared = _Declared(zones, devices, scanners)
     for item in node.items():
-        steps.append(_step(item, zones, devices, {s.label for s in steps}))
+        steps.append(_step(item, declared, {s.label for s in steps}))
     return tuple(steps)
 
 
-def _step(item: _Node, zones: tuple[ZoneSpec, ...], devices: tuple[DeviceSpec, ...], labels: set[str]) -> Step:
+def _step(item: _Node, declared: _Declared, labels: set[str]) -> Step:
     options = _step_options()
-    s = item.mapping(("do", "device", "process", "label", "wait", *options))
+    s = item.mapping(("do", *_TARGETS, "label", "wait", *options))
     if "wait" in s:
         if len(s) != 1:
             raise item.fail("'wait' stands alone: - wait: SECONDS")
         step = Step(item.line, "wait", "", f"wait@{item.line}", seconds=s["wait"].number(0, 600))
     else:
-        step = _action(item, s, options, zones, devices)
+        step = _action(item, s, options, declared)
     if step.label in labels:
         raise s.get("label", item).fail(f"label {step.label!r} used twice")
     return step
 
 
-def _action(
-    item: _Node,
-    s: dict[str, _Node],
-    options: tuple[str, ...],
-    zones: tuple[ZoneSpec, ...],
-    devices: tuple[DeviceSpec, ...],
-) -> Step:
+def _action(item: _Node, s: dict[str, _Node], options: tuple[str, ...], declared: _Declared) -> Step:
     if "do" not in s:
         raise item.fail("expected 'do: ACTION' or 'wait: SECONDS'")
     action = s["do"].text(tuple(ACTIONS))
     spec = ACTIONS[action]
-    other = "process" if spec.on == "device" else "device"
     if spec.on not in s:
-        usage = "device: ID" if spec.on == "device" else f"process: {'|'.join(PROCESSES)}"
-        raise item.fail(f"'{action}' needs '{usage}'")
-    if other in s:
-        raise s[other].fail(f"'{action}' acts on a {spec.on}, not a {other}")
+        processes = spec.kinds if spec.on == "process" and spec.kinds else PROCESSES
+        usage = {"device": "device: ID", "process": f"process: {'|'.join(processes)}", "scanner": "scanner: ID"}
+        raise item.fail(f"'{action}' needs '{usage[spec.on]}'")
+    for other in _TARGETS:
+        if other != spec.on and other in s:
+            raise s[other].fail(f"'{action}' acts on a {spec.on}, not a {other}")
     device = None
     if spec.on == "device":
-        target = s["device"].text(tuple(d.id for d in devices))
-        device = next(d for d in devices if d.id == target)
+        target = s["device"].text(tuple(d.id for d in declared.devices))
+        device = next(d for d in declared.devices if d.id == target)
+    elif spec.on == "scanner":
+        ids = tuple(sc.id for sc in declared.scanners) or ("(the venue has no scanners)",)
+        target = s["scanner"].text(ids)
     else:
-        target = s["process"].text(PROCESSES)
+        target = s["process"].text(spec.kinds or PROCESSES)
     for key in options:
         if key in s and key not in spec.options:
             owners = [name for name, a in ACTIONS.items() if key in a.options]
             raise s[key].fail(f"'{key}' applies to {_and(owners)}, not {action}")
     if device is not None and spec.kinds and device.kind not in spec.kinds:
         raise item.fail(f"'{action}' is for {_and([_KIND_PLURAL[k] for k in spec.kinds])}; {target} is not one")
-    step = spec.parse(StepIn(item, s, action, target, zones, device))
+    step = spec.parse(StepIn(item, s, action, target, declared.zones, device))
     return replace(step, label=s["label"].text() if "label" in s else f"{action}@{item.line}")
 
 
@@ -543,6 +739,11 @@ class _ExpectIn:
         return self.keys[self.kind].text(EVENT_TYPES)
 
     def device(self) -> str:
+        # "gateway": the gateway's own events (heartbeats, SCANNER_BLIND, ...), whatever its id
+        return self.keys["device"].text((*self.ids, GATEWAY)) if "device" in self.keys else ""
+
+    def board(self) -> str:
+        """A device with an LED and a buzzer (not the gateway)."""
         return self.keys["device"].text(self.ids) if "device" in self.keys else ""
 
     def after(self) -> str:
@@ -567,7 +768,7 @@ def _expect_none(e: _ExpectIn) -> Expect:
 
 
 def _expect_led(e: _ExpectIn) -> Expect:
-    after, device = e.after(), e.device()
+    after, device = e.after(), e.board()
     e.need("device", "within", usage="'device' and 'within'")
     colour = e.keys["led"].text(COLOURS)
     return Expect(e.item.line, e.kind, "", device, after, e.keys["within"].number(0.1), colour=colour)
@@ -587,6 +788,35 @@ def _expect_latency(e: _ExpectIn) -> Expect:
     return Expect(e.item.line, e.kind, e.event_type(), p50_ms=p50, p99_ms=p99)
 
 
+def _expect_order(e: _ExpectIn) -> Expect:
+    after, device = e.after(), e.device()
+    types = tuple(t.text(EVENT_TYPES) for t in e.keys["order"].items())
+    if len(types) < 2:
+        raise e.keys["order"].fail("expected a list of two or more event types, e.g. [EXIT, BACK_INSIDE]")
+    return Expect(e.item.line, e.kind, device=device, after=after, types=types)
+
+
+def _expect_once(e: _ExpectIn) -> Expect:
+    after, device = e.after(), e.device()
+    dup = e.keys["duplicates"].integer(0, 1000) if "duplicates" in e.keys else 0
+    return Expect(e.item.line, e.kind, e.event_type(), device, after, duplicates=dup)
+
+
+def _expect_held(e: _ExpectIn) -> Expect:
+    after, device = e.after(), e.board()
+    e.need("device", "for", usage="'device' and 'for: SECONDS'")
+    start = e.keys["from"].number(0, 3600) if "from" in e.keys else 0.0
+    colour = e.keys["held"].text(COLOURS)
+    return Expect(e.item.line, e.kind, "", device, after, e.keys["for"].number(0.1), colour=colour, start=start)
+
+
+def _expect_sound(e: _ExpectIn) -> Expect:
+    after, device = e.after(), e.board()
+    e.need("device", "within", usage="'device' and 'within'")
+    sound = e.keys["sound"].text(SOUNDS)
+    return Expect(e.item.line, e.kind, "", device, after, e.keys["within"].number(0.1), sound=sound)
+
+
 def _expect_zero_loss(e: _ExpectIn) -> Expect:
     if not e.keys["zero_loss"].flag():
         raise e.keys["zero_loss"].fail("only 'zero_loss: true' makes sense")
@@ -601,6 +831,10 @@ EXPECTATIONS: dict[str, tuple[tuple[str, ...], Callable[[_ExpectIn], Expect]]] =
     "count": (("device", "equals"), _expect_count),
     "zero_loss": ((), _expect_zero_loss),
     "latency": (("p50_ms", "p99_ms"), _expect_latency),
+    "order": (("device", "after"), _expect_order),
+    "once": (("device", "after", "duplicates"), _expect_once),
+    "held": (("device", "after", "from", "for"), _expect_held),
+    "sound": (("device", "after", "within"), _expect_sound),
 }
 
 

@@ -157,6 +157,24 @@ def test_a_device_cannot_publish_as_another_nor_read_its_traffic(venue: Venue) -
     assert stats["accepted"] == "2" and stats["rejected"] == "{}", stats
 
 
+def test_every_device_hears_the_gateways_online_and_none_can_say_it(venue: Venue) -> None:
+    # ge/gateway/status (docs/protocol.md §5) makes devices resend what has no receipt 1: any
+    # device may read it, only the agent may write it
+    a, b = venue.device("AP-0001"), venue.device("AP-0002")
+    a_in = Inbox(a)
+    for c in (a, b):
+        c.connect()
+    assert a.subscribe("ge/gateway/status", 1) == 1
+    b.publish("ge/gateway/status", b"online", qos=1)  # AP-0002's password: dropped by the broker
+    assert not pump([a, b], lambda: bool(a_in.got), timeout=1.0)
+    venue.agent.stop()
+    venue.agent.start()  # subscribed again: it says so
+    assert pump([a, b], lambda: bool(a_in.got)), "the agent's online did not reach the device"
+    assert a_in.got == [("ge/gateway/status", b"online")]
+    a.disconnect()
+    b.disconnect()
+
+
 def stopped(venue: Venue) -> dict[str, str]:
     venue.agent.stop()
     return venue.agent.stats()

@@ -39,10 +39,11 @@ def _constants(path: Path) -> dict[str, Any]:
 
 
 def _strings(path: Path) -> set[str]:
+    # text and bytes literals (a topic the firmware compares with what its client hands over is bytes)
     return {
-        n.value
+        n.value if isinstance(n.value, str) else n.value.decode("latin-1")
         for n in ast.walk(ast.parse(path.read_text(), str(path)))
-        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str | bytes)
     }
 
 
@@ -103,10 +104,20 @@ def test_lanes_the_firmware_gives_its_events() -> None:
 
 @pytest.mark.parametrize("module", ["lib/mqttlink.py"])  # the only device code with topics
 def test_local_topic_shapes(module: str) -> None:
-    shapes = {protocol.device_up("%s"), protocol.device_down("%s"), protocol.device_status("%s")}
-    assert shapes == {"ge/dev/%s/up", "ge/dev/%s/down", "ge/dev/%s/status"}  # pinned (docs/protocol.md §5)
+    shapes = {
+        protocol.device_up("%s"),
+        protocol.device_down("%s"),
+        protocol.device_status("%s"),
+        protocol.GATEWAY_ONLINE_TOPIC,
+    }
+    # pinned (docs/protocol.md §5)
+    assert shapes == {"ge/dev/%s/up", "ge/dev/%s/down", "ge/dev/%s/status", "ge/gateway/status"}
     used = {s for s in _strings(FIRMWARE / module) if s.startswith("ge/")}
     assert used and used <= shapes, f"{module} uses topics {sorted(used - shapes)} the protocol does not have"
+    if module == "lib/link.py":
+        assert protocol.GATEWAY_ONLINE_TOPIC in used and protocol.GATEWAY_ONLINE.decode() in _strings(
+            FIRMWARE / "lib" / "reporter.py"
+        )
 
 
 def test_central_topic_shapes() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,12 +19,34 @@ from hil_tests.sim.tools import REPO_ROOT
 SCENARIOS = sorted((REPO_ROOT / "hil_tests" / "scenarios").glob("*.yaml"))
 
 
+def _door_exit_and_venue_blind(rig: runner.SimRig) -> None:
+    # what the scenario format cannot say: the gateway's SCANNER_BLIND about the exit zone itself
+    # (data 4: the venue alert's context) besides the scanner's own, and why EXIT was raised
+    venue = [e["data"] for e in rig.verifier.events(type_name="SCANNER_BLIND") if "4" in e["data"]]
+    assert [(d["1"], d["3"], d["4"]["zone"], d["4"]["watched"]) for d in venue] == [("scan-door", 0, "Front door", 0)]
+    (exit_alert,) = rig.verifier.events(device="WB-0001", type_name="EXIT")
+    assert exit_alert["data"]["3"]["reason"].startswith("door front opened at "), exit_alert["data"]
+
+
+# per shipped scenario, checks of the verified events beyond its expectations (while the rig runs)
+EXTRA: dict[str, Callable[[runner.SimRig], None]] = {"wristband-exit-door-unwatched": _door_exit_and_venue_blind}
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_shipped_scenario_passes(path: Path, tmp_path: Path, micropython: str) -> None:
-    result = runner.run(load(path), tmp_path, micropython)
+    extra: list[AssertionError] = []
+
+    def on_end(rig: runner.SimRig) -> None:
+        try:
+            EXTRA.get(path.stem, lambda _: None)(rig)
+        except AssertionError as exc:
+            extra.append(exc)
+
+    result = runner.run(load(path), tmp_path, micropython, on_end=on_end)
     failed = [o.as_json() for o in result.outcomes if not o.passed]
     assert result.passed, failed
     assert len(result.outcomes) == len(load(path).expects)
+    assert not extra, extra
 
 
 GOOD = """\
@@ -116,12 +140,12 @@ expect:
         (
             "  - {event: ALARM, device: AP-1, after: p, within: 5}",
             "  - {count: ALARM, equals: 1, within: 5}",
-            ":8: expect[0].within: 'within' applies to event and led, not count",
+            ":8: expect[0].within: 'within' applies to event, led and sound, not count",
         ),
         (
             "  - {event: ALARM, device: AP-1, after: p, within: 5}",
             "  - {latency: ALARM, p99_ms: 100, after: p}",
-            ":8: expect[0].after: 'after' applies to event, none and led, not latency",
+            ":8: expect[0].after: 'after' applies to event, none, led, order, once, held and sound, not latency",
         ),
         (
             "  - {event: ALARM, device: AP-1, after: p, within: 5}",
@@ -138,6 +162,103 @@ expect:
             "{do: click, device: AP-1, label: p}",
             "{do: click, device: AP-1, label: p}\n  - {do: click, device: AP-1, label: p}",
             ":7: timeline[1].label: label 'p' used twice",
+        ),
+        # settings: each section checked by the rules of the part it sets
+        ("within: 5}", "within: 5}\nsettings:\n  radio: {loss: 1.5}", ":10: settings.radio: loss must be in [0, 1)"),
+        (
+            "within: 5}",
+            "within: 5}\nsettings:\n  local_broker: cloud",
+            ":10: settings.local_broker: expected one of test, packaged, got 'cloud'",
+        ),
+        ("within: 5}", "within: 5}\nsettings:\n  radio: {noise: 3}", ":10: settings.radio.noise: unknown key 'noise'"),
+        (
+            "within: 5}",
+            "within: 5}\nsettings:\n  engine: {zone_confirm: 0}",
+            ":10: settings.engine: settings.zone_confirm",
+        ),
+        (
+            "within: 5}",
+            "within: 5}\nsettings:\n  engine: {zone_confirm: 2.5}",
+            ":10: settings.engine.zone_confirm: expected an integer",
+        ),
+        (
+            "within: 5}",
+            "within: 5}\nsettings:\n  devices: {resend_s: 0}",
+            ":10: settings.devices.resend_s: expected an integer from 1 to 3600",
+        ),
+        (
+            "within: 5}",
+            "within: 5}\nsettings:\n  scanners: {watchdog_s: 1}",
+            ":10: settings.scanners.watchdog_s: expected an integer from 2",
+        ),
+        # the gateway's reboot, scanner outages
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: reboot, process: gateway, label: p}",
+            ":6: timeline[0]: 'reboot' needs 'down_s",
+        ),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: reboot, process: agent, down_s: 5, label: p}",
+            ":6: timeline[0].process: expected one of gateway, got 'agent'",
+        ),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: reboot, down_s: 5, label: p}",
+            ":6: timeline[0]: 'reboot' needs 'process: gateway'",
+        ),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: scanner_down, scanner: s1, label: p}",
+            ":6: timeline[0].scanner: expected one of (the venue has no scanners), got 's1'",
+        ),
+        (
+            "{do: click, device: AP-1, label: p}",
+            "{do: scanner_up, device: AP-1, label: p}",
+            ":6: timeline[0]: 'scanner_up' needs 'scanner: ID'",
+        ),
+        # order, once, held, sound
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {order: [ALARM]}",
+            ":8: expect[0].order: expected a list of two",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {order: [ALARM, BOOM]}",
+            ":8: expect[0].order[1]: expected one of",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {once: ALARM, duplicates: -1}",
+            ":8: expect[0].duplicates: expected an integer",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {held: blue, device: AP-1}",
+            ":8: expect[0]: 'held' needs 'device' and 'for: SECONDS'",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {held: blue, device: gateway, for: 2}",
+            ":8: expect[0].device: expected one of AP-1, got 'gateway'",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {sound: siren, device: AP-1, within: 2}",
+            ":8: expect[0].sound: expected one of beep, double, t3, silent",
+        ),
+        (
+            "  - {event: ALARM, device: AP-1, after: p, within: 5}",
+            "  - {sound: beep, device: AP-1, for: 2}",
+            ":8: expect[0].for: 'for' applies to none and held, not sound",
+        ),
+        # doors name an exit zone and a sensor's door channel
+        (
+            "venue: {id: v}\ndevices:\n  - {id: AP-1}",
+            "venue: {id: v, zones: [hall], doors: [{id: d, zone: hall, sensor: AP-1, channel: c}]}\n"
+            "devices:\n  - {id: AP-1}",
+            ":2: venue.doors[0].zone: the venue has no exit zone",
         ),
     ],
 )
@@ -203,3 +324,99 @@ def test_a_failing_expectation_fails_the_run_with_json(tmp_path: Path, micropyth
             "detail": "no ALARM from AP-1 at central within 1 s",
         }
     ]
+
+
+def test_buzzer_patterns_from_the_output_history() -> None:
+    def pulses(*spans: tuple[float, float]) -> list[tuple[float, int]]:
+        return [change for a, b in spans for change in ((a, 1), (b, 0))]
+
+    assert runner.sound_of(pulses((1.0, 1.12)), 0.5, 3.0) == ["beep"]
+    assert runner.sound_of(pulses((1.0, 1.12), (1.24, 1.36)), 0.5, 3.0) == ["double"]  # help is coming
+    assert runner.sound_of(pulses((1.0, 1.12), (2.0, 2.12)), 0.5, 3.0) == ["beep", "beep"]
+    assert runner.sound_of(pulses((1.0, 2.0)), 0.5, 3.0) == ["tone"]
+    assert runner.sound_of(pulses((0.2, 0.3)), 0.5, 3.0) == []  # before the window
+    t3 = pulses((0.0, 0.5), (1.0, 1.5), (2.0, 2.5), (4.0, 4.5), (5.0, 5.5), (6.0, 6.5))
+    assert runner.sound_of(t3, -0.1, 8.0) == ["t3"]
+    assert runner.sound_of(t3, -0.1, 3.0) != ["t3"], "the 1.5 s pause is part of the pattern"
+    uneven = pulses((0.0, 0.5), (1.0, 1.2), (2.0, 2.5), (4.0, 4.5))
+    assert runner.sound_of(uneven, -0.1, 8.0) != ["t3"]
+
+
+class FakeVerifier:
+    def __init__(self, events: list[dict[str, Any]], again: list[dict[str, Any]]) -> None:
+        self._events, self._again = events, again
+
+    def events(self, **match: Any) -> list[dict[str, Any]]:
+        return [e for e in self._events if all(e.get(k) == v for k, v in match.items())]
+
+    def records_of(self, *kinds: str) -> list[dict[str, Any]]:
+        return [r for r in self._again if r["kind"] in kinds]
+
+
+class FakeRig:
+    def __init__(self, verifier: FakeVerifier, leds: list[tuple[float, str]] | None = None) -> None:
+        self.verifier = verifier
+        self.leds = leds or []
+
+    def led_history(self, device: str) -> list[tuple[float, str]]:
+        return self.leds
+
+
+def _ev(typ: str, device: str, seq: int, batch: int, t: float) -> dict[str, Any]:
+    return {
+        "kind": "event",
+        "type_name": typ,
+        "device": device,
+        "boot": 1,
+        "seq": seq,
+        "gateway": "GW-1",
+        "epoch": 7,
+        "batch": batch,
+        "central_ms": int(t * 1000),
+    }
+
+
+def _judge(tmp_path: Path, expect: str, rig: FakeRig) -> runner.Outcome:
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD.replace("  - {event: ALARM, device: AP-1, after: p, within: 5}", f"  - {expect}"))
+    sc = load(path)
+    judge = runner.Judge(sc, rig, 100.0, 100.0)  # type: ignore[arg-type]
+    judge.stamp(sc.steps[0], 100.0, 100.0)
+    outcome = judge.check(sc.expects[0], final=True)
+    assert outcome is not None
+    return outcome
+
+
+def test_once_counts_every_repeated_delivery_and_order_is_exact(tmp_path: Path) -> None:
+    exit_ = _ev("EXIT", "AP-1", 2, 3, 101.0)
+    back = _ev("BACK_INSIDE", "AP-1", 4, 5, 120.0)
+    clean = FakeRig(FakeVerifier([exit_, back], []))
+    assert _judge(tmp_path, "{once: EXIT, device: AP-1}", clean).passed
+    assert _judge(tmp_path, "{order: [EXIT, BACK_INSIDE], device: AP-1}", clean).passed
+    # its batch delivered again, and the event once more in another batch: three deliveries
+    again = [
+        {"kind": "duplicate_batch", "gateway": "GW-1", "epoch": 7, "seq": 3},
+        {"kind": "duplicate_event", "device": "AP-1", "boot": 1, "seq": 2, "batch": 9},
+        {"kind": "duplicate_batch", "gateway": "GW-1", "epoch": 7, "seq": 5},  # another batch: not EXIT's
+    ]
+    twice = FakeRig(FakeVerifier([exit_, back], again))
+    out = _judge(tmp_path, "{once: EXIT, device: AP-1}", twice)
+    assert not out.passed and "2 repeated deliveries" in out.detail
+    assert _judge(tmp_path, "{once: EXIT, device: AP-1, duplicates: 2}", twice).passed
+    second = FakeRig(FakeVerifier([exit_, _ev("EXIT", "AP-1", 3, 4, 110.0), back], []))
+    out = _judge(tmp_path, "{order: [EXIT, BACK_INSIDE], device: AP-1}", second)
+    assert not out.passed and out.detail == "central got EXIT then EXIT then BACK_INSIDE"
+    assert not _judge(tmp_path, "{once: EXIT}", second).passed
+    before = FakeRig(FakeVerifier([_ev("EXIT", "AP-1", 2, 3, 99.0), back], []))  # before the step: not counted
+    assert _judge(tmp_path, "{order: [EXIT, BACK_INSIDE], after: p}", before).detail == "central got BACK_INSIDE"
+
+
+def test_held_needs_the_colour_all_along_the_window(tmp_path: Path) -> None:
+    expect = "{held: amber, device: AP-1, after: p, from: 1, for: 3}"
+    steady = FakeRig(FakeVerifier([], []), [(99.0, "off"), (100.2, "amber"), (106.0, "green")])
+    assert _judge(tmp_path, expect, steady).passed
+    early = FakeRig(FakeVerifier([], []), [(100.2, "amber"), (103.5, "blue")])
+    out = _judge(tmp_path, expect, early)
+    assert not out.passed and out.detail == "LED went blue 2.50 s into the window"
+    late = FakeRig(FakeVerifier([], []), [(101.5, "amber")])
+    assert _judge(tmp_path, expect, late).detail == "LED was off when the window began"

@@ -3,8 +3,10 @@
 A reference consumer for the platform side (docs/protocol.md §4.2). Events are reported as soon
 as their batch's signature verifies — an authentic alarm is never held back because an
 earlier batch is missing — and the chain checks report gaps, reordering, forks and breaks
-alongside. Events are deduplicated on (device, boot, seq). With device keys (`--device-keys`)
-each event's device MAC is re-checked as well (docs/protocol.md §4.3). `feed()` returns
+alongside. Events are deduplicated on (device, boot, seq): a batch delivered again is one
+`duplicate_batch` record, an event that comes again in another batch a `duplicate_event`
+record. With device keys (`--device-keys`) each event's device MAC is re-checked as well
+(docs/protocol.md §4.3). `feed()` returns
 records (dicts); `guardian-agent verify` prints them as readable lines
 (agent/central/dispatch_lines.py) or, with `--json`, one JSON object per line.
 
@@ -146,7 +148,19 @@ class BatchVerifier:
         for ev in decoded:
             key = ev.key
             if key in self.seen:
-                self.counts["duplicate_event"] += 1
+                # delivered before in another batch (a gateway that sealed it again): dropped,
+                # and said, so that "exactly once" can be checked downstream
+                out.append(
+                    self._problem(
+                        "duplicate_event",
+                        gateway=gateway,
+                        epoch=epoch,
+                        batch=seq,
+                        device=ev.device,
+                        boot=ev.boot,
+                        seq=ev.seq,
+                    )
+                )
                 continue
             self.seen[key] = None
             if len(self.seen) > MAX_SEEN_EVENTS:

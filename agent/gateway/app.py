@@ -3,7 +3,8 @@
     sources (local broker, serial ports, BLE scanners)
       -> Pipeline: verify, replay check                                agent/gateway/pipeline.py
       -> CommitInbox -> Committer thread: plan, seal, one fsync         agent/gateway/committer.py
-      -> Pipeline.on_commit: source acks, receipts 1/4, batches out
+      -> Pipeline.on_commit: source acks, receipts 1/4, batches out, watches
+         (DoorFeed: venue sensors' door contacts -> the BLE source's alert engine)
       -> Uplink: publish, PUBACK -> committer deletes, receipts 2       agent/gateway/uplink.py
     receipts go back through the ReceiptRouter, the way each device last spoke (agent/gateway/receipts.py);
     central's commands come in on the uplink (agent/gateway/command_handler.py).
@@ -27,6 +28,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from agent.gateway import fallback
@@ -48,6 +50,7 @@ from agent.gateway.status import view
 from agent.gateway.status.page import StatusPage
 from agent.gateway.uplink import Uplink
 from agent.gateway.wristbands.alerts import AlertEngine
+from agent.gateway.wristbands.doors import DoorFeed
 from agent.gateway.wristbands.source import BleSources
 from agent.gateway.wristbands.venue import load as load_venue
 from agent.shared.errors import ConfigError
@@ -58,6 +61,26 @@ from agent.shared.registry import Registry, load_registry
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _BandState:
+    """What the BLE source starts from: the alert engine (with a venue file) and the feed of the
+    venue sensors' door contacts for it (committed sensor events go to the feed, the BLE source
+    takes them from there), and what the buffer kept of the bands (advert counters, SOS/FALL
+    raised, EXIT/MISSING open)."""
+
+    engine: AlertEngine | None
+    doors: DoorFeed | None
+    rows: list[tuple[str, int, int]]
+    alerts: list[tuple[str, int, int]]
+    open: list[tuple[str, int, int, str | None]]
+
+
+def _band_state(cfg: AgentConfig, store: Store) -> _BandState:
+    engine = AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None
+    doors = DoorFeed() if engine is not None else None
+    return _BandState(engine, doors, store.load_band_replay(), store.load_band_alerts(), store.load_band_open())
 
 
 async def run_gateway(cfg: AgentConfig) -> None:
@@ -82,7 +105,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
             rec.epoch,
         )
     # wristband counters and alerts are read before the committer thread owns the store
-    band_rows, band_alerts = store.load_band_replay(), store.load_band_alerts()
+    bands = _band_state(cfg, store)
     # the posts and sensors followed; the alerts the fallback follows again (same reason)
     liveness = Liveness(cfg.liveness, registry, rows=store.load_liveness()) if cfg.liveness.enabled else None
     watch = None
@@ -127,7 +150,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
         observe_commit=metrics.commit.observe if metrics is not None else None,
         recent=recent,
         on_frame=liveness.heard if liveness is not None else None,
-        watch=watch,
+        watches=[w for w in (watch, bands.doors) if w is not None],
     )
     # the one writer of the buffer: group commit, sealing (signing), one fsync per round
     committer = Committer(
@@ -153,9 +176,11 @@ async def run_gateway(cfg: AgentConfig) -> None:
         cfg.wristbands,
         registry,
         pipeline=pipeline,
-        band_rows=band_rows,
-        sink=AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None,
-        raised=band_alerts,
+        band_rows=bands.rows,
+        sink=bands.engine,
+        raised=bands.alerts,
+        open_alerts=bands.open,
+        doors=bands.doors,
     )
     # people told by the gateway itself while central is unreachable
     fallback_part = None

@@ -8,7 +8,8 @@ Tables:
   ledger   receipt state of the recent receipt-requesting events of each device
   band_replay  per-wristband advert counter and when it was accepted (agent/gateway/wristbands/resolver.py)
   band_alerts  SOS/FALL alerts already raised, per band event id (never raised twice)
-  liveness  per post or sensor: its learned heartbeat interval, and since when it is reported
+  band_open    each band's open EXIT or MISSING (raised, not yet closed by BACK_INSIDE)
+  liveness     per post or sensor: its learned heartbeat interval, and since when it is reported
            offline (agent/gateway/liveness.py), written with the DEVICE_OFFLINE/ONLINE event
   meta     the hash chain head (epoch, seq, hash), the schema version, the gateway's own event
            counter (gw_seq) and the eviction counters (evicted_p1, evicted_p2)
@@ -28,7 +29,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -108,6 +109,10 @@ CREATE TABLE IF NOT EXISTS ledger (
 -- SOS/FALL alerts already raised per wristband and band event id (agent/ble alert dedupe)
 CREATE TABLE IF NOT EXISTS band_alerts (
     band TEXT NOT NULL, type INTEGER NOT NULL, event_id INTEGER NOT NULL, PRIMARY KEY (band, type, event_id)
+) WITHOUT ROWID;
+-- EXIT/MISSING raised and not yet resolved, per wristband: one excursion, one alert, across restarts
+CREATE TABLE IF NOT EXISTS band_open (
+    band TEXT NOT NULL, type INTEGER NOT NULL, since_ms INTEGER NOT NULL, zone TEXT, PRIMARY KEY (band, type)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS band_replay (
     band TEXT PRIMARY KEY, counter INTEGER NOT NULL, seen_ms INTEGER NOT NULL
@@ -340,10 +345,7 @@ class Store:
             self.save_replay(plan.replay)
         if plan.stored:
             self.ledger_set((*k, RECEIPT_STORED) for k in plan.stored)
-        if plan.band_rows:
-            self.save_band_replay(plan.band_rows)
-        if plan.band_alerts:
-            self.save_band_alerts(plan.band_alerts)
+        self._apply_bands(plan)
         if plan.liveness:
             self.db.executemany(
                 "INSERT OR REPLACE INTO liveness (device, interval_ms, offline_since_ms, reason) VALUES (?, ?, ?, ?)",
@@ -357,6 +359,15 @@ class Store:
             self.set_chain(*chain)
         if plan.write_counters:
             self.set_counters(plan.state.gw_seq, list(plan.state.evicted))
+
+    def _apply_bands(self, plan: Plan) -> None:
+        """The wristbands' part of a round: advert counters, SOS/FALL raised, EXIT/MISSING open."""
+        if plan.band_rows:
+            self.save_band_replay(plan.band_rows)
+        if plan.band_alerts:
+            self.save_band_alerts(plan.band_alerts)
+        if plan.band_open:
+            self.save_band_open(plan.band_open)
 
     def insert_batch(self, batch: SealedBatch) -> None:
         self.db.execute(
@@ -420,6 +431,22 @@ class Store:
         """rows: (band, type, event id); inside transaction(). Band event ids are 16-bit and
         wrap, so a key is replaced when its id comes round again (the engine forgets old ids)."""
         self.db.executemany("INSERT OR REPLACE INTO band_alerts (band, type, event_id) VALUES (?, ?, ?)", rows)
+
+    def load_band_open(self) -> list[tuple[str, int, int, str | None]]:
+        """(band, type, since ms, zone name) of every EXIT or MISSING not yet closed."""
+        rows = self.db.execute("SELECT band, type, since_ms, zone FROM band_open ORDER BY band, type").fetchall()
+        return [(str(b), int(t), int(since), None if z is None else str(z)) for b, t, since, z in rows]
+
+    def save_band_open(self, changes: Mapping[tuple[str, int], tuple[int, str | None] | None]) -> None:
+        """(band, type) -> (since ms, zone name) opened, or None closed; inside transaction()."""
+        opened = [(b, t, *v) for (b, t), v in changes.items() if v is not None]
+        closed = [(b, t) for (b, t), v in changes.items() if v is None]
+        if closed:
+            self.db.executemany("DELETE FROM band_open WHERE band = ? AND type = ?", closed)
+        if opened:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO band_open (band, type, since_ms, zone) VALUES (?, ?, ?, ?)", opened
+            )
 
     def load_liveness(self) -> list[LivenessRow]:
         """(device, interval ms, offline since ms or None, reason or None) of every device followed."""

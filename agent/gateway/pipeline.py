@@ -7,9 +7,11 @@
 The pipeline is built with what it hands things to (keyword arguments): the committer's inbox
 (`commits`), the uplink's `publish` for sealed batches, the receipt router and ledger
 (agent/gateway/receipts.py), and, when they are on, the device liveness tracker (each accepted
-frame, agent/gateway/liveness.py) and the fallback notifier's watch (the alerts of each commit
-round, agent/gateway/fallback.py). The committer is built after it, with `on_commit` as its
-result callback; receipt 2 follows central's PUBACK in the uplink (ReceiptLedger.delivered).
+frame, agent/gateway/liveness.py) and the watches of committed events: the fallback notifier's
+(the alerts of each commit round, agent/gateway/fallback.py) and the alert engine's door
+contacts (venue sensors' door events, agent/gateway/wristbands/doors.py). The committer is
+built after it, with `on_commit` as its result callback; receipt 2 follows central's PUBACK in
+the uplink (ReceiptLedger.delivered).
 
 Every rejected frame is counted by reason; the log gets at most one line per reason every 10 s
 across all device ids (junk under invented ids must not write a line each), naming the last
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from agent.gateway.committer import CommitResult
@@ -57,9 +59,11 @@ class Commits(Protocol):
 
 
 class CommitWatch(Protocol):
-    """Who wants the committed events of some types (agent/gateway/fallback.py AlarmWatch)."""
+    """Who wants the committed events of some types (agent/gateway/fallback.py AlarmWatch,
+    agent/gateway/wristbands/doors.py DoorFeed)."""
 
-    types: frozenset[int]
+    @property
+    def types(self) -> frozenset[int]: ...
 
     def committed(self, events: list[Event]) -> None: ...
 
@@ -71,8 +75,8 @@ class Pipeline:
         "_heard",
         "_started",
         "_throttle",
-        "_watch",
         "_watched",
+        "_watches",
         "commits",
         "counters",
         "epoch",
@@ -102,7 +106,7 @@ class Pipeline:
         observe_commit: Observe | None = None,
         recent: RecentEvents | None = None,
         on_frame: Callable[[Event], None] | None = None,
-        watch: CommitWatch | None = None,
+        watches: Sequence[CommitWatch] = (),
     ) -> None:
         """
         Args:
@@ -120,8 +124,9 @@ class Pipeline:
             recent: told of every alarm and alert (P0, P1) and of each commit round, for the
                 status page and the per-alarm log line (agent/gateway/recent.py).
             on_frame: each accepted device frame's event (agent/gateway/liveness.py Liveness.heard).
-            watch: told the committed events of its types after each round, before the round's
-                batches are published (agent/gateway/fallback.py AlarmWatch).
+            watches: each told the committed events of its types after each round, before the
+                round's batches are published (agent/gateway/fallback.py AlarmWatch; the alert
+                engine's door contacts, agent/gateway/wristbands/doors.py DoorFeed).
         """
         self.gateway_id = gateway_id
         self.verifier = verifier
@@ -136,8 +141,8 @@ class Pipeline:
         self.observe_commit = observe_commit
         self.recent = recent
         self.on_frame = on_frame
-        self._watch = watch
-        self._watched = watch.types if watch is not None else frozenset()
+        self._watches = tuple(watches)
+        self._watched = frozenset(t for w in self._watches for t in w.types)
         self.counters = PipelineCounters(
             backlog=buffer.backlog,
             backlog_bytes=buffer.backlog_bytes,
@@ -248,11 +253,13 @@ class Pipeline:
             s.token()
             if s.event.wants_receipts:
                 ledger.stored(s.event.key)
-        if self._watch is not None:
+        if self._watches:
             watched = self._watched
             picked = [s.event for s in result.committed if s.event.type in watched]
-            if picked:
-                self._watch.committed(picked)
+            for w in self._watches if picked else ():
+                mine = [ev for ev in picked if ev.type in w.types]
+                if mine:
+                    w.committed(mine)
         c.committed += len(result.committed)
         c.backlog = result.backlog
         c.backlog_bytes = result.backlog_bytes

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from agent.gateway.config import BatchConfig, BufferConfig
 from agent.gateway.signer import SealedBatch
-from agent.shared.frames import Event, band_event_key
+from agent.shared.frames import Event, band_event_key, band_open_changes
 
 # Batch overhead besides the events (header, signature, chain fields), for the byte limit.
 BATCH_OVERHEAD = 200
@@ -130,6 +130,8 @@ class Plan:
     stored: list[Key] = field(default_factory=list)  # inbox events that want receipts: ledger 1
     band_rows: list[tuple[str, int, int]] = field(default_factory=list)  # wristband advert counters
     band_alerts: list[tuple[str, int, int]] = field(default_factory=list)  # SOS/FALL raised
+    # bands' open EXIT/MISSING: (band, type) -> (since, zone name) opened, None closed
+    band_open: dict[tuple[str, int], tuple[int, str | None] | None] = field(default_factory=dict)
     liveness: list[LivenessRow] = field(default_factory=list)  # devices' liveness (agent/gateway/liveness.py)
     dropped: list[Key] = field(default_factory=list)  # evicted events that want receipts: ledger 4
     seal: list[BatchPlan] = field(default_factory=list)  # in chain order
@@ -529,6 +531,7 @@ class _Round:
             stored=[s.event.key for s in items if s.event.wants_receipts],
             band_rows=list(band_rows),
             band_alerts=[k for s in items if s.replay_row is None and (k := band_event_key(s.event)) is not None],
+            band_open=dict(c for s in items if s.replay_row is None for c in band_open_changes(s.event)),
             dropped=self.dropped,
             seal=self.sealed,
             write_counters=gw_seq != before.gw_seq or evicted != before.evicted,

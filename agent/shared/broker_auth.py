@@ -9,8 +9,8 @@ inventory). The gateway never sees the password: the sealed device bundle carrie
   in Mosquitto's PBKDF2-SHA512 format `$7$<iterations>$<base64 salt>$<base64 hash>`
   (mosquitto_passwd's format since 2.0; salt 12 bytes, hash 64 bytes);
 - Mosquitto's ACL file (`acl_text()`): a device may publish only on its own `up` and
-  `status` topics and read only its own `down` topic; the agent reads every device's `up` and
-  `status` and writes every `down`.
+  `status` topics and read only its own `down` topic and the gateway's `ge/gateway/status`;
+  the agent reads every device's `up` and `status` and writes every `down` and its status.
 
 With `use_username_as_clientid true` in the broker's config (packaging/mosquitto/), the user
 name is each client's id, so nobody takes another client's id (the agent's included) without
@@ -37,7 +37,7 @@ import secrets
 from collections.abc import Iterable
 
 from agent.shared.errors import ConfigError
-from agent.shared.protocol import DEVICE_TOPIC_PREFIX, IDENT_RE
+from agent.shared.protocol import DEVICE_TOPIC_PREFIX, GATEWAY_ONLINE_TOPIC, IDENT_RE
 
 ITERATIONS = 101
 SALT_BYTES = 12
@@ -106,9 +106,12 @@ def acl_text(agent_user: str) -> bytes:
         f"pattern write {p}%u/up\n"
         f"pattern write {p}%u/status\n"
         f"pattern read {p}%u/down\n"
-        "# The gateway agent: every device's frames and status in, receipts out.\n"
+        "# Everyone: the gateway's `online` (devices resend what it may have missed).\n"
+        f"pattern read {GATEWAY_ONLINE_TOPIC}\n"
+        "# The gateway agent: every device's frames and status in, receipts and its `online` out.\n"
         f"user {agent_user}\n"
         f"topic read {p}+/up\n"
         f"topic read {p}+/status\n"
         f"topic write {p}+/down\n"
+        f"topic write {GATEWAY_ONLINE_TOPIC}\n"
     ).encode()

@@ -35,6 +35,30 @@ def band_event_key(event: Event) -> tuple[str, int, int] | None:
     return (event.device, event.type, eid) if isinstance(eid, int) else None
 
 
+# What a wristband alert does to its band's open EXIT or MISSING: (band, type) -> (since, zone
+# name) opens it, None closes it.
+OpenChange = tuple[tuple[str, int], tuple[int, str | None] | None]
+_EXIT, _MISSING, _BACK = int(EventType.EXIT), int(EventType.MISSING), int(EventType.BACK_INSIDE)
+
+
+def band_open_changes(event: Event) -> tuple[OpenChange, ...]:
+    """How a wristband alert changes its band's open EXIT or MISSING (empty for other events).
+
+    EXIT opens the band's excursion (and ends a MISSING: the band is heard, outside), MISSING
+    opens its absence, BACK_INSIDE closes both. They are stored with the alert
+    (agent/gateway/buffer.py band_open) so that a restarted agent neither announces the same
+    excursion again nor forgets to close it.
+    """
+    t, band = event.type, event.device
+    if t in (_EXIT, _MISSING):
+        zone = event.data.get(2)
+        opened = ((band, t), (event.received, zone if isinstance(zone, str) else None))
+        return (opened, ((band, _MISSING), None)) if t == _EXIT else (opened,)
+    if t == _BACK:
+        return (((band, _EXIT), None), ((band, _MISSING), None))
+    return ()
+
+
 def data_json(data: Mapping[int, Any]) -> dict[str, Any]:
     """An event's data map as JSON gives it (central's verifier records, the notifier's alerts):
     text keys, byte strings as hex."""

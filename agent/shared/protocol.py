@@ -162,6 +162,13 @@ def device_status(device: str) -> str:
     return DEVICE_TOPIC_PREFIX + device + "/status"
 
 
+# Gateway -> devices on the local broker: `online` (QoS 1, not retained) each time the agent's
+# subscription to the devices' frames is in place; a device sends its outbox again at once (a
+# broker that restarted without the agent's session dropped what came before the agent).
+GATEWAY_ONLINE_TOPIC = "ge/gateway/status"
+GATEWAY_ONLINE = b"online"
+
+
 class GatewayTopics(NamedTuple):
     """A gateway's topics on central's broker."""
 

@@ -10,7 +10,8 @@
 # Samples outside lo..hi are invalid (open or short circuit, chamber fault).
 #
 # Events, each returned once by update():
-#   ALARM    the condition held on every sample for confirm_ms (0: on the first sample)
+#   ALARM    the condition held on every sample for confirm_ms (0: on the first sample);
+#            held_ms then says how long it had held (from the first sample of the run)
 #   CLEAR    while active, the clear condition held on every sample for clear_ms
 #   FAULT    every sample invalid for fault_ms
 #   RESTORED after a FAULT, every sample valid for fault_ms
@@ -73,6 +74,7 @@ class Detector:
         self.faulty = False  # between FAULT and RESTORED
         self.value = None  # last sample (None before the first)
         self.peak = None  # most extreme valid sample since the current confirmation began
+        self.held_ms = 0  # at ALARM: how long the condition had held (>= confirm_ms)
         self._pk = 0  # peak in the s scale below
         self._t = 0  # ticks when the alarm (inactive) or clear (active) confirmation began
         self._timing = False  # that confirmation is running
@@ -121,6 +123,7 @@ class Detector:
         if alarm:
             self.active = True
             self._timing = False
+            self.held_ms = ticks_diff(now, self._t)
             return ALARM
         if fault:
             self.faulty = True

@@ -7,6 +7,7 @@
 #   room()         True while another frame may go out now
 #   send(msg)      one device frame; raises LinkError/OSError when the link broke
 #   poll()         handle what arrived: each receipt goes to on_receipt(msg); raises when broke
+#                  (MQTT: the gateway's `online` on ge/gateway/status goes to on_gateway(msg))
 #   where          text for the console
 # Each link is a module of its own, loaded only when a link of that kind is made
 # (lib/reporter.py imports mqttlink only for "mqtt", uartlink only for "uart"): a device holds

@@ -17,15 +17,20 @@ except ImportError:
 
 
 _MAX_INCOMING = const(16)  # MQTT packets handled per poll()
+_GATEWAY = b"ge/gateway/status"  # the gateway's `online` (docs/protocol.md section 5)
 
 
 class MqttLink:
     # clean session: the outbox, not the broker, is what survives; receipts missed while away
     # are asked for again by the app's resends. Last will "offline", retained, on the status
     # topic; "online" retained after connecting. With a password the device logs in as its
-    # own id (the broker's ACL lets it use only its own topics); with tls_ca (the path of the
-    # broker's CA certificate, DER) the link is TLS, the broker's certificate checked.
-    def __init__(self, dev_id, host, port, keepalive, on_receipt, timeout_ms=3000, password=None, tls_ca=None):
+    # own id (the broker's ACL lets it use only its own topics and read the gateway's status);
+    # with tls_ca (the path of the broker's CA certificate, DER) the link is TLS, the broker's
+    # certificate checked. Subscribed to the gateway's announcements (ge/gateway/status, not
+    # retained): each one goes to on_gateway(msg).
+    def __init__(
+        self, dev_id, host, port, keepalive, on_receipt, timeout_ms=3000, password=None, tls_ca=None, on_gateway=None
+    ):
         self._password = password
         self._tls_ca = tls_ca
         self._ssl = None
@@ -34,6 +39,7 @@ class MqttLink:
         self.port = port
         self.keepalive = keepalive
         self.on_receipt = on_receipt
+        self.on_gateway = on_gateway
         self.timeout_ms = timeout_ms
         self.up = "ge/dev/%s/up" % dev_id
         self.down = ("ge/dev/%s/down" % dev_id).encode()
@@ -65,6 +71,7 @@ class MqttLink:
         try:
             c.connect(clean_session=True, timeout_ms=self.timeout_ms)
             c.subscribe(self.down, 1)
+            c.subscribe(_GATEWAY, 1)
             c.publish(self.status, b"online", retain=True, qos=1, wait=False)
         except (mqtt.MQTTException, OSError) as e:
             try:
@@ -108,6 +115,8 @@ class MqttLink:
             raise LinkError(str(e))
 
     def _message(self, topic, msg):
-        # only receipts are expected, on the device's own down topic
+        # receipts on the device's own down topic; the gateway's announcements
         if topic == self.down:
             self.on_receipt(msg)
+        elif topic == _GATEWAY and self.on_gateway:
+            self.on_gateway(msg)

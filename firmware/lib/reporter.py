@@ -30,6 +30,11 @@
 #   while an alarm waits for the gateway, and a new alarm (press, held press, smoke, gas; also
 #   one held in RAM because the outbox is full) tries the link at once whatever the backoff,
 #   at most one such attempt per 0.5 s.
+# - The gateway's `online` (ge/gateway/status, each time the agent's subscription is in place):
+#   the outbox is sent again at once, as after a reconnect, not after resend_s. A local broker
+#   that restarted without the agent's session drops what devices publish before the agent is
+#   back (the device got the broker's PUBACK, so nothing else tells it); an entry the gateway
+#   has is answered with the receipt it earned. At most once per second, whoever publishes it.
 # The loop never blocks longer than one connection attempt: inputs arrive through pin irq
 # handlers or samples taken in the loop, and everything else runs in the loop.
 # It sleeps in board.wait(): a pin interrupt ends that sleep.
@@ -67,6 +72,7 @@ RESERVE = const(4)  # outbox entries only alarms may use
 _WINDOW_GUARD = const(48)  # below the gateway's 64-event replay window
 _BEEP_MS = const(120)
 _RECENT = const(8)  # delivered alarms a receipt 3 may still name
+_ONLINE_GAP_MS = const(1000)  # the gateway's `online` makes a resend at most this often
 
 
 def load_config(path, defaults, limits=()):
@@ -127,6 +133,7 @@ class Reporter:
                     self._receipt,
                     password=cfg.get("password"),
                     tls_ca=cfg.get("tls_ca"),
+                    on_gateway=self._gateway_online,
                 )
         except ImportError as e:
             raise LinkError("this firmware has no %s link: %s" % (cfg["transport"], e))
@@ -141,6 +148,7 @@ class Reporter:
         self.acked = None  # (boot, seq) of the last alarm acknowledged by a dispatcher
         self.acked_at = None
         self.bad_receipts = 0
+        self.online_at = ticks_add(ticks_ms(), -_ONLINE_GAP_MS)  # the last gateway `online` acted on
         self.stray_receipts = 0
         self.dropped_events = 0  # P1/P2 events the gateway evicted (receipt 4)
         self.led = None
@@ -269,6 +277,15 @@ class Reporter:
                 self._send(b, s)
                 if self.client is None:
                     return
+
+    def _gateway_online(self, msg):
+        # the gateway's `online` (inside the link's poll()): the outbox is due again, as after
+        # a reconnect, in the _resend() that follows the poll
+        now = ticks_ms()
+        if msg == b"online" and ticks_diff(now, self.online_at) >= _ONLINE_GAP_MS:
+            self.online_at = now
+            self.last_sent = {}
+            print("%s: gateway online, resending" % self.TAG)
 
     def _receipt(self, msg):
         # one receipt from the gateway, from either link (inside the link's poll())

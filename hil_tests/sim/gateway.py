@@ -27,7 +27,9 @@ from hil_tests.sim.mosquitto import Mosquitto
 
 # verifier records that are not problems: a resent batch, a late one that filled its gap, and
 # joining a chain that was running before the verifier started
-NOT_PROBLEMS = ("event", "summary", "duplicate_batch", "reordered", "joined")
+# what at-least-once delivery brings (a batch or an event delivered again, batches out of
+# order) and a verifier that joined a running chain: records, not problems
+NOT_PROBLEMS = ("event", "summary", "duplicate_batch", "duplicate_event", "reordered", "joined")
 
 
 class ProcessError(RuntimeError):
@@ -288,8 +290,15 @@ class CentralVerifier:
             return [r for r in self.records if r["kind"] == "event" and all(r.get(k) == v for k, v in match.items())]
 
     def problems(self) -> list[dict[str, Any]]:
+        """Records that are neither events nor what at-least-once delivery brings (a batch or an
+        event delivered again, batches out of order)."""
         with self._cv:
             return [r for r in self.records if r["kind"] not in NOT_PROBLEMS]
+
+    def records_of(self, *kinds: str) -> list[dict[str, Any]]:
+        """Every record of these kinds (e.g. duplicate_batch, duplicate_event), in arrival order."""
+        with self._cv:
+            return [r for r in self.records if r["kind"] in kinds]
 
     def wait_events(self, n: int, timeout: float, **match: Any) -> list[dict[str, Any]]:
         self.wait_for(lambda: len(self.events(**match)) >= n, timeout)

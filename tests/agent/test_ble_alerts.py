@@ -21,6 +21,7 @@ from agent.gateway.wristbands.alerts import Alert, AlertEngine, VenueAlert
 from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
 from agent.gateway.wristbands.venue import Venue, load, parse
 from agent.shared.errors import ConfigError
+from agent.shared.frames import Event, band_open_changes
 from agent.shared.protocol import EventType
 from tests.seeds import seeded
 from tests.vectors import wristband as ref
@@ -169,6 +170,79 @@ def test_exit_then_back_inside() -> None:
     assert b.types() == [EventType.EXIT, EventType.BACK_INSIDE]
     back = b.alerts[1]
     assert back.priority == 1 and back.context["resolves"] == "EXIT" and back.zone == "Hall"
+
+
+def _restarted(before: AlertEngine, b: Band, alerts: list[Alert]) -> Band:
+    """The agent restarts: a new engine, given back what the buffer keeps of these alerts
+    (agent/shared/frames.py band_open_changes, as the commit round stores them)."""
+    rows: dict[tuple[str, int], tuple[int, str | None] | None] = {}
+    for a in alerts:
+        data: dict[int, Any] = {1: a.resident, 3: dict(a.context), **({2: a.zone} if a.zone else {})}
+        ev = Event(a.band, 1, 1, int(a.type), 0, a.t_ms, data, b"")
+        rows.update(band_open_changes(ev))
+    engine = AlertEngine(before.venue)
+    engine.reopen([(band, t, *v) for (band, t), v in rows.items() if v is not None])
+    after = Band(engine, b.band, b.t + 5)  # the restart took five seconds
+    after.flags = b.flags
+    return after
+
+
+def test_an_exit_survives_a_restart_and_back_inside_still_closes_it() -> None:
+    b = Band(AlertEngine(venue()))
+    b.run(10, HALL)
+    b.run(20, DOOR)
+    assert b.types() == [EventType.EXIT]
+    exit_at = b.alerts[0].t_ms
+    r = _restarted(b.e, b, b.alerts)
+    assert r.e.zone_of("WB-1") == "door"
+    r.run(60, DOOR)  # still standing in the exit zone after the restart: no second EXIT
+    r.run(5, {})
+    r.silent(300)  # out of range: still no MISSING, the excursion is open
+    assert r.types() == []
+    r.run(20, HALL)
+    assert r.types() == [EventType.BACK_INSIDE]
+    back = r.alerts[0]
+    assert back.context["resolves"] == "EXIT" and back.context["away_s"] == (back.t_ms - exit_at) // 1000
+    # closed: a second restart has nothing open, and the next excursion is its own EXIT
+    r2 = _restarted(r.e, r, b.alerts + r.alerts)
+    r2.run(10, HALL)
+    r2.run(20, DOOR)
+    assert r2.types() == [EventType.EXIT]
+
+
+def test_without_the_stored_state_a_restart_raises_the_exit_again() -> None:
+    # what band_open prevents: an engine that starts from nothing sees the band in the exit
+    # zone and tells the family a second time
+    b = Band(AlertEngine(venue()))
+    b.run(10, HALL)
+    b.run(20, DOOR)
+    fresh = Band(AlertEngine(venue()), "WB-1", b.t + 5)
+    fresh.run(30, DOOR)
+    assert fresh.types() == [EventType.EXIT]
+
+
+def test_a_missing_survives_a_restart() -> None:
+    b = Band(AlertEngine(venue()))
+    b.run(10, LOUNGE)
+    b.silent(120)
+    assert b.types() == [EventType.MISSING]
+    r = _restarted(b.e, b, b.alerts)
+    r.silent(600)  # no second MISSING: the band was never heard since the restart
+    assert r.types() == []
+    r.run(3, LOUNGE)
+    assert r.types() == [EventType.BACK_INSIDE] and r.alerts[0].context["resolves"] == "MISSING"
+    assert r.alerts[0].context["away_s"] >= 120
+
+
+def test_a_missing_band_seen_outside_is_an_exit_and_no_longer_missing() -> None:
+    b = Band(AlertEngine(venue()))
+    b.run(10, HALL)
+    b.silent(120)
+    b.run(20, {"X1": -60})  # found by the exit scanner only: EXIT, and MISSING is over without BACK_INSIDE
+    assert b.types() == [EventType.MISSING, EventType.EXIT]
+    r = _restarted(b.e, b, b.alerts)
+    r.run(20, HALL)
+    assert r.types() == [EventType.BACK_INSIDE] and r.alerts[0].context["resolves"] == "EXIT"
 
 
 def test_zone_not_allowed_is_an_exit() -> None:

@@ -332,3 +332,37 @@ async def test_eviction_counters_survive_a_restart(tmp_path: Path) -> None:
     rec = store.recover()
     store.close()
     assert rec.evicted == [0, 0, 3] and rec.oldest_received == 1004 and rec.backlog == [0, 0, 4]
+
+
+async def test_open_exit_and_missing_are_committed_with_their_alerts(tmp_path: Path) -> None:
+    # the alert engine's EXIT/MISSING state rides on the alerts themselves (band events,
+    # device = band, no replay row): opened by EXIT or MISSING, closed by BACK_INSIDE, in the
+    # same transaction as the alert, and there after a restart
+    def band_event(seq: int, typ: int, band: str, received: int, zone: str | None = None) -> Submitted:
+        data: dict[int, Any] = {1: "Resident", 3: {"text": "..."}, **({2: zone} if zone else {})}
+        return Submitted(Event(band, 1, seq, typ, 0, received, data, b""), None, lambda: None)
+
+    path = tmp_path / "b.db"
+    async with harness(path) as h:
+        h.inbox.submit_group(
+            [
+                band_event(1, 6, "WB-1", 1000, "Lounge"),  # MISSING
+                band_event(2, 5, "WB-1", 2000, "Front door"),  # EXIT: heard outside, no longer missing
+                band_event(3, 5, "WB-2", 3000, "Garden gate"),
+                band_event(4, 6, "WB-3", 4000),  # MISSING with no zone known
+            ],
+            [],
+        )
+        await h.committed(4)
+        assert h.store.load_band_open() == [
+            ("WB-1", 5, 2000, "Front door"),
+            ("WB-2", 5, 3000, "Garden gate"),
+            ("WB-3", 6, 4000, None),
+        ]
+        h.inbox.submit_group([band_event(5, 68, "WB-1", 5000, "Hall"), band_event(6, 3, "WB-2", 6000)], [])
+        await h.committed(2)
+    store = Store(path)  # a restart: BACK_INSIDE closed WB-1's; an SOS changes nothing
+    try:
+        assert store.load_band_open() == [("WB-2", 5, 3000, "Garden gate"), ("WB-3", 6, 4000, None)]
+    finally:
+        store.close()

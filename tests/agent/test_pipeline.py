@@ -6,7 +6,7 @@ committer's results are built by the test. Frames are built by the firmware's ow
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cbor2
@@ -15,12 +15,13 @@ import pytest
 from agent.gateway.buffer import LEDGER_PER_DEVICE
 from agent.gateway.committer import CommitResult
 from agent.gateway.frame_verifier import FrameVerifier
-from agent.gateway.pipeline import Pipeline
+from agent.gateway.pipeline import CommitWatch, Pipeline
 from agent.gateway.planner import State, Submitted
 from agent.gateway.receipts import RESEND_BURST, RESEND_PER_S, ReceiptLedger, ReceiptRouter
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.shared import cose
+from agent.shared.frames import Event
 from agent.shared.protocol import AAD_RECEIPT, EventType
 from agent.shared.registry import Device, Registry
 from hil_tests.sim.tools import FIRMWARE_DIR
@@ -54,6 +55,7 @@ class Rig:
         buffer: State | None = None,
         replay: dict[str, ReplayState] | None = None,
         clock: Callable[[], float] | None = None,
+        watches: Sequence[CommitWatch] = (),
     ) -> None:
         self.registry = Registry(
             [Device("AP-0001", "alarm_post", KEY1, "v", "hall"), Device("AP-0002", "alarm_post", KEY2, "v", "bar")]
@@ -80,6 +82,7 @@ class Rig:
             epoch=1000,
             buffer=buffer,
             observe_commit=self.commit_times.append,
+            watches=watches,
         )
         self.acked: list[int] = []
 
@@ -96,7 +99,7 @@ class Rig:
     def ingest(self, seq: int, typ: int = ALARM, device: str = "AP-0001", source: str = "mqtt", **kw: Any) -> bool:
         key = kw.pop("key", KEY1 if device == "AP-0001" else KEY2)
         flags = kw.pop("flags", 1 if typ == ALARM else 0)
-        frame = fwframe.build(key, device, 1, seq, typ, 0, {}, flags)
+        frame = fwframe.build(key, device, 1, seq, typ, 0, kw.pop("data", {}), flags)
         return self.pipeline.ingest(frame, kw.pop("topic", device), lambda: self.acked.append(seq), source)
 
     def receipts(self, source: str = "mqtt") -> list[tuple[str, int, int]]:
@@ -251,3 +254,33 @@ def test_a_route_registered_twice_is_refused() -> None:
     rig = Rig()
     with pytest.raises(ValueError, match="twice"):
         rig.router.register(SERIAL, rig.route(SERIAL))
+
+
+class Watch:
+    """A watch of committed events, as agent/gateway/wristbands/doors.py DoorFeed and the
+    fallback's AlarmWatch are: told each round's events of its types."""
+
+    def __init__(self, *types: int) -> None:
+        self.types = frozenset(types)
+        self.rounds: list[list[tuple[str, int, int, dict[int, Any]]]] = []
+
+    def committed(self, events: list[Event]) -> None:
+        self.rounds.append([(e.device, e.seq, e.type, dict(e.data)) for e in events])
+
+
+def test_watches_hear_committed_events_of_their_types_once_durable() -> None:
+    doors, alarms = Watch(70, 72), Watch(ALARM)
+    rig = Rig(watches=[doors, alarms])
+    opened = {1: 0, 2: 1, 3: "front", 4: 1200}
+    assert rig.ingest(1, 70, data=opened) and rig.ingest(2, HEARTBEAT) and rig.ingest(3, ALARM)
+    assert doors.rounds == [] == alarms.rounds, "nothing before the commit"
+    assert not rig.ingest(1, 70, data=opened), "a replay"
+    rig.commit()
+    assert doors.rounds == [[("AP-0001", 1, 70, opened)]], "once, and only its types"
+    assert alarms.rounds == [[("AP-0001", 3, ALARM, {})]]
+    assert rig.ingest(4, 72, data={1: 0, 2: 70, 3: "front"})
+    rig.pipeline.on_commit(CommitResult(error="disk I/O error"))  # a failed round: nobody is told
+    assert len(doors.rounds) == 1
+    rig.commit()
+    assert [[e[1:3] for e in r] for r in doors.rounds] == [[(1, 70)], [(4, 72)]]
+    assert len(alarms.rounds) == 1, "a round without its types is not announced"

@@ -65,6 +65,8 @@ def test_duplicate_batch_and_duplicate_events() -> None:
     again = signer.seal([make_event(1).encoded, make_event(9).encoded], 7, 0)
     out = v.feed(TOPIC, again.blob)
     assert [r.get("seq") for r in out if r["kind"] == "event"] == [9]
+    dup = next(r for r in out if r["kind"] == "duplicate_event")
+    assert (dup["device"], dup["boot"], dup["seq"], dup["batch"]) == (make_event(1).device, 1, 1, again.seq)
     assert v.counts["duplicate_event"] == 1 and v.integrity_ok
 
 

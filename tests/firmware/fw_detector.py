@@ -327,3 +327,15 @@ def test_ticks_wrap_board_period():
     finally:
         detector.ticks_diff = saved
     assert add(_BOARD_PERIOD - 500, s[-1][1]) < _BOARD_PERIOD - 500, "the sample times did not wrap"
+
+
+def test_held_ms_is_the_time_from_the_first_sample_of_the_run():
+    d = _smoke(confirm_ms=5000)
+    # a run broken at 2 s starts again at 3 s: held counts from there, to the confirming sample
+    s = _level(400, 0, 2000, 500)
+    s.append((100, 2500))
+    s.extend(_level(400, 3000, 9000, 700))
+    assert _feed(d, s) == [(8600, ALARM)]
+    assert d.held_ms == 5600
+    d2 = _smoke(confirm_ms=0)
+    assert _feed(d2, [(100, 0), (500, 250)]) == [(250, ALARM)] and d2.held_ms == 0

@@ -452,3 +452,45 @@ def test_no_allocation_on_the_loop_path():
             r.up(t + 5)
     finally:
         micropython.heap_unlock()
+
+
+def test_the_gateways_online_sends_the_outbox_at_once():
+    # The local broker came back without the agent's session: the press went out and the
+    # broker dropped it. When the agent is subscribed again it says `online`, and the post
+    # sends its outbox again at once, as after a reconnect (resend_s is a minute here: only
+    # `online` can do it); what the gateway has is answered with the receipt it earned.
+    def body(rig):
+        post = rig.device
+        rig.link.gateway_up = True
+        rig.run(1000)
+        assert rig.link.connected
+        post._alarm(frame.T_ALARM, {})
+        rig.run(2000)
+        assert rig.types_sent().count(frame.T_ALARM) == 1
+        for _, b, s, _ in post.outbox.items():  # ONLINE reached the gateway, the alarm did not
+            if b == 1 and s == 1:
+                post.outbox.mark(b, s, reporter.ST_STORED)
+        heard = rig.clock.now
+        post._gateway_online(b"online")  # as the link's poll() hands it over
+        # at most once a second, whoever publishes it; anything else on the topic is ignored
+        post._gateway_online(b"online")
+        post._gateway_online(b"offline")
+        rig.clock.limit = heard  # one round of the loop, no sleep
+        post.step()
+        rig.clock.limit = None
+        assert rig.types_sent(heard) == [frame.T_ONLINE, frame.T_ALARM]  # in (boot, seq) order
+        rig.clock.now = heard + 999
+        post._gateway_online(b"online")
+        rig.run(1)
+        assert rig.types_sent(heard + 1) == []
+        post._gateway_online(b"online")  # a second after the last one
+        rig.run(1)
+        assert rig.types_sent(heard + 1) == [frame.T_ONLINE, frame.T_ALARM]
+        post._gateway_online(b"offline")  # not `online`: nothing
+        rig.clock.now += 2000
+        later = rig.clock.now
+        post._gateway_online(b"offline")
+        rig.run(1)
+        assert rig.types_sent(later) == []
+
+    _on_fake_clock(post_app, _post("redial-online", resend_s=60, recheck_s=3600), body)

@@ -1,6 +1,12 @@
 """The local broker: device frames in (ge/dev/+/up), receipts out (ge/dev/<id>/down), and
 with device liveness on, the devices' retained status and last wills in (ge/dev/+/status).
 
+Each time the subscription is in place the agent publishes `online` on ge/gateway/status
+(QoS 1, not retained, docs/protocol.md §5): a broker that restarted without the agent's
+persistent session (the shipped one keeps no store) dropped whatever devices published before
+the agent was back, and a device hearing `online` sends its outbox again at once instead of
+waiting for its resend timer (firmware/lib/reporter.py).
+
 The subscription uses a persistent session (clean start off, a session expiry) and
 acknowledges each QoS 1 frame only after the event is durable in the buffer (or was
 rejected), in the order the frames arrived (MQTT 5 §4.6). A kill -9 of the agent therefore
@@ -23,7 +29,7 @@ from agent.gateway.receipts import ReceiptRouter
 from agent.gateway.sources.mqttclient import LocalBrokerError, MqttClient
 from agent.gateway.stats import LocalCounters
 from agent.shared.backoff import Backoff
-from agent.shared.protocol import IDENT_RE, SESSION_EXPIRY_S, device_down
+from agent.shared.protocol import GATEWAY_ONLINE, GATEWAY_ONLINE_TOPIC, IDENT_RE, SESSION_EXPIRY_S, device_down
 from agent.shared.tls import tls_context
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,7 @@ MAX_PACKET = 1 << 20
 RECONNECT_CAP_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 _TOPIC_CACHE = 10_000
+_ONLINE_TOPIC = GATEWAY_ONLINE_TOPIC.encode()
 # the device of a topic that does not name one: not an identifier, so it never matches a kid
 INVALID_TOPIC = "<invalid-topic>"
 
@@ -156,6 +163,10 @@ class LocalBroker:
             if on_status is not None:
                 await client.subscribe(STATUS_FILTER, 1, CONNECT_TIMEOUT_S)
             self._client = client
+            # the devices learn that frames reach the agent again: what they sent while the
+            # broker had no subscription for it (a restart without its session) goes again now
+            self._outbox.appendleft((_ONLINE_TOPIC, GATEWAY_ONLINE))
+            client.pump()
             self.backoff.reset()
             self.connected.set()
             self.counters.connected = True

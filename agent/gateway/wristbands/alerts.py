@@ -112,6 +112,8 @@ class VenueAlert:
     zone: str  # zone name
     t_ms: int
     context: Context = field(default_factory=dict)
+    scanners: tuple[str, ...] = ()  # the zone's scanners
+    blind_ms: int = 0  # how long every one of them had been down
 
     @property
     def priority(self) -> int:
@@ -255,6 +257,22 @@ class AlertEngine:
             if len(b.event_ids) > _SEEN_IDS:
                 b.event_keys.discard(b.event_ids.popleft())
 
+    def reopen(self, open_alerts: Iterable[tuple[str, int, int, str | None]]) -> None:
+        """EXIT and MISSING raised before a restart and not yet resolved, (band, type, since ms,
+        zone name): the band is away, as before the restart. Not announced again; BACK_INSIDE
+        still closes them. Rows of unknown bands or other types are ignored."""
+        for band, kind, since, zone_name in open_alerts:
+            b = self._bands.get(band)
+            if b is None:
+                continue
+            if kind == EventType.EXIT:
+                b.exit_open, b.exit_since = True, since
+                # the zone it was placed in (names are for people: one not allowed first)
+                found = sorted((z.id in b.allowed, z.id) for z in self.venue.zones.values() if z.name == zone_name)
+                b.zone = found[0][1] if found else b.zone
+            elif kind == EventType.MISSING:
+                b.missing_open, b.missing_since = True, since
+
     def on_sighting(self, scanner: str, rssi: int, t_ms: int, s: Sighting) -> list[Alert]:
         """One accepted advert heard by one scanner; the alerts it raises (often none)."""
         b = self._bands.get(s.band)
@@ -344,8 +362,8 @@ class AlertEngine:
         if zone is not None:
             self._live[scanner] = zone
         blind = self._exit_blind.pop(zone, None) if zone is not None else None
-        if blind is not None and blind[1]:
-            name = self.venue.zones[zone].name if zone is not None else ""
+        if zone is not None and blind is not None and blind[1]:
+            name = self.venue.zones[zone].name
             ctx: Context = {
                 "zone": name,
                 "time": self._time(t_ms),
@@ -354,7 +372,7 @@ class AlertEngine:
                 "watched": 1,
                 "text": f"Exit {name} is watched again (scanner {scanner} is back) at {self._time(t_ms)}",
             }
-            self._venue_alert(name, t_ms, ctx)
+            self._venue_alert(zone, t_ms, ctx, t_ms - blind[0])
         return []
 
     def tick(self, now_ms: int) -> list[Alert]:
@@ -527,11 +545,13 @@ class AlertEngine:
                     "residents leaving there are not seen"
                 ),
             }
-            self._venue_alert(name, now, ctx)
+            self._venue_alert(zone, now, ctx, now - blind[0])
 
-    def _venue_alert(self, zone_name: str, t_ms: int, ctx: Context) -> None:
+    def _venue_alert(self, zone: str, t_ms: int, ctx: Context, blind_ms: int) -> None:
         self.counts["venue_SCANNER_BLIND"] += 1
-        self._venue_alerts.append(VenueAlert(EventType.SCANNER_BLIND, zone_name, t_ms, ctx))
+        name = self.venue.zones[zone].name
+        alert = VenueAlert(EventType.SCANNER_BLIND, name, t_ms, ctx, self._zone_scanners[zone], blind_ms)
+        self._venue_alerts.append(alert)
 
     def _found(self, b: _Band, scanner: str, rssi: int, t_ms: int, out: list[Alert]) -> None:
         b.missing_open = False

@@ -25,7 +25,11 @@ most every 64 watchdog periods). The sink hears `scanner_down()` at the first re
 `scanner_up()` once the scanner hears again.
 
 The sink is the alert engine (agent/gateway/wristbands/alerts.py); until one is configured,
-`SosFallForwarder` raises one SOS or FALL alert per (band, event id) and nothing else.
+`SosFallForwarder` raises one SOS or FALL alert per (band, event id) and nothing else. The
+engine also hears the venue sensors' door contacts (`doors`, agent/gateway/wristbands/doors.py:
+committed DOOR_HELD_OPEN and SENSOR_CLEAR events, mapped to exit zones' doors) and, after each
+tick, its venue alerts (an exit zone with every scanner down) go up as the gateway's own
+SCANNER_BLIND events (device = the gateway, data `venue_event()`, docs/protocol.md §4.4).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from agent.gateway.wristbands.advert import (
     band_root,
     from_manufacturer_data,
 )
+from agent.gateway.wristbands.doors import DoorChange, DoorFeed
 from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
 from agent.shared.log import Throttle
 from agent.shared.protocol import EventType
@@ -96,6 +101,19 @@ class BandAlert(Protocol):
     def context(self) -> Mapping[str, Any]: ...
 
 
+class VenueNotice(Protocol):
+    """An alert about the venue (agent/gateway/wristbands/alerts.py VenueAlert has these attributes)."""
+
+    @property
+    def type(self) -> int: ...
+    @property
+    def scanners(self) -> tuple[str, ...]: ...
+    @property
+    def blind_ms(self) -> int: ...
+    @property
+    def context(self) -> Mapping[str, Any]: ...
+
+
 class SightingSink(Protocol):
     """The alert engine as the BLE source drives it; every call returns the alerts it raised."""
 
@@ -103,8 +121,16 @@ class SightingSink(Protocol):
     def scanner_down(self, scanner: str, t_ms: int) -> Sequence[BandAlert]: ...
     def scanner_up(self, scanner: str, t_ms: int) -> Sequence[BandAlert]: ...
     def tick(self, now_ms: int) -> Sequence[BandAlert]: ...
+    def door_for(self, sensor: str, channel: str) -> str | None: ...
+    def on_door(self, door: str, opened: bool, t_ms: int) -> Sequence[BandAlert]: ...
+    def venue_alerts(self) -> Sequence[VenueNotice]:
+        """The venue alerts raised since the last call."""
+
     def remember(self, raised: Iterable[tuple[str, int, int]]) -> None:
         """(band, type, band event id) of SOS/FALL alerts raised before a restart: not again."""
+
+    def reopen(self, open_alerts: Iterable[tuple[str, int, int, str | None]]) -> None:
+        """(band, type, since ms, zone name) of EXIT/MISSING raised before a restart, not yet resolved."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +155,9 @@ class SosFallForwarder:
     def remember(self, raised: Iterable[tuple[str, int, int]]) -> None:
         for key in raised:
             self._seen[key] = None
+
+    def reopen(self, open_alerts: Iterable[tuple[str, int, int, str | None]]) -> None:
+        return None  # raises no EXIT or MISSING
 
     def on_sighting(self, scanner: str, rssi: int, t_ms: int, s: Sighting) -> list[SimpleAlert]:
         st = s.status
@@ -163,6 +192,15 @@ class SosFallForwarder:
     def tick(self, now_ms: int) -> list[SimpleAlert]:
         return []
 
+    def door_for(self, sensor: str, channel: str) -> str | None:
+        return None  # no venue file: no doors
+
+    def on_door(self, door: str, opened: bool, t_ms: int) -> list[SimpleAlert]:
+        return []
+
+    def venue_alerts(self) -> list[VenueNotice]:
+        return []
+
 
 def alert_event(a: BandAlert) -> tuple[str, int, dict[int, Any]]:
     """(band, type, data) of an alert: data {1: resident, 2: zone (when known), 3: context}."""
@@ -170,6 +208,13 @@ def alert_event(a: BandAlert) -> tuple[str, int, dict[int, Any]]:
     if a.zone is not None:
         data[2] = a.zone
     return a.band, int(a.type), data
+
+
+def venue_event(v: VenueNotice) -> dict[int, Any]:
+    """SCANNER_BLIND data of a venue alert (an exit zone not watched, or watched again), raised
+    by the gateway (docs/protocol.md §4.4): {1: the zone's scanners, 2: blind for (ms),
+    3: 0 restarts (no one scanner's episode), 4: context (zone, watched 0 or 1, text, ...)}."""
+    return {1: ", ".join(v.scanners), 2: v.blind_ms, 3: 0, 4: dict(v.context)}
 
 
 def band_keys(registry: Registry, cfg: WristbandConfig) -> list[BandKey]:
@@ -249,6 +294,8 @@ class BleSources:
         band_rows: Sequence[tuple[str, int, int]] = (),
         sink: SightingSink | None = None,
         raised: Sequence[tuple[str, int, int]] = (),
+        open_alerts: Sequence[tuple[str, int, int, str | None]] = (),
+        doors: DoorFeed | None = None,
     ) -> None:
         """
         Args:
@@ -256,6 +303,10 @@ class BleSources:
             band_rows: the wristbands' advert counters as the buffer holds them.
             sink: the alert engine; None: SosFallForwarder.
             raised: SOS/FALL alerts already raised before a restart (not raised again).
+            open_alerts: EXIT/MISSING raised before a restart and not resolved (not raised
+                again; BACK_INSIDE still closes them).
+            doors: the venue sensors' door changes (agent/gateway/wristbands/doors.py), for
+                the sink's door contacts.
         """
         self.cfg = wristbands
         self.registry = registry
@@ -265,8 +316,10 @@ class BleSources:
         self.resolver.load(band_rows)
         self.sink: SightingSink = sink if sink is not None else SosFallForwarder()
         self.sink.remember(raised)
+        self.sink.reopen(open_alerts)
         self.scanners = {c.name: _Scanner(c) for c in scanners}
         self._queue: asyncio.Queue[tuple[str, int, int, int, bytes]] = asyncio.Queue(QUEUE_MAX)
+        self._doors = doors
         self._throttle = Throttle()
         # band -> (gateway ms, scanner, rssi, battery, flags) of its last accepted advert
         self._seen: dict[str, tuple[int, str, int, int, int]] = {}
@@ -308,6 +361,8 @@ class BleSources:
         tasks = [asyncio.create_task(self._scan(s)) for s in self.scanners.values()]
         tasks.append(asyncio.create_task(self._consume()))
         tasks.append(asyncio.create_task(self._tick()))
+        if self._doors is not None:
+            tasks.append(asyncio.create_task(self._door_changes(self._doors)))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -356,13 +411,33 @@ class BleSources:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
-            t_ms = int(time.time() * 1000)
-            alerts: list[BandAlert] = list(self.sink.tick(t_ms))
-            for sc in self.scanners.values():
-                alerts.extend(self._watchdog(sc, now, t_ms))
-            if alerts:
-                self.pipeline.band_events([alert_event(a) for a in alerts], [])
+            self.tick(time.monotonic(), int(time.time() * 1000))
+
+    def tick(self, now: float, t_ms: int) -> None:
+        """Once a second: the sink's timers, the scanner watchdog, the venue alerts."""
+        alerts: list[BandAlert] = list(self.sink.tick(t_ms))
+        for sc in self.scanners.values():
+            alerts.extend(self._watchdog(sc, now, t_ms))
+        if alerts:
+            self.pipeline.band_events([alert_event(a) for a in alerts], [])
+        # an exit zone not watched (or watched again): for staff, as the gateway's own event
+        for notice in self.sink.venue_alerts():
+            self.pipeline.gateway_event(int(notice.type), venue_event(notice))
+
+    async def _door_changes(self, feed: DoorFeed) -> None:
+        while True:
+            self.door_change(feed, await feed.get())
+
+    def door_change(self, feed: DoorFeed, change: DoorChange) -> None:
+        """A venue sensor's door contact opened or shut: to the sink, if it maps the door."""
+        door = self.sink.door_for(change.sensor, change.channel)
+        if door is None:
+            return  # a door the venue file does not map to an exit
+        if change.opened:
+            feed.slow(change, door)
+        alerts = self.sink.on_door(door, change.opened, change.t_ms)
+        if alerts:
+            self.pipeline.band_events([alert_event(a) for a in alerts], [])
 
     def _watchdog(self, sc: _Scanner, now: float, t_ms: int) -> Sequence[BandAlert]:
         cfg = sc.cfg

@@ -9,10 +9,12 @@
 # kitchen or a door bounced by a draught raises nothing, and one good reading does not
 # silence a fire.
 # - Events, all written to the outbox before anything else happens:
-#     SMOKE, GAS (P0)                     {1: channel, 2: peak reading, 3: name}
-#     DOOR_HELD_OPEN, EXTINGUISHER (P1)   {1: channel, 2: peak reading, 3: name}
+#     SMOKE, GAS (P0)                     {1: channel, 2: peak reading, 3: name, 4: held ms}
+#     DOOR_HELD_OPEN, EXTINGUISHER (P1)   {1: channel, 2: peak reading, 3: name, 4: held ms}
 #                                         (peak: the most extreme reading while confirming;
-#                                         an extinguisher's lowest pressure)
+#                                         an extinguisher's lowest pressure; held: how long the
+#                                         condition had held when confirmed, so the gateway
+#                                         knows when a door opened, docs/wristband-alerts.md)
 #     SENSOR_CLEAR (P1)                   {1: channel, 2: the type that ended, 3: name}
 #     SENSOR_FAULT (P1)                   {1: channel, 2: reading, 3: name}; its end is a
 #                                         SENSOR_CLEAR naming SENSOR_FAULT
@@ -139,7 +141,7 @@ class VenueSensor(Reporter):
                 continue
             ev = ch.det.update(v, now)
             if ev == detector.ALARM:
-                self._event(ch.prio, ch.event, {1: ch.index, 2: ch.det.peak, 3: ch.name})
+                self._event(ch.prio, ch.event, {1: ch.index, 2: ch.det.peak, 3: ch.name, 4: ch.det.held_ms})
             elif ev == detector.CLEAR:
                 self._event(P1, frame.T_SENSOR_CLEAR, {1: ch.index, 2: ch.event, 3: ch.name})
             elif ev == detector.FAULT:
