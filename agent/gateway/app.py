@@ -28,14 +28,17 @@ from agent.gateway.buffer import Store
 from agent.gateway.command_handler import CommandHandler, restore
 from agent.gateway.committer import CommitInbox, Committer, recovered_state
 from agent.gateway.config import AgentConfig
+from agent.gateway.datadir import DataDirLock
 from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.metrics import Metrics
 from agent.gateway.pipeline import Pipeline
+from agent.gateway.planner import Disk
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
+from agent.gateway.reserve import SpaceReserve, default_reserve, filesystem
 from agent.gateway.signer import Signer, load_or_create_key
 from agent.gateway.sources.mqtt import LocalBroker
 from agent.gateway.sources.serial import SerialSources
-from agent.gateway.stats import Snapshot, Stats
+from agent.gateway.stats import DiskReport, Snapshot, Stats
 from agent.gateway.uplink import Uplink
 from agent.gateway.wristbands.alerts import AlertEngine
 from agent.gateway.wristbands.source import BleSources
@@ -47,9 +50,36 @@ from agent.shared.registry import load_registry
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 60.0
+# how often the heartbeat task looks whether the disk became full (or stopped being full)
+DISK_WATCH_S = 1.0
 
 
 async def run_gateway(cfg: AgentConfig) -> None:
+    """Run the gateway until SIGTERM/SIGINT; the data directory is this process's meanwhile."""
+    with DataDirLock(cfg.data_dir):
+        await _run_gateway(cfg)
+
+
+def open_store(cfg: AgentConfig) -> tuple[Store, Disk]:
+    """The buffer, with the alarms' disk reserve allocated (as far as the disk allows), and
+    the disk as the committer starts with it: full when the reserve could not be made whole."""
+    target = cfg.buffer.disk_reserve_bytes
+    reserve = SpaceReserve(cfg.data_dir / "buffer.reserve", default_reserve(cfg.data_dir) if target is None else target)
+    store = Store(cfg.buffer_path, reserve=reserve)
+    reserve.fill()
+    if not reserve.deficit:
+        return store, Disk()
+    log.error(
+        "disk_full at start path=%s reserve_bytes=%d target=%d free_bytes=%d",
+        reserve.path,
+        reserve.size,
+        reserve.target,
+        filesystem(cfg.data_dir).free,
+    )
+    return store, Disk(full=True)
+
+
+async def _run_gateway(cfg: AgentConfig) -> None:
     registry = load_registry(cfg.devices_file)
     if registry.get(cfg.gateway_id) is not None:
         raise ConfigError(
@@ -61,7 +91,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
     key = load_or_create_key(cfg.key_file, cfg.gateway_id)
 
     # what a restart finds in the buffer
-    store = Store(cfg.buffer_path)
+    store, disk = open_store(cfg)
     rec = store.recover()
     if rec.quarantined is not None:
         log.error(
@@ -74,7 +104,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
     band_rows, band_alerts = store.load_band_replay(), store.load_band_alerts()
     metrics = Metrics() if cfg.metrics is not None else None
 
-    recovered = recovered_state(rec)
+    recovered = recovered_state(rec, disk)
     # the way to the committer thread: events, PUBACKs, link state, batch settings
     inbox = CommitInbox(cfg.batch)
     # the way back to devices: receipts go where each device was last heard
@@ -138,7 +168,14 @@ async def run_gateway(cfg: AgentConfig) -> None:
         commands=commands.counters,
     )
     if metrics is not None and cfg.metrics is not None:
-        metrics.serve(*cfg.metrics, stats.snapshot)
+        try:
+            metrics.serve(*cfg.metrics, stats.snapshot)
+        except OSError as exc:
+            store.close()
+            raise ConfigError(
+                f"{cfg.path}: metrics.listen: cannot listen on {cfg.metrics[0]}:{cfg.metrics[1]}: "
+                f"{exc.strerror or exc}; another process has the port, or the address is not this machine's"
+            ) from None
         log.info("metrics_listening host=%s port=%d", *cfg.metrics)
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
@@ -201,14 +238,28 @@ def heartbeat_data(st: Snapshot, uptime_s: int) -> dict[int, Any]:
         7: 1 if st.local_connected else 0,
         8: st.accepted,
         9: dict(st.commands_rejected),
+        10: disk_data(st.disk),
     }
 
 
+def disk_data(disk: DiskReport) -> dict[int, int]:
+    """GATEWAY_HEARTBEAT key 10, the data disk (docs/protocol.md §4.4, §4.6)."""
+    data = {1: 1 if disk.full else 0, 2: disk.free, 3: disk.reserve, 4: disk.reserve_target}
+    if disk.bound is not None:
+        data[5] = disk.bound
+    return data
+
+
 async def _heartbeat(pipeline: Pipeline, stats: Stats, interval_s: int) -> None:
-    # the first one right away: central learns that the gateway (re)started
+    """Every interval_s, the first right away (central learns that the gateway (re)started),
+    and at once when the data disk becomes full or stops being full (docs/protocol.md §4.6)."""
+    loop = asyncio.get_running_loop()
     while True:
-        pipeline.gateway_event(EventType.GATEWAY_HEARTBEAT, heartbeat_data(stats.snapshot(), pipeline.uptime_s()))
-        await asyncio.sleep(interval_s)
+        snap = stats.snapshot()
+        pipeline.gateway_event(EventType.GATEWAY_HEARTBEAT, heartbeat_data(snap, pipeline.uptime_s()))
+        full, due = snap.disk.full, loop.time() + interval_s
+        while loop.time() < due and stats.pipeline.disk.full == full:
+            await asyncio.sleep(min(DISK_WATCH_S, due - loop.time()))
 
 
 async def _report(stats: Stats) -> None:

@@ -46,6 +46,9 @@ class BufferConfig:
 
     max_bytes: int
     p0_reserve_bytes: int
+    # the alarms' disk reserve (agent/gateway/reserve.py); None: 16 MiB or 1/16 of the data
+    # filesystem, whichever is smaller (reserve.default_reserve)
+    disk_reserve_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +265,7 @@ def load_config(path: Path) -> AgentConfig:
     buffer = BufferConfig(
         max_bytes=max_bytes,
         p0_reserve_bytes=bf.integer("p0_reserve_bytes", max_bytes // 8, lo=0, hi=max_bytes),
+        disk_reserve_bytes=bf.integer("disk_reserve_bytes", None, lo=0, hi=1 << 40),
     )
     bf.no_unknown_keys()
 

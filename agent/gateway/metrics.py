@@ -18,6 +18,10 @@ own registry (several agents can run in one test process).
     ge_inflight_batches                sealed batches waiting for central's PUBACK
     ge_uplink_up / ge_local_broker_up  1 when connected
     ge_store_error                     1 while commits fail (disk full, I/O error)
+    ge_disk_full                       1 while the data disk is full (alarms still stored: docs/protocol.md §4.6)
+    ge_disk_free_bytes                 bytes free on the data filesystem (measured every 10 s, every 1 s when full)
+    ge_disk_reserve_bytes              bytes of the alarms' reserve file (ge_disk_reserve_target_bytes when whole)
+    ge_disk_bound_bytes                the P1/P2 bound the disk sets (absent while there is none)
     ge_commit_seconds                  histogram: duration of each group commit (incl. fsync)
     ge_delivery_seconds                histogram: for each acknowledged batch, from the gateway
                                        receiving its oldest event to central's PUBACK
@@ -76,6 +80,15 @@ class _StatsCollector(Collector):
         yield GaugeMetricFamily("ge_uplink_up", "1 when connected to central", value=int(st.uplink_connected))
         yield GaugeMetricFamily("ge_local_broker_up", "1 when connected locally", value=int(st.local_connected))
         yield GaugeMetricFamily("ge_store_error", "1 while commits fail", value=int(st.store_error is not None))
+        disk = st.disk
+        yield GaugeMetricFamily("ge_disk_full", "1 while the data disk is full", value=int(disk.full))
+        yield GaugeMetricFamily("ge_disk_free_bytes", "Bytes free on the data filesystem", value=disk.free)
+        yield GaugeMetricFamily("ge_disk_reserve_bytes", "Bytes of the alarms' disk reserve", value=disk.reserve)
+        yield GaugeMetricFamily(
+            "ge_disk_reserve_target_bytes", "Bytes of the alarms' disk reserve when whole", value=disk.reserve_target
+        )
+        if disk.bound is not None:
+            yield GaugeMetricFamily("ge_disk_bound_bytes", "P1/P2 bytes the data disk holds", value=disk.bound)
 
 
 class Metrics:

@@ -191,6 +191,8 @@ class Pipeline:
     def on_commit(self, result: CommitResult) -> None:
         """A commit round is durable (or failed): acks, receipts 1 and 4, batches to publish."""
         c = self.counters
+        if result.disk is not None:
+            c.disk = result.disk
         if result.error is not None:
             c.store_error = result.error
             return
