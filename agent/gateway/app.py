@@ -18,6 +18,7 @@ pipeline's `on_commit` as its result callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -50,8 +51,6 @@ from agent.shared.registry import load_registry
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 60.0
-# how often the heartbeat task looks whether the disk became full (or stopped being full)
-DISK_WATCH_S = 1.0
 
 
 async def run_gateway(cfg: AgentConfig) -> None:
@@ -247,19 +246,19 @@ def disk_data(disk: DiskReport) -> dict[int, int]:
     data = {1: 1 if disk.full else 0, 2: disk.free, 3: disk.reserve, 4: disk.reserve_target}
     if disk.bound is not None:
         data[5] = disk.bound
+    data[6] = disk.episodes
+    data[7] = disk.full_s
     return data
 
 
 async def _heartbeat(pipeline: Pipeline, stats: Stats, interval_s: int) -> None:
     """Every interval_s, the first right away (central learns that the gateway (re)started),
     and at once when the data disk becomes full or stops being full (docs/protocol.md §4.6)."""
-    loop = asyncio.get_running_loop()
     while True:
-        snap = stats.snapshot()
-        pipeline.gateway_event(EventType.GATEWAY_HEARTBEAT, heartbeat_data(snap, pipeline.uptime_s()))
-        full, due = snap.disk.full, loop.time() + interval_s
-        while loop.time() < due and stats.pipeline.disk.full == full:
-            await asyncio.sleep(min(DISK_WATCH_S, due - loop.time()))
+        pipeline.disk_changed.clear()
+        pipeline.gateway_event(EventType.GATEWAY_HEARTBEAT, heartbeat_data(stats.snapshot(), pipeline.uptime_s()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pipeline.disk_changed.wait(), interval_s)
 
 
 async def _report(stats: Stats) -> None:

@@ -109,6 +109,7 @@ _NEARLY_FULL = 64 * 1024
 _CHECKPOINT_RELEASE = 256 * 1024
 # Free pages handed back per call, at most (each may move a page through the log).
 _GIVE_BACK_PAGES = 1024
+_CHECKPOINT_MODES = (CHECKPOINT_RESET, "RESTART", CHECKPOINT_TRUNCATE)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
@@ -331,10 +332,14 @@ class Store:
         )
 
     def checkpoint(self, mode: str, *, may_release: bool = False) -> None:
-        """PRAGMA wal_checkpoint(`mode`) (planner.CHECKPOINT_RESET or CHECKPOINT_TRUNCATE), outside
-        a transaction. `may_release`: when the database file cannot grow for it, the alarms'
-        reserve gives way a step at a time (what the log holds is what alarms need stored)."""
-        sql = f"PRAGMA wal_checkpoint({'TRUNCATE' if mode == CHECKPOINT_TRUNCATE else 'RESTART'})"
+        """PRAGMA wal_checkpoint(`mode`), outside a transaction: PASSIVE (planner.CHECKPOINT_RESET),
+        RESTART (the same, waiting for readers to let go of the log) or TRUNCATE
+        (planner.CHECKPOINT_TRUNCATE). `may_release`: when the database file cannot grow for
+        it, the alarms' reserve gives way a step at a time (what the log holds is what alarms
+        need stored)."""
+        if mode not in _CHECKPOINT_MODES:
+            raise ValueError(f"checkpoint mode {mode!r}")
+        sql = f"PRAGMA wal_checkpoint({mode})"
         while True:
             try:
                 self.db.execute(sql).fetchall()
@@ -350,7 +355,7 @@ class Store:
         """After a round failed for want of space: a checkpoint, so that the log is reused
         rather than grown (the reserve gives way if it must); what there is then."""
         try:
-            self.checkpoint(CHECKPOINT_RESET, may_release=True)
+            self.checkpoint("RESTART", may_release=True)
         except StoreError as exc:
             log.error("disk_full checkpoint_failed path=%s reason=%r", self.path, str(exc))
         return self.space()

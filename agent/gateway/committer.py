@@ -196,6 +196,9 @@ class Committer:
         self._disk_log = Throttle()
         self._next_disk = 0.0  # monotonic time of the next look at the space
         self._disk_report: DiskReport | None = None
+        self._episodes = 0  # times the disk became full since the start
+        self._full_s = 0.0  # seconds it was full, episodes that ended
+        self._full_since: float | None = None  # monotonic time the current episode began
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
 
     def start(self) -> None:
@@ -355,6 +358,15 @@ class Committer:
             log.info("disk_bound_lifted path=%s", store.path)
 
     def _report(self, space: Space, disk: Disk) -> DiskReport:
+        """The disk for the operator; counts the times it became full and the time spent full."""
+        now = time.monotonic()
+        if disk.full and self._full_since is None:
+            self._full_since = now
+            self._episodes += 1
+        elif not disk.full and self._full_since is not None:
+            self._full_s += now - self._full_since
+            self._full_since = None
+        full_s = self._full_s + (now - self._full_since if self._full_since is not None else 0.0)
         reserve = self.store.reserve
         self._disk_report = report = DiskReport(
             full=disk.full,
@@ -362,6 +374,8 @@ class Committer:
             reserve=reserve.size if reserve is not None else 0,
             reserve_target=space.reserve_target,
             bound=disk.bound,
+            episodes=self._episodes,
+            full_s=int(full_s),
         )
         return report
 

@@ -76,9 +76,12 @@ DISK_RELEASE_MIN = 64 * 1024
 # After a drain from at least this much backlog the write-ahead log is truncated (a
 # TRUNCATE checkpoint), giving the disk back what the log grew to.
 TRUNCATE_AFTER_BYTES = 4 * 1024 * 1024
-# Checkpoints a plan asks for once its transaction committed (Store.checkpoint).
-CHECKPOINT_RESET = "RESTART"  # the log is reused from its start: it does not grow
-CHECKPOINT_TRUNCATE = "TRUNCATE"  # ... and its file is cut to nothing: the disk gets it back
+# Checkpoints a plan asks for once its transaction committed (Store.checkpoint): SQLite's
+# modes. PASSIVE copies the log into the database file without waiting for readers; when it
+# copied all of it the next commit starts the log from its beginning (it is reused, not
+# grown). TRUNCATE also cuts the log file to nothing: the disk gets it back.
+CHECKPOINT_RESET = "PASSIVE"
+CHECKPOINT_TRUNCATE = "TRUNCATE"
 
 Key = tuple[str, int, int]  # (device, boot, seq) of an event that wants receipts
 Lanes = tuple[int, int, int]

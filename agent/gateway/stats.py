@@ -50,6 +50,8 @@ class DiskReport:
     reserve: int = 0  # bytes of the alarms' reserve file
     reserve_target: int = 0  # ... when whole
     bound: int | None = None  # bytes of P1+P2 events the disk holds, when it bounds them
+    episodes: int = 0  # times it became full since the agent started
+    full_s: int = 0  # seconds it has been full since the agent started
 
 
 @dataclass(slots=True)

@@ -16,7 +16,15 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tests.bench import bench_backlog, bench_firmware, bench_latency, bench_notify, bench_throughput, bench_wristband
+from tests.bench import (
+    bench_backlog,
+    bench_disk,
+    bench_firmware,
+    bench_latency,
+    bench_notify,
+    bench_throughput,
+    bench_wristband,
+)
 from tests.bench.rig import progress
 
 # (benchmark names, runner) in the order `make bench` runs them
@@ -24,6 +32,7 @@ MODULES: list[tuple[tuple[str, ...], Callable[[set[str], int, float], list[dict[
     ((bench_throughput.NAME,), bench_throughput.run),
     ((bench_latency.NAME,), bench_latency.run),
     (bench_backlog.NAMES, bench_backlog.run),
+    ((bench_disk.NAME,), bench_disk.run),
     (bench_wristband.NAMES, bench_wristband.run),
     (bench_firmware.NAMES, bench_firmware.run),
     (bench_notify.NAMES, bench_notify.run),
