@@ -28,7 +28,7 @@ from typing import Any
 from agent.gateway.buffer import Store
 from agent.gateway.command_handler import CommandHandler, restore
 from agent.gateway.committer import CommitInbox, Committer, recovered_state
-from agent.gateway.config import AgentConfig
+from agent.gateway.config import AgentConfig, listen_error
 from agent.gateway.datadir import DataDirLock
 from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.metrics import Metrics
@@ -171,10 +171,7 @@ async def _run_gateway(cfg: AgentConfig) -> None:
             metrics.serve(*cfg.metrics, stats.snapshot)
         except OSError as exc:
             store.close()
-            raise ConfigError(
-                f"{cfg.path}: metrics.listen: cannot listen on {cfg.metrics[0]}:{cfg.metrics[1]}: "
-                f"{exc.strerror or exc}; another process has the port, or the address is not this machine's"
-            ) from None
+            raise ConfigError(f"{cfg.path}: metrics.listen: {listen_error(*cfg.metrics, exc)}") from None
         log.info("metrics_listening host=%s port=%d", *cfg.metrics)
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",

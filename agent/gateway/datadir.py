@@ -37,8 +37,8 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
             # O_CLOEXEC: a process the agent starts must not inherit (and outlive it holding) the lock
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -73,6 +73,24 @@ class DataDirLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def running_holder(data_dir: Path) -> int | None:
+    """The pid the lock file names when that process is alive (an agent runs there, most
+    likely); None otherwise. Reads only: takes no lock, creates nothing."""
+    try:
+        text = (Path(data_dir) / LOCK_NAME).read_text("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.isdigit() or int(text) == os.getpid():
+        return None
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return int(text)
 
 
 def _holder(fd: int) -> str:
