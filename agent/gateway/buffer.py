@@ -320,7 +320,10 @@ class Store:
             wal = os.stat(f"{self.path}-wal").st_size
         except FileNotFoundError:
             wal = 0
-        free_pages = int(self.db.execute("PRAGMA freelist_count").fetchone()[0]) * self.page_size
+        try:
+            free_pages = int(self.db.execute("PRAGMA freelist_count").fetchone()[0]) * self.page_size
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: freelist_count: {exc}", full=self._is_full(exc)) from exc
         reserve = self.reserve
         return Space(
             free=filesystem(self.path.parent).free,

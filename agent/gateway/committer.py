@@ -196,12 +196,14 @@ class Committer:
         self._disk_log = Throttle()
         self._next_disk = 0.0  # monotonic time of the next look at the space
         self._disk_report: DiskReport | None = None
+        self._checkpoint: str | None = None  # the last round's plan asked for it
         self._episodes = 0  # times the disk became full since the start
         self._full_s = 0.0  # seconds it was full, episodes that ended
         self._full_since: float | None = None  # monotonic time the current episode began
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
 
     def start(self) -> None:
+        self._report_disk()  # the disk as the agent starts: the first heartbeat carries it
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -272,15 +274,45 @@ class Committer:
                 continue
             backoff = 0.1
             draining = not items and (len(result.sealed) >= BACKLOG_BATCHES_PER_ROUND or self._disk_due() == 0.0)
-            result.disk = self._watch_disk()
             self.loop.call_soon_threadsafe(self.on_result, result)
+            # the disk's work after the round's results are on their way: receipts and batches
+            # do not wait for a checkpoint
+            self._after_round()
+
+    def _after_round(self) -> None:
+        mode, self._checkpoint = self._checkpoint, None
+        if mode is not None:
+            try:
+                self.store.checkpoint(mode, may_release=self.state.disk.full)
+            except StoreError as exc:  # the round is durable; the next one meets the disk
+                log.warning("checkpoint_failed mode=%s reason=%r", mode, str(exc))
+        self._report_disk()
+
+    def _report_disk(self) -> None:
+        """When it is time, look at the disk; a change goes to the event loop as a result that
+        leaves every other counter as it is."""
+        news = self._watch_disk()
+        if news is not None:
+            st = self.state
+            report = CommitResult(
+                backlog=st.backlog,
+                backlog_bytes=st.backlog_bytes,
+                oldest_ms=st.oldest_ms,
+                evicted=st.evicted,
+                disk=news,
+            )
+            self.loop.call_soon_threadsafe(self.on_result, report)
 
     # --- the disk (decisions: agent/gateway/planner.py after_disk_full, after_disk_check) ---
 
     def _disk_full(self, exc: StoreError) -> bool:
         """A round failed for want of space: make room, decide what gives way; True to retry at once."""
         store = self.store
-        space = store.make_room()
+        try:
+            space = store.make_room()
+        except StoreError as err:
+            log.error("disk_full make_room_failed reason=%r", str(err))
+            return False
         before = self.state.disk
         step = after_disk_full(self.state, space)
         if step.release:
@@ -411,11 +443,7 @@ class Committer:
             sealer.seq, sealer.prev = chain
             raise
         self.state = st = plan.state
-        if plan.checkpoint is not None:
-            try:
-                store.checkpoint(plan.checkpoint, may_release=st.disk.full)
-            except StoreError as exc:  # the round is durable; the next one meets the disk
-                log.warning("checkpoint_failed mode=%s reason=%r", plan.checkpoint, str(exc))
+        self._checkpoint = plan.checkpoint
         if plan.over_bound:
             suppressed = self._over_bound.allow("p0")
             if suppressed is not None:

@@ -75,22 +75,27 @@ class SpaceReserve:
             log.error("reserve_unusable path=%s reason=%r", self.path, exc.strerror)
             return self.size
         try:
-            size = min(os.fstat(fd).st_size, self.target)
-            os.ftruncate(fd, size)  # a reserve above its target (the setting went down) gives the rest back
-            while size < self.target:
-                step = min(_CHUNK, self.target - size)
-                try:
-                    os.posix_fallocate(fd, size, step)
-                except OSError as exc:
-                    os.ftruncate(fd, size)  # blocks a failed step allocated go back
-                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                        log.error("reserve_unusable path=%s reason=%r", self.path, exc.strerror)
-                    break
-                size += step
-            self.size = size
+            self.size = self._grow(fd)
+        except OSError as exc:  # an I/O error on the card: the reserve is what it is
+            log.error("reserve_unusable path=%s reason=%r", self.path, exc.strerror)
         finally:
             os.close(fd)
         return self.size
+
+    def _grow(self, fd: int) -> int:
+        size = min(os.fstat(fd).st_size, self.target)
+        os.ftruncate(fd, size)  # a reserve above its target (the setting went down) gives the rest back
+        while size < self.target:
+            step = min(_CHUNK, self.target - size)
+            try:
+                os.posix_fallocate(fd, size, step)
+            except OSError as exc:
+                os.ftruncate(fd, size)  # blocks a failed step allocated go back
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise
+                break
+            size += step
+        return size
 
     def release(self, nbytes: int) -> int:
         """Give `nbytes` of the reserve back to the filesystem (all that is left at most); how many."""
@@ -101,6 +106,9 @@ class SpaceReserve:
             os.truncate(self.path, self.size - give)
         except FileNotFoundError:  # removed by hand: it held nothing any more
             self.size = 0
+            return 0
+        except OSError as exc:
+            log.error("reserve_unusable path=%s reason=%r", self.path, exc.strerror)
             return 0
         self.size -= give
         return give

@@ -49,7 +49,11 @@ class Harness:
         self.inbox.submit_group(items, [])
 
     async def next_result(self, within: float = 5.0) -> CommitResult:
-        return await asyncio.wait_for(self.results.get(), within)
+        """The next commit round's result (the disk's reports between rounds are skipped)."""
+        while True:
+            res = await asyncio.wait_for(self.results.get(), within)
+            if not (res.disk is not None and not res.committed and not res.sealed and res.error is None):
+                return res
 
     async def committed(self, n: int, within: float = 5.0) -> CommitResult:
         """The result of the commit round that made `n` more events durable (the submitted

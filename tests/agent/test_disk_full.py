@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -217,3 +218,34 @@ async def test_a_disk_filled_by_something_else_keeps_the_reserve_for_alarms(smal
         telemetry = [s for s, p in rig.prio.items() if p == 2]
         assert set(telemetry) <= rig.acked, "telemetry is acknowledged too (stored or evicted), never left hanging"
         os.sync()
+
+
+def test_the_reserve_is_allocated_as_far_as_the_disk_allows(small_fs: MakeFilesystem) -> None:
+    fs = small_fs("data", 1 << 20)
+    fs.hog(leave=300 << 10)
+    reserve = SpaceReserve(fs.mountpoint / "buffer.reserve", RESERVE)
+    free = fs.free()
+    size = reserve.fill()
+    assert 0 < size < RESERVE and size % (64 << 10) == 0 and reserve.deficit == RESERVE - size
+    assert fs.free() <= free - size, "its blocks are allocated, not a sparse file"
+    assert reserve.release(100 << 10) == 100 << 10 and fs.free() >= free - size + (100 << 10)
+    fs.free_hog()
+    assert reserve.fill() == RESERVE and (fs.mountpoint / "buffer.reserve").stat().st_size == RESERVE
+    assert SpaceReserve(reserve.path, RESERVE // 2).fill() == RESERVE // 2, "a lower target gives the rest back"
+    assert reserve.release(1 << 30) == RESERVE, "the reserve's size at most"
+
+
+def test_an_older_buffer_is_converted_to_hand_pages_back(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID")
+    old.execute("INSERT INTO meta VALUES ('epoch', 5), ('seq', 3), ('hash', x'00')")
+    old.commit()
+    old.close()
+    store = Store(path)
+    try:
+        assert store.db.execute("PRAGMA auto_vacuum").fetchone() == (2,), "incremental"
+        assert store.recover().epoch == 5, "the data kept"
+    finally:
+        store.close()
