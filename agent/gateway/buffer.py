@@ -35,6 +35,7 @@ checkpoint cuts them off, back to the filesystem. So on a full disk:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -183,14 +184,16 @@ class Store:
         self.quarantined: Path | None = None
         self.salvaged: dict[str, ReplayState] = {}
         self._released = Throttle()
-        try:
-            self._start()
-        except StoreError as exc:
-            if not exc.full or reserve is None or not reserve.release(reserve.size):
-                raise
-            # a restart on a full disk: opening may need room (the -shm file, the log's recovery)
-            log.error("disk_full at start path=%s; the alarms' reserve is given up to open the buffer", self.path)
-            self._start()
+        while True:
+            try:
+                self._start()
+                return
+            except StoreError as exc:
+                # a restart on a full disk: opening may need room (the -shm file, the log's
+                # recovery); the alarms' reserve gives way a step at a time
+                if not exc.full or reserve is None or not reserve.release(_CHECKPOINT_RELEASE):
+                    raise
+                self._log_released("open", _CHECKPOINT_RELEASE)
 
     def _start(self) -> None:
         try:
@@ -211,6 +214,8 @@ class Store:
                 with self.transaction():
                     self.save_replay((d, *st.as_row()) for d, st in self.salvaged.items())
         except sqlite3.Error as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self.db.close()  # opened before the failure: a retry opens it again
             raise StoreError(f"{self.path}: cannot open the buffer: {exc}", full=self._is_full(exc)) from exc
 
     def _open(self) -> sqlite3.Connection:
@@ -245,6 +250,7 @@ class Store:
             return
         self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy went through the log: give it back
         log.info("buffer_converted path=%s auto_vacuum=incremental", self.path)
 
     def _migrate(self) -> None:

@@ -249,3 +249,17 @@ def test_an_older_buffer_is_converted_to_hand_pages_back(tmp_path: Path) -> None
         assert store.recover().epoch == 5, "the data kept"
     finally:
         store.close()
+
+
+async def test_the_buffer_opens_on_a_full_disk_and_stores_alarms(small_fs: MakeFilesystem) -> None:
+    fs = small_fs("data", FS_SIZE)
+    async with running(fs) as rig:
+        await rig.settle(rig.submit((1, 1, 20)))
+    # closed cleanly: SQLite removed its -wal and -shm files, which opening must make again
+    assert not (fs.mountpoint / "buffer.db-shm").exists()
+    fs.hog()
+    assert fs.free() < 8192
+    async with running(fs, rig) as rig:
+        reserve = rig.store.reserve
+        assert reserve is not None and reserve.size < RESERVE, "opening took some of the reserve"
+        await alarms_while_full(rig, 20)
