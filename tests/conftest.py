@@ -93,6 +93,11 @@ def small_fs(tmp_path: Path) -> Iterator[MakeFilesystem]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.artifacts import written
+
+    for folder in sorted(written):
+        files = sorted(p.name for p in folder.iterdir() if p.is_file())
+        terminalreporter.write_line(f"artifacts: {folder}: {', '.join(files) or 'none written'}")
     for kind, reason in smallfs.PROBED.items():
         if reason is not None:
             terminalreporter.write_sep(

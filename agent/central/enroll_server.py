@@ -363,13 +363,13 @@ class Responder:
             log.error("enroll_store_error claim=%s error=%r", req.claim, str(exc))
             return self._error("store_error", "central could not record the enrollment; try again")
         log.info(
-            "enrolled gateway=%s venue=%s claim=%s serial=%s key=%s%s",
+            "enrolled gateway=%s venue=%s claim=%s serial=%s key=%s answered_again=%s",
             cfg.gateway,
             cfg.venue,
             cfg.claim,
             req.serial,
             raw_fingerprint(req.sign_key)[:16],
-            " (answered again)" if again else "",
+            "yes" if again else "no",
         )
         return 200, wire.CONTENT_TYPE, wire.sign_config(self.key, self.kid, cfg)
 
@@ -570,8 +570,7 @@ class _Deadlines:
                 suppressed = self._log.allow("deadline")
                 if suppressed is not None:
                     log.warning(
-                        "enroll_refused reason=deadline peer=%s suppressed_since_last=%d: the request was not"
-                        " complete in time",
+                        "enroll_refused reason=deadline peer=%s suppressed_since_last=%d",
                         peer,
                         suppressed,
                     )

@@ -7,12 +7,17 @@
       -> Uplink: publish, PUBACK -> committer deletes, receipts 2       agent/gateway/uplink.py
     receipts go back through the ReceiptRouter, the way each device last spoke (agent/gateway/receipts.py);
     central's commands come in on the uplink (agent/gateway/command_handler.py).
+    Liveness: each accepted frame and the devices' status topics; its events through the pipeline
+    (agent/gateway/liveness.py). Fallback: the AlarmWatch hears the committed alerts and the
+    PUBACKs; the Fallback tells people itself while central is unreachable (agent/gateway/fallback.py).
 
 The parts are built in the order their collaborators exist: what a part hands things to is
 built before it. The one loop in the data path (the committer's results go back to the
 pipeline that feeds it) is cut by the CommitInbox: the pipeline, the uplink and the command
 handler talk to the committer thread through it, and the committer, built last, gets the
-pipeline's `on_commit` as its result callback.
+pipeline's `on_commit` as its result callback. The liveness tracker and the alarm watch are
+state the pipeline writes into, so they are built before it; what acts on them (the liveness
+job, the Fallback) is built after it, with the pipeline's gateway-event path.
 """
 
 from __future__ import annotations
@@ -25,28 +30,34 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from agent.gateway import fallback
 from agent.gateway.buffer import Store
 from agent.gateway.command_handler import CommandHandler, restore
 from agent.gateway.committer import CommitInbox, Committer, recovered_state
-from agent.gateway.config import AgentConfig, listen_error
+from agent.gateway.config import AgentConfig, StatusPageConfig, listen_error
 from agent.gateway.datadir import DataDirLock
 from agent.gateway.frame_verifier import FrameVerifier
+from agent.gateway.liveness import CHECK_S, Liveness
 from agent.gateway.metrics import Metrics
 from agent.gateway.pipeline import Pipeline
 from agent.gateway.planner import Disk
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
+from agent.gateway.recent import RecentEvents
 from agent.gateway.reserve import SpaceReserve, default_reserve, filesystem
-from agent.gateway.signer import Signer, load_or_create_key
+from agent.gateway.signer import SealedBatch, Signer, load_or_create_key
 from agent.gateway.sources.mqtt import LocalBroker
 from agent.gateway.sources.serial import SerialSources
-from agent.gateway.stats import DiskReport, Snapshot, Stats
+from agent.gateway.stats import DiskReport, FallbackCounters, LivenessCounters, Snapshot, Stats
+from agent.gateway.status import view
+from agent.gateway.status.page import StatusPage
 from agent.gateway.uplink import Uplink
 from agent.gateway.wristbands.alerts import AlertEngine
 from agent.gateway.wristbands.source import BleSources
 from agent.gateway.wristbands.venue import load as load_venue
 from agent.shared.errors import ConfigError
+from agent.shared.log import Fields
 from agent.shared.protocol import EventType
-from agent.shared.registry import load_registry
+from agent.shared.registry import Registry, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +80,7 @@ def open_store(cfg: AgentConfig) -> tuple[Store, Disk]:
     if not reserve.deficit:
         return store, Disk()
     log.error(
-        "disk_full at start path=%s reserve_bytes=%d target=%d free_bytes=%d",
+        "disk_full when=start path=%s reserve_bytes=%d target=%d free_bytes=%d",
         reserve.path,
         reserve.size,
         reserve.target,
@@ -101,6 +112,12 @@ async def _run_gateway(cfg: AgentConfig) -> None:
         )
     # wristband counters and alerts are read before the committer thread owns the store
     band_rows, band_alerts = store.load_band_replay(), store.load_band_alerts()
+    # the posts and sensors followed; the alerts the fallback follows again (same reason)
+    liveness = Liveness(cfg.liveness, registry, rows=store.load_liveness()) if cfg.liveness.enabled else None
+    watch = None
+    if cfg.notify is not None:
+        watch = fallback.AlarmWatch(cfg.gateway_id, cfg.notify.fallback_after_s)
+        watch.committed(store.pending_alerts(watch.types))
     metrics = Metrics() if cfg.metrics is not None else None
 
     recovered = recovered_state(rec, disk)
@@ -109,13 +126,19 @@ async def _run_gateway(cfg: AgentConfig) -> None:
     # the way back to devices: receipts go where each device was last heard
     receipts = ReceiptRouter(cfg.gateway_id, registry)
     ledger = ReceiptLedger(rec.ledger, receipts, registry)
-    commands = CommandHandler(restored, registry, send_receipt=receipts.send, apply_batch=inbox.set_batch)
+    # the last alarms and alerts and how far each got: the status page, one log line per alarm
+    recent = RecentEvents(cfg.gateway_id, registry)
+    commands = CommandHandler(
+        restored, registry, send_receipt=receipts.send, apply_batch=inbox.set_batch, on_ack=recent.acknowledged
+    )
+
     # sealed batches out to central; a PUBACK deletes the batch and sends receipts 2
     uplink = Uplink(
         cfg,
         unacked=rec.batches,
         committer=inbox,
-        on_delivered=ledger.delivered,
+        # receipts 2 first, then the fallback's watch and the recent events
+        on_delivered=_each(ledger.delivered, watch.delivered if watch is not None else None, recent.delivered),
         commands=commands,
         observe_delivery=metrics.delivery.observe if metrics is not None else None,
     )
@@ -131,6 +154,9 @@ async def _run_gateway(cfg: AgentConfig) -> None:
         epoch=rec.epoch,
         buffer=recovered,
         observe_commit=metrics.commit.observe if metrics is not None else None,
+        recent=recent,
+        on_frame=liveness.heard if liveness is not None else None,
+        watch=watch,
     )
     # the one writer of the buffer: group commit, sealing (signing), one fsync per round
     committer = Committer(
@@ -144,7 +170,12 @@ async def _run_gateway(cfg: AgentConfig) -> None:
         commit_wait_ms=cfg.commit_wait_ms,
     )
     # the sources: frames to the pipeline, each a route for its devices' receipts
-    local = LocalBroker(cfg.local, ingest=pipeline.ingest, receipts=receipts)
+    local = LocalBroker(
+        cfg.local,
+        ingest=pipeline.ingest,
+        receipts=receipts,
+        on_status=liveness.status if liveness is not None else None,
+    )
     serial = SerialSources(cfg.serial, ingest=pipeline.ingest, receipts=receipts, max_frame=cfg.max_frame)
     ble = BleSources(
         cfg.ble,
@@ -155,6 +186,20 @@ async def _run_gateway(cfg: AgentConfig) -> None:
         sink=AlertEngine(load_venue(cfg.wristbands.alerts)) if cfg.wristbands.alerts is not None else None,
         raised=band_alerts,
     )
+    # people told by the gateway itself while central is unreachable
+    fallback_part = None
+    if cfg.notify is not None and watch is not None:
+        fallback_part = fallback.build(
+            cfg.notify,
+            venue=cfg.venue,
+            gateway_id=cfg.gateway_id,
+            data_dir=cfg.data_dir,
+            registry=registry,
+            watch=watch,
+            uplink=uplink,
+            raise_event=pipeline.gateway_event,
+            send_receipt=receipts.send,
+        )
 
     # what the log, the heartbeat and the metrics read
     stats = Stats(
@@ -165,14 +210,10 @@ async def _run_gateway(cfg: AgentConfig) -> None:
         serial=serial.counters,
         ble=ble.counters,
         commands=commands.counters,
+        liveness=liveness.counters if liveness is not None else LivenessCounters(),
+        fallback=fallback_part.counters if fallback_part is not None else FallbackCounters(),
     )
-    if metrics is not None and cfg.metrics is not None:
-        try:
-            metrics.serve(*cfg.metrics, stats.snapshot)
-        except OSError as exc:
-            store.close()
-            raise ConfigError(f"{cfg.path}: metrics.listen: {listen_error(*cfg.metrics, exc)}") from None
-        log.info("metrics_listening host=%s port=%d", *cfg.metrics)
+    _serve_metrics(metrics, cfg, stats, store)
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
         cfg.gateway_id,
@@ -183,18 +224,24 @@ async def _run_gateway(cfg: AgentConfig) -> None:
         len(rec.batches),
         rec.backlog,
     )
+    jobs = [
+        local.run(),
+        serial.run(),
+        ble.run(),
+        uplink.run(),
+        commands.run(),
+        _report(stats),
+        _heartbeat(pipeline, stats, cfg.heartbeat_s),
+    ]
+    if liveness is not None:
+        jobs.append(_liveness(liveness, pipeline))
+    if fallback_part is not None:
+        jobs.append(fallback_part.run())
+    if cfg.status_page is not None:
+        jobs.append(_status_page(cfg, cfg.status_page, stats, recent, registry, ble, liveness).run())
     committer.start()
     try:
-        await _run(
-            local.run(),
-            serial.run(),
-            ble.run(),
-            uplink.run(),
-            commands.run(),
-            _report(stats),
-            _heartbeat(pipeline, stats, cfg.heartbeat_s),
-            stopping=uplink.announce_offline,
-        )
+        await _run(*jobs, stopping=uplink.announce_offline)
     finally:
         committer.stop()
         store.close()
@@ -258,12 +305,74 @@ async def _heartbeat(pipeline: Pipeline, stats: Stats, interval_s: int) -> None:
             await asyncio.wait_for(pipeline.disk_changed.wait(), interval_s)
 
 
+async def _liveness(liveness: Liveness, pipeline: Pipeline) -> None:
+    """DEVICE_OFFLINE / DEVICE_ONLINE as the tracker finds them, each with its liveness row."""
+    while True:
+        await asyncio.sleep(CHECK_S)
+        for event_type, data, rows in liveness.check():
+            pipeline.gateway_event(event_type, data, rows)
+        kept = liveness.take_kept()
+        if kept:
+            pipeline.keep_liveness(kept)
+
+
+def _each(*calls: Callable[[SealedBatch], None] | None) -> Callable[[SealedBatch], None]:
+    """One callback that calls each of `calls` (None: left out) in order."""
+    chosen = [c for c in calls if c is not None]
+
+    def each(batch: SealedBatch) -> None:
+        for call in chosen:
+            call(batch)
+
+    return each
+
+
+def _serve_metrics(metrics: Metrics | None, cfg: AgentConfig, stats: Stats, store: Store) -> None:
+    """The Prometheus endpoint; an address it cannot listen on is one line (ConfigError)."""
+    if metrics is not None and cfg.metrics is not None:
+        try:
+            metrics.serve(*cfg.metrics, stats.snapshot)
+        except OSError as exc:
+            store.close()
+            raise ConfigError(f"{cfg.path}: metrics.listen: {listen_error(*cfg.metrics, exc)}") from None
+        log.info("metrics_listening host=%s port=%d", *cfg.metrics)
+
+
+def _status_page(
+    cfg: AgentConfig,
+    page: StatusPageConfig,
+    stats: Stats,
+    recent: RecentEvents,
+    registry: Registry,
+    ble: BleSources,
+    liveness: Liveness | None,
+) -> StatusPage:
+    """The installer's page: it reads the parts' snapshots, never their state."""
+    return StatusPage(
+        page,
+        gateway=cfg.gateway_id,
+        venue=cfg.venue,
+        readers=view.Readers(
+            stats=stats.snapshot,
+            recent=recent.snapshot,
+            devices=lambda: list(registry),
+            bands=ble.bands_seen,
+            scanners=ble.scanner_states,
+            liveness=liveness.snapshot if liveness is not None else None,
+        ),
+        data_dir=cfg.data_dir,
+        buffer_path=cfg.buffer_path,
+    )
+
+
 async def _report(stats: Stats) -> None:
     while True:
         await asyncio.sleep(STATS_INTERVAL_S)
         log.info("stats %s", stats_line(stats.snapshot()))
 
 
-def stats_line(snapshot: Snapshot) -> str:
+def stats_line(snapshot: Snapshot) -> Fields:
     """The key=value fields of the `stats` and `agent_stopped` log lines."""
-    return " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.log_fields().items()) + f" t={int(time.time())}"
+    return Fields(
+        " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.log_fields().items()) + f" t={int(time.time())}"
+    )

@@ -3,10 +3,13 @@
 Tables:
   events   the backlog of accepted events not yet sealed into a batch, by lane (prio)
   batches  sealed, signed batches not yet acknowledged by central (resent with the same bytes)
-  replay   per-device replay state (agent/gateway/replay.py)
+  replay   per-device replay state (agent/gateway/replay.py): the top of the record, per round
+  replay_gaps  per-device ranges never accepted below the replay window, when they change
   ledger   receipt state of the recent receipt-requesting events of each device
   band_replay  per-wristband advert counter and when it was accepted (agent/gateway/wristbands/resolver.py)
   band_alerts  SOS/FALL alerts already raised, per band event id (never raised twice)
+  liveness  per post or sensor: its learned heartbeat interval, and since when it is reported
+           offline (agent/gateway/liveness.py), written with the DEVICE_OFFLINE/ONLINE event
   meta     the hash chain head (epoch, seq, hash), the schema version, the gateway's own event
            counter (gw_seq) and the eviction counters (evicted_p1, evicted_p2)
 
@@ -50,11 +53,12 @@ from pathlib import Path
 
 import cbor2
 
-from agent.gateway.planner import CHECKPOINT_RESET, CHECKPOINT_TRUNCATE, Plan, Row, Space
+from agent.gateway.planner import CHECKPOINT_RESET, CHECKPOINT_TRUNCATE, LivenessRow, Plan, Row, Space
 from agent.gateway.replay import ReplayState
 from agent.gateway.reserve import SpaceReserve, filesystem
-from agent.gateway.signer import SealedBatch
+from agent.gateway.signer import SealedBatch, batch_events
 from agent.shared.errors import StoreError
+from agent.shared.frames import Event
 from agent.shared.log import Throttle
 from agent.shared.protocol import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED
 
@@ -136,6 +140,9 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS replay (
     device TEXT PRIMARY KEY, boot INTEGER NOT NULL, seq INTEGER NOT NULL, bitmap INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- a device's gaps (agent/gateway/replay.py), written only when they change: in order they do
+-- not, and the per-round replay row stays 4 integers
+CREATE TABLE IF NOT EXISTS replay_gaps (device TEXT PRIMARY KEY, gaps BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger (
     device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, state INTEGER NOT NULL,
     PRIMARY KEY (device, boot, seq)
@@ -147,6 +154,11 @@ CREATE TABLE IF NOT EXISTS band_alerts (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS band_replay (
     band TEXT PRIMARY KEY, counter INTEGER NOT NULL, seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- posts and sensors the gateway follows: learned heartbeat interval (ms), and the unix ms since
+-- when it is reported offline with the reason (NULL while it reports) (agent/gateway/liveness.py)
+CREATE TABLE IF NOT EXISTS liveness (
+    device TEXT PRIMARY KEY, interval_ms INTEGER NOT NULL, offline_since_ms INTEGER, reason TEXT
 ) WITHOUT ROWID;
 """
 
@@ -184,6 +196,10 @@ class Store:
         self.quarantined: Path | None = None
         self.salvaged: dict[str, ReplayState] = {}
         self._released = Throttle()
+        # per device, the gaps blob last committed (ReplayState.gaps_blob: a new object when they
+        # change), and those written by the transaction in progress
+        self._gaps_written: dict[str, bytes] = {}
+        self._gaps_pending: dict[str, bytes] = {}
         while True:
             try:
                 self._start()
@@ -241,11 +257,11 @@ class Store:
         free = filesystem(self.path.parent).free
         if size > _CONVERT_MAX or free < 2 * size + _CONVERT_MAX // 4:
             log.warning(
-                "buffer_not_converted path=%s bytes=%d free_bytes=%d: free pages cannot be handed back"
-                " to the disk until it is converted at a start with less backlog",
+                "buffer_not_converted path=%s bytes=%d free_bytes=%d reason=%s",
                 self.path,
                 size,
                 free,
+                "too big to convert now: its free pages go back to the disk once a start converts it",
             )
             return
         self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -301,6 +317,7 @@ class Store:
         A failure is a StoreError, with `full` set when the disk is full; the transaction is
         rolled back (SQLite may already have done so for a full disk).
         """
+        self._gaps_pending.clear()
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -308,6 +325,7 @@ class Store:
         try:
             yield
             self.db.execute("COMMIT")
+            self._gaps_written.update(self._gaps_pending)
         except BaseException as exc:
             if self.db.in_transaction:
                 try:
@@ -366,7 +384,7 @@ class Store:
         try:
             self.checkpoint("RESTART", may_release=True)
         except StoreError as exc:
-            log.error("disk_full checkpoint_failed path=%s reason=%r", self.path, str(exc))
+            log.error("disk_checkpoint_failed path=%s reason=%r", self.path, str(exc))
         return self.space()
 
     def release_reserve(self, nbytes: int) -> int:
@@ -432,8 +450,8 @@ class Store:
         rec = Recovered(epoch=int(meta["epoch"]), seq=int(meta["seq"]), prev=bytes(meta["hash"]))
         rec.quarantined = self.quarantined
         rec.salvaged_replay = len(self.salvaged)
-        for device, boot, seq, bitmap in self.db.execute("SELECT device, boot, seq, bitmap FROM replay"):
-            rec.replay[device] = ReplayState.from_row(boot, seq, bitmap)
+        rec.replay = _read_replay(self.db)
+        self._gaps_written = {d: st.gaps_blob for d, st in rec.replay.items()}
         for device, boot, seq, state in self.db.execute("SELECT device, boot, seq, state FROM ledger"):
             rec.ledger[(device, boot, seq)] = state
         for seq, epoch, prio, events, blob, digest, flagged in self.db.execute(
@@ -540,6 +558,11 @@ class Store:
             self.save_band_replay(plan.band_rows)
         if plan.band_alerts:
             self.save_band_alerts(plan.band_alerts)
+        if plan.liveness:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO liveness (device, interval_ms, offline_since_ms, reason) VALUES (?, ?, ?, ?)",
+                plan.liveness,
+            )
         if plan.dropped:
             self.ledger_set((*k, RECEIPT_DROPPED) for k in plan.dropped)
         for batch in sealed:
@@ -572,9 +595,18 @@ class Store:
     def set_chain(self, epoch: int, seq: int, digest: bytes) -> None:
         self._insert_many("INSERT OR REPLACE INTO meta (k, v)", 2, [("epoch", epoch), ("seq", seq), ("hash", digest)])
 
-    def save_replay(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
-        """rows: (device, boot, seq, bitmap) as ReplayState.as_row() gives them."""
-        self._insert_many("INSERT OR REPLACE INTO replay (device, boot, seq, bitmap)", 4, list(rows))
+    def save_replay(self, rows: Iterable[tuple[str, int, int, int, bytes]]) -> None:
+        """rows: (device, boot, seq, bitmap, gaps) as ReplayState.as_row() gives them; the gaps
+        only when they are not the blob this store last wrote for the device."""
+        rows = list(rows)
+        self._insert_many("INSERT OR REPLACE INTO replay (device, boot, seq, bitmap)", 4, [r[:4] for r in rows])
+        written = self._gaps_written
+        changed = [(r[0], r[4]) for r in rows if written.get(r[0]) is not r[4]]
+        if changed:
+            self._insert_many("INSERT OR REPLACE INTO replay_gaps (device, gaps)", 2, list(changed))
+            # known as written once the transaction commits (a rolled-back round is retried
+            # with the same rows, which must write them again)
+            self._gaps_pending.update(changed)
 
     def ledger_set(self, entries: Iterable[tuple[str, int, int, int]]) -> None:
         """entries: (device, boot, seq, state); keeps the newest LEDGER_PER_DEVICE per device."""
@@ -603,6 +635,38 @@ class Store:
         wrap, so a key is replaced when its id comes round again (the engine forgets old ids)."""
         self.db.executemany("INSERT OR REPLACE INTO band_alerts (band, type, event_id) VALUES (?, ?, ?)", rows)
 
+    def load_liveness(self) -> list[LivenessRow]:
+        """(device, interval ms, offline since ms or None, reason or None) of every device followed."""
+        rows = self.db.execute("SELECT device, interval_ms, offline_since_ms, reason FROM liveness").fetchall()
+        return [(str(d), int(i), None if o is None else int(o), None if r is None else str(r)) for d, i, o, r in rows]
+
+    def pending_alerts(self, types: frozenset[int]) -> list[Event]:
+        """The events of `types` (P0 and P1 only) committed but not yet acknowledged by central's
+        broker: in the sealed batches waiting for their PUBACK, then in the backlog. The gateway's
+        fallback notifier follows them again after a restart (agent/gateway/fallback.py).
+
+        P1 rows of the backlog (closers such as BACK_INSIDE) are read only from the oldest
+        pending P0 event on: a closer matters only to an alert still pending.
+        """
+        found: dict[tuple[str, int, int], Event] = {}
+        for (blob,) in self.db.execute("SELECT blob FROM batches ORDER BY seq"):
+            for ev in batch_events(bytes(blob)):
+                if ev.type in types:
+                    found.setdefault(ev.key, ev)
+        for (blob,) in self.db.execute("SELECT blob FROM events WHERE prio = 0 ORDER BY id"):
+            ev = Event.decode(cbor2.loads(bytes(blob)))
+            if ev.type in types:
+                found.setdefault(ev.key, ev)
+        oldest = min((ev.received for ev in found.values() if ev.prio == 0), default=None)
+        if oldest is not None:
+            for (blob,) in self.db.execute(
+                "SELECT blob FROM events WHERE prio = 1 AND received >= ? ORDER BY id", (oldest,)
+            ):
+                ev = Event.decode(cbor2.loads(bytes(blob)))
+                if ev.type in types:
+                    found.setdefault(ev.key, ev)
+        return list(found.values())
+
     def save_band_replay(self, rows: Iterable[tuple[str, int, int]]) -> None:
         """rows: (band, counter, seen_ms); inside transaction()."""
         self.db.executemany("INSERT OR REPLACE INTO band_replay (band, counter, seen_ms) VALUES (?, ?, ?)", rows)
@@ -624,14 +688,26 @@ def _values_sql(head: str, columns: int, rows: int) -> str:
     return f"{head} VALUES {', '.join([one] * rows)}"
 
 
+def _read_replay(db: sqlite3.Connection) -> dict[str, ReplayState]:
+    """Every device's replay record; the gaps table is optional (a buffer written before it)."""
+    gaps: dict[str, bytes] = {}
+    try:
+        gaps = {str(d): bytes(g) for d, g in db.execute("SELECT device, gaps FROM replay_gaps")}
+    except sqlite3.OperationalError:  # no such table: no gaps, everything below the window counts as seen
+        pass
+    return {
+        str(device): ReplayState.from_row(int(boot), int(seq), int(bitmap), gaps.get(str(device), b""))
+        for device, boot, seq, bitmap in db.execute("SELECT device, boot, seq, bitmap FROM replay")
+    }
+
+
 def _salvage_replay(path: Path) -> dict[str, ReplayState]:
     """Whatever replay rows can still be read from a corrupt buffer file."""
     out: dict[str, ReplayState] = {}
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            for device, boot, seq, bitmap in db.execute("SELECT device, boot, seq, bitmap FROM replay"):
-                out[str(device)] = ReplayState.from_row(int(boot), int(seq), int(bitmap))
+            out = _read_replay(db)
         finally:
             db.close()
     except sqlite3.Error as exc:

@@ -41,6 +41,7 @@ from agent.gateway.planner import (
     BACKLOG_BATCHES_PER_ROUND,
     Disk,
     DiskStep,
+    LivenessRow,
     Space,
     State,
     Submitted,
@@ -113,6 +114,7 @@ class CommitInbox:
         self._items: deque[Submitted] = deque()
         self._acks: deque[SealedBatch] = deque()
         self._band_rows: deque[tuple[str, int, int]] = deque()  # wristband advert counters (band_replay)
+        self._liveness: deque[LivenessRow] = deque()  # device liveness (agent/gateway/liveness.py)
         self._batch = batch
         self._uplink = False
         self._stopping = False
@@ -123,14 +125,19 @@ class CommitInbox:
             if len(self._items) == 1:
                 self._cv.notify()
 
-    def submit_group(self, items: list[Submitted], band_rows: list[tuple[str, int, int]]) -> None:
-        """Queue events with the wristband counter rows that caused them: one transaction.
+    def submit_group(
+        self, items: list[Submitted], band_rows: list[tuple[str, int, int]], liveness: list[LivenessRow] | None = None
+    ) -> None:
+        """Queue events with the rows that go with them: one transaction.
 
-        band_rows: (band, counter, seen_ms) from BandResolver.take_rows() (agent/gateway/wristbands/source.py).
+        band_rows: (band, counter, seen_ms) from BandResolver.take_rows() (agent/gateway/wristbands/source.py);
+        liveness: device liveness rows (agent/gateway/liveness.py), with or without an event.
         """
         with self._cv:
             self._items.extend(items)
             self._band_rows.extend(band_rows)
+            if liveness:
+                self._liveness.extend(liveness)
             self._cv.notify()
 
     def ack(self, batch: SealedBatch) -> None:
@@ -152,20 +159,32 @@ class CommitInbox:
             self._cv.notify()
 
     def _empty(self) -> bool:
-        return not self._items and not self._acks and not self._band_rows
+        return not self._items and not self._acks and not self._band_rows and not self._liveness
 
-    def _take(self) -> tuple[list[Submitted], list[SealedBatch], list[tuple[str, int, int]]]:
-        items, acks, band_rows = list(self._items), list(self._acks), list(self._band_rows)
+    def _take(self) -> _Taken:
+        taken = _Taken(list(self._items), list(self._acks), list(self._band_rows), list(self._liveness))
         self._items.clear()
         self._acks.clear()
         self._band_rows.clear()
-        return items, acks, band_rows
+        self._liveness.clear()
+        return taken
 
-    def _put_back(self, items: list[Submitted], acks: list[SealedBatch], band_rows: list[tuple[str, int, int]]) -> None:
+    def _put_back(self, taken: _Taken) -> None:
         with self._cv:
-            self._items.extendleft(reversed(items))
-            self._acks.extendleft(reversed(acks))
-            self._band_rows.extendleft(reversed(band_rows))
+            self._items.extendleft(reversed(taken.items))
+            self._acks.extendleft(reversed(taken.acks))
+            self._band_rows.extendleft(reversed(taken.band_rows))
+            self._liveness.extendleft(reversed(taken.liveness))
+
+
+@dataclass(slots=True)
+class _Taken:
+    """What one commit round takes from the inbox."""
+
+    items: list[Submitted]
+    acks: list[SealedBatch]
+    band_rows: list[tuple[str, int, int]]
+    liveness: list[LivenessRow]
 
 
 class Committer:
@@ -258,12 +277,12 @@ class Committer:
             with inbox._cv:
                 if not self._wait_for_work(draining):
                     return
-                items, acks, band_rows = inbox._take()
+                taken = inbox._take()
                 uplink, batch = inbox._uplink, inbox._batch
             try:
-                result = self._commit(items, acks, band_rows, uplink, batch)
+                result = self._commit(taken, uplink, batch)
             except StoreError as exc:
-                inbox._put_back(items, acks, band_rows)
+                inbox._put_back(taken)
                 retry = exc.full and self._disk_full(exc)
                 self.loop.call_soon_threadsafe(self.on_result, CommitResult(error=str(exc), disk=self._disk_report))
                 if retry:
@@ -273,7 +292,7 @@ class Committer:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            draining = not items and (len(result.sealed) >= BACKLOG_BATCHES_PER_ROUND or self._disk_due() == 0.0)
+            draining = not taken.items and (len(result.sealed) >= BACKLOG_BATCHES_PER_ROUND or self._disk_due() == 0.0)
             self.loop.call_soon_threadsafe(self.on_result, result)
             # the disk's work after the round's results are on their way: receipts and batches
             # do not wait for a checkpoint
@@ -311,7 +330,7 @@ class Committer:
         try:
             space = store.make_room()
         except StoreError as err:
-            log.error("disk_full make_room_failed reason=%r", str(err))
+            log.error("disk_make_room_failed reason=%r", str(err))
             return False
         before = self.state.disk
         step = after_disk_full(self.state, space)
@@ -411,14 +430,7 @@ class Committer:
         )
         return report
 
-    def _commit(
-        self,
-        items: list[Submitted],
-        acks: list[SealedBatch],
-        band_rows: list[tuple[str, int, int]],
-        uplink: bool,
-        batch: BatchConfig,
-    ) -> CommitResult:
+    def _commit(self, taken: _Taken, uplink: bool, batch: BatchConfig) -> CommitResult:
         """One round: plan, seal and apply in one transaction; the chain is rewound on failure."""
         t0 = time.perf_counter()
         now_ms = int(time.time() * 1000)
@@ -427,15 +439,16 @@ class Committer:
         try:
             with store.transaction():
                 plan = plan_round(
-                    items,
-                    acks,
-                    band_rows,
+                    taken.items,
+                    taken.acks,
+                    taken.band_rows,
                     self.state,
                     store,
                     uplink=uplink,
                     batch=batch,
                     limits=self.limits,
                     now_ms=now_ms,
+                    liveness=taken.liveness,
                 )
                 sealed = [sealer.seal(b.blobs, now_ms, b.prio, b.flagged) for b in plan.seal]
                 store.apply(plan, sealed, (sealer.epoch, sealer.seq, sealer.prev))
@@ -455,7 +468,7 @@ class Committer:
                     suppressed,
                 )
         return CommitResult(
-            committed=items,
+            committed=taken.items,
             sealed=sealed,
             sealed_oldest=[b.oldest for b in plan.seal],
             backlog=st.backlog,

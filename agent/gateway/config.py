@@ -7,11 +7,15 @@ docs/configuration.md for the keys; `guardian-agent check-config FILE` runs the 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import re
 import socket
-from dataclasses import dataclass, replace
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from agent.shared import tomlcheck
 from agent.shared.commands import LINGER_MS_RANGE, MAX_EVENTS_RANGE  # the same bounds as central's CONFIG command
@@ -22,12 +26,25 @@ from agent.shared.tls import TlsConfig, tls_context
 
 
 @dataclass(frozen=True, slots=True)
+class MosquittoFiles:
+    """[local.mosquitto]: the local broker's files `guardian-agent devices import` writes
+    (agent/gateway/broker_files.py), and the broker's pid file to signal it to reload them."""
+
+    password_file: Path
+    acl_file: Path
+    pid_file: Path | None = None  # None: a systemd path unit reloads the broker (packaging/systemd/)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     host: str
     port: int
     client_id: str
     keepalive: int
     tls: TlsConfig | None = None
+    username: str | None = None  # the local broker: the agent's user name (= its client id)
+    password_file: Path | None = None  # the agent's broker password, one line, mode 0600
+    mosquitto: MosquittoFiles | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +105,71 @@ class WristbandConfig:
 
 
 BLE_BACKENDS = ("bluez", "sim")
+# next to the config: the page's token for `guardian-agent status` (a file name, not a secret)
+TOKEN_FILE = "status.token"  # noqa: S105
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPageConfig:
+    """[status_page]: the gateway's own page (agent/gateway/status/); off unless configured.
+
+    The agent holds only the SHA-256 of the token; the token itself is in a root-only file
+    (`guardian-agent status-token`), which `guardian-agent status` reads.
+    """
+
+    listen: tuple[str, int]  # an address of the venue LAN (never a wildcard)
+    token_sha256: bytes = field(repr=False)
+    tls_cert: Path | None = None  # both or neither: the page over HTTPS
+    tls_key: Path | None = None
+    max_live: int = 8  # live (server-sent events) clients at once; more get 503
+
+
+# what a sounder command may name in its arguments ({type} etc., agent/gateway/sounder.py)
+SOUNDER_FIELDS = ("type", "alert", "device", "place", "venue")
+
+
+@dataclass(frozen=True, slots=True)
+class ModemConfig:
+    """[notify.modem]: an SMS modem on a serial port, for a gateway with no internet."""
+
+    port: str
+    baudrate: int = 115200
+    pin_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SounderConfig:
+    """[notify.sounder]: what staff on site hear while the gateway notifies people itself."""
+
+    command: tuple[str, ...] | None = None  # argv, run once per alert (no shell); {type} etc. filled in
+    command_timeout_s: float = 10.0
+    gpio: Path | None = None  # sysfs directory of the relay's GPIO line (value, direction)
+    active_low: bool = False
+    sound_s: float = 120.0  # the relay sounds this long at most per alert, less when acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """[notify]: the gateway's own notifier, used while central is unreachable (agent/gateway/fallback.py)."""
+
+    circle: Path  # a copy of the venue's care-circle file (docs/notifications.md)
+    fallback_after_s: float = 20.0
+    ledger: Path = Path("notify-ledger.db")
+    ack_listen: tuple[str, int] | None = None  # the acknowledgement page on the venue LAN
+    ack_base_url: str = ""
+    ack_ttl_s: int = 86400
+    send_timeout_s: float = 20.0
+    modem: ModemConfig | None = None
+    sounder: SounderConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessConfig:
+    """[liveness]: when a silent post or sensor is reported offline (agent/gateway/liveness.py)."""
+
+    enabled: bool = True
+    margin_s: float = 10.0  # offline after 2 learned intervals + margin, or 1 + margin after its last will
+    default_interval_s: float = 60.0  # until a device's heartbeat interval is learned
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +192,9 @@ class AgentConfig:
     serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/gateway/sources/serial.py)
     ble: tuple[BleScannerConfig, ...] = ()  # [[ble]] scanners (agent/gateway/wristbands/source.py)
     wristbands: WristbandConfig = WristbandConfig()
+    status_page: StatusPageConfig | None = None  # the gateway's own page; None: off
+    notify: NotifyConfig | None = None  # [notify]; None: no fallback notifier
+    liveness: LivenessConfig = LivenessConfig()
 
     @property
     def buffer_path(self) -> Path:
@@ -150,6 +235,42 @@ def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerCon
     if isinstance(t.data.get("client_id", ""), str) and not _CLIENT_ID_RE.fullmatch(cfg.client_id):
         t.error("client_id", f"expected 1-128 printable ASCII characters without spaces, got {cfg.client_id!r}")
     t.no_unknown_keys()
+    return cfg
+
+
+def _local(t: tomlcheck.Table, base: Path, default_id: str) -> BrokerConfig:
+    """[local]: the broker of the venue's devices; with `password_file` the agent logs in as
+    `username` (the broker replaces client ids by user names, so the two are one)."""
+    username = t.ident("username", None)
+    password_file = t.path_value("password_file", base, None)
+    client_id = t.text("client_id", username if username is not None else default_id)
+    if username is not None and client_id != username:
+        t.error(
+            "client_id",
+            f"expected {username!r} (the user name) or nothing: the broker uses each client's user name as its "
+            "client id (use_username_as_clientid)",
+        )
+    if password_file is not None and username is None:
+        username = client_id
+    if username is not None and password_file is None:
+        t.error("password_file", "missing: a user name needs the file that holds the agent's broker password")
+    tls = _tls(t.table("tls"), base) if "tls" in t.data else None
+    files = None
+    if "mosquitto" in t.data:
+        m = t.table("mosquitto")
+        files = MosquittoFiles(
+            m.path_value("password_file", base), m.path_value("acl_file", base), m.path_value("pid_file", base, None)
+        )
+        m.no_unknown_keys()
+        if username is None:
+            t.error("mosquitto", "needs password_file: the broker's files include the agent's own login")
+    cfg = replace(
+        _broker(t, 8883 if tls is not None else 1883, client_id),
+        tls=tls,
+        username=username,
+        password_file=password_file,
+        mosquitto=files,
+    )
     return cfg
 
 
@@ -254,6 +375,159 @@ def _wristbands(top: tomlcheck.Table, base: Path) -> WristbandConfig:
     return cfg
 
 
+def _status_page(top: tomlcheck.Table, base: Path) -> StatusPageConfig | None:
+    if "status_page" not in top.data:
+        top.used.add("status_page")
+        return None
+    t = top.table("status_page")
+    host, port = t.address("listen")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise t.fail("listen", f"expected the gateway's venue LAN IP address and a port, got host {host!r}") from None
+    if ip.is_unspecified:
+        raise t.fail("listen", f"{host} listens on every interface; give the venue LAN address of the gateway")
+    digest = t.text("token_sha256")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise t.fail("token_sha256", "expected 64 lowercase hex digits (guardian-agent status-token prints them)")
+    cert, key = t.path_value("tls_cert", base, None), t.path_value("tls_key", base, None)
+    cfg = StatusPageConfig(
+        listen=(host.strip("[]"), port),
+        token_sha256=bytes.fromhex(digest),
+        tls_cert=cert,
+        tls_key=key,
+        max_live=t.integer("max_live", 8, lo=1, hi=64),
+    )
+    t.no_unknown_keys()
+    if (cert is None) != (key is None):
+        raise t.fail("tls_key" if key is None else "tls_cert", "tls_cert and tls_key go together")
+    for name, p in (("tls_cert", cert), ("tls_key", key)):
+        if p is not None and not p.is_file():
+            raise t.fail(name, f"expected a PEM file, {p} does not exist or is not a file")
+    if key is not None:
+        try:
+            tomlcheck.require_private(key, "the status page's TLS key")
+        except ConfigError as exc:
+            raise t.fail("tls_key", str(exc)) from None
+    return cfg
+
+
+def _sounder(t: tomlcheck.Table, base: Path) -> SounderConfig:
+    command = None
+    if "command" in t.data:
+        raw = t._get("command", None)
+        if not isinstance(raw, list) or not raw or not all(isinstance(a, str) and a for a in raw):
+            raise t.fail(
+                "command",
+                'expected a list of arguments, the program first (no shell), e.g. ["/usr/local/bin/page", "{type}"]',
+            )
+        for arg in raw:
+            try:
+                names = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
+            except ValueError as exc:
+                raise t.fail("command", f"argument {arg!r}: {exc}") from None
+            unknown = [n for n in names if n not in SOUNDER_FIELDS]
+            if unknown:
+                raise t.fail(
+                    "command", f"argument {arg!r}: unknown field {{{unknown[0]}}} (known: {', '.join(SOUNDER_FIELDS)})"
+                )
+        program = Path(raw[0])
+        if not program.is_absolute():
+            raise t.fail("command", f"the program must be an absolute path, got {raw[0]!r}")
+        if not program.is_file() or not os.access(program, os.X_OK):
+            raise t.fail("command", f"{program} does not exist or is not executable")
+        command = tuple(raw)
+    gpio = t.path_value("gpio", base, None)
+    if gpio is not None and not (gpio / "value").exists():
+        raise t.fail("gpio", f"expected the sysfs directory of an exported GPIO line, {gpio / 'value'} does not exist")
+    cfg = SounderConfig(
+        command=command,
+        command_timeout_s=t.number("command_timeout_s", 10.0, 1.0, 300.0),
+        gpio=gpio,
+        active_low=t.flag("active_low", False),
+        sound_s=t.number("sound_s", 120.0, 1.0, 3600.0),
+    )
+    if cfg.command is None and cfg.gpio is None:
+        raise t.fail("command", "give a command, a gpio line or both (or leave [notify.sounder] out)")
+    t.no_unknown_keys()
+    return cfg
+
+
+def _notify(top: tomlcheck.Table, base: Path, data_dir: Path, venue: str) -> NotifyConfig | None:
+    if "notify" not in top.data:
+        top.used.add("notify")
+        return None
+    t = top.table("notify")
+    modem = None
+    if "modem" in t.data:
+        m = t.table("modem")
+        modem = ModemConfig(
+            m.text("port"), m.integer("baudrate", 115200, 1200, 921600), m.path_value("pin_file", base, None)
+        )
+        if modem.pin_file is not None:
+            try:
+                tomlcheck.require_private(modem.pin_file, "the SIM PIN")
+            except ConfigError as exc:
+                raise m.fail("pin_file", str(exc)) from None
+        m.no_unknown_keys()
+    listen = t.address("ack_listen", None)
+    default_url = "" if listen is None or _wildcard(listen[0]) else f"http://{listen[0]}:{listen[1]}"
+    base_url = t.text("ack_base_url", default_url)
+    if listen is not None and not base_url:
+        raise t.fail(
+            "ack_base_url",
+            "the address people's phones reach the acknowledgement page at on the venue LAN, e.g. http://192.168.1.10:8181",
+        )
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise t.fail("ack_base_url", f"expected an http:// or https:// URL, got {base_url!r}")
+    cfg = NotifyConfig(
+        circle=t.path_value("circle", base),
+        fallback_after_s=t.number("fallback_after_s", 20.0, 1.0, 3600.0),
+        ledger=t.path_value("ledger", data_dir, "notify-ledger.db"),
+        ack_listen=listen,
+        ack_base_url=base_url,
+        ack_ttl_s=t.integer("ack_ttl_s", 86400, 300, 7 * 86400),
+        send_timeout_s=t.number("send_timeout_s", 20.0, 1.0, 120.0),
+        modem=modem,
+        sounder=_sounder(t.table("sounder"), base) if "sounder" in t.data else None,
+    )
+    t.no_unknown_keys()
+    _check_circle(t, cfg, venue)
+    return cfg
+
+
+def _wildcard(host: str) -> bool:
+    """An address that listens on every interface: not one a link can point at."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _check_circle(t: tomlcheck.Table, cfg: NotifyConfig, venue: str) -> None:
+    """The care-circle copy loads (its own errors name its file and key) and is this venue's."""
+    from agent.notify.circle import load_circle  # noqa: PLC0415 - Apprise loads only with [notify]
+
+    if not cfg.circle.is_file():
+        raise t.fail("circle", f"{cfg.circle} does not exist or is not a file (a copy of the venue's care-circle file)")
+    circle = load_circle(cfg.circle, modem=cfg.modem is not None)
+    if circle.venue != venue:
+        raise t.fail(
+            "circle", f"{cfg.circle} is the care circle of venue {circle.venue!r}; this gateway is at {venue!r}"
+        )
+
+
+def _liveness(top: tomlcheck.Table) -> LivenessConfig:
+    t = top.table("liveness", required=False)
+    cfg = LivenessConfig(
+        enabled=t.flag("enabled", True),
+        margin_s=t.number("margin_s", 10.0, 1.0, 3600.0),
+        default_interval_s=t.number("default_interval_s", 60.0, 1.0, 86400.0),
+    )
+    t.no_unknown_keys()
+    return cfg
+
+
 def load_config(path: Path) -> AgentConfig:
     """The config file, checked whole: a ConfigError names every mistake in it, one per line."""
     path = Path(path)
@@ -269,7 +543,7 @@ def load_config(path: Path) -> AgentConfig:
     heartbeat_s = gw.integer("heartbeat_s", 60, lo=1, hi=3600)
     gw.no_unknown_keys()
 
-    local = _broker(top.table("local"), 1883, f"{gateway_id}-agent")
+    local = _local(top.table("local"), base, f"{gateway_id}-agent")
     central, command_key = _central(top.table("central"), base, gateway_id)
 
     bt = top.table("batch", required=False)
@@ -301,6 +575,10 @@ def load_config(path: Path) -> AgentConfig:
     serial = _serial_ports(top, base)
     ble = _ble_scanners(top)
     wristbands = _wristbands(top, base)
+    # these sections stop at their first error; it is reported with all the others
+    status_page = _section(errors, lambda: _status_page(top, base), None)
+    notify = _section(errors, lambda: _notify(top, base, data_dir, venue), None)
+    liveness = _section(errors, lambda: _liveness(top), LivenessConfig())
     top.no_unknown_keys()
     errors.check()
 
@@ -323,7 +601,22 @@ def load_config(path: Path) -> AgentConfig:
         serial=serial,
         ble=ble,
         wristbands=wristbands,
+        status_page=status_page,
+        notify=notify,
+        liveness=liveness,
     )
+
+
+T = TypeVar("T")
+
+
+def _section(errors: tomlcheck.Errors, read: Callable[[], T], stand_in: T) -> T:
+    """A section read by code that raises its first error: the error joins the others."""
+    try:
+        return read()
+    except ConfigError as exc:
+        errors.add_message(str(exc))
+        return stand_in
 
 
 # --- what `run` needs of the machine ------------------------------------------------------
@@ -344,10 +637,15 @@ def check_runnable(cfg: AgentConfig, *, probe_port: bool = True) -> None:
             errors.add("gateway.key_file", f"{cfg.key_file} is not a file")
     elif not errors.failed("gateway.data_dir"):
         _writable_dir(errors, "gateway.key_file", cfg.key_file.parent)
-    if cfg.metrics is not None:
-        problem = _listen_problem(*cfg.metrics, probe_port=probe_port)
+    listens = {"metrics.listen": cfg.metrics}
+    if cfg.status_page is not None:
+        listens["status_page.listen"] = cfg.status_page.listen
+    if cfg.notify is not None:
+        listens["notify.ack_listen"] = cfg.notify.ack_listen
+    for key, address in listens.items():
+        problem = _listen_problem(*address, probe_port=probe_port) if address is not None else None
         if problem is not None:
-            errors.add("metrics.listen", problem)
+            errors.add(key, problem)
     reserve = cfg.buffer.disk_reserve_bytes
     home = _existing(cfg.data_dir)
     if reserve is not None and home is not None and not errors.failed("gateway.data_dir"):

@@ -15,9 +15,18 @@ own registry (several agents can run in one test process).
     ge_serial_rejected_total{reason}   serial link input dropped, by reason (docs/protocol.md §9)
     ge_events_delivered_total          events in batches central acknowledged
     ge_batches_sealed_total / ge_batches_acked_total / ge_receipts_sent_total
+    ge_receipts_limited_total          answers to resent or replayed frames held back (rate limit)
+    ge_local_broker_disconnects_total  connections to the local broker that were lost
     ge_inflight_batches                sealed batches waiting for central's PUBACK
     ge_uplink_up / ge_local_broker_up  1 when connected
     ge_store_error                     1 while commits fail (disk full, I/O error)
+    ge_devices_followed                posts and sensors whose liveness is followed
+    ge_device_offline_total / ge_device_online_total   DEVICE_OFFLINE / DEVICE_ONLINE raised
+    ge_status_rejected_total{reason}   device status messages rejected (agent/gateway/liveness.py)
+    ge_fallback_active                 1 while the gateway notifies people itself (central unreachable)
+    ge_fallback_alerts_total           alerts the gateway's fallback took on
+    ge_local_acks_total                acknowledgements at the gateway (its LAN page, SMS replies)
+    ge_sounder_failures_total          sounder commands or relay writes that failed
     ge_disk_full                       1 while the data disk is full (alarms still stored: docs/protocol.md §4.6)
     ge_disk_free_bytes                 bytes free on the data filesystem (measured every 10 s, every 1 s when full)
     ge_disk_reserve_bytes              bytes of the alarms' reserve file (ge_disk_reserve_target_bytes when whole)
@@ -74,12 +83,28 @@ class _StatsCollector(Collector):
             ("ge_batches_sealed", st.batches_sealed, "Batches sealed and signed"),
             ("ge_batches_acked", st.batches_acked, "Batches central acknowledged"),
             ("ge_receipts_sent", st.receipts_sent, "Receipts sent to devices"),
+            ("ge_receipts_limited", st.receipts_limited, "Receipts for resent frames held back by the rate limit"),
+            ("ge_local_broker_disconnects", st.local_disconnects, "Connections to the local broker lost"),
         ):
             yield CounterMetricFamily(name, text, value=value)
         yield GaugeMetricFamily("ge_inflight_batches", "Batches waiting for PUBACK", value=st.inflight_batches)
         yield GaugeMetricFamily("ge_uplink_up", "1 when connected to central", value=int(st.uplink_connected))
         yield GaugeMetricFamily("ge_local_broker_up", "1 when connected locally", value=int(st.local_connected))
         yield GaugeMetricFamily("ge_store_error", "1 while commits fail", value=int(st.store_error is not None))
+        status = CounterMetricFamily("ge_status_rejected", "Device status messages rejected", labels=["reason"])
+        for reason, n in sorted(st.status_rejected.items()):
+            status.add_metric([reason], n)
+        yield status
+        yield GaugeMetricFamily("ge_devices_followed", "Posts and sensors followed", value=st.devices_followed)
+        yield GaugeMetricFamily("ge_fallback_active", "1 while notifying itself", value=int(st.fallback_active))
+        for name, value, text in (
+            ("ge_device_offline", st.devices_offline, "DEVICE_OFFLINE raised"),
+            ("ge_device_online", st.devices_online, "DEVICE_ONLINE raised"),
+            ("ge_fallback_alerts", st.fallback_taken, "Alerts the gateway's fallback took on"),
+            ("ge_local_acks", st.local_acks, "Acknowledgements at the gateway"),
+            ("ge_sounder_failures", st.sounder_failures, "Sounder commands or relay writes that failed"),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
         disk = st.disk
         yield GaugeMetricFamily("ge_disk_full", "1 while the data disk is full", value=int(disk.full))
         yield GaugeMetricFamily("ge_disk_free_bytes", "Bytes free on the data filesystem", value=disk.free)

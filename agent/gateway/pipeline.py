@@ -6,12 +6,15 @@
 
 The pipeline is built with what it hands things to (keyword arguments): the committer's inbox
 (`commits`), the uplink's `publish` for sealed batches, the receipt router and ledger
-(agent/gateway/receipts.py). The committer is built after it, with `on_commit` as its result callback;
-receipt 2 follows central's PUBACK in the uplink (ReceiptLedger.delivered).
+(agent/gateway/receipts.py), and, when they are on, the device liveness tracker (each accepted
+frame, agent/gateway/liveness.py) and the fallback notifier's watch (the alerts of each commit
+round, agent/gateway/fallback.py). The committer is built after it, with `on_commit` as its
+result callback; receipt 2 follows central's PUBACK in the uplink (ReceiptLedger.delivered).
 
-Every rejected frame is counted by reason and logged (throttled) with the device id and the
-reason, never the key; the source's acknowledgement of a rejected frame is released at once
-so nothing else waits for it.
+Every rejected frame is counted by reason; the log gets at most one line per reason every 10 s
+across all device ids (junk under invented ids must not write a line each), naming the last
+device and how many were left out, never the key. The source's acknowledgement of a rejected
+frame is released at once so nothing else waits for it.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from typing import Any, Protocol
 
 from agent.gateway.committer import CommitResult
 from agent.gateway.frame_verifier import FrameVerifier
-from agent.gateway.planner import State, Submitted
+from agent.gateway.planner import LivenessRow, State, Submitted
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
+from agent.gateway.recent import RecentEvents
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.gateway.stats import PipelineCounters
@@ -48,7 +52,17 @@ class Commits(Protocol):
     """Where accepted events go: the committer's inbox (agent/gateway/committer.py CommitInbox)."""
 
     def submit(self, item: Submitted) -> None: ...
-    def submit_group(self, items: list[Submitted], band_rows: list[tuple[str, int, int]]) -> None: ...
+    def submit_group(
+        self, items: list[Submitted], band_rows: list[tuple[str, int, int]], liveness: list[LivenessRow] | None = None
+    ) -> None: ...
+
+
+class CommitWatch(Protocol):
+    """Who wants the committed events of some types (agent/gateway/fallback.py AlarmWatch)."""
+
+    types: frozenset[int]
+
+    def committed(self, events: list[Event]) -> None: ...
 
 
 class Pipeline:
@@ -58,6 +72,8 @@ class Pipeline:
         "_heard",
         "_started",
         "_throttle",
+        "_watch",
+        "_watched",
         "commits",
         "counters",
         "disk_changed",
@@ -66,7 +82,9 @@ class Pipeline:
         "gw_seq",
         "ledger",
         "observe_commit",
+        "on_frame",
         "publish",
+        "recent",
         "replay",
         "verifier",
     )
@@ -84,6 +102,9 @@ class Pipeline:
         epoch: int = 0,
         buffer: State | None = None,
         observe_commit: Observe | None = None,
+        recent: RecentEvents | None = None,
+        on_frame: Callable[[Event], None] | None = None,
+        watch: CommitWatch | None = None,
     ) -> None:
         """
         Args:
@@ -98,6 +119,11 @@ class Pipeline:
                 counters report its backlog until the first commit round, and the gateway's
                 own event numbers continue from its gw_seq.
             observe_commit: a histogram of commit round durations, seconds (agent/gateway/metrics.py).
+            recent: told of every alarm and alert (P0, P1) and of each commit round, for the
+                status page and the per-alarm log line (agent/gateway/recent.py).
+            on_frame: each accepted device frame's event (agent/gateway/liveness.py Liveness.heard).
+            watch: told the committed events of its types after each round, before the round's
+                batches are published (agent/gateway/fallback.py AlarmWatch).
         """
         self.gateway_id = gateway_id
         self.verifier = verifier
@@ -110,6 +136,10 @@ class Pipeline:
         self.epoch = epoch
         self.gw_seq = buffer.gw_seq
         self.observe_commit = observe_commit
+        self.recent = recent
+        self.on_frame = on_frame
+        self._watch = watch
+        self._watched = watch.types if watch is not None else frozenset()
         self.counters = PipelineCounters(
             backlog=buffer.backlog,
             backlog_bytes=buffer.backlog_bytes,
@@ -146,19 +176,33 @@ class Pipeline:
         if event.wants_receipts:
             self.ledger.accepted(event.key)
         self.counters.accepted += 1
+        if event.prio < 2 and self.recent is not None:
+            self.recent.accepted(event)
         self.commits.submit(Submitted(event, state.as_row(), ack))
+        if self.on_frame is not None:
+            self.on_frame(event)
         return True
 
     def uptime_s(self) -> int:
         return int(time.monotonic() - self._started)
 
-    def gateway_event(self, event_type: int, data: dict[int, Any]) -> None:
-        """Queue one of the gateway's own events (e.g. its heartbeat) like a device event."""
+    def gateway_event(self, event_type: int, data: dict[int, Any], liveness: list[LivenessRow] | None = None) -> None:
+        """Queue one of the gateway's own events (e.g. its heartbeat) like a device event, with
+        the liveness rows that go with it (DEVICE_OFFLINE/ONLINE) in the same transaction."""
         self.gw_seq += 1
         now_ms = int(time.time() * 1000)
         uptime_ms = int((time.monotonic() - self._started) * 1000)
         event = Event(self.gateway_id, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
-        self.commits.submit(Submitted(event, None, _noop))
+        if self.recent is not None:
+            self.recent.accepted(event)
+        if liveness:
+            self.commits.submit_group([Submitted(event, None, _noop)], [], liveness)
+        else:
+            self.commits.submit(Submitted(event, None, _noop))
+
+    def keep_liveness(self, rows: list[LivenessRow]) -> None:
+        """Persist liveness rows that come with no event (an interval learned)."""
+        self.commits.submit_group([], [], rows)
 
     def band_events(self, events: list[tuple[str, int, dict[int, Any]]], band_rows: list[tuple[str, int, int]]) -> None:
         """Queue wristband alerts, (band, type, data) each, with the advert counters that caused
@@ -173,16 +217,18 @@ class Pipeline:
         for band, event_type, data in events:
             self.gw_seq += 1
             event = Event(band, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
+            if self.recent is not None:
+                self.recent.accepted(event)
             items.append(Submitted(event, None, _noop))
         self.counters.band_events += len(items)
         self.commits.submit_group(items, band_rows)
 
     def _reject(self, reason: str, device: str | None, detail: str, source: str) -> None:
         self.counters.rejected[reason] += 1
-        suppressed = self._throttle.allow((reason, device))
+        suppressed = self._throttle.allow(reason)
         if suppressed is not None:
             log.warning(
-                "frame_rejected source=%s device=%s reason=%s detail=%r suppressed_since_last=%d",
+                "frame_rejected source=%s device=%s reason=%s detail=%s suppressed_since_last=%d",
                 source,
                 device,
                 reason,
@@ -210,6 +256,11 @@ class Pipeline:
             s.token()
             if s.event.wants_receipts:
                 ledger.stored(s.event.key)
+        if self._watch is not None:
+            watched = self._watched
+            picked = [s.event for s in result.committed if s.event.type in watched]
+            if picked:
+                self._watch.committed(picked)
         c.committed += len(result.committed)
         c.backlog = result.backlog
         c.backlog_bytes = result.backlog_bytes
@@ -217,6 +268,11 @@ class Pipeline:
         c.evicted = result.evicted
         for key in result.dropped:
             ledger.dropped(key)
+        recent = self.recent
+        if recent is not None:
+            recent.committed(result.committed)
+            recent.dropped(result.dropped)
+            recent.sealed(result.sealed)
         for batch, oldest in zip(result.sealed, result.sealed_oldest, strict=True):
             c.batches_sealed += 1
             self.publish(batch, oldest)

@@ -84,6 +84,13 @@ CHECKPOINT_RESET = "PASSIVE"
 CHECKPOINT_TRUNCATE = "TRUNCATE"
 
 Key = tuple[str, int, int]  # (device, boot, seq) of an event that wants receipts
+# A device's replay record as ReplayState.as_row() gives it (agent/gateway/replay.py): boot,
+# seq, bitmap and the packed gaps
+ReplayRow = tuple[int, int, int, bytes]
+# what the gateway knows of a post's or sensor's liveness (agent/gateway/liveness.py): (device,
+# learned heartbeat interval ms, unix ms since it is reported offline or None, why: "heartbeat"
+# or "will" or None); committed with the DEVICE_OFFLINE/ONLINE event that changed it
+LivenessRow = tuple[str, int, int | None, str | None]
 Lanes = tuple[int, int, int]
 
 
@@ -95,7 +102,7 @@ class Submitted:
     """
 
     event: Event
-    replay_row: tuple[int, int, int] | None
+    replay_row: ReplayRow | None
     token: Any
 
 
@@ -185,10 +192,11 @@ class Plan:
     delivered: list[Key] = field(default_factory=list)  # their receipt-wanting events: ledger 2
     consumed: list[tuple[int, int]] = field(default_factory=list)  # (lane, last id) removed from the events table
     insert: list[Event] = field(default_factory=list)  # inbox events written to the events table
-    replay: list[tuple[str, int, int, int]] = field(default_factory=list)  # (device, boot, seq, bitmap)
+    replay: list[tuple[str, int, int, int, bytes]] = field(default_factory=list)  # (device, *ReplayRow)
     stored: list[Key] = field(default_factory=list)  # inbox events that want receipts: ledger 1
     band_rows: list[tuple[str, int, int]] = field(default_factory=list)  # wristband advert counters
     band_alerts: list[tuple[str, int, int]] = field(default_factory=list)  # SOS/FALL raised
+    liveness: list[LivenessRow] = field(default_factory=list)  # devices' liveness (agent/gateway/liveness.py)
     dropped: list[Key] = field(default_factory=list)  # evicted events that want receipts: ledger 4
     seal: list[BatchPlan] = field(default_factory=list)  # in chain order
     write_counters: bool = False  # gw_seq or the eviction totals changed
@@ -283,13 +291,17 @@ def plan_round(
     batch: BatchConfig,
     limits: BufferConfig | None,
     now_ms: int,
+    liveness: Sequence[LivenessRow] = (),
 ) -> Plan:
     """The plan of one commit round; see the module docstring for the rules it follows.
 
     items: accepted events in arrival order; acks: batches central acknowledged;
-    band_rows: wristband advert counters to persist with them.
+    band_rows: wristband advert counters to persist with them; liveness: device liveness rows
+    to persist with them (the DEVICE_OFFLINE/ONLINE events among the items).
     """
-    return _Round(state, backlog, uplink, batch, limits, now_ms).plan(items, acks, band_rows)
+    plan = _Round(state, backlog, uplink, batch, limits, now_ms).plan(items, acks, band_rows)
+    plan.liveness = list(liveness)
+    return plan
 
 
 class _BatchBuilder:
@@ -657,7 +669,7 @@ class _Round:
     ) -> Plan:
         before = self.before
         gw_seq = max((s.event.seq for s in items if s.replay_row is None), default=before.gw_seq)
-        last: dict[str, tuple[int, int, int]] = {}
+        last: dict[str, ReplayRow] = {}
         for s in items:
             if s.replay_row is not None:
                 last[s.event.device] = s.replay_row

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from agent.shared import cose
 from agent.shared.files import write_atomic
+from agent.shared.frames import Event
 from agent.shared.keyfiles import GATEWAY_ID, labelled_pem, load_or_create_private_key, public_pem
 from agent.shared.protocol import AAD_BATCH
 
@@ -51,6 +52,12 @@ def batch_oldest_received(blob: bytes) -> int:
     """Receive time (unix ms) of the oldest event in a batch this gateway sealed."""
     payload = cbor2.loads(cbor2.loads(blob).value[2])
     return min(int(e[7]) for e in payload[5])
+
+
+def batch_events(blob: bytes) -> list[Event]:
+    """The events of a batch this gateway sealed, in order (its P0 events come first)."""
+    payload = cbor2.loads(cbor2.loads(blob).value[2])
+    return [Event.decode(e) for e in payload[5]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,20 @@ reports through the pipeline, agent/gateway/pipeline.py `on_commit`):
     UplinkCounters    agent/gateway/uplink.py          link state, batches in flight and the receive
                                                time of their oldest event, batches and events
                                                central's broker acknowledged
-    ReceiptCounters   agent/gateway/receipts.py        receipts handed to a source
-    LocalCounters     agent/gateway/sources/mqtt.py    local broker link state, receipts it dropped
+    ReceiptCounters   agent/gateway/receipts.py        receipts handed to a source (the router), answers
+                                               to resends held back by the rate limit (the ledger)
+    LocalCounters     agent/gateway/sources/mqtt.py    local broker link state and connections lost,
+                                               receipts it dropped
     SerialCounters    agent/gateway/sources/serial.py  bytes, frames, framing rejects (by reason),
                                                receipts dropped (port down or not draining)
     BleCounters       agent/gateway/wristbands/source.py     adverts accepted, repeated, rejected (by
                                                reason), scanner restarts
     CommandCounters   agent/gateway/command_handler.py        central's commands accepted (by op), rejected
                                                (by reason)
+    LivenessCounters  agent/gateway/liveness.py      devices followed, DEVICE_OFFLINE/ONLINE raised,
+                                               status messages rejected (by reason)
+    FallbackCounters  agent/gateway/fallback.py      whether the gateway notifies people itself, alerts
+                                               it took on and handed over, its events, the sounder
 
 Readers (the periodic `stats` log line and `agent_stopped`, the gateway heartbeat of
 docs/protocol.md §4.4, the Prometheus collector in agent/gateway/metrics.py) call `Stats.snapshot()`
@@ -85,9 +91,10 @@ class UplinkCounters:
 
 @dataclass(slots=True)
 class ReceiptCounters:
-    """Written by ReceiptRouter (agent/gateway/receipts.py)."""
+    """Written by ReceiptRouter (`sent`) and ReceiptLedger (`resends_limited`), agent/gateway/receipts.py."""
 
     sent: int = 0
+    resends_limited: int = 0  # receipts not sent for a resend or replay: over the device's rate
 
 
 @dataclass(slots=True)
@@ -95,6 +102,7 @@ class LocalCounters:
     """Written by LocalBroker (agent/gateway/sources/mqtt.py)."""
 
     connected: bool = False
+    disconnects: int = 0  # connections to the local broker that were up and were lost
     receipts_dropped: int = 0  # downlink queue full or refused by the broker
 
 
@@ -126,6 +134,29 @@ class CommandCounters:
     rejected: Counter[str] = field(default_factory=Counter)  # by reason (docs/protocol.md §8)
 
 
+@dataclass(slots=True)
+class LivenessCounters:
+    """Written by Liveness (agent/gateway/liveness.py)."""
+
+    followed: int = 0  # posts and sensors followed
+    offline: int = 0  # DEVICE_OFFLINE raised since start
+    online: int = 0  # DEVICE_ONLINE raised since start
+    rejected: Counter[str] = field(default_factory=Counter)  # status messages, by reason
+
+
+@dataclass(slots=True)
+class FallbackCounters:
+    """Written by Fallback (agent/gateway/fallback.py)."""
+
+    active: bool = False  # the gateway is notifying people itself (central unreachable)
+    taken: int = 0  # alerts the gateway took on itself
+    handed_over: int = 0  # of those, central's broker has them now
+    notified_events: int = 0  # NOTIFIED events raised
+    local_acks: int = 0  # acknowledgements at the gateway (LOCAL_ACK raised)
+    sounder_runs: int = 0
+    sounder_failures: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A read-only copy of every part's counters at one moment."""
@@ -146,8 +177,10 @@ class Snapshot:
     batches_acked: int
     delivered: int
     receipts_sent: int
+    receipts_limited: int
     receipts_dropped: int
     local_connected: bool
+    local_disconnects: int
     serial_bytes: int
     serial_frames: int
     serial_rejected: Mapping[str, int]
@@ -157,6 +190,16 @@ class Snapshot:
     ble_scanner_restarts: int
     commands_accepted: Mapping[str, int]
     commands_rejected: Mapping[str, int]
+    devices_followed: int
+    devices_offline: int
+    devices_online: int
+    status_rejected: Mapping[str, int]
+    fallback_active: bool
+    fallback_taken: int
+    fallback_handed_over: int
+    local_acks: int
+    sounder_runs: int
+    sounder_failures: int
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the `stats` and `agent_stopped` log lines, in their order."""
@@ -167,6 +210,7 @@ class Snapshot:
             "batches_sealed": self.batches_sealed,
             "batches_acked": self.batches_acked,
             "receipts_sent": self.receipts_sent,
+            "receipts_limited": self.receipts_limited,
             "rejected": dict(self.rejected),
             "serial_rejected": dict(self.serial_rejected),
             "ble_rejected": dict(self.ble_rejected),
@@ -179,6 +223,15 @@ class Snapshot:
             "inflight_batches": self.inflight_batches,
             "uplink": "up" if self.uplink_connected else "down",
             "local": "up" if self.local_connected else "down",
+            "local_disconnects": self.local_disconnects,
+            "devices_followed": self.devices_followed,
+            "devices_offline": self.devices_offline,
+            "devices_online": self.devices_online,
+            "status_rejected": dict(self.status_rejected),
+            "fallback": "on" if self.fallback_active else "off",
+            "fallback_taken": self.fallback_taken,
+            "local_acks": self.local_acks,
+            "sounder_failures": self.sounder_failures,
             "disk": "full" if self.disk.full else "ok",
             "disk_free": self.disk.free,
             "disk_reserve": self.disk.reserve,
@@ -196,6 +249,8 @@ class Stats:
     serial: SerialCounters = field(default_factory=SerialCounters)
     ble: BleCounters = field(default_factory=BleCounters)
     commands: CommandCounters = field(default_factory=CommandCounters)
+    liveness: LivenessCounters = field(default_factory=LivenessCounters)
+    fallback: FallbackCounters = field(default_factory=FallbackCounters)
 
     def snapshot(self, now_ms: int | None = None) -> Snapshot:
         p, u, loc, ser, ble, cmd = self.pipeline, self.uplink, self.local, self.serial, self.ble, self.commands
@@ -219,8 +274,10 @@ class Stats:
             batches_acked=u.batches_acked,
             delivered=u.delivered,
             receipts_sent=self.receipts.sent,
+            receipts_limited=self.receipts.resends_limited,
             receipts_dropped=loc.receipts_dropped + ser.receipts_dropped,
             local_connected=loc.connected,
+            local_disconnects=loc.disconnects,
             serial_bytes=ser.bytes,
             serial_frames=ser.frames,
             serial_rejected=dict(ser.rejected),
@@ -230,4 +287,14 @@ class Stats:
             ble_scanner_restarts=ble.scanner_restarts,
             commands_accepted=dict(cmd.accepted),
             commands_rejected=dict(cmd.rejected),
+            devices_followed=self.liveness.followed,
+            devices_offline=self.liveness.offline,
+            devices_online=self.liveness.online,
+            status_rejected=dict(self.liveness.rejected),
+            fallback_active=self.fallback.active,
+            fallback_taken=self.fallback.taken,
+            fallback_handed_over=self.fallback.handed_over,
+            local_acks=self.fallback.local_acks,
+            sounder_runs=self.fallback.sounder_runs,
+            sounder_failures=self.fallback.sounder_failures,
         )

@@ -102,6 +102,9 @@ class Uplink:
         self._broken = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
+        # unix ms since when the link is down (from the start until the first connect); None
+        # while connected (the fallback notifier reads it, agent/gateway/fallback.py)
+        self.down_since_ms: int | None = int(time.time() * 1000)
 
     def publish(self, batch: SealedBatch, oldest_ms: int) -> None:
         """A newly sealed batch (durable already); published at once when connected."""
@@ -154,6 +157,8 @@ class Uplink:
                 )
             finally:
                 self._client = None
+                if self.down_since_ms is None:
+                    self.down_since_ms = int(time.time() * 1000)
                 self.connected.clear()
                 self.counters.connected = False
                 self.committer.set_uplink(False)
@@ -197,6 +202,7 @@ class Uplink:
             self._client = client
             self.backoff.reset()
             self.connected.set()
+            self.down_since_ms = None
             self.counters.connected = True
             log.info("uplink_up host=%s port=%d resending=%d", central.host, central.port, len(self.inflight))
             for seq in sorted(self.inflight):

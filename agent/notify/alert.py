@@ -3,7 +3,8 @@
 An alert is identified as central deduplicates events (docs/protocol.md §4.1): (device, boot,
 seq). Wristband alerts carry the band as the device and the chain epoch as the boot, gateway
 events (DEVICE_OFFLINE, NOTIFIED) the gateway id, so the same triple is unique for every kind.
-`Alert.from_record` takes one `kind: event` record of agent.central.batch_verifier.BatchVerifier.feed().
+`Alert.from_record` takes one `kind: event` record of agent.central.batch_verifier.BatchVerifier.feed()
+(central); `Alert.from_event` one event the gateway committed (its fallback).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.shared.frames import Event, data_json
 from agent.shared.protocol import EventType, priority_of, type_name
 
 # wristband alerts that go to a resident's care circle with escalation
@@ -32,7 +34,12 @@ VENUE_P1 = frozenset(
 )
 # events that end an earlier alert: a follow-up goes to those who were told of it
 CLOSERS = frozenset({EventType.BACK_INSIDE, EventType.DEVICE_ONLINE, EventType.SENSOR_CLEAR})
+# what the gateway's fallback tells central about what it did itself (docs/protocol.md §4.4)
+GATEWAY_NOTICES = frozenset({EventType.NOTIFIED, EventType.LOCAL_ACK})
 NOTIFIABLE = WRISTBAND_P0 | WRISTBAND_P1 | VENUE_P0 | VENUE_P1
+# P0 alerts for people: escalated round by round until someone acknowledges (the gateway's
+# fallback sends these itself while central is unreachable)
+ESCALATING = WRISTBAND_P0 | VENUE_P0
 # names a care-circle file may use in `alerts = [...]`
 ALERT_NAMES = {type_name(t): t for t in NOTIFIABLE}
 DEFAULT_CONTACT_ALERTS = WRISTBAND_P0
@@ -55,6 +62,10 @@ class Alert:
     type: int
     received_ms: int  # gateway wall clock when the event was raised or the frame arrived
     data: dict[str, Any] = field(default_factory=dict)
+    # how long it waited in the gateway's buffer before it was sealed into a batch: a second
+    # or more means the gateway's uplink was down when it was raised (its fallback may have
+    # told people itself, docs/notifications.md)
+    waited_ms: int = 0
 
     @property
     def id(self) -> str:
@@ -75,7 +86,7 @@ class Alert:
     @property
     def escalates(self) -> bool:
         """P0 alerts for people: escalated round by round until someone acknowledges."""
-        return self.type in WRISTBAND_P0 or self.type in VENUE_P0
+        return self.type in ESCALATING
 
     @property
     def context(self) -> dict[str, Any]:
@@ -132,12 +143,30 @@ class Alert:
             return alert_id(device, boot, seq)
         return None
 
+    @property
+    def acked_alert(self) -> str | None:
+        """For a LOCAL_ACK gateway event: the id of the alert acknowledged at the gateway."""
+        if self.type != EventType.LOCAL_ACK or self.device != self.gateway:
+            return None
+        device, boot, seq = self.data.get("1"), self.data.get("2"), self.data.get("3")
+        if isinstance(device, str) and isinstance(boot, int) and isinstance(seq, int):
+            return alert_id(device, boot, seq)
+        return None
+
+    @classmethod
+    def from_event(cls, venue: str, gateway: str, event: Event) -> Alert:
+        """An alert from an event the gateway committed (its fallback, agent/gateway/fallback.py)."""
+        return cls(
+            venue, gateway, event.device, event.boot, event.seq, event.type, event.received, data_json(event.data)
+        )
+
     @classmethod
     def from_record(cls, venue: str, record: dict[str, Any]) -> Alert:
         """An alert from a verifier event record; KeyError/TypeError when it is not one."""
         data = record.get("data") or {}
         if not isinstance(data, dict):
             raise TypeError("data is not a map")
+        received = int(record["received_ms"])
         return cls(
             venue=venue,
             gateway=str(record["gateway"]),
@@ -145,8 +174,9 @@ class Alert:
             boot=int(record["boot"]),
             seq=int(record["seq"]),
             type=int(record["type"]),
-            received_ms=int(record["received_ms"]),
+            received_ms=received,
             data=data,
+            waited_ms=max(0, int(record.get("sealed_ms", received)) - received),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -159,6 +189,7 @@ class Alert:
             "type": self.type,
             "received_ms": self.received_ms,
             "data": self.data,
+            "waited_ms": self.waited_ms,
         }
 
     @classmethod
@@ -167,5 +198,5 @@ class Alert:
 
 
 def wanted(alert_type: int) -> bool:
-    """True for the types the notifier acts on (alerts, closers, the gateway's NOTIFIED)."""
-    return alert_type in NOTIFIABLE or alert_type in CLOSERS or alert_type == EventType.NOTIFIED
+    """True for the types the notifier acts on (alerts, closers, the gateway's NOTIFIED and LOCAL_ACK)."""
+    return alert_type in NOTIFIABLE or alert_type in CLOSERS or alert_type in GATEWAY_NOTICES

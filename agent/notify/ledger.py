@@ -140,6 +140,7 @@ class DeliveryRow:
     attempts: int
     next_at_ms: int | None
     last_error: str | None
+    created_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,7 @@ def _delivery_row(r: sqlite3.Row) -> DeliveryRow:
         r["attempts"],
         r["next_at_ms"],
         r["last_error"],
+        r["created_ms"],
     )
 
 
@@ -243,6 +245,15 @@ class Ledger:
     def set_alert(self, db: sqlite3.Connection, alert_id: str, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
         db.execute(f"UPDATE alerts SET {cols} WHERE id = ?", (*fields.values(), alert_id))  # noqa: S608
+
+    def alerts_in(self, states: tuple[str, ...]) -> list[AlertRow]:
+        """Every alert in one of `states`, oldest first."""
+        marks = ",".join("?" * len(states))
+        rows = self.db.execute(
+            f"SELECT * FROM alerts WHERE state IN ({marks}) ORDER BY created_ms",  # noqa: S608
+            states,
+        ).fetchall()
+        return [_alert_row(r) for r in rows]
 
     def open_alerts_for(self, venue: str, subject: str, types: frozenset[int]) -> list[AlertRow]:
         marks = ",".join("?" * len(types))

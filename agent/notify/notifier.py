@@ -1,12 +1,18 @@
 """Notifier: verified alerts in, messages to people out, until someone acknowledges.
 
-    Notifier.alert(alert)     an event from wherever it comes (central's verifier, later the
+    Notifier.alert(alert)     an event from wherever it comes (central's verifier, or the
                               gateway's fallback): stored once per alert id, round 0 queued
     Notifier.ack(...)         an acknowledgement (link, reply, operator): escalation stops, the
                               others who were told hear who is on it, an ACK command is owed
     Notifier.tick()           escalation rounds that are due; returns when the next thing is due
     Notifier.run(stop)        the delivery loop: due deliveries go out through the sender,
                               at most `concurrency` at once, retried with backoff
+    Notifier.handover(id)     (the gateway's fallback) central has the alert now: it continues
+                              the escalation, this notifier only finishes what it took on
+
+Central learns what the gateway's fallback did from two gateway events (docs/protocol.md §4.4):
+NOTIFIED (contacts the gateway took on, per round; follow-ups it sent) and LOCAL_ACK (an
+acknowledgement at the gateway). `on_taken` is how the gateway hears what to put in NOTIFIED.
 
 Everything the notifier decides is committed to the ledger (agent/notify/ledger.py) before it
 acts, so a restart (kill -9 included) continues where it stopped. A delivery is marked
@@ -33,14 +39,22 @@ from agent.notify.circle import Circle, Contact
 from agent.notify.ledger import AlertRow, DeliveryRow, Ledger
 from agent.notify.links import LinkError, Links
 from agent.shared.log import Throttle
+from agent.shared.protocol import IDENT_RE
 
 log = logging.getLogger("agent.notify")
 
 Sender = Callable[[channels.Channel, str, str, Mapping[str, str], float], None]
 TOLD = ("sent", "sending", "unknown", "by_gateway")
+TOLD_HERE = ("sent", "sending", "unknown")  # told by this notifier itself
 PRUNE_EVERY_S = 3600.0
 STOP_DRAIN_S = 10.0  # on stop, how long sends in flight may take to finish
 ANY_CHANNEL = "*"  # a delivery row that stands for every channel of a contact (gateway fallback)
+# An escalating alert that waited this long in the gateway's buffer before it was sealed was
+# raised while the gateway's uplink was down: the gateway's fallback may have taken it on at
+# once (its uplink down for fallback_after_s already), so central holds it for the NOTIFIED
+# event that would follow it. Under normal operation an alarm is sealed within milliseconds.
+WAITED_HOLD_MS = 1000
+HANDED_OVER = "central"  # the gateway's ledger: central continues this alert's escalation
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +65,27 @@ class Settings:
     send_timeout_s: float = 20.0  # one attempt, connect and read
     concurrency: int = 8  # deliveries in flight at once
     max_alert_age_s: float = 86400.0  # older alerts are recorded, not sent
-    fallback_after_s: float = 20.0  # the gateway's fallback starts after its uplink was down this long
-    fallback_hold_s: float = 5.0  # ...so an alert that old waits this long for the gateway's NOTIFIED
+    # the gateway's fallback takes an alert on when its uplink has been down this long, or the
+    # alert has waited this long for central's PUBACK; central holds an alert that reaches it
+    # half that late (clock skew between gateway and central up to half of it is tolerated), or
+    # that waited in the gateway's buffer (WAITED_HOLD_MS), for fallback_hold_s: its NOTIFIED
+    # follows it in the P0 lane. 0 turns the hold off (the gateway's own notifier).
+    fallback_after_s: float = 20.0
+    fallback_hold_s: float = 5.0
     link_ttl_s: int = 86400
     keep_s: float = 90 * 86400.0  # the ledger forgets finished alerts older than this
     forward_acks: bool = True  # owe the gateway an ACK command for each acknowledgement
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """Deliveries the notifier took on for one alert: a round of it, or its follow-up."""
+
+    alert: Alert
+    kind: str  # "alert" (a round of the escalation) or "followup"
+    round: int
+    contacts: tuple[str, ...]
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +108,10 @@ class Notifier:
         clock: Callable[[], float] = time.time,
         places: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
-        on_sent: Callable[[DeliveryRow], None] | None = None,
+        on_taken: Callable[[Taken], None] | None = None,
     ) -> None:
-        """`on_sent(delivery)`: called after a message was accepted by its service and recorded
-        (the gateway's fallback turns these into its NOTIFIED event, docs/notifications.md)."""
+        """`on_taken(taken)`: called once the ledger holds the deliveries of a round or of a
+        follow-up (the gateway's fallback turns these into its NOTIFIED events)."""
         self.circles = dict(circles)
         self.ledger = ledger
         self.settings = settings or Settings()
@@ -90,7 +120,8 @@ class Notifier:
         self.clock = clock
         self.places = dict(places or {})
         self.rng = rng or random.Random()
-        self.on_sent = on_sent
+        self.on_taken = on_taken
+        self._taken: list[Taken] = []  # collected in a transaction, handed out after its commit
         self.counts: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._inflight: set[int] = set()
@@ -110,9 +141,29 @@ class Notifier:
         if not wanted(alert.type):
             return []
         now = self._now_ms()
+        self._taken.clear()
+        queued: list[DeliveryRow] = []
         if alert.notified_alert is not None:
             self._gateway_notified(alert, now)
-            return []
+        elif alert.acked_alert is not None:
+            self._gateway_acked(alert, now)
+        else:
+            queued = self._accept(alert, now)
+        self._flush_taken()
+        return queued
+
+    def _flush_taken(self) -> None:
+        taken, self._taken = self._taken, []
+        if self.on_taken is not None:
+            for t in taken:
+                self.on_taken(t)
+
+    def _hold(self, alert: Alert, age_s: float) -> bool:
+        """Whether an escalating alert waits for the gateway's NOTIFIED (see Settings)."""
+        s = self.settings
+        return s.fallback_hold_s > 0 and (age_s >= s.fallback_after_s / 2 or alert.waited_ms >= WAITED_HOLD_MS)
+
+    def _accept(self, alert: Alert, now: int) -> list[DeliveryRow]:
         circle = self.circles.get(alert.venue)
         age_s = (now - alert.received_ms) / 1000
         with self.ledger.tx() as db:
@@ -139,7 +190,7 @@ class Notifier:
             if not rounds:
                 log.info("alert_no_recipients alert=%s type=%s venue=%s", alert.id, alert.name, alert.venue)
                 return []
-            if alert.escalates and age_s >= self.settings.fallback_after_s:
+            if alert.escalates and self._hold(alert, age_s):
                 # the gateway may have told people itself while central was unreachable: its
                 # NOTIFIED event travels right behind the alert in the P0 lane; wait for it briefly
                 hold_ms = int(self.settings.fallback_hold_s * 1000)
@@ -156,19 +207,29 @@ class Notifier:
         self.wake()
         return [d for d in self.ledger.deliveries(alert_id) if d.state == "pending"]
 
-    def _start_round(self, db: Any, circle: Circle, alert: Alert, rnd: int, now: int) -> None:
+    def _start_round(
+        self, db: Any, circle: Circle, alert: Alert, rnd: int, now: int, next_at_ms: int | None = None
+    ) -> None:
+        """Queue round `rnd` (contacts the gateway took on are left out); the next round is due
+        escalate_after later, or at `next_at_ms` (central continuing the gateway's escalation)."""
         rounds = circle.rounds(alert)
-        done_by_gateway = {d.contact for d in self.ledger.deliveries(alert.id) if d.state == "by_gateway"}
+        done_by_gateway = {d.contact for d in self.ledger.deliveries(alert.id, "alert") if d.state == "by_gateway"}
+        taken = []
         for contact in rounds[rnd]:
             if contact.id in done_by_gateway:
                 continue
+            taken.append(contact.id)
             for ch in contact.channels:
                 self.ledger.add_delivery(
                     db, _key(), alert.id, "alert", alert.venue, contact.id, ch.fingerprint, rnd, now
                 )
         # after the last round the timer still runs: it reports the alert as unacknowledged
         next_at = now + int(circle.escalate_after(alert) * 1000) if alert.escalates else None
+        if next_at_ms is not None:
+            next_at = next_at_ms
         self.ledger.set_alert(db, alert.id, round=rnd, next_at_ms=next_at)
+        if taken:
+            self._taken.append(Taken(alert, "alert", rnd, tuple(taken), now))
         if rnd > 0:
             self.counts["escalations"] += 1
             log.warning(
@@ -203,14 +264,23 @@ class Notifier:
         if not told_now:
             self.ledger.cancel_pending(db, row.id, ("alert",), now)
         told = [d for d in self.ledger.deliveries(row.id, "alert") if d.state in TOLD or told_now]
+        # the gateway's fallback sent these contacts the follow-up itself (NOTIFIED, kind followup)
+        followed = {d.contact for d in self.ledger.deliveries(row.id, "followup") if d.state == "by_gateway"}
         # the follow-up goes after the alert itself on every channel it used
         delay = 0 if not told_now else 2000
+        contacts: list[str] = []
         for d in told:
+            if d.contact in followed:
+                continue
             for fp in self._channels_of(circle, d.contact, d.channel):
                 self.ledger.add_delivery(
                     db, _key(), row.id, "followup", row.alert.venue, d.contact, fp, d.round, now + delay,
                     {"closer": closer.id},
                 )  # fmt: skip
+            if d.contact not in contacts:
+                contacts.append(d.contact)
+        if contacts:
+            self._taken.append(Taken(row.alert, "followup", 0, tuple(contacts), now))
         self.counts["alerts_resolved"] += 1
         log.info("alert_resolved alert=%s by=%s told=%d", row.id, closer.id, len(told))
 
@@ -223,23 +293,70 @@ class Notifier:
         return [channel] if any(c.fingerprint == channel for c in contact.channels) else []
 
     def _gateway_notified(self, event: Alert, now: int) -> None:
-        """The gateway's fallback told these contacts itself (NOTIFIED, docs/notifications.md)."""
+        """The gateway's fallback took these contacts on itself (NOTIFIED, docs/protocol.md §4.4):
+        they are not sent the alert (or its follow-up) again, and the escalation continues from
+        the round the gateway reached."""
         target = event.notified_alert
         assert target is not None
-        contacts = event.data.get("4")
-        names = [c for c in contacts if isinstance(c, str)] if isinstance(contacts, list) else []
+        data = event.data
+        names = _idents(data.get("4"))
+        kind = "followup" if data.get("7") == "followup" else "alert"
+        got_round, got_started = data.get("5"), data.get("6")
+        rnd = got_round if isinstance(got_round, int) and 0 <= got_round < 64 else 0
+        started = got_started if isinstance(got_started, int) else now
         with self.ledger.tx() as db:
             if not self.ledger.add_alert(db, event, "control", now):
                 return
             for contact in names:
                 self.ledger.add_delivery(
-                    db, _key(), target, "alert", event.venue, contact, ANY_CHANNEL, 0, now, state="by_gateway"
+                    db, _key(), target, kind, event.venue, contact, ANY_CHANNEL, rnd, now, state="by_gateway"
                 )
-                for d in self.ledger.deliveries(target, "alert"):
+                for d in self.ledger.deliveries(target, kind):
                     if d.contact == contact and d.state in ("pending", "failed"):
                         self.ledger.set_delivery(db, d.id, now, state="by_gateway", next_at_ms=None)
+            if kind == "alert":
+                self._continue_from(db, target, rnd, started, now)
         self.counts["gateway_notified"] += 1
-        log.info("gateway_notified alert=%s contacts=%s", target, ",".join(names))
+        self.wake()
+        log.info("gateway_notified alert=%s kind=%s round=%d contacts=%s", target, kind, rnd, ",".join(names))
+
+    def _continue_from(self, db: Any, alert_id: str, rnd: int, started_ms: int, now: int) -> None:
+        """The gateway's escalation reached round `rnd` (started at `started_ms`): this one jumps
+        there, queueing anyone of the rounds in between the gateway did not take on."""
+        row = self.ledger.alert(alert_id)
+        circle = None if row is None else self.circles.get(row.alert.venue)
+        if row is None or circle is None or row.state != "open" or rnd <= row.round:
+            return
+        last = min(rnd, len(circle.rounds(row.alert)) - 1)
+        for r in range(row.round + 1, last + 1):
+            next_at = max(now, started_ms + int(circle.escalate_after(row.alert) * 1000)) if r == last else None
+            self._start_round(db, circle, row.alert, r, now, next_at_ms=next_at)
+
+    def _gateway_acked(self, event: Alert, now: int) -> None:
+        """Someone acknowledged the alert at the gateway (LAN link or SMS reply, LOCAL_ACK): the
+        device had receipt 3 from the gateway already, so no ACK command is owed; those the
+        gateway told of the acknowledgement (key 7) are not told again."""
+        target = event.acked_alert
+        assert target is not None
+        data = event.data
+        by = data["4"] if isinstance(data.get("4"), str) and data["4"] else "gateway"
+        via = f"gateway-{data['5']}" if data.get("5") in ("link", "sms") else "gateway"
+        got_at = data.get("6")
+        at = got_at if isinstance(got_at, int) else now
+        with self.ledger.tx() as db:
+            if not self.ledger.add_alert(db, event, "control", now):
+                return
+            row = self.ledger.alert(target)
+            if row is None:
+                self.counts["gateway_acks_unknown"] += 1
+                log.warning("gateway_ack_unknown alert=%s by=%s", target, by)
+                return
+            result = self._ack(
+                db, row, by, via, now, at_ms=at, told_elsewhere=frozenset(_idents(data.get("7"))), command=False
+            )
+        self.counts["gateway_acks"] += 1
+        self.wake()
+        log.info("gateway_acked alert=%s by=%s via=%s status=%s", target, by, via, result.status)
 
     # --- acknowledgements -----------------------------------------------------------------
 
@@ -285,14 +402,29 @@ class Notifier:
         if suppressed is not None:
             log.warning("ack_link_rejected reason=%s suppressed_since_last=%d", reason, suppressed)
 
-    def _ack(self, db: Any, row: AlertRow, by: str, via: str, now: int) -> AckResult:
-        if row.state != "open":
+    def _ack(
+        self,
+        db: Any,
+        row: AlertRow,
+        by: str,
+        via: str,
+        now: int,
+        *,
+        at_ms: int | None = None,
+        told_elsewhere: frozenset[str] = frozenset(),
+        command: bool = True,
+    ) -> AckResult:
+        """Record an acknowledgement, tell the others who were told (but those in
+        `told_elsewhere`, whom the gateway told itself) and owe the gateway an ACK command."""
+        if row.state not in ("open", HANDED_OVER) or row.acked_ms is not None:
             current = self.ledger.alert(row.id)
             assert current is not None
             by_name = self._name(row.alert.venue, current.acked_by) if current.acked_by else current.state
             return AckResult("already", row.alert, by_name, current.acked_ms)
+        at = now if at_ms is None else at_ms
         circle = self.circles.get(row.alert.venue)
-        self.ledger.set_alert(db, row.id, state="acked", next_at_ms=None, acked_ms=now, acked_by=by, acked_via=via)
+        state = "acked" if row.state == "open" else row.state
+        self.ledger.set_alert(db, row.id, state=state, next_at_ms=None, acked_ms=at, acked_by=by, acked_via=via)
         cancelled = self.ledger.cancel_pending(db, row.id, ("alert",), now)
         name = by
         if circle is not None:
@@ -300,18 +432,34 @@ class Notifier:
             name = contact.name if contact is not None else by
             told = {(d.contact, d.channel) for d in self.ledger.deliveries(row.id, "alert") if d.state in TOLD}
             for contact_id, channel in sorted(told):
-                if contact_id == by:
+                if contact_id == by or contact_id in told_elsewhere:
                     continue
                 for fp in self._channels_of(circle, contact_id, channel):
                     self.ledger.add_delivery(
-                        db, _key(), row.id, "acked", row.alert.venue, contact_id, fp, 0, now, {"by": name, "at": now}
+                        db, _key(), row.id, "acked", row.alert.venue, contact_id, fp, 0, now, {"by": name, "at": at}
                     )
-        if self.settings.forward_acks:
+        if self.settings.forward_acks and command:
             # the contact id, not the person's name: the gateway logs this text
             self.ledger.add_command(db, row.alert, f"acknowledged by {by} via {via}"[:64], now)
         self.counts["acks"] += 1
         log.info("alert_acked alert=%s by=%s via=%s cancelled=%d", row.id, by, via, cancelled)
-        return AckResult("acked", row.alert, name, now)
+        return AckResult("acked", row.alert, name, at)
+
+    def handover(self, alert_id: str) -> bool:
+        """(The gateway's fallback) central has the alert now and continues its escalation.
+
+        Deliveries this notifier took on still go out (central left those contacts to it), an
+        acknowledgement through its links still counts, but no further round starts here and
+        follow-ups are central's. False when the alert is unknown or already over.
+        """
+        row = self.ledger.alert(alert_id)
+        if row is None or row.state not in ("open", "acked"):
+            return False
+        with self.ledger.tx() as db:
+            self.ledger.set_alert(db, alert_id, state=HANDED_OVER, next_at_ms=None)
+        self.counts["handed_over"] += 1
+        log.info("alert_handed_over alert=%s round=%d acked=%s", alert_id, row.round, row.acked_ms is not None)
+        return True
 
     def _name(self, venue: str, contact_id: str | None) -> str | None:
         circle = self.circles.get(venue)
@@ -325,6 +473,7 @@ class Notifier:
         now = self._now_ms()
         for row in self.ledger.due_alerts(now):
             circle = self.circles.get(row.alert.venue)
+            self._taken.clear()
             with self.ledger.tx() as db:
                 if circle is None or row.state != "open":
                     self.ledger.set_alert(db, row.id, next_at_ms=None)
@@ -336,6 +485,7 @@ class Notifier:
                     self.ledger.set_alert(db, row.id, next_at_ms=None)
                     self.counts["escalations_exhausted"] += 1
                     log.warning("alert_unacknowledged alert=%s type=%s rounds=%d", row.id, row.alert.name, len(rounds))
+            self._flush_taken()
         dues = [
             t for t in (self.ledger.next_alert_due(), self.ledger.next_delivery_due(self._inflight)) if t is not None
         ]
@@ -354,7 +504,12 @@ class Notifier:
                 if channel is None:
                     self.ledger.set_delivery(db, d.id, now, state="cancelled", last_error="channel removed")
                     continue
-                still_needed = d.kind == "alert" and row is not None and row.state == "open"
+                still_needed = (
+                    d.kind == "alert"
+                    and row is not None
+                    and row.state in ("open", HANDED_OVER)
+                    and row.acked_ms is None
+                )
                 if channel.webhook or still_needed:
                     # a webhook gets the same delivery key, so the receiver can drop the repeat; a
                     # person is sent an open alert again (marked as a repeat) rather than maybe never
@@ -494,8 +649,6 @@ class Notifier:
                 self.ledger.set_delivery(db, d.id, end, state="sent", last_error=None)
                 self.ledger.end_attempt(db, d.id, attempt, end, "sent", None)
             self.counts[f"{d.kind}_sent"] += 1
-            if self.on_sent is not None:
-                self.on_sent(d)
             log.info(
                 "delivered kind=%s alert=%s contact=%s channel=%s attempt=%d ms=%d",
                 d.kind,
@@ -616,6 +769,13 @@ class Notifier:
         task.add_done_callback(self._tasks.discard)
 
 
+def _idents(value: Any) -> list[str]:
+    """The contact ids in a gateway event's list (anything else in it is ignored)."""
+    if not isinstance(value, list):
+        return []
+    return [c for c in value if isinstance(c, str) and IDENT_RE.fullmatch(c)]
+
+
 def _digits(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit())
 
@@ -634,4 +794,4 @@ def _order(alert: Alert) -> tuple[int, int]:
     return (alert.boot, alert.seq)
 
 
-__all__ = ["WRISTBAND_P0", "AckResult", "Notifier", "Sender", "Settings"]
+__all__ = ["HANDED_OVER", "WRISTBAND_P0", "AckResult", "Notifier", "Sender", "Settings", "Taken"]

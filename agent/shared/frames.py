@@ -35,6 +35,22 @@ def band_event_key(event: Event) -> tuple[str, int, int] | None:
     return (event.device, event.type, eid) if isinstance(eid, int) else None
 
 
+def data_json(data: Mapping[int, Any]) -> dict[str, Any]:
+    """An event's data map as JSON gives it (central's verifier records, the notifier's alerts):
+    text keys, byte strings as hex."""
+    return {str(k): _jsonable(v) for k, v in data.items()}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
 def _no_tag(decoder: Any, *args: Any) -> Any:
     raise cbor2.CBORDecodeError("tags are not allowed in a device payload")
 

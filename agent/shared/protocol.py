@@ -59,6 +59,7 @@ class EventType(IntEnum):
     SMOKE = 7
     GAS = 8
     NOTIFIED = 9  # the gateway notified people itself (fallback; docs/notifications.md)
+    LOCAL_ACK = 10  # someone acknowledged an alert at the gateway (its LAN link or an SMS reply)
     TAMPER = 64
     ONLINE = 65
     STRAP_REMOVED = 66
@@ -107,6 +108,7 @@ RAISED_BY: dict[EventType, tuple[str, ...]] = {
     EventType.GATEWAY_HEARTBEAT: (GATEWAY,),
     # people told by the gateway itself, and device liveness (§4.4, docs/notifications.md)
     EventType.NOTIFIED: (GATEWAY,),
+    EventType.LOCAL_ACK: (GATEWAY,),
     EventType.DEVICE_OFFLINE: (GATEWAY,),
     EventType.DEVICE_ONLINE: (GATEWAY,),
 }

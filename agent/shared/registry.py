@@ -8,6 +8,8 @@ A TOML file, mode 0600 (it holds device keys):
     key = "…64 hex digits…"  # 32-byte device key
     venue = "venue-1"
     zone = "entrance"
+    broker_hash = "$7$101$…"  # optional: the device's local-broker password, hashed
+                             # (agent/shared/broker_auth.py); devices on a serial line have none
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.shared import tomlcheck
+from agent.shared.broker_auth import check_hash
+from agent.shared.errors import ConfigError
 from agent.shared.files import write_atomic
 from agent.shared.protocol import DEVICE_KINDS
 
@@ -31,6 +35,7 @@ class Device:
     key: bytes = field(repr=False)
     venue: str
     zone: str
+    broker_hash: str | None = field(default=None, repr=False)  # Mosquitto $7$ hash of its broker password
 
 
 class Registry:
@@ -84,7 +89,13 @@ def load_registry(path: Path, check_mode: bool = True) -> Registry:
         kind = t.text("kind")
         if kind not in DEVICE_KINDS and isinstance(t.data.get("kind"), str):
             t.error("kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {kind!r}")
-        devices.append(Device(dev_id, kind, _key(t), t.ident("venue"), t.text("zone")))
+        broker_hash = t.text("broker_hash", None)
+        if isinstance(broker_hash, str):
+            try:
+                check_hash(broker_hash, "broker_hash")
+            except ConfigError as exc:
+                t.error("broker_hash", str(exc).split(": ", 1)[1])
+        devices.append(Device(dev_id, kind, _key(t), t.ident("venue"), t.text("zone"), broker_hash))
         t.no_unknown_keys()
     top.no_unknown_keys()
     errors.check()
@@ -119,6 +130,7 @@ def write_registry(path: Path, devices: list[Device]) -> None:
             f"venue = {json.dumps(d.venue)}",
             # JSON string escapes are valid TOML basic-string escapes
             f"zone = {json.dumps(d.zone)}",
+            *([f"broker_hash = {json.dumps(d.broker_hash)}"] if d.broker_hash is not None else []),
             "",
         ]
     write_atomic(Path(path), "\n".join(lines).encode())

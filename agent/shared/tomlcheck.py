@@ -57,6 +57,11 @@ class Errors:
             self._keys.add(key)
             self.messages.append(f"{self.path}: {key}: {message}")
 
+    def add_message(self, message: str) -> None:
+        """An error raised by code that stops at its first one (the message names file and key)."""
+        if message not in self.messages:
+            self.messages.append(message)
+
     def failed(self, key: str) -> bool:
         """Was an error recorded for `key`, or for a table that holds it?"""
         return any(key == k or key.startswith(k + ".") or key.startswith(k + "[") for k in self._keys)

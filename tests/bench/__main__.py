@@ -22,6 +22,8 @@ from tests.bench import (
     bench_firmware,
     bench_latency,
     bench_notify,
+    bench_page,
+    bench_security,
     bench_throughput,
     bench_wristband,
 )
@@ -31,11 +33,13 @@ from tests.bench.rig import progress
 MODULES: list[tuple[tuple[str, ...], Callable[[set[str], int, float], list[dict[str, Any]]]]] = [
     ((bench_throughput.NAME,), bench_throughput.run),
     ((bench_latency.NAME,), bench_latency.run),
+    ((bench_page.NAME,), bench_page.run),
     (bench_backlog.NAMES, bench_backlog.run),
     ((bench_disk.NAME,), bench_disk.run),
     (bench_wristband.NAMES, bench_wristband.run),
     (bench_firmware.NAMES, bench_firmware.run),
     (bench_notify.NAMES, bench_notify.run),
+    (bench_security.NAMES, bench_security.run),
 ]
 ALL = [name for names, _ in MODULES for name in names]
 

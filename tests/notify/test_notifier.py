@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.notify.notifier import Notifier
+from agent.notify.notifier import Notifier, Taken
 from tests.notify.conftest import Clock, deliver_due, make_alert
 from tests.notify.receiver import Receiver
 
@@ -43,13 +43,14 @@ async def test_sos_goes_to_the_first_round_then_escalates_then_staff(
 
 
 async def test_a_repeated_alert_id_notifies_nobody_again(notifier: Notifier, rx: Receiver) -> None:
-    sent = []
-    notifier.on_sent = sent.append
+    taken: list[Taken] = []
+    notifier.on_taken = taken.append
     alert = make_alert(SOS)
     notifier.alert(alert)
     await deliver_due(notifier)
-    assert [(d.alert_id, d.contact, d.kind) for d in sent] == [(alert.id, "li-wei", "alert")]
+    assert [(t.alert.id, t.kind, t.round, t.contacts) for t in taken] == [(alert.id, "alert", 0, ("li-wei",))]
     assert notifier.alert(alert) == []
+    assert len(taken) == 1
     assert await deliver_due(notifier) == 0
     assert len(rx.received) == 1
     assert notifier.counts["alerts_repeated"] == 1
