@@ -14,7 +14,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.gateway.buffer import Store
+from agent.gateway.buffer import Recovered, Store
 from agent.gateway.committer import CommitInbox, CommitResult, Committer, recovered_state
 from agent.gateway.config import BatchConfig, BufferConfig
 from agent.gateway.planner import Submitted
@@ -72,16 +72,10 @@ class Harness:
         return got
 
 
-@asynccontextmanager
-async def harness(path: Path, limits: BufferConfig | None = None, **batch: int) -> AsyncIterator[Harness]:
-    store = Store(path)
-    rec = store.recover()
-    cfg = BatchConfig(
-        max_events=batch.get("max_events", 1000),
-        max_bytes=batch.get("max_bytes", 1 << 20),
-        linger_ms=batch.get("linger_ms", 0),
-        window=batch.get("window", 8),
-    )
+def committer_for(
+    store: Store, rec: Recovered, batch: BatchConfig, limits: BufferConfig | None
+) -> tuple[Committer, asyncio.Queue[CommitResult]]:
+    """A committer over `store` as a restart finds it (not started), and the queue its results go to."""
     results: asyncio.Queue[CommitResult] = asyncio.Queue()
 
     def on_result(result: CommitResult) -> None:
@@ -93,12 +87,26 @@ async def harness(path: Path, limits: BufferConfig | None = None, **batch: int) 
     committer = Committer(
         store,
         Signer(KEY, "GW-T", rec.epoch, rec.seq, rec.prev),
-        CommitInbox(cfg),
+        CommitInbox(batch),
         state=recovered_state(rec),
         loop=asyncio.get_running_loop(),
         on_result=on_result,
         limits=limits,
     )
+    return committer, results
+
+
+@asynccontextmanager
+async def harness(path: Path, limits: BufferConfig | None = None, **batch: int) -> AsyncIterator[Harness]:
+    store = Store(path)
+    rec = store.recover()
+    cfg = BatchConfig(
+        max_events=batch.get("max_events", 1000),
+        max_bytes=batch.get("max_bytes", 1 << 20),
+        linger_ms=batch.get("linger_ms", 0),
+        window=batch.get("window", 8),
+    )
+    committer, results = committer_for(store, rec, cfg, limits)
     committer.start()
     h = Harness(committer, store, results)
     try:

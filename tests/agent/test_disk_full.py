@@ -20,23 +20,22 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.gateway.buffer import Store
-from agent.gateway.committer import CommitInbox, CommitResult, Committer, recovered_state
+from agent.gateway.committer import CommitResult, Committer
 from agent.gateway.config import BatchConfig, BufferConfig
 from agent.gateway.planner import Submitted
 from agent.gateway.replay import ReplayState
 from agent.gateway.reserve import SpaceReserve
-from agent.gateway.signer import SealedBatch, Signer
+from agent.gateway.signer import SealedBatch
 from agent.gateway.stats import DiskReport
 from agent.shared import cose
 from agent.shared.frames import Event
 from agent.shared.protocol import AAD_BATCH
 from hil_tests.sim.smallfs import SmallFilesystem
+from tests.agent.test_committer import KEY, committer_for
 from tests.conftest import MakeFilesystem
 
-KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
 FS_SIZE = 4 << 20
 RESERVE = 512 << 10
 LIMITS = BufferConfig(max_bytes=1 << 30, p0_reserve_bytes=1 << 20)  # the disk is the bound here
@@ -110,23 +109,7 @@ async def running(fs: SmallFilesystem, rig: Rig | None = None) -> AsyncIterator[
     reserve = SpaceReserve(fs.mountpoint / "buffer.reserve", RESERVE)
     store = Store(fs.mountpoint / "buffer.db", reserve=reserve)
     reserve.fill()
-    rec = store.recover()
-    results: asyncio.Queue[CommitResult] = asyncio.Queue()
-
-    def on_result(result: CommitResult) -> None:
-        for s in result.committed:
-            s.token()
-        results.put_nowait(result)
-
-    committer = Committer(
-        store,
-        Signer(KEY, "GW-T", rec.epoch, rec.seq, rec.prev),
-        CommitInbox(BATCH),
-        state=recovered_state(rec),
-        loop=asyncio.get_running_loop(),
-        on_result=on_result,
-        limits=LIMITS,
-    )
+    committer, results = committer_for(store, store.recover(), BATCH, LIMITS)
     committer.disk_check_s = 0.05
     if rig is None:
         rig = Rig(fs, committer, store, results)
