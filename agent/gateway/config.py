@@ -319,6 +319,9 @@ def _central(t: tomlcheck.Table, base: Path, gateway_id: str) -> tuple[BrokerCon
 def _serial_ports(top: tomlcheck.Table, base: Path) -> tuple[SerialConfig, ...]:
     ports: list[SerialConfig] = []
     for t in top.tables("serial"):
+        raw = t.data.get("port")
+        if isinstance(raw, str) and not raw.strip():
+            t.error("port", "expected the path of a serial device, e.g. /dev/ttyUSB0, got an empty string")
         cfg = SerialConfig(
             port=t.path_value("port", base),
             baudrate=t.integer("baudrate", 115200, lo=50, hi=4_000_000),
