@@ -37,26 +37,49 @@ PROG = "guardian-agent"
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.gateway.app import run_gateway
+    from agent.gateway.config import check_runnable
 
     cfg = load_config(args.config)
+    check_runnable(cfg, probe_port=False)  # a port in use is told when the endpoint starts
     asyncio.run(run_gateway(cfg))
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.gateway.config import check_runnable
+    from agent.gateway.datadir import running_holder
+
     cfg = load_config(args.file)
+    # an agent running on this data directory has the metrics port: that port is not a problem
+    running = running_holder(cfg.data_dir)
+    problems = []
+    for check in (
+        lambda: check_runnable(cfg, probe_port=running is None),
+        lambda: load_registry(cfg.devices_file),
+        lambda: _check_venue(cfg.wristbands.alerts),
+    ):
+        try:
+            check()
+        except AgentError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise AgentError("\n".join(problems))
     registry = load_registry(cfg.devices_file)
-    if cfg.wristbands.alerts is not None:
+    note = f"; an agent runs on {cfg.data_dir} (pid {running})" if running is not None else ""
+    print(f"{args.file}: ok (gateway {cfg.gateway_id}, venue {cfg.venue}, {len(registry)} devices{note})")
+    return 0
+
+
+def _check_venue(path: Path | None) -> None:
+    """The same checks as at start; what is valid but weak (an exit zone with one scanner) is
+    printed as a warning and does not fail the check."""
+    if path is not None:
         from agent.gateway.wristbands.venue import parse as parse_venue
         from agent.shared.tomlcheck import load as load_toml
 
-        # the same checks as at start; what is valid but weak (an exit zone with one scanner) is
-        # printed as a warning and does not fail the check
-        venue = parse_venue(load_toml(cfg.wristbands.alerts), cfg.wristbands.alerts)
+        venue = parse_venue(load_toml(path), path)
         for warning in venue.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-    print(f"{args.file}: ok (gateway {cfg.gateway_id}, venue {cfg.venue}, {len(registry)} devices)")
-    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -445,7 +445,8 @@ def cmd_enroll_server_serve(args: argparse.Namespace) -> int:
 
     state = _enroll_state(args)
     log_setup("info")
-    es.serve(state, args.listen, es.print_ready)
+    limits = es.Limits(workers=args.workers, deadline_s=args.deadline)
+    es.serve(state, args.listen, es.print_ready, limits)
     return 0
 
 
@@ -551,6 +552,13 @@ def _es_allow_arguments(p: argparse.ArgumentParser) -> None:
 
 def _es_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", type=address, help="HOST:PORT to bind (default: the URL's)")
+    p.add_argument("--workers", type=_bounded_int(1, 256), default=16, help="requests handled at once (default 16)")
+    p.add_argument(
+        "--deadline",
+        type=_bounded_int(1, 300),
+        default=10,
+        help="seconds from a connection's accept to its answer, at most (default 10)",
+    )
 
 
 def _es_revoke_arguments(p: argparse.ArgumentParser) -> None:
@@ -613,6 +621,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", type=Path, help="state directory (default $GE_PROVISION_HOME)")
     add_commands(parser, COMMANDS)
     return parser
+
+
+def _bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not (text.isascii() and text.isdigit() and len(text) <= 6) or not lo <= int(text) <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}")
+        return int(text)
+
+    return parse
 
 
 def _claim_ttl(text: str) -> int:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from hil_tests.sim import smallfs
 from hil_tests.sim.board import VirtualBoard
 from hil_tests.sim.mosquitto import Mosquitto
+from hil_tests.sim.smallfs import SmallFilesystem
 from hil_tests.sim.tools import find_micropython
 
 # the `seed` fixture, and the replay command in the report of a failed randomised test
@@ -67,12 +69,40 @@ def make_board(tmp_path: Path, micropython: str) -> Iterator[MakeBoard]:
         board.close()
 
 
+MakeFilesystem = Callable[[str, int, str], SmallFilesystem]
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[MakeFilesystem]:
+    """Real small filesystems (tmpfs, or ext4 on a loop device) mounted under tmp_path, unmounted
+    after the test; skips, naming the reason, where mounting is not possible."""
+    made: list[SmallFilesystem] = []
+
+    def make(name: str, size: int, kind: str = "tmpfs") -> SmallFilesystem:
+        reason = smallfs.unavailable(kind)
+        if reason is not None:
+            pytest.skip(f"NO SMALL FILESYSTEM: {reason}")
+        fs = SmallFilesystem(tmp_path / name, size, kind)
+        fs.mount()
+        made.append(fs)
+        return fs
+
+    yield make
+    for fs in reversed(made):
+        fs.unmount()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.artifacts import written
 
     for folder in sorted(written):
         files = sorted(p.name for p in folder.iterdir() if p.is_file())
         terminalreporter.write_line(f"artifacts: {folder}: {', '.join(files) or 'none written'}")
+    for kind, reason in smallfs.PROBED.items():
+        if reason is not None:
+            terminalreporter.write_sep(
+                "!", f"NO SMALL {kind.upper()} FILESYSTEM: disk-full tests skipped: {reason}", red=True, bold=True
+            )
     if find_micropython() is None:
         terminalreporter.write_sep(
             "!",

@@ -19,6 +19,7 @@ from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.loadgen import FleetLoad, LoadReport
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import wait_until
+from tests.conftest import MakeFilesystem
 
 DEVICES = [Device(f"AP-{n:04d}", "alarm_post", bytes([n]) * 32, "venue-1", "hall") for n in range(1, 6)]
 Key = tuple[str, int, int]
@@ -192,5 +193,59 @@ def test_tiny_buffer_keeps_alarms_and_evicts_telemetry(
         lost_p2 = len(report.keys(2) - set(rig.central_keys()))
         assert evicted[2] >= lost_p2 > 0, (evicted, lost_p2)
         assert evicted[1] >= len(report.dropped & report.keys(1)), evicted
+    finally:
+        rig.close()
+
+
+@pytest.mark.slow
+def test_a_full_data_disk_still_stores_every_alarm(
+    tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], small_fs: MakeFilesystem, seed: int
+) -> None:
+    """Invariant 9 on a real filesystem: the agent's data directory on a 4 MiB tmpfs; central is
+    away, telemetry fills the disk, then something else takes what is left; the agent is killed
+    and restarted while it is full. Every alarm gets receipt 1 throughout, telemetry gives way
+    (receipt 4 for P1), and when space returns and central with it, everything stored arrives
+    and the heartbeat has told central of the full disk and of its end."""
+    local, central = broker_pair
+    fs = small_fs("gw/data", 4 << 20, "tmpfs")
+    rig = Rig(tmp_path, local, central, extra_config="[buffer]\ndisk_reserve_bytes = 524288\n")
+    try:
+        rig.start()
+        central.stop()
+        rig.agent.wait_log("uplink_down")
+        fs.hog(leave=640 << 10)  # a runaway log took most of the card already
+        load = FleetLoad(local.address, DEVICES, rate=1000, mix=(0.02, 0.08, 0.90), seed=seed, recheck_s=30)
+        load.start()
+        try:
+            rig.agent.wait_log("disk_full", timeout=60)
+            alarms_before = load.progress()[0]
+            wait_until(lambda: load.progress()[0] >= alarms_before + 40, 30, "alarms while the disk is full")
+            fs.hog()  # and then everything that was left
+            rig.agent.kill()  # a crash while full: the restart must open the buffer and go on
+            rig.agent.start()
+            alarms_before = load.progress()[0]
+            wait_until(lambda: load.progress()[0] >= alarms_before + 40, 30, "alarms after the restart")
+            load.stop_sending()
+            alarms = load.report.keys(0)
+            wait_until(lambda: alarms <= load.report.stored, 30, f"seed {seed}: receipt 1 for every alarm")
+            assert load.report.dropped, f"seed {seed}: telemetry never gave way"
+            assert not (load.report.dropped & alarms), "an alarm was evicted"
+            # space returns, and central
+            fs.free_hog()
+            central.start()
+            assert load.wait_settled(60), f"seed {seed}: {load.pending()} frames without a final receipt"
+        finally:
+            load.stop()
+        report = load.report
+        missing = rig.wait_central(report.keys(0) | (report.stored - report.dropped), 60)
+        assert not missing, f"seed {seed}: stored events missing at central: {sorted(missing)[:5]}"
+
+        def disk() -> dict[str, int]:
+            beats = rig.verifier.events(type_name="GATEWAY_HEARTBEAT", device=rig.agent.gateway_id)
+            return beats[-1]["data"]["10"] if beats else {}  # type: ignore[no-any-return]
+
+        # the heartbeats sent while full were P2 on a full disk; a later one tells of it
+        assert rig.verifier.wait_for(lambda: disk().get("6", 0) >= 1 and disk()["1"] == 0, 30), disk()
+        assert "disk_space_returned" in rig.agent.log_text()
     finally:
         rig.close()

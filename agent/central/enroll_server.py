@@ -14,23 +14,27 @@ fsync, rename) before the answer leaves, so a restart keeps spent claims spent.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import ipaddress
 import json
 import logging
 import os
+import queue
 import secrets
+import socketserver
 import ssl
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from socket import socket
+from socket import SHUT_RDWR, socket
 from typing import Any
 
 from cryptography import x509
@@ -48,6 +52,7 @@ from agent.shared.device_bundle import seal_public_text
 from agent.shared.errors import AgentError
 from agent.shared.files import write_atomic
 from agent.shared.keyfiles import raw_fingerprint, raw_public
+from agent.shared.log import Throttle
 from agent.shared.protocol import gateway_topics
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,9 @@ STATE_FORMAT = "ge-enroll-state-1"
 MAX_TTL = 90 * 86400
 HANDLER_TIMEOUT_S = 10
 DRAIN_MAX = 64 << 10  # an oversize body up to this is read and discarded before the answer
+# Content-Length: at most this many digits (12: up to a terabyte, far more than a request may
+# be, and a number Python converts at once; a 5,000-digit one is refused as malformed)
+MAX_LENGTH_DIGITS = 12
 # HTTP status per refusal reason
 STATUS = {
     "oversize": 413,
@@ -370,6 +378,31 @@ class Responder:
         doc = json.dumps({"error": reason, "detail": detail}).encode()
         return STATUS.get(reason, 400), "application/json", doc
 
+    @staticmethod
+    def _check_retry(st: dict[str, Any], c: dict[str, Any], req: wire.Request) -> None:
+        """A spent claim: answered again only for the very keys, serial and gateway that spent it,
+        while that gateway is enrolled with them and not revoked (expiry does not matter)."""
+        used = c["used"]
+        mine = {"sign_key": req.sign_key.hex(), "seal_key": req.seal_key.hex(), "serial": req.serial}
+        current = st["gateways"].get(req.gateway)
+        same = {k: used[k] for k in mine} == mine and req.gateway == c["gateway"]
+        if not same or current is None or current["key"] != mine["sign_key"] or current["revoked"]:
+            raise wire.EnrollError("claim_used", f"claim {req.claim} was spent at unix time {used['at']} by other keys")
+
+    @staticmethod
+    def _check_new(st: dict[str, Any], c: dict[str, Any], req: wire.Request, now: int) -> None:
+        """An unspent claim: in time, allowed, for this gateway, with keys never revoked."""
+        if now >= c["expires"]:
+            raise wire.EnrollError("expired", f"claim {req.claim} expired at unix time {c['expires']}")
+        if req.serial not in st["allow"]["serials"] and req.claim not in st["allow"]["claims"]:
+            raise wire.EnrollError(
+                "not_allowed", f"neither hardware serial {req.serial} nor claim {req.claim} is on the allowlist"
+            )
+        if req.gateway != c["gateway"]:
+            raise wire.EnrollError("wrong_gateway", f"claim {req.claim} is for gateway {c['gateway']}")
+        if raw_fingerprint(req.sign_key) in st["revoked_keys"]:
+            raise wire.EnrollError("revoked_key", "this Ed25519 key was revoked; the gateway must make new keys")
+
     def _decide(self, req: wire.Request) -> tuple[wire.EnrolledConfig, bool]:
         if req.central != self.fingerprint:
             raise wire.EnrollError(
@@ -384,29 +417,14 @@ class Responder:
                 raise wire.EnrollError("unknown_claim", f"claim {req.claim} was not issued here")
             if not req.proof_ok(bytes.fromhex(c["secret"])):
                 raise wire.EnrollError("bad_proof", f"the proof for claim {req.claim} does not verify")
-            if now >= c["expires"]:
-                raise wire.EnrollError("expired", f"claim {req.claim} expired at unix time {c['expires']}")
-            if req.serial not in st["allow"]["serials"] and req.claim not in st["allow"]["claims"]:
-                raise wire.EnrollError(
-                    "not_allowed", f"neither hardware serial {req.serial} nor claim {req.claim} is on the allowlist"
-                )
-            if req.gateway != c["gateway"]:
-                raise wire.EnrollError("wrong_gateway", f"claim {req.claim} is for gateway {c['gateway']}")
-            mine = {"sign_key": req.sign_key.hex(), "seal_key": req.seal_key.hex(), "serial": req.serial}
-            used = c["used"]
-            again = used is not None
-            if used is not None:
-                current = st["gateways"].get(req.gateway)
-                same = {k: used[k] for k in mine} == mine
-                if not same or current is None or current["key"] != mine["sign_key"] or current["revoked"]:
-                    raise wire.EnrollError(
-                        "claim_used", f"claim {req.claim} was spent at unix time {used['at']} by other keys"
-                    )
+            again = c["used"] is not None
+            if again:
+                # a gateway whose answer was lost asks again, maybe after the claim expired: it
+                # gets the same enrollment again; anyone else gets claim_used
+                self._check_retry(st, c, req)
             else:
-                if raw_fingerprint(req.sign_key) in st["revoked_keys"]:
-                    raise wire.EnrollError(
-                        "revoked_key", "this Ed25519 key was revoked; the gateway must make new keys"
-                    )
+                self._check_new(st, c, req, now)
+                mine = {"sign_key": req.sign_key.hex(), "seal_key": req.seal_key.hex(), "serial": req.serial}
                 c["used"] = {**mine, "at": now}
                 # a gateway id enrolled before (rotation, or after a revocation) gets the new keys
                 st["gateways"][req.gateway] = {
@@ -438,25 +456,26 @@ class Responder:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
-    timeout = HANDLER_TIMEOUT_S
+    timeout = HANDLER_TIMEOUT_S  # per read or write; the whole request has its deadline besides (_Deadlines)
 
     def do_POST(self) -> None:
         if self.path != wire.PATH:
             return self._send(*Responder._error("not_found", f"POST {wire.PATH}"))
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit():
-            return self._send(*Responder._error("malformed", "Content-Length required"))
-        if int(length) > wire.MAX_REQUEST:
-            log.warning("enroll_refused reason=oversize peer=%s bytes=%s", self.client_address[0], length)
-            if int(length) <= DRAIN_MAX:  # read it, so the client sees the answer rather than a reset
-                self.rfile.read(int(length))
+        length, problem = content_length(self.headers.get_all("Content-Length"), self.headers.get("Transfer-Encoding"))
+        if length is None:
+            log.warning("enroll_refused reason=malformed peer=%s detail=%r", self.client_address[0], problem)
+            return self._send(*Responder._error("malformed", problem))
+        if length > wire.MAX_REQUEST:
+            log.warning("enroll_refused reason=oversize peer=%s bytes=%d", self.client_address[0], length)
+            if length <= DRAIN_MAX:  # read it, so the client sees the answer rather than a reset
+                self.rfile.read(length)
             return self._send(*Responder._error("oversize", f"request of {length} bytes, at most {wire.MAX_REQUEST}"))
         try:
-            body = self.rfile.read(int(length))
+            body = self.rfile.read(length)
         except OSError as exc:  # a client that sends less than it announced times out here
             log.warning("enroll_refused reason=malformed peer=%s detail=%r", self.client_address[0], str(exc))
             return None
-        if len(body) != int(length):
+        if len(body) != length:
             return self._send(*Responder._error("malformed", "the body is shorter than Content-Length"))
         return self._send(*self.server.responder.handle(body))
 
@@ -472,34 +491,202 @@ class _Handler(BaseHTTPRequestHandler):
         """Requests are logged by the responder, one line each."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+def content_length(values: list[str] | None, transfer_encoding: str | None) -> tuple[int | None, str]:
+    """The body's length from the request's headers: (length, "") or (None, why not).
 
-    def __init__(self, address: tuple[str, int], responder: Responder, ctx: ssl.SSLContext) -> None:
+    Exactly one Content-Length of ASCII decimal digits, at most MAX_LENGTH_DIGITS of them (so
+    that a number thousands of digits long is refused before it is converted), and no
+    Transfer-Encoding (a chunked body, or a request smuggled between two lengths, is refused).
+    """
+    if transfer_encoding is not None:
+        return None, "Transfer-Encoding is not accepted; send the body with a Content-Length"
+    if not values:
+        return None, "Content-Length required"
+    if len(values) > 1:
+        return None, "exactly one Content-Length header, got several"
+    text = values[0].strip()
+    if not (0 < len(text) <= MAX_LENGTH_DIGITS and text.isascii() and text.isdigit()):
+        shown = text if len(text) <= 20 else f"{text[:20]}... ({len(text)} characters)"
+        return None, f"Content-Length: expected 1-{MAX_LENGTH_DIGITS} decimal digits, got {shown!r}"
+    return int(text), ""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much the responder takes on at once (`guardian-provision enroll-server serve`)."""
+
+    workers: int = 16  # requests handled at once, each on a worker thread of a fixed pool
+    queue: int = 64  # accepted connections waiting for a worker; more are closed at once
+    per_peer: int = 8  # connections from one address, waiting or handled; more are closed at once
+    deadline_s: float = 10.0  # from accept to the answer sent (TLS handshake included), at most
+
+
+class _Deadlines:
+    """Cuts off connections past their deadline, whatever their worker waits for (the TLS
+    handshake, a header trickling in a byte at a time, the body): one thread shuts down a
+    duplicate of each connection's socket when its time is up, and the worker's blocking read
+    or write then ends. Socket timeouts alone cannot: each byte that arrives starts a new one."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._due: dict[int, tuple[float, socket, str]] = {}
+        self._next_token = 0
+        self._stopped = False
+        self._log = Throttle()
+        self._thread = threading.Thread(target=self._run, name="enroll-deadlines", daemon=True)
+        self._thread.start()
+
+    def watch(self, sock: socket, deadline: float, peer: str) -> int:
+        with self._cv:
+            self._next_token += 1
+            self._due[self._next_token] = (deadline, sock, peer)
+            self._cv.notify()
+            return self._next_token
+
+    def done(self, token: int) -> None:
+        with self._cv:
+            self._due.pop(token, None)
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                late = [(t, sock, peer) for t, (due, sock, peer) in self._due.items() if due <= now]
+                for t, _, _ in late:
+                    del self._due[t]
+                if not late:
+                    nearest = min((due for due, _, _ in self._due.values()), default=None)
+                    self._cv.wait(None if nearest is None else nearest - now)
+                    continue
+            for _, sock, peer in late:
+                suppressed = self._log.allow("deadline")
+                if suppressed is not None:
+                    log.warning(
+                        "enroll_refused reason=deadline peer=%s suppressed_since_last=%d",
+                        peer,
+                        suppressed,
+                    )
+                with contextlib.suppress(OSError):
+                    sock.shutdown(SHUT_RDWR)
+
+
+class _Server(socketserver.TCPServer):
+    """HTTPS on a fixed pool of worker threads (socketserver's ThreadingMixIn would start one
+    thread per connection, however many slow clients keep theirs open)."""
+
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], responder: Responder, ctx: ssl.SSLContext, limits: Limits) -> None:
         self.responder = responder
         self.ctx = ctx
+        self.limits = limits
+        self._waiting: queue.Queue[tuple[socket, Any, float] | None] = queue.Queue(limits.queue)
+        self._peers: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._busy_log = Throttle()  # connection-level refusals, by reason across all peers
         super().__init__(address, _Handler)
+        self._deadlines = _Deadlines()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"enroll-worker-{i}", daemon=True) for i in range(limits.workers)
+        ]
+        for w in self._workers:
+            w.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """In the accepting thread: queue the connection for a worker, or close it at once."""
+        peer = str(client_address[0])
+        with self._lock:
+            refused = "per_peer" if self._peers[peer] >= self.limits.per_peer else None
+            if refused is None:
+                self._peers[peer] += 1
+        if refused is None:
+            try:
+                self._waiting.put_nowait((request, client_address, time.monotonic() + self.limits.deadline_s))
+                return
+            except queue.Full:
+                self._leave(peer)
+                refused = "busy"
+        suppressed = self._busy_log.allow(refused)
+        if suppressed is not None:
+            log.warning("enroll_refused reason=%s peer=%s suppressed_since_last=%d", refused, peer, suppressed)
+        self.shutdown_request(request)
+
+    def _leave(self, peer: str) -> None:
+        with self._lock:
+            self._peers[peer] -= 1
+            if self._peers[peer] <= 0:
+                del self._peers[peer]
+
+    def _work(self) -> None:
+        while (item := self._waiting.get()) is not None:
+            request, client_address, deadline = item
+            try:
+                if time.monotonic() < deadline:  # one that waited past its deadline is just closed
+                    self._serve(request, client_address, deadline)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+                self._leave(str(client_address[0]))
+
+    def _serve(self, request: socket, client_address: Any, deadline: float) -> None:
+        guard = request.dup()  # the deadline thread's handle on the connection, whatever wraps it
+        token = self._deadlines.watch(guard, deadline, str(client_address[0]))
+        try:
+            request.settimeout(min(HANDLER_TIMEOUT_S, max(0.01, deadline - time.monotonic())))
+            try:
+                tls = self.ctx.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                suppressed = self._busy_log.allow("tls_failed")
+                if time.monotonic() < deadline and suppressed is not None:  # past it: logged as the deadline
+                    log.warning(
+                        "tls_failed peer=%s error=%r suppressed_since_last=%d", client_address[0], str(exc), suppressed
+                    )
+                return
+            try:
+                _Handler(tls, client_address, self)
+            finally:
+                tls.close()
+        finally:
+            self._deadlines.done(token)
+            guard.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """One log line instead of socketserver's traceback on stderr."""
-        log.warning("request_failed peer=%s error=%r", client_address[0], str(sys.exc_info()[1]))
+        """One log line instead of socketserver's traceback on stderr (throttled: one a minute
+        at most, with how many were left out)."""
+        suppressed = self._busy_log.allow("request_failed")
+        if suppressed is not None:
+            log.warning(
+                "request_failed peer=%s error=%r suppressed_since_last=%d",
+                client_address[0],
+                str(sys.exc_info()[1]),
+                suppressed,
+            )
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # the TLS handshake runs in the request's thread, under its timeout
-        assert isinstance(request, socket)
-        request.settimeout(HANDLER_TIMEOUT_S)
-        try:
-            tls = self.ctx.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.warning("tls_failed peer=%s error=%r", client_address[0], str(exc))
-            return
-        try:
-            _Handler(tls, client_address, self)
-        finally:
-            tls.close()
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in self._workers:
+            self._waiting.put(None)
+        for w in self._workers:
+            w.join(self.limits.deadline_s + 1)
+        self._deadlines.stop()
 
 
-def serve(home: Path, listen: tuple[str, int] | None = None, ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    home: Path,
+    listen: tuple[str, int] | None = None,
+    ready: Callable[[str], None] | None = None,
+    limits: Limits = Limits(),
+) -> None:
     """Answer enrollment requests until interrupted."""
     responder = Responder(home)
     host, port, _ = wire.check_url(responder.settings.url)
@@ -508,13 +695,14 @@ def serve(home: Path, listen: tuple[str, int] | None = None, ready: Callable[[st
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(home / TLS_CERT, home / TLS_KEY)
     try:
-        server = _Server(address, responder, ctx)
+        server = _Server(address, responder, ctx, limits)
     except OSError as exc:
         raise EnrollServerError(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror}") from None
     with server:
         if ready is not None:
             ready(
-                f"ready {responder.settings.url} (listening on {address[0]}:{address[1]}, central key {responder.kid})"
+                f"ready {responder.settings.url} (listening on {address[0]}:{address[1]}, central key {responder.kid}, "
+                f"{limits.workers} workers, {limits.deadline_s:g} s per request)"
             )
         server.serve_forever()
 

@@ -24,6 +24,7 @@ job, the Fallback) is built after it, with the pipeline's gateway-event path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -35,17 +36,20 @@ from agent.gateway import fallback
 from agent.gateway.buffer import Store
 from agent.gateway.command_handler import CommandHandler, restore
 from agent.gateway.committer import CommitInbox, Committer, recovered_state
-from agent.gateway.config import AgentConfig, StatusPageConfig
+from agent.gateway.config import AgentConfig, StatusPageConfig, listen_error
+from agent.gateway.datadir import DataDirLock
 from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.liveness import CHECK_S, Liveness
 from agent.gateway.metrics import Metrics
 from agent.gateway.pipeline import Pipeline
+from agent.gateway.planner import Disk
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
 from agent.gateway.recent import RecentEvents
+from agent.gateway.reserve import SpaceReserve, default_reserve, filesystem
 from agent.gateway.signer import SealedBatch, Signer, load_or_create_key
 from agent.gateway.sources.mqtt import LocalBroker
 from agent.gateway.sources.serial import SerialSources
-from agent.gateway.stats import FallbackCounters, LivenessCounters, Snapshot, Stats
+from agent.gateway.stats import DiskReport, FallbackCounters, LivenessCounters, Snapshot, Stats
 from agent.gateway.status import view
 from agent.gateway.status.page import StatusPage
 from agent.gateway.uplink import Uplink
@@ -84,6 +88,31 @@ def _band_state(cfg: AgentConfig, store: Store) -> _BandState:
 
 
 async def run_gateway(cfg: AgentConfig) -> None:
+    """Run the gateway until SIGTERM/SIGINT; the data directory is this process's meanwhile."""
+    with DataDirLock(cfg.data_dir):
+        await _run_gateway(cfg)
+
+
+def open_store(cfg: AgentConfig) -> tuple[Store, Disk]:
+    """The buffer, with the alarms' disk reserve allocated (as far as the disk allows), and
+    the disk as the committer starts with it: full when the reserve could not be made whole."""
+    target = cfg.buffer.disk_reserve_bytes
+    reserve = SpaceReserve(cfg.data_dir / "buffer.reserve", default_reserve(cfg.data_dir) if target is None else target)
+    store = Store(cfg.buffer_path, reserve=reserve)
+    reserve.fill()
+    if not reserve.deficit:
+        return store, Disk()
+    log.error(
+        "disk_full when=start path=%s reserve_bytes=%d target=%d free_bytes=%d",
+        reserve.path,
+        reserve.size,
+        reserve.target,
+        filesystem(cfg.data_dir).free,
+    )
+    return store, Disk(full=True)
+
+
+async def _run_gateway(cfg: AgentConfig) -> None:
     registry = load_registry(cfg.devices_file)
     if registry.get(cfg.gateway_id) is not None:
         raise ConfigError(
@@ -95,7 +124,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
     key = load_or_create_key(cfg.key_file, cfg.gateway_id)
 
     # what a restart finds in the buffer
-    store = Store(cfg.buffer_path)
+    store, disk = open_store(cfg)
     rec = store.recover()
     if rec.quarantined is not None:
         log.error(
@@ -114,7 +143,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
         watch.committed(store.pending_alerts(watch.types))
     metrics = Metrics() if cfg.metrics is not None else None
 
-    recovered = recovered_state(rec)
+    recovered = recovered_state(rec, disk)
     # the way to the committer thread: events, PUBACKs, link state, batch settings
     inbox = CommitInbox(cfg.batch)
     # the way back to devices: receipts go where each device was last heard
@@ -209,7 +238,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
         liveness=liveness.counters if liveness is not None else LivenessCounters(),
         fallback=fallback_part.counters if fallback_part is not None else FallbackCounters(),
     )
-    _serve_metrics(metrics, cfg, stats)
+    _serve_metrics(metrics, cfg, stats, store)
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
         cfg.gateway_id,
@@ -277,14 +306,28 @@ def heartbeat_data(st: Snapshot, uptime_s: int) -> dict[int, Any]:
         7: 1 if st.local_connected else 0,
         8: st.accepted,
         9: dict(st.commands_rejected),
+        10: disk_data(st.disk),
     }
 
 
+def disk_data(disk: DiskReport) -> dict[int, int]:
+    """GATEWAY_HEARTBEAT key 10, the data disk (docs/protocol.md §4.4, §4.6)."""
+    data = {1: 1 if disk.full else 0, 2: disk.free, 3: disk.reserve, 4: disk.reserve_target}
+    if disk.bound is not None:
+        data[5] = disk.bound
+    data[6] = disk.episodes
+    data[7] = disk.full_s
+    return data
+
+
 async def _heartbeat(pipeline: Pipeline, stats: Stats, interval_s: int) -> None:
-    # the first one right away: central learns that the gateway (re)started
+    """Every interval_s, the first right away (central learns that the gateway (re)started),
+    and at once when the data disk becomes full or stops being full (docs/protocol.md §4.6)."""
     while True:
+        pipeline.disk_changed.clear()
         pipeline.gateway_event(EventType.GATEWAY_HEARTBEAT, heartbeat_data(stats.snapshot(), pipeline.uptime_s()))
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pipeline.disk_changed.wait(), interval_s)
 
 
 async def _liveness(liveness: Liveness, pipeline: Pipeline) -> None:
@@ -309,9 +352,14 @@ def _each(*calls: Callable[[SealedBatch], None] | None) -> Callable[[SealedBatch
     return each
 
 
-def _serve_metrics(metrics: Metrics | None, cfg: AgentConfig, stats: Stats) -> None:
+def _serve_metrics(metrics: Metrics | None, cfg: AgentConfig, stats: Stats, store: Store) -> None:
+    """The Prometheus endpoint; an address it cannot listen on is one line (ConfigError)."""
     if metrics is not None and cfg.metrics is not None:
-        metrics.serve(*cfg.metrics, stats.snapshot)
+        try:
+            metrics.serve(*cfg.metrics, stats.snapshot)
+        except OSError as exc:
+            store.close()
+            raise ConfigError(f"{cfg.path}: metrics.listen: {listen_error(*cfg.metrics, exc)}") from None
         log.info("metrics_listening host=%s port=%d", *cfg.metrics)
 
 

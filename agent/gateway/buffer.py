@@ -19,10 +19,27 @@ inside `transaction()`. A commit round reads the events table through `rows()` (
 view, agent/gateway/planner.py) and is written by `apply()`. A file that SQLite reports as corrupt is
 moved aside (quarantined) with its -wal/-shm files and a fresh one is started with a new chain
 epoch; what can be read of the old replay state is salvaged. Nothing is ever deleted silently.
+
+Disk space (the decisions are the planner's, `after_disk_full` and `after_disk_check`; the
+mechanics are here). How SQLite uses the disk: a commit appends the pages it changed to the
+write-ahead log; a checkpoint copies them into the database file, which grows when they are
+new pages; the log is then reused from its start (it does not shrink unless truncated). Rows
+deleted (sealed, evicted) leave free pages inside the file, which later inserts reuse before
+the file grows; with auto_vacuum=INCREMENTAL, `give_back` moves them to the file's end and a
+checkpoint cuts them off, back to the filesystem. So on a full disk:
+- the log's growth between checkpoints is bounded relative to the filesystem (`_pragmas`);
+- a failed round (SQLITE_FULL) is answered by `make_room`: a RESTART checkpoint, for which
+  the alarms' reserve file (agent/gateway/reserve.py) gives way a step at a time if the
+  database file must grow, so the log is reused instead of grown; the planner then evicts
+  P2 and P1 (their pages are reused) and may give up more of the reserve (`release_reserve`);
+- while the disk is full every round ends with such a checkpoint (Plan.checkpoint);
+- when there is room again the reserve is allocated again (`restore_reserve`), free pages
+  are handed back to the filesystem for it first if need be (`give_back`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -37,11 +54,13 @@ from pathlib import Path
 
 import cbor2
 
-from agent.gateway.planner import LivenessRow, Plan, Row
+from agent.gateway.planner import CHECKPOINT_RESET, CHECKPOINT_TRUNCATE, LivenessRow, Plan, Row, Space
 from agent.gateway.replay import ReplayState
+from agent.gateway.reserve import SpaceReserve, filesystem
 from agent.gateway.signer import SealedBatch, batch_events
 from agent.shared.errors import StoreError
 from agent.shared.frames import Event
+from agent.shared.log import Throttle
 from agent.shared.protocol import RECEIPT_DELIVERED, RECEIPT_DROPPED, RECEIPT_STORED
 
 log = logging.getLogger(__name__)
@@ -57,22 +76,46 @@ LEDGER_PER_DEVICE = 64
 # - synchronous=FULL: in WAL mode FULL fsyncs the log at every commit, so a commit that has
 #   returned survives a power cut. Receipt 1 promises exactly that; NORMAL would only sync at
 #   checkpoints and a power cut could roll back commits that devices were told are stored.
-# - wal_autocheckpoint=4000 pages (16 MB): fewer, larger checkpoints under a sustained load.
-# - journal_size_limit=64 MB: the log file is truncated back after a checkpoint, so a big
-#   backlog that has drained gives its disk space back.
+# - wal_autocheckpoint: up to 4000 pages (16 MB), fewer, larger checkpoints under a sustained
+#   load; on a small filesystem 1/64 of it (at least 64 pages), so the log never needs more
+#   than a small part of the disk between checkpoints (`_wal_pages`).
+# - journal_size_limit: four times that, at most 64 MB: the log file is truncated back after a
+#   checkpoint, so a big backlog that has drained gives its disk space back.
 # - cache_size=-8000 (8 MB): a bounded page cache; the agent shares a Pi with other services.
 #   The hot pages are few (the lanes' index, the head and tail of the events table), so 8 MB
 #   drains and fills a 1,000,000-event backlog as fast as 16 MB did, and the agent holds
 #   1,000,000 buffered events in ~69 MB instead of ~79 MB (docs/benchmarks.md).
 # - temp_store=MEMORY: sorting for the lane-ordered drain needs no temp files on the SD card.
+# - auto_vacuum=INCREMENTAL (set before the first table, so for new buffers; an older one is
+#   converted at start when small, `_convert`): free pages can be handed back to the
+#   filesystem on a full disk (`give_back`). It costs a pointer-map page per ~800 pages.
 _PRAGMAS = (
+    "PRAGMA auto_vacuum=INCREMENTAL",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
-    "PRAGMA wal_autocheckpoint=4000",
-    "PRAGMA journal_size_limit=67108864",
     "PRAGMA cache_size=-8000",
     "PRAGMA temp_store=MEMORY",
 )
+_WAL_PAGES_MAX = 4000
+_WAL_PAGES_MIN = 64
+_WAL_SHARE = 64  # of the filesystem, at most, between checkpoints
+_JOURNAL_LIMIT_MAX = 64 * 1024 * 1024
+# An older buffer (auto_vacuum off) is converted at start when at most this big (VACUUM
+# rewrites it, and needs as much free space again).
+_CONVERT_MAX = 64 * 1024 * 1024
+
+# SQLite result codes that mean the disk is full: SQLITE_FULL (13, any extended code) and
+# SQLITE_IOERR_SHMSIZE (the -shm file could not grow); an I/O error on a filesystem with less
+# free space than this counts too.
+_SQLITE_FULL = 13
+_SQLITE_IOERR = 10
+_SQLITE_IOERR_SHMSIZE = 4874
+_NEARLY_FULL = 64 * 1024
+# Each step the reserve gives way when a checkpoint cannot grow the database file.
+_CHECKPOINT_RELEASE = 256 * 1024
+# Free pages handed back per call, at most (each may move a page through the log).
+_GIVE_BACK_PAGES = 1024
+_CHECKPOINT_MODES = (CHECKPOINT_RESET, "RESTART", CHECKPOINT_TRUNCATE)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
@@ -145,28 +188,56 @@ class Recovered:
 
 
 class Store:
-    """The SQLite buffer; see the module docstring."""
+    """The SQLite buffer; see the module docstring.
 
-    def __init__(self, path: Path) -> None:
+    `reserve`: the alarms' disk reserve (agent/gateway/reserve.py); without one, a full disk
+    can only be met by evicting.
+    """
+
+    def __init__(self, path: Path, reserve: SpaceReserve | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.reserve = reserve
         self.quarantined: Path | None = None
         self.salvaged: dict[str, ReplayState] = {}
+        self._released = Throttle()
         # per device, the gaps blob last committed (ReplayState.gaps_blob: a new object when they
         # change), and those written by the transaction in progress
         self._gaps_written: dict[str, bytes] = {}
         self._gaps_pending: dict[str, bytes] = {}
+        while True:
+            try:
+                self._start()
+                return
+            except StoreError as exc:
+                # a restart on a full disk: opening may need room (the -shm file, the log's
+                # recovery); the alarms' reserve gives way a step at a time
+                if not exc.full or reserve is None or not reserve.release(_CHECKPOINT_RELEASE):
+                    raise
+                self._log_released("open", _CHECKPOINT_RELEASE)
+
+    def _start(self) -> None:
         try:
-            self.db = self._open()
-            self._check()
-        except sqlite3.DatabaseError as exc:
-            self._quarantine(str(exc))
-            self.db = self._open()
-        self._migrate()
-        self.db.executescript(_SCHEMA)
-        if self.salvaged:
-            with self.transaction():
-                self.save_replay((d, *st.as_row()) for d, st in self.salvaged.items())
+            try:
+                self.db = self._open()
+                self._check()
+            except sqlite3.DatabaseError as exc:
+                if self._is_full(exc):
+                    raise
+                self._quarantine(str(exc))
+                self.db = self._open()
+            self._migrate()
+            self.db.executescript(_SCHEMA)
+            self._convert()
+            self.page_size = int(self.db.execute("PRAGMA page_size").fetchone()[0])
+            self.wal_bound = self._pragmas()
+            if self.salvaged:
+                with self.transaction():
+                    self.save_replay((d, *st.as_row()) for d, st in self.salvaged.items())
+        except sqlite3.Error as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self.db.close()  # opened before the failure: a retry opens it again
+            raise StoreError(f"{self.path}: cannot open the buffer: {exc}", full=self._is_full(exc)) from exc
 
     def _open(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun and committed explicitly below.
@@ -174,6 +245,34 @@ class Store:
         for pragma in _PRAGMAS:
             db.execute(pragma)
         return db
+
+    def _pragmas(self) -> int:
+        """The log's bounds, from the filesystem's size (see _PRAGMAS); the log's bound in bytes."""
+        fs = filesystem(self.path.parent)
+        pages = max(_WAL_PAGES_MIN, min(_WAL_PAGES_MAX, fs.size // _WAL_SHARE // self.page_size))
+        self.db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        self.db.execute(f"PRAGMA journal_size_limit={min(_JOURNAL_LIMIT_MAX, 4 * pages * self.page_size)}")
+        return pages * self.page_size
+
+    def _convert(self) -> None:
+        """An older buffer without auto_vacuum=INCREMENTAL: VACUUM it into one, when small."""
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return
+        size = self.path.stat().st_size
+        free = filesystem(self.path.parent).free
+        if size > _CONVERT_MAX or free < 2 * size + _CONVERT_MAX // 4:
+            log.warning(
+                "buffer_not_converted path=%s bytes=%d free_bytes=%d reason=%s",
+                self.path,
+                size,
+                free,
+                "too big to convert now: its free pages go back to the disk once a start converts it",
+            )
+            return
+        self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy went through the log: give it back
+        log.info("buffer_converted path=%s auto_vacuum=incremental", self.path)
 
     def _migrate(self) -> None:
         # schema 1 -> 2: events.received (existing rows count as received at the epoch)
@@ -207,26 +306,141 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def _is_full(self, exc: sqlite3.Error) -> bool:
+        """Does this SQLite error mean the disk is full?"""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:
+            return False
+        if code & 0xFF == _SQLITE_FULL or code == _SQLITE_IOERR_SHMSIZE:
+            return True
+        return code & 0xFF == _SQLITE_IOERR and filesystem(self.path.parent).free < _NEARLY_FULL
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT; the commit is durable (fsync) when this returns."""
+        """BEGIN IMMEDIATE ... COMMIT; the commit is durable (fsync) when this returns.
+
+        A failure is a StoreError, with `full` set when the disk is full; the transaction is
+        rolled back (SQLite may already have done so for a full disk).
+        """
         self._gaps_pending.clear()
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot begin a transaction: {exc}") from exc
+            raise StoreError(f"{self.path}: cannot begin a transaction: {exc}", full=self._is_full(exc)) from exc
         try:
             yield
             self.db.execute("COMMIT")
             self._gaps_written.update(self._gaps_pending)
         except BaseException as exc:
-            try:
-                self.db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{self.path}: {exc}") from exc
+                raise StoreError(f"{self.path}: {exc}", full=self._is_full(exc)) from exc
             raise
+
+    # --- disk space (the module docstring; decisions in agent/gateway/planner.py) --------
+
+    def space(self) -> Space:
+        """What the filesystem, the reserve, the log and the file's free pages hold now."""
+        try:
+            wal = os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            wal = 0
+        try:
+            free_pages = int(self.db.execute("PRAGMA freelist_count").fetchone()[0]) * self.page_size
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: freelist_count: {exc}", full=self._is_full(exc)) from exc
+        reserve = self.reserve
+        return Space(
+            free=filesystem(self.path.parent).free,
+            reserve=reserve.size if reserve is not None else 0,
+            reserve_target=reserve.target if reserve is not None else 0,
+            wal=wal,
+            wal_bound=self.wal_bound,
+            free_pages=free_pages,
+        )
+
+    def checkpoint(self, mode: str, *, may_release: bool = False) -> None:
+        """PRAGMA wal_checkpoint(`mode`), outside a transaction: PASSIVE (planner.CHECKPOINT_RESET),
+        RESTART (the same, waiting for readers to let go of the log) or TRUNCATE
+        (planner.CHECKPOINT_TRUNCATE). `may_release`: when the database file cannot grow for
+        it, the alarms' reserve gives way a step at a time (what the log holds is what alarms
+        need stored)."""
+        if mode not in _CHECKPOINT_MODES:
+            raise ValueError(f"checkpoint mode {mode!r}")
+        sql = f"PRAGMA wal_checkpoint({mode})"
+        while True:
+            try:
+                self.db.execute(sql).fetchall()
+                return
+            except sqlite3.Error as exc:
+                full = self._is_full(exc)
+                reserve = self.reserve
+                if not (full and may_release and reserve is not None and reserve.release(_CHECKPOINT_RELEASE)):
+                    raise StoreError(f"{self.path}: checkpoint: {exc}", full=full) from exc
+                self._log_released("checkpoint", _CHECKPOINT_RELEASE)
+
+    def make_room(self) -> Space:
+        """After a round failed for want of space: a checkpoint, so that the log is reused
+        rather than grown (the reserve gives way if it must); what there is then."""
+        try:
+            self.checkpoint("RESTART", may_release=True)
+        except StoreError as exc:
+            log.error("disk_checkpoint_failed path=%s reason=%r", self.path, str(exc))
+        return self.space()
+
+    def release_reserve(self, nbytes: int) -> int:
+        """Give up `nbytes` of the alarms' reserve (the planner decided); how many it gave."""
+        given = self.reserve.release(nbytes) if self.reserve is not None else 0
+        if given:
+            self._log_released("round", given)
+        return given
+
+    def restore_reserve(self) -> int:
+        """Allocate the reserve to its target again, as far as the disk allows; its size."""
+        if self.reserve is None:
+            return 0
+        before = self.reserve.size
+        size = self.reserve.fill()
+        if size > before:
+            log.warning(
+                "disk_reserve_restored path=%s reserve_bytes=%d target=%d", self.reserve.path, size, self.reserve.target
+            )
+        return size
+
+    def give_back(self, nbytes: int) -> None:
+        """Hand up to `nbytes` of free pages back to the filesystem: an incremental vacuum, then
+        a TRUNCATE checkpoint (the database file is cut when the log is copied into it). A page
+        moved to fill a hole goes through the log, so a call moves at most half of the room
+        the log has."""
+        space = self.space()
+        room = (space.wal + space.free) // self.page_size // 2
+        pages = min(_GIVE_BACK_PAGES, max(16, room), -(-nbytes // self.page_size))
+        if pages <= 0:
+            return
+        # executescript steps the pragma until it is done (execute() would free one page)
+        try:
+            self.db.executescript(f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({pages}); COMMIT;")
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: incremental vacuum: {exc}", full=self._is_full(exc)) from exc
+        self.checkpoint(CHECKPOINT_TRUNCATE)
+
+    def _log_released(self, why: str, nbytes: int) -> None:
+        suppressed = self._released.allow(why)
+        if suppressed is not None and self.reserve is not None:
+            log.warning(
+                "disk_reserve_released for=%s bytes=%d reserve_bytes=%d target=%d suppressed_since_last=%d",
+                why,
+                nbytes,
+                self.reserve.size,
+                self.reserve.target,
+                suppressed,
+            )
 
     # --- state at start ------------------------------------------------------------
 

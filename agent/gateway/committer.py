@@ -15,9 +15,14 @@ result goes back to the event loop (receipt 1, PUBACKs to the local broker, batc
 publish). What a round does is decided by the planner; its rules are in agent/gateway/planner.py.
 
 Sealing happens here, so a batch is durable before it is published and a restart resends the
-same bytes. A round whose transaction fails (disk full, I/O error) changes nothing: its input
-goes back to the front of the inbox, the chain is rewound, and the round is retried with
-backoff while the pipeline reports the error.
+same bytes. A round whose transaction fails changes nothing: its input goes back to the front
+of the inbox and the chain is rewound. For want of disk space (SQLITE_FULL) the store makes
+room (a checkpoint) and the planner decides what gives way (`after_disk_full`: P2, then P1,
+then part of the alarms' reserve); the round is retried at once while that changes anything.
+Otherwise (an I/O error, or nothing left to give) it is retried with backoff while the
+pipeline reports the error. While the disk is full or bounds P1/P2 the committer looks at the
+space between rounds (`after_disk_check`), and every `DISK_REPORT_S` otherwise, for the
+operator (GATEWAY_HEARTBEAT, metrics).
 """
 
 from __future__ import annotations
@@ -28,12 +33,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agent.gateway.buffer import Recovered, Store
 from agent.gateway.config import BatchConfig, BufferConfig
-from agent.gateway.planner import BACKLOG_BATCHES_PER_ROUND, LivenessRow, State, Submitted, plan_round, seal_wait
+from agent.gateway.planner import (
+    BACKLOG_BATCHES_PER_ROUND,
+    Disk,
+    DiskStep,
+    LivenessRow,
+    Space,
+    State,
+    Submitted,
+    after_disk_check,
+    after_disk_full,
+    plan_round,
+    seal_wait,
+)
 from agent.gateway.signer import SealedBatch, Signer
+from agent.gateway.stats import DiskReport
 from agent.shared.errors import StoreError
 from agent.shared.log import Throttle
 
@@ -44,6 +62,10 @@ log = logging.getLogger(__name__)
 DRAIN_PAUSE_S = 0.004
 # A trickle of telemetry waits this many events at most for the group-commit wait.
 _GROUP_MAX = 64
+# How often the space is looked at while the disk is full or bounds P1/P2, and otherwise
+# (for the operator only: one statvfs).
+DISK_CHECK_S = 1.0
+DISK_REPORT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -60,11 +82,15 @@ class CommitResult:
     dropped: list[tuple[str, int, int]] = field(default_factory=list)  # evicted events that want receipts
     commit_ms: float = 0.0
     error: str | None = None
+    disk: DiskReport | None = None  # the disk as last measured, when that changed
 
 
-def recovered_state(rec: Recovered) -> State:
-    """The committer's state after a restart, from what the buffer holds."""
+def recovered_state(rec: Recovered, disk: Disk | None = None) -> State:
+    """The committer's state after a restart, from what the buffer holds. `disk`: full when the
+    alarms' reserve could not be made whole at start; P1/P2 may then hold what they hold."""
     b, bb, ev = rec.backlog, rec.backlog_bytes, rec.evicted
+    if disk is not None and disk.full and disk.bound is None:
+        disk = Disk(full=True, bound=bb[1] + bb[2])
     return State(
         backlog=(b[0], b[1], b[2]),
         backlog_bytes=(bb[0], bb[1], bb[2]),
@@ -72,6 +98,8 @@ def recovered_state(rec: Recovered) -> State:
         inflight=len(rec.batches),
         evicted=(ev[0], ev[1], ev[2]),
         gw_seq=rec.gw_seq,
+        disk=disk or Disk(),
+        high_water=sum(bb),
     )
 
 
@@ -182,10 +210,19 @@ class Committer:
         self.on_result = on_result
         self.limits = limits
         self.commit_wait = commit_wait_ms / 1000.0
+        self.disk_check_s = DISK_CHECK_S
         self._over_bound = Throttle()
+        self._disk_log = Throttle()
+        self._next_disk = 0.0  # monotonic time of the next look at the space
+        self._disk_report: DiskReport | None = None
+        self._checkpoint: str | None = None  # the last round's plan asked for it
+        self._episodes = 0  # times the disk became full since the start
+        self._full_s = 0.0  # seconds it was full, episodes that ended
+        self._full_since: float | None = None  # monotonic time the current episode began
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
 
     def start(self) -> None:
+        self._report_disk()  # the disk as the agent starts: the first heartbeat carries it
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -214,7 +251,10 @@ class Committer:
             wait = seal_wait(self.state, inbox._items, inbox._uplink, inbox._batch, int(time.time() * 1000))
             if not inbox._empty() or wait == 0.0 or inbox._stopping:
                 break
-            inbox._cv.wait(wait)
+            due = self._disk_due()
+            if due == 0.0:
+                break  # a round without events: evictions toward the disk's bound, a look at the space
+            inbox._cv.wait(due if wait is None else wait if due is None else min(wait, due))
         if inbox._stopping and inbox._empty():
             return False
         if (
@@ -242,15 +282,153 @@ class Committer:
             try:
                 result = self._commit(taken, uplink, batch)
             except StoreError as exc:
-                log.error("commit_failed reason=%r retry_in_s=%.1f", str(exc), backoff)
                 inbox._put_back(taken)
-                self.loop.call_soon_threadsafe(self.on_result, CommitResult(error=str(exc)))
+                retry = exc.full and self._disk_full(exc)
+                self.loop.call_soon_threadsafe(self.on_result, CommitResult(error=str(exc), disk=self._disk_report))
+                if retry:
+                    continue
+                log.error("commit_failed reason=%r retry_in_s=%.1f", str(exc), backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            draining = not taken.items and len(result.sealed) >= BACKLOG_BATCHES_PER_ROUND
+            draining = not taken.items and (len(result.sealed) >= BACKLOG_BATCHES_PER_ROUND or self._disk_due() == 0.0)
             self.loop.call_soon_threadsafe(self.on_result, result)
+            # the disk's work after the round's results are on their way: receipts and batches
+            # do not wait for a checkpoint
+            self._after_round()
+
+    def _after_round(self) -> None:
+        mode, self._checkpoint = self._checkpoint, None
+        if mode is not None:
+            try:
+                self.store.checkpoint(mode, may_release=self.state.disk.full)
+            except StoreError as exc:  # the round is durable; the next one meets the disk
+                log.warning("checkpoint_failed mode=%s reason=%r", mode, str(exc))
+        self._report_disk()
+
+    def _report_disk(self) -> None:
+        """When it is time, look at the disk; a change goes to the event loop as a result that
+        leaves every other counter as it is."""
+        news = self._watch_disk()
+        if news is not None:
+            st = self.state
+            report = CommitResult(
+                backlog=st.backlog,
+                backlog_bytes=st.backlog_bytes,
+                oldest_ms=st.oldest_ms,
+                evicted=st.evicted,
+                disk=news,
+            )
+            self.loop.call_soon_threadsafe(self.on_result, report)
+
+    # --- the disk (decisions: agent/gateway/planner.py after_disk_full, after_disk_check) ---
+
+    def _disk_full(self, exc: StoreError) -> bool:
+        """A round failed for want of space: make room, decide what gives way; True to retry at once."""
+        store = self.store
+        try:
+            space = store.make_room()
+        except StoreError as err:
+            log.error("disk_make_room_failed reason=%r", str(err))
+            return False
+        before = self.state.disk
+        step = after_disk_full(self.state, space)
+        if step.release:
+            store.release_reserve(step.release)
+        self.state = replace(self.state, disk=step.disk)
+        self._next_disk = min(self._next_disk, time.monotonic() + self.disk_check_s)
+        self._report(space, step.disk)
+        suppressed = self._disk_log.allow("full")
+        if not before.full or suppressed is not None:
+            log.error(
+                "disk_full path=%s free_bytes=%d reserve_bytes=%d wal_bytes=%d backlog_bytes=%s"
+                " p1p2_bound=%d failures=%d alarms_only=%d retry=%d reason=%r suppressed_since_last=%d",
+                store.path,
+                space.free,
+                store.reserve.size if store.reserve is not None else 0,
+                space.wal,
+                list(self.state.backlog_bytes),
+                step.disk.bound or 0,
+                step.disk.failures,
+                step.disk.alarms_only,
+                step.retry,
+                str(exc),
+                suppressed or 0,
+            )
+        return step.retry
+
+    def _disk_due(self) -> float | None:
+        """Seconds until a round is due for the disk's sake (0: now), None while it needs none:
+        while the disk is full or bounds P1/P2, a look at the space every disk_check_s, and
+        rounds one after the other (with the drain's pause) while P1/P2 are over the bound."""
+        d = self.state.disk
+        if not d.full and d.bound is None:
+            return None
+        bb = self.state.backlog_bytes
+        if d.bound is not None and bb[1] + bb[2] > d.bound:
+            return 0.0
+        return max(0.0, self._next_disk - time.monotonic())
+
+    def _watch_disk(self) -> DiskReport | None:
+        """After a committed round: look at the space when it is time (often while the disk is
+        full or bounds P1/P2); the report when it changed."""
+        now = time.monotonic()
+        if now < self._next_disk:
+            return None
+        disk = self.state.disk
+        watching = disk.full or disk.bound is not None
+        self._next_disk = now + (self.disk_check_s if watching else DISK_REPORT_S)
+        store = self.store
+        try:
+            space = store.space()
+            if watching:
+                step = after_disk_check(self.state, space, self.limits)
+                self._disk_step(step)
+                if step.restore or step.give_back:
+                    space = store.space()
+        except StoreError as exc:
+            log.error("disk_check_failed reason=%r", str(exc))
+            return None
+        before = self._disk_report
+        report = self._report(space, self.state.disk)
+        return report if report != before else None
+
+    def _disk_step(self, step: DiskStep) -> None:
+        store, before = self.store, self.state.disk
+        log.debug("disk_check backlog_bytes=%s before=%s step=%s", list(self.state.backlog_bytes), before, step)
+        if step.give_back:
+            store.give_back(step.give_back)
+        if step.restore:
+            store.restore_reserve()
+        self.state = replace(self.state, disk=step.disk)
+        after = step.disk
+        if before.full and not after.full:
+            log.warning("disk_space_returned path=%s p1p2_bound=%s", store.path, after.bound)
+        elif before.bound is not None and after.bound is None:
+            log.info("disk_bound_lifted path=%s", store.path)
+
+    def _report(self, space: Space, disk: Disk) -> DiskReport:
+        """The disk for the operator; counts the times it became full and the time spent full."""
+        now = time.monotonic()
+        if disk.full and self._full_since is None:
+            self._full_since = now
+            self._episodes += 1
+        elif not disk.full and self._full_since is not None:
+            self._full_s += now - self._full_since
+            self._full_since = None
+        full_s = self._full_s + (now - self._full_since if self._full_since is not None else 0.0)
+        reserve = self.store.reserve
+        self._disk_report = report = DiskReport(
+            full=disk.full,
+            free=space.free,
+            reserve=reserve.size if reserve is not None else 0,
+            reserve_target=space.reserve_target,
+            bound=disk.bound,
+            episodes=self._episodes,
+            full_s=int(full_s),
+        )
+        return report
 
     def _commit(self, taken: _Taken, uplink: bool, batch: BatchConfig) -> CommitResult:
         """One round: plan, seal and apply in one transaction; the chain is rewound on failure."""
@@ -278,6 +456,7 @@ class Committer:
             sealer.seq, sealer.prev = chain
             raise
         self.state = st = plan.state
+        self._checkpoint = plan.checkpoint
         if plan.over_bound:
             suppressed = self._over_bound.allow("p0")
             if suppressed is not None:

@@ -6,12 +6,16 @@ docs/configuration.md for the keys; `guardian-agent check-config FILE` runs the 
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
+import socket
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from agent.shared import tomlcheck
 from agent.shared.commands import LINGER_MS_RANGE, MAX_EVENTS_RANGE  # the same bounds as central's CONFIG command
@@ -62,6 +66,9 @@ class BufferConfig:
 
     max_bytes: int
     p0_reserve_bytes: int
+    # the alarms' disk reserve (agent/gateway/reserve.py); None: 16 MiB or 1/16 of the data
+    # filesystem, whichever is smaller (reserve.default_reserve)
+    disk_reserve_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +217,12 @@ class AgentConfig:
         return self.topics.commands
 
 
+# A broker's host: a DNS name or an IP address (IPv6 without brackets), nothing else.
+_HOST_RE = re.compile(r"[A-Za-z0-9._:%-]{1,253}")
+# An MQTT client id: printable ASCII without spaces (brokers and their ACLs see it verbatim).
+_CLIENT_ID_RE = re.compile(r"[!-~]{1,128}")
+
+
 def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerConfig:
     cfg = BrokerConfig(
         host=t.text("host"),
@@ -217,6 +230,10 @@ def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerCon
         client_id=t.text("client_id", default_id),
         keepalive=t.integer("keepalive", 30, lo=5, hi=3600),
     )
+    if "host" in t.data and isinstance(cfg.host, str) and not _HOST_RE.fullmatch(cfg.host):
+        t.error("host", f"expected a host name or IP address, got {cfg.host!r}")
+    if isinstance(t.data.get("client_id", ""), str) and not _CLIENT_ID_RE.fullmatch(cfg.client_id):
+        t.error("client_id", f"expected 1-128 printable ASCII characters without spaces, got {cfg.client_id!r}")
     t.no_unknown_keys()
     return cfg
 
@@ -228,7 +245,7 @@ def _local(t: tomlcheck.Table, base: Path, default_id: str) -> BrokerConfig:
     password_file = t.path_value("password_file", base, None)
     client_id = t.text("client_id", username if username is not None else default_id)
     if username is not None and client_id != username:
-        raise t.fail(
+        t.error(
             "client_id",
             f"expected {username!r} (the user name) or nothing: the broker uses each client's user name as its "
             "client id (use_username_as_clientid)",
@@ -236,7 +253,7 @@ def _local(t: tomlcheck.Table, base: Path, default_id: str) -> BrokerConfig:
     if password_file is not None and username is None:
         username = client_id
     if username is not None and password_file is None:
-        raise t.fail("password_file", "missing: a user name needs the file that holds the agent's broker password")
+        t.error("password_file", "missing: a user name needs the file that holds the agent's broker password")
     tls = _tls(t.table("tls"), base) if "tls" in t.data else None
     files = None
     if "mosquitto" in t.data:
@@ -246,7 +263,7 @@ def _local(t: tomlcheck.Table, base: Path, default_id: str) -> BrokerConfig:
         )
         m.no_unknown_keys()
         if username is None:
-            raise t.fail("mosquitto", "needs password_file: the broker's files include the agent's own login")
+            t.error("mosquitto", "needs password_file: the broker's files include the agent's own login")
     cfg = replace(
         _broker(t, 8883 if tls is not None else 1883, client_id),
         tls=tls,
@@ -266,16 +283,25 @@ def _tls(t: tomlcheck.Table, base: Path) -> TlsConfig:
     t.no_unknown_keys()
     if (tls.cert_file is None) != (tls.key_file is None):
         missing = "key_file" if tls.key_file is None else "cert_file"
-        raise t.fail(missing, "missing: cert_file and key_file (the client certificate and its key) go together")
+        t.error(missing, "missing: cert_file and key_file (the client certificate and its key) go together")
+        return tls
+    usable = True
     for key, p in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
         if p is not None and not p.is_file():
-            raise t.fail(key, f"expected a PEM file, {p} does not exist or is not a file")
-    if tls.key_file is not None:
+            t.error(key, f"expected a PEM file, {p} does not exist or is not a file")
+            usable = False
+    if tls.key_file is not None and usable:
         try:
             tomlcheck.require_private(tls.key_file, "the TLS client key")
         except ConfigError as exc:
-            raise t.fail("key_file", str(exc)) from None
-    tls_context(tls, f"{t.path}: {t.prefix}")
+            t.error("key_file", str(exc))
+            usable = False
+    if usable:
+        try:
+            tls_context(tls, "")
+        except ConfigError as exc:  # "<key>: <message>", the key without the table's prefix
+            key, _, message = str(exc).partition(": ")
+            t.error(key, message)
     return tls
 
 
@@ -285,7 +311,7 @@ def _central(t: tomlcheck.Table, base: Path, gateway_id: str) -> tuple[BrokerCon
         try:
             load_central_public_key(command_key)
         except ConfigError as exc:
-            raise t.fail("command_key", f"expected central's public key file (guardian-agent keygen): {exc}") from None
+            t.error("command_key", f"expected central's public key file (guardian-agent keygen): {exc}")
     tls = _tls(t.table("tls"), base) if "tls" in t.data else None
     return replace(_broker(t, 1883, gateway_id), tls=tls), command_key
 
@@ -293,8 +319,9 @@ def _central(t: tomlcheck.Table, base: Path, gateway_id: str) -> tuple[BrokerCon
 def _serial_ports(top: tomlcheck.Table, base: Path) -> tuple[SerialConfig, ...]:
     ports: list[SerialConfig] = []
     for t in top.tables("serial"):
-        if not t.text("port").strip():
-            raise t.fail("port", "expected the path of a serial device, e.g. /dev/ttyUSB0, got an empty string")
+        raw = t.data.get("port")
+        if isinstance(raw, str) and not raw.strip():
+            t.error("port", "expected the path of a serial device, e.g. /dev/ttyUSB0, got an empty string")
         cfg = SerialConfig(
             port=t.path_value("port", base),
             baudrate=t.integer("baudrate", 115200, lo=50, hi=4_000_000),
@@ -303,39 +330,38 @@ def _serial_ports(top: tomlcheck.Table, base: Path) -> tuple[SerialConfig, ...]:
         t.no_unknown_keys()
         for i, other in enumerate(ports):
             if other.port == cfg.port:
-                raise t.fail("port", f"{cfg.port} is already serial[{i}].port; one [[serial]] entry per port")
+                t.error("port", f"{cfg.port} is already serial[{i}].port; one [[serial]] entry per port")
         ports.append(cfg)
     return tuple(ports)
+
+
+def _ble_scanner(t: tomlcheck.Table) -> BleScannerConfig:
+    name = t.ident("name")
+    backend = t.text("backend", "bluez")
+    watchdog_s = t.integer("watchdog_s", 60, lo=2, hi=86400)
+    if backend == "bluez":
+        adapter = t.text("adapter", None)
+        if adapter is not None and not re.fullmatch(r"hci[0-9]{1,3}", adapter):
+            t.error("adapter", f"expected an adapter name like hci0, got {adapter!r}")
+        return BleScannerConfig(name, backend, adapter=adapter, watchdog_s=watchdog_s)
+    if backend != "sim":
+        t.error("backend", f"expected one of {', '.join(BLE_BACKENDS)}, got {backend!r}")
+    air = t.address("air")
+    pos = t.data.get("position", [0.0, 0.0])
+    t.used.add("position")
+    if not isinstance(pos, list) or len(pos) != 2 or not all(type(v) in (int, float) and abs(v) < 1e6 for v in pos):
+        t.error("position", f"expected [x, y] in metres, got {pos!r}")
+        pos = [0.0, 0.0]
+    return BleScannerConfig(name, backend, air=air, position=(float(pos[0]), float(pos[1])), watchdog_s=watchdog_s)
 
 
 def _ble_scanners(top: tomlcheck.Table) -> tuple[BleScannerConfig, ...]:
     scanners: list[BleScannerConfig] = []
     for t in top.tables("ble"):
-        name = t.ident("name")
-        backend = t.text("backend", "bluez")
-        if backend not in BLE_BACKENDS:
-            raise t.fail("backend", f"expected one of {', '.join(BLE_BACKENDS)}, got {backend!r}")
-        watchdog_s = t.integer("watchdog_s", 60, lo=2, hi=86400)
-        if backend == "bluez":
-            adapter = t.text("adapter", None)
-            if adapter is not None and not re.fullmatch(r"hci[0-9]{1,3}", adapter):
-                raise t.fail("adapter", f"expected an adapter name like hci0, got {adapter!r}")
-            cfg = BleScannerConfig(name, backend, adapter=adapter, watchdog_s=watchdog_s)
-        else:
-            air = t.address("air")
-            pos = t._get("position", [0.0, 0.0])
-            if (
-                not isinstance(pos, list)
-                or len(pos) != 2
-                or not all(type(v) in (int, float) and abs(v) < 1e6 for v in pos)
-            ):
-                raise t.fail("position", f"expected [x, y] in metres, got {pos!r}")
-            cfg = BleScannerConfig(
-                name, backend, air=air, position=(float(pos[0]), float(pos[1])), watchdog_s=watchdog_s
-            )
+        cfg = _ble_scanner(t)
         t.no_unknown_keys()
-        if any(o.name == name for o in scanners):
-            raise t.fail("name", f"duplicate scanner name {name!r}")
+        if any(o.name == cfg.name for o in scanners):
+            t.error("name", f"duplicate scanner name {cfg.name!r}")
         scanners.append(cfg)
     return tuple(scanners)
 
@@ -506,8 +532,10 @@ def _liveness(top: tomlcheck.Table) -> LivenessConfig:
 
 
 def load_config(path: Path) -> AgentConfig:
+    """The config file, checked whole: a ConfigError names every mistake in it, one per line."""
     path = Path(path)
-    top = tomlcheck.Table(path, tomlcheck.load(path))
+    errors = tomlcheck.Errors(path)
+    top = tomlcheck.Table(path, tomlcheck.load(path), errors=errors)
     base = path.resolve().parent
     gw = top.table("gateway")
     gateway_id = gw.ident("id")
@@ -535,6 +563,7 @@ def load_config(path: Path) -> AgentConfig:
     buffer = BufferConfig(
         max_bytes=max_bytes,
         p0_reserve_bytes=bf.integer("p0_reserve_bytes", max_bytes // 8, lo=0, hi=max_bytes),
+        disk_reserve_bytes=bf.integer("disk_reserve_bytes", None, lo=0, hi=1 << 40),
     )
     bf.no_unknown_keys()
 
@@ -549,10 +578,12 @@ def load_config(path: Path) -> AgentConfig:
     serial = _serial_ports(top, base)
     ble = _ble_scanners(top)
     wristbands = _wristbands(top, base)
-    status_page = _status_page(top, base)
-    notify = _notify(top, base, data_dir, venue)
-    liveness = _liveness(top)
+    # these sections stop at their first error; it is reported with all the others
+    status_page = _section(errors, lambda: _status_page(top, base), None)
+    notify = _section(errors, lambda: _notify(top, base, data_dir, venue), None)
+    liveness = _section(errors, lambda: _liveness(top), LivenessConfig())
     top.no_unknown_keys()
+    errors.check()
 
     return AgentConfig(
         path=path,
@@ -577,3 +608,101 @@ def load_config(path: Path) -> AgentConfig:
         notify=notify,
         liveness=liveness,
     )
+
+
+T = TypeVar("T")
+
+
+def _section(errors: tomlcheck.Errors, read: Callable[[], T], stand_in: T) -> T:
+    """A section read by code that raises its first error: the error joins the others."""
+    try:
+        return read()
+    except ConfigError as exc:
+        errors.add_message(str(exc))
+        return stand_in
+
+
+# --- what `run` needs of the machine ------------------------------------------------------
+
+# The alarms' disk reserve may take at most this share of the data filesystem.
+_RESERVE_SHARE_MAX = 4
+
+
+def check_runnable(cfg: AgentConfig, *, probe_port: bool = True) -> None:
+    """What `guardian-agent run` needs of this machine, beyond the file's syntax: a data
+    directory it can create and write, a key file it can create or read, a metrics address of
+    this machine (and, with `probe_port`, a free port), a disk reserve the filesystem can hold.
+    A ConfigError names every problem, one per line."""
+    errors = tomlcheck.Errors(cfg.path)
+    _writable_dir(errors, "gateway.data_dir", cfg.data_dir)
+    if cfg.key_file.exists():
+        if not cfg.key_file.is_file():
+            errors.add("gateway.key_file", f"{cfg.key_file} is not a file")
+    elif not errors.failed("gateway.data_dir"):
+        _writable_dir(errors, "gateway.key_file", cfg.key_file.parent)
+    listens = {"metrics.listen": cfg.metrics}
+    if cfg.status_page is not None:
+        listens["status_page.listen"] = cfg.status_page.listen
+    if cfg.notify is not None:
+        listens["notify.ack_listen"] = cfg.notify.ack_listen
+    for key, address in listens.items():
+        problem = _listen_problem(*address, probe_port=probe_port) if address is not None else None
+        if problem is not None:
+            errors.add(key, problem)
+    reserve = cfg.buffer.disk_reserve_bytes
+    home = _existing(cfg.data_dir)
+    if reserve is not None and home is not None and not errors.failed("gateway.data_dir"):
+        st = os.statvfs(home)
+        size = st.f_blocks * st.f_frsize
+        if reserve > size // _RESERVE_SHARE_MAX:
+            errors.add(
+                "buffer.disk_reserve_bytes",
+                f"{reserve} bytes is more than 1/{_RESERVE_SHARE_MAX} of the data filesystem ({size} bytes)",
+            )
+    errors.check()
+
+
+def _existing(path: Path) -> Path | None:
+    """`path` or its nearest ancestor that exists."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return None
+
+
+def _writable_dir(errors: tomlcheck.Errors, key: str, path: Path) -> None:
+    """`path` is a directory the agent can write, or one it can create."""
+    found = _existing(path)
+    if found is None or not found.is_dir():
+        errors.add(key, f"{path} cannot be a directory: {found} is not one")
+    elif not os.access(found, os.W_OK | os.X_OK):
+        errors.add(key, f"{path}: {found} is not writable for this user")
+
+
+def _listen_problem(host: str, port: int, *, probe_port: bool) -> str | None:
+    """Why the metrics endpoint could not listen on host:port; None when it could."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return listen_error(host, port, exc)
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE and not probe_port:
+                    continue
+                return listen_error(host, port, exc)
+    return None
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """What a failure to listen on host:port means, in one line."""
+    if isinstance(exc, socket.gaierror):
+        return f"{host}:{port}: {host} does not resolve ({exc.strerror or exc})"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{host}:{port} is in use by another process"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host}:{port}: {host} is not an address of this machine"
+    return f"{host}:{port}: cannot listen there ({exc.strerror or exc})"

@@ -27,6 +27,10 @@ own registry (several agents can run in one test process).
     ge_fallback_alerts_total           alerts the gateway's fallback took on
     ge_local_acks_total                acknowledgements at the gateway (its LAN page, SMS replies)
     ge_sounder_failures_total          sounder commands or relay writes that failed
+    ge_disk_full                       1 while the data disk is full (alarms still stored: docs/protocol.md §4.6)
+    ge_disk_free_bytes                 bytes free on the data filesystem (measured every 10 s, every 1 s when full)
+    ge_disk_reserve_bytes              bytes of the alarms' reserve file (ge_disk_reserve_target_bytes when whole)
+    ge_disk_bound_bytes                the P1/P2 bound the disk sets (absent while there is none)
     ge_commit_seconds                  histogram: duration of each group commit (incl. fsync)
     ge_delivery_seconds                histogram: for each acknowledged batch, from the gateway
                                        receiving its oldest event to central's PUBACK
@@ -101,6 +105,15 @@ class _StatsCollector(Collector):
             ("ge_sounder_failures", st.sounder_failures, "Sounder commands or relay writes that failed"),
         ):
             yield CounterMetricFamily(name, text, value=value)
+        disk = st.disk
+        yield GaugeMetricFamily("ge_disk_full", "1 while the data disk is full", value=int(disk.full))
+        yield GaugeMetricFamily("ge_disk_free_bytes", "Bytes free on the data filesystem", value=disk.free)
+        yield GaugeMetricFamily("ge_disk_reserve_bytes", "Bytes of the alarms' disk reserve", value=disk.reserve)
+        yield GaugeMetricFamily(
+            "ge_disk_reserve_target_bytes", "Bytes of the alarms' disk reserve when whole", value=disk.reserve_target
+        )
+        if disk.bound is not None:
+            yield GaugeMetricFamily("ge_disk_bound_bytes", "P1/P2 bytes the data disk holds", value=disk.bound)
 
 
 class Metrics:

@@ -21,6 +21,7 @@ frame is released at once so nothing else waits for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -79,6 +80,7 @@ class Pipeline:
         "_watches",
         "commits",
         "counters",
+        "disk_changed",
         "epoch",
         "gateway_id",
         "gw_seq",
@@ -151,6 +153,8 @@ class Pipeline:
         )
         self._throttle = Throttle()
         self._started = time.monotonic()
+        # set when the data disk becomes full or stops being full: the heartbeat goes at once
+        self.disk_changed = asyncio.Event()
 
     # --- frames in -----------------------------------------------------------------
 
@@ -242,6 +246,10 @@ class Pipeline:
     def on_commit(self, result: CommitResult) -> None:
         """A commit round is durable (or failed): acks, receipts 1 and 4, batches to publish."""
         c = self.counters
+        if result.disk is not None:
+            if result.disk.full != c.disk.full:
+                self.disk_changed.set()
+            c.disk = result.disk
         if result.error is not None:
             c.store_error = result.error
             return

@@ -26,6 +26,15 @@ and says what the round does; the applier only executes it. The rules (docs/prot
   or everything passes max_bytes, the oldest P2 and then the oldest P1 events are evicted;
   P0 is never evicted (past the bound it is still stored and the overrun reported). Every
   evicted event that wants receipts is named for receipt 4 ("dropped").
+- The disk is a bound too (docs/protocol.md §4.6). A round that fails for want of space is
+  answered by `after_disk_full`: P1/P2 get a lower bound of their own (`Disk.bound`, the
+  oldest P2 and then P1 evicted to it, which frees pages SQLite reuses), and a second failure
+  in a row gives up part of the alarms' reserve file (agent/gateway/reserve.py) and drops
+  P1/P2 arrivals (receipt 4) until a round commits. While the disk is full a round deletes
+  at most DISK_EVICT_ROUND bytes of rows (each deleted page goes through the write-ahead log
+  first), arrivals past the bound are evicted as they come, and every round ends with a
+  checkpoint, so the log is reused instead of grown. `after_disk_check` brings the reserve
+  back, and raises or lifts the bound, as space returns.
 
 Events taken from the events table, whether sealed or evicted, are always a prefix of their
 lane (oldest first), so the applier deletes one id range per lane. Inbox events that are
@@ -55,6 +64,24 @@ P0_RESERVE = 1
 BACKLOG_BATCHES_PER_ROUND = 1
 # Rows read per query while looking for events to evict (Store.rows without blobs).
 EVICT_CHUNK = 256
+# When the disk fills: P1/P2 lose an eighth of what they hold, at least this much (bytes of
+# events), at most a third of the room the write-ahead log has (evicting rows writes their
+# pages to the log before they are free).
+DISK_EVICT_MIN = 64 * 1024
+# ... and while it is full, a round deletes at most this much of their rows, so that it fits
+# in the log (about 20 pages).
+DISK_EVICT_ROUND = 64 * 1024
+# How much of the alarms' reserve a failed round gives up: an eighth, at least this much.
+DISK_RELEASE_MIN = 64 * 1024
+# After a drain from at least this much backlog the write-ahead log is truncated (a
+# TRUNCATE checkpoint), giving the disk back what the log grew to.
+TRUNCATE_AFTER_BYTES = 4 * 1024 * 1024
+# Checkpoints a plan asks for once its transaction committed (Store.checkpoint): SQLite's
+# modes. PASSIVE copies the log into the database file without waiting for readers; when it
+# copied all of it the next commit starts the log from its beginning (it is reused, not
+# grown). TRUNCATE also cuts the log file to nothing: the disk gets it back.
+CHECKPOINT_RESET = "PASSIVE"
+CHECKPOINT_TRUNCATE = "TRUNCATE"
 
 Key = tuple[str, int, int]  # (device, boot, seq) of an event that wants receipts
 # A device's replay record as ReplayState.as_row() gives it (agent/gateway/replay.py): boot,
@@ -96,6 +123,43 @@ class Backlog(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Disk:
+    """The data filesystem as the commit rounds see it (docs/protocol.md §4.6)."""
+
+    full: bool = False  # a round failed for want of space, and space has not come back since
+    bound: int | None = None  # bytes of P1+P2 events this disk holds: set when it filled, raised as space returns
+    failures: int = 0  # rounds failed for want of space in a row; 0 once a round commits
+
+    @property
+    def alarms_only(self) -> bool:
+        """Failed twice in a row: the alarms' reserve is being given up, so P1/P2 arrivals are dropped."""
+        return self.failures >= 2
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """What the store measured of the data filesystem and the buffer file (Store.space())."""
+
+    free: int  # bytes the filesystem still has free
+    reserve: int  # bytes the alarms' reserve file holds
+    reserve_target: int  # ... when whole
+    wal: int  # bytes of the write-ahead log file, reused from its start after a checkpoint
+    wal_bound: int  # how far the log grows between checkpoints once the disk is not full
+    free_pages: int  # bytes of free pages in the buffer file, reused before the file grows
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStep:
+    """A decision about the disk: the committer's new Disk, and the store's work."""
+
+    disk: Disk
+    release: int = 0  # bytes of the reserve to give up now
+    restore: bool = False  # allocate the reserve to its target again
+    give_back: int = 0  # bytes of free pages to hand back to the filesystem (incremental vacuum)
+    retry: bool = False  # a failed round has a new chance at once
+
+
+@dataclass(frozen=True, slots=True)
 class State:
     """What the committer knows between rounds (recovered at start, then from each Plan)."""
 
@@ -105,6 +169,8 @@ class State:
     inflight: int = 0  # sealed batches central has not acknowledged
     evicted: Lanes = (0, 0, 0)  # totals, persisted
     gw_seq: int = 0  # the gateway's own event counter, persisted
+    disk: Disk = Disk()
+    high_water: int = 0  # most backlog bytes since the write-ahead log was last truncated
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +203,7 @@ class Plan:
     seal: list[BatchPlan] = field(default_factory=list)  # in chain order
     write_counters: bool = False  # gw_seq or the eviction totals changed
     over_bound: int = 0  # bytes the alarms alone are over [buffer] max_bytes (P0 is kept)
+    checkpoint: str | None = None  # CHECKPOINT_RESET or CHECKPOINT_TRUNCATE once committed
 
 
 def seal_wait(state: State, inbox: Sequence[Submitted], uplink: bool, batch: BatchConfig, now_ms: int) -> float | None:
@@ -156,6 +223,63 @@ def seal_wait(state: State, inbox: Sequence[Submitted], uplink: bool, batch: Bat
     if inbox:
         oldest = min(oldest, inbox[0].event.received)
     return max(0.0, (oldest + batch.linger_ms - now_ms) / 1000.0)
+
+
+def after_disk_full(state: State, space: Space) -> DiskStep:
+    """A round failed for want of space (SQLITE_FULL): what gives way before it is tried again.
+
+    The first failure lowers the P1/P2 bound below what they hold: the rounds that follow
+    evict the oldest P2, then P1, a little each (SQLite reuses their pages). A failure right
+    after that keeps the bound, gives up part of the alarms' reserve and makes the next round
+    one for alarms only (P1/P2 arrivals dropped, no rows deleted: the smallest transaction).
+    Alarms are never evicted: when nothing is left to give, `retry` is False and the round
+    waits like any failed one.
+    """
+    d = state.disk
+    failures = d.failures + 1
+    if failures == 1:
+        held = state.backlog_bytes[1] + state.backlog_bytes[2]
+        cap = held if d.bound is None else min(d.bound, held)
+        step = min(max(DISK_EVICT_MIN, cap // 8), (space.wal + space.free) // 3)
+        return DiskStep(Disk(full=True, bound=max(0, cap - step), failures=1), retry=True)
+    release = min(space.reserve, max(DISK_RELEASE_MIN, space.reserve_target // 8))
+    return DiskStep(Disk(full=True, bound=d.bound, failures=failures), release=release, retry=release > 0)
+
+
+def after_disk_check(state: State, space: Space, limits: BufferConfig | None) -> DiskStep:
+    """Between rounds, while the disk is full or bounds P1/P2: is there room again?
+
+    Room is what the filesystem has free beyond the log's growth (`margin`: twice its bound,
+    for the log and the pages it brings into the database file). First the alarms' reserve
+    comes back: allocated again once the filesystem has it and the margin besides. Until
+    then, and until the margin is free, free pages of the buffer file are handed back to the
+    filesystem, and when there are too few of them P1/P2 give way: their bound goes down by
+    what is missing, so the rounds evict it (P2 first) and the next check hands it back.
+    With the reserve whole and the margin free the disk is no longer full, and P1/P2 may grow
+    into half of the room (an event costs more on disk than its bytes: pages, index, log);
+    the bound is lifted once it reaches [buffer]'s own.
+    """
+    d = state.disk
+    deficit = max(0, space.reserve_target - space.reserve)
+    margin = 2 * space.wal_bound
+    held = state.backlog_bytes[1] + state.backlog_bytes[2]
+    if deficit and space.free >= deficit + margin:
+        return DiskStep(d, restore=True)
+    want = deficit + margin - space.free
+    if want > 0:
+        if not d.full:
+            return DiskStep(d)  # a tight disk, not a full one: P1/P2 stay within the bound they have
+        give = min(space.free_pages, want)
+        bound = d.bound
+        if want > give:
+            bound = max(0, min(held if bound is None else bound, held) - (want - give))
+        return DiskStep(Disk(full=True, bound=bound, failures=d.failures), give_back=give)
+    bound = d.bound
+    if bound is not None:
+        bound = max(bound, held - want // 2)  # want <= 0 here: -want is the room
+        if limits is not None and bound >= limits.max_bytes - limits.p0_reserve_bytes:
+            bound = None
+    return DiskStep(Disk(full=False, bound=bound, failures=d.failures))
 
 
 def plan_round(
@@ -266,14 +390,18 @@ class _Lane:
             return self.inbox[self.inbox_at].event.received
         return None
 
-    def evict(self, need: int) -> tuple[int, int, list[Key]]:
-        """Take the oldest events until `need` bytes are freed: (events, bytes, receipt keys)."""
-        count = freed = 0
+    def evict(self, need: int, rows_max: int | None = None) -> tuple[int, int, list[Key], int]:
+        """Take the oldest events until `need` bytes are freed: (events, bytes, receipt keys,
+        bytes of them taken from the table). At most `rows_max` bytes come from the table
+        (deleting rows writes their pages to the log); the rest from this round's arrivals."""
+        count = freed = from_rows = 0
         keys: list[Key] = []
         while freed < need:
-            self._read(EVICT_CHUNK, False)
-            if self.buf:
+            if rows_max is None or from_rows < rows_max:
+                self._read(EVICT_CHUNK, False)
+            if self.buf and (rows_max is None or from_rows < rows_max):
                 _, size, _, key, _ = self._take_row()
+                from_rows += size
             elif self.inbox_at < len(self.inbox):
                 ev = self.inbox[self.inbox_at].event
                 self.inbox_at += 1
@@ -284,7 +412,11 @@ class _Lane:
             freed += size
             if key is not None:
                 keys.append(key)
-        return count, freed, keys
+        return count, freed, keys, from_rows
+
+    def exhausted(self) -> bool:
+        """Nothing left in the lane: no table rows, no arrivals."""
+        return not self.buf and self.unread <= 0 and self.inbox_at >= len(self.inbox)
 
     def fill(self, b: _BatchBuilder, backlog: list[int], backlog_bytes: list[int]) -> None:
         """Move the lane's oldest events into `b` until it closes or the lane is empty."""
@@ -360,6 +492,11 @@ class _Round:
         self.sealed: list[BatchPlan] = []
         self.dropped: list[Key] = []
         self.over_bound = 0
+        # the bounds: [buffer]'s, and the disk's on P1/P2 (None: unbounded)
+        self.limit_all = limits.max_bytes if limits is not None else None
+        self.limit_low = limits.max_bytes - limits.p0_reserve_bytes if limits is not None else None
+        if state.disk.bound is not None:
+            self.limit_low = state.disk.bound if self.limit_low is None else min(self.limit_low, state.disk.bound)
 
     def plan(
         self, items: Sequence[Submitted], acks: Sequence[SealedBatch], band_rows: Sequence[tuple[str, int, int]]
@@ -368,6 +505,8 @@ class _Round:
         self.inflight -= len(acks)
         oldest_ms = self.before.oldest_ms
         inbox = sorted(items, key=lambda s: s.event.prio)  # stable: arrival order per lane
+        if self.before.disk.alarms_only:
+            inbox = self._drop_arrivals(inbox)
         alarms_only = False
         if uplink and inbox and inbox[0].event.prio == 0 and backlog[0] == 0 and sum(backlog) > 0:
             # a new alarm does not wait behind a backlog of telemetry: a batch of its own at
@@ -386,8 +525,8 @@ class _Round:
             self._write(inbox)
             if oldest_ms is None:
                 oldest_ms = min(s.event.received for s in inbox)
-            if self.limits is not None:
-                self._bound(self.limits)
+        if self.limit_low is not None and (inbox or self.before.disk.bound is not None):
+            self._bound(self.limit_low, self.limit_all)
         if uplink and any(backlog) and not alarms_only:
             # a round without new events is a drain round, short (BACKLOG_BATCHES_PER_ROUND);
             # with new events coming in, the window is the limit
@@ -477,21 +616,45 @@ class _Round:
             self.backlog_bytes[ev.prio] += len(ev.encoded)
             self.lanes[ev.prio].inbox.append(s)
 
-    def _bound(self, limits: BufferConfig) -> None:
-        """Evict the oldest P2, then the oldest P1, until the backlog is within its bounds."""
+    def _bound(self, limit_low: int, limit_all: int | None) -> None:
+        """Evict the oldest P2, then the oldest P1, until the backlog is within its bounds:
+        P1/P2 within `limit_low`, everything within `limit_all` (when [buffer] sets it). While
+        the disk is full a round deletes at most DISK_EVICT_ROUND bytes of rows (none in a
+        retry for alarms only): the rest comes from the round's arrivals, and P1 is touched
+        only once P2 has nothing left."""
         backlog, backlog_bytes = self.backlog, self.backlog_bytes
-        limit_all = limits.max_bytes
-        limit_low = limit_all - limits.p0_reserve_bytes
+        disk = self.before.disk
+        rows_max = (0 if disk.alarms_only else DISK_EVICT_ROUND) if disk.full else None
         for prio in (2, 1):
-            need = max(backlog_bytes[1] + backlog_bytes[2] - limit_low, sum(backlog_bytes) - limit_all)
+            need = backlog_bytes[1] + backlog_bytes[2] - limit_low
+            if limit_all is not None:
+                need = max(need, sum(backlog_bytes) - limit_all)
             if need <= 0:
                 return
-            n, freed, keys = self.lanes[prio].evict(need)
+            lane = self.lanes[prio]
+            n, freed, keys, from_rows = lane.evict(need, rows_max)
             backlog[prio] -= n
             backlog_bytes[prio] -= freed
             self.evicted[prio] += n
             self.dropped.extend(keys)
-        self.over_bound = max(0, sum(backlog_bytes) - limit_all)
+            if rows_max is not None:
+                rows_max -= from_rows
+                if not lane.exhausted():
+                    break
+        if limit_all is not None:
+            self.over_bound = max(0, sum(backlog_bytes) - limit_all)
+
+    def _drop_arrivals(self, inbox: list[Submitted]) -> list[Submitted]:
+        """The disk failed twice in a row: P1/P2 arrivals are evicted as they come (receipt 4),
+        P2 named before P1 like every eviction; the alarms go on."""
+        for prio in (2, 1):
+            for s in inbox:
+                ev = s.event
+                if ev.prio == prio:
+                    self.evicted[prio] += 1
+                    if ev.wants_receipts:
+                        self.dropped.append(ev.key)
+        return [s for s in inbox if s.event.prio == 0]
 
     def _oldest(self) -> int | None:
         if not sum(self.backlog):
@@ -514,6 +677,16 @@ class _Round:
                 last[s.event.device] = s.replay_row
         b, bb, ev = self.backlog, self.backlog_bytes, self.evicted
         evicted = (ev[0], ev[1], ev[2])
+        disk = before.disk
+        if disk.failures:
+            disk = Disk(disk.full, disk.bound, 0)  # this round commits
+        held = bb[0] + bb[1] + bb[2]
+        high_water = max(before.high_water, held)
+        checkpoint = None
+        if disk.full:
+            checkpoint = CHECKPOINT_RESET  # the log is reused, not grown, while the disk is full
+        elif held == 0 and high_water >= TRUNCATE_AFTER_BYTES:
+            checkpoint, high_water = CHECKPOINT_TRUNCATE, 0  # a big backlog drained: the log's disk back
         return Plan(
             state=State(
                 backlog=(b[0], b[1], b[2]),
@@ -522,6 +695,8 @@ class _Round:
                 inflight=self.inflight,
                 evicted=evicted,
                 gw_seq=gw_seq,
+                disk=disk,
+                high_water=high_water,
             ),
             delete_batches=[a.seq for a in acks],
             delivered=[k for a in acks for k in a.flagged],
@@ -536,4 +711,5 @@ class _Round:
             seal=self.sealed,
             write_counters=gw_seq != before.gw_seq or evicted != before.evicted,
             over_bound=self.over_bound,
+            checkpoint=checkpoint,
         )

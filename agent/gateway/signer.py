@@ -35,8 +35,17 @@ def load_or_create_key(key_path: Path, gateway_id: str) -> Ed25519PrivateKey:
 
 
 def write_public_key(path: Path, gateway_id: str, public: Ed25519PublicKey) -> None:
-    """The `.pub` file central verifies batches with (read by keyfiles.load_gateway_public_key)."""
-    write_atomic(path, labelled_pem(GATEWAY_ID, gateway_id, public_pem(public)), 0o644)
+    """The `.pub` file central verifies batches with (read by keyfiles.load_gateway_public_key).
+
+    Written only when it is missing or differs: a start on a full disk must not need space.
+    """
+    text = labelled_pem(GATEWAY_ID, gateway_id, public_pem(public))
+    try:
+        if Path(path).read_bytes() == text:
+            return
+    except OSError:
+        pass
+    write_atomic(path, text, 0o644)
 
 
 def batch_oldest_received(blob: bytes) -> int:

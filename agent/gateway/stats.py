@@ -6,7 +6,8 @@ reports through the pipeline, agent/gateway/pipeline.py `on_commit`):
 
     PipelineCounters  agent/gateway/pipeline.py        frames accepted and rejected (by reason), events
                                                committed, batches sealed, wristband events, and
-                                               the buffer as the last commit round left it
+                                               the buffer and its disk as the last commit round
+                                               left them
     UplinkCounters    agent/gateway/uplink.py          link state, batches in flight and the receive
                                                time of their oldest event, batches and events
                                                central's broker acknowledged
@@ -46,6 +47,19 @@ from typing import Any
 Lanes = tuple[int, int, int]
 
 
+@dataclass(frozen=True, slots=True)
+class DiskReport:
+    """The data disk as the committer last measured it (agent/gateway/committer.py)."""
+
+    full: bool = False  # a commit failed for want of space and space has not come back
+    free: int = 0  # bytes free on the data filesystem
+    reserve: int = 0  # bytes of the alarms' reserve file
+    reserve_target: int = 0  # ... when whole
+    bound: int | None = None  # bytes of P1+P2 events the disk holds, when it bounds them
+    episodes: int = 0  # times it became full since the agent started
+    full_s: int = 0  # seconds it has been full since the agent started
+
+
 @dataclass(slots=True)
 class PipelineCounters:
     """Written by Pipeline (agent/gateway/pipeline.py)."""
@@ -61,6 +75,7 @@ class PipelineCounters:
     backlog_oldest_ms: int | None = None  # receive time (unix ms) of the oldest event not yet sealed
     evicted: Lanes = (0, 0, 0)  # totals since the buffer was created
     store_error: str | None = None  # set while commits fail
+    disk: DiskReport = DiskReport()  # the data disk as the committer last measured it
 
 
 @dataclass(slots=True)
@@ -155,6 +170,7 @@ class Snapshot:
     backlog_bytes: Lanes
     evicted: Lanes
     store_error: str | None
+    disk: DiskReport
     oldest_age_ms: int  # the oldest event central has not acknowledged; 0 when there is none
     uplink_connected: bool
     inflight_batches: int
@@ -216,6 +232,9 @@ class Snapshot:
             "fallback_taken": self.fallback_taken,
             "local_acks": self.local_acks,
             "sounder_failures": self.sounder_failures,
+            "disk": "full" if self.disk.full else "ok",
+            "disk_free": self.disk.free,
+            "disk_reserve": self.disk.reserve,
         }
 
 
@@ -248,6 +267,7 @@ class Stats:
             backlog_bytes=p.backlog_bytes,
             evicted=p.evicted,
             store_error=p.store_error,
+            disk=p.disk,
             oldest_age_ms=max(0, now_ms - min(oldest)) if oldest else 0,
             uplink_connected=u.connected,
             inflight_batches=u.inflight,

@@ -21,7 +21,11 @@ class WireError(AgentError):
 
 
 class StoreError(AgentError):
-    """The durable buffer cannot be opened or written."""
+    """The durable buffer cannot be opened or written; `full` when for want of disk space."""
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
 
 
 class CommandError(AgentError):

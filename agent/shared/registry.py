@@ -72,40 +72,50 @@ class Registry:
 
 
 def load_registry(path: Path, check_mode: bool = True) -> Registry:
-    """Read and validate a registry file; ConfigError names the file, device and field."""
+    """Read and validate a registry file; ConfigError names the file, device and field of every
+    mistake in it, one per line."""
     path = Path(path)
     if check_mode:
         tomlcheck.require_private(path, "device keys")
-    top = tomlcheck.Table(path, tomlcheck.load(path))
+    errors = tomlcheck.Errors(path)
+    top = tomlcheck.Table(path, tomlcheck.load(path), errors=errors)
     devices: list[Device] = []
     seen: dict[str, int] = {}
     for i, t in enumerate(top.tables("device")):
         dev_id = t.ident("id")
         if dev_id in seen:
-            raise t.fail("id", f"duplicate device id {dev_id!r} (also device[{seen[dev_id]}])")
-        seen[dev_id] = i
+            t.error("id", f"duplicate device id {dev_id!r} (also device[{seen[dev_id]}])")
+        seen.setdefault(dev_id, i)
         kind = t.text("kind")
-        if kind not in DEVICE_KINDS:
-            raise t.fail("kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {kind!r}")
-        key_hex = t.text("key")
-        try:
-            key = bytes.fromhex(key_hex)
-        except ValueError:
-            raise t.fail("key", f"expected {2 * KEY_BYTES} hex digits, got non-hex text") from None
-        if len(key) != KEY_BYTES:
-            raise t.fail("key", f"expected {2 * KEY_BYTES} hex digits ({KEY_BYTES} bytes), got {len(key_hex)}")
+        if kind not in DEVICE_KINDS and isinstance(t.data.get("kind"), str):
+            t.error("kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {kind!r}")
         broker_hash = t.text("broker_hash", None)
-        if broker_hash is not None:
+        if isinstance(broker_hash, str):
             try:
                 check_hash(broker_hash, "broker_hash")
             except ConfigError as exc:
-                raise t.fail("broker_hash", str(exc).split(": ", 1)[1]) from None
-        devices.append(Device(dev_id, kind, key, t.ident("venue"), t.text("zone"), broker_hash))
+                t.error("broker_hash", str(exc).split(": ", 1)[1])
+        devices.append(Device(dev_id, kind, _key(t), t.ident("venue"), t.text("zone"), broker_hash))
         t.no_unknown_keys()
     top.no_unknown_keys()
+    errors.check()
     # an empty registry is valid: a new gateway before its first enrollment bundle, or one
     # whose devices were all revoked; a misspelt table name is caught as an unknown key above
     return Registry(devices)
+
+
+def _key(t: tomlcheck.Table) -> bytes:
+    key_hex = t.text("key")
+    if not isinstance(t.data.get("key"), str):
+        return bytes(KEY_BYTES)  # reported as missing or not a string
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        t.error("key", f"expected {2 * KEY_BYTES} hex digits, got non-hex text")
+        return bytes(KEY_BYTES)
+    if len(key) != KEY_BYTES:
+        t.error("key", f"expected {2 * KEY_BYTES} hex digits ({KEY_BYTES} bytes), got {len(key_hex)}")
+    return key
 
 
 def write_registry(path: Path, devices: list[Device]) -> None:

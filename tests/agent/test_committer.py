@@ -14,7 +14,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.gateway.buffer import Store
+from agent.gateway.buffer import Recovered, Store
 from agent.gateway.committer import CommitInbox, CommitResult, Committer, recovered_state
 from agent.gateway.config import BatchConfig, BufferConfig
 from agent.gateway.planner import Submitted
@@ -49,7 +49,11 @@ class Harness:
         self.inbox.submit_group(items, [])
 
     async def next_result(self, within: float = 5.0) -> CommitResult:
-        return await asyncio.wait_for(self.results.get(), within)
+        """The next commit round's result (the disk's reports between rounds are skipped)."""
+        while True:
+            res = await asyncio.wait_for(self.results.get(), within)
+            if not (res.disk is not None and not res.committed and not res.sealed and res.error is None):
+                return res
 
     async def committed(self, n: int, within: float = 5.0) -> CommitResult:
         """The result of the commit round that made `n` more events durable (the submitted
@@ -68,16 +72,10 @@ class Harness:
         return got
 
 
-@asynccontextmanager
-async def harness(path: Path, limits: BufferConfig | None = None, **batch: int) -> AsyncIterator[Harness]:
-    store = Store(path)
-    rec = store.recover()
-    cfg = BatchConfig(
-        max_events=batch.get("max_events", 1000),
-        max_bytes=batch.get("max_bytes", 1 << 20),
-        linger_ms=batch.get("linger_ms", 0),
-        window=batch.get("window", 8),
-    )
+def committer_for(
+    store: Store, rec: Recovered, batch: BatchConfig, limits: BufferConfig | None
+) -> tuple[Committer, asyncio.Queue[CommitResult]]:
+    """A committer over `store` as a restart finds it (not started), and the queue its results go to."""
     results: asyncio.Queue[CommitResult] = asyncio.Queue()
 
     def on_result(result: CommitResult) -> None:
@@ -89,12 +87,26 @@ async def harness(path: Path, limits: BufferConfig | None = None, **batch: int) 
     committer = Committer(
         store,
         Signer(KEY, "GW-T", rec.epoch, rec.seq, rec.prev),
-        CommitInbox(cfg),
+        CommitInbox(batch),
         state=recovered_state(rec),
         loop=asyncio.get_running_loop(),
         on_result=on_result,
         limits=limits,
     )
+    return committer, results
+
+
+@asynccontextmanager
+async def harness(path: Path, limits: BufferConfig | None = None, **batch: int) -> AsyncIterator[Harness]:
+    store = Store(path)
+    rec = store.recover()
+    cfg = BatchConfig(
+        max_events=batch.get("max_events", 1000),
+        max_bytes=batch.get("max_bytes", 1 << 20),
+        linger_ms=batch.get("linger_ms", 0),
+        window=batch.get("window", 8),
+    )
+    committer, results = committer_for(store, rec, cfg, limits)
     committer.start()
     h = Harness(committer, store, results)
     try:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +151,148 @@ def test_check_config_prints_venue_warnings(tmp_path: Path, capsys: pytest.Captu
     out, err = capsys.readouterr()
     assert "ok (gateway GW-1" in out
     assert err.startswith("warning: ") and "zones[1] (front): exit zone with one scanner" in err
+
+
+# --- every error at once, and what `run` would crash on ------------------------------------
+
+
+def test_every_error_in_the_file_is_reported_each_on_its_own_line(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace('id = "GW-1"', 'id = "GW 1"')
+        .replace("port = 8883", 'port = "8883"')
+        .replace("window = 4", "window = 0\nlinger = 5\nspeed = 1")
+        .replace('host = "127.0.0.1"', 'host = ""')
+        + "[metrics]\nlisten = 9108\n[[serial]]\nbaudrate = 7\n"
+    )
+    path = _config(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    lines = str(exc.value).splitlines()
+    expected = [
+        "gateway.id: expected 1-32 characters",
+        "local.host: expected a host name or IP address, got ''",
+        "central.port: expected an integer, got str '8883'",
+        "batch.window: expected an integer in 1..256, got 0",
+        "batch.linger: unknown key",
+        "batch.speed: unknown key",
+        "metrics.listen: expected a string HOST:PORT, got int 9108",
+        "serial[0].port: missing (required)",
+        "serial[0].baudrate: expected an integer in 50..4000000, got 7",
+    ]
+    assert lines[0] == f"{len(expected)} errors:", lines
+    assert len(lines) == len(expected) + 1, lines
+    for line, want in zip(lines[1:], expected, strict=True):
+        assert line.startswith(f"{path}: ") and want in line, (want, line)
+
+
+def test_a_missing_table_is_one_error_not_one_per_key(tmp_path: Path) -> None:
+    path = _config(tmp_path, GOOD.replace('[local]\nhost = "127.0.0.1"\n', "").replace('venue = "v1"\n', ""))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    lines = str(exc.value).splitlines()
+    assert lines[0] == "2 errors:" and "gateway.venue: missing (required)" in lines[1]
+    assert "local: missing table (required)" in lines[2]
+
+
+def test_every_registry_error_is_reported(tmp_path: Path) -> None:
+    device = '[[device]]\nid = "{id}"\nkind = "{kind}"\nkey = "{key}"\nvenue = "v"\nzone = "z"\n'
+    text = (
+        device.format(id="AP-1", kind="toaster", key=KEY)
+        + device.format(id="AP/2", kind="sensor", key=KEY[:10])
+        + device.format(id="AP-1", kind="sensor", key=KEY)
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_registry(_registry(tmp_path, text))
+    lines = str(exc.value).splitlines()
+    assert lines[0] == "4 errors:"
+    for want, line in zip(
+        [
+            "device[0].kind: expected one of",
+            "device[1].id: expected 1-32",
+            "device[1].key: expected 64 hex digits",
+            "device[2].id: duplicate device id 'AP-1'",
+        ],
+        lines[1:],
+        strict=True,
+    ):
+        assert want in line, (want, line)
+    assert KEY not in str(exc.value), "a key is never printed"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('host = "127.0.0.1"', 'host = "bad host"'), "local.host: expected a host name or IP address"),
+        (('host = "central.example"', 'host = "  "'), "central.host: expected a host name or IP address"),
+        (("[batch]", "[local.x]\n[batch]"), "local.x: unknown key"),
+        (("port = 8883", 'port = 8883\nclient_id = ""'), "central.client_id: expected 1-128 printable ASCII"),
+        (('data_dir = "data"', 'data_dir = ""'), "gateway.data_dir: expected a path, got an empty string"),
+    ],
+)
+def test_values_run_would_crash_on_are_refused(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(_config(tmp_path, GOOD.replace(*change)))
+
+
+def test_check_config_looks_at_the_machine_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "keys").mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        text = (
+            GOOD.replace('data_dir = "data"', 'data_dir = "a-file/data"')
+            + f'[metrics]\nlisten = "127.0.0.1:{port}"\n[buffer]\ndisk_reserve_bytes = {1 << 40}\n'
+        )
+        assert main(["check-config", str(_config(tmp_path, text))]) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert err[0] == "guardian-agent: 2 errors:", err
+        assert "gateway.data_dir: " in err[1] and "a-file is not one" in err[1]
+        assert err[2].endswith(f"metrics.listen: 127.0.0.1:{port} is in use by another process")
+        # the reserve is checked against the filesystem once the data directory has one
+        text = GOOD.replace('data_dir = "data"', 'data_dir = "keys"') + f"[buffer]\ndisk_reserve_bytes = {1 << 40}\n"
+        assert main(["check-config", str(_config(tmp_path, text))]) == 1
+        assert "buffer.disk_reserve_bytes: 1099511627776 bytes is more than 1/4" in capsys.readouterr().err
+        for listen, why in (
+            ("192.0.2.1:9108", "is not an address of this machine"),
+            ("no-such-host.invalid:9108", "does not resolve"),
+        ):
+            text = GOOD + f'[metrics]\nlisten = "{listen}"\n'
+            assert main(["check-config", str(_config(tmp_path, text))]) == 1
+            assert why in capsys.readouterr().err
+
+
+def test_the_port_of_the_agent_running_on_the_data_directory_is_not_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy, subprocess.Popen(["sleep", "60"]) as agent:
+        try:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            (tmp_path / "data").mkdir()
+            (tmp_path / "data" / "agent.lock").write_text(f"{agent.pid}\n")
+            text = GOOD + f'[metrics]\nlisten = "127.0.0.1:{busy.getsockname()[1]}"\n'
+            assert main(["check-config", str(_config(tmp_path, text))]) == 0
+            assert f"an agent runs on {tmp_path / 'data'} (pid {agent.pid})" in capsys.readouterr().out
+        finally:
+            agent.kill()
+
+
+def test_a_metrics_port_in_use_at_run_time_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = _config(tmp_path, GOOD + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        run = subprocess.run(
+            [sys.executable, "-m", "agent", "run", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert run.returncode == 1, run
+    last = run.stderr.strip().splitlines()[-1]
+    assert last == f"guardian-agent: {path}: metrics.listen: 127.0.0.1:{port} is in use by another process"
+    assert "Traceback" not in run.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import cbor2
@@ -20,6 +21,7 @@ from agent.gateway.planner import State, Submitted
 from agent.gateway.receipts import RESEND_BURST, RESEND_PER_S, ReceiptLedger, ReceiptRouter
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
+from agent.gateway.stats import DiskReport
 from agent.shared import cose
 from agent.shared.frames import Event
 from agent.shared.protocol import AAD_RECEIPT, EventType
@@ -200,6 +202,23 @@ def test_a_failed_commit_is_reported_and_changes_nothing_else() -> None:
     assert c.store_error == "database or disk is full" and rig.acked == [] and rig.receipts() == []
     rig.pipeline.on_commit(CommitResult(committed=items))
     assert c.store_error is None and rig.acked == [1]
+
+
+def test_the_disk_as_the_committer_reports_it_and_a_change_of_full_wakes_the_heartbeat() -> None:
+    rig = Rig()
+    c, changed = rig.pipeline.counters, rig.pipeline.disk_changed
+    rig.pipeline.on_commit(CommitResult(disk=DiskReport(free=1 << 20, reserve=4096, reserve_target=4096)))
+    assert c.disk.free == 1 << 20 and not changed.is_set(), "not full, as before"
+    full = DiskReport(full=True, free=0, reserve=0, reserve_target=4096, bound=100, episodes=1)
+    rig.pipeline.on_commit(CommitResult(error="database or disk is full", disk=full))
+    assert c.disk == full and c.store_error is not None and changed.is_set(), "reported even from a failed round"
+    changed.clear()
+    rig.pipeline.on_commit(CommitResult(disk=replace(full, free=10)))
+    assert not changed.is_set() and c.disk.free == 10
+    rig.pipeline.on_commit(CommitResult())
+    assert c.disk.free == 10, "a round without a measurement keeps the last one"
+    rig.pipeline.on_commit(CommitResult(disk=replace(full, full=False)))
+    assert changed.is_set() and not c.disk.full
 
 
 def test_the_gateways_own_events_continue_its_numbering() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import HealthCheck, given, note, seed, settings
 from hypothesis import strategies as st
@@ -23,11 +23,20 @@ from agent.gateway.config import BatchConfig, BufferConfig
 from agent.gateway.planner import (
     BACKLOG_BATCHES_PER_ROUND,
     BATCH_OVERHEAD,
+    CHECKPOINT_RESET,
+    CHECKPOINT_TRUNCATE,
+    DISK_EVICT_ROUND,
     P0_RESERVE,
+    TRUNCATE_AFTER_BYTES,
+    Disk,
+    DiskStep,
     Plan,
     Row,
+    Space,
     State,
     Submitted,
+    after_disk_check,
+    after_disk_full,
     plan_round,
     seal_wait,
 )
@@ -317,3 +326,169 @@ def test_evicted_events_are_written_nowhere_and_get_receipt_4() -> None:
     assert out.dropped == [old[1].event.key], "then P1"
     assert out.state.backlog == (8, 0, 0) and out.state.evicted == (0, 1, 3), "alarms are kept"
     assert out.over_bound == 40
+
+
+# --- the disk (docs/protocol.md §4.6) ---------------------------------------------------------
+
+KIB = 1024
+SPACE = Space(free=0, reserve=512 * KIB, reserve_target=512 * KIB, wal=300 * KIB, wal_bound=256 * KIB, free_pages=0)
+HELD = State(backlog=(5, 10, 1000), backlog_bytes=(1000, 20 * KIB, 2000 * KIB))
+LIMITS = BufferConfig(max_bytes=64 << 20, p0_reserve_bytes=8 << 20)
+
+
+def test_a_first_failure_lowers_the_p1p2_bound_within_the_logs_room() -> None:
+    step = after_disk_full(HELD, SPACE)
+    held = 2020 * KIB
+    assert step.disk == Disk(full=True, bound=held - 100 * KIB, failures=1), (
+        "an eighth, at most a third of the log's room"
+    )
+    assert step.release == 0 and step.retry
+    roomy = after_disk_full(HELD, replace(SPACE, wal=8 << 20))
+    assert roomy.disk.bound == held - held // 8
+    small = after_disk_full(State(backlog_bytes=(0, 0, 10 * KIB)), SPACE)
+    assert small.disk.bound == 0, "at least DISK_EVICT_MIN: everything, here"
+    again = after_disk_full(replace(HELD, disk=Disk(full=True, bound=1000 * KIB)), SPACE)
+    assert again.disk.bound == 1000 * KIB - 100 * KIB, "from the bound it has, not from what is held"
+
+
+def test_a_failure_right_after_gives_up_part_of_the_reserve_for_alarms_only() -> None:
+    failed = replace(HELD, disk=Disk(full=True, bound=1900 * KIB, failures=1))
+    step = after_disk_full(failed, SPACE)
+    assert step.disk == Disk(full=True, bound=1900 * KIB, failures=2) and step.disk.alarms_only
+    assert step.release == 64 * KIB and step.retry, "an eighth of the target"
+    last = after_disk_full(replace(failed, disk=step.disk), replace(SPACE, reserve=10 * KIB))
+    assert last.release == 10 * KIB and last.retry, "what is left"
+    gone = after_disk_full(replace(failed, disk=last.disk), replace(SPACE, reserve=0))
+    assert gone.release == 0 and not gone.retry, "nothing left to give: the round waits with backoff"
+    assert gone.disk.failures == 4
+
+
+def test_space_coming_back_restores_the_reserve_then_the_disk_then_the_bound() -> None:
+    full = replace(HELD, disk=Disk(full=True, bound=1900 * KIB))
+    short = replace(SPACE, reserve=448 * KIB)
+    # the reserve first, once the disk has it and the log's margin (2 x its bound) besides
+    assert after_disk_check(full, replace(short, free=64 * KIB + 512 * KIB), LIMITS) == DiskStep(
+        full.disk, restore=True
+    )
+    # until then free pages go back to the filesystem, and P1/P2 give way for what they lack
+    step = after_disk_check(full, replace(short, free=100 * KIB, free_pages=200 * KIB), LIMITS)
+    assert step.give_back == 200 * KIB and step.disk.full
+    assert step.disk.bound == 1900 * KIB - (576 - 100 - 200) * KIB
+    step = after_disk_check(full, replace(short, free=100 * KIB, free_pages=900 * KIB), LIMITS)
+    assert step.give_back == 476 * KIB and step.disk.bound == 1900 * KIB, "enough free pages: the bound stays"
+    # the reserve whole and the margin free: not full; P1/P2 may grow into half the room
+    step = after_disk_check(full, replace(SPACE, free=512 * KIB + 400 * KIB), LIMITS)
+    assert step.disk == Disk(full=False, bound=2020 * KIB + 200 * KIB)
+    assert after_disk_check(full, replace(SPACE, free=256 << 20), LIMITS).disk == Disk(), "the bound lifted"
+    # a tight disk that never failed is left alone
+    bounded = replace(HELD, disk=Disk(bound=1900 * KIB))
+    assert after_disk_check(bounded, replace(SPACE, free=0, free_pages=1 << 20), LIMITS) == DiskStep(bounded.disk)
+
+
+def test_alarms_only_rounds_drop_p1p2_arrivals_and_keep_every_alarm() -> None:
+    run = Run(BATCH, LIMITS)
+    plan(run, [run.event(2, 20, False) for _ in range(4)], uplink=False)
+    run.state = replace(run.state, disk=Disk(full=True, bound=1 << 20, failures=2))
+    alarm, p1, p2 = run.event(0, 20, True), run.event(1, 20, True), run.event(2, 20, False)
+    out = plan(run, [p2, alarm, p1], uplink=True)
+    assert [bp.blobs for bp in out.seal] == [[alarm.event.encoded]], "the alarm is sealed at once"
+    assert out.insert == [] and out.consumed == [], "nothing else written, no row deleted"
+    assert out.dropped == [p1.event.key] and out.state.evicted == (0, 1, 1)
+    assert out.state.disk == Disk(full=True, bound=1 << 20, failures=0), "it committed"
+    assert out.checkpoint == CHECKPOINT_RESET, "while full the log is reused, not grown"
+
+
+def test_a_full_disk_evicts_a_little_each_round_p2_before_p1() -> None:
+    run = Run(BatchConfig(max_events=10_000, max_bytes=1 << 24, linger_ms=20, window=2), LIMITS)
+    plan(run, [run.event(1, 1000, True) for _ in range(10)], uplink=False)
+    plan(run, [run.event(2, 1000, False) for _ in range(200)], uplink=False)
+    run.state = replace(run.state, disk=Disk(full=True, bound=0))
+    arrivals = [run.event(2, 1000, False) for _ in range(3)]
+    out = plan(run, arrivals, uplink=False)
+    assert out.consumed == [(2, 11 + DISK_EVICT_ROUND // 1000)], "at most DISK_EVICT_ROUND of rows"
+    assert out.insert == [], "arrivals past the bound are evicted as they come"
+    assert out.state.backlog == (0, 10, 200 - 1 - DISK_EVICT_ROUND // 1000)
+    assert out.state.evicted == (0, 0, 3 + 1 + DISK_EVICT_ROUND // 1000)
+    while run.state.backlog[2]:
+        p2 = run.state.backlog[2]
+        out = plan(run, [], uplink=False)
+        assert p2 - out.state.backlog[2] <= 1 + DISK_EVICT_ROUND // 1000, "a little each round"
+        assert out.state.backlog[1] == 10 or not out.state.backlog[2], "P1 waits for P2 to be gone"
+    while run.state.backlog[1]:
+        out = plan(run, [], uplink=False)
+    assert out.state.evicted[1] == 10 and len(out.dropped) >= 1, "then P1, with receipt 4"
+
+
+def test_a_drained_big_backlog_truncates_the_log_once() -> None:
+    run = Run(BatchConfig(max_events=1000, max_bytes=1 << 24, linger_ms=0, window=100), None)
+    plan(run, [run.event(2, 5000, False) for _ in range(TRUNCATE_AFTER_BYTES // 5000 + 1)], uplink=False)
+    checkpoints = []
+    for _ in range(10):
+        checkpoints.append(plan(run, [], uplink=True).checkpoint)
+        if not sum(run.state.backlog):
+            break
+    assert checkpoints[-1] == CHECKPOINT_TRUNCATE and checkpoints.count(CHECKPOINT_TRUNCATE) == 1
+    assert run.state.high_water == 0
+    assert plan(run, [run.event(2, 10, False)], uplink=True).checkpoint is None, "a small one does not"
+
+
+DISKS = st.one_of(
+    st.just(Disk()),
+    st.builds(
+        Disk,
+        full=st.booleans(),
+        bound=st.one_of(st.none(), st.integers(0, 400)),
+        failures=st.integers(0, 3),
+    ),
+)
+
+
+@seed(SEED)
+@PROPERTY
+@given(config=CONFIG, rounds=st.lists(st.tuples(ROUND, DISKS), min_size=1, max_size=25))
+def test_disk_rounds_never_lose_an_alarm(
+    config: tuple[int, int, int, int, tuple[int, int] | None], rounds: list
+) -> None:
+    """Under any disk state, every alarm that arrives is written or sealed and none is evicted;
+    an alarms-only round keeps no P1/P2 arrival; a full disk deletes few rows per round, P1
+    rows only once P2 is gone; every evicted event that wants receipts is named for receipt 4."""
+    note(f"GE_SEED={SEED}")
+    max_events, extra, linger, window, bound = config
+    limits = BufferConfig(max_bytes=bound[0], p0_reserve_bytes=min(bound[1], bound[0])) if bound else None
+    run = Run(BatchConfig(max_events, BATCH_OVERHEAD + extra, linger, window), limits)
+    for (events, acks, uplink, dt), disk in rounds:
+        run.now += dt
+        run.state = replace(run.state, disk=disk)
+        items = [run.event(p, size, rc) for p, size, rc in events]
+        acked = [run.unacked.pop(i % len(run.unacked)) for i in acks if run.unacked]
+        before = [list(lane) for lane in run.table.lanes]
+        out = plan_round(
+            items, acked, [], run.state, run.table, uplink=uplink, batch=run.batch, limits=limits, now_ms=run.now
+        )
+        run.table.apply(out)
+        run.state = out.state
+        sealed = {blob for bp in out.seal for blob in bp.blobs}
+        written = {ev.encoded for ev in out.insert}
+        kept = sealed | written
+        for s in items:
+            blob = s.event.encoded
+            if s.event.prio == 0:
+                assert blob in kept, "an alarm was neither written nor sealed"
+            elif disk.alarms_only:
+                assert blob not in kept, "a P1/P2 arrival kept in an alarms-only round"
+        rows_out = {p: [r for r in before[p] if r not in run.table.lanes[p]] for p in range(3)}
+        evicted_rows = {p: [r for r in rows_out[p] if r[2] not in sealed] for p in range(3)}
+        assert not evicted_rows[0], "an alarm row evicted"
+        if disk.full:
+            deleted = sum(r[1] for p in (1, 2) for r in evicted_rows[p])
+            assert deleted <= DISK_EVICT_ROUND + 60, f"{deleted} bytes of rows evicted in one full round"
+            if evicted_rows[1]:
+                assert not run.table.lanes[2], "P1 rows evicted while P2 rows were left"
+        evicted_new = [s.event for s in items if s.event.encoded not in kept]
+        dropped = {s.key for s in evicted_new if s.wants_receipts}
+        dropped |= {r[3] for p in (1, 2) for r in evicted_rows[p] if r[3] is not None}
+        assert set(out.dropped) == dropped, "receipt 4 for exactly the evicted events that want it"
+        assert out.state.disk.failures == 0 and (out.checkpoint == CHECKPOINT_RESET) == disk.full
+        for bp in out.seal:
+            run.next_batch += 1
+            run.unacked.append(SealedBatch(1, run.next_batch, b"", b"", len(bp.blobs), bp.prio, bp.flagged))

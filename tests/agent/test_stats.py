@@ -7,6 +7,7 @@ from agent.gateway.app import heartbeat_data, stats_line
 from agent.gateway.stats import (
     BleCounters,
     CommandCounters,
+    DiskReport,
     LocalCounters,
     PipelineCounters,
     ReceiptCounters,
@@ -22,6 +23,7 @@ def stats() -> Stats:
     p = PipelineCounters(accepted=7, committed=6, backlog=(1, 2, 3), backlog_bytes=(10, 20, 30), evicted=(0, 1, 2))
     p.rejected["bad_mac"] += 2
     p.backlog_oldest_ms = NOW - 4_000
+    p.disk = DiskReport(full=True, free=4096, reserve=0, reserve_target=65536, bound=12_000, episodes=2, full_s=30)
     u = UplinkCounters(connected=True, inflight=2, inflight_oldest_ms=NOW - 9_000, batches_acked=3, delivered=5)
     s = SerialCounters(receipts_dropped=2)
     s.rejected["crc"] += 1
@@ -83,9 +85,13 @@ def test_the_log_line_keeps_its_fields() -> None:
         "fallback_taken",
         "local_acks",
         "sounder_failures",
+        "disk",
+        "disk_free",
+        "disk_reserve",
         "t",
     ]
     assert "rejected={'bad_mac':2}" in line and "backlog=[1,2,3]" in line and "uplink=up" in line
+    assert "disk=full disk_free=4096 disk_reserve=0" in line
 
 
 def test_heartbeat_data() -> None:
@@ -99,4 +105,7 @@ def test_heartbeat_data() -> None:
         7: 1,
         8: 7,
         9: {"replay": 1},
+        10: {1: 1, 2: 4096, 3: 0, 4: 65536, 5: 12_000, 6: 2, 7: 30},
     }
+    snap = Stats().snapshot(NOW)
+    assert heartbeat_data(snap, 1)[10] == {1: 0, 2: 0, 3: 0, 4: 0, 6: 0, 7: 0}, "no bound from the disk: key 5 absent"

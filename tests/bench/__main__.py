@@ -18,6 +18,7 @@ from typing import Any
 
 from tests.bench import (
     bench_backlog,
+    bench_disk,
     bench_firmware,
     bench_latency,
     bench_notify,
@@ -35,6 +36,7 @@ MODULES: list[tuple[tuple[str, ...], Callable[[set[str], int, float], list[dict[
     ((bench_latency.NAME,), bench_latency.run),
     ((bench_page.NAME,), bench_page.run),
     (bench_backlog.NAMES, bench_backlog.run),
+    ((bench_disk.NAME,), bench_disk.run),
     (bench_wristband.NAMES, bench_wristband.run),
     (bench_firmware.NAMES, bench_firmware.run),
     (bench_notify.NAMES, bench_notify.run),

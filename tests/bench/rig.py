@@ -34,6 +34,7 @@ from agent.shared import cose
 from agent.shared.registry import Device
 from hil_tests.sim.gateway import AgentProcess
 from hil_tests.sim.mosquitto import Mosquitto
+from hil_tests.sim.smallfs import SmallFilesystem
 from hil_tests.sim.tools import FIRMWARE_DIR, REPO_ROOT
 
 sys.path.insert(0, str(FIRMWARE_DIR / "lib"))
@@ -279,8 +280,11 @@ class AlarmDevice:
         if self._quickack_opt is not None and self.client.sock is not None:
             self.client.sock.setsockopt(socket.IPPROTO_TCP, self._quickack_opt, 1)
 
-    def alarm(self, timeout: float = 10.0) -> tuple[int, float, float | None, float | None]:
-        """Press: (seq, publish time, receipt 1 time, receipt 2 time); None for a missing receipt."""
+    def alarm(
+        self, timeout: float = 10.0, until: int = fwframe.R_DELIVERED
+    ) -> tuple[int, float, float | None, float | None]:
+        """Press: (seq, publish time, receipt 1 time, receipt 2 time); None for a missing receipt.
+        Waits for the receipt kind `until` (receipt 2 unless told), `timeout` seconds at most."""
         self.seq += 1
         seq = self.seq
         blob = self.factory.frame(self.device.id, self.boot, seq, fwframe.T_ALARM, seq, {}, fwframe.FLAG_RECEIPTS)
@@ -288,7 +292,7 @@ class AlarmDevice:
         t0 = time.monotonic()
         self.client.publish(f"ge/dev/{self.device.id}/up", blob, qos=1, wait=False)
         deadline = t0 + timeout
-        while fwframe.R_DELIVERED not in self._receipts.get(seq, {}) and time.monotonic() < deadline:
+        while until not in self._receipts.get(seq, {}) and time.monotonic() < deadline:
             self._quickack()
             self.client.wait_msg(50)
         got = self._receipts.pop(seq, {})
@@ -394,28 +398,46 @@ class Rig:
     """Local and central Mosquitto plus the agent, in a temporary directory; a context manager."""
 
     def __init__(
-        self, devices: Sequence[Device], name: str, extra_config: str = "", start_central: bool = True
+        self,
+        devices: Sequence[Device],
+        name: str,
+        extra_config: str = "",
+        start_central: bool = True,
+        data_fs: int | None = None,
     ) -> None:
+        """`data_fs`: the agent's data directory on a tmpfs of this many bytes (hil_tests/sim/smallfs.py)."""
         self.dir = Path(tempfile.mkdtemp(prefix=f"ge-bench-{name}-"))
+        self.sink: SinkProcess | None = None
+        self.data_fs: SmallFilesystem | None = None
         # the brokers as the tests run them (Mosquitto's defaults, unlimited queues)
         self.local = Mosquitto(self.dir / "local", name="local")
         self.central = Mosquitto(self.dir / "central", name="central")
-        self.local.start()
-        if start_central:
-            self.central.start()
-        self.agent = AgentProcess(
-            self.dir / "gw",
-            self.local.address,
-            self.central.address,
-            devices,
-            gateway_id=GATEWAY_ID,
-            venue=VENUE,
-            extra_config=extra_config,
-        )
+        try:
+            self.local.start()
+            if start_central:
+                self.central.start()
+            if data_fs is not None:
+                self.data_fs = SmallFilesystem(self.dir / "gw" / "data", data_fs)
+                self.data_fs.mount()
+            self.agent = AgentProcess(
+                self.dir / "gw",
+                self.local.address,
+                self.central.address,
+                devices,
+                gateway_id=GATEWAY_ID,
+                venue=VENUE,
+                extra_config=extra_config,
+            )
+        except BaseException:
+            self.local.kill()
+            self.central.kill()
+            if self.data_fs is not None:
+                self.data_fs.unmount()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         # one gateway heartbeat per start (at start), which the sink counts apart
         cfg = self.agent.config_file.read_text()
         self.agent.config_file.write_text(cfg.replace("[gateway]\n", "[gateway]\nheartbeat_s = 3600\n", 1))
-        self.sink: SinkProcess | None = None
 
     def start_sink(self) -> SinkProcess:
         self.sink = SinkProcess(self.central.address, self.agent.public_key_file)
@@ -432,6 +454,8 @@ class Rig:
         self.agent.kill()
         self.local.kill()
         self.central.kill()
+        if self.data_fs is not None:
+            self.data_fs.unmount()
         if os.environ.get("GE_BENCH_KEEP"):
             progress(f"kept {self.dir}")
         else:

@@ -63,15 +63,21 @@ class EnrollServer:
         assert m, proc.stdout
         return m.group(1)
 
-    def start(self) -> None:
+    def start(self, *options: str) -> None:
+        """`serve` with `options` (--workers, --deadline)."""
         with self.log.open("wb") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "provisioning", "enroll-server", "--state", str(self.state), "serve"],
+                [sys.executable, "-m", "provisioning", "enroll-server", "--state", str(self.state), "serve", *options],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
             )
         wait_text(self.log, "ready https://", 10)
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -322,3 +328,27 @@ def _bad_requests_refused_with_named_reasons(central: EnrollServer) -> None:
         assert (resp.status, reason) == (status, reason) and reason in resp.read().decode()
         conn.close()
     assert "Traceback" not in central.log.read_text()
+
+
+def test_a_lost_answer_is_answered_again_even_after_the_claim_expired(
+    tmp_path: Path, central: EnrollServer, tamperer: int
+) -> None:
+    # the answer is lost (altered on the way, so the gateway refuses it) after central recorded
+    # the enrollment; the gateway asks again once the claim has expired: the same enrollment
+    # is answered again, and nobody else can use the spent claim, expired or not
+    ok(central.cli("allow", "--serial", "SER-OK", "--serial", "SER-OTHER"))
+    central.start()
+    claim = tmp_path / "c-lost.toml"
+    central.claim(claim, gateway="GW-3", ttl=2)
+    good = claim.read_text()
+    claim.write_text(good.replace(f"127.0.0.1:{central.port}/", f"127.0.0.1:{tamperer}/"))
+    gw = tmp_path / "gw"
+    assert_user_error(enroll(gw, claim, "SER-OK"), AGENT, "bad_signature")
+    claim.write_text(good)
+    expires = tomllib.loads(good)["claim"]["expires"]
+    while time.time() < expires + 1:
+        time.sleep(0.05)  # the claim's lifetime runs out on the clock: the expiry is the case
+    assert_user_error(enroll(tmp_path / "other", claim, "SER-OTHER"), AGENT, "claim_used", "HTTP 409")
+    done = ok(enroll(gw, claim, "SER-OK"))
+    assert "gateway GW-3 enrolled" in done.stdout
+    assert "answered_again=yes" in central.log.read_text()
