@@ -244,6 +244,7 @@ class Fallback:
                 continue
             self.watch.taken(key)
             self._responsible[row.id] = row.alert.subject
+            log.warning("fallback_alert_resumed alert=%s type=%s state=%s", row.id, row.alert.name, row.state)
             self._announce(row.id)
 
     def _announce(self, alert: str) -> None:
