@@ -42,9 +42,9 @@ from agent.gateway.sounder import Sounder, open_relay
 from agent.gateway.stats import FallbackCounters
 from agent.notify import channels
 from agent.notify.alert import ESCALATING, Alert, alert_id
-from agent.notify.circle import Circle
+from agent.notify.circle import Circle, load_circle
 from agent.notify.ledger import Ledger
-from agent.notify.links import Links
+from agent.notify.links import Links, load_or_create_key
 from agent.notify.notifier import HANDED_OVER, Notifier, Sender, Settings, Taken
 from agent.shared.errors import ConfigError
 from agent.shared.frames import Event
@@ -448,9 +448,6 @@ def build(
 ) -> Fallback:
     """The fallback with its parts from [notify]: the circle copy, the ledger, the link key in
     the data directory, the modem, the sounder."""
-    from agent.notify.circle import load_circle  # noqa: PLC0415 - Apprise loads only with [notify]
-    from agent.notify.links import load_or_create_key  # noqa: PLC0415
-
     circle = load_circle(cfg.circle, modem=cfg.modem is not None)
     modem = None
     if cfg.modem is not None:
