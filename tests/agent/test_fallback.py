@@ -30,6 +30,7 @@ from agent.shared.registry import Device, Registry
 from tests.notify.atmodem import AtModem
 from tests.notify.conftest import T0, Clock, deliver_due
 from tests.notify.receiver import Receiver
+from tests.test_notify_e2e import ESCALATE_S, circle
 
 GW, EPOCH = "GW-1", 1_700_000_000
 NOTIFIED, LOCAL_ACK = 9, 10
@@ -38,29 +39,11 @@ KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
 
 def circle_file(tmp_path: Path, rx: Receiver, li: str | None = None) -> Path:
+    """The end-to-end tests' circle (Li Wei, then Sam; the desk last) for venue "rosewood";
+    `li`: another channel for Li Wei."""
     path = tmp_path / "circle.toml"
-    path.write_text(f"""\
-venue = "rosewood"
-name = "Rosewood House"
-timezone = "Europe/London"
-escalate_after_s = 60
-[[contacts]]
-id = "li"
-name = "Li Wei"
-channels = ["{li or rx.url("li")}"]
-[[contacts]]
-id = "son"
-name = "Sam"
-channels = ["{rx.url("son")}"]
-[[staff]]
-id = "desk"
-name = "Night desk"
-channels = ["{rx.url("desk")}"]
-[[residents]]
-band = "WB-1"
-reference = "Room 4"
-circle = ["li", "son"]
-""")
+    text = circle(rx, "rosewood", ("WB-1",))
+    path.write_text(text if li is None else text.replace(rx.url("li"), li))
     return path
 
 
@@ -153,21 +136,21 @@ async def test_central_down_the_gateway_tells_the_circle_round_by_round_and_cent
     home.fallback.step()
     n = home.fallback.notifier
     assert await deliver_due(n) == 1
-    assert [r.title for r in rx.at("li")] == ["SOS: Room 4 (Rosewood House)"]
+    assert [r.title for r in rx.at("li")] == ["SOS: Room 4 (Rosewood House)"], "the reference the band's alert gives"
     link = re.search(r"http://192\.168\.1\.10:8181/a/\S+", rx.at("li")[0].message)
     assert link is not None, "the link points at the gateway's page on the venue LAN"
     assert home.events(NOTIFIED) == [{1: "WB-1", 2: EPOCH, 3: 1, 4: ["li"], 5: 0, 6: int(T0 * 1000)}]
     assert home.fallback.counters.active and home.fallback.counters.taken == 1
-    clock.advance(60)
+    clock.advance(ESCALATE_S)
     n.tick()
     assert await deliver_due(n) == 1 and len(rx.at("son")) == 1
-    assert home.events(NOTIFIED)[1] == {1: "WB-1", 2: EPOCH, 3: 1, 4: ["son"], 5: 1, 6: int((T0 + 60) * 1000)}
+    assert home.events(NOTIFIED)[1] == {1: "WB-1", 2: EPOCH, 3: 1, 4: ["son"], 5: 1, 6: int((T0 + ESCALATE_S) * 1000)}
     # central's broker takes the alert: the gateway hands it over, no further round here
     home.uplink.down_since_ms = None
     home.watch.delivered(home.batch(ev))
     home.fallback.step()
     assert home.fallback.counters.handed_over == 1
-    clock.advance(60)
+    clock.advance(ESCALATE_S)
     n.tick()
     assert await deliver_due(n) == 0 and rx.at("desk") == []
     assert len(home.events(NOTIFIED)) == 2
