@@ -51,9 +51,15 @@ reference = "Resident 4 (room 4)"
 """
 
 
-def circle(rx: Receiver, venue: str = "venue-1", bands: tuple[str, ...] = (BAND,)) -> str:
+def circle(
+    rx: Receiver, venue: str = "venue-1", bands: tuple[str, ...] = (BAND,), staff: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """Li Wei, then Sam, for each band; the desk and any more `staff` (id, name) last."""
     residents = "".join(
         f'[[residents]]\nband = "{b}"\nreference = "Room {i}"\ncircle = ["li", "son"]\n' for i, b in enumerate(bands)
+    )
+    residents = (
+        "".join(f'[[staff]]\nid = "{i}"\nname = "{n}"\nchannels = ["{rx.url(i)}"]\n' for i, n in staff) + residents
     )
     return f"""\
 venue = "{venue}"

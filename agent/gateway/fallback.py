@@ -453,7 +453,7 @@ def build(
     if cfg.modem is not None:
         from agent.notify import modem as sms  # noqa: PLC0415 - the modem library only with a modem
 
-        modem = sms.Modem(cfg.modem.port, cfg.modem.baudrate, cfg.modem.pin_file)
+        modem = sms.from_config(cfg.modem)
         sms.configure(modem)
     links = None
     if cfg.ack_listen is not None:

@@ -45,6 +45,8 @@ import re
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -254,51 +256,16 @@ def _duplicates(rx: Receiver) -> int:
     return sum(c - 1 for c in seen.values())
 
 
-def one_run(micropython: str, progress: Any) -> dict[str, Any]:
-    """Central up: central's notifier tells the family."""
+@contextmanager
+def _running(micropython: str, progress: Any, fallback: bool) -> Iterator[Home]:
+    """A started home, closed at the end; the logs' tails on the way out of a failure."""
     with tempfile.TemporaryDirectory(prefix="ge-bench-notify-") as tmp:
         rx = Receiver()
         home = None
         try:
-            home = Home(Path(tmp), micropython, rx, fallback=False)
+            home = Home(Path(tmp), micropython, rx, fallback)
             home.start()
-            band = home.band
-            latencies: dict[str, list[float]] = {"SOS": [], "FALL": [], "EXIT": []}
-            escalation_errors: list[float] = []
-
-            # SOS, not acknowledged: Li, then Sam, then the desk
-            told: dict[str, set[str | None]] = {"li": set(), "sam": set(), "desk": set(), "back": set()}
-            t0 = time.time()
-            band.hold(2500)
-            li = _wait(rx, "li", "alert", told["li"], 30, "SOS")
-            latencies["SOS"].append(li.t - t0)
-            sam = _wait(rx, "sam", "alert", told["sam"], ESCALATE_S + 10, "SOS escalation")
-            desk = _wait(rx, "desk", "alert", told["desk"], ESCALATE_S + 10, "SOS escalation to staff")
-            escalation_errors += [abs(sam.t - li.t - ESCALATE_S), abs(desk.t - sam.t - ESCALATE_S)]
-            _ack(desk.message)
-            progress(f"  SOS {li.t - t0:.2f} s, escalations {sam.t - li.t:.2f} s, {desk.t - sam.t:.2f} s")
-
-            # FALL, acknowledged by Li
-            since = band.console_offset
-            for x, y, z in [(0, 0, 100)] * 10 + [(0, 2900, 1500)] + [(0, 0, 1000)] * 150:
-                band.accel(x, y, z)
-                time.sleep(0.02)
-            band.wait_console("wristband: FALL event", timeout=15, since=since)
-            t0 = time.time()
-            li = _wait(rx, "li", "alert", told["li"], 20, "FALL")
-            latencies["FALL"].append(li.t - t0)
-            _ack(li.message)
-
-            # EXIT through the front door, acknowledged, then back inside
-            t0 = home.walk_out()
-            li = _wait(rx, "li", "alert", told["li"], 30, "EXIT")
-            latencies["EXIT"].append(li.t - t0)
-            _ack(li.message)
-            home.walk_back()
-            _wait(rx, "li", "followup", told["back"], 20, "BACK_INSIDE follow-up")
-
-            time.sleep(ESCALATE_S + 1)  # nothing more may arrive
-            return {"latencies": latencies, "escalation_errors": escalation_errors, "duplicates": _duplicates(rx)}
+            yield home
         except Exception:
             if home is not None:
                 home.tails(progress)
@@ -307,57 +274,87 @@ def one_run(micropython: str, progress: Any) -> dict[str, Any]:
             if home is not None:
                 home.close()
             rx.close()
+
+
+def one_run(micropython: str, progress: Any) -> dict[str, Any]:
+    """Central up: central's notifier tells the family."""
+    with _running(micropython, progress, fallback=False) as home:
+        rx, band = home.rx, home.band
+        latencies: dict[str, list[float]] = {"SOS": [], "FALL": [], "EXIT": []}
+        escalation_errors: list[float] = []
+
+        # SOS, not acknowledged: Li, then Sam, then the desk
+        told: dict[str, set[str | None]] = {"li": set(), "sam": set(), "desk": set(), "back": set()}
+        t0 = time.time()
+        band.hold(2500)
+        li = _wait(rx, "li", "alert", told["li"], 30, "SOS")
+        latencies["SOS"].append(li.t - t0)
+        sam = _wait(rx, "sam", "alert", told["sam"], ESCALATE_S + 10, "SOS escalation")
+        desk = _wait(rx, "desk", "alert", told["desk"], ESCALATE_S + 10, "SOS escalation to staff")
+        escalation_errors += [abs(sam.t - li.t - ESCALATE_S), abs(desk.t - sam.t - ESCALATE_S)]
+        _ack(desk.message)
+        progress(f"  SOS {li.t - t0:.2f} s, escalations {sam.t - li.t:.2f} s, {desk.t - sam.t:.2f} s")
+
+        # FALL, acknowledged by Li
+        since = band.console_offset
+        for x, y, z in [(0, 0, 100)] * 10 + [(0, 2900, 1500)] + [(0, 0, 1000)] * 150:
+            band.accel(x, y, z)
+            time.sleep(0.02)
+        band.wait_console("wristband: FALL event", timeout=15, since=since)
+        t0 = time.time()
+        li = _wait(rx, "li", "alert", told["li"], 20, "FALL")
+        latencies["FALL"].append(li.t - t0)
+        _ack(li.message)
+
+        # EXIT through the front door, acknowledged, then back inside
+        t0 = home.walk_out()
+        li = _wait(rx, "li", "alert", told["li"], 30, "EXIT")
+        latencies["EXIT"].append(li.t - t0)
+        _ack(li.message)
+        home.walk_back()
+        _wait(rx, "li", "followup", told["back"], 20, "BACK_INSIDE follow-up")
+
+        time.sleep(ESCALATE_S + 1)  # nothing more may arrive
+        return {"latencies": latencies, "escalation_errors": escalation_errors, "duplicates": _duplicates(rx)}
 
 
 def fallback_run(micropython: str, progress: Any) -> dict[str, Any]:
     """Central's broker down: the gateway's own notifier tells the family; then central returns
     and must tell nobody again."""
-    with tempfile.TemporaryDirectory(prefix="ge-bench-fallback-") as tmp:
-        rx = Receiver()
-        home = None
-        try:
-            home = Home(Path(tmp), micropython, rx, fallback=True)
-            home.start()
-            latencies: dict[str, list[float]] = {"SOS": [], "EXIT": []}
-            told: dict[str, set[str | None]] = {"li": set(), "sam": set(), "desk": set(), "back": set()}
+    with _running(micropython, progress, fallback=True) as home:
+        rx = home.rx
+        latencies: dict[str, list[float]] = {"SOS": [], "EXIT": []}
+        told: dict[str, set[str | None]] = {"li": set(), "sam": set(), "desk": set(), "back": set()}
 
-            # the worst case: central goes away just before the press, so the gateway waits the
-            # whole fallback_after_s (20 s) before it tells anyone itself
-            home.central.stop()
-            t0 = time.time()
-            home.band.hold(2500)
-            li = _wait(home.rx, "li", "alert", told["li"], 45, "SOS in fallback")
-            latencies["SOS"].append(li.t - t0)
-            sam = _wait(rx, "sam", "alert", told["sam"], ESCALATE_S + 10, "SOS escalation in fallback")
-            desk = _wait(rx, "desk", "alert", told["desk"], ESCALATE_S + 10, "staff in fallback")
-            errors = [abs(sam.t - li.t - ESCALATE_S), abs(desk.t - sam.t - ESCALATE_S)]
-            if f"127.0.0.1:{home.page}/a/" not in desk.message:
-                raise RuntimeError("the fallback's message does not link to the gateway's page")
-            _ack(desk.message)  # on the gateway's page on the venue LAN
-            progress(f"  fallback SOS {li.t - t0:.2f} s, escalations {sam.t - li.t:.2f} s, {desk.t - sam.t:.2f} s")
+        # the worst case: central goes away just before the press, so the gateway waits the
+        # whole fallback_after_s (20 s) before it tells anyone itself
+        home.central.stop()
+        t0 = time.time()
+        home.band.hold(2500)
+        li = _wait(home.rx, "li", "alert", told["li"], 45, "SOS in fallback")
+        latencies["SOS"].append(li.t - t0)
+        sam = _wait(rx, "sam", "alert", told["sam"], ESCALATE_S + 10, "SOS escalation in fallback")
+        desk = _wait(rx, "desk", "alert", told["desk"], ESCALATE_S + 10, "staff in fallback")
+        errors = [abs(sam.t - li.t - ESCALATE_S), abs(desk.t - sam.t - ESCALATE_S)]
+        if f"127.0.0.1:{home.page}/a/" not in desk.message:
+            raise RuntimeError("the fallback's message does not link to the gateway's page")
+        _ack(desk.message)  # on the gateway's page on the venue LAN
+        progress(f"  fallback SOS {li.t - t0:.2f} s, escalations {sam.t - li.t:.2f} s, {desk.t - sam.t:.2f} s")
 
-            # central has been away for a while now: an exit is told at once
-            t0 = home.walk_out()
-            li = _wait(rx, "li", "alert", told["li"], 30, "EXIT in fallback")
-            latencies["EXIT"].append(li.t - t0)
-            _ack(li.message)
-            progress(f"  fallback EXIT {li.t - t0:.2f} s")
+        # central has been away for a while now: an exit is told at once
+        t0 = home.walk_out()
+        li = _wait(rx, "li", "alert", told["li"], 30, "EXIT in fallback")
+        latencies["EXIT"].append(li.t - t0)
+        _ack(li.message)
+        progress(f"  fallback EXIT {li.t - t0:.2f} s")
 
-            # central returns: the backlog with the NOTIFIED and LOCAL_ACK events behind each alert
-            home.central.start()
-            home.notifier.wait_log("gateway_acked", timeout=60)
-            home.walk_back()
-            _wait(rx, "li", "followup", told["back"], 20, "BACK_INSIDE follow-up")
-            time.sleep(2 * ESCALATE_S + 2)  # nothing more may arrive, from the gateway or from central
-            return {"latencies": latencies, "escalation_errors": errors, "duplicates": _duplicates(rx)}
-        except Exception:
-            if home is not None:
-                home.tails(progress)
-            raise
-        finally:
-            if home is not None:
-                home.close()
-            rx.close()
+        # central returns: the backlog with the NOTIFIED and LOCAL_ACK events behind each alert
+        home.central.start()
+        home.notifier.wait_log("gateway_acked", timeout=60)
+        home.walk_back()
+        _wait(rx, "li", "followup", told["back"], 20, "BACK_INSIDE follow-up")
+        time.sleep(2 * ESCALATE_S + 2)  # nothing more may arrive, from the gateway or from central
+        return {"latencies": latencies, "escalation_errors": errors, "duplicates": _duplicates(rx)}
 
 
 def _p99(xs: list[float]) -> float:
