@@ -2,10 +2,13 @@
 
     guardian-agent run --config FILE
     guardian-agent check-config FILE
-    guardian-agent verify --broker HOST:PORT (--gateway-key PUBKEYFILE | --gateway-keys GATEWAYS.json) [...]
+    guardian-agent status --config FILE [--token-file FILE] [--json]
+    guardian-agent status-token --config FILE [--out FILE] [--rotate]
+    guardian-agent verify --broker HOST:PORT (--gateway-key PUBKEYFILE | --gateway-keys GATEWAYS.json)
+        [--devices EXPORT.json] [--timezone [VENUE=]ZONE] [--json] [--tls-ca CA ...]
     guardian-agent keygen --out KEYFILE [--key-id ID]
     guardian-agent command --broker HOST:PORT --central-key KEYFILE --gateway GW --venue V \
-        ack --device D --boot B --seq S [--text T] | revoke --device D | config --set NAME=VALUE ...
+        ack DEVICE/BOOT/SEQ [--text T] | revoke --device D | config --set NAME=VALUE ...
     guardian-agent devices key --config FILE
     guardian-agent devices import --config FILE BUNDLE
     guardian-agent enroll --claim FILE [--out CONFIG] [--data-dir DIR] [--serial S]
@@ -44,9 +47,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     registry = load_registry(cfg.devices_file)
     if cfg.wristbands.alerts is not None:
-        from agent.gateway.wristbands.venue import load as load_venue
+        from agent.gateway.wristbands.venue import parse as parse_venue
+        from agent.shared.tomlcheck import load as load_toml
 
-        load_venue(cfg.wristbands.alerts)  # the same checks as at start
+        # the same checks as at start; what is valid but weak (an exit zone with one scanner) is
+        # printed as a warning and does not fail the check
+        venue = parse_venue(load_toml(cfg.wristbands.alerts), cfg.wristbands.alerts)
+        for warning in venue.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok (gateway {cfg.gateway_id}, venue {cfg.venue}, {len(registry)} devices)")
     return 0
 
@@ -79,9 +87,61 @@ def cmd_verify(args: argparse.Namespace) -> int:
             count=args.count,
             duration=args.timeout,
             ready=(lambda: print("ready", file=sys.stderr, flush=True)),
+            tls=_tls_option_context(args, "verify"),
+            line=None if args.json else _dispatch_lines(args, registry),
         )
     )
     return 0 if verifier.integrity_ok else 2
+
+
+def _dispatch_lines(args: argparse.Namespace, registry: Any) -> Callable[[dict[str, Any]], str | None]:
+    from agent.central.dispatch_lines import DeviceInfo, Lines, load_devices, parse_timezones
+
+    devices = {d.id: DeviceInfo(d.kind, d.venue, d.zone) for d in registry} if registry is not None else {}
+    if args.devices is not None:
+        devices.update(load_devices(args.devices))
+    default_tz, venue_tz = parse_timezones(args.timezone)
+    return Lines(devices, default_tz, venue_tz, telemetry=args.telemetry)
+
+
+def _tls_option_context(args: argparse.Namespace, command: str) -> Any:
+    """The TLS context of --tls-ca/--tls-cert/--tls-key, or None without --tls-ca."""
+    from agent.shared.errors import CommandError
+    from agent.shared.tls import TlsConfig, tls_context
+
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_cert and args.tls_ca is None):
+        raise CommandError("TLS: --tls-cert and --tls-key go together, and need --tls-ca")
+    if args.tls_ca is None:
+        return None
+    return tls_context(TlsConfig(args.tls_ca, args.tls_cert, args.tls_key), f"{command}: TLS ")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.gateway.status.client import fetch_status
+    from agent.gateway.status.text import render
+
+    cfg = load_config(args.config)
+    view = fetch_status(cfg, args.token_file)
+    if args.json:
+        print(json.dumps(view, indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(render(view))
+    return 2 if view["problems"] else 0
+
+
+def cmd_status_token(args: argparse.Namespace) -> int:
+    from agent.gateway.config import TOKEN_FILE
+    from agent.gateway.status.auth import write_token_file
+
+    cfg = load_config(args.config)
+    out = args.out or cfg.path.resolve().parent / TOKEN_FILE
+    digest = write_token_file(out, rotate=args.rotate)
+    print(f"{out}: a new token for the status page (mode 0600; `sudo cat {out}` shows it to log in)")
+    print(f"put this line under [status_page] in {cfg.path} and restart the agent:")
+    print(f'token_sha256 = "{digest.hex()}"')
+    return 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -94,24 +154,33 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def _send_command(args: argparse.Namespace, op: int, op_args: dict[int, Any]) -> int:
     from agent.central.command_sender import send
-    from agent.shared.errors import CommandError
-    from agent.shared.tls import TlsConfig, tls_context
 
-    tls = None
-    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_cert and args.tls_ca is None):
-        raise CommandError("TLS: --tls-cert and --tls-key go together, and need --tls-ca")
-    if args.tls_ca is not None:
-        tls = tls_context(TlsConfig(args.tls_ca, args.tls_cert, args.tls_key), "command: TLS ")
+    tls = _tls_option_context(args, "command")
     sent = send(args.central_key, args.broker, args.gateway, args.venue, op, op_args, args.ttl, args.command_seq, tls)
     print(f"sent op={args.op} seq={sent.seq} topic={sent.topic} bytes={sent.size}")
     return 0
 
 
 def cmd_command_ack(args: argparse.Namespace) -> int:
-    from agent.central.command_sender import ack_args
+    from agent.central.command_sender import ack_args, parse_ref
     from agent.shared.commands import OP_ACK
+    from agent.shared.errors import CommandError
 
-    return _send_command(args, OP_ACK, ack_args(args.device, args.boot, args.seq, args.text))
+    parts = (args.device, args.boot, args.seq)
+    if args.ref is not None:
+        if any(p is not None for p in parts):
+            raise CommandError(
+                "ack: give the event reference (DEVICE/BOOT/SEQ) or --device, --boot and --seq, not both"
+            )
+        device, boot, seq = parse_ref(args.ref)
+    elif all(p is not None for p in parts):
+        device, boot, seq = parts
+    else:
+        raise CommandError(
+            "ack: give the event reference `guardian-agent verify` printed (e.g. AP-0001/3/17), "
+            "or all of --device, --boot and --seq"
+        )
+    return _send_command(args, OP_ACK, ack_args(device, boot, seq, args.text))
 
 
 def cmd_command_revoke(args: argparse.Namespace) -> int:
@@ -140,8 +209,12 @@ def cmd_devices_import(args: argparse.Namespace) -> int:
     from agent.gateway.device_import import import_devices
 
     cfg = load_config(args.config)
-    added, updated = import_devices(cfg, args.bundle)
+    added, updated, reloaded = import_devices(cfg, args.bundle)
     print(f"{cfg.devices_file}: {added} devices added, {updated} updated; restart the agent to load them")
+    files = cfg.local.mosquitto
+    if files is not None:
+        how = "the broker was told to reload them" if reloaded else "reload the broker: systemctl reload mosquitto"
+        print(f"{files.password_file}, {files.acl_file}: the local broker's logins and ACL written; {how}")
     return 0
 
 
@@ -193,10 +266,43 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
         "changes; batches of revoked gateways are rejected",
     )
     p.add_argument("--device-keys", type=Path, help="device registry: also re-check each device MAC")
+    p.add_argument(
+        "--devices",
+        type=Path,
+        help="device list for zone names: provisioning's export (.json, .csv) or a registry (.toml)",
+    )
+    p.add_argument(
+        "--timezone",
+        action="append",
+        default=[],
+        metavar="[VENUE=]ZONE",
+        help="IANA time zone of the times printed, for every venue or one (default: this machine's)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of readable lines")
+    p.add_argument("--telemetry", action="store_true", help="also print P2 events (heartbeats)")
     p.add_argument("--topic", default=BATCH_FILTER, help="topic filter")
     p.add_argument("--client-id", default="ge-verifier", help="MQTT client id (persistent session)")
     p.add_argument("--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
+    _tls_arguments(p)
+
+
+def _tls_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", type=Path, help="CA file for TLS to the broker (only that CA is trusted)")
+    p.add_argument("--tls-cert", type=Path, help="client certificate for TLS")
+    p.add_argument("--tls-key", type=Path, help="client certificate's key for TLS")
+
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--token-file", type=Path, help="the page's token (default: status.token next to the config)")
+    p.add_argument("--json", action="store_true", help="print the page's JSON instead of text")
+
+
+def _status_token_arguments(p: argparse.ArgumentParser) -> None:
+    _config_option(p)
+    p.add_argument("--out", type=Path, help="token file to create (default: status.token next to the config)")
+    p.add_argument("--rotate", action="store_true", help="replace an existing token file")
 
 
 def _keygen_arguments(p: argparse.ArgumentParser) -> None:
@@ -205,9 +311,10 @@ def _keygen_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _ack_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", required=True, type=ident)
-    p.add_argument("--boot", required=True, type=_uint(1, 2**32 - 1))
-    p.add_argument("--seq", required=True, type=_uint(1, 2**32 - 1))
+    p.add_argument("ref", nargs="?", metavar="DEVICE/BOOT/SEQ", help="the event reference `verify` printed")
+    p.add_argument("--device", type=ident, help="instead of the reference: the device ...")
+    p.add_argument("--boot", type=_uint(1, 2**32 - 1), help="... its boot ...")
+    p.add_argument("--seq", type=_uint(1, 2**32 - 1), help="... and the event's seq")
     p.add_argument("--text", help="short note (at most 64 characters), logged by the gateway")
 
 
@@ -233,9 +340,7 @@ def _command_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--venue", required=True, type=ident, help="the gateway's venue (topic)")
     p.add_argument("--command-seq", type=_uint(1, 2**64 - 1), help="command seq (default: unix time in us)")
     p.add_argument("--ttl", type=_uint(1, 24 * 3600), default=300, help="seconds until it expires (default 300)")
-    p.add_argument("--tls-ca", type=Path, help="CA file for TLS to the broker (only that CA is trusted)")
-    p.add_argument("--tls-cert", type=Path, help="client certificate for TLS")
-    p.add_argument("--tls-key", type=Path, help="client certificate's key for TLS")
+    _tls_arguments(p)
     add_commands(p, COMMAND_OPS, dest="op", metavar="OP")
 
 
@@ -273,10 +378,22 @@ COMMANDS = (
         "validate a config file and the device registry it names",
     ),
     Command(
+        "status",
+        cmd_status,
+        _status_arguments,
+        "the gateway's health, devices, alarms and rejects from its status page (exit 2: it needs attention)",
+    ),
+    Command(
+        "status-token",
+        cmd_status_token,
+        _status_token_arguments,
+        "make the status page's access token (a root-only file) and print its hash for the config",
+    ),
+    Command(
         "verify",
         cmd_verify,
         _verify_arguments,
-        "central side: verify gateway batches and print one JSON line per event",
+        "central side: verify gateway batches; print each event (type, venue, zone, local time, latency) and problem",
     ),
     Command(
         "keygen",

@@ -36,7 +36,10 @@ def _kind():
 def _check_hal(check):
     import hal
 
-    b = hal.Board()
+    try:
+        b = hal.Board()
+    except hal.HalError as e:
+        raise _Fail(str(e))  # one line naming the board file and the key ("hal: ...")
     try:
         for name in check.INPUTS:
             v = getattr(b, name).value()

@@ -45,7 +45,7 @@ from hil_tests.sim.tools import free_port
 
 # an event a device wrote to its flash outbox; the alarms (types 1-63) must all reach central
 _SAVED = re.compile(rb"(?:alarm_post|sensor): event (\d+)/(\d+) type (\d+) saved")
-_NOT_LOSS = ("new_epoch", "reordered", "duplicate_batch")
+_NOT_LOSS = ("new_epoch", "reordered", "duplicate_batch", "joined")
 
 
 def _saved_alarms(device: str, console: bytes) -> set[tuple[str, int, int]]:

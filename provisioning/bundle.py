@@ -5,15 +5,16 @@ A bundle is a directory holding the files exactly as they go onto a board's flas
 
     {"board": "<name or empty>", "bundle": "<16 hex>", "compiler": "<mpy-cross --version>",
      "files": {"<device path>": {"sha256": "<hex>", "size": n}, ...}, "format": 1,
-     "kind": "alarm_post", "port": "unix", "version": "0.1.0"}
+     "kind": "alarm_post", "port": "unix", "transport": "mqtt|uart|", "version": "0.1.0"}
 
 It holds the modules the app imports and nothing else (provisioning/closure.py: boot.py,
-main.py, selftest.py, the kind's app package, the hardware layer of the board's port and
-every module they import), and with `board` its board file (boards/<board>.json, the pin
-map the hardware layer reads). boot.py and main.py stay source (a board's start-up runs them
-by name); every other module is compiled to .mpy with its device path as the source name.
-The bundle id is the SHA-256 of the manifest without its "bundle" key, cut to 16 hex digits,
-so the same sources, version and compiler give the same bytes and the same id.
+main.py, selftest.py, the kind's app package, the hardware layer of the board's port, the
+drivers of the board's parts and every module they import; with a `transport`, only that
+link's modules), and with `board` its board file in its checked form (boards/<board>.json,
+the pin map the hardware layer reads). boot.py and main.py stay source (a board's start-up
+runs them by name); every other module is compiled to .mpy with its device path as the
+source name. The bundle id is the SHA-256 of the manifest without its "bundle" key, cut to
+16 hex digits, so the same sources, version and compiler give the same bytes and the same id.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.shared.protocol import ALARM_POST, SENSOR, WRISTBAND
-from provisioning.boards import VIRTUAL, BoardFile, known_ports
+from provisioning.boards import VIRTUAL, BoardFile, known_parts, known_ports
 from provisioning.closure import app_closure
 from provisioning.errors import ProvisionError
 
@@ -63,19 +64,30 @@ class Bundle:
     manifest: bytes  # manifest.json as stored (it goes onto the device too)
     board: str = ""  # the board file it carries; "" for the virtual board
     port: str = "unix"
+    transport: str = ""  # the one link it carries ("mqtt", "uart"); "" for both (or none: a band)
 
     def read(self, path: str) -> bytes:
         return (self.root / path).read_bytes()
 
 
-def source_files(kind: str, root: Path = FIRMWARE_DIR, port: str = "unix") -> list[tuple[str, Path]]:
-    """(device path of the source, host file) for everything a board of `kind` on `port` runs."""
+def source_files(
+    kind: str,
+    root: Path = FIRMWARE_DIR,
+    port: str = "unix",
+    parts: tuple[str, ...] = (),
+    transport: str | None = None,
+) -> list[tuple[str, Path]]:
+    """(device path of the source, host file) for everything a board of `kind` on `port` runs.
+
+    `parts`: the board's parts with a driver of their own (BoardFile.parts); `transport`: the
+    link config.json names ("mqtt", "uart"; None: both links).
+    """
     if kind not in KINDS:
         raise ProvisionError(f"no firmware for device kind {kind!r} (known: {', '.join(KINDS)})")
     root = Path(root)
     if not (root / "main.py").is_file():
         raise ProvisionError(f"{root}: not a firmware tree (no main.py)")
-    files = app_closure(root, kind, port, known_ports(root))
+    files = app_closure(root, kind, port, known_ports(root), parts, known_parts(root), transport)
     out = []
     for host in files:
         rel = host.relative_to(root).as_posix()
@@ -126,9 +138,20 @@ def _manifest_bytes(fields: dict[str, object]) -> bytes:
 
 
 def build_bundle(
-    kind: str, out: Path, root: Path = FIRMWARE_DIR, version: str | None = None, board: BoardFile = VIRTUAL
+    kind: str,
+    out: Path,
+    root: Path = FIRMWARE_DIR,
+    version: str | None = None,
+    board: BoardFile = VIRTUAL,
+    transport: str | None = None,
 ) -> Bundle:
-    """Compile the firmware for `kind` on `board` into `out` (replaced if it holds a bundle); reproducible."""
+    """Compile the firmware for `kind` on `board` into `out` (replaced if it holds a bundle); reproducible.
+
+    `transport`: the one link the device uses ("mqtt", "uart"); None carries both. A wristband
+    has no link: its bundle is the same either way and records none.
+    """
+    if kind == "wristband":
+        transport = None
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise ProvisionError(f"{out}: exists and is not a bundle directory; choose an empty or new directory")
@@ -138,7 +161,7 @@ def build_bundle(
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     stage.chmod(0o755)
     try:
-        for device_path, host in source_files(kind, root, board.port):
+        for device_path, host in source_files(kind, root, board.port, board.parts, transport):
             if device_path in SOURCE_FILES:
                 dest_path = device_path
                 dest = stage / dest_path
@@ -159,6 +182,7 @@ def build_bundle(
         fields: dict[str, object] = {
             "board": board.name,
             "port": board.port,
+            "transport": transport or "",
             "compiler": compiler_version(),
             "files": files,
             "format": FORMAT,
@@ -210,7 +234,7 @@ def load_bundle(root: Path) -> Bundle:
             raise ProvisionError(f"{root / f.path}: {exc.strerror}") from exc
         if hashlib.sha256(data).hexdigest() != f.sha256 or len(data) != f.size:
             raise ProvisionError(f"{root / f.path}: SHA-256 differs from the manifest (damaged or edited)")
-    board, port = m.get("board", ""), m.get("port", "unix")
-    if not isinstance(board, str) or not isinstance(port, str):
-        raise ProvisionError(f"{root / MANIFEST}: board and port must be strings")
-    return Bundle(root, str(kind), str(version), str(bundle_id), files, raw, board, port)
+    board, port, transport = m.get("board", ""), m.get("port", "unix"), m.get("transport", "")
+    if not isinstance(board, str) or not isinstance(port, str) or transport not in ("", "mqtt", "uart"):
+        raise ProvisionError(f"{root / MANIFEST}: board and port must be strings, transport mqtt, uart or empty")
+    return Bundle(root, str(kind), str(version), str(bundle_id), files, raw, board, port, transport)

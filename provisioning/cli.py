@@ -1,8 +1,9 @@
 """guardian-provision: what a field technician runs to flash, key, self-test, register and label devices.
 
-    guardian-provision bundle --kind KIND --out DIR [--board NAME]
+    guardian-provision bundle --kind KIND --out DIR [--board NAME] [--transport mqtt|uart]
     guardian-provision flash --kind KIND --port PORT [--port PORT ...] --venue V --zone Z
         (--broker HOST:PORT | --transport uart) [--board NAME] [--image IMG [--drive DIR ...]]
+        [--wifi FILE]          (an MQTT --board on Wi-Fi; or $GE_WIFI_SSID and $GE_WIFI_PASSWORD)
         [--bundle DIR] [--channel NAME:TYPE[:key=value,...] ...]   (kind sensor: required, 1 to 8)
         [--resident REF ...]                         (kind wristband: one per --port, in order)
     guardian-provision list
@@ -68,8 +69,11 @@ def _board(args: argparse.Namespace) -> Any:
 def cmd_bundle(args: argparse.Namespace) -> int:
     from provisioning.bundle import FIRMWARE_DIR, build_bundle
 
-    b = build_bundle(args.kind, args.out, root=args.firmware or FIRMWARE_DIR, board=_board(args))
+    b = build_bundle(
+        args.kind, args.out, root=args.firmware or FIRMWARE_DIR, board=_board(args), transport=args.transport
+    )
     on = f" on board {b.board} ({b.port})" if b.board else ""
+    on += f", {b.transport} link only" if b.transport else ""
     print(f"{b.root}: bundle {b.bundle_id} for {b.kind}{on}, version {b.version}, {len(b.files)} files")
     return 0
 
@@ -97,7 +101,7 @@ def _image_plans(args: argparse.Namespace, board: Any) -> dict[str, Any]:
     from provisioning.image import plan_image, plan_uf2
 
     if args.drive and (not args.image or board.image_route != "uf2"):
-        raise ProvisionError("flash: --drive is for a UF2 --image (a --board whose port is rp2, zephyr or nrf)")
+        raise ProvisionError("flash: --drive is for a UF2 --image (a --board whose port is rp2 or zephyr)")
     if not args.image:
         return {}
     if board.image_route == "uf2":
@@ -118,6 +122,27 @@ def _check_link(args: argparse.Namespace) -> None:
         raise ProvisionError("flash: --broker HOST:PORT is required with --transport mqtt")
 
 
+def _wifi(args: argparse.Namespace, board: Any) -> Any:
+    """The Wi-Fi credentials an MQTT board on Wi-Fi gets (provisioning/wifi.py), else None."""
+    from provisioning.wifi import ENV_PASSWORD, ENV_SSID, credentials
+
+    needs = board.wifi and args.kind != WRISTBAND and args.transport == "mqtt"
+    if not needs:
+        if args.wifi is not None:
+            raise ProvisionError(
+                "flash: --wifi is for a board that reaches the broker over Wi-Fi "
+                "(--board on the esp32 or rp2 port with --transport mqtt)"
+            )
+        return None  # variables left in the environment are not for this board
+    wifi = credentials(args.wifi)
+    if wifi is None:
+        raise ProvisionError(
+            f"flash: board {board.name} reaches the broker over Wi-Fi: give the network with --wifi FILE "
+            f'(TOML: ssid = "...", password = "...", mode 0600) or ${ENV_SSID} and ${ENV_PASSWORD}'
+        )
+    return wifi
+
+
 def cmd_flash(args: argparse.Namespace) -> int:
     from provisioning.bundle import build_bundle, load_bundle
     from provisioning.channels import channels_for
@@ -132,6 +157,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
         raise ProvisionError("flash: a port is named twice")
     residents = _residents(args)
     board = _board(args)
+    wifi = _wifi(args, board)
     plans = _image_plans(args, board)
     with _workspace(args, create=True) as ws:
         if args.bundle:
@@ -141,9 +167,15 @@ def cmd_flash(args: argparse.Namespace) -> int:
             if bundle.board != board.name:
                 have = bundle.board or "the virtual board"
                 raise ProvisionError(f"{args.bundle}: bundle is for {have}, not {board.name or 'the virtual board'}")
+            if bundle.transport and args.kind != WRISTBAND and bundle.transport != args.transport:
+                raise ProvisionError(
+                    f"{args.bundle}: bundle carries only the {bundle.transport} link, not {args.transport}"
+                )
         else:
-            name = f"{args.kind}-{board.name}" if board.name else args.kind
-            bundle = build_bundle(args.kind, ws.home / "bundles" / name, board=board)
+            # the device's one link only (a band has none)
+            transport = None if args.kind == WRISTBAND else args.transport
+            name = "-".join(x for x in (args.kind, board.name, transport) if x)
+            bundle = build_bundle(args.kind, ws.home / "bundles" / name, board=board, transport=transport)
         opts = FlashOptions(
             args.kind,
             args.venue,
@@ -155,6 +187,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
             channels,
             board,
             residents,
+            wifi,
         )
         outcomes = _run_flash(lambda make: flash_all(ws, bundle, opts, args.port, make), args.port)
     failed = 0
@@ -267,8 +300,18 @@ def _export_gateway(args: argparse.Namespace, ws: Any) -> int:
         gateway, public = load_seal_public_key(args.gateway_key)
     except AgentError as exc:
         raise ProvisionError(str(exc)) from None
+    from agent.shared.broker_auth import password_hash
+
+    # the gateway gets each device's broker password only as Mosquitto's hash
     devices = [
-        Device(r["id"], r["kind"], bytes.fromhex(r["key"]), r["venue"], r["zone"])
+        Device(
+            r["id"],
+            r["kind"],
+            bytes.fromhex(r["key"]),
+            r["venue"],
+            r["zone"],
+            password_hash(r["broker_password"]) if "broker_password" in r else None,
+        )
         for r in sorted(ws.inventory.data["devices"].values(), key=lambda r: str(r["id"]))
         if r.get("state") == "provisioned" and (args.venue is None or r["venue"] == args.venue)
     ]
@@ -327,7 +370,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         seq = sent.seq
         with ws.inventory.lock:
             fp = key_fingerprint(bytes.fromhex(rec["key"]))
-            gone = {k: v for k, v in rec.items() if k not in ("key", "steps")}
+            gone = {k: v for k, v in rec.items() if k not in ("key", "broker_password", "steps")}
             ws.inventory.data["revoked"][uid] = {**gone, "key_fp": fp, "revoked_at": int(time.time())}
             del ws.inventory.data["devices"][uid]
             ws.commit("revoke", rec["id"], uid=uid, gateway=args.gateway, command_seq=seq, key_fp=fp)
@@ -414,6 +457,11 @@ def _bundle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="bundle directory to create or replace")
     p.add_argument("--firmware", type=Path, help="firmware tree (default: the project's firmware/)")
     p.add_argument("--board", help="board file firmware/boards/NAME.json (default: the virtual board)")
+    p.add_argument(
+        "--transport",
+        choices=("mqtt", "uart"),
+        help="carry only this link to the gateway (default: both; flash builds with its own)",
+    )
 
 
 def _flash_arguments(p: argparse.ArgumentParser) -> None:
@@ -424,6 +472,13 @@ def _flash_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", type=address, help="the venue's local MQTT broker HOST:PORT")
     p.add_argument("--transport", choices=("mqtt", "uart"), default="mqtt")
     p.add_argument("--board", help="board file firmware/boards/NAME.json: pin map and base-image route")
+    p.add_argument(
+        "--wifi",
+        type=Path,
+        metavar="FILE",
+        help="Wi-Fi credentials for an MQTT board on Wi-Fi: TOML with ssid and password, mode 0600 "
+        "(default: $GE_WIFI_SSID and $GE_WIFI_PASSWORD)",
+    )
     p.add_argument(
         "--image", type=Path, help="base MicroPython image, checked, then written (esptool, or UF2 to --drive)"
     )

@@ -19,8 +19,9 @@ from types import TracebackType
 from provisioning.errors import DeviceError
 
 # directories the bundle owns on the device; files there that the bundle does not list are
-# removed (a stale lib/x.py would shadow lib/x.mpy: MicroPython imports .py first)
-MANAGED_DIRS = ("lib", "hal", "apps")
+# removed (a stale lib/x.py would shadow lib/x.mpy: MicroPython imports .py first; boards/
+# holds the one board file the bundle carries)
+MANAGED_DIRS = ("lib", "hal", "apps", "boards")
 READ_TIMEOUT_S = 1.0  # serial read timeout; mpremote's own waits bound each exchange
 CONNECT_TIMEOUT_S = 5  # for the raw REPL prompt after interrupting the app
 

@@ -6,12 +6,14 @@ Per port, in this order (the step names are what a failure reports):
               or a UF2 copy to the bootloader drive                         provisioning/image.py
     connect   the console in the raw REPL (mpremote's SerialTransport)     provisioning/console.py
     identify  the board's unique id -> its inventory record; a new board gets its device id
-              (kind prefix + unique id) and a key generated here, saved (encrypted) before
-              anything is written to the board
+              (kind prefix + unique id), a key and, when it speaks MQTT, a broker password
+              (agent/shared/broker_auth.py) generated here, saved (encrypted) before anything
+              is written to the board
     copy      bundle files whose SHA-256 on the board differs; files the bundle does not own
               in lib/, hal/, apps/ (and left-over .tmp files) removed
-    key       config.json with identity, key and settings (a sensor's channels, the board
-              file's name), when its SHA-256 differs
+    key       config.json with identity, key, broker password and settings (a sensor's
+              channels, the board file's name, the Wi-Fi credentials of an MQTT board on
+              Wi-Fi), when its SHA-256 differs
     clock     wristbands: the band clock set to the host's unix time (lib/bandclock.py
               BandClock.set: never moved back), as the gateway's resolver expects
     selftest  soft reset, `selftest.run()` on the board; identity and versions read back
@@ -38,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.shared.broker_auth import new_password
 from agent.shared.protocol import ALARM_POST, SENSOR, WRISTBAND
 from provisioning.boards import VIRTUAL, BoardFile
 from provisioning.bundle import MANIFEST, Bundle
@@ -46,6 +49,7 @@ from provisioning.console import MANAGED_DIRS, DeviceLink
 from provisioning.errors import DeviceError, ProvisionError
 from provisioning.image import ImagePlan, Uf2Plan, write_image, write_uf2
 from provisioning.labels import Label, make_label, write_label
+from provisioning.wifi import WifiCredentials
 from provisioning.workspace import Workspace
 
 KIND_PREFIX = {ALARM_POST: "AP", WRISTBAND: "WB", SENSOR: "VS"}  # of the device ids a station gives
@@ -68,6 +72,7 @@ class FlashOptions:
     channels: tuple[SensorChannel, ...] = ()  # kind "sensor" only (provisioning/channels.py)
     board: BoardFile = VIRTUAL
     residents: dict[str, str] = field(default_factory=dict)  # kind "wristband": reference by port
+    wifi: WifiCredentials | None = None  # an MQTT board on Wi-Fi (provisioning/wifi.py)
 
 
 @dataclass(slots=True)
@@ -102,6 +107,11 @@ def device_id(kind: str, uid: str) -> str:
     return f"{KIND_PREFIX[kind]}-{uid.upper()}"
 
 
+def needs_broker_password(kind: str, transport: str) -> bool:
+    """A device that speaks MQTT to the gateway's local broker has its own broker password."""
+    return kind != WRISTBAND and transport == "mqtt"  # a band only advertises; a UART needs none
+
+
 def device_config(rec: dict[str, Any], opts: FlashOptions) -> bytes:
     """config.json for the board (docs: firmware/apps/<kind>/app.py load_config)."""
     cfg: dict[str, Any] = {"kind": rec["kind"], "id": rec["id"], "key": rec["key"]}
@@ -109,10 +119,14 @@ def device_config(rec: dict[str, Any], opts: FlashOptions) -> bytes:
         cfg["transport"] = opts.transport
     if opts.broker is not None:
         cfg["broker"], cfg["port"] = opts.broker
+    if "broker_password" in rec and needs_broker_password(rec["kind"], opts.transport):
+        cfg["password"] = rec["broker_password"]  # the user name is the device id
     if opts.channels:
         cfg["channels"] = [ch.config() for ch in opts.channels]
     if opts.board.name:
         cfg["board"] = opts.board.name
+    if opts.wifi is not None:
+        cfg["wifi"] = opts.wifi.config()
     return json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -131,6 +145,8 @@ def new_record(dev: str, uid: str, opts: FlashOptions, key: bytes, resident: str
     }
     if resident is not None:
         rec["resident"] = resident  # kept in the encrypted inventory only, never in labels or logs
+    if needs_broker_password(opts.kind, opts.transport):
+        rec["broker_password"] = new_password()  # like the key: inventory and config.json only
     return rec
 
 
@@ -159,6 +175,8 @@ def _begin(
                     "identify",
                     f"board {uid} is {rec['id']} for another resident; revoke it before giving it to someone else",
                 )
+            if "broker_password" not in rec and needs_broker_password(opts.kind, opts.transport):
+                rec["broker_password"] = new_password()  # keyed before broker passwords existed
             ws.commit("flash.resume", rec["id"], uid=uid, state=rec["state"], bundle=bundle.bundle_id)
             return rec, True
         dev = device_id(opts.kind, uid)

@@ -68,6 +68,11 @@ def make_board(tmp_path: Path, micropython: str) -> Iterator[MakeBoard]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.artifacts import written
+
+    for folder in sorted(written):
+        files = sorted(p.name for p in folder.iterdir() if p.is_file())
+        terminalreporter.write_line(f"artifacts: {folder}: {', '.join(files) or 'none written'}")
     if find_micropython() is None:
         terminalreporter.write_sep(
             "!",

@@ -18,7 +18,8 @@ def _flash(tmp_path: Path, config: dict[str, object], boards: dict[str, object] 
     flash = tmp_path / "flash"
     for sub in ("lib", "hal", "apps"):
         shutil.copytree(FIRMWARE_DIR / sub, flash / sub)
-    shutil.copy(FIRMWARE_DIR / "main.py", flash / "main.py")
+    for name in ("main.py", "launch.py"):
+        shutil.copy(FIRMWARE_DIR / name, flash / name)
     (flash / "config.json").write_text(json.dumps(config))
     if boards:
         (flash / "boards").mkdir()

@@ -39,6 +39,8 @@ def _rig_parser() -> argparse.ArgumentParser:
             {
                 "run",
                 "check-config",
+                "status",
+                "status-token",
                 "verify",
                 "keygen",
                 "command ack",

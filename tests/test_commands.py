@@ -198,7 +198,7 @@ def test_dispatcher_ack_turns_the_posts_led_white_also_when_sent_while_the_gatew
     post.wait_for(lambda: len(buzzer()) >= 4, 5, "two beeps")
     assert buzzer() == [1, 0, 1, 0]
     site.agent.wait_log("command_accepted op=ack")
-    assert "device=AP-0001 boot=1 event_seq=2 text='on our way'" in site.agent.log_text(since_start=True)
+    assert 'device=AP-0001 boot=1 event_seq=2 text="on our way"' in site.agent.log_text(since_start=True)
     post.wait_led("green", timeout=10)  # ack_s is over; delivered less than green_s ago
 
     # the gateway is away (kill -9) when the dispatcher acknowledges again: the persistent

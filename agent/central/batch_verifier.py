@@ -1,10 +1,21 @@
-"""Central's batch verifier: checks gateway batches and prints one JSON line per event.
+"""Central's batch verifier: checks gateway batches and reports each event and each problem.
 
-A reference consumer for the platform side (docs/protocol.md §4.2). Events are printed as soon
+A reference consumer for the platform side (docs/protocol.md §4.2). Events are reported as soon
 as their batch's signature verifies — an authentic alarm is never held back because an
 earlier batch is missing — and the chain checks report gaps, reordering, forks and breaks
 alongside. Events are deduplicated on (device, boot, seq). With device keys (`--device-keys`)
-each event's device MAC is re-checked as well (docs/protocol.md §4.3).
+each event's device MAC is re-checked as well (docs/protocol.md §4.3). `feed()` returns
+records (dicts); `guardian-agent verify` prints them as readable lines
+(agent/central/dispatch_lines.py) or, with `--json`, one JSON object per line.
+
+Joining a running chain. Central's broker keeps nothing of a gateway's chain (the only
+retained message on a gateway's topics is its `online`/`offline` status, docs/protocol.md §5),
+so a verifier that starts after the gateway first sees some batch n > 1 of the current epoch.
+It then reports `joined` (the chain is followed from batch n; what came before was sent before
+it watched) instead of a gap of 1 .. n-1. That holds only for chains that began before the
+verifier started (the epoch, the gateway's clock when its chain began, is at most JOIN_SKEW_S
+after the verifier's start); a chain that began while the verifier was watching must be
+complete, and its missing batches are a `gap` as always.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import ssl
 import sys
 import time
 from collections import Counter, OrderedDict
@@ -39,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GAP_GRACE_S = 5.0
+JOIN_SKEW_S = 120  # how far a gateway's clock may run ahead of central's when its chain begins
 MAX_SEEN_EVENTS = 5_000_000
 MAX_HASHES = 100_000
 # what makes the verifier exit non-zero
@@ -85,6 +98,7 @@ class BatchVerifier:
         self.gap_grace_s = gap_grace_s
         self.clock = clock
         self.chains: dict[str, _Chain] = {}
+        self.started = clock()
         self.seen: OrderedDict[tuple[str, int, int], None] = OrderedDict()
         self.counts: Counter[str] = Counter()
 
@@ -93,6 +107,7 @@ class BatchVerifier:
         return {"kind": kind, **detail}
 
     def feed(self, topic: str, data: bytes) -> list[dict[str, Any]]:
+        """Check one batch message; the records to report (events and problems), in order."""
         now = self.clock()
         out: list[dict[str, Any]] = []
         if self.gateway_keys is not None and self.gateway_keys.refresh():
@@ -145,6 +160,8 @@ class BatchVerifier:
                 {
                     "kind": "event",
                     "gateway": gateway,
+                    "venue": venue_of(topic),
+                    "ref": f"{ev.device}/{ev.boot}/{ev.seq}",
                     "epoch": epoch,
                     "batch": seq,
                     "device": ev.device,
@@ -188,7 +205,13 @@ class BatchVerifier:
             if chain is not None:
                 out.extend(self._gaps(gateway, chain, now, force=True))
                 out.append(self._problem("new_epoch", gateway=gateway, epoch=epoch, previous=chain.epoch))
-            chain = self.chains[gateway] = _Chain(epoch)
+                chain = self.chains[gateway] = _Chain(epoch)
+            else:
+                chain = self.chains[gateway] = _Chain(epoch)
+                if seq > 1 and epoch <= self.started + JOIN_SKEW_S:
+                    # a chain that was running before this verifier started: followed from here
+                    chain.contiguous = seq - 1
+                    out.append(self._problem("joined", gateway=gateway, epoch=epoch, seq=seq))
         elif epoch < chain.epoch:
             out.append(self._problem("stale_epoch", gateway=gateway, epoch=epoch, current=chain.epoch, seq=seq))
             return "stale"
@@ -256,8 +279,19 @@ class BatchVerifier:
         return not any(self.counts[k] for k in INTEGRITY_PROBLEMS)
 
 
+def venue_of(topic: str) -> str | None:
+    """The venue of a batch topic, venues/<venue>/gateways/<gw>/batches (docs/protocol.md §5)."""
+    parts = topic.split("/")
+    return parts[1] if len(parts) == 5 and parts[0] == "venues" and parts[2] == "gateways" else None
+
+
 def _not_a_map() -> Event:
     raise WireError("malformed", "a batch event is not a map")
+
+
+def json_line(rec: dict[str, Any]) -> str:
+    """A record as one line of JSON (`guardian-agent verify --json`)."""
+    return json.dumps(rec, separators=(",", ":"), ensure_ascii=False)
 
 
 async def run_verifier(
@@ -270,12 +304,20 @@ async def run_verifier(
     duration: float | None = None,
     out: TextIO = sys.stdout,
     ready: Callable[[], None] | None = None,
+    tls: ssl.SSLContext | None = None,
+    line: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> None:
-    """Subscribe and print records until `count` events were printed or `duration` passed."""
+    """Subscribe and print records until `count` events were printed or `duration` passed.
+
+    `line` turns a record into the text printed (None: nothing); default one JSON object per line.
+    """
+    as_line = line or json_line
 
     def emit(records: list[dict[str, Any]]) -> None:
         for rec in records:
-            out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            text = as_line(rec)
+            if text is not None:
+                out.write(text + "\n")
         out.flush()
 
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -295,6 +337,7 @@ async def run_verifier(
                     protocol=aiomqtt.ProtocolVersion.V5,
                     clean_start=False,
                     properties=props,
+                    tls_context=tls,
                 ) as client:
                     await client.subscribe(topic, qos=1)
                     backoff.reset()

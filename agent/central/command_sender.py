@@ -18,7 +18,7 @@ import aiomqtt
 from agent.central.keys import load_central_private_key
 from agent.shared.commands import MAX_TEXT, SETTING_BY_NAME, encode_payload, sign_command
 from agent.shared.errors import CommandError
-from agent.shared.protocol import gateway_topics
+from agent.shared.protocol import IDENT_RE, gateway_topics
 
 SEND_TIMEOUT_S = 15.0
 
@@ -38,6 +38,22 @@ def ack_args(device: str, boot: int, seq: int, text: str | None = None) -> dict[
             raise CommandError(f"--text: expected at most {MAX_TEXT} characters, got {len(text)}")
         args[4] = text
     return args
+
+
+def parse_ref(ref: str) -> tuple[str, int, int]:
+    """(device, boot, seq) of an event reference as `guardian-agent verify` prints it: DEVICE/BOOT/SEQ."""
+    parts = ref.split("/")
+    device, boot, seq = parts if len(parts) == 3 else ("", "", "")
+    if not IDENT_RE.fullmatch(device) or not _uint32(boot) or not _uint32(seq):
+        raise CommandError(
+            f"event reference {ref!r}: expected DEVICE/BOOT/SEQ as `guardian-agent verify` prints it, "
+            "e.g. AP-0001/3/17 (device id, then boot and seq in 1..4294967295)"
+        )
+    return device, int(boot), int(seq)
+
+
+def _uint32(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= 0xFFFFFFFF
 
 
 def config_args(assignments: list[str]) -> dict[int, Any]:

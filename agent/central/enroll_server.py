@@ -355,13 +355,13 @@ class Responder:
             log.error("enroll_store_error claim=%s error=%r", req.claim, str(exc))
             return self._error("store_error", "central could not record the enrollment; try again")
         log.info(
-            "enrolled gateway=%s venue=%s claim=%s serial=%s key=%s%s",
+            "enrolled gateway=%s venue=%s claim=%s serial=%s key=%s answered_again=%s",
             cfg.gateway,
             cfg.venue,
             cfg.claim,
             req.serial,
             raw_fingerprint(req.sign_key)[:16],
-            " (answered again)" if again else "",
+            "yes" if again else "no",
         )
         return 200, wire.CONTENT_TYPE, wire.sign_config(self.key, self.kid, cfg)
 

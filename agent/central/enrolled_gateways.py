@@ -111,7 +111,7 @@ class GatewayKeys:
         except ConfigError as exc:
             if self._stamp is None:
                 raise
-            log.warning("gateway_keys_unreadable %s", exc)
+            log.warning("gateway_keys_unreadable reason=%s", exc)
             return False
         self._stamp = stamp
         self.keys = {g.id.encode(): Ed25519PublicKey.from_public_bytes(bytes.fromhex(g.key)) for g in gateways.values()}

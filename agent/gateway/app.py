@@ -32,21 +32,25 @@ from typing import TYPE_CHECKING, Any
 from agent.gateway.buffer import Store
 from agent.gateway.command_handler import CommandHandler, restore
 from agent.gateway.committer import CommitInbox, Committer, recovered_state
-from agent.gateway.config import AgentConfig
+from agent.gateway.config import AgentConfig, StatusPageConfig
 from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.liveness import CHECK_S, Liveness
 from agent.gateway.metrics import Metrics
 from agent.gateway.pipeline import Pipeline
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
+from agent.gateway.recent import RecentEvents
 from agent.gateway.signer import SealedBatch, Signer, load_or_create_key
 from agent.gateway.sources.mqtt import LocalBroker
 from agent.gateway.sources.serial import SerialSources
 from agent.gateway.stats import FallbackCounters, LivenessCounters, Snapshot, Stats
+from agent.gateway.status import view
+from agent.gateway.status.page import StatusPage
 from agent.gateway.uplink import Uplink
 from agent.gateway.wristbands.alerts import AlertEngine
 from agent.gateway.wristbands.source import BleSources
 from agent.gateway.wristbands.venue import load as load_venue
 from agent.shared.errors import ConfigError
+from agent.shared.log import Fields
 from agent.shared.protocol import EventType
 from agent.shared.registry import Registry, load_registry
 
@@ -92,13 +96,19 @@ async def run_gateway(cfg: AgentConfig) -> None:
     # the way back to devices: receipts go where each device was last heard
     receipts = ReceiptRouter(cfg.gateway_id, registry)
     ledger = ReceiptLedger(rec.ledger, receipts, registry)
-    commands = CommandHandler(restored, registry, send_receipt=receipts.send, apply_batch=inbox.set_batch)
+    # the last alarms and alerts and how far each got: the status page, one log line per alarm
+    recent = RecentEvents(cfg.gateway_id, registry)
+    commands = CommandHandler(
+        restored, registry, send_receipt=receipts.send, apply_batch=inbox.set_batch, on_ack=recent.acknowledged
+    )
+
     # sealed batches out to central; a PUBACK deletes the batch and sends receipts 2
     uplink = Uplink(
         cfg,
         unacked=rec.batches,
         committer=inbox,
-        on_delivered=ledger.delivered if watch is None else _both(ledger.delivered, watch.delivered),
+        # receipts 2 first, then the fallback's watch and the recent events
+        on_delivered=_each(ledger.delivered, watch.delivered if watch is not None else None, recent.delivered),
         commands=commands,
         observe_delivery=metrics.delivery.observe if metrics is not None else None,
     )
@@ -114,6 +124,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
         epoch=rec.epoch,
         buffer=recovered,
         observe_commit=metrics.commit.observe if metrics is not None else None,
+        recent=recent,
         on_frame=liveness.heard if liveness is not None else None,
         watch=watch,
     )
@@ -160,9 +171,7 @@ async def run_gateway(cfg: AgentConfig) -> None:
         liveness=liveness.counters if liveness is not None else LivenessCounters(),
         fallback=fallback_part.counters if fallback_part is not None else FallbackCounters(),
     )
-    if metrics is not None and cfg.metrics is not None:
-        metrics.serve(*cfg.metrics, stats.snapshot)
-        log.info("metrics_listening host=%s port=%d", *cfg.metrics)
+    _serve_metrics(metrics, cfg, stats)
     log.info(
         "agent_started gateway=%s venue=%s devices=%d epoch=%d batch_seq=%d unacked_batches=%d backlog=%s",
         cfg.gateway_id,
@@ -186,6 +195,8 @@ async def run_gateway(cfg: AgentConfig) -> None:
         jobs.append(_liveness(liveness, pipeline))
     if fallback_part is not None:
         jobs.append(fallback_part.run())
+    if cfg.status_page is not None:
+        jobs.append(_status_page(cfg, cfg.status_page, stats, recent, registry, ble, liveness).run())
     committer.start()
     try:
         await _run(*jobs, stopping=uplink.announce_offline)
@@ -288,12 +299,48 @@ async def _liveness(liveness: Liveness, pipeline: Pipeline) -> None:
             pipeline.keep_liveness(kept)
 
 
-def _both(first: Callable[[SealedBatch], None], second: Callable[[SealedBatch], None]) -> Callable[[SealedBatch], None]:
-    def both(batch: SealedBatch) -> None:
-        first(batch)
-        second(batch)
+def _each(*calls: Callable[[SealedBatch], None] | None) -> Callable[[SealedBatch], None]:
+    """One callback that calls each of `calls` (None: left out) in order."""
+    chosen = [c for c in calls if c is not None]
 
-    return both
+    def each(batch: SealedBatch) -> None:
+        for call in chosen:
+            call(batch)
+
+    return each
+
+
+def _serve_metrics(metrics: Metrics | None, cfg: AgentConfig, stats: Stats) -> None:
+    if metrics is not None and cfg.metrics is not None:
+        metrics.serve(*cfg.metrics, stats.snapshot)
+        log.info("metrics_listening host=%s port=%d", *cfg.metrics)
+
+
+def _status_page(
+    cfg: AgentConfig,
+    page: StatusPageConfig,
+    stats: Stats,
+    recent: RecentEvents,
+    registry: Registry,
+    ble: BleSources,
+    liveness: Liveness | None,
+) -> StatusPage:
+    """The installer's page: it reads the parts' snapshots, never their state."""
+    return StatusPage(
+        page,
+        gateway=cfg.gateway_id,
+        venue=cfg.venue,
+        readers=view.Readers(
+            stats=stats.snapshot,
+            recent=recent.snapshot,
+            devices=lambda: list(registry),
+            bands=ble.bands_seen,
+            scanners=ble.scanner_states,
+            liveness=liveness.snapshot if liveness is not None else None,
+        ),
+        data_dir=cfg.data_dir,
+        buffer_path=cfg.buffer_path,
+    )
 
 
 async def _report(stats: Stats) -> None:
@@ -302,6 +349,8 @@ async def _report(stats: Stats) -> None:
         log.info("stats %s", stats_line(stats.snapshot()))
 
 
-def stats_line(snapshot: Snapshot) -> str:
+def stats_line(snapshot: Snapshot) -> Fields:
     """The key=value fields of the `stats` and `agent_stopped` log lines."""
-    return " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.log_fields().items()) + f" t={int(time.time())}"
+    return Fields(
+        " ".join(f"{k}={v}".replace(" ", "") for k, v in snapshot.log_fields().items()) + f" t={int(time.time())}"
+    )

@@ -3,7 +3,8 @@
 Tables:
   events   the backlog of accepted events not yet sealed into a batch, by lane (prio)
   batches  sealed, signed batches not yet acknowledged by central (resent with the same bytes)
-  replay   per-device replay state (agent/gateway/replay.py)
+  replay   per-device replay state (agent/gateway/replay.py): the top of the record, per round
+  replay_gaps  per-device ranges never accepted below the replay window, when they change
   ledger   receipt state of the recent receipt-requesting events of each device
   band_replay  per-wristband advert counter and when it was accepted (agent/gateway/wristbands/resolver.py)
   band_alerts  SOS/FALL alerts already raised, per band event id (never raised twice)
@@ -96,6 +97,9 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS replay (
     device TEXT PRIMARY KEY, boot INTEGER NOT NULL, seq INTEGER NOT NULL, bitmap INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- a device's gaps (agent/gateway/replay.py), written only when they change: in order they do
+-- not, and the per-round replay row stays 4 integers
+CREATE TABLE IF NOT EXISTS replay_gaps (device TEXT PRIMARY KEY, gaps BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger (
     device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL, state INTEGER NOT NULL,
     PRIMARY KEY (device, boot, seq)
@@ -143,6 +147,10 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.quarantined: Path | None = None
         self.salvaged: dict[str, ReplayState] = {}
+        # per device, the gaps blob last committed (ReplayState.gaps_blob: a new object when they
+        # change), and those written by the transaction in progress
+        self._gaps_written: dict[str, bytes] = {}
+        self._gaps_pending: dict[str, bytes] = {}
         try:
             self.db = self._open()
             self._check()
@@ -197,6 +205,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """BEGIN IMMEDIATE ... COMMIT; the commit is durable (fsync) when this returns."""
+        self._gaps_pending.clear()
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -204,6 +213,7 @@ class Store:
         try:
             yield
             self.db.execute("COMMIT")
+            self._gaps_written.update(self._gaps_pending)
         except BaseException as exc:
             try:
                 self.db.execute("ROLLBACK")
@@ -226,8 +236,8 @@ class Store:
         rec = Recovered(epoch=int(meta["epoch"]), seq=int(meta["seq"]), prev=bytes(meta["hash"]))
         rec.quarantined = self.quarantined
         rec.salvaged_replay = len(self.salvaged)
-        for device, boot, seq, bitmap in self.db.execute("SELECT device, boot, seq, bitmap FROM replay"):
-            rec.replay[device] = ReplayState.from_row(boot, seq, bitmap)
+        rec.replay = _read_replay(self.db)
+        self._gaps_written = {d: st.gaps_blob for d, st in rec.replay.items()}
         for device, boot, seq, state in self.db.execute("SELECT device, boot, seq, state FROM ledger"):
             rec.ledger[(device, boot, seq)] = state
         for seq, epoch, prio, events, blob, digest, flagged in self.db.execute(
@@ -371,9 +381,18 @@ class Store:
     def set_chain(self, epoch: int, seq: int, digest: bytes) -> None:
         self._insert_many("INSERT OR REPLACE INTO meta (k, v)", 2, [("epoch", epoch), ("seq", seq), ("hash", digest)])
 
-    def save_replay(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
-        """rows: (device, boot, seq, bitmap) as ReplayState.as_row() gives them."""
-        self._insert_many("INSERT OR REPLACE INTO replay (device, boot, seq, bitmap)", 4, list(rows))
+    def save_replay(self, rows: Iterable[tuple[str, int, int, int, bytes]]) -> None:
+        """rows: (device, boot, seq, bitmap, gaps) as ReplayState.as_row() gives them; the gaps
+        only when they are not the blob this store last wrote for the device."""
+        rows = list(rows)
+        self._insert_many("INSERT OR REPLACE INTO replay (device, boot, seq, bitmap)", 4, [r[:4] for r in rows])
+        written = self._gaps_written
+        changed = [(r[0], r[4]) for r in rows if written.get(r[0]) is not r[4]]
+        if changed:
+            self._insert_many("INSERT OR REPLACE INTO replay_gaps (device, gaps)", 2, list(changed))
+            # known as written once the transaction commits (a rolled-back round is retried
+            # with the same rows, which must write them again)
+            self._gaps_pending.update(changed)
 
     def ledger_set(self, entries: Iterable[tuple[str, int, int, int]]) -> None:
         """entries: (device, boot, seq, state); keeps the newest LEDGER_PER_DEVICE per device."""
@@ -455,14 +474,26 @@ def _values_sql(head: str, columns: int, rows: int) -> str:
     return f"{head} VALUES {', '.join([one] * rows)}"
 
 
+def _read_replay(db: sqlite3.Connection) -> dict[str, ReplayState]:
+    """Every device's replay record; the gaps table is optional (a buffer written before it)."""
+    gaps: dict[str, bytes] = {}
+    try:
+        gaps = {str(d): bytes(g) for d, g in db.execute("SELECT device, gaps FROM replay_gaps")}
+    except sqlite3.OperationalError:  # no such table: no gaps, everything below the window counts as seen
+        pass
+    return {
+        str(device): ReplayState.from_row(int(boot), int(seq), int(bitmap), gaps.get(str(device), b""))
+        for device, boot, seq, bitmap in db.execute("SELECT device, boot, seq, bitmap FROM replay")
+    }
+
+
 def _salvage_replay(path: Path) -> dict[str, ReplayState]:
     """Whatever replay rows can still be read from a corrupt buffer file."""
     out: dict[str, ReplayState] = {}
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            for device, boot, seq, bitmap in db.execute("SELECT device, boot, seq, bitmap FROM replay"):
-                out[str(device)] = ReplayState.from_row(int(boot), int(seq), int(bitmap))
+            out = _read_replay(db)
         finally:
             db.close()
     except sqlite3.Error as exc:

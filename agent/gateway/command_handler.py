@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.gateway import broker_files
 from agent.gateway.config import AgentConfig, BatchConfig
 from agent.gateway.stats import CommandCounters
 from agent.shared import tomlcheck
@@ -42,10 +43,10 @@ from agent.shared.commands import (
     key_fingerprint,
     parse_command,
 )
-from agent.shared.errors import WireError
+from agent.shared.errors import ConfigError, WireError
 from agent.shared.files import write_atomic
 from agent.shared.keyfiles import load_central_public_key
-from agent.shared.log import Throttle
+from agent.shared.log import Fields, Throttle, logfmt
 from agent.shared.protocol import IDENT_RE, RECEIPT_ACKNOWLEDGED
 from agent.shared.registry import Registry, write_registry
 
@@ -141,6 +142,13 @@ class Restored:
     path: Path
 
 
+def write_registry_and_logins(cfg: AgentConfig, registry: Registry) -> None:
+    """The registry file, then the local broker's logins from it: a revoked device's broker
+    password stops working at the broker's next reload (agent/gateway/broker_files.py)."""
+    write_registry(cfg.devices_file, list(registry))
+    broker_files.write_files(cfg.local, registry)
+
+
 def restore(cfg: AgentConfig, registry: Registry) -> Restored:
     """Load the central key and the state file; apply persisted revocations and settings."""
     keys: dict[bytes, Ed25519PublicKey] = {}
@@ -158,19 +166,19 @@ def restore(cfg: AgentConfig, registry: Registry) -> Restored:
             registry.revoke(device_id)
             removed.append(device_id)
         else:
-            log.warning("revocation_superseded device=%s reason='registered again with a new key'", device_id)
+            log.warning("revocation_superseded device=%s reason=registered_again_with_a_new_key", device_id)
     if removed:
-        write_registry(cfg.devices_file, list(registry))
+        write_registry_and_logins(cfg, registry)
         log.warning("revoked_devices_removed devices=%s file=%s", ",".join(removed), cfg.devices_file)
     if state.settings:
         cfg = apply_settings(cfg, state.settings)
         log.info(
             "runtime_settings file=%s %s",
             path,
-            " ".join(f"{k}={v}" for k, v in sorted(state.settings.items())),
+            Fields(" ".join(f"{k}={logfmt(v)}" for k, v in sorted(state.settings.items()))),
         )
     if not keys:
-        log.warning("commands_disabled reason='no central.command_key in %s'", cfg.path)
+        log.warning("commands_disabled reason=no_command_key config=%s", cfg.path)
     return Restored(cfg, keys, state, path)
 
 
@@ -188,6 +196,7 @@ class CommandHandler:
         *,
         send_receipt: SendReceipt,
         apply_batch: Callable[[BatchConfig], None] | None = None,
+        on_ack: Callable[[str, int, int], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """
@@ -196,6 +205,8 @@ class CommandHandler:
             registry: the device registry (a REVOKE removes from it).
             send_receipt: how central's ACK reaches the device as receipt 3.
             apply_batch: new batch settings from a CONFIG (the committer's inbox).
+            on_ack: (device, boot, seq) of each event central acknowledged, after its receipt 3
+                (the status page's recent events, agent/gateway/recent.py).
             clock: unix time in seconds (command expiry).
         """
         self.cfg = restored.cfg
@@ -205,6 +216,7 @@ class CommandHandler:
         self.state_path = restored.path
         self.send_receipt = send_receipt
         self.apply_batch = apply_batch
+        self.on_ack = on_ack
         self.clock = clock
         self.counters = CommandCounters()
         self._queue: asyncio.Queue[tuple[bytes, Callable[[], None]]] = asyncio.Queue(QUEUE)
@@ -268,6 +280,8 @@ class CommandHandler:
         action = cmd.action
         if isinstance(action, Ack):
             self.send_receipt(action.device, action.boot, action.seq, RECEIPT_ACKNOWLEDGED)
+            if self.on_ack is not None:
+                self.on_ack(action.device, action.boot, action.seq)
             log.info(
                 "command_accepted op=ack seq=%d device=%s boot=%d event_seq=%d text=%r",
                 cmd.seq,
@@ -279,10 +293,10 @@ class CommandHandler:
         elif isinstance(action, Revoke):
             self.registry.revoke(action.device)
             try:
-                await asyncio.to_thread(write_registry, self.cfg.devices_file, list(self.registry))
-            except OSError as exc:
+                await asyncio.to_thread(write_registry_and_logins, self.cfg, self.registry)
+            except (OSError, ConfigError) as exc:
                 # the state file holds the revocation; the next start rewrites the registry
-                log.error("registry_write_failed file=%s reason=%r", self.cfg.devices_file, exc.strerror)
+                log.error("registry_write_failed file=%s reason=%s", self.cfg.devices_file, exc)
             log.warning("command_accepted op=revoke seq=%d device=%s", cmd.seq, action.device)
         else:
             settings = dict(action.settings)
@@ -292,7 +306,7 @@ class CommandHandler:
             log.info(
                 "command_accepted op=config seq=%d %s",
                 cmd.seq,
-                " ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+                Fields(" ".join(f"{k}={logfmt(v)}" for k, v in sorted(settings.items()))),
             )
 
     def _reject(self, reason: str, detail: str, seq: int | None = None, op: str | None = None) -> None:

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import re
 import string
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.notify.modem import ModemConfig
@@ -24,12 +24,25 @@ from agent.shared.tls import TlsConfig, tls_context
 
 
 @dataclass(frozen=True, slots=True)
+class MosquittoFiles:
+    """[local.mosquitto]: the local broker's files `guardian-agent devices import` writes
+    (agent/gateway/broker_files.py), and the broker's pid file to signal it to reload them."""
+
+    password_file: Path
+    acl_file: Path
+    pid_file: Path | None = None  # None: a systemd path unit reloads the broker (packaging/systemd/)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     host: str
     port: int
     client_id: str
     keepalive: int
     tls: TlsConfig | None = None
+    username: str | None = None  # the local broker: the agent's user name (= its client id)
+    password_file: Path | None = None  # the agent's broker password, one line, mode 0600
+    mosquitto: MosquittoFiles | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +100,25 @@ class WristbandConfig:
 
 
 BLE_BACKENDS = ("bluez", "sim")
+# next to the config: the page's token for `guardian-agent status` (a file name, not a secret)
+TOKEN_FILE = "status.token"  # noqa: S105
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPageConfig:
+    """[status_page]: the gateway's own page (agent/gateway/status/); off unless configured.
+
+    The agent holds only the SHA-256 of the token; the token itself is in a root-only file
+    (`guardian-agent status-token`), which `guardian-agent status` reads.
+    """
+
+    listen: tuple[str, int]  # an address of the venue LAN (never a wildcard)
+    token_sha256: bytes = field(repr=False)
+    tls_cert: Path | None = None  # both or neither: the page over HTTPS
+    tls_key: Path | None = None
+    max_live: int = 8  # live (server-sent events) clients at once; more get 503
+
+
 # what a sounder command may name in its arguments ({type} etc., agent/gateway/sounder.py)
 SOUNDER_FIELDS = ("type", "alert", "device", "place", "venue")
 
@@ -146,6 +178,7 @@ class AgentConfig:
     serial: tuple[SerialConfig, ...] = ()  # [[serial]] ports (agent/gateway/sources/serial.py)
     ble: tuple[BleScannerConfig, ...] = ()  # [[ble]] scanners (agent/gateway/wristbands/source.py)
     wristbands: WristbandConfig = WristbandConfig()
+    status_page: StatusPageConfig | None = None  # the gateway's own page; None: off
     notify: NotifyConfig | None = None  # [notify]; None: no fallback notifier
     liveness: LivenessConfig = LivenessConfig()
 
@@ -178,6 +211,42 @@ def _broker(t: tomlcheck.Table, default_port: int, default_id: str) -> BrokerCon
         keepalive=t.integer("keepalive", 30, lo=5, hi=3600),
     )
     t.no_unknown_keys()
+    return cfg
+
+
+def _local(t: tomlcheck.Table, base: Path, default_id: str) -> BrokerConfig:
+    """[local]: the broker of the venue's devices; with `password_file` the agent logs in as
+    `username` (the broker replaces client ids by user names, so the two are one)."""
+    username = t.ident("username", None)
+    password_file = t.path_value("password_file", base, None)
+    client_id = t.text("client_id", username if username is not None else default_id)
+    if username is not None and client_id != username:
+        raise t.fail(
+            "client_id",
+            f"expected {username!r} (the user name) or nothing: the broker uses each client's user name as its "
+            "client id (use_username_as_clientid)",
+        )
+    if password_file is not None and username is None:
+        username = client_id
+    if username is not None and password_file is None:
+        raise t.fail("password_file", "missing: a user name needs the file that holds the agent's broker password")
+    tls = _tls(t.table("tls"), base) if "tls" in t.data else None
+    files = None
+    if "mosquitto" in t.data:
+        m = t.table("mosquitto")
+        files = MosquittoFiles(
+            m.path_value("password_file", base), m.path_value("acl_file", base), m.path_value("pid_file", base, None)
+        )
+        m.no_unknown_keys()
+        if username is None:
+            raise t.fail("mosquitto", "needs password_file: the broker's files include the agent's own login")
+    cfg = replace(
+        _broker(t, 8883 if tls is not None else 1883, client_id),
+        tls=tls,
+        username=username,
+        password_file=password_file,
+        mosquitto=files,
+    )
     return cfg
 
 
@@ -273,6 +342,43 @@ def _wristbands(top: tomlcheck.Table, base: Path) -> WristbandConfig:
         alerts=t.path_value("alerts", base, None),
     )
     t.no_unknown_keys()
+    return cfg
+
+
+def _status_page(top: tomlcheck.Table, base: Path) -> StatusPageConfig | None:
+    if "status_page" not in top.data:
+        top.used.add("status_page")
+        return None
+    t = top.table("status_page")
+    host, port = t.address("listen")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise t.fail("listen", f"expected the gateway's venue LAN IP address and a port, got host {host!r}") from None
+    if ip.is_unspecified:
+        raise t.fail("listen", f"{host} listens on every interface; give the venue LAN address of the gateway")
+    digest = t.text("token_sha256")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise t.fail("token_sha256", "expected 64 lowercase hex digits (guardian-agent status-token prints them)")
+    cert, key = t.path_value("tls_cert", base, None), t.path_value("tls_key", base, None)
+    cfg = StatusPageConfig(
+        listen=(host.strip("[]"), port),
+        token_sha256=bytes.fromhex(digest),
+        tls_cert=cert,
+        tls_key=key,
+        max_live=t.integer("max_live", 8, lo=1, hi=64),
+    )
+    t.no_unknown_keys()
+    if (cert is None) != (key is None):
+        raise t.fail("tls_key" if key is None else "tls_cert", "tls_cert and tls_key go together")
+    for name, p in (("tls_cert", cert), ("tls_key", key)):
+        if p is not None and not p.is_file():
+            raise t.fail(name, f"expected a PEM file, {p} does not exist or is not a file")
+    if key is not None:
+        try:
+            tomlcheck.require_private(key, "the status page's TLS key")
+        except ConfigError as exc:
+            raise t.fail("tls_key", str(exc)) from None
     return cfg
 
 
@@ -395,7 +501,7 @@ def load_config(path: Path) -> AgentConfig:
     heartbeat_s = gw.integer("heartbeat_s", 60, lo=1, hi=3600)
     gw.no_unknown_keys()
 
-    local = _broker(top.table("local"), 1883, f"{gateway_id}-agent")
+    local = _local(top.table("local"), base, f"{gateway_id}-agent")
     central, command_key = _central(top.table("central"), base, gateway_id)
 
     bt = top.table("batch", required=False)
@@ -426,6 +532,7 @@ def load_config(path: Path) -> AgentConfig:
     serial = _serial_ports(top, base)
     ble = _ble_scanners(top)
     wristbands = _wristbands(top, base)
+    status_page = _status_page(top, base)
     notify = _notify(top, base, data_dir, venue)
     liveness = _liveness(top)
     top.no_unknown_keys()
@@ -449,6 +556,7 @@ def load_config(path: Path) -> AgentConfig:
         serial=serial,
         ble=ble,
         wristbands=wristbands,
+        status_page=status_page,
         notify=notify,
         liveness=liveness,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from agent.gateway import broker_files
 from agent.gateway.command_handler import STATE_FILE, load_state
 from agent.gateway.config import AgentConfig
 from agent.shared.commands import key_fingerprint
@@ -37,12 +38,15 @@ def load_or_create_seal_key(path: Path, gateway_id: str) -> tuple[X25519PrivateK
     return key, pub
 
 
-def import_devices(cfg: AgentConfig, bundle: Path) -> tuple[int, int]:
-    """Merge a bundle's devices into the registry file; returns (added, updated).
+def import_devices(cfg: AgentConfig, bundle: Path) -> tuple[int, int, bool]:
+    """Merge a bundle's devices into the registry file and write the local broker's password
+    and ACL files from it (agent/gateway/broker_files.py); returns (added, updated, whether the
+    broker was signalled to reload them).
 
     Checked before anything is written: the bundle opens with this gateway's sealing key, every
-    device is for this gateway's venue, none takes the gateway's id, and none carries a key
-    central revoked (the command state file). Any failure changes nothing.
+    device is for this gateway's venue, none takes the gateway's id or the agent's broker user
+    name, and none carries a key central revoked (the command state file). Any failure changes
+    nothing.
     """
     key_path = seal_key_path(cfg.key_file)
     if not key_path.exists():
@@ -55,8 +59,8 @@ def import_devices(cfg: AgentConfig, bundle: Path) -> tuple[int, int]:
     for d in devices:
         if d.venue != cfg.venue:
             raise ConfigError(f"{bundle}: device {d.id} is for venue {d.venue!r}, this gateway serves {cfg.venue!r}")
-        if d.id == cfg.gateway_id:
-            raise ConfigError(f"{bundle}: device id {d.id} is this gateway's own id")
+        if d.id in (cfg.gateway_id, cfg.local.username):
+            raise ConfigError(f"{bundle}: device id {d.id} is this gateway's own id or broker user name")
         if revoked.get(d.id) == key_fingerprint(d.key):
             raise ConfigError(f"{bundle}: device {d.id} was revoked by central with this key; nothing imported")
     current = list(load_registry(cfg.devices_file)) if cfg.devices_file.exists() else []
@@ -66,4 +70,5 @@ def import_devices(cfg: AgentConfig, bundle: Path) -> tuple[int, int]:
     for d in devices:
         by_id[d.id] = d
     write_registry(cfg.devices_file, list(by_id.values()))
-    return added, updated
+    reloaded = broker_files.write_files(cfg.local, by_id.values())
+    return added, updated, reloaded

@@ -193,7 +193,9 @@ class Liveness:
 
     def _reject(self, reason: str, device: str, detail: str) -> None:
         self.counters.rejected[reason] += 1
-        suppressed = self._throttle.allow((reason, device))
+        # one line per reason every 10 s whatever the device id: junk under invented ids must
+        # not write a line each
+        suppressed = self._throttle.allow(reason)
         if suppressed is not None:
             log.warning(
                 "status_rejected device=%s reason=%s detail=%r suppressed_since_last=%d",

@@ -15,6 +15,8 @@ own registry (several agents can run in one test process).
     ge_serial_rejected_total{reason}   serial link input dropped, by reason (docs/protocol.md §9)
     ge_events_delivered_total          events in batches central acknowledged
     ge_batches_sealed_total / ge_batches_acked_total / ge_receipts_sent_total
+    ge_receipts_limited_total          answers to resent or replayed frames held back (rate limit)
+    ge_local_broker_disconnects_total  connections to the local broker that were lost
     ge_inflight_batches                sealed batches waiting for central's PUBACK
     ge_uplink_up / ge_local_broker_up  1 when connected
     ge_store_error                     1 while commits fail (disk full, I/O error)
@@ -77,6 +79,8 @@ class _StatsCollector(Collector):
             ("ge_batches_sealed", st.batches_sealed, "Batches sealed and signed"),
             ("ge_batches_acked", st.batches_acked, "Batches central acknowledged"),
             ("ge_receipts_sent", st.receipts_sent, "Receipts sent to devices"),
+            ("ge_receipts_limited", st.receipts_limited, "Receipts for resent frames held back by the rate limit"),
+            ("ge_local_broker_disconnects", st.local_disconnects, "Connections to the local broker lost"),
         ):
             yield CounterMetricFamily(name, text, value=value)
         yield GaugeMetricFamily("ge_inflight_batches", "Batches waiting for PUBACK", value=st.inflight_batches)

@@ -11,9 +11,10 @@ frame, agent/gateway/liveness.py) and the fallback notifier's watch (the alerts 
 round, agent/gateway/fallback.py). The committer is built after it, with `on_commit` as its
 result callback; receipt 2 follows central's PUBACK in the uplink (ReceiptLedger.delivered).
 
-Every rejected frame is counted by reason and logged (throttled) with the device id and the
-reason, never the key; the source's acknowledgement of a rejected frame is released at once
-so nothing else waits for it.
+Every rejected frame is counted by reason; the log gets at most one line per reason every 10 s
+across all device ids (junk under invented ids must not write a line each), naming the last
+device and how many were left out, never the key. The source's acknowledgement of a rejected
+frame is released at once so nothing else waits for it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agent.gateway.committer import CommitResult
 from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.planner import LivenessRow, State, Submitted
 from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
+from agent.gateway.recent import RecentEvents
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.gateway.stats import PipelineCounters
@@ -80,6 +82,7 @@ class Pipeline:
         "observe_commit",
         "on_frame",
         "publish",
+        "recent",
         "replay",
         "verifier",
     )
@@ -97,6 +100,7 @@ class Pipeline:
         epoch: int = 0,
         buffer: State | None = None,
         observe_commit: Observe | None = None,
+        recent: RecentEvents | None = None,
         on_frame: Callable[[Event], None] | None = None,
         watch: CommitWatch | None = None,
     ) -> None:
@@ -113,6 +117,8 @@ class Pipeline:
                 counters report its backlog until the first commit round, and the gateway's
                 own event numbers continue from its gw_seq.
             observe_commit: a histogram of commit round durations, seconds (agent/gateway/metrics.py).
+            recent: told of every alarm and alert (P0, P1) and of each commit round, for the
+                status page and the per-alarm log line (agent/gateway/recent.py).
             on_frame: each accepted device frame's event (agent/gateway/liveness.py Liveness.heard).
             watch: told the committed events of its types after each round, before the round's
                 batches are published (agent/gateway/fallback.py AlarmWatch).
@@ -128,6 +134,7 @@ class Pipeline:
         self.epoch = epoch
         self.gw_seq = buffer.gw_seq
         self.observe_commit = observe_commit
+        self.recent = recent
         self.on_frame = on_frame
         self._watch = watch
         self._watched = watch.types if watch is not None else frozenset()
@@ -165,6 +172,8 @@ class Pipeline:
         if event.wants_receipts:
             self.ledger.accepted(event.key)
         self.counters.accepted += 1
+        if event.prio < 2 and self.recent is not None:
+            self.recent.accepted(event)
         self.commits.submit(Submitted(event, state.as_row(), ack))
         if self.on_frame is not None:
             self.on_frame(event)
@@ -180,6 +189,8 @@ class Pipeline:
         now_ms = int(time.time() * 1000)
         uptime_ms = int((time.monotonic() - self._started) * 1000)
         event = Event(self.gateway_id, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
+        if self.recent is not None:
+            self.recent.accepted(event)
         if liveness:
             self.commits.submit_group([Submitted(event, None, _noop)], [], liveness)
         else:
@@ -202,16 +213,18 @@ class Pipeline:
         for band, event_type, data in events:
             self.gw_seq += 1
             event = Event(band, self.epoch, self.gw_seq, event_type, uptime_ms, now_ms, data, b"")
+            if self.recent is not None:
+                self.recent.accepted(event)
             items.append(Submitted(event, None, _noop))
         self.counters.band_events += len(items)
         self.commits.submit_group(items, band_rows)
 
     def _reject(self, reason: str, device: str | None, detail: str, source: str) -> None:
         self.counters.rejected[reason] += 1
-        suppressed = self._throttle.allow((reason, device))
+        suppressed = self._throttle.allow(reason)
         if suppressed is not None:
             log.warning(
-                "frame_rejected source=%s device=%s reason=%s detail=%r suppressed_since_last=%d",
+                "frame_rejected source=%s device=%s reason=%s detail=%s suppressed_since_last=%d",
                 source,
                 device,
                 reason,
@@ -247,6 +260,11 @@ class Pipeline:
         c.evicted = result.evicted
         for key in result.dropped:
             ledger.dropped(key)
+        recent = self.recent
+        if recent is not None:
+            recent.committed(result.committed)
+            recent.dropped(result.dropped)
+            recent.sealed(result.sealed)
         for batch, oldest in zip(result.sealed, result.sealed_oldest, strict=True):
             c.batches_sealed += 1
             self.publish(batch, oldest)

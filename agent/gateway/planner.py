@@ -57,6 +57,9 @@ BACKLOG_BATCHES_PER_ROUND = 1
 EVICT_CHUNK = 256
 
 Key = tuple[str, int, int]  # (device, boot, seq) of an event that wants receipts
+# A device's replay record as ReplayState.as_row() gives it (agent/gateway/replay.py): boot,
+# seq, bitmap and the packed gaps
+ReplayRow = tuple[int, int, int, bytes]
 # what the gateway knows of a post's or sensor's liveness (agent/gateway/liveness.py): (device,
 # learned heartbeat interval ms, unix ms since it is reported offline or None, why: "heartbeat"
 # or "will" or None); committed with the DEVICE_OFFLINE/ONLINE event that changed it
@@ -72,7 +75,7 @@ class Submitted:
     """
 
     event: Event
-    replay_row: tuple[int, int, int] | None
+    replay_row: ReplayRow | None
     token: Any
 
 
@@ -123,7 +126,7 @@ class Plan:
     delivered: list[Key] = field(default_factory=list)  # their receipt-wanting events: ledger 2
     consumed: list[tuple[int, int]] = field(default_factory=list)  # (lane, last id) removed from the events table
     insert: list[Event] = field(default_factory=list)  # inbox events written to the events table
-    replay: list[tuple[str, int, int, int]] = field(default_factory=list)  # (device, boot, seq, bitmap)
+    replay: list[tuple[str, int, int, int, bytes]] = field(default_factory=list)  # (device, *ReplayRow)
     stored: list[Key] = field(default_factory=list)  # inbox events that want receipts: ledger 1
     band_rows: list[tuple[str, int, int]] = field(default_factory=list)  # wristband advert counters
     band_alerts: list[tuple[str, int, int]] = field(default_factory=list)  # SOS/FALL raised
@@ -503,7 +506,7 @@ class _Round:
     ) -> Plan:
         before = self.before
         gw_seq = max((s.event.seq for s in items if s.replay_row is None), default=before.gw_seq)
-        last: dict[str, tuple[int, int, int]] = {}
+        last: dict[str, ReplayRow] = {}
         for s in items:
             if s.replay_row is not None:
                 last[s.event.device] = s.replay_row

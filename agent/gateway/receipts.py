@@ -15,11 +15,14 @@ none.
 The ledger mirrors the buffer's `ledger` table on the event loop (the committer thread writes
 the table in the same rounds): for each recent receipt-wanting event, the last receipt it
 earned, so a device that sends an event again (it lost the receipt) is told again
-(docs/protocol.md §6 step 7) without a query.
+(docs/protocol.md §6 step 7) without a query. Those answers to resends are rate-limited per
+device: a resend and a replay are the same bytes, and without a limit each of 100,000 replays
+of one captured frame would cost the targeted post a receipt to receive and check.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from agent.gateway.buffer import LEDGER_PER_DEVICE
@@ -34,6 +37,13 @@ Key = tuple[str, int, int]  # (device, boot, seq)
 
 PENDING = 0  # accepted, not yet durable (no receipt earned yet)
 _RESENT = (RECEIPT_STORED, RECEIPT_DELIVERED, RECEIPT_DROPPED)
+# Receipts answering resends, per device: a bucket of RESEND_BURST, refilled at RESEND_PER_S.
+# The burst is what the ledger can answer for at all (a post that lost every receipt, e.g. in
+# a power cut, resends its whole outbox on reconnecting and gets them all back at once); the
+# rate is four times what a full outbox of 32 needs when it rechecks every 60 s and resends
+# unstored entries every 5 s (docs/protocol.md §7).
+RESEND_BURST = LEDGER_PER_DEVICE
+RESEND_PER_S = 2.0
 
 
 class ReceiptRouter:
@@ -76,21 +86,42 @@ class ReceiptRouter:
 class ReceiptLedger:
     """The receipt each recent receipt-wanting event has earned; sends receipts 1, 2 and 4."""
 
-    __slots__ = ("_registry", "entries", "router")
+    __slots__ = ("_clock", "_registry", "_resend_budget", "entries", "router")
 
-    def __init__(self, entries: dict[Key, int], router: ReceiptRouter, registry: Registry) -> None:
+    def __init__(
+        self,
+        entries: dict[Key, int],
+        router: ReceiptRouter,
+        registry: Registry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.entries = entries  # as Store.recover() found the ledger table
         self.router = router
         self._registry = registry
+        self._clock = clock
+        # device -> [tokens, clock at the last refill]; only devices whose frames verified
+        self._resend_budget: dict[str, list[float]] = {}
 
     def accepted(self, key: Key) -> None:
         """A receipt-wanting event was accepted; it earns receipt 1 once it is durable."""
         self.entries[key] = PENDING
 
     def resend(self, key: Key) -> None:
-        """A replayed receipt-wanting event: tell its device again what it has earned, if anything."""
+        """A replayed receipt-wanting event: tell its device again what it has earned, if anything
+        and if the device's resend budget allows (counted as `resends_limited` otherwise)."""
         known = self.entries.get(key)
         if known in _RESENT:
+            now = self._clock()
+            budget = self._resend_budget.get(key[0])
+            if budget is None:
+                budget = self._resend_budget[key[0]] = [float(RESEND_BURST), now]
+            else:
+                budget[0] = min(float(RESEND_BURST), budget[0] + (now - budget[1]) * RESEND_PER_S)
+                budget[1] = now
+            if budget[0] < 1.0:
+                self.router.counters.resends_limited += 1
+                return
+            budget[0] -= 1.0
             self.router.send(key[0], key[1], key[2], known)
 
     def stored(self, key: Key) -> None:

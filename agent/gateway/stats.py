@@ -10,8 +10,10 @@ reports through the pipeline, agent/gateway/pipeline.py `on_commit`):
     UplinkCounters    agent/gateway/uplink.py          link state, batches in flight and the receive
                                                time of their oldest event, batches and events
                                                central's broker acknowledged
-    ReceiptCounters   agent/gateway/receipts.py        receipts handed to a source
-    LocalCounters     agent/gateway/sources/mqtt.py    local broker link state, receipts it dropped
+    ReceiptCounters   agent/gateway/receipts.py        receipts handed to a source (the router), answers
+                                               to resends held back by the rate limit (the ledger)
+    LocalCounters     agent/gateway/sources/mqtt.py    local broker link state and connections lost,
+                                               receipts it dropped
     SerialCounters    agent/gateway/sources/serial.py  bytes, frames, framing rejects (by reason),
                                                receipts dropped (port down or not draining)
     BleCounters       agent/gateway/wristbands/source.py     adverts accepted, repeated, rejected (by
@@ -74,9 +76,10 @@ class UplinkCounters:
 
 @dataclass(slots=True)
 class ReceiptCounters:
-    """Written by ReceiptRouter (agent/gateway/receipts.py)."""
+    """Written by ReceiptRouter (`sent`) and ReceiptLedger (`resends_limited`), agent/gateway/receipts.py."""
 
     sent: int = 0
+    resends_limited: int = 0  # receipts not sent for a resend or replay: over the device's rate
 
 
 @dataclass(slots=True)
@@ -84,6 +87,7 @@ class LocalCounters:
     """Written by LocalBroker (agent/gateway/sources/mqtt.py)."""
 
     connected: bool = False
+    disconnects: int = 0  # connections to the local broker that were up and were lost
     receipts_dropped: int = 0  # downlink queue full or refused by the broker
 
 
@@ -157,8 +161,10 @@ class Snapshot:
     batches_acked: int
     delivered: int
     receipts_sent: int
+    receipts_limited: int
     receipts_dropped: int
     local_connected: bool
+    local_disconnects: int
     serial_bytes: int
     serial_frames: int
     serial_rejected: Mapping[str, int]
@@ -188,6 +194,7 @@ class Snapshot:
             "batches_sealed": self.batches_sealed,
             "batches_acked": self.batches_acked,
             "receipts_sent": self.receipts_sent,
+            "receipts_limited": self.receipts_limited,
             "rejected": dict(self.rejected),
             "serial_rejected": dict(self.serial_rejected),
             "ble_rejected": dict(self.ble_rejected),
@@ -200,6 +207,7 @@ class Snapshot:
             "inflight_batches": self.inflight_batches,
             "uplink": "up" if self.uplink_connected else "down",
             "local": "up" if self.local_connected else "down",
+            "local_disconnects": self.local_disconnects,
             "devices_followed": self.devices_followed,
             "devices_offline": self.devices_offline,
             "devices_online": self.devices_online,
@@ -246,8 +254,10 @@ class Stats:
             batches_acked=u.batches_acked,
             delivered=u.delivered,
             receipts_sent=self.receipts.sent,
+            receipts_limited=self.receipts.resends_limited,
             receipts_dropped=loc.receipts_dropped + ser.receipts_dropped,
             local_connected=loc.connected,
+            local_disconnects=loc.disconnects,
             serial_bytes=ser.bytes,
             serial_frames=ser.frames,
             serial_rejected=dict(ser.rejected),

@@ -13,7 +13,9 @@ provisioning station seals to. Bundle file:
 fp is the first 32 hex digits of SHA-256 over the raw recipient public key, so a bundle
 sealed to another gateway is named as such before any decryption; the header is bound into
 the key schedule through `info`, so an edited header fails like an edited ciphertext.
-Plaintext, JSON: {"gateway": id, "devices": [{"id", "kind", "key" (hex), "venue", "zone"}]}.
+Plaintext, JSON: {"gateway": id, "devices": [{"id", "kind", "key" (hex), "venue", "zone",
+optional "broker_hash" (the device's local-broker password as Mosquitto's $7$ hash,
+agent/shared/broker_auth.py: the gateway never learns the password itself)}]}.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from agent.shared.broker_auth import check_hash
 from agent.shared.errors import ConfigError
 from agent.shared.keyfiles import (
     GATEWAY_ID,
@@ -72,7 +75,9 @@ def seal_devices(public: X25519PublicKey, gateway_id: str, devices: list[Device]
     body = {
         "gateway": gateway_id,
         "devices": [
-            {"id": d.id, "kind": d.kind, "key": d.key.hex(), "venue": d.venue, "zone": d.zone} for d in devices
+            {"id": d.id, "kind": d.kind, "key": d.key.hex(), "venue": d.venue, "zone": d.zone}
+            | ({"broker_hash": d.broker_hash} if d.broker_hash is not None else {})
+            for d in devices
         ],
     }
     plain = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -119,7 +124,19 @@ def open_devices(path: Path, private: X25519PrivateKey, gateway_id: str) -> list
                 raise ValueError(f"device {i}: id, venue and zone must be identifiers")
             if d["kind"] not in DEVICE_KINDS or len(key) != KEY_BYTES:
                 raise ValueError(f"device {i} ({d['id']}): bad kind or key length")
-            devices.append(Device(str(d["id"]), str(d["kind"]), key, str(d["venue"]), str(d["zone"])))
-    except (ValueError, KeyError, TypeError) as exc:
+            broker_hash = d.get("broker_hash")
+            if broker_hash is not None:
+                check_hash(str(broker_hash), f"device {i} ({d['id']}) broker_hash")
+            devices.append(
+                Device(
+                    str(d["id"]),
+                    str(d["kind"]),
+                    key,
+                    str(d["venue"]),
+                    str(d["zone"]),
+                    None if broker_hash is None else str(broker_hash),
+                )
+            )
+    except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as exc:
         raise ConfigError(f"{path}: bundle content unusable: {exc}; nothing imported") from None
     return devices

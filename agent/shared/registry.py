@@ -8,6 +8,8 @@ A TOML file, mode 0600 (it holds device keys):
     key = "…64 hex digits…"  # 32-byte device key
     venue = "venue-1"
     zone = "entrance"
+    broker_hash = "$7$101$…"  # optional: the device's local-broker password, hashed
+                             # (agent/shared/broker_auth.py); devices on a serial line have none
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.shared import tomlcheck
+from agent.shared.broker_auth import check_hash
+from agent.shared.errors import ConfigError
 from agent.shared.files import write_atomic
 from agent.shared.protocol import DEVICE_KINDS
 
@@ -31,6 +35,7 @@ class Device:
     key: bytes = field(repr=False)
     venue: str
     zone: str
+    broker_hash: str | None = field(default=None, repr=False)  # Mosquitto $7$ hash of its broker password
 
 
 class Registry:
@@ -89,7 +94,13 @@ def load_registry(path: Path, check_mode: bool = True) -> Registry:
             raise t.fail("key", f"expected {2 * KEY_BYTES} hex digits, got non-hex text") from None
         if len(key) != KEY_BYTES:
             raise t.fail("key", f"expected {2 * KEY_BYTES} hex digits ({KEY_BYTES} bytes), got {len(key_hex)}")
-        devices.append(Device(dev_id, kind, key, t.ident("venue"), t.text("zone")))
+        broker_hash = t.text("broker_hash", None)
+        if broker_hash is not None:
+            try:
+                check_hash(broker_hash, "broker_hash")
+            except ConfigError as exc:
+                raise t.fail("broker_hash", str(exc).split(": ", 1)[1]) from None
+        devices.append(Device(dev_id, kind, key, t.ident("venue"), t.text("zone"), broker_hash))
         t.no_unknown_keys()
     top.no_unknown_keys()
     # an empty registry is valid: a new gateway before its first enrollment bundle, or one
@@ -109,6 +120,7 @@ def write_registry(path: Path, devices: list[Device]) -> None:
             f"venue = {json.dumps(d.venue)}",
             # JSON string escapes are valid TOML basic-string escapes
             f"zone = {json.dumps(d.zone)}",
+            *([f"broker_hash = {json.dumps(d.broker_hash)}"] if d.broker_hash is not None else []),
             "",
         ]
     write_atomic(Path(path), "\n".join(lines).encode())

@@ -4,14 +4,17 @@
 # - The port comes from sys.platform: "linux" is the MicroPython unix port (the virtual board,
 #   hal/unix.py), "esp32", "rp2" (Pico W) and "zephyr" (the nRF52840 wristband) are real boards
 #   (hal/esp32.py, hal/rp2.py, hal/zephyr.py on hal/machineboard.py).
-# - A real board's pin map is data: config.json's "board" names boards/<board>.json
-#   (hal/boardspec.py checks it against the port). No "board" key: the unix virtual board.
-# - Anything that does not fit (an unknown platform, a missing or invalid board file, a pin map
-#   for another port) raises HalError with one line that names the file and the key; main.py
-#   prints it and leaves the board at the REPL instead of resetting.
-import sys
-
-_PORTS = {"linux": "unix", "esp32": "esp32", "rp2": "rp2", "zephyr": "zephyr"}
+# - A real board's pin map is data: config.json's "board" names boards/<board>.json, in the
+#   checked form guardian-provision writes (hal/boardspec.py checks the board file for its port
+#   on the technician's machine, so a device holds neither that code nor its heap). Here the
+#   file is only read: its name, its port and its format must be this device's. No "board"
+#   key: the unix virtual board.
+# - Anything that does not fit (an unknown platform, a missing, unreadable or unchecked board
+#   file, a pin map for another port, a part the port cannot build) raises HalError with one
+#   line that names the file; launch.py prints it and leaves the board at the REPL instead of
+#   resetting.
+# - All of that runs once (hal/start.py), and its code leaves the heap when it is done: about
+#   3 KB of heap on the 64-bit unix port that the app has for itself.
 CONFIG = "config.json"
 BOARDS_DIR = "boards"
 
@@ -20,49 +23,34 @@ class HalError(Exception):
     pass
 
 
-def port(platform=None):
-    # the hal port of the running platform (or of `platform`), or HalError
-    platform = sys.platform if platform is None else platform
-    name = _PORTS.get(platform)
-    if name is None:
-        raise HalError("hal: no hardware layer for platform %r (known: %s)" % (platform, ", ".join(sorted(_PORTS))))
-    return name
+def Board(config=CONFIG, boards=BOARDS_DIR):
+    # the board this firmware runs on, built from its pin map (hal/start.py reads them)
+    return build(_spec(config, boards), config, boards)
 
 
-def _config(path):
-    import json
+def _spec(config, boards):
+    # in a frame of its own: nothing refers to hal/start.py once it returns
+    from hal import start
 
     try:
-        with open(path) as f:
-            cfg = json.load(f)
-    except OSError:
-        return {}  # no config: the unix virtual board; a real board's app reports it
-    except ValueError as e:
-        raise HalError("hal: %s: not valid JSON: %s" % (path, e))
-    if not isinstance(cfg, dict):
-        raise HalError("hal: %s: must hold a JSON object" % path)
-    return cfg
+        return start.spec(config, boards)
+    finally:
+        _unload()
 
 
-def spec(config=CONFIG, boards=BOARDS_DIR):
-    # (port, board spec or None, wifi (ssid, password) or None) for this device
-    p = port()
-    cfg = _config(config)
-    name = cfg.get("board")
-    wifi = cfg.get("wifi")
-    if wifi is not None:
-        if not isinstance(wifi, dict) or not isinstance(wifi.get("ssid"), str) or not wifi.get("ssid"):
-            raise HalError("hal: %s: wifi.ssid must be a non-empty string" % config)
-        if not isinstance(wifi.get("password", ""), str):
-            raise HalError("hal: %s: wifi.password must be a string" % config)
-        wifi = (wifi["ssid"], wifi.get("password", ""))
-    if name is None:
-        if p != "unix":
-            raise HalError('hal: %s: "board" must name the pin map (boards/<board>.json) on %s' % (config, p))
-        return p, None, wifi
-    from hal import boardspec
-
-    return p, boardspec.load(name, p, boards), wifi
+def build(found, config=CONFIG, boards=BOARDS_DIR):
+    # the port's Board from start.spec()'s (port, checked board file, wifi)
+    p, s, wifi = found
+    try:
+        return _port_module(p).make(s, wifi)
+    except ImportError as e:
+        raise HalError("hal: %s: this firmware image lacks a module the %s hal needs: %s" % (config, p, e))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError) as e:
+        # a checked board file the port still cannot build (a pin this chip lacks, a file
+        # edited on the board): one line naming the file, not a traceback
+        if s is None:
+            raise
+        raise HalError("hal: %s/%s.json: the %s port cannot build this board: %r" % (boards, s["board"], p, e))
 
 
 def _port_module(p):
@@ -77,33 +65,19 @@ def _port_module(p):
     return mod
 
 
-def Board(config=CONFIG, boards=BOARDS_DIR):
-    # the board this firmware runs on, built from its pin map
-    p, s, wifi = spec(config, boards)
-    mod = _port_module(p)
-    try:
-        return mod.make(s, wifi)
-    except ImportError as e:
-        raise HalError("hal: %s: this firmware image lacks a module the %s hal needs: %s" % (config, p, e))
-
-
 def safe_mode(hold_ms=2000, config=CONFIG, boards=BOARDS_DIR):
-    # True when the button is held through the first hold_ms after power-up: main.py then
-    # starts nothing but the REPL. Nothing else is started (no watchdog, no radio).
-    # The virtual board has no power-up button check (its supervisor's inputs go to the app).
-    from clock import sleep_ms, ticks_diff, ticks_ms
+    # True when the button is held through the first hold_ms after power-up (hal/start.py)
+    from hal import start
 
-    if port() == "unix":
-        return False
-    b = Board(config, boards)
     try:
-        start = ticks_ms()
-        while True:
-            b.service()
-            if not b.button.value():
-                return False
-            if ticks_diff(ticks_ms(), start) >= hold_ms:
-                return True
-            sleep_ms(20)
+        return start.safe_mode(hold_ms, config, boards)
     finally:
-        b.close()
+        _unload()
+
+
+def _unload():
+    # the start-up code leaves the heap once it has run: out of sys.modules and this package
+    import sys
+
+    sys.modules.pop("hal.start", None)
+    globals().pop("start", None)

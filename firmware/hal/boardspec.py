@@ -1,7 +1,15 @@
 # Pin maps as data: boards/<board>.json says where a product's parts are wired, so a
-# technician picks a board by name (config.json "board") and never edits code. load() reads
-# and checks one file for the running port; every error is a HalError naming the file and the
-# key ("hal: boards/x.json: led.rgb[1]: ..."). Keys (docs/boards.md has the full table):
+# technician picks a board by name (config.json "board") and never edits code. check() checks
+# one board file for a port and returns it in its checked form: every key present with its
+# default, pins as the port's machine.Pin takes them, and "spec": FORMAT, which is what the
+# hal on the device reads (hal/__init__.py). Every error is a BoardFileError naming the file
+# and the key ("boards/x.json: led.rgb[1]: ...").
+# The check runs where the board file enters a device: guardian-provision runs this module
+# (under CPython) when it builds a bundle for a board and writes the checked form into it
+# (provisioning/boards.py), so a device holds neither this code nor its heap, and a board file
+# that does not fit is named on the technician's screen before anything is flashed. It is
+# plain MicroPython too (the firmware tests run it on the unix port). Keys (docs/boards.md
+# has the full table):
 #   board    the file's own name (= its stem)          port   "esp32" | "rp2" | "zephyr" | "unix"
 #   button   {"pin", "active": 0|1, "pull": "up"|"down"|null}   (required; tamper, strap the same)
 #   led      {"rgb": [r, g, b], "active", "duty"} or {"neopixel": pin, "level": 1-255}
@@ -14,7 +22,12 @@
 #   sleep    "idle" (the loop waits in poll()) or "light" (machine.lightsleep between waits)
 # Pins are what the port's machine.Pin takes: a GPIO number on esp32 (0-48) and rp2 (0-29, or
 # "LED" for the Pico W's LED on the radio chip), ["gpioN", pin] on zephyr.
-from hal import HalError
+FORMAT = 1  # "spec" of the checked form; hal/__init__.py reads only this format
+
+
+class BoardFileError(ValueError):
+    pass
+
 
 PORTS = ("esp32", "rp2", "zephyr", "unix")
 INPUTS = ("button", "tamper", "strap")
@@ -37,6 +50,7 @@ LIPO_CURVE = [
 _TOP = (
     "board",
     "port",
+    "spec",
     "note",
     "led",
     "buzzer",
@@ -57,7 +71,7 @@ class _Check:
         self.port = port
 
     def fail(self, key, msg):
-        raise HalError("hal: %s: %s: %s" % (self.path, key, msg))
+        raise BoardFileError("%s: %s: %s" % (self.path, key, msg))
 
     def obj(self, v, key, allowed):
         if not isinstance(v, dict):
@@ -104,7 +118,7 @@ class _Check:
 
 
 def check(doc, path, port, name=None):
-    # the board spec in doc (parsed JSON) for `port`, pins converted; HalError otherwise
+    # the checked form of doc (parsed JSON) for `port`, pins converted; BoardFileError otherwise
     c = _Check(path, port)
     c.obj(doc, "board file", _TOP + INPUTS)
     if not isinstance(doc.get("board"), str) or (name is not None and doc["board"] != name):
@@ -113,7 +127,7 @@ def check(doc, path, port, name=None):
         c.fail("port", "must be one of %s" % ", ".join(PORTS))
     if doc["port"] != port:
         c.fail("port", "this pin map is for %s, the firmware runs on %s" % (doc["port"], port))
-    out = {"board": doc["board"], "port": port}
+    out = {"board": doc["board"], "port": port, "spec": FORMAT}
     if port == "unix":
         return out  # the virtual board's pins are the supervisor's
     if "button" not in doc:
@@ -126,7 +140,7 @@ def check(doc, path, port, name=None):
     if "buzzer" in doc:
         d = c.obj(doc["buzzer"], "buzzer", ("pin", "active", "freq"))
         b = {"pin": c.pin(d.get("pin"), "buzzer.pin"), "active": c.level(d, "buzzer", 1), "freq": None}
-        if "freq" in d:
+        if d.get("freq") is not None:
             b["freq"] = c.int(d["freq"], "buzzer.freq", 100, 20000)
         out["buzzer"] = b
     if "uart" in doc:
@@ -179,7 +193,7 @@ def _led(c, v):
         "active": c.level(d, "led", 1),
         "duty": None,
     }
-    if "duty" in d:
+    if d.get("duty") is not None:
         led["duty"] = c.int(d["duty"], "led.duty", 1, 65535)
     return led
 
@@ -202,7 +216,7 @@ def _accel(c, v, have_i2c):
         c.fail("accel.odr_hz", "must be one of %s" % ", ".join(str(x) for x in ODRS))
     if a["range_g"] not in RANGES:
         c.fail("accel.range_g", "must be one of %s" % ", ".join(str(x) for x in RANGES))
-    if "int" in d:
+    if d.get("int") is not None:
         a["int"] = c.pin(d["int"], "accel.int")
     return a
 
@@ -244,7 +258,7 @@ def _sensors(c, v):
 def load(name, port, boards="boards"):
     # boards/<name>.json checked for `port`
     if not isinstance(name, str) or not name or "/" in name or "." in name:
-        raise HalError("hal: config.json: board must be a board file name (boards/<board>.json), not %r" % (name,))
+        raise BoardFileError("config.json: board must be a board file name (boards/<board>.json), not %r" % (name,))
     import json
 
     path = "%s/%s.json" % (boards, name)
@@ -252,7 +266,7 @@ def load(name, port, boards="boards"):
         with open(path) as f:
             doc = json.load(f)
     except OSError:
-        raise HalError("hal: %s: no such board file (config.json names board %r)" % (path, name))
+        raise BoardFileError("%s: no such board file (config.json names board %r)" % (path, name))
     except ValueError as e:
-        raise HalError("hal: %s: not valid JSON: %s" % (path, e))
+        raise BoardFileError("%s: not valid JSON: %s" % (path, e))
     return check(doc, path, port, name)

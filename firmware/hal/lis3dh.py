@@ -3,14 +3,18 @@
 # micropython-lib has no LIS3DH driver with the FIFO, and a band must not wake at 50 Hz.
 # - High-resolution mode (12 bits), block data update, the range and rate the board file
 #   gives (default +-8 g: a fall's impact reaches 3-4 g; 50 Hz, what lib/fall.py is tuned on).
-# - The 32-sample FIFO in stream mode with a watermark: the app reads a batch every
-#   watermark/ODR seconds instead of every sample. INT1 carries the watermark and a free-fall
-#   event (AOI of X, Y, Z low, AN3308 section 6.3), latched: either is a wake source.
+# - The 32-sample FIFO in stream mode: the part keeps the last 640 ms (at 50 Hz) on its own.
+# - INT1, latched, is the wake source: a free-fall event (AOI of X, Y, Z low, AN3308 section
+#   6.3) always, and the FIFO watermark only while watch(True). A band therefore sleeps
+#   through ordinary wear and is woken by a free fall, with the fall's first samples still in
+#   the FIFO; it then watches (one read per watermark/ODR seconds) until the fall detector is
+#   idle again. free_fall(mg, ms) sets the event from the detector's own figures so that it
+#   fires for every free fall the detector would count (and possibly a few it would not).
 # - Timestamps: samples leave the FIFO oldest first, one sample period apart; the newest one
 #   is stamped with the time of the read, and a batch that continues the previous one keeps
 #   the exact spacing from it (no jitter from when the loop came round). After an overrun
-#   (samples were overwritten) the batch is stamped from the read time again and `overruns`
-#   counts it.
+#   (samples were overwritten: the normal case after a time unwatched) the batch is stamped
+#   from the read time again; `overruns` counts those that happened while watching.
 # read() allocates its result (the loop's context, not an IRQ); irq() only sets a flag.
 from clock import ticks_add, ticks_diff, ticks_ms
 
@@ -47,8 +51,9 @@ _XYZ_EN = const(0x07)
 _I1_IA1 = const(0x40)
 _I1_WTM = const(0x04)
 _FREE_FALL = const(0x95)  # _INT1_CFG: AOI, ZLIE, YLIE, XLIE
-_FREE_FALL_MG = const(350)  # AN3308: every axis below ~350 mg
+_FREE_FALL_MG = const(350)  # AN3308: every axis below ~350 mg, until free_fall() sets the detector's
 _FREE_FALL_SAMPLES = const(3)
+_THS_MAX = const(127)
 
 _ODR = {1: 1, 10: 2, 25: 3, 50: 4, 100: 5, 200: 6, 400: 7}  # Hz -> _CTRL_REG1 ODR code
 _FS = {2: 0, 4: 1, 8: 2, 16: 3}  # g -> _CTRL_REG4 FS code
@@ -70,6 +75,8 @@ class Lis3dh:
         self.addr = addr
         self.period_ms = 1000 // odr_hz
         self.mg = MG_PER_LSB[range_g]
+        self._ths_mg = _THS_MG[range_g]
+        self._watch = 1  # the watermark on INT1 (set-up below); the app turns it off when idle
         self._ticks = ticks
         self._buf = bytearray(6 * _FIFO_DEPTH)
         self._mv = memoryview(self._buf)
@@ -105,6 +112,20 @@ class Lis3dh:
         # INT1 handler: a flag only
         self.pending = 1
 
+    def watch(self, on):
+        # the watermark on INT1 too (every batch wakes the board) or the free fall only
+        on = 1 if on else 0
+        if on != self._watch:
+            self._watch = on
+            self._set(_CTRL_REG3, _I1_IA1 | _I1_WTM if on else _I1_IA1)
+
+    def free_fall(self, mg, ms):
+        # the free-fall event for a detector that counts |a| < mg held ms long: every axis
+        # below mg (rounded up to the register's step: |a| < mg implies it) for one sample
+        # fewer than ms holds (rounded down), so it fires for each such free fall
+        self._set(_INT1_THS, min(_THS_MAX, -(-mg // self._ths_mg)))
+        self._set(_INT1_DURATION, max(0, ms // self.period_ms - 1))
+
     def read(self):
         # the samples in the FIFO, oldest first: [(ticks_ms, x, y, z)] in milli-g
         src = self._get(_FIFO_SRC_REG)
@@ -115,7 +136,7 @@ class Lis3dh:
         over = src & _SRC_OVRN
         if over:
             n = _FIFO_DEPTH
-            self.overruns += 1
+            self.overruns += self._watch
         if not n:
             return []
         self.i2c.readfrom_mem_into(self.addr, _OUT_X_L | _AUTO_INC, self._mv[: 6 * n])

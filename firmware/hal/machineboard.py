@@ -12,16 +12,17 @@
 # level itself is always read live.
 # Outputs: the RGB LED through three pins, three PWM channels (a duty for brightness) or one
 # neopixel; the buzzer through a pin or a PWM tone.
-# Wi-Fi (network.WLAN) from config.json "wifi": service() starts the connection, watches
-# it and retries with a doubling backoff (1 s to 60 s, +-25 % jitter); online() says whether
-# the app may open its link. The credentials are never printed.
+# Parts a board may lack live in modules of their own, loaded when a board uses them, so its
+# heap holds only its own parts' code: Wi-Fi from config.json "wifi" (hal/wifi.py: joins and
+# retries with a doubling backoff; online() says whether the app may open its link; the
+# credentials are never printed), the BLE radio (hal/ble.py), ADC inputs and their scales
+# (hal/analog.py), the RTC's calendar (hal/civil.py) and the accelerometer's driver.
 # Watchdog: started at the first service() (the app's loop is running) and fed by every
 # service() after it; a loop that stops coming round resets the board. Safe mode and the
 # REPL before the app never start it.
-import os
 import select
 
-from clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
+from clock import sleep_ms, ticks_ms
 
 from hal import HalError
 from hal.wake import Wake
@@ -36,12 +37,8 @@ except ImportError:
 
 _RING = const(32)  # edges kept per input until the loop drains them (a power of two)
 _MASK = const(31)
-_WIFI_MIN_MS = const(1000)
-_WIFI_MAX_MS = const(60000)
-_WIFI_JOIN_MS = const(15000)  # a join that has not succeeded by then is retried
 _BUZZ_DUTY = const(32768)
 _LIGHT_MIN_MS = const(20)  # shorter waits are not worth a light sleep's wake-up
-_ADC_SAMPLES = const(4)
 RTC_FLOOR = const(1704067200)  # 2024-01-01: an RTC below this has not been set
 BATTERY_UNKNOWN = const(255)
 # reset causes in the first heartbeat (docs/protocol.md section 2.1, HEARTBEAT key 4)
@@ -167,46 +164,10 @@ class _Pixel:
         self.np.write()
 
 
-class _Adc:
-    # an ADC input in millivolts: read_uv() where the port calibrates, read_u16() otherwise
-    def __init__(self, machine, pin, vref_mv):
-        ADC = machine.ADC
-        try:
-            self.adc = ADC(machine.Pin(pin), atten=ADC.ATTN_11DB)  # esp32: the 0-3.1 V range
-        except (AttributeError, TypeError):
-            self.adc = ADC(machine.Pin(pin))
-        self.vref = vref_mv
-
-    def mv(self):
-        a = self.adc
-        total = 0
-        for _ in range(_ADC_SAMPLES):
-            if hasattr(a, "read_uv"):
-                total += a.read_uv() // 1000
-            else:
-                total += a.read_u16() * self.vref // 65535
-        return total // _ADC_SAMPLES
-
-
-def interpolate(curve, x):
-    # piecewise-linear y at x on [(x, y), ...] (x increasing), clamped at both ends
-    if x <= curve[0][0]:
-        return curve[0][1]
-    for i in range(1, len(curve)):
-        x1, y1 = curve[i]
-        if x <= x1:
-            x0, y0 = curve[i - 1]
-            return y0 + (y1 - y0) * (x - x0) // (x1 - x0)
-    return curve[-1][1]
-
-
-class _Sensor:
-    def __init__(self, read):
-        self.read = read  # -> integer reading in the channel's unit
-
-
 class _Accel:
-    # the accelerometer as the app sees it: read() -> [(ticks_ms, x, y, z)] milli-g
+    # the accelerometer as the app sees it: read() -> [(ticks_ms, x, y, z)] milli-g, due()
+    # when its interrupt asked for a read, watch(on): every FIFO batch wakes the board, or
+    # only a free fall (free_fall(mg, ms) sets which); a part without a wired INT1 is polled
     def __init__(self, board, dev, int_pin):
         self.dev = dev
         self._board = board
@@ -223,48 +184,17 @@ class _Accel:
         self.dev.pending = 1
         self._board.wake.flag = 1
 
+    def due(self):
+        return self.int is None or self.dev.pending or self.int.value() == 1
+
+    def watch(self, on):
+        self.dev.watch(on)
+
+    def free_fall(self, mg, ms):
+        self.dev.free_fall(mg, ms)
+
     def read(self):
         return self.dev.read()
-
-
-class _Radio:
-    # BLE advertising through MicroPython's bluetooth module, shaped like hal/unix.py's radio.
-    # address(): these ports cannot take a chosen advertising address (docs/boards.md), so a
-    # new address asks the stack for a fresh non-resolvable private address (addr_mode 3),
-    # which changes exactly when the band's EID does, as docs/protocol.md 10.1 requires; a
-    # port that ignores addr_mode (zephyr) keeps its identity address and `rotates` says so.
-    def __init__(self, bluetooth):
-        self.ble = bluetooth.BLE()
-        self.ble.active(True)
-        self.addr = None
-        self.rotations = 0
-        self.rotates = True
-        self.sent = 0
-
-    def address(self, addr):
-        if addr == self.addr:
-            return
-        self.addr = addr
-        before = self._mac()
-        self.ble.gap_advertise(None)
-        try:
-            self.ble.config(addr_mode=3)
-        except (OSError, ValueError):
-            self.rotates = False
-            return
-        self.rotates = self._mac() != before
-        self.rotations += 1
-
-    def _mac(self):
-        try:
-            return self.ble.config("mac")
-        except (OSError, ValueError):
-            return None
-
-    def gap_advertise(self, interval_us, adv_data=None, connectable=False):
-        self.ble.gap_advertise(interval_us, adv_data, connectable=connectable)
-        if interval_us is not None:
-            self.sent += 1
 
 
 class MachineBoard:
@@ -310,12 +240,13 @@ class MachineBoard:
         self._bat = None
         self._wdt = None
         self._no_wdt = False
-        self._wlan = None
-        self._wifi = wifi
-        self._wifi_next = ticks_ms()
-        self._wifi_since = None  # ticks the current join began
-        self._wifi_backoff = _WIFI_MIN_MS
-        self.wifi_joins = 0
+        self.wifi = None  # hal/wifi.py, for a config.json with "wifi": loaded only then
+        if wifi is not None:
+            if network is None:
+                raise HalError("hal: board %s: config.json has wifi but the port has no network module" % spec["board"])
+            from hal.wifi import Wifi
+
+            self.wifi = Wifi(network, wifi)
         self._light = False  # light sleep between waits (a port that supports it sets it)
         self.light_sleeps = 0
 
@@ -354,8 +285,8 @@ class MachineBoard:
         for pin in self._inputs:
             pin._drain()
         self._feed()
-        if self._wifi is not None:
-            self._wifi_step(ticks_ms())
+        if self.wifi is not None:
+            self.wifi.step(ticks_ms())
         return False
 
     def wait(self, poller, ms):
@@ -390,52 +321,9 @@ class MachineBoard:
             w = self._wdt = WDT(timeout=self.spec.get("wdt_ms", 8000))
         w.feed()
 
-    # Wi-Fi
-
     def online(self):
-        if self._wifi is None:
-            return True  # no Wi-Fi on this device: the link is a UART (or none)
-        w = self._wlan
-        return w is not None and w.isconnected()
-
-    def _wifi_step(self, now):
-        creds = self._wifi
-        if creds is None:
-            return
-        w = self._wlan
-        if w is None:
-            if self.network is None:
-                raise HalError(
-                    "hal: board %s: config.json has wifi but the port has no network module" % self.spec["board"]
-                )
-            w = self._wlan = self.network.WLAN(self.network.STA_IF)
-            w.active(True)
-        if w.isconnected():
-            if self._wifi_since is not None:
-                self._wifi_since = None
-                self._wifi_backoff = _WIFI_MIN_MS
-                print("hal: wifi up")
-            return
-        if self._wifi_since is not None:
-            if ticks_diff(now, self._wifi_since) < _WIFI_JOIN_MS:
-                return  # still joining
-            self._wifi_since = None
-            self._wifi_next = ticks_add(now, _jitter(self._wifi_backoff))
-            print("hal: wifi join failed; next try in %d ms" % ticks_diff(self._wifi_next, now))
-            self._wifi_backoff = min(self._wifi_backoff * 2, _WIFI_MAX_MS)
-            try:
-                w.disconnect()
-            except OSError:
-                pass
-            return
-        if ticks_diff(now, self._wifi_next) < 0:
-            return
-        self._wifi_since = now
-        self.wifi_joins += 1
-        try:
-            w.connect(creds[0], creds[1])  # returns at once; isconnected() follows
-        except OSError as e:
-            print("hal: wifi join could not start: %s" % e)
+        # True while the app may open its link: always without Wi-Fi (a UART, or none)
+        return self.wifi is None or self.wifi.online()
 
     # parts
 
@@ -454,7 +342,9 @@ class MachineBoard:
         if self._radio is None:
             if self.bluetooth is None:
                 raise AttributeError("hal: board %s has no bluetooth module" % self.spec["board"])
-            self._radio = _Radio(self.bluetooth)
+            from hal.ble import Radio  # loaded by a board that advertises
+
+            self._radio = Radio(self.bluetooth)
         return self._radio
 
     def accel(self):
@@ -478,32 +368,40 @@ class MachineBoard:
         b = self.spec.get("battery")
         if b is None:
             return BATTERY_UNKNOWN
+        from hal.analog import Adc, interpolate  # loaded by a board that measures
+
         if self._bat is None:
-            self._bat = _Adc(self.machine, b["adc"], self.spec["adc_vref_mv"])
+            self._bat = Adc(self.machine, b["adc"], self.spec["adc_vref_mv"])
         return interpolate(b["curve"], self._bat.mv() * b["ratio_x1000"] // 1000)
 
     def sensor(self, name):
         s = self.spec.get("sensors", {}).get(name)
         if s is None:
             raise HalError("hal: board %s: no sensor channel %r in its pin map" % (self.spec["board"], name))
+        from hal.analog import Adc, Sensor, interpolate  # loaded by a board that measures
+
         if "adc" in s:
-            adc = _Adc(self.machine, s["adc"], self.spec["adc_vref_mv"])
+            adc = Adc(self.machine, s["adc"], self.spec["adc_vref_mv"])
             scale = s["scale"]
-            return _Sensor(lambda: interpolate(scale, adc.mv()))
+            return Sensor(lambda: interpolate(scale, adc.mv()))
         pin = self._sensor_inputs.get(name)
         if pin is None:
             pin = self._sensor_inputs[name] = self._input(name, s)
-        return _Sensor(pin.value)
+        return Sensor(pin.value)
 
     # clock, reset
 
     def rtc(self):
         # unix seconds from the RTC's calendar, None until it has been set
+        from hal.civil import unix_time
+
         dt = self.machine.RTC().datetime()  # (year, month, day, weekday, h, m, s, subseconds)
         t = unix_time(dt[0], dt[1], dt[2], dt[4], dt[5], dt[6])
         return t if t >= RTC_FLOOR else None
 
     def set_rtc(self, unix):
+        from hal.civil import civil
+
         y, mo, d, h, mi, s, wd = civil(unix)
         self.machine.RTC().datetime((y, mo, d, wd, h, mi, s, 0))
 
@@ -540,37 +438,3 @@ class _Absent:
 
     def irq(self, handler=None):
         pass
-
-
-def _jitter(ms):
-    r = os.urandom(2)
-    return ms * 3 // 4 + (r[0] << 8 | r[1]) * (ms // 2) // 65536
-
-
-def _days(y, m, d):
-    # days from 1970-01-01 to the date (proleptic Gregorian; H. Hinnant's days_from_civil)
-    y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def unix_time(y, mo, d, h, mi, s):
-    return _days(y, mo, d) * 86400 + h * 3600 + mi * 60 + s
-
-
-def civil(t):
-    # unix seconds -> (year, month, day, hour, minute, second, weekday 0 = Monday)
-    days, rem = divmod(t, 86400)
-    z = days + 719468
-    era = (z if z >= 0 else z - 146096) // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    mo = mp + (3 if mp < 10 else -9)
-    y = yoe + era * 400 + (mo <= 2)
-    return y, mo, d, rem // 3600, rem // 60 % 60, rem % 60, (days + 3) % 7

@@ -6,18 +6,19 @@
 # see Board.rgb()).
 # Without a supervisor (no $GE_VBOARD_CTRL, or the socket died) inputs read 0 and outputs are
 # kept locally; service() retries the connection at most once a second.
-# The UART to the gateway (Board.uart()) is a pty whose path the supervisor passes in
-# $GE_VBOARD_UART; the supervisor bridges it to a host-side pty the gateway opens.
+# The UART to the gateway (Board.uart(), hal/unixuart.py) is a pty whose path the supervisor
+# passes in $GE_VBOARD_UART; the supervisor bridges it to a host-side pty the gateway opens.
 # A wristband's parts: the strap contact is the input pin "strap" (1 = open); the supervisor
 # also sends "pos <x> <y>" (where the band is, metres), "bat <percent>" and accelerometer
-# samples "acc <x> <y> <z>" (milli-g, stamped with ticks_ms() on arrival). Board.radio() is
-# the BLE radio: gap_advertise() hands the advert to a virtual controller that sends it, with
-# the position, to the virtual air at $GE_VBOARD_AIR ("host:port", hil_tests/sim/air.py) every
-# interval, as a controller repeats the advertising data it was given.
+# samples "acc <x> <y> <z>" (milli-g at 50 Hz, stamped with ticks_ms() on arrival; the
+# accelerometer keeps the last 32 and asks for a read as the LIS3DH's FIFO and free-fall
+# interrupt do, Board.accel()). Board.radio() is the BLE radio (hal/unixradio.py): adverts go
+# to the virtual air at $GE_VBOARD_AIR ("host:port", hil_tests/sim/air.py) every interval.
+# The UART and the radio are modules of their own, loaded by the boards that use them, so the
+# virtual board's heap holds no more of its hal than the app uses.
 # A venue sensor's readings: the supervisor sends "val <name> <integer>" (the channel's unit,
 # docs/protocol.md 7.1); Board.sensor(name).read() is the latest, None before the first. A
 # reading persists when the supervisor goes away, as a sensor's last conversion would.
-import binascii
 import os
 import select
 import socket
@@ -40,10 +41,8 @@ _SYNC_MS = const(500)
 _MAX_LINE = const(128)
 _EAGAIN = const(11)
 _AF_UNIX_FAMILY = const(1)
-_VTIME = const(5)  # Linux termios c_cc indices; the unix port's termios module lacks them
-_VMIN = const(6)
-_ACC_MAX = const(256)  # accelerometer samples kept until the app reads them (a FIFO)
-_ADV_MIN_MS = const(20)  # the shortest advertising interval BLE allows
+_ACC_FIFO = const(32)  # accelerometer samples kept until the app reads them (the LIS3DH's FIFO)
+_ACC_PERIOD_MS = const(20)  # the supervisor's samples come at 50 Hz
 
 
 class _In:
@@ -92,66 +91,32 @@ class _Out:
         self.value(0)
 
 
-class _Radio:
-    # The BLE radio's advertising, shaped like bluetooth.BLE().gap_advertise(): the data given
-    # is sent at once and then every interval until it is replaced or stopped (None).
-    def __init__(self, board):
-        self._board = board
-        self._sock = None
-        self._dest = None
-        self._data = None
-        self._ms = 0
-        self._next = 0
-        self.addr = bytes(6)
-        self.sent = 0
-        air = os.getenv("GE_VBOARD_AIR")
-        if air and ":" in air:
-            host, port = air.rsplit(":", 1)
-            self._dest = socket.getaddrinfo(host, int(port))[0][-1]
-            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-    def address(self, addr):
-        # the random address the adverts go out with (6 bytes)
-        self.addr = bytes(addr)
-
-    def gap_advertise(self, interval_us, adv_data=None, connectable=False):
-        if interval_us is None:
-            self._data = None
-            return
-        if adv_data is not None:
-            self._data = bytes(adv_data)
-        self._ms = max(interval_us // 1000, _ADV_MIN_MS)
-        self._next = ticks_add(ticks_ms(), self._ms)
-        self._send()
-
-    def _tick(self):
-        if self._data is None:
-            return
-        now = ticks_ms()
-        if ticks_diff(now, self._next) >= 0:
-            self._next = ticks_add(now, self._ms)
-            self._send()
-
-    def _send(self):
-        if self._sock is None or self._data is None:
-            return
-        x, y = self._board._pos
-        msg = b"adv %s %.2f %.2f %s" % (binascii.hexlify(self.addr), x, y, binascii.hexlify(self._data))
-        try:
-            self._sock.sendto(msg, self._dest)
-            self.sent += 1
-        except OSError:
-            pass  # nothing is listening: the advert is lost on the air
-
-
 class _Accel:
+    # The part as hal/machineboard.py's accelerometer shows it (a FIFO of the last 32 samples,
+    # an interrupt that asks for a read): due() after a free fall (every axis below the
+    # threshold for longer than the duration, as the LIS3DH's free-fall event), and for
+    # every sample while watch(True). Unread samples beyond 32 are overwritten.
     def __init__(self, board):
         self._board = board
+
+    def due(self):
+        return self._board._acc_due
+
+    def watch(self, on):
+        b = self._board
+        b._acc_watch = bool(on)
+        if on and b._acc:
+            b._acc_due = True
+
+    def free_fall(self, mg, ms):
+        self._board._ff = (mg, max(0, ms // _ACC_PERIOD_MS - 1))
 
     def read(self):
-        # the samples since the last call: [(ticks_ms, x, y, z)], milli-g
-        out = self._board._acc
-        self._board._acc = []
+        # the samples since the last read: [(ticks_ms, x, y, z)], milli-g
+        b = self._board
+        out = b._acc
+        b._acc = []
+        b._acc_due = False
         return out
 
 
@@ -177,6 +142,10 @@ class Board:
         self._pos = (0.0, 0.0)
         self._bat = 255  # battery %, 255 unknown
         self._acc = []
+        self._acc_due = False
+        self._acc_watch = True
+        self._ff = (350, 2)  # free-fall threshold (mg) and duration (samples): see _Accel
+        self._low = 0  # samples in a row below it
         self._vals = {}  # venue sensor readings by channel name
         self._radio = None
         self.led_r = _Out(self, "led_r")
@@ -242,8 +211,11 @@ class Board:
         return {"power": 1, "soft": 5, "raw": 5}.get(os.getenv("GE_VBOARD_RESET") or "", 0)
 
     def radio(self):
+        # the BLE radio (hal/unixradio.py: loaded only by a board that advertises)
         if self._radio is None:
-            self._radio = _Radio(self)
+            from hal.unixradio import Radio
+
+            self._radio = Radio(self)
         return self._radio
 
     def accel(self):
@@ -261,32 +233,10 @@ class Board:
         return int(time.time())
 
     def uart(self, baudrate=115200):
-        # The UART wired to the gateway, shaped like machine.UART for the link: readinto()
-        # returns what is there (0 when nothing: it never blocks), write(), close(), and it
-        # joins a select.poll set. A pty has no line speed, so baudrate changes nothing here.
-        # OSError when the board has no UART ($GE_VBOARD_UART unset) or it cannot be opened.
-        path = os.getenv("GE_VBOARD_UART")
-        if not path:
-            raise OSError("hal: this board has no UART ($GE_VBOARD_UART is not set)")
-        f = open(path, "r+b", buffering=0)  # noqa: SIM115 - the open file is the UART handed out
-        try:
-            import termios
+        # the UART wired to the gateway (hal/unixuart.py: loaded only by a board that uses one)
+        from hal.unixuart import open_uart
 
-            try:
-                from termios import setraw
-            except ImportError:
-                from tty import setraw  # CPython keeps it there
-
-            fd = f.fileno()
-            setraw(fd)
-            attrs = termios.tcgetattr(fd)
-            attrs[6][_VMIN] = 0  # a read returns at once with what is buffered
-            attrs[6][_VTIME] = 0
-            termios.tcsetattr(fd, termios.TCSANOW, attrs)
-        except BaseException:
-            f.close()
-            raise
-        return f
+        return open_uart(baudrate)
 
     def register(self, poller):
         # the control socket joins the app's poll set; service() keeps it registered
@@ -462,13 +412,25 @@ class Board:
                 return True
             elif parts[0] == b"acc" and len(parts) == 4:
                 s = (ticks_ms(), int(parts[1].decode()), int(parts[2].decode()), int(parts[3].decode()))
-                if len(self._acc) < _ACC_MAX:
-                    self._acc.append(s)
+                self._sample(s)
                 return True
         except (ValueError, UnicodeError):
             pass
         self._bad(line)
         return False
+
+    def _sample(self, s):
+        acc = self._acc
+        acc.append(s)
+        if len(acc) > _ACC_FIFO:
+            acc.pop(0)
+        mg, n = self._ff
+        if abs(s[1]) < mg and abs(s[2]) < mg and abs(s[3]) < mg:
+            self._low += 1
+        else:
+            self._low = 0
+        if self._acc_watch or self._low > n:
+            self._acc_due = True
 
     def _bad(self, line):
         self.malformed += 1

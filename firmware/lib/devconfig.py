@@ -49,6 +49,16 @@ def load(path, defaults, key_min=16, key_max=64):
     return cfg
 
 
+def check_password(cfg, path):
+    # the local broker password (user name = device id), optional: 16-128 printable ASCII
+    # characters without spaces; the error never shows it
+    pw = cfg.get("password")
+    if pw is None:
+        return
+    if not isinstance(pw, str) or not 16 <= len(pw) <= 128 or not all("!" <= c <= "~" for c in pw):
+        raise ConfigError("%s: password must be 16-128 printable ASCII characters without spaces" % path)
+
+
 def check_ints(cfg, path, limits):
     # limits: (name, low, high) for settings that must be integers in range
     for name, low, high in limits:

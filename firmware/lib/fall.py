@@ -48,6 +48,7 @@ class FallDetector:
     ):
         if not (0 < ff_mg < _G < impact_mg and 0 < still_mg < _G and 0 < still_pct <= 100):
             raise ValueError("fall: thresholds out of order")
+        self.ff_mg = ff_mg
         self._ff2 = ff_mg * ff_mg
         self._imp2 = impact_mg * impact_mg
         self._lo2 = (_G - still_mg) * (_G - still_mg)
@@ -66,6 +67,11 @@ class FallDetector:
 
     def suspect(self):
         return self.state == _CANCEL
+
+    def needs_samples(self):
+        # False while idle (only a free fall below ff_mg starts anything, so samples above it
+        # may go unread) and in the cancel window (time alone ends it)
+        return self.state != _IDLE and self.state != _CANCEL
 
     def feed(self, t, x, y, z):
         m2 = x * x + y * y + z * z

@@ -113,13 +113,18 @@ class Redial:
 class MqttLink:
     # clean session: the outbox, not the broker, is what survives; receipts missed while away
     # are asked for again by the app's resends. Last will "offline", retained, on the status
-    # topic; "online" retained after connecting.
-    def __init__(self, dev_id, host, port, keepalive, on_receipt, timeout_ms=3000):
+    # topic; "online" retained after connecting. With a password the device logs in as its
+    # own id (the broker's ACL lets it use only its own topics); with tls_ca (the path of the
+    # broker's CA certificate, DER) the link is TLS, the broker's certificate checked.
+    def __init__(self, dev_id, host, port, keepalive, on_receipt, timeout_ms=3000, password=None, tls_ca=None):
         try:
             import mqtt
         except ImportError:
             raise LinkError("this firmware has no MQTT client (lib/mqtt.py)")
         self._mqtt = mqtt
+        self._password = password
+        self._tls_ca = tls_ca
+        self._ssl = None
         self.id = dev_id
         self.host = host
         self.port = port
@@ -132,9 +137,34 @@ class MqttLink:
         self.where = "%s:%d" % (host, port)
         self.client = None
 
+    def _context(self, ca):
+        # made once: loading the CA costs heap and time
+        if self._ssl is None:
+            try:
+                import ssl
+            except ImportError:
+                raise LinkError("tls_ca is set but this firmware has no ssl module")
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            try:
+                with open(ca, "rb") as f:
+                    ctx.load_verify_locations(cadata=f.read())
+            except (OSError, ValueError) as e:
+                raise LinkError("tls_ca %s: %s" % (ca, e))
+            self._ssl = ctx
+        return self._ssl
+
     def open(self, poller):
         mqtt = self._mqtt
-        c = mqtt.MQTTClient(self.id, self.host, self.port, keepalive=self.keepalive)
+        c = mqtt.MQTTClient(
+            self.id,
+            self.host,
+            self.port,
+            user=self.id if self._password is not None else None,
+            password=self._password,
+            keepalive=self.keepalive,
+            ssl=self._context(self._tls_ca) if self._tls_ca else None,
+        )
         c.timeout_ms = self.timeout_ms
         c.set_last_will(self.status, "offline", retain=True, qos=1)
         c.set_callback(self._message)

@@ -16,9 +16,8 @@
 # - Sending: outbox entries go out in (boot, seq) order on every (re)connection, and again
 #   when a receipt is overdue (receipt 1 after resend_s, receipt 2 after recheck_s). Resends
 #   are the same bytes; the gateway stores an event once and answers a resend with the
-#   receipt for the event's current state. Older boots go first because the gateway's
-#   replay window only moves forward: an event of boot n sent after one of boot n+1 would
-#   be rejected as a replay.
+#   receipt for the event's current state. Older boots go first: the gateway takes a late
+#   frame only from the (bounded) gaps of its replay record, so in order never needs them.
 # - Power cut: the boot counter goes up, seq starts again at 1, the outbox is still there
 #   and is sent before anything of the new boot.
 # - ONLINE (seq 1 of each boot) goes through the outbox when there is room outside the
@@ -39,10 +38,10 @@ import select
 
 import clock
 import cose
-import devconfig
 import frame
 import store
 from clock import ticks_add, ticks_diff, ticks_ms
+from devconfig import ConfigError
 from link import LinkError, MqttLink, Redial
 
 try:
@@ -99,11 +98,17 @@ _LINK_LIMITS = (
 def load_config(path, defaults, limits=()):
     # config.json -> dict with defaults applied, the link settings and `limits` checked;
     # ConfigError names the field, never the key
+    import devconfig  # configuration only: launch.py drops it once the config is read
+
     cfg = devconfig.load(path, defaults, 16, 64)
     if cfg.get("transport") not in ("mqtt", "uart"):
-        raise devconfig.ConfigError('%s: transport must be "mqtt" or "uart"' % path)
+        raise ConfigError('%s: transport must be "mqtt" or "uart"' % path)
     if cfg["transport"] == "mqtt" and (not isinstance(cfg.get("broker"), str) or not cfg["broker"]):
-        raise devconfig.ConfigError("%s: broker must be a host name or address" % path)
+        raise ConfigError("%s: broker must be a host name or address" % path)
+    devconfig.check_password(cfg, path)
+    tls = cfg.get("tls_ca")
+    if tls is not None and (not isinstance(tls, str) or not tls):
+        raise ConfigError("%s: tls_ca must be the path of the broker's CA certificate (DER)" % path)
     devconfig.check_ints(cfg, path, _LINK_LIMITS + tuple(limits))
     return cfg
 
@@ -138,7 +143,15 @@ class Reporter:
 
             self.link = UartLink(lambda: board.uart(cfg["baud"]), self._receipt, "uart")
         else:
-            self.link = MqttLink(self.id, cfg["broker"], cfg["port"], cfg["keepalive_s"], self._receipt)
+            self.link = MqttLink(
+                self.id,
+                cfg["broker"],
+                cfg["port"],
+                cfg["keepalive_s"],
+                self._receipt,
+                password=cfg.get("password"),
+                tls_ca=cfg.get("tls_ca"),
+            )
         self.poller = select.poll()
         self.redial = Redial()
         self.next_heartbeat = ticks_add(ticks_ms(), cfg["heartbeat_s"] * 1000)

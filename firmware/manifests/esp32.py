@@ -1,8 +1,9 @@
-# Frozen modules for the esp32 port's Guardian Edge image (alarm_post, sensor): the apps' import
-# closure (provisioning/closure.py; tests/provisioning/test_manifests.py keeps the two equal), frozen
-# so their bytecode and constants run from flash instead of the heap. Build with
+# Frozen modules for the esp32 port's Guardian Edge image (alarm_post, sensor): the apps' import closure
+# on this port (provisioning/closure.py), written by `python -m provisioning.manifests`; do not
+# edit (tests/provisioning/test_manifests.py keeps the two equal). Frozen, the modules' bytecode
+# and constants run from flash instead of the heap. Build with
 #   make -C ports/esp32 BOARD=<board> FROZEN_MANIFEST=<this file>   (MicroPython source tree)
-# boot.py, main.py and config.json stay on the filesystem (the start-up runs them by name).
+# boot.py, main.py, config.json and boards/<board>.json stay on the filesystem.
 # The port's own frozen modules come first.
 include("$(PORT_DIR)/boards/manifest.py")
 
@@ -22,9 +23,24 @@ module("record.py", base_path="../lib")
 module("reporter.py", base_path="../lib")
 module("store.py", base_path="../lib")
 module("uartlink.py", base_path="../lib")
+module("utf8.py", base_path="../lib")
 
 # the hardware layer: hal/__init__.py, the port's module and what it imports
-package("hal", files=["__init__.py", "esp32.py"], base_path="..")
+package(
+    "hal",
+    files=[
+        "__init__.py",
+        "analog.py",
+        "ble.py",
+        "civil.py",
+        "esp32.py",
+        "machineboard.py",
+        "start.py",
+        "wake.py",
+        "wifi.py",
+    ],
+    base_path="..",
+)
 
 # the apps this image serves, and the self-test
 package(
@@ -40,4 +56,5 @@ package(
     ],
     base_path="..",
 )
+module("launch.py", base_path="..")
 module("selftest.py", base_path="..")

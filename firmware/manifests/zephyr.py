@@ -1,8 +1,9 @@
-# Frozen modules for the zephyr port's Guardian Edge image (wristband): the apps' import
-# closure (provisioning/closure.py; tests/provisioning/test_manifests.py keeps the two equal), frozen
-# so their bytecode and constants run from flash instead of the heap. Build with
+# Frozen modules for the zephyr port's Guardian Edge image (wristband): the apps' import closure
+# on this port (provisioning/closure.py), written by `python -m provisioning.manifests`; do not
+# edit (tests/provisioning/test_manifests.py keeps the two equal). Frozen, the modules' bytecode
+# and constants run from flash instead of the heap. Build with
 #   make -C ports/zephyr BOARD=<board> FROZEN_MANIFEST=<this file>   (MicroPython source tree)
-# boot.py, main.py and config.json stay on the filesystem (the start-up runs them by name).
+# boot.py, main.py, config.json and boards/<board>.json stay on the filesystem.
 # The port's own frozen modules come first.
 include("$(PORT_DIR)/boards/manifest.py")
 
@@ -17,11 +18,35 @@ module("fall.py", base_path="../lib")
 module("record.py", base_path="../lib")
 module("sos.py", base_path="../lib")
 
-# the hardware layer: hal/__init__.py, the port's module and what it imports
-package("hal", files=["__init__.py", "zephyr.py"], base_path="..")
+# the hardware layer: hal/__init__.py, the port's module and what it imports,
+# and the drivers of the parts its boards name (lis3dh)
+package(
+    "hal",
+    files=[
+        "__init__.py",
+        "analog.py",
+        "ble.py",
+        "civil.py",
+        "lis3dh.py",
+        "machineboard.py",
+        "start.py",
+        "wake.py",
+        "wifi.py",
+        "zephyr.py",
+    ],
+    base_path="..",
+)
 
 # the apps this image serves, and the self-test
 package(
-    "apps", files=["__init__.py", "wristband/__init__.py", "wristband/app.py", "wristband/check.py"], base_path=".."
+    "apps",
+    files=[
+        "__init__.py",
+        "wristband/__init__.py",
+        "wristband/app.py",
+        "wristband/check.py",
+    ],
+    base_path="..",
 )
+module("launch.py", base_path="..")
 module("selftest.py", base_path="..")

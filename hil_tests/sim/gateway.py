@@ -2,7 +2,7 @@
 
 `AgentProcess` writes a config and a device registry, runs `python -m agent run`, and can stop,
 kill -9 and restart it with its data directory intact. `CentralVerifier` runs
-`python -m agent verify` and collects its JSON lines as they arrive.
+`python -m agent verify --json` and collects its JSON lines as they arrive.
 """
 
 from __future__ import annotations
@@ -15,11 +15,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from agent.gateway import broker_files
+from agent.gateway.config import load_config
 from agent.gateway.signer import load_or_create_key
-from agent.shared.registry import Device, write_registry
+from agent.shared.registry import Device, load_registry, write_registry
+from hil_tests.sim.mosquitto import Mosquitto
+
+# verifier records that are not problems: a resent batch, a late one that filled its gap, and
+# joining a chain that was running before the verifier started
+NOT_PROBLEMS = ("event", "summary", "duplicate_batch", "reordered", "joined")
 
 
 class ProcessError(RuntimeError):
@@ -39,8 +47,12 @@ class AgentProcess:
         venue: str = "venue-1",
         extra_config: str = "",
         central_options: str = "",
+        local_broker: Mosquitto | None = None,
     ) -> None:
-        """`central_options`: more [central] lines (command_key, a [central.tls] table last)."""
+        """`central_options`: more [central] lines (command_key, a [central.tls] table last).
+        `local_broker`: a broker running the packaged config (not started yet); the agent logs
+        in to it and owns its password and ACL files, as `devices import` writes them
+        (`write_broker_files()`), and signals it to reload them."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.gateway_id = gateway_id
@@ -50,6 +62,19 @@ class AgentProcess:
         self.config_file = self.workdir / "agent.toml"
         self.log_path = self.workdir / "agent.log"
         write_registry(self.devices_file, list(devices))
+        self.local_broker = local_broker
+        local_login: list[str] = []
+        if local_broker is not None:
+            if local_broker.packaged is None:
+                raise ValueError("local_broker must run the packaged config (Mosquitto(..., packaged=...))")
+            local_login = [
+                f'username = "{gateway_id}-agent"',
+                f'password_file = "{self.workdir / "local-broker.secret"}"',
+                "[local.mosquitto]",
+                f'password_file = "{local_broker.packaged.password_file}"',
+                f'acl_file = "{local_broker.packaged.acl_file}"',
+                f'pid_file = "{local_broker.pid_file}"',
+            ]
         self.config_file.write_text(
             "\n".join(
                 [
@@ -62,6 +87,7 @@ class AgentProcess:
                     f'host = "{local[0]}"',
                     f"port = {local[1]}",
                     "keepalive = 5",
+                    *local_login,
                     "[central]",
                     f'host = "{central[0]}"',
                     f"port = {central[1]}",
@@ -78,6 +104,22 @@ class AgentProcess:
         # the key exists before the first start (as after enrollment), so central's verifier
         # can be running before the gateway sends its first batch
         load_or_create_key(self.data_dir / "gateway.key", gateway_id)
+
+    def write_broker_files(self) -> None:
+        """The local broker's password and ACL files from the registry, as `guardian-agent
+        devices import` writes them; the broker is told to reload them when it runs."""
+        cfg = load_config(self.config_file)
+        local = cfg.local
+        if local.mosquitto is None:
+            raise ValueError("no local_broker was given")
+        if self.local_broker is None or not self.local_broker.running:
+            local = replace(local, mosquitto=replace(local.mosquitto, pid_file=None))
+        broker_files.write_files(local, load_registry(self.devices_file))
+
+    @property
+    def local_password(self) -> str:
+        """The agent's broker password (what an attacker must not have)."""
+        return broker_files.read_password(self.workdir / "local-broker.secret")
 
     @property
     def public_key_file(self) -> Path:
@@ -179,6 +221,7 @@ class CentralVerifier:
             "-m",
             "agent",
             "verify",
+            "--json",
             "--broker",
             f"{broker[0]}:{broker[1]}",
             "--client-id",
@@ -246,7 +289,7 @@ class CentralVerifier:
 
     def problems(self) -> list[dict[str, Any]]:
         with self._cv:
-            return [r for r in self.records if r["kind"] not in ("event", "summary", "duplicate_batch", "reordered")]
+            return [r for r in self.records if r["kind"] not in NOT_PROBLEMS]
 
     def wait_events(self, n: int, timeout: float, **match: Any) -> list[dict[str, Any]]:
         self.wait_for(lambda: len(self.events(**match)) >= n, timeout)

@@ -1,7 +1,11 @@
 """A real Mosquitto broker on a loopback port, started and stopped (or killed) on demand.
 
 Used by tests, the demo and the simulated rig. The port stays the same across restarts so
-clients can reconnect to the same address after a fault is injected.
+clients can reconnect to the same address after a fault is injected. By default the broker is
+Mosquitto's defaults with anonymous access and unbounded queues (what most tests need); with
+`packaged` it runs the gateway's shipped config (packaging/mosquitto/guardian-local.conf:
+logins, ACL, limits) with only the port, the files and the log moved here, which is what the
+attack tests and benchmarks run against.
 """
 
 from __future__ import annotations
@@ -16,11 +20,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from hil_tests.sim.tools import find_mosquitto, free_port
+from hil_tests.sim.tools import REPO_ROOT, find_mosquitto, free_port
+
+PACKAGED_CONFIG = REPO_ROOT / "packaging" / "mosquitto" / "guardian-local.conf"
 
 
 class BrokerError(RuntimeError):
     """The broker did not start or stop as asked; the message carries its log tail."""
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """Run the shipped config with these password and ACL files (as `devices import` writes them)."""
+
+    password_file: Path
+    acl_file: Path
+
+
+def packaged_lines(files: Packaged) -> list[str]:
+    """The shipped config's settings, its files replaced by `files`; no listener or log lines."""
+    lines = []
+    for line in PACKAGED_CONFIG.read_text().splitlines():
+        if not line.strip() or line.startswith("#") or line.startswith(("listener ", "log_dest ")):
+            continue
+        if line.startswith("password_file "):
+            lines.append(f"password_file {files.password_file}")
+        elif line.startswith("acl_file "):
+            lines.append(f"acl_file {files.acl_file}")
+        else:
+            lines.append(line)
+    return lines
 
 
 @dataclass(frozen=True)
@@ -46,6 +75,8 @@ class Mosquitto:
         extra_config: more mosquitto.conf lines (limits, ...).
         tls: also listen with TLS on `tls_port` (the plain listener stays, for tools and
             verifiers that do not take part in the TLS test).
+        packaged: run the shipped gateway config with these files instead of the test defaults
+            (persistence as shipped: off).
     """
 
     def __init__(
@@ -56,6 +87,7 @@ class Mosquitto:
         persistence: bool = False,
         extra_config: str = "",
         tls: TlsListener | None = None,
+        packaged: Packaged | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -65,8 +97,10 @@ class Mosquitto:
         self.extra_config = extra_config
         self.tls = tls
         self.tls_port = free_port() if tls is not None else None
+        self.packaged = packaged
         self.log_path = self.workdir / f"{name}.log"
         self.conf_path = self.workdir / f"{name}.conf"
+        self.pid_file = self.workdir / f"{name}.pid"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,23 +108,28 @@ class Mosquitto:
         return ("127.0.0.1", self.port)
 
     def _write_config(self) -> None:
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            # QoS 1 queues for offline persistent sessions are never cut short in tests.
-            "max_queued_messages 0",
-            "max_inflight_messages 0",
-            f"log_dest file {self.log_path}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "connection_messages true",
-        ]
+        lines = [f"listener {self.port} 127.0.0.1", f"log_dest file {self.log_path}", f"pid_file {self.pid_file}"]
+        if self.packaged is not None:
+            # and "information", where Mosquitto says that it reloaded (reload() waits for it)
+            lines += [*packaged_lines(self.packaged), "log_type information"]
+        else:
+            lines += [
+                "allow_anonymous true",
+                # QoS 1 queues for offline persistent sessions are never cut short in tests.
+                "max_queued_messages 0",
+                "max_inflight_messages 0",
+                "log_type error",
+                "log_type warning",
+                "log_type notice",
+                "connection_messages true",
+            ]
         if os.geteuid() == 0:
             # mosquitto drops root privileges to user "mosquitto" unless told otherwise;
             # stay as the current user so the log and persistence files stay writable.
             lines.append(f"user {getpass.getuser()}")
-        if self.persistence:
+        if self.packaged is not None:
+            pass  # as shipped
+        elif self.persistence:
             lines += [
                 "persistence true",
                 f"persistence_location {self.workdir}/",
@@ -187,6 +226,25 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def reload(self, timeout: float = 5.0) -> None:
+        """SIGHUP, as `systemctl reload mosquitto`: password and ACL files read again; returns
+        once the broker logged that it reloaded."""
+        if self._proc is None:
+            raise BrokerError(f"{self.name}: not running")
+        before = self.log_text().count("Reloading config")
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log_text().count("Reloading config") <= before:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"{self.name}: no reload within {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -7,6 +7,7 @@ which replays it).
 
 from __future__ import annotations
 
+import random
 import struct
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.gateway.wristbands import advert as adv
-from agent.gateway.wristbands.alerts import Alert, AlertEngine
+from agent.gateway.wristbands.alerts import Alert, AlertEngine, VenueAlert
 from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
 from agent.gateway.wristbands.venue import Venue, load, parse
 from agent.shared.errors import ConfigError
@@ -61,6 +62,12 @@ def doc(**settings_: Any) -> dict[str, Any]:
 
 def venue(**settings_: Any) -> Venue:
     return parse(doc(**settings_), Path("venue.toml"))
+
+
+def door_venue(**settings_: Any) -> Venue:
+    d = doc(**settings_)
+    d["doors"] = [{"id": "front", "zone": "door", "sensor": "VS-1", "channel": "front-door"}]
+    return parse(d, Path("venue.toml"))
 
 
 class Band:
@@ -182,6 +189,201 @@ def test_zone_flapping_at_the_door_is_suppressed() -> None:
         b.run(4, {"H1": -72})
     assert b.alerts == []
     assert b.e.zone_of("WB-1") == "hall"
+
+
+# next to the exit: the exit scanner as strong as the hall's, or a little stronger
+NEAR_DOOR = {"H1": -76, "X1": -68}
+
+
+def test_exit_needs_more_than_a_room_margin() -> None:
+    """8 dB over the hall's scanner moves a band between rooms, but is no evidence of an exit."""
+    b = Band(AlertEngine(venue()))
+    b.run(10, HALL)
+    b.run(600, NEAR_DOOR)
+    assert b.alerts == [] and b.e.zone_of("WB-1") == "hall"
+    # the other resident may be anywhere inside: the same readings between two inside zones move it
+    e = AlertEngine(venue())
+    b2 = Band(e, "WB-2")
+    b2.run(10, HALL)
+    b2.run(20, {"H1": -76, "L1": -68})
+    assert b2.alerts == [] and e.zone_of("WB-2") == "lounge"
+
+
+def test_exit_with_the_hall_scanners_lost() -> None:
+    b = Band(AlertEngine(venue()))
+    b.run(10, HALL)
+    start = b.t
+    b.run(20, {"H1": -89, "X1": -66})  # through the door: the hall barely hears the band
+    assert b.types() == [EventType.EXIT]
+    assert b.alerts[0].t_ms // 1000 - start <= 8
+    assert b.alerts[0].context["reason"] == "exit zone"
+
+
+def test_exit_evidence_while_the_hall_misses_adverts() -> None:
+    """The inside scanner missing most adverts is the evidence: its misses count at the floor."""
+    b = Band(AlertEngine(venue()))
+    b.run(10, HALL)
+    for k in range(30):
+        b.second({"H1": -80, "X1": -68} if k % 4 == 0 else {"X1": -68})
+    assert b.types() == [EventType.EXIT]
+
+
+def test_random_loss_of_a_near_scanner_does_not_move_a_band(seed: int) -> None:
+    """A near scanner losing a third of the adverts at random still holds its zone."""
+    b = Band(AlertEngine(venue()))
+    b.run(10, HALL)
+    rnd = random.Random(seed)
+    for _ in range(600):
+        heard = {k: v for k, v in {"H1": -62, "L1": -74}.items() if rnd.random() > 0.33}
+        b.second(heard)
+    assert b.alerts == [] and b.e.zone_of("WB-1") == "hall"
+
+
+def _glimpse(b: Band) -> None:
+    """Two seconds where only the exit scanner hears the band: evidence for two observations."""
+    b.run(2, {"X1": -60})
+    b.run(8, {"H1": -72, "X1": -80})
+
+
+def test_door_contact_confirms_exit_evidence_at_once() -> None:
+    for door in (False, True):
+        e = AlertEngine(door_venue(rssi_window_s=0.5, exit_confirm=3))  # a 3-advert window
+        b = Band(e)
+        b.run(10, HALL)
+        b.run(20, {"H1": -72, "X1": -80})
+        if door:
+            assert e.on_door("front", True, b.t * 1000) == []
+        _glimpse(b)
+        if not door:  # exit evidence twice in a row: exit_confirm (3) is not reached
+            assert b.alerts == []
+            continue
+        assert b.types() == [EventType.EXIT, EventType.BACK_INSIDE]
+        assert b.alerts[0].context["reason"] == "exit zone, door opened"
+    assert e.door_for("VS-1", "front-door") == "front" and e.door_for("VS-1", "other") is None
+    e.on_door("back", True, b.t * 1000)
+    assert e.counts["unknown_door"] == 1 and e.counts["door_opened"] == 1
+
+
+def test_door_contact_does_not_lower_the_exit_margin() -> None:
+    e = AlertEngine(door_venue())
+    b = Band(e)
+    b.run(10, HALL)
+    for _ in range(20):  # the door opens every 30 s while the resident sits next to it
+        e.on_door("front", True, b.t * 1000)
+        b.run(30, NEAR_DOOR)
+    assert b.alerts == []
+
+
+def test_door_opening_long_ago_confirms_nothing() -> None:
+    e = AlertEngine(door_venue(door_window_s=30, rssi_window_s=0.5, exit_confirm=3))
+    b = Band(e)
+    b.run(10, HALL)
+    e.on_door("front", True, b.t * 1000)
+    e.on_door("front", False, b.t * 1000 + 4000)
+    b.run(40, {"H1": -72, "X1": -80})
+    _glimpse(b)
+    assert b.alerts == []
+
+
+def test_door_then_unheard_is_an_exit_while_the_exit_scanner_is_down() -> None:
+    e = AlertEngine(door_venue(door_lost_s=15))
+    b, other = Band(e), Band(e, "WB-2")
+
+    def both(heard: dict[str, int] | None, seconds: int) -> None:
+        for _ in range(seconds):  # the other band is heard in the lounge all along
+            s = Sighting("WB-2", b.t, adv.Status(WORN, 80, 0, 0), True, False, 0.0)
+            other.alerts += e.on_sighting("L1", -60, b.t * 1000 + 50, s)
+            b.second(heard) if heard is not None else b.silent(1)
+
+    both(HALL, 10)
+    e.scanner_down("X1", b.t * 1000)
+    both({"H1": -80}, 5)
+    last = b.t - 1
+    e.on_door("front", True, b.t * 1000 + 500)
+    both(None, 14)  # out of the door, out of range
+    assert b.alerts == []
+    both(None, 3)
+    assert b.types() == [EventType.EXIT] and other.alerts == []
+    ex = b.alerts[0]
+    assert ex.band == "WB-1" and ex.zone == "Front door" and ex.context["from_zone"] == "Hall"
+    assert "door front opened" in str(ex.context["reason"]) and 15 <= ex.t_ms // 1000 - last <= 17
+    b.silent(600)  # EXIT is open: no MISSING (the other band, unheard now, gets its MISSING)
+    b.run(20, HALL)
+    assert [a.type for a in b.alerts if a.band == "WB-1"] == [EventType.EXIT, EventType.BACK_INSIDE]
+    assert [a.type for a in b.alerts if a.band == "WB-2"] == [EventType.MISSING]
+
+
+def test_door_then_unheard_only_near_the_door_with_approach_scanners() -> None:
+    d = doc()
+    d["doors"] = [{"id": "front", "zone": "door", "approach": ["H1", "X1"]}]
+    e = AlertEngine(parse(d, Path("venue.toml")))
+    near, far = Band(e, "WB-1"), Band(e, "WB-2")
+    for _ in range(10):
+        near.second({"H1": -84})
+        far.second({"L1": -84})  # fading out at the lounge's far side
+    e.on_door("front", True, near.t * 1000)
+    near.silent(16)
+    assert [(a.band, a.type) for a in near.alerts] == [("WB-1", EventType.EXIT)]
+
+
+def test_a_flapping_door_contact_is_bounded() -> None:
+    e = AlertEngine(door_venue())
+    b = Band(e)
+    b.run(10, HALL)
+    for k in range(10_000):  # a contact bouncing ten times a second for a quarter of an hour
+        e.on_door("front", k % 2 == 0, b.t * 1000 + k * 100)
+    assert len(e._openings) <= 32 and e.counts["door_opened"] == 5000
+    b.run(60, HALL)
+    assert b.alerts == []
+
+
+def test_door_then_unheard_needs_the_bands_own_scanners_up() -> None:
+    e = AlertEngine(door_venue())
+    b = Band(e)
+    b.run(10, LOUNGE)
+    e.scanner_down("L1", b.t * 1000)
+    e.scanner_down("L2", b.t * 1000)
+    e.on_door("front", True, b.t * 1000)
+    b.silent(100)  # unheard because its zone's scanners are down: no EXIT
+    assert b.types() == [EventType.SCANNER_BLIND]
+
+
+def test_exit_zone_without_a_scanner_is_a_venue_alert() -> None:
+    e = AlertEngine(venue(exit_blind_after_s=60))
+    b = Band(e)
+    b.run(10, HALL)
+    e.scanner_down("X1", b.t * 1000)
+    b.run(30, HALL)
+    e.scanner_up("X1", b.t * 1000)  # a reboot shorter than exit_blind_after_s: no notice
+    b.run(5, HALL)
+    assert e.venue_alerts() == []
+    down = b.t
+    e.scanner_down("X1", down * 1000)
+    b.run(59, HALL)
+    assert e.venue_alerts() == []
+    b.run(2, HALL)
+    (va,) = e.venue_alerts()
+    assert isinstance(va, VenueAlert) and va.type is EventType.SCANNER_BLIND and va.priority == 1
+    assert va.zone == "Front door" and va.context["scanners_down"] == "X1" and va.context["watched"] == 0
+    assert "Exit Front door is not watched" in str(va.context["text"])
+    b.run(120, HALL)
+    assert e.venue_alerts() == [] and b.alerts == []  # once per outage; the bands raise nothing
+    e.scanner_up("X1", b.t * 1000)
+    (back,) = e.venue_alerts()
+    assert back.context["watched"] == 1 and back.context["blind_s"] == b.t - down
+    assert e.venue_alerts() == []
+
+
+def test_one_of_two_exit_scanners_down_is_still_watched() -> None:
+    d = doc(exit_blind_after_s=10)
+    d["scanners"].append({"id": "X2", "zone": "door"})
+    e = AlertEngine(parse(d, Path("venue.toml")))
+    e.scanner_down("X1", NOON * 1000)
+    e.tick(NOON * 1000 + 60_000)
+    assert e.venue_alerts() == []
+    e.scanner_down("X2", NOON * 1000 + 60_000)
+    e.tick(NOON * 1000 + 71_000)
+    assert [a.context["scanners_down"] for a in e.venue_alerts()] == ["X1, X2"]
 
 
 def test_real_adverts_through_the_resolver_one_sos() -> None:
@@ -381,6 +583,60 @@ missing_after_s = 300
     assert r.allowed_zones == frozenset({"lounge"}) and r.missing_after_s == 300 and r.quiet_hours is None
 
 
+def test_exit_zone_with_one_scanner_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    v = venue()
+    assert len(v.warnings) == 1
+    assert v.warnings[0].startswith("venue.toml: zones[2] (door): exit zone with one scanner")
+    assert "door contact" in v.warnings[0]
+    d = doc()
+    d["scanners"] = [sc for sc in d["scanners"] if sc["id"] != "X1"]
+    (w,) = parse(d, Path("venue.toml")).warnings
+    assert "exit zone with no scanner: EXIT is never raised for it" in w
+    d["scanners"] += [{"id": "X1", "zone": "door"}, {"id": "X2", "zone": "door"}]
+    assert parse(d, Path("venue.toml")).warnings == ()
+    f = tmp_path / "venue.toml"
+    f.write_text(
+        'venue = "v"\n[[zones]]\nid = "hall"\n[[zones]]\nid = "out"\nkind = "exit"\n'
+        '[[scanners]]\nid = "S1"\nzone = "out"\n',
+        encoding="utf-8",
+    )
+    with caplog.at_level("WARNING", logger="agent.ble.venue"):
+        assert load(f).warnings
+    assert "exit zone with one scanner" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("door", "where", "what"),
+    [
+        ({"id": "front", "zone": "hall"}, "doors[0].zone", "not an exit zone"),
+        ({"id": "front", "zone": "attic"}, "doors[0].zone", "no zone 'attic'"),
+        ({"id": "front", "zone": "door", "sensor": "VS-1"}, "doors[0].channel", "go together"),
+        ({"id": "front", "zone": "door", "channel": "c"}, "doors[0].sensor", "go together"),
+        ({"id": "front", "zone": "door", "colour": "red"}, "doors[0].colour", "unknown key"),
+        ({"zone": "door"}, "doors[0].id", "missing"),
+        ({"id": "front", "zone": "door", "approach": ["Z9"]}, "doors[0].approach", "no scanner 'Z9'"),
+        ({"id": "front", "zone": "door", "approach": []}, "doors[0].approach", "non-empty array"),
+    ],
+)
+def test_door_errors_name_file_and_key(door: dict[str, Any], where: str, what: str) -> None:
+    d = doc()
+    d["doors"] = [door]
+    with pytest.raises(ConfigError) as info:
+        parse(d, Path("venue.toml"))
+    msg = str(info.value)
+    assert msg.startswith(f"venue.toml: {where}:") and what in msg, msg
+
+
+def test_one_contact_cannot_be_two_doors() -> None:
+    d = doc()
+    d["doors"] = [
+        {"id": "a", "zone": "door", "sensor": "VS-1", "channel": "c"},
+        {"id": "b", "zone": "door", "sensor": "VS-1", "channel": "c"},
+    ]
+    with pytest.raises(ConfigError, match=r"doors\[1\]\.channel: VS-1 'c' is already door 'a'"):
+        parse(d, Path("venue.toml"))
+
+
 def _bad(path: str, value: Any) -> dict[str, Any]:
     d = doc()
     keys = path.split(".")
@@ -442,6 +698,7 @@ _step = st.one_of(
     st.tuples(st.just("down"), st.sampled_from(_SCANNERS), st.integers(0, 100)),
     st.tuples(st.just("up"), st.sampled_from(_SCANNERS), st.integers(0, 100)),
     st.tuples(st.just("tick"), st.integers(0, 100_000)),
+    st.tuples(st.just("door"), st.sampled_from(["front", "back"]), st.booleans(), st.integers(-5000, 100)),
 )
 
 
@@ -449,7 +706,7 @@ _step = st.one_of(
 @settings(max_examples=150, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_step, max_size=120))
 def test_random_streams_never_raise_nor_repeat_an_event(steps: list[tuple[Any, ...]]) -> None:
-    e = AlertEngine(venue())
+    e = AlertEngine(door_venue())
     t = NOON * 1000
     counters: dict[str, int] = {}
     out: list[Alert] = []
@@ -463,6 +720,8 @@ def test_random_streams_never_raise_nor_repeat_an_event(steps: list[tuple[Any, .
         elif step[0] in ("down", "up"):
             fn = e.scanner_down if step[0] == "down" else e.scanner_up
             out += fn(step[1], t + step[2])
+        elif step[0] == "door":
+            out += e.on_door(step[1], step[2], t + step[3])
         else:
             t += step[1]
             out += e.tick(t)
@@ -471,3 +730,9 @@ def test_random_streams_never_raise_nor_repeat_an_event(steps: list[tuple[Any, .
     for a in out:
         assert a.priority == (0 if int(a.type) < 64 else 1)
         assert isinstance(a.context["text"], str) and a.resident
+    exits = [a.band for a in out if a.type is EventType.EXIT]
+    backs = [a.band for a in out if a.type is EventType.BACK_INSIDE and a.context["resolves"] == "EXIT"]
+    for band in set(exits):  # EXIT and its BACK_INSIDE alternate: never two EXITs for one excursion
+        assert exits.count(band) - backs.count(band) in (0, 1), (band, out)
+    for va in e.venue_alerts():
+        assert va.type is EventType.SCANNER_BLIND and isinstance(va.context["text"], str)

@@ -209,12 +209,48 @@ async def test_commit_failure_is_retried_without_loss(tmp_path: Path, monkeypatc
         assert batch.seq == 1, "the failed transaction did not advance the chain"
 
 
+async def test_replay_gaps_survive_a_failed_round_and_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "b.db"
+    st = ReplayState()
+    for seq in [1, *range(3, 200)]:  # 2 lost: a gap once the window has passed it
+        st.accept(1, seq)
+    assert st.is_new(1, 2) and st.gaps
+    async with harness(path) as h:
+        real = h.store.insert_events
+        calls = {"n": 0}
+
+        def flaky(rows: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise sqlite3.OperationalError("disk I/O error")
+            real(rows)
+
+        monkeypatch.setattr(h.store, "insert_events", flaky)
+        ev = event(199, 128)
+        h.inbox.submit(Submitted(ev, st.as_row(), lambda: h.acked.append(199)))
+        assert (await h.next_result()).error is not None
+        assert (await h.committed(1)).committed, "the retried round wrote the gaps too"
+        ev2 = event(200, 128)
+        st.accept(1, 200)
+        h.inbox.submit(Submitted(ev2, st.as_row(), lambda: h.acked.append(200)))
+        await h.committed(1)
+        written = h.store.db.execute("SELECT count(*) FROM replay_gaps").fetchone()[0]
+        assert written == 1
+    store = Store(path)
+    rec = store.recover()
+    store.close()
+    back = rec.replay["AP-1"]
+    assert back.gaps == st.gaps and back.is_new(1, 2) and not back.is_new(1, 3)
+
+
 def test_corrupt_file_is_quarantined_not_deleted(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
     store = Store(path)
     rec = store.recover(now_s=1000)
     with store.transaction():
-        store.save_replay([("AP-1", 3, 9, 0)])
+        store.save_replay([("AP-1", 3, 9, 0, b"")])
     store.close()
     assert rec.epoch == 1000
     path.write_bytes(b"this is not an SQLite file" * 200)
@@ -231,7 +267,7 @@ def test_replay_state_salvaged_from_damaged_file(tmp_path: Path) -> None:
     store = Store(path)
     store.recover(now_s=1000)
     with store.transaction():
-        store.save_replay([(f"AP-{i}", 3, 9, 0) for i in range(50)])
+        store.save_replay([(f"AP-{i}", 3, 9, 0, b"") for i in range(50)])
         store.insert_events([(2, 1000, b"x" * 1000, None, None, None, 0) for _ in range(400)])
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()

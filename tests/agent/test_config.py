@@ -134,3 +134,16 @@ def test_cli_user_errors_exit_1_without_traceback(tmp_path: Path, capsys: pytest
     assert err.startswith("guardian-agent: ") and "no such file" in err and "Traceback" not in err
     assert main(["check-config", str(_config(tmp_path, GOOD))]) == 0
     assert "ok (gateway GW-1, venue v1, 1 devices)" in capsys.readouterr().out
+
+
+def test_check_config_prints_venue_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An exit zone with one scanner is valid but weak: a warning, and the check still passes."""
+    (tmp_path / "venue.toml").write_text(
+        'venue = "v1"\n[[zones]]\nid = "hall"\n[[zones]]\nid = "front"\nkind = "exit"\n'
+        '[[scanners]]\nid = "H1"\nzone = "hall"\n[[scanners]]\nid = "X1"\nzone = "front"\n'
+    )
+    path = _config(tmp_path, GOOD + '[wristbands]\nalerts = "venue.toml"\n')
+    assert main(["check-config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "ok (gateway GW-1" in out
+    assert err.startswith("warning: ") and "zones[1] (front): exit zone with one scanner" in err

@@ -17,7 +17,7 @@ from agent.gateway.committer import CommitResult
 from agent.gateway.frame_verifier import FrameVerifier
 from agent.gateway.pipeline import Pipeline
 from agent.gateway.planner import State, Submitted
-from agent.gateway.receipts import ReceiptLedger, ReceiptRouter
+from agent.gateway.receipts import RESEND_BURST, RESEND_PER_S, ReceiptLedger, ReceiptRouter
 from agent.gateway.replay import ReplayState
 from agent.gateway.signer import SealedBatch
 from agent.shared import cose
@@ -53,6 +53,7 @@ class Rig:
         ledger: dict[tuple[str, int, int], int] | None = None,
         buffer: State | None = None,
         replay: dict[str, ReplayState] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.registry = Registry(
             [Device("AP-0001", "alarm_post", KEY1, "v", "hall"), Device("AP-0002", "alarm_post", KEY2, "v", "bar")]
@@ -61,7 +62,10 @@ class Rig:
         self.sent: dict[str, list[tuple[str, dict[int, int]]]] = {"mqtt": [], SERIAL: []}
         self.router.register("mqtt", self.route("mqtt"), default=True)
         self.router.register(SERIAL, self.route(SERIAL))
-        self.ledger = ReceiptLedger(dict(ledger or {}), self.router, self.registry)
+        if clock is None:
+            self.ledger = ReceiptLedger(dict(ledger or {}), self.router, self.registry)
+        else:
+            self.ledger = ReceiptLedger(dict(ledger or {}), self.router, self.registry, clock=clock)
         self.commits = Commits()
         self.published: list[tuple[SealedBatch, int]] = []
         self.commit_times: list[float] = []
@@ -107,7 +111,7 @@ class Rig:
 def test_accepted_frames_are_acked_and_receipted_only_once_durable() -> None:
     rig = Rig()
     assert rig.ingest(1) and rig.ingest(2, HEARTBEAT)
-    assert [s.event.seq for s in rig.commits.items] == [1, 2] and rig.commits.items[0].replay_row == (1, 1, 0)
+    assert [s.event.seq for s in rig.commits.items] == [1, 2] and rig.commits.items[0].replay_row == (1, 1, 0, b"")
     assert rig.acked == [] and rig.receipts() == [], "nothing before the commit"
     assert rig.pipeline.counters.accepted == 2
     rig.commit(backlog=(1, 0, 1), backlog_bytes=(30, 0, 40), oldest_ms=5, evicted=(0, 0, 7), commit_ms=3.0)
@@ -204,6 +208,32 @@ def test_the_gateways_own_events_continue_its_numbering() -> None:
     ((alerts, rows),) = rig.commits.groups
     assert [(s.event.device, s.event.seq) for s in alerts] == [("WB-1", 9), ("WB-1", 10)] and rows == [("WB-1", 5, 6)]
     assert rig.pipeline.counters.band_events == 2
+
+
+def test_receipts_for_replays_are_rate_limited_per_device() -> None:
+    now = [1000.0]
+    rig = Rig(ledger={("AP-0001", 1, 3): 2, ("AP-0002", 1, 3): 2}, clock=lambda: now[0])
+    for device in ("AP-0001", "AP-0002"):
+        seen = rig.pipeline.replay.setdefault(device, ReplayState())
+        seen.accept(1, 3)
+    # 100,000 replays of one captured frame within a second: the burst, then nothing
+    for _ in range(100_000):
+        rig.ingest(3)
+    assert len(rig.receipts()) == RESEND_BURST
+    assert rig.router.counters.resends_limited == 100_000 - RESEND_BURST
+    assert rig.pipeline.counters.rejected == {"replay": 100_000}
+    # the other device is not affected: its own budget
+    assert not rig.ingest(3, device="AP-0002")
+    assert rig.receipts()[-1] == ("AP-0002", 3, 2)
+    # the budget refills at RESEND_PER_S, never above the burst
+    now[0] += 10.0
+    for _ in range(1000):
+        rig.ingest(3)
+    assert len(rig.receipts()) == RESEND_BURST + 1 + int(10 * RESEND_PER_S)
+    now[0] += 3600.0
+    for _ in range(1000):
+        rig.ingest(3)
+    assert len(rig.receipts()) == 2 * RESEND_BURST + 1 + int(10 * RESEND_PER_S)
 
 
 def test_the_ledger_mirror_stays_bounded() -> None:

@@ -147,3 +147,48 @@ def test_audit_rechecks_device_macs() -> None:
     batch = Signer(KEY, "GW-1", 1, 1, batches(1)[0].hash).seal([forged.encoded], 1, 0)
     assert kinds(v.feed(TOPIC, batch.blob)) == ["audit_failed"]
     assert not v.integrity_ok
+
+
+def test_a_verifier_started_after_the_gateway_joins_its_chain_without_a_false_gap() -> None:
+    clock = Clock()  # the verifier starts at t=1000; the chain's epoch (1) is long before
+    v = verifier(clock)
+    b = batches(6)
+    out = v.feed(TOPIC, b[3].blob)
+    assert kinds(out) == ["joined", "event", "event"]
+    assert out[0] == {"kind": "joined", "gateway": "GW-1", "epoch": 1, "seq": 4}
+    assert kinds(v.feed(TOPIC, b[5].blob)) == ["event", "event"]
+    clock.t += 1
+    assert kinds(v.feed(TOPIC, b[4].blob)) == ["reordered", "event", "event"], "after the join, gaps count"
+    # a batch from before the join that arrives late (published concurrently) is no problem
+    assert kinds(v.feed(TOPIC, b[2].blob)) == ["event", "event"]
+    clock.t += 10
+    assert v.tick() == []
+    assert v.integrity_ok, v.counts
+
+
+def test_after_joining_a_missing_batch_is_still_a_gap() -> None:
+    clock = Clock()
+    v = verifier(clock)
+    b = batches(6)
+    v.feed(TOPIC, b[2].blob)
+    v.feed(TOPIC, b[5].blob)
+    clock.t += 6
+    assert v.tick() == [{"kind": "gap", "gateway": "GW-1", "epoch": 1, "missing": [4, 5]}]
+    assert not v.integrity_ok
+
+
+def test_a_chain_that_began_while_the_verifier_watched_must_be_complete() -> None:
+    clock = Clock()
+    v = verifier(clock)
+    # the gateway's chain began 5 min after the verifier started (more than JOIN_SKEW_S of
+    # clock difference): batches 1 and 2 were sent while it watched, so their absence is a gap
+    b = batches(3, epoch=int(clock.t) + 300)
+    assert kinds(v.feed(TOPIC, b[2].blob)) == ["event", "event"]
+    clock.t += 6
+    assert v.tick() == [{"kind": "gap", "gateway": "GW-1", "epoch": 1300, "missing": [1, 2]}]
+
+
+def test_events_carry_their_venue_and_reference() -> None:
+    v = verifier()
+    out = v.feed("venues/rosewood/gateways/GW-1/batches", batches(1)[0].blob)
+    assert [(r["venue"], r["ref"]) for r in out] == [("rosewood", "AP-1/1/1"), ("rosewood", "AP-1/1/2")]

@@ -16,17 +16,28 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tests.bench import bench_backlog, bench_firmware, bench_latency, bench_notify, bench_throughput, bench_wristband
+from tests.bench import (
+    bench_backlog,
+    bench_firmware,
+    bench_latency,
+    bench_notify,
+    bench_page,
+    bench_security,
+    bench_throughput,
+    bench_wristband,
+)
 from tests.bench.rig import progress
 
 # (benchmark names, runner) in the order `make bench` runs them
 MODULES: list[tuple[tuple[str, ...], Callable[[set[str], int, float], list[dict[str, Any]]]]] = [
     ((bench_throughput.NAME,), bench_throughput.run),
     ((bench_latency.NAME,), bench_latency.run),
+    ((bench_page.NAME,), bench_page.run),
     (bench_backlog.NAMES, bench_backlog.run),
     (bench_wristband.NAMES, bench_wristband.run),
     (bench_firmware.NAMES, bench_firmware.run),
     (bench_notify.NAMES, bench_notify.run),
+    (bench_security.NAMES, bench_security.run),
 ]
 ALL = [name for names, _ in MODULES for name in names]
 

@@ -12,7 +12,9 @@ receipts. Timed from just before the device's publish to:
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent.shared.registry import Device
@@ -76,22 +78,28 @@ def collect(times: AlarmTimes, sink: rig.SinkProcess, device: Device, presses: l
         times.add(t0, r1, r2, at_central.get((device.id, 1, seq)))
 
 
-def one_run() -> dict[str, float]:
+# what runs beside the presses: given the started rig, a context manager around them
+During = Callable[[Rig], contextlib.AbstractContextManager[Any]]
+
+
+def one_run(extra_config: str = "", during: During | None = None) -> dict[str, float]:
     post = alarm_post()
-    with Rig([post], "latency") as r:
+    with Rig([post], "latency", extra_config=extra_config) as r:
         sink = r.start_sink()
         r.agent.start()
         r.agent.wait_log("uplink_up")
         dev = AlarmDevice(r.local.address, post, rig.FrameFactory([post]))
+        beside = during(r) if during is not None else contextlib.nullcontext()
         try:
-            for _ in range(WARMUP):
-                dev.alarm()
-            presses: list[Press] = []
-            next_at = time.monotonic()
-            for _ in range(ALARMS):
-                next_at += INTERVAL_S
-                presses.append(dev.alarm())
-                time.sleep(max(0.0, next_at - time.monotonic()))
+            with beside:
+                for _ in range(WARMUP):
+                    dev.alarm()
+                presses: list[Press] = []
+                next_at = time.monotonic()
+                for _ in range(ALARMS):
+                    next_at += INTERVAL_S
+                    presses.append(dev.alarm())
+                    time.sleep(max(0.0, next_at - time.monotonic()))
         finally:
             dev.close()
         times = AlarmTimes()

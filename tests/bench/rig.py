@@ -246,12 +246,17 @@ class Publisher:
 class AlarmDevice:
     """An alarm post's MQTT link: publish an alarm, time its receipts."""
 
-    def __init__(self, broker: tuple[str, int], device: Device, factory: FrameFactory, boot: int = 1) -> None:
+    def __init__(
+        self, broker: tuple[str, int], device: Device, factory: FrameFactory, boot: int = 1, password: str | None = None
+    ) -> None:
         self.device = device
         self.factory = factory
         self.boot = boot
         self.seq = 0
-        self.client = MQTTClient(f"bench-{device.id}", broker[0], broker[1], keepalive=30)
+        # with a password it logs in as itself, as posts do on the packaged broker
+        user = device.id if password is not None else None
+        client_id = device.id if password is not None else f"bench-{device.id}"
+        self.client = MQTTClient(client_id, broker[0], broker[1], user=user, password=password, keepalive=30)
         self.client.set_callback(self._on_message)
         self.client.connect(clean_session=True)
         self._quickack_opt = getattr(socket, "TCP_QUICKACK", None)

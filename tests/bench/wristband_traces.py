@@ -21,15 +21,26 @@ events drawn at seeded random times:
 - scanner outages: single scanners (1-60 min) and whole-gateway outages (all scanners,
   2-8 min, e.g. BlueZ restarting); the source's watchdog reports one 20 s after it went quiet.
 - near-exit dwelling: residents sitting at the dining room's far end, next to the lobby
-  (where a naive nearest-scanner rule raises false EXITs).
+  (where a naive nearest-scanner rule raises false EXITs);
+- the front door's contact (a venue sensor's door channel at the lobby's outer edge): opened
+  by residents walking out and back in, and by staff and visitors by day.
+
+What the day is like is a `Conditions` (residents, days, advert loss, how often residents sit
+next to the exit, exit scanner reboots and outages, door traffic); `Conditions()` is the
+ordinary venue, `HARSH` a harsher but ordinary one (an exit scanner rebooting hourly and
+failing for longer now and then, 25 % advert loss, 30 residents, three times the sitting next
+to the exit).
 
 Radio: one advert per second per band (10/s during an SOS burst), received per scanner with
-RSSI = -59 dBm - 10 n log10(d) (n = 3, a body-worn band indoors) - 6 dB when band and scanner are in different zones,
-+ shadowing (AR(1), sigma 4 dB, ~20 s correlation) + fast fading (sigma 3 dB), dropped below
--95 dBm sensitivity and with 4 % random loss. Gaussian draws are a seeded table of 2^20 normals indexed at random.
+RSSI = -59 dBm - 10 n log10(d) (n = 3, a body-worn band indoors) - 6 dB when band and scanner
+are in different zones, + shadowing (AR(1) per band and scanner, sigma 4 dB, ~20 s correlation)
++ fast fading (sigma 3 dB), dropped below -95 dBm sensitivity and with random loss
+(`Conditions.loss`, 4 % by default). The radio is computed with numpy per resident, an hour at
+a time (the residents' lives stay plain Python): the generator costs about a tenth of the alert
+engine it feeds.
 
 A `Sink` receives what the gateway would: one call per advert copy with the scanners that
-heard it, scanner up/down notices, and a tick per simulated second.
+heard it, scanner up/down notices, door contact changes, and a tick per simulated second.
 """
 
 from __future__ import annotations
@@ -37,9 +48,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from agent.gateway.wristbands.venue import Venue, parse
 
@@ -60,7 +73,36 @@ LOSS = 0.04
 SHADOW_SIGMA, SHADOW_RHO = 4.0, 0.95
 FADING_SIGMA = 3.0
 WALK_MPS = 0.8
-_FADE_REACH = SENSITIVITY - 4 * FADING_SIGMA
+DOOR = "front"  # the front door's contact, at the lobby's outer edge (y = 18)
+_DOOR_Y = 18.0
+EXIT_SCANNERS = ("X1",)
+WATCHED_S = 15  # an EXIT counts as watched when an exit scanner was up this long from its start
+
+
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """What the simulated venue days are like (the defaults: the ordinary venue)."""
+
+    residents: int = 10
+    days: int = 10
+    loss: float = 0.04  # random advert loss per scanner
+    bench_per_day: float = 1.0  # sittings next to the lobby per resident-day (awake hours)
+    bench_s: tuple[int, int] = (600, 2700)  # how long one lasts
+    exit_reboot_every_s: int = 0  # the exit scanner reboots this often (0: never)
+    exit_reboot_s: tuple[int, int] = (30, 90)  # silent for this long each time
+    exit_outages_per_day: float = 0.0  # longer exit scanner failures (10-60 min), besides the random ones
+    door_openings_per_day: float = 40.0  # the front door opened by staff and visitors (07:00-21:00)
+
+
+HARSH = Conditions(
+    residents=30,
+    days=1,
+    loss=0.25,
+    bench_per_day=3.0,
+    bench_s=(900, 3600),
+    exit_reboot_every_s=3600,
+    exit_outages_per_day=0.5,
+)
 
 # (id, name, kind, area x0 y0 x1 y1, min_rssi or None)
 ZONES: list[tuple[str, str, str, tuple[float, float, float, float], float | None]] = [
@@ -91,15 +133,15 @@ RATES = {"SOS": 0.6, "FALL": 0.3, "EXIT": 0.4, "WANDER": 0.15, "REMOVE": 0.5, "B
 Point = tuple[float, float]
 
 
-def venue_doc(residents: int) -> dict[str, Any]:
-    """The simulated venue as the TOML document agent/gateway/wristbands/venue.py reads."""
+def venue_doc(residents: int, door: bool = False) -> dict[str, Any]:
+    """The simulated venue as the TOML document agent/gateway/wristbands/venue.py reads (door: its contact mapped)."""
     zones = []
     for zid, name, kind, area, min_rssi in ZONES:
         z: dict[str, Any] = {"id": zid, "name": name, "kind": kind, "area": list(area)}
         if min_rssi is not None:
             z["min_rssi"] = min_rssi
         zones.append(z)
-    return {
+    doc: dict[str, Any] = {
         "venue": "sim-care-home",
         "timezone": "UTC",
         "settings": {"missing_after_s": MISSING_AFTER_S, "battery_low_pct": LOW_PCT, "battery_ok_pct": OK_PCT},
@@ -110,10 +152,21 @@ def venue_doc(residents: int) -> dict[str, Any]:
             for i in range(residents)
         ],
     }
+    if door:
+        doc["doors"] = [
+            {
+                "id": DOOR,
+                "zone": "exit",
+                "sensor": "VS-0001",
+                "channel": "front-door",
+                "approach": ["X1", "D1", "C1"],  # the lobby's scanner, the dining room's and the corridor's near end
+            }
+        ]
+    return doc
 
 
-def venue(residents: int) -> Venue:
-    return parse(venue_doc(residents), Path("<sim-care-home>"))
+def venue(residents: int, door: bool = False) -> Venue:
+    return parse(venue_doc(residents, door), Path("<sim-care-home>"))
 
 
 def band_id(i: int) -> str:
@@ -128,6 +181,7 @@ class Truth:
     band: str
     t_ms: int
     end_ms: int
+    watched: bool = True  # EXIT: an exit scanner was up for WATCHED_S from t_ms
 
 
 class Sink(Protocol):
@@ -135,6 +189,8 @@ class Sink(Protocol):
         """One advert copy; heard: [(scanner, rssi)]; status: (flags, battery, event id, age)."""
 
     def scanner(self, scanner: str, up: bool, t_ms: int) -> None: ...
+
+    def door(self, door: str, opened: bool, t_ms: int) -> None: ...
 
     def tick(self, t_ms: int) -> None: ...
 
@@ -156,7 +212,9 @@ _STREET = (-10.0, 45.0)
 
 
 class _Resident:
-    def __init__(self, i: int, rng: random.Random, days: int) -> None:
+    def __init__(self, i: int, rng: random.Random, cond: Conditions) -> None:
+        days = cond.days
+        self.cond = cond
         self.i = i
         self.band = band_id(i)
         self.rng = rng
@@ -174,16 +232,15 @@ class _Resident:
         self.charge_at = -1  # when staff put the band on the charger by day
         self.charge_end = -1
         self.now = 0  # the second being simulated
-        self.links_at: Point | None = None  # the position self.links were computed for
-        self.links: list[list[Any]] = []  # [scanner, mean RSSI, shadowing] within reach
-        self.shadow: dict[str, float] = {}
+        self.doors: list[tuple[int, bool]] = []  # (second, opened) of the front door by this resident
         self.events = self._draw_events(days)
         self.truth: list[Truth] = []
         self.gen = self._life(days)
 
     def _draw_events(self, days: int) -> list[tuple[int, str]]:
         ev = []
-        for kind, rate in RATES.items():
+        rates = dict(RATES, BENCH=self.cond.bench_per_day)
+        for kind, rate in rates.items():
             t = 0.0
             while True:
                 t += self.rng.expovariate(rate / DAY)
@@ -289,9 +346,9 @@ class _Resident:
                     self.truth.append(Truth("EXIT", self.band, self._ms(), self._ms() + 3 * 3600_000))
                 yield p
             yield from self._dwell(self.rng.randint(3, 20))
-            yield from self._walk(_STREET, via_hall=False)
+            yield from self._through_door(_STREET)
             yield from self._dwell(self.rng.randint(300, 1800))
-            yield from self._walk(_LOBBY, via_hall=False)
+            yield from self._through_door(_LOBBY)
             yield from self._walk((_LOBBY[0], _HALL_Y), via_hall=False)
             yield from self._walk(_LOUNGE)
         elif kind == "WANDER":
@@ -316,7 +373,16 @@ class _Resident:
         elif kind == "BENCH":
             yield from self._walk((_BENCH[0], _HALL_Y - 2))
             yield from self._walk(_BENCH, via_hall=False)
-            yield from self._dwell(self.rng.randint(600, 2700), shuffle=0.5)
+            yield from self._dwell(self.rng.randint(*self.cond.bench_s), shuffle=0.5)
+
+    def _through_door(self, dest: Point) -> Iterator[Point]:
+        # the contact opens as the resident crosses the door line and closes 4 s later
+        side = self.pos[1] > _DOOR_Y
+        for p in self._walk(dest, via_hall=False):
+            if (p[1] > _DOOR_Y) != side:
+                side = not side
+                self.doors += [(self.now, True), (self.now + 4, False)]
+            yield p
 
     def _event(self, flag: int, t: int) -> None:
         self.event_id = self.event_id % 65535 + 1
@@ -377,9 +443,11 @@ class Trace:
     outages: list[Outage] = field(default_factory=list)
     adverts: int = 0
     sightings: int = 0
+    door_events: int = 0
 
 
-def _outages(rng: random.Random, days: int) -> list[Outage]:
+def _outages(rng: random.Random, cond: Conditions) -> list[Outage]:
+    days = cond.days
     out = []
     ids = tuple(s for s, _, _ in SCANNERS)
     t = 0.0
@@ -394,27 +462,116 @@ def _outages(rng: random.Random, days: int) -> list[Outage]:
         if t >= days * DAY:
             break
         out.append(Outage(ids, int(t), int(t) + rng.randint(120, 480)))
+    if cond.exit_reboot_every_s:  # the exit scanner reboots on a schedule (a watchdog, an update)
+        t = float(rng.randrange(cond.exit_reboot_every_s))
+        while t < days * DAY:
+            out.append(Outage(EXIT_SCANNERS, int(t), int(t) + rng.randint(*cond.exit_reboot_s)))
+            t += cond.exit_reboot_every_s
+    t = 0.0
+    while cond.exit_outages_per_day:  # longer failures of the exit scanner
+        t += rng.expovariate(cond.exit_outages_per_day / DAY)
+        if t >= days * DAY:
+            break
+        out.append(Outage(EXIT_SCANNERS, int(t), int(t) + rng.randint(600, 3600)))
     return sorted(out, key=lambda o: o.start)
 
 
+def _staff_doors(rng: random.Random, cond: Conditions) -> list[tuple[int, bool]]:
+    """The front door opened by staff and visitors, 07:00-21:00, 3-10 s each."""
+    out: list[tuple[int, bool]] = []
+    rate = cond.door_openings_per_day / (14 * 3600)
+    for day in range(cond.days if rate else 0):
+        t = day * DAY + 7 * 3600 + rng.expovariate(rate)
+        while t < day * DAY + 21 * 3600:
+            out += [(int(t), True), (int(t) + rng.randint(3, 10), False)]
+            t += rng.expovariate(rate)
+    return out
+
+
+class _Radio:
+    """Reception of one resident's adverts at every scanner, a chunk of seconds at a time."""
+
+    __slots__ = ("area", "down", "gen", "loss", "names", "shadow", "sx", "sy")
+    _B = 64  # the AR(1) shadowing is computed in blocks of this many seconds
+    _POW = SHADOW_RHO ** np.arange(1, _B + 1)
+    _L = np.tril(SHADOW_RHO ** np.subtract.outer(np.arange(_B), np.arange(_B)).clip(0)) * (
+        math.sqrt(1 - SHADOW_RHO**2) * SHADOW_SIGMA
+    )
+
+    def __init__(self, gen: np.random.Generator, down: np.ndarray, loss: float) -> None:
+        zone_area = {zid: area for zid, _, _, area, _ in ZONES}
+        self.gen = gen
+        self.down = down  # [second, scanner]: silent (an outage)
+        self.loss = loss
+        self.names = [s for s, _, _ in SCANNERS]
+        self.sx = np.array([p[0] for _, _, p in SCANNERS])
+        self.sy = np.array([p[1] for _, _, p in SCANNERS])
+        self.area = np.array([zone_area[z] for _, z, _ in SCANNERS])
+        self.shadow = gen.standard_normal(len(SCANNERS)) * SHADOW_SIGMA
+
+    def chunk(self, t0: int, pos: list[Point], copies: list[int]) -> list[list[tuple[str, int]]]:
+        """The scanners (and RSSI) that heard each advert copy of seconds t0.. at these positions."""
+        gen = self.gen
+        n = len(pos)
+        p = np.array(pos)
+        x, y = p[:, :1], p[:, 1:]
+        d = np.maximum(0.5, np.hypot(x - self.sx, y - self.sy))
+        a = self.area
+        inside = (a[:, 0] <= x) & (x <= a[:, 2]) & (a[:, 1] <= y) & (y <= a[:, 3])
+        mean = RSSI_1M - 10 * PATH_N * np.log10(d) - WALL_DB * ~inside
+        e = gen.standard_normal((n, len(self.names)))
+        sh = np.empty_like(e)
+        last = self.shadow
+        b = self._B
+        for i in range(0, n, b):
+            k = min(b, n - i)
+            sh[i : i + k] = self._L[:k, :k] @ e[i : i + k] + np.outer(self._POW[:k], last)
+            last = sh[i + k - 1]
+        self.shadow = last
+        level = mean + sh
+        cp = np.asarray(copies)
+        if cp.max() > 1:
+            sec = np.repeat(np.arange(n), cp)
+            level = level[sec]
+        else:
+            sec = np.arange(n)
+        v = level + gen.standard_normal(level.shape) * FADING_SIGMA
+        heard = (v >= SENSITIVITY) & (gen.random(v.shape) >= self.loss) & ~self.down[t0 + sec]
+        rows, cols = np.nonzero(heard)
+        rssi = np.floor(v[rows, cols] + 0.5).astype(np.int64)
+        out: list[list[tuple[str, int]]] = [[] for _ in range(len(sec))]
+        names = self.names
+        for r, c, q in zip(rows.tolist(), cols.tolist(), rssi.tolist(), strict=True):
+            out[r].append((names[c], q))
+        return out
+
+
 def simulate(
-    sink: Sink, residents: int = 10, days: int = 10, seed: int = 1, seconds: int | None = None, feed_from: int = 0
+    sink: Sink,
+    cond: Conditions | None = None,
+    seed: int = 1,
+    seconds: int | None = None,
+    feed_from: int = 0,
+    chunk_s: int = 3600,
 ) -> Trace:
     """Run the simulation into sink; the ground truth is returned (only events that started).
 
     `seconds` stops early; the sink hears nothing before second `feed_from` (a sample window).
     """
+    cond = cond or Conditions()
     rng = random.Random(seed)
+    days = cond.days
     total = seconds if seconds is not None else days * DAY
-    people = [_Resident(i, random.Random(rng.getrandbits(64)), days) for i in range(residents)]
-    trace = Trace(residents, days, outages=_outages(random.Random(rng.getrandbits(64)), days))
-    radio = random.Random(rng.getrandbits(64))
-    gauss = [radio.gauss(0, 1) for _ in range(1 << 20)]
-    draw = radio.getrandbits
-    sc_pos = [(s, z, p) for s, z, p in SCANNERS]
-    zone_area = {zid: area for zid, _, _, area, _ in ZONES}
-    rand = radio.random
-    shadow_k = math.sqrt(1 - SHADOW_RHO**2) * SHADOW_SIGMA
+    people = [_Resident(i, random.Random(rng.getrandbits(64)), cond) for i in range(cond.residents)]
+    trace = Trace(cond.residents, days, outages=_outages(random.Random(rng.getrandbits(64)), cond))
+    radio_gen = np.random.default_rng(rng.getrandbits(64))
+    staff = _staff_doors(random.Random(rng.getrandbits(64)), cond)
+    index = {s: i for i, (s, _, _) in enumerate(SCANNERS)}
+    down = np.zeros((total + chunk_s, len(SCANNERS)), dtype=bool)
+    for o in trace.outages:
+        for s in o.scanners:
+            down[o.start : o.end, index[s]] = True
+    radios = [_Radio(np.random.default_rng(radio_gen.integers(1 << 62)), down, cond.loss) for _ in people]
 
     notices: list[tuple[int, str, bool]] = []
     for o in trace.outages:
@@ -424,65 +581,74 @@ def simulate(
                 notices.append((o.end + 1, s, True))
     notices.sort()
     ni = 0
-    down_count: dict[str, int] = {}
-    edges = sorted([(o.start, 1, o.scanners) for o in trace.outages] + [(o.end, -1, o.scanners) for o in trace.outages])
-    ei = 0
+    doors: list[tuple[int, bool]] = []
+    di = 0
 
-    for t in range(total):
-        t_ms = (T0 + t) * 1000
-        while ei < len(edges) and edges[ei][0] <= t:
-            _, d, ss = edges[ei]
-            for s in ss:
-                down_count[s] = down_count.get(s, 0) + d
-                if not down_count[s]:
-                    del down_count[s]
-            ei += 1
-        while ni < len(notices) and notices[ni][0] <= t:
-            nt, s, up = notices[ni]
-            if t >= feed_from:
-                sink.scanner(s, up, (T0 + nt) * 1000)
-            ni += 1
+    for c0 in range(0, total, chunk_s):
+        n = min(chunk_s, total - c0)
+        plans = []  # per resident: per second (status, [heard per copy])
+        for r, radio in zip(people, radios, strict=True):
+            pos: list[Point] = []
+            statuses = []
+            copies = []
+            for t in range(c0, c0 + n):
+                r.now = t
+                try:
+                    p = next(r.gen)
+                except StopIteration:
+                    break
+                r.step(t)
+                pos.append(p)
+                statuses.append(r.status(t))
+                copies.append(10 if t < r.burst_until else 1)
+            heard = radio.chunk(c0, pos, copies) if pos else []
+            per_second = []
+            k = 0
+            for st, cp in zip(statuses, copies, strict=True):
+                per_second.append((st, heard[k : k + cp]))
+                k += cp
+            plans.append(per_second)
+        doors += [d for r in people for d in r.doors] + [d for d in staff if c0 <= d[0] < c0 + n]
         for r in people:
-            r.now = t
-            try:
-                pos = next(r.gen)
-            except StopIteration:
-                continue
-            r.step(t)
-            if r.links_at != pos:
-                for s, _, sh in r.links:
-                    r.shadow[s] = sh
-                r.links_at = pos
-                r.links = []
-                for s, z, p in sc_pos:
-                    m = RSSI_1M - 10 * PATH_N * math.log10(max(0.5, math.dist(pos, p)))
-                    if not _in(zone_area[z], pos):
-                        m -= WALL_DB
-                    if m > SENSITIVITY - 12:  # further below, a reception is a 2.4-sigma event
-                        r.links.append([s, m, r.shadow.get(s, 0.0)])
-            status = r.status(t)
-            counter = T0 + t
-            rlinks = r.links
-            for link in rlinks:  # shadowing moves once a second
-                link[2] = link[2] * SHADOW_RHO + gauss[draw(20)] * shadow_k
-            copies = 10 if t < r.burst_until else 1
-            for c in range(copies):
-                heard = []
-                for s, m, sh in rlinks:
-                    if m + sh < _FADE_REACH:
-                        continue  # even a 4-sigma fade up would not reach the sensitivity
-                    v = m + sh + gauss[draw(20)] * FADING_SIGMA
-                    if v < SENSITIVITY or rand() < LOSS or (down_count and s in down_count):
-                        continue
-                    heard.append((s, int(v + 200.5) - 200))
-                trace.adverts += 1
-                if heard and t >= feed_from:
-                    trace.sightings += len(heard)
-                    sink.advert(t_ms + r.phase_ms + c * 100, r.band, counter, status, heard)
-        if t >= feed_from:
-            sink.tick(t_ms + 1000)
+            r.doors.clear()
+        doors.sort()
+        for t in range(c0, c0 + n):
+            t_ms = (T0 + t) * 1000
+            while ni < len(notices) and notices[ni][0] <= t:
+                nt, s, up = notices[ni]
+                if t >= feed_from:
+                    sink.scanner(s, up, (T0 + nt) * 1000)
+                ni += 1
+            while di < len(doors) and doors[di][0] <= t:
+                dt, opened = doors[di]
+                if t >= feed_from:
+                    sink.door(DOOR, opened, (T0 + dt) * 1000)
+                    trace.door_events += 1
+                di += 1
+            i = t - c0
+            for r, per_second in zip(people, plans, strict=True):
+                if i >= len(per_second):
+                    continue
+                status, copies_heard = per_second[i]
+                counter = T0 + t
+                for c, heard in enumerate(copies_heard):
+                    trace.adverts += 1
+                    if heard and t >= feed_from:
+                        trace.sightings += len(heard)
+                        sink.advert(t_ms + r.phase_ms + c * 100, r.band, counter, status, heard)
+            if t >= feed_from:
+                sink.tick(t_ms + 1000)
     end_ms = (T0 + total) * 1000
+    exit_idx = [index[s] for s in EXIT_SCANNERS]
     for r in people:
-        trace.truth.extend(x for x in r.truth if x.t_ms < end_ms)
+        for x in r.truth:
+            if x.t_ms >= end_ms:
+                continue
+            if x.type == "EXIT":
+                s0 = x.t_ms // 1000 - T0
+                watched = not down[s0 : s0 + WATCHED_S + 1][:, exit_idx].all(axis=1).any()
+                trace.truth.append(replace(x, watched=bool(watched)))
+            else:
+                trace.truth.append(x)
     trace.truth.sort(key=lambda x: x.t_ms)
     return trace

@@ -415,7 +415,8 @@ class _NeoPixel:
 class Lis3dh:
     # an LIS3DH on the fake bus (datasheet DocID17530: registers 0x0F, 0x20-0x33). Samples
     # pushed in milli-g are stored as the part stores them for the configured range in
-    # high-resolution mode (12 bits, left-justified); INT1 goes high at the watermark.
+    # high-resolution mode (12 bits, left-justified); INT1 goes high at the watermark (while
+    # CTRL_REG3 routes it) and, latched until INT1_SRC is read, on a free fall.
     def __init__(self, machine, addr=0x18, int_pin=None):
         self.regs = bytearray(0x40)
         self.regs[0x0F] = 0x33
@@ -423,6 +424,8 @@ class Lis3dh:
         self.ovrn = False
         self.int_pin = int_pin
         self.latched = False
+        self.low_run = 0  # samples in a row with every axis below the free-fall threshold
+        self.reads = 0  # burst reads of the FIFO (what a board pays I2C time for)
         machine.i2c_devices[addr] = self
 
     def mg_per_lsb(self):
@@ -442,11 +445,26 @@ class Lis3dh:
             self.fifo.append(raw)
         else:
             self.fifo = [raw]
+        self._free_fall(x, y, z)
         self._int()
 
-    def _int(self):
+    def _free_fall(self, x, y, z):
+        # INT1_CFG 0x95 (AOI, X/Y/Z low): every axis below INT1_THS, held longer than
+        # INT1_DURATION samples (the stricter reading of the datasheet), latches IA1
+        threshold = (self.regs[0x32] & 0x7F) * (16, 32, 62, 186)[self.regs[0x23] >> 4 & 3]
+        if self.regs[0x30] == 0x95 and abs(x) < threshold and abs(y) < threshold and abs(z) < threshold:
+            self.low_run += 1
+            if self.low_run > self.regs[0x33] & 0x7F and self.regs[0x22] & 0x40:
+                self.latched = True
+        else:
+            self.low_run = 0
+
+    def _level(self):
         wtm = self.regs[0x2E] & 0x1F
-        if self.int_pin is not None and self.regs[0x22] & 0x04 and len(self.fifo) > wtm:
+        return self.latched or bool(self.regs[0x22] & 0x04 and len(self.fifo) > wtm)
+
+    def _int(self):
+        if self.int_pin is not None and self._level():
             self.int_pin.drive(1)
 
     def read(self, reg, buf):
@@ -462,8 +480,11 @@ class Lis3dh:
         if reg == 0x31:
             buf[0] = 0x40 if self.latched else 0
             self.latched = False
+            if self.int_pin is not None and not self._level():
+                self.int_pin.drive(0)
             return
         if reg == 0x28 and auto:
+            self.reads += 1
             # burst from OUT_X_L: samples leave the FIFO one per 6 bytes (the address rolls
             # back to 0x28 after 0x2D while the FIFO is on)
             if len(buf) % 6:
@@ -474,7 +495,7 @@ class Lis3dh:
                     buf[6 * i + 2 * k] = s[k] & 0xFF
                     buf[6 * i + 2 * k + 1] = s[k] >> 8
             self.ovrn = False
-            if self.int_pin is not None and len(self.fifo) <= self.regs[0x2E] & 0x1F:
+            if self.int_pin is not None and not self._level():
                 self.int_pin.drive(0)
             return
         for i in range(len(buf)):
@@ -487,3 +508,5 @@ class Lis3dh:
         if reg == 0x2E and buf[0] >> 6 == 0:
             self.fifo = []  # bypass mode empties the FIFO
             self.ovrn = False
+        if reg == 0x22 and self.int_pin is not None:
+            self.int_pin.drive(1 if self._level() else 0)  # INT1 follows what is routed to it

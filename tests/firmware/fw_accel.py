@@ -183,3 +183,89 @@ def _traces():
 def test_fall_traces_through_the_fifo_give_the_same_detections():
     for tr, kw, want in _traces():
         assert _same(tr, **kw) == want
+
+
+# free fall as the wake source: the band reads the part only around falls
+
+
+def test_free_fall_event_follows_the_detectors_figures_and_watch_routes_the_watermark():
+    _, dev, acc, _, _ = _part(range_g=8)
+    acc.free_fall(450, 80)  # lib/fall.py's defaults
+    assert dev.regs[0x32] == 8 and dev.regs[0x33] == 3  # 8 x 62 mg >= 450 mg; 3 samples < 80 ms
+    acc.watch(False)
+    assert dev.regs[0x22] == 0x40  # free fall only
+    acc.watch(True)
+    assert dev.regs[0x22] == 0x44  # and the watermark
+    _, dev, acc, _, _ = _part(range_g=2, odr_hz=25)
+    acc.free_fall(450, 80)
+    assert dev.regs[0x32] == 29 and dev.regs[0x33] == 1  # 29 x 16 mg; at 40 ms a sample: 2 low ones make 80 ms
+    acc.free_fall(100000, 20)
+    assert dev.regs[0x32] == 127 and dev.regs[0x33] == 0  # the register's limits
+
+
+def test_unwatched_the_part_wakes_the_board_only_on_a_free_fall():
+    m, dev, acc, clock, irq = _part(watermark=16)
+    irq.irq(handler=acc.irq, trigger=m.Pin.IRQ_RISING, hard=True)
+    acc.free_fall(450, 80)
+    acc.watch(False)
+    for i in range(200):  # worn, moving: no interrupt, the FIFO keeps its last 32 samples
+        dev.push(300 * (i % 3), 200, 1000)
+        clock.t += 20
+    assert irq.value() == 0 and not acc.pending
+    for _ in range(3):
+        dev.push(50, -80, 120)
+        clock.t += 20
+    assert irq.value() == 0  # not yet longer than the duration (3 samples)
+    dev.push(50, -80, 120)
+    assert irq.value() == 1 and acc.pending
+    got = acc.read()
+    assert len(got) == 32 and [s[3] for s in got[-4:]] == [120] * 4  # the fall's start is there
+    assert acc.overruns == 0  # an unwatched FIFO overwrites by design
+    assert irq.value() == 0 and not acc.pending  # the read released the latched interrupt
+
+
+def _gated(trace, cancel_after_suspect_ms=None, batch=16):
+    # the band's schedule (apps/wristband/app.py _motion): a read only when INT1 asks for
+    # one, then watch() while the detector needs samples; the loop polls the detector's
+    # clock in between (it comes round every 20 ms in the cancel window, app.py step()), and
+    # the wearer's press cancels whenever it comes
+    m, dev, acc, clock, irq = _part(odr_hz=1000 // trace.dt, watermark=batch)
+    irq.irq(handler=acc.irq, trigger=m.Pin.IRQ_RISING, hard=True)
+    d = fall.FallDetector()
+    acc.free_fall(d.ff_mg, d.ff_ms)
+    acc.watch(False)
+    events = []
+    suspect_t = None
+    for t, x, y, z in trace.out:
+        dev.push(x, y, z)
+        clock.t = t
+        if acc.pending or irq.value():
+            got = [(d.feed(st, sx, sy, sz), st) for st, sx, sy, sz in acc.read()]
+        else:
+            got = [(d.poll(t), t)]
+        for r, st in got:
+            if r is not None:
+                events.append((r, st))
+                if r == fall.SUSPECT:
+                    suspect_t = st
+        if suspect_t is not None and cancel_after_suspect_ms is not None and t - suspect_t >= cancel_after_suspect_ms:
+            r = d.cancel()
+            if r is not None:
+                events.append((r, t))
+            suspect_t = None
+        acc.watch(d.needs_samples())
+    return events, dev.reads
+
+
+def test_reads_gated_by_the_free_fall_give_the_same_detections_and_none_while_walking():
+    total = every_batch = 0
+    for tr, kw, want in _traces():
+        _, kinds, events = _run(tr, **kw)
+        got, reads = _gated(tr, **kw)
+        assert [e[0] for e in got] == kinds == want, ([e[0] for e in got], kinds)
+        assert [t for _, t in got] == [t for _, t in events]
+        if not want and tr.out[-1][0] - tr.out[0][0] > 100000:
+            assert reads == 0, reads  # two minutes of walking: the band never read the part
+        total += reads
+        every_batch += len(tr.out) // 17  # a read per watermark (16 samples), as before
+    assert total * 4 < every_batch, (total, every_batch)

@@ -6,8 +6,9 @@ import json
 import fakes
 from clock import sleep_ms, ticks_add, ticks_diff
 from fwsupport import raises, rmtree, scratch_dir
-from hal import HalError, boardspec, esp32, machineboard, port, rp2, zephyr
-from hal import spec as hal_spec
+from hal import HalError, boardspec, civil, esp32, rp2, zephyr
+from hal.start import port
+from hal.start import spec as hal_spec
 
 POST = {
     "board": "t-post",
@@ -20,6 +21,17 @@ POST = {
     "battery": {"adc": 5, "ratio_x1000": 2000},
     "sensors": {"smoke": {"adc": 6, "scale": [[400, 0], [2400, 2000]]}, "door": {"pin": 7, "active": 1}},
     "wdt_ms": 6000,
+}
+
+
+_ZEPHYR_PINS = {
+    "button": {"pin": ["gpio0", 11], "active": 0, "pull": "up"},
+    "tamper": {"pin": ["gpio0", 4], "active": 1, "pull": "up"},
+    "led": {"rgb": [["gpio0", 1], ["gpio0", 2], ["gpio1", 3]], "active": 0},
+    "buzzer": {"pin": ["gpio0", 10], "active": 1, "freq": 2700},
+    "uart": {"id": 1, "tx": ["gpio0", 21], "rx": ["gpio0", 20]},
+    "battery": {"adc": ["gpio0", 5], "ratio_x1000": 2000},
+    "sensors": {"smoke": {"adc": ["gpio0", 6], "scale": [[400, 0], [2400, 2000]]}, "door": {"pin": ["gpio0", 7]}},
 }
 
 
@@ -178,8 +190,8 @@ def test_rtc_is_none_until_set_and_converts_the_calendar():
     m.rtc_dt = (2024, 2, 29, 3, 23, 59, 58, 0)
     assert b.rtc() == 1709251198
     for t in (0, 951782400, 1709251198, 4102444799, 1735689600 + 86399):
-        y, mo, d, h, mi, s, _ = machineboard.civil(t)
-        assert machineboard.unix_time(y, mo, d, h, mi, s) == t
+        y, mo, d, h, mi, s, _ = civil.civil(t)
+        assert civil.unix_time(y, mo, d, h, mi, s) == t
 
 
 def test_zephyr_rtc_converts_the_2000_epoch():
@@ -230,24 +242,25 @@ def test_wifi_joins_and_retries_with_doubling_backoff():
     b, _m, net, _, _ = _board(wifi=("venue-net", "s3cret-pass"))
     net.accept = False
     assert not b.online()
-    t0 = b._wifi_next
+    wifi = b.wifi
+    t0 = wifi.next
 
     def at(ms):
         return ticks_add(t0, ms)
 
-    b._wifi_step(at(0))
+    wifi.step(at(0))
     assert net.joins == [("venue-net", "s3cret-pass")]
-    b._wifi_step(at(14999))  # still joining
+    wifi.step(at(14999))  # still joining
     assert len(net.joins) == 1
     waits = []
     t = at(15000)
     for _ in range(8):
-        b._wifi_step(t)  # the join timed out: the next try is scheduled
-        nxt = b._wifi_next
+        wifi.step(t)  # the join timed out: the next try is scheduled
+        nxt = wifi.next
         waits.append(ticks_diff(nxt, t))
-        b._wifi_step(ticks_add(nxt, -1))  # not yet
+        wifi.step(ticks_add(nxt, -1))  # not yet
         n = len(net.joins)
-        b._wifi_step(nxt)
+        wifi.step(nxt)
         assert len(net.joins) == n + 1
         t = ticks_add(nxt, 15000)
     base = 1000
@@ -255,15 +268,15 @@ def test_wifi_joins_and_retries_with_doubling_backoff():
         assert base * 3 // 4 <= w <= base * 5 // 4, waits
         base = min(base * 2, 60000)
     net.accept = True  # the access point is back
-    b._wifi_step(t)  # the last join timed out
-    t = b._wifi_next
-    b._wifi_step(t)  # this one succeeds
-    b._wifi_step(ticks_add(t, 10))
-    assert b.online() and b._wifi_backoff == 1000
+    wifi.step(t)  # the last join timed out
+    t = wifi.next
+    wifi.step(t)  # this one succeeds
+    wifi.step(ticks_add(t, 10))
+    assert b.online() and wifi.backoff == 1000
     n = len(net.joins)
     net.wlans[0].drop()  # the access point went away: a new join at once
     assert not b.online()
-    b._wifi_step(ticks_add(t, 100))
+    wifi.step(ticks_add(t, 100))
     assert len(net.joins) == n + 1 and b.online()
 
 
@@ -403,28 +416,124 @@ def test_pin_maps_that_do_not_fit_are_named_by_file_and_key():
         doc = dict(POST)
         doc["port"] = p
         doc.update(over)
-        e = str(raises(HalError, boardspec.check, doc, "boards/t-post.json", p, "t-post"))
-        assert e.startswith("hal: boards/t-post.json: ") and msg in e, (over, e)
+        e = str(raises(boardspec.BoardFileError, boardspec.check, doc, "boards/t-post.json", p, "t-post"))
+        assert e.startswith("boards/t-post.json: ") and msg in e, (over, e)
         assert "\n" not in e
     doc = dict(POST)
     del doc["button"]
-    assert "button: is required" in str(raises(HalError, boardspec.check, doc, "b.json", "esp32", "t-post"))
+    e = str(raises(boardspec.BoardFileError, boardspec.check, doc, "b.json", "esp32", "t-post"))
+    assert "button: is required" in e
 
 
 def test_missing_or_broken_board_files_and_unknown_platforms_stop_with_one_line():
     root = scratch_dir("boards-t")
     rmtree(root)
     root = scratch_dir("boards-t")
-    e = str(raises(HalError, boardspec.load, "nope", "esp32", root))
-    assert e == "hal: %s/nope.json: no such board file (config.json names board 'nope')" % root
+    e = str(raises(boardspec.BoardFileError, boardspec.load, "nope", "esp32", root))
+    assert e == "%s/nope.json: no such board file (config.json names board 'nope')" % root
     with open(root + "/bad.json", "w") as f:
         f.write('{"board": ')
-    assert "bad.json: not valid JSON" in str(raises(HalError, boardspec.load, "bad", "esp32", root))
-    assert "must be a board file name" in str(raises(HalError, boardspec.load, "../x", "esp32", root))
+    assert "bad.json: not valid JSON" in str(raises(boardspec.BoardFileError, boardspec.load, "bad", "esp32", root))
+    assert "must be a board file name" in str(raises(boardspec.BoardFileError, boardspec.load, "../x", "esp32", root))
     e = str(raises(HalError, port, "pyboard"))
     assert e.startswith("hal: no hardware layer for platform 'pyboard'") and "\n" not in e
     assert port("esp32") == "esp32" and port("rp2") == "rp2" and port("zephyr") == "zephyr"
     cfg = root + "/config.json"
     with open(cfg, "w") as f:
         f.write(json.dumps({"board": "nope"}))
-    assert "nope.json: no such board file" in str(raises(HalError, hal_spec, cfg, root))
+    e = str(raises(HalError, hal_spec, cfg, root))
+    assert e == "hal: %s/nope.json: no such board file (config.json names board 'nope')" % root
+    # the device reads only the checked form of its own port's board file
+    for name, doc, msg in (
+        ("bad", None, "bad.json: not valid JSON"),
+        ("t-post", dict(POST, board="other"), "board: must be the file's own name 't-post'"),
+        ("t-post", POST, "t-post.json: port: this pin map is for esp32, the firmware runs on unix"),
+        ("t-post", dict(POST, port="unix"), "not a checked board file (spec 1): flash it with guardian-provision"),
+    ):
+        if doc is not None:
+            with open(root + "/" + name + ".json", "w") as f:
+                f.write(json.dumps(doc))
+        with open(cfg, "w") as f:
+            f.write(json.dumps({"board": name}))
+        e = str(raises(HalError, hal_spec, cfg, root))
+        assert e.startswith("hal: ") and msg in e and "\n" not in e, e
+    with open(root + "/t-post.json", "w") as f:
+        f.write(json.dumps(boardspec.check(dict(POST, port="unix"), "t-post.json", "unix", "t-post")))
+    assert hal_spec(cfg, root) == ("unix", {"board": "t-post", "port": "unix", "spec": 1}, None)
+
+
+def test_the_checked_form_is_json_and_builds_the_same_board():
+    # what guardian-provision writes (JSON of the checked form) gives the board the checker's
+    # own output gives, on every port (zephyr's pins come back from JSON lists as tuples)
+    for p, over in (("esp32", {}), ("rp2", {}), ("zephyr", _ZEPHYR_PINS)):
+        doc = dict(POST, port=p, **over)
+        form = boardspec.check(doc, "b.json", p, "t-post")
+        again = json.loads(json.dumps(form))
+        assert again["spec"] == boardspec.FORMAT
+        assert boardspec.check(again, "b.json", p, "t-post") == form  # the checked form checks again
+        cls = {"esp32": esp32.Board, "rp2": rp2.Board, "zephyr": zephyr.Board}[p]
+        m1, m2 = fakes.Machine(esp32=p == "esp32"), fakes.Machine(esp32=p == "esp32")
+        b1 = cls(form, m1, fakes.Network(), fakes.Bluetooth(), fakes.NeoPixelModule())
+        b2 = cls(again, m2, fakes.Network(), fakes.Bluetooth(), fakes.NeoPixelModule())
+        for b in (b1, b2):  # the parts made on first use
+            b.uart()
+            b.battery()
+            b.sensor("smoke").read()
+            b.sensor("door").read()
+        assert sorted(m1.pins) == sorted(m2.pins) and len(m1.pins) == 11, (p, sorted(m1.pins))
+        b1.close()
+        b2.close()
+
+
+# the zephyr port's wait
+
+
+class _Polls:
+    # a poll set holding the board's wake flag; `during(n)` runs at the n-th look (0-based)
+    def __init__(self, board, during=None):
+        self.board = board
+        self.during = during
+        self.looks = 0
+
+    def poll(self, ms):
+        assert ms == 0  # the board never blocks in poll() on this port
+        if self.during is not None:
+            self.during(self.looks)
+        self.looks += 1
+        return [(self.board.wake, 1)] if self.board.wake.flag else []
+
+
+def _zephyr_board():
+    s = _spec(_ZEPHYR_PINS, "zephyr", drop=("led", "uart", "battery", "sensors"))
+    m = fakes.Machine()
+    return zephyr.Board(s, m), m
+
+
+def test_zephyr_waits_in_naps_not_in_a_millisecond_poll_loop():
+    from clock import ticks_ms
+
+    b, _ = _zephyr_board()
+    p = _Polls(b)
+    t0 = ticks_ms()
+    b.wait(p, 450)
+    assert ticks_diff(ticks_ms(), t0) >= 450
+    assert b.naps == 3 and p.looks == 4  # 200 + 200 + 50 ms, a look before each and one after
+
+
+def test_zephyr_a_press_during_a_nap_ends_the_wait_at_the_next_look():
+    from clock import ticks_ms
+
+    b, m = _zephyr_board()
+    got = _edges(b.button)
+
+    def press(look):
+        if look == 1:  # after the first nap the wearer presses (pin 11, active low); the
+            m.pins[("gpio0", 11)].drive(0)  # scheduled handler may run only after this look
+
+    p = _Polls(b, press)
+    t0 = ticks_ms()
+    b.wait(p, 2000)
+    took = ticks_diff(ticks_ms(), t0)
+    assert 190 <= took < 700 and b.naps in (1, 2), (took, b.naps)  # within a nap, not 2 s
+    b.service()
+    assert [lv for lv, _ in got] == [1]

@@ -120,6 +120,31 @@ def test_transport_setting():
         assert want in msg, (over, msg)
 
 
+def test_broker_password_and_tls_settings():
+    pw = "A-zA-Z0-9_url-safe-32-characters"
+    cfg = app.load_config(_config("pw.json", broker="gw.local", password=pw, tls_ca="ca.der"))
+    assert cfg["password"] == pw and cfg["tls_ca"] == "ca.der"
+    assert "password" not in app.load_config(_config("nopw.json", broker="gw.local"))
+    for over in ({"password": "short"}, {"password": "has a space in it!!"}, {"password": 12345678901234567}):
+        msg = str(raises(app.ConfigError, app.load_config, _config("bad.json", broker="gw.local", **over)))
+        assert "password must be 16-128 printable ASCII" in msg, (over, msg)
+        assert str(over["password"]) not in msg, "the error never shows the password"
+    msg = str(raises(app.ConfigError, app.load_config, _config("bad.json", broker="gw.local", tls_ca="")))
+    assert "tls_ca must be" in msg
+
+
+def test_mqtt_link_with_a_missing_ca_file_says_so():
+    from link import LinkError, MqttLink
+
+    try:
+        import ssl  # noqa: F401
+    except ImportError:
+        return  # a port without ssl: the link says so instead (not this interpreter)
+    lk = MqttLink("AP-0001", "127.0.0.1", 1, 30, None, password="x" * 16, tls_ca=scratch_dir("ca") + "/none.der")
+    e = raises(LinkError, lk.open, Poller())
+    assert "tls_ca" in str(e) and "none.der" in str(e)
+
+
 def test_uart_post_without_a_uart_keeps_its_outbox_and_retries():
     root = scratch_dir("uart-post")
     rmtree(root)

@@ -31,8 +31,10 @@ from tests.provisioning.conftest import assert_user_error, provision
 VENUE, ZONE = "venue-1", "lounge"
 
 
-def _modules(kind: str, port: str = "unix", root: Path = FIRMWARE_DIR) -> set[str]:
-    return {path for path, _ in source_files(kind, root, port)}
+def _modules(
+    kind: str, port: str = "unix", root: Path = FIRMWARE_DIR, parts: tuple[str, ...] = (), transport: str | None = None
+) -> set[str]:
+    return {path for path, _ in source_files(kind, root, port, parts, transport)}
 
 
 def test_each_bundle_carries_only_its_import_closure() -> None:
@@ -55,27 +57,89 @@ def test_each_bundle_carries_only_its_import_closure() -> None:
             f"apps/{kind}/check.py",
         }
         assert "lib/fixture_proto.py" not in mods  # the rig fixture's, imported by no device app
+        # the virtual board's hal only: no real port's module, no part driver
+        real = {"hal/esp32.py", "hal/rp2.py", "hal/zephyr.py", "hal/machineboard.py", "hal/lis3dh.py"}
+        assert not (real | {"hal/boardspec.py"}) & mods
+
+
+def test_a_bundle_for_one_transport_carries_only_that_link(tmp_path: Path) -> None:
+    mqtt_link, uart_link = {"lib/mqtt.py"}, {"lib/uartlink.py", "lib/cobsframe.py"}
+    for kind in ("alarm_post", "sensor"):
+        both, mqtt, uart = _modules(kind), _modules(kind, transport="mqtt"), _modules(kind, transport="uart")
+        assert mqtt_link | uart_link <= both
+        assert mqtt_link <= mqtt and not uart_link & mqtt and mqtt == both - uart_link
+        assert uart_link <= uart and not mqtt_link & uart and uart == both - mqtt_link
+        assert "lib/link.py" in mqtt and "lib/link.py" in uart  # LinkError, and MqttLink's reporter import
+    assert _modules("wristband", transport="mqtt") == _modules("wristband")
+    with pytest.raises(ProvisionError, match="unknown transport 'lora'"):
+        _modules("alarm_post", transport="lora")
+    b = build_bundle("alarm_post", tmp_path / "b", transport="uart")
+    assert b.transport == "uart" and "lib/mqtt.mpy" not in {f.path for f in b.files}
+    assert json.loads(b.manifest)["transport"] == "uart"
+    band = build_bundle("wristband", tmp_path / "w", transport="uart")
+    assert band.transport == ""  # a band has no link to choose
+
+
+REAL_HAL = {"hal/__init__.py", "hal/machineboard.py", "hal/wake.py"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "board", "port_module", "driver"),
+    [
+        ("alarm_post", "alarm-post-esp32c3", "hal/esp32.py", None),
+        ("alarm_post", "alarm-post-picow", "hal/rp2.py", None),
+        ("sensor", "sensor-esp32s3", "hal/esp32.py", None),
+        ("wristband", "wristband-nrf52840", "hal/zephyr.py", "hal/lis3dh.py"),
+    ],
+)
+def test_a_real_boards_bundle_carries_its_ports_hal_and_its_parts_drivers(
+    tmp_path: Path, kind: str, board: str, port_module: str, driver: str | None
+) -> None:
+    b = build_bundle(kind, tmp_path / "bundle", board=load_board(board, FIRMWARE_DIR))
+    paths = {f.path for f in b.files}
+    want = {p[:-3] + ".mpy" for p in REAL_HAL | {port_module}}
+    assert want <= paths, sorted(want - paths)
+    # the board file was checked here (hal/boardspec.py under CPython): its checker stays home
+    others = {"hal/unix.py", "hal/esp32.py", "hal/rp2.py", "hal/zephyr.py", "hal/lis3dh.py", "hal/boardspec.py"}
+    others -= {port_module, driver}
+    assert not {p[:-3] + ".mpy" for p in others} & paths
+    assert (driver is not None) == ("hal/lis3dh.mpy" in paths)
+    # the board file in its checked form: every key with its default, the format the hal reads
+    form = json.loads(b.read(f"boards/{board}.json"))
+    raw = json.loads((FIRMWARE_DIR / "boards" / f"{board}.json").read_bytes())
+    assert form["spec"] == 1 and form["board"] == board and form["button"]["pin"] == raw["button"]["pin"]
+    assert {"wdt_ms", "sleep", "adc_vref_mv"} <= set(form) and "note" not in form
+    assert (b.board, b.port) == (board, load_board(board, FIRMWARE_DIR).port)
 
 
 def test_closure_picks_the_ports_hardware_layer_and_follows_its_imports(tmp_path: Path) -> None:
     tree = tmp_path / "fw"
     shutil.copytree(FIRMWARE_DIR, tree, ignore=shutil.ignore_patterns("__pycache__"))
-    (tree / "hal" / "esp32.py").write_text("from hal import pinmap\nimport machine\n")
+    # a port module that imports a module of its own: followed, and only for that port
+    (tree / "hal" / "rp2.py").write_text("from hal import pinmap\nfrom hal.machineboard import MachineBoard\n")
     (tree / "hal" / "pinmap.py").write_text("import json\n")
-    (tree / "hal" / "rp2.py").write_text("import machine\n")
-    (tree / "boards").mkdir(exist_ok=True)
-    (tree / "boards" / "post-esp.json").write_text(json.dumps({"board": "post-esp", "port": "esp32"}))
+    rp2 = _modules("alarm_post", "rp2", tree)
+    assert {"hal/rp2.py", "hal/pinmap.py"} | REAL_HAL <= rp2 and not {"hal/unix.py", "hal/esp32.py"} & rp2
     esp = _modules("alarm_post", "esp32", tree)
-    assert {"hal/esp32.py", "hal/pinmap.py"} <= esp and not {"hal/unix.py", "hal/rp2.py"} & esp
+    assert "hal/esp32.py" in esp and not {"hal/pinmap.py", "hal/rp2.py", "hal/lis3dh.py"} & esp
     unix = _modules("alarm_post", "unix", tree)
     assert "hal/unix.py" in unix and not {"hal/esp32.py", "hal/pinmap.py", "hal/rp2.py"} & unix
+    # a part driver goes with a board that names the part, whatever the port
+    assert "hal/lis3dh.py" in _modules("alarm_post", "esp32", tree, ("lis3dh",))
+    (tree / "hal" / "zephyr.py").unlink()
     with pytest.raises(ProvisionError, match=r"no hardware layer for port zephyr \(hal/zephyr.py\)"):
         _modules("wristband", "zephyr", tree)
+    with pytest.raises(ProvisionError, match=r"no driver for the part bma400 \(hal/bma400.py\)"):
+        _modules("wristband", "esp32", tree, ("bma400",))
 
+    (tree / "boards" / "post-esp.json").write_text(
+        json.dumps({"board": "post-esp", "port": "esp32", "button": {"pin": 9}})
+    )
     board = load_board("post-esp", tree)
     b = build_bundle("alarm_post", tmp_path / "bundle", root=tree, board=board)
     assert (b.board, b.port) == ("post-esp", "esp32")
-    assert b.read("boards/post-esp.json") == (tree / "boards" / "post-esp.json").read_bytes()
+    assert b.read("boards/post-esp.json") == board.data
+    assert json.loads(board.data)["button"] == {"pin": 9, "active": 1, "pull": None}
     assert "hal/esp32.mpy" in {f.path for f in b.files} and "hal/unix.mpy" not in {f.path for f in b.files}
 
 
@@ -86,10 +150,17 @@ def test_closure_picks_the_ports_hardware_layer_and_follows_its_imports(tmp_path
         ('{"board": "other", "port": "esp32"}', "\"board\" must be 'b1'"),
         ('{"board": "b1", "port": "avr"}', '"port" must be one of'),
         ("{", "not valid JSON"),
+        # the firmware's own checker, by key, before anything is built or flashed
+        ('{"board": "b1", "port": "esp32"}', "b1.json: button: is required"),
+        ('{"board": "b1", "port": "esp32", "button": {"pin": 60}}', "button.pin: must be an integer from 0 to 48"),
+        ('{"board": "b1", "port": "zephyr", "button": {"pin": 3}}', 'button.pin: must be ["gpioN", 0-31] on zephyr'),
+        ('{"board": "b1", "port": "rp2", "button": {"pin": 1}, "led": {"rgb": [1]}}', "led: needs"),
     ],
 )
 def test_bad_board_file_is_named(tmp_path: Path, content: str, needle: str) -> None:
     (tmp_path / "boards").mkdir()
+    (tmp_path / "hal").mkdir()
+    shutil.copy(FIRMWARE_DIR / "hal" / "boardspec.py", tmp_path / "hal")  # the tree's checker
     (tmp_path / "boards" / "b1.json").write_text(content)
     with pytest.raises(ProvisionError, match=r"b1\.json") as exc:
         load_board("b1", tmp_path)

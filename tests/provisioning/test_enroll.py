@@ -308,7 +308,7 @@ def _altered_config_refused_then_retry_completes(tmp_path: Path, central: Enroll
     mitm.write_text(good)
     ok(enroll(gw, mitm, "SER-OK"))
     assert (gw / "data" / "gateway.key").read_bytes() == made
-    assert "answered again" in central.log.read_text()
+    assert "answered_again=yes" in central.log.read_text()
 
 
 def _bad_requests_refused_with_named_reasons(central: EnrollServer) -> None:

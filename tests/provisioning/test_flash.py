@@ -176,11 +176,11 @@ def test_flash_killed_mid_copy_completes_on_the_next_run(tmp_path: Path, make_bo
     assert m, rerun.stdout
     total = len(json.loads((bundle / "manifest.json").read_text())["files"]) + 2
     assert 0 < int(m.group(1)) < total  # what the killed run copied is not copied again
+    board.wait_console(f"alarm_post: {dev} boot", timeout=10)
     # no half-copied file left where the flash writes (the root and the managed directories);
     # data/ is the running app's own store, whose atomic writes use .tmp files of their own
     flashed = [board.flash_dir, *(board.flash_dir / d for d in MANAGED_DIRS)]
     assert not [p for d in flashed for p in (d.glob("*.tmp") if d == board.flash_dir else d.rglob("*.tmp"))]
-    board.wait_console(f"alarm_post: {dev} boot", timeout=10)
     log = (home / "audit.log").read_text()
     assert '"action":"flash.begin"' in log and '"action":"flash.resume"' in log
     assert log.count('"action":"flash.register"') == 1

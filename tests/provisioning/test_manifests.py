@@ -2,19 +2,21 @@
 
 Each manifest is run as MicroPython's makemanifest runs it (plain Python calling include(),
 module(), package()), with those functions recording what would be frozen; the result must
-be the bundles' modules for the kinds that port serves (boot.py and main.py stay on the
-filesystem). The hardware layer is compared once the tree has the port's hal module.
+be the bundles' modules for the kinds that port serves, with the port's hal module and the
+drivers of the parts its board files name (boot.py and main.py stay on the filesystem). The
+files are also exactly what `python -m provisioning.manifests` writes, so a change of the
+closure that was not carried into them fails here.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from provisioning.bundle import FIRMWARE_DIR, source_files
-
-SERVES = {"esp32": ("alarm_post", "sensor"), "rp2": ("alarm_post", "sensor"), "zephyr": ("wristband",)}
+from provisioning.manifests import SERVES, main, manifest_path, port_parts, render
 
 
 def frozen(manifest: Path) -> set[str]:
@@ -41,14 +43,33 @@ def frozen(manifest: Path) -> set[str]:
 
 @pytest.mark.parametrize("port", sorted(SERVES))
 def test_manifest_freezes_the_import_closure(port: str) -> None:
-    manifest = FIRMWARE_DIR / "manifests" / f"{port}.py"
+    manifest = manifest_path(port)
     got = frozen(manifest)
-    has_hal = (FIRMWARE_DIR / "hal" / f"{port}.py").is_file()
     want: set[str] = set()
     for kind in SERVES[port]:
-        want |= {p for p, _ in source_files(kind, FIRMWARE_DIR, port if has_hal else "unix")}
+        want |= {p for p, _ in source_files(kind, FIRMWARE_DIR, port, port_parts(port))}
     want -= {"boot.py", "main.py"}
-    if not has_hal:  # the port's hardware layer is not in this tree yet: compare the rest
-        want = {p for p in want if not p.startswith("hal/")}
-        got = {p for p in got if not p.startswith("hal/")}
     assert got == want, (sorted(got - want), sorted(want - got))
+    assert f"hal/{port}.py" in got and "hal/machineboard.py" in got and "hal/unix.py" not in got
+    assert ("hal/lis3dh.py" in got) == (port == "zephyr")  # only the band's board has the accelerometer
+
+
+@pytest.mark.parametrize("port", sorted(SERVES))
+def test_manifest_is_what_the_generator_writes(port: str) -> None:
+    assert manifest_path(port).read_text() == render(port), "run: python -m provisioning.manifests"
+
+
+def test_check_mode_reports_a_stale_manifest_and_the_generator_rewrites_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = tmp_path / "fw"
+    shutil.copytree(FIRMWARE_DIR, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    assert main(["--check", "--firmware", str(tree)]) == 0
+    (tree / "lib" / "extra.py").write_text("X = 1\n")
+    (tree / "hal" / "rp2.py").write_text((tree / "hal" / "rp2.py").read_text() + "import extra\n")
+    assert main(["--check", "--firmware", str(tree)]) == 1
+    assert "rp2.py" in capsys.readouterr().err
+    assert main(["--firmware", str(tree)]) == 0
+    assert 'module("extra.py", base_path="../lib")' in (tree / "manifests" / "rp2.py").read_text()
+    assert 'module("extra.py"' not in (tree / "manifests" / "esp32.py").read_text()
+    assert main(["--check", "--firmware", str(tree)]) == 0

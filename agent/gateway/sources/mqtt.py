@@ -16,13 +16,14 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from agent.gateway import broker_files
 from agent.gateway.config import BrokerConfig
 from agent.gateway.pipeline import Ingest
 from agent.gateway.receipts import ReceiptRouter
 from agent.gateway.sources.mqttclient import LocalBrokerError, MqttClient
 from agent.gateway.stats import LocalCounters
 from agent.shared.backoff import Backoff
-from agent.shared.protocol import SESSION_EXPIRY_S, device_down
+from agent.shared.protocol import IDENT_RE, SESSION_EXPIRY_S, device_down
 from agent.shared.tls import tls_context
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ MAX_PACKET = 1 << 20
 RECONNECT_CAP_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 _TOPIC_CACHE = 10_000
+# the device of a topic that does not name one: not an identifier, so it never matches a kid
+INVALID_TOPIC = "<invalid-topic>"
 
 
 class LocalBroker:
@@ -76,10 +79,14 @@ class LocalBroker:
         self.counters = LocalCounters()
         self.backoff = Backoff(cap=RECONNECT_CAP_S)
         self._tls = tls_context(cfg.tls, "local.tls.") if cfg.tls is not None else None
+        # the agent's login: with the packaged broker config nobody else can use its client id
+        self._credentials = None
+        if cfg.username is not None and cfg.password_file is not None:
+            self._credentials = (cfg.username, broker_files.read_password(cfg.password_file))
         # receipts waiting for the connection (or for the broker's Receive Maximum)
         self._outbox: deque[tuple[bytes, bytes]] = deque()
         self._client: MqttClient | None = None
-        self._devices: dict[bytes, str | None] = {}  # topic -> device id
+        self._devices: dict[bytes, str] = {}  # topic -> device id
         self.connected = asyncio.Event()
         receipts.register(SOURCE, self.send, default=True)
 
@@ -133,6 +140,7 @@ class LocalBroker:
                 on_message,
                 self._outbox,
                 self._on_published,
+                self._credentials,
             )
 
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation (the agent
@@ -142,7 +150,9 @@ class LocalBroker:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await client.connected
-            await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S)
+            # retain handling 2: a retained message on a device's up topic (one a device's
+            # credentials can leave there) is not handed over at every subscription
+            await client.subscribe(UP_FILTER, 1, CONNECT_TIMEOUT_S, retain_handling=2)
             if on_status is not None:
                 await client.subscribe(STATUS_FILTER, 1, CONNECT_TIMEOUT_S)
             self._client = client
@@ -151,16 +161,22 @@ class LocalBroker:
             self.counters.connected = True
             log.info("local_broker_up host=%s port=%d", self.cfg.host, self.cfg.port)
             reason = await client.closed
+            self.counters.disconnects += 1
             raise LocalBrokerError(reason)
         finally:
             self._client = None
             client.close()
 
-    def _device_of(self, topic: bytes) -> str | None:
-        """The device id in ge/dev/<id>/up (None for any other topic), cached per topic."""
-        device: str | None = None
+    def _device_of(self, topic: bytes) -> str:
+        """The device id in ge/dev/<id>/up, cached per topic; INVALID_TOPIC for a topic of
+        another shape or a name that is not an identifier (docs/protocol.md §1), which no
+        device can have: the frame is then refused (unknown_device or topic_mismatch) and the
+        topic's text never reaches the log."""
+        device = INVALID_TOPIC
         if topic.startswith(_PREFIX) and topic.endswith(_SUFFIX):
-            device = topic[len(_PREFIX) : -len(_SUFFIX)].decode("utf-8", errors="replace")
+            name = topic[len(_PREFIX) : -len(_SUFFIX)].decode("ascii", errors="replace")
+            if IDENT_RE.fullmatch(name):
+                device = name
         if len(self._devices) >= _TOPIC_CACHE:
             self._devices.clear()
         self._devices[topic] = device

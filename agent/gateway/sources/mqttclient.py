@@ -10,8 +10,9 @@
 """A small asyncio MQTT 5.0 client: the subset the gateway needs from its local broker.
 
 - CONNECT with clean start off, a session expiry, a Receive Maximum (how many QoS 1 messages
-  the broker may hand over unacknowledged) and a Maximum Packet Size; CONNACK checked.
-- SUBSCRIBE with QoS 1; SUBACK checked.
+  the broker may hand over unacknowledged), a Maximum Packet Size and, when configured, a user
+  name and password; CONNACK checked.
+- SUBSCRIBE with QoS 1 and a retain handling; SUBACK checked.
 - PUBLISH in, QoS 0 and 1. Each QoS 1 message comes with an acknowledgement token; PUBACKs go
   out in the order the messages arrived (MQTT 5 §4.6), whatever order the tokens are called
   in, and only on the connection the message came on.
@@ -179,8 +180,15 @@ def _string(s: bytes) -> bytes:
     return _U16.pack(len(s)) + s
 
 
-def connect_packet(client_id: str, keepalive: int, session_expiry: int, receive_maximum: int, max_packet: int) -> bytes:
-    """CONNECT, MQTT 5, clean start off, no will, no credentials."""
+def connect_packet(
+    client_id: str,
+    keepalive: int,
+    session_expiry: int,
+    receive_maximum: int,
+    max_packet: int,
+    credentials: tuple[str, str] | None = None,
+) -> bytes:
+    """CONNECT, MQTT 5, clean start off, no will; a user name and password when given."""
     props = (
         b"\x11"
         + session_expiry.to_bytes(4, "big")
@@ -189,7 +197,18 @@ def connect_packet(client_id: str, keepalive: int, session_expiry: int, receive_
         + b"\x27"
         + max_packet.to_bytes(4, "big")
     )
-    body = b"\x00\x04MQTT\x05\x00" + _U16.pack(keepalive) + varint(len(props)) + props + _string(client_id.encode())
+    flags, login = 0x00, b""
+    if credentials is not None:
+        flags, login = 0xC0, _string(credentials[0].encode()) + _string(credentials[1].encode())
+    body = (
+        b"\x00\x04MQTT\x05"
+        + bytes((flags,))
+        + _U16.pack(keepalive)
+        + varint(len(props))
+        + props
+        + _string(client_id.encode())
+        + login
+    )
     return bytes((_CONNECT,)) + varint(len(body)) + body
 
 
@@ -233,9 +252,11 @@ class MqttClient(asyncio.Protocol):
         on_message: OnMessage,
         outbox: deque[tuple[bytes, bytes]],
         on_published: Callable[[int], None] | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.client_id = client_id
+        self._credentials = credentials  # (user name, password); never logged
         self.keepalive = keepalive
         self.session_expiry = session_expiry
         self.receive_maximum = receive_maximum
@@ -274,7 +295,14 @@ class MqttClient(asyncio.Protocol):
             self._quickack = functools.partial(sock.setsockopt, socket.IPPROTO_TCP, quickack, 1)
             self._ack_now()
         self.transport.write(
-            connect_packet(self.client_id, self.keepalive, self.session_expiry, self.receive_maximum, self.max_packet)
+            connect_packet(
+                self.client_id,
+                self.keepalive,
+                self.session_expiry,
+                self.receive_maximum,
+                self.max_packet,
+                self._credentials,
+            )
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -350,10 +378,11 @@ class MqttClient(asyncio.Protocol):
 
     # --- use -----------------------------------------------------------------------------
 
-    async def subscribe(self, topic_filter: str, qos: int, within_s: float) -> None:
-        """SUBSCRIBE and wait for the SUBACK; LocalBrokerError when refused or downgraded."""
+    async def subscribe(self, topic_filter: str, qos: int, within_s: float, retain_handling: int = 0) -> None:
+        """SUBSCRIBE and wait for the SUBACK; LocalBrokerError when refused or downgraded.
+        retain_handling 2: the broker sends no retained messages for this subscription."""
         pid = self._next_pid()
-        body = _U16.pack(pid) + b"\x00" + _string(topic_filter.encode()) + bytes((qos,))
+        body = _U16.pack(pid) + b"\x00" + _string(topic_filter.encode()) + bytes((qos | retain_handling << 4,))
         waiter: asyncio.Future[bytes] = self.loop.create_future()
         self._suback[pid] = waiter
         self._write(bytes((_SUBSCRIBE,)) + varint(len(body)) + body)

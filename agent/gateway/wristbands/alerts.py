@@ -2,17 +2,34 @@
 
 A pure, deterministic engine: no I/O, no clock; every input carries its gateway time (unix ms).
 Fed by the BLE source with `on_sighting()` for every accepted advert each scanner heard, with
-`scanner_down()` / `scanner_up()` from the scanner watchdog, and with `tick()` about once a
-second. Each call returns the alerts it raised, in order.
+`scanner_down()` / `scanner_up()` from the scanner watchdog, with `on_door()` for the door
+contacts the venue file maps to exit zones, and with `tick()` about once a second. Each call
+returns the band alerts it raised, in order; alerts about the venue itself (an exit zone no
+scanner watches) are collected for `venue_alerts()`.
 
 Per band, across all scanners:
 - RSSI per scanner averaged over a short sliding window (`rssi_window_s`, stretched to three
-  learned advert intervals), an advert the scanner missed counting as -105 dBm; the
-  candidate zone is the zone of the strongest scanner if its average reaches the zone's
-  `min_rssi` and beats the band's current zone by `zone_margin_db`; the band's zone changes
-  only after one candidate wins `zone_confirm` consecutive observations (one observation per
-  advert counter, judged when the next counter arrives, not per scanner copy), so a band at a
-  doorway does not flap;
+  learned advert intervals); the adverts a scanner missed beyond those the best-hearing
+  scanner of the band missed count as -105 dBm, less a slack of one advert plus the share
+  random loss explains (learned across bands from what one scanner far above sensitivity
+  misses that another heard), so a far scanner's rare lucky sample does not beat a near one,
+  and random advert loss, which every scanner suffers alike, does not drag a near scanner's
+  average down; the candidate zone is the zone of the strongest
+  scanner if its average reaches the zone's `min_rssi` and beats the band's current zone by
+  `zone_margin_db`; the band's zone changes only after one candidate wins `zone_confirm`
+  consecutive observations (one observation per advert counter, judged when the next counter
+  arrives, not per scanner copy), so a band at a doorway does not flap;
+- exit evidence: a move into a zone the resident may not be in (an EXIT) needs more: the
+  candidate's scanner must beat every scanner of every other zone by `exit_margin_db`, not
+  only the current zone's by `zone_margin_db`, `exit_confirm` times in a row. A resident
+  sitting next to the exit, where a shadowing swing lifts the exit scanner to the level of
+  the room's own, is still heard by the room's scanner; one in the exit zone is heard by the
+  exit scanner and barely by anything inside. A door contact of that exit zone opening within
+  `door_window_s` of the evidence confirms it at once (no repeat needed);
+  a band last heard within `door_window_s` of a door's opening, faded out (its last reading
+  -80 dBm or weaker, by one of the door's `approach` scanners when the venue lists them) and
+  unheard for `door_lost_s` after it (its own scanners up) is an EXIT too, which covers an
+  exit zone whose scanners are down;
 - the advert interval is learned (EWMA of the gaps between new counters); it stretches the
   RSSI window and the MISSING timeout for bands that advertise slowly;
 - SOS and FALL are keyed by (type, event id), so one event raises one alert however many
@@ -22,6 +39,8 @@ Per band, across all scanners:
   was inside; SCANNER_BLIND instead of MISSING when every scanner of the band's last zone is
   down (MISSING follows if the band is still unheard `scanner_grace_s` after one is back);
   BACK_INSIDE resolves EXIT and MISSING;
+- an exit zone whose every scanner has been down for `exit_blind_after_s` is a venue alert
+  (SCANNER_BLIND, no band): the exit is not watched; a second one when a scanner is back;
 - STRAP_REMOVED after `strap_after_s` with the strap open or the band not worn (not while
   charging), BATTERY_LOW with hysteresis (raised at or below `battery_low_pct` or with the
   LOW_BATTERY flag, re-armed at or above `battery_ok_pct`); during a resident's quiet hours
@@ -48,8 +67,14 @@ _INTERVAL_MS = 1000.0  # assumed advert interval before one is learned
 _INTERVAL_MAX_GAP_MS = 30_000  # longer gaps are absences, not intervals
 _MISSING_INTERVALS = 20  # MISSING never fires before this many learned intervals of silence
 _LINK_SAMPLES = 64  # bound of one scanner's samples of one band (SOS bursts send 10/s)
-_FLOOR_DBM = -105  # the RSSI counted for an advert a scanner did not hear
+_FLOOR_DBM = -105  # the RSSI counted for an advert a scanner missed (beyond the slack)
+_MISS_SLACK = 1  # adverts a scanner may miss against the band's best-hearing scanner for free ...
+_CLEAR_DBM = -85  # ... plus those random loss explains, learned from scanners this far above sensitivity
+_LOSS_PRIOR = 0.05  # the relative miss rate assumed before one is learned
+_LOSS_RATE = 0.002  # EWMA weight of one observation with two clear scanners
+_FADED_DBM = -80  # a band leaving through a door fades out: its last reading is at most this
 _STRONG_DBM = -90  # with margin: the reading that moves a band out of a zone whose scanners are down
+_OPENINGS_MAX = 32  # door openings watched at once (each costs a pass over the bands per tick)
 _NEVER = 1 << 62
 
 
@@ -79,15 +104,30 @@ class Alert:
         return f"P{self.priority}"
 
 
+@dataclass(frozen=True, slots=True)
+class VenueAlert:
+    """An alert about the venue, not a band: an exit zone no scanner watches (SCANNER_BLIND)."""
+
+    type: EventType
+    zone: str  # zone name
+    t_ms: int
+    context: Context = field(default_factory=dict)
+
+    @property
+    def priority(self) -> int:
+        return priority_of(int(self.type))
+
+
 class _Link:
     """One scanner's recent RSSI samples of one band, one per advert counter."""
 
-    __slots__ = ("counter", "samples", "total")
+    __slots__ = ("counter", "samples", "total", "zone")
 
-    def __init__(self) -> None:
+    def __init__(self, zone: str) -> None:
         self.samples: deque[tuple[int, int]] = deque()
         self.total = 0
         self.counter = -1
+        self.zone = zone
 
 
 class _Band:
@@ -113,7 +153,6 @@ class _Band:
         "missing_since",
         "obs_counter",
         "pending",
-        "recent",
         "res",
         "status_counter",
         "strap_alerted",
@@ -132,7 +171,6 @@ class _Band:
         self.last_new_ms = -1
         self.interval_ms = _INTERVAL_MS
         self.obs_counter = -1  # the advert counter of the last zone observation
-        self.recent: deque[int] = deque()  # arrival times of the counters in the RSSI window
         self.zone: str | None = None
         self.pending: str | None = None
         self.streak = 0
@@ -153,6 +191,17 @@ class _Band:
         self.due_ms = _NEVER
 
 
+class _DoorOpening:
+    """A door contact's opening: the bands heard around it are watched for `door_lost_s`."""
+
+    __slots__ = ("door", "t_ms", "zone")
+
+    def __init__(self, door: str, zone: str, t_ms: int) -> None:
+        self.door = door
+        self.zone = zone
+        self.t_ms = t_ms
+
+
 class AlertEngine:
     """The alert state of every registered band; see the module docstring."""
 
@@ -163,16 +212,32 @@ class AlertEngine:
         self._window_ms = int(s.rssi_window_s * 1000)
         self._confirm = s.zone_confirm
         self._margin = s.zone_margin_db
+        self._exit_margin = s.exit_margin_db
+        self._exit_confirm = s.exit_confirm
+        self._door_window_ms = s.door_window_s * 1000
+        self._door_lost_ms = s.door_lost_s * 1000
+        self._exit_blind_ms = s.exit_blind_after_s * 1000
         self._low = s.battery_low_pct
         self._ok = s.battery_ok_pct
         self._grace_ms = s.scanner_grace_s * 1000
         self._scanner_zone = {sc.id: sc.zone for sc in venue.scanners.values()}
+        self._live = dict(self._scanner_zone)  # the scanners not reported down -> zone
         self._zone_min = {z.id: z.min_rssi for z in venue.zones.values()}
         self._zone_scanners: dict[str, tuple[str, ...]] = {
             z: tuple(sc.id for sc in venue.scanners.values() if sc.zone == z) for z in venue.zones
         }
+        self._exits = frozenset(z.id for z in venue.zones.values() if z.kind == "exit")
+        self._door_zone = {d.id: d.zone for d in venue.doors.values()}
+        self._door_approach = {d.id: d.approach for d in venue.doors.values()}
+        self._contacts = {(d.sensor, d.channel): d.id for d in venue.doors.values() if d.sensor is not None}
+        self._door_open_ms: dict[str, int] = {}  # exit zone -> the latest opening of one of its doors
+        # openings whose bands are still watched; a flapping contact keeps only the latest
+        self._openings: deque[_DoorOpening] = deque(maxlen=_OPENINGS_MAX)
         self._down: dict[str, int] = {}  # scanner -> when it was reported down
         self._up: dict[str, int] = {}  # scanner -> when it was last reported back
+        self._exit_blind: dict[str, list[int]] = {}  # exit zone -> [blind since, notice raised (0/1)]
+        self._venue_alerts: list[VenueAlert] = []
+        self._rel_miss = _LOSS_PRIOR  # learned: adverts one clear scanner misses that another heard
         self._bands = {band: _Band(res) for band, res in venue.residents.items()}
         self.counts: Counter[str] = Counter()
 
@@ -201,6 +266,7 @@ class AlertEngine:
             b.last_seen_ms = t_ms
             b.last_scanner = scanner
             b.last_rssi = rssi
+        counter = s.counter
         if s.new:
             if b.last_new_ms >= 0:
                 gap = t_ms - b.last_new_ms
@@ -209,51 +275,95 @@ class AlertEngine:
             b.last_new_ms = t_ms
         if b.missing_open:
             self._found(b, scanner, rssi, t_ms, out)
-        zone = self._scanner_zone.get(scanner)
-        if zone is None:
-            self.counts["unknown_scanner"] += 1
-        elif scanner not in self._down:  # a late copy from a scanner reported down does not place the band
-            if s.counter > b.obs_counter:
+        zone = self._live.get(scanner)  # a late copy from a scanner reported down does not place the band
+        if zone is not None:
+            if counter > b.obs_counter:
                 if b.obs_counter >= 0:
                     self._observe(b, t_ms, out)  # every scanner has had its say on the previous advert
-                b.obs_counter = s.counter
-                b.recent.append(t_ms)
-                if len(b.recent) > _LINK_SAMPLES:
-                    b.recent.popleft()
+                b.obs_counter = counter
             link = b.links.get(scanner)
             if link is None:
-                link = b.links[scanner] = _Link()
-            if link.counter != s.counter:  # the first copy; burst repeats add nothing
-                link.counter = s.counter
+                link = b.links[scanner] = _Link(zone)
+            if link.counter != counter:  # the first copy; burst repeats add nothing
+                link.counter = counter
                 q = link.samples
                 q.append((t_ms, rssi))
                 link.total += rssi
                 if len(q) > _LINK_SAMPLES:
                     link.total -= q.popleft()[1]
+        elif scanner not in self._scanner_zone:
+            self.counts["unknown_scanner"] += 1
         st = s.status
-        if s.counter >= b.status_counter:
-            b.status_counter = s.counter
+        if counter >= b.status_counter:
+            b.status_counter = counter
             if st.flags != b.flags or st.event_id != b.event_id or st.battery != b.battery:
                 self._status(b, scanner, rssi, t_ms, s, out)
         return out
 
+    def on_door(self, door: str, opened: bool, t_ms: int) -> list[Alert]:
+        """A door contact the venue file maps to an exit zone opened (or closed) at t_ms.
+
+        `door` is the `[[doors]] id` (`door_for()` finds it from a venue sensor's device id and
+        channel name). An opening lowers the exit evidence of its zone to a room's for
+        `door_window_s` either side, and the bands heard around it that go unheard for
+        `door_lost_s` raise EXIT (see `tick()`). A closing changes nothing: a band can leave
+        while the door swings shut. An unknown door is counted and ignored.
+        """
+        zone = self._door_zone.get(door)
+        if zone is None:
+            self.counts["unknown_door"] += 1
+            return []
+        self.counts["door_opened" if opened else "door_closed"] += 1
+        if opened:
+            if t_ms > self._door_open_ms.get(zone, -1):
+                self._door_open_ms[zone] = t_ms
+            self._openings.append(_DoorOpening(door, zone, t_ms))
+        return []
+
+    def door_for(self, sensor: str, channel: str) -> str | None:
+        """The door id of a venue sensor's door channel (device id, channel name), if mapped."""
+        return self._contacts.get((sensor, channel))
+
     def scanner_down(self, scanner: str, t_ms: int) -> list[Alert]:
         """The source reports a scanner quiet (its watchdog fired)."""
         self._down.setdefault(scanner, t_ms)
+        self._live.pop(scanner, None)
         for b in self._bands.values():
             b.links.pop(scanner, None)
             b.due_ms = min(b.due_ms, t_ms)
+        zone = self._scanner_zone.get(scanner)
+        if zone in self._exits and zone not in self._exit_blind and self._blind(zone):
+            self._exit_blind[zone] = [min(self._down[sc] for sc in self._zone_scanners[zone]), 0]
         return []
 
     def scanner_up(self, scanner: str, t_ms: int) -> list[Alert]:
         """The source reports a scanner hearing again."""
         if self._down.pop(scanner, None) is not None:
             self._up[scanner] = t_ms
+        zone = self._scanner_zone.get(scanner)
+        if zone is not None:
+            self._live[scanner] = zone
+        blind = self._exit_blind.pop(zone, None) if zone is not None else None
+        if blind is not None and blind[1]:
+            name = self.venue.zones[zone].name if zone is not None else ""
+            ctx: Context = {
+                "zone": name,
+                "time": self._time(t_ms),
+                "scanner": scanner,
+                "blind_s": (t_ms - blind[0]) // 1000,
+                "watched": 1,
+                "text": f"Exit {name} is watched again (scanner {scanner} is back) at {self._time(t_ms)}",
+            }
+            self._venue_alert(name, t_ms, ctx)
         return []
 
     def tick(self, now_ms: int) -> list[Alert]:
-        """Time-based alerts (MISSING, SCANNER_BLIND, STRAP_REMOVED, BATTERY_LOW); call ~1/s."""
+        """Time-based alerts (MISSING, SCANNER_BLIND, STRAP_REMOVED, BATTERY_LOW, door EXIT); ~1/s."""
         out: list[Alert] = []
+        if self._openings:
+            self._door_lost(now_ms, out)
+        if self._exit_blind:
+            self._exit_blind_notices(now_ms)
         minute = -1
         for b in self._bands.values():
             if b.due_ms > now_ms:
@@ -263,73 +373,165 @@ class AlertEngine:
             b.due_ms = self._timers(b, now_ms, minute, out)
         return out
 
+    def venue_alerts(self) -> list[VenueAlert]:
+        """The venue alerts raised since the last call (exit zones not watched, watched again)."""
+        out, self._venue_alerts = self._venue_alerts, []
+        return out
+
     # --- zone ---------------------------------------------------------------------------
 
     def _observe(self, b: _Band, t_ms: int, out: list[Alert]) -> None:
         horizon = t_ms - max(self._window_ms, int(3 * b.interval_ms))
-        recent = b.recent
-        while recent and recent[0] < horizon:
-            recent.popleft()
-        n_band = len(recent)
-        if not n_band:
+        links = b.links
+        h_max = 0
+        heard: list[tuple[int, int, str, str]] = []
+        dead: list[str] = []
+        for sid, link in links.items():
+            q = link.samples
+            if q[0][0] < horizon:
+                total = link.total
+                while q and q[0][0] < horizon:
+                    total -= q.popleft()[1]
+                link.total = total
+                if not q:
+                    dead.append(sid)
+                    continue
+            h = len(q)
+            if h > h_max:  # noqa: PLR1730 - hot path: a comparison costs less than a call to max()
+                h_max = h
+            heard.append((h, link.total, link.zone, sid))
+        for sid in dead:
+            del links[sid]
+        if not h_max:
             return
-        best = cur = -1e9
+        if len(heard) > 1:
+            clear = [h for h, total, _, _ in heard if h >= 3 and total >= _CLEAR_DBM * h]
+            if len(clear) > 1:  # random loss: what one clear scanner misses that another heard
+                top = max(clear)
+                missed = (top * len(clear) - sum(clear)) / (top * (len(clear) - 1))
+                self._rel_miss += (missed - self._rel_miss) * _LOSS_RATE
+        best = second = cur = -1e9
         cand: str | None = None
         cand_scanner = ""
-        for sid, link in list(b.links.items()):
-            q = link.samples
-            while q and q[0][0] < horizon:
-                link.total -= q.popleft()[1]
-            if not q:
-                del b.links[sid]
-                continue
-            # adverts this scanner missed count at the floor: a far scanner's rare lucky sample
-            # does not beat a near one that hears every advert
-            avg = (link.total + _FLOOR_DBM * max(0, n_band - len(q))) / n_band
-            zone = self._scanner_zone[sid]
+        bz = b.zone
+        full = h_max - _MISS_SLACK - int(self._rel_miss * h_max + 0.5)
+        for h, total, zone, sid in heard:
+            ex = full - h
+            # adverts this scanner missed that the band's best-hearing scanner heard count at the
+            # floor: a far scanner's rare lucky sample does not beat a near one that hears them all
+            avg = (total + _FLOOR_DBM * ex) / (h + ex) if ex > 0 else total / h
             if avg > best:
+                if zone != cand:
+                    second = best
                 best, cand, cand_scanner = avg, zone, sid
-            if zone == b.zone and avg > cur:
+            elif avg > second and zone != cand:
+                second = avg
+            if zone == bz and avg > cur:
                 cur = avg
         if cand is None or best < self._zone_min[cand]:
             return  # the strongest scanner is too weak to place the band in its zone
-        if (
-            cur == -1e9
-            and b.zone is not None
-            and cand != b.zone
-            and self._blind(b.zone)
-            and best < max(self._zone_min[cand], _STRONG_DBM) + self._margin
-        ):
-            # the current zone's scanners are down, so the margin has nothing to beat: a move
-            # then needs a strong reading, not merely the best of the rest
+        if cand == bz:
+            b.pending, b.streak = None, 0
             return
-        if cand == b.zone or best < cur + self._margin:
+        if cur == -1e9 and bz is not None and best < max(self._zone_min[cand], _STRONG_DBM) + self._margin:
+            # no scanner of the current zone hears the band (or they are down), so the margin has
+            # nothing to beat: a move then needs a strong reading, not merely the best of the rest
+            # (a band walking away from the exit is still heard faintly by a room's scanner)
+            return
+        allowed = cand in b.allowed
+        need, confirm = cur + self._margin, self._confirm
+        door = False
+        if not allowed:
+            # exit evidence: the exit scanner beats every scanner of every other zone
+            need, confirm = max(need, second + self._exit_margin), self._exit_confirm
+            opened = self._door_open_ms.get(cand, -1)
+            if opened >= 0 and abs(t_ms - opened) <= self._door_window_ms:
+                door, confirm = True, 1  # a door of the zone opened: the evidence needs no repeat
+        if best < need:
             b.pending, b.streak = None, 0
             return
         if cand == b.pending:
             b.streak += 1
         else:
             b.pending, b.streak = cand, 1
-        if b.zone is not None and b.streak < self._confirm:
-            return
-        if b.zone is None and b.streak < self._confirm and cand not in b.allowed:
+        if b.streak < confirm and (bz is not None or not allowed):
             return  # a first placement outside the allowed zones needs the full confirmation
-        old = b.zone
         b.zone, b.pending, b.streak = cand, None, 0
-        if cand not in b.allowed and not b.exit_open:
-            b.exit_open, b.exit_since = True, t_ms
-            ctx = self._ctx(b, t_ms, cand_scanner, round(best))
-            ctx["from_zone"] = self._zone_name(old)
-            ctx["reason"] = "exit zone" if self.venue.zones[cand].kind == "exit" else "zone not allowed"
-            ctx["text"] = f"{b.res.reference} seen in {self._zone_name(cand)} ({ctx['reason']}) at {ctx['time']}"
-            out.append(self._alert(EventType.EXIT, b, t_ms, ctx))
-        elif cand in b.allowed and b.exit_open:
+        if not allowed and not b.exit_open:
+            reason = "exit zone" if cand in self._exits else "zone not allowed"
+            if door:
+                reason += ", door opened"
+            self._exit(b, t_ms, cand_scanner, round(best), bz, reason, out)
+        elif allowed and b.exit_open:
             b.exit_open = False
             ctx = self._ctx(b, t_ms, cand_scanner, round(best))
             ctx["resolves"] = "EXIT"
             ctx["away_s"] = (t_ms - b.exit_since) // 1000
             ctx["text"] = f"{b.res.reference} is back inside, in {self._zone_name(cand)}, at {ctx['time']}"
             out.append(self._alert(EventType.BACK_INSIDE, b, t_ms, ctx))
+
+    def _exit(
+        self, b: _Band, t_ms: int, scanner: str, rssi: int, old: str | None, reason: str, out: list[Alert]
+    ) -> None:
+        b.exit_open, b.exit_since = True, t_ms
+        ctx = self._ctx(b, t_ms, scanner, rssi)
+        ctx["from_zone"] = self._zone_name(old)
+        ctx["reason"] = reason
+        ctx["text"] = f"{b.res.reference} seen in {ctx['zone']} ({reason}) at {ctx['time']}"
+        out.append(self._alert(EventType.EXIT, b, t_ms, ctx))
+
+    def _door_lost(self, now: int, out: list[Alert]) -> None:
+        """EXIT for bands heard around a door's opening and unheard since, their scanners up."""
+        window, lost = self._door_window_ms, self._door_lost_ms
+        openings = self._openings
+        while openings and openings[0].t_ms + window + lost < now:
+            openings.popleft()
+        for o in openings:
+            approach = self._door_approach[o.door]
+            for b in self._bands.values():
+                seen = b.last_seen_ms
+                if (
+                    b.exit_open
+                    or b.missing_open
+                    or seen < o.t_ms - window
+                    or seen > o.t_ms + window
+                    or now - seen < lost
+                    or b.last_rssi > _FADED_DBM
+                    or (approach is not None and b.last_scanner not in approach)
+                    or b.last_scanner in self._down
+                    or (b.zone is not None and b.zone in b.allowed and self._blind(b.zone))
+                ):
+                    continue
+                old = b.zone
+                b.zone, b.pending, b.streak = o.zone, None, 0
+                reason = f"door {o.door} opened at {self._time(o.t_ms)}, not heard since"
+                self._exit(b, now, b.last_scanner, b.last_rssi, old, reason, out)
+                out[-1].context["last_seen"] = self._time(seen)
+
+    def _exit_blind_notices(self, now: int) -> None:
+        for zone, blind in self._exit_blind.items():
+            if blind[1] or now < blind[0] + self._exit_blind_ms:
+                continue
+            blind[1] = 1
+            name = self.venue.zones[zone].name
+            down = ", ".join(self._zone_scanners[zone])
+            ctx: Context = {
+                "zone": name,
+                "time": self._time(now),
+                "scanners_down": down,
+                "blind_s": (now - blind[0]) // 1000,
+                "since": self._time(blind[0]),
+                "watched": 0,
+                "text": (
+                    f"Exit {name} is not watched: scanner(s) {down} down since {self._time(blind[0])}; "
+                    "residents leaving there are not seen"
+                ),
+            }
+            self._venue_alert(name, now, ctx)
+
+    def _venue_alert(self, zone_name: str, t_ms: int, ctx: Context) -> None:
+        self.counts["venue_SCANNER_BLIND"] += 1
+        self._venue_alerts.append(VenueAlert(EventType.SCANNER_BLIND, zone_name, t_ms, ctx))
 
     def _found(self, b: _Band, scanner: str, rssi: int, t_ms: int, out: list[Alert]) -> None:
         b.missing_open = False

@@ -41,7 +41,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.gateway.config import BleScannerConfig, WristbandConfig
 from agent.gateway.stats import BleCounters
-from agent.gateway.wristbands.advert import FALL, SOS, AdvertError, band_root, from_manufacturer_data
+from agent.gateway.wristbands.advert import (
+    BATTERY_UNKNOWN,
+    CHARGING,
+    FALL,
+    LOW_BATTERY,
+    SOS,
+    STRAP_OPEN,
+    WORN,
+    AdvertError,
+    band_root,
+    from_manufacturer_data,
+)
 from agent.gateway.wristbands.resolver import BandKey, BandResolver, Sighting
 from agent.shared.log import Throttle
 from agent.shared.protocol import EventType
@@ -185,6 +196,33 @@ def scanner_backend(cfg: BleScannerConfig, company: int) -> tuple[type[BaseBleak
     return None, {"bluez": bluez}
 
 
+@dataclass(frozen=True, slots=True)
+class BandSeen:
+    """A band's last accepted advert, as the status page shows it."""
+
+    band: str
+    t_ms: int  # gateway time it was heard
+    scanner: str
+    rssi: int  # dBm, at that scanner
+    battery: int | None  # %, None when the band does not know
+    worn: bool
+    strap_open: bool
+    low_battery: bool
+    charging: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerState:
+    """A [[ble]] scanner, as the status page shows it."""
+
+    name: str
+    backend: str
+    running: bool
+    silent_s: float  # since it last heard any advert (or started)
+    blind: bool  # in a blind episode: restarted by the watchdog, SCANNER_BLIND sent
+    restarts: int  # in the current blind episode
+
+
 class _Scanner:
     __slots__ = ("blind_since", "cfg", "heard", "next_blind", "restart", "restarts", "running")
 
@@ -230,6 +268,33 @@ class BleSources:
         self.scanners = {c.name: _Scanner(c) for c in scanners}
         self._queue: asyncio.Queue[tuple[str, int, int, int, bytes]] = asyncio.Queue(QUEUE_MAX)
         self._throttle = Throttle()
+        # band -> (gateway ms, scanner, rssi, battery, flags) of its last accepted advert
+        self._seen: dict[str, tuple[int, str, int, int, int]] = {}
+
+    def bands_seen(self) -> dict[str, BandSeen]:
+        """Each band's last accepted advert (for the status page; bands never heard are absent)."""
+        out = {}
+        for band, (t_ms, scanner, rssi, battery, flags) in list(self._seen.items()):
+            out[band] = BandSeen(
+                band,
+                t_ms,
+                scanner,
+                rssi,
+                None if battery == BATTERY_UNKNOWN else battery,
+                bool(flags & WORN),
+                bool(flags & STRAP_OPEN),
+                bool(flags & LOW_BATTERY),
+                bool(flags & CHARGING),
+            )
+        return out
+
+    def scanner_states(self) -> list[ScannerState]:
+        """Every configured scanner's state (for the status page)."""
+        now = time.monotonic()
+        return [
+            ScannerState(n, s.cfg.backend, s.running, now - s.heard, s.blind_since is not None, s.restarts)
+            for n, s in self.scanners.items()
+        ]
 
     def blind_scanners(self) -> dict[str, float]:
         """Scanners in a blind episode: name -> seconds since they last heard an advert."""
@@ -359,6 +424,7 @@ class BleSources:
             self.counters.accepted += 1
         else:
             self.counters.repeats += 1
+        self._seen[s.band] = (t_ms, scanner, rssi, s.status.battery, s.status.flags)
         for a in self.sink.on_sighting(scanner, rssi, t_ms, s):
             events.append(alert_event(a))
 

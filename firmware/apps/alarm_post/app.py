@@ -11,11 +11,11 @@
 #   and are dropped (and counted) when only the reserve is left.
 # Inputs arrive as edges with the time the pin's interrupt recorded them (the hal's edge
 # rings, handed over by board.service()); the loop does the rest.
-import devconfig
 import frame
 import reporter
 from button import LONG, PRESS, Debouncer
 from clock import ticks_ms
+from devconfig import ConfigError  # launch.py catches it as app.ConfigError
 from reporter import P0, P1, Reporter
 
 try:
@@ -30,9 +30,6 @@ _MAX_EDGES = const(32)
 
 DEFAULTS = dict(reporter.LINK_DEFAULTS)
 DEFAULTS.update({"long_press_ms": 3000, "debounce_ms": 30})
-
-
-ConfigError = devconfig.ConfigError  # main.py catches it as app.ConfigError
 
 
 def load_config(path="config.json"):

@@ -28,10 +28,10 @@
 # Readings come from the hal: board.sensor(name).read() is an integer in the channel's unit,
 # or None while the board has no reading yet (such samples are skipped).
 import detector
-import devconfig
 import frame
 import reporter
 from clock import ticks_add, ticks_diff, ticks_ms
+from devconfig import ConfigError  # launch.py catches it as app.ConfigError
 from reporter import LED_BLUE, LED_GREEN, LED_MAGENTA, LED_OFF, LED_RED, P0, P1, Reporter
 
 try:
@@ -64,8 +64,6 @@ _TUNABLE = ("on", "off", "confirm_ms", "clear_ms", "fault_ms")
 DEFAULTS = dict(reporter.LINK_DEFAULTS)
 DEFAULTS.update({"sample_ms": 500, "channels": []})
 
-ConfigError = devconfig.ConfigError  # main.py catches it as app.ConfigError
-
 
 class Channel:
     def __init__(self, index, name, typ, det):
@@ -78,6 +76,8 @@ class Channel:
 
 
 def _channels(path, raw):
+    import devconfig  # configuration only: launch.py drops it once the config is read
+
     if not isinstance(raw, list) or not 1 <= len(raw) <= _MAX_CHANNELS:
         raise ConfigError("%s: channels must be a list of 1 to %d channels" % (path, _MAX_CHANNELS))
     out = []

@@ -10,7 +10,12 @@
 #   age_out_s old.
 # - Fall (lib/fall.py): accelerometer samples through the detector; a suspected fall buzzes
 #   for the cancel window, a press of the button in it cancels ("I'm fine"); a confirmed fall
-#   is a new event id with the FALL flag, kept like SOS.
+#   is a new event id with the FALL flag, kept like SOS. The band reads the accelerometer only
+#   when it asks (hal accel due()): while the detector is idle only a free fall below its own
+#   threshold can start anything, so the part wakes the band on such a free fall alone
+#   (free_fall(), with the samples before it still in its FIFO) and the band watches every
+#   FIFO batch only until the detector is idle again. Worn and still or walking, the band
+#   wakes for its adverts alone (docs/boards.md, Budgets: the energy this saves).
 # - Strap open (input 1) sets STRAP_OPEN, closed sets WORN; LOW_BATTERY at or below
 #   low_battery_pct; CLOCK_RESTORED while the band clock says so.
 # The radio comes from the hal (Board.radio(): the virtual air on the unix port, MicroPython's
@@ -23,10 +28,10 @@ import select
 
 import advert
 import bandclock
-import devconfig
 import fall as falllib
 import sos as soslib
 from clock import ticks_add, ticks_diff, ticks_ms
+from devconfig import ConfigError  # launch.py catches it as app.ConfigError
 
 try:
     from micropython import const
@@ -56,9 +61,6 @@ DEFAULTS = {
 _FALL_KEYS = ("ff_mg", "ff_ms", "impact_mg", "impact_ms", "settle_ms", "still_ms", "still_mg", "still_pct", "cancel_ms")
 
 
-ConfigError = devconfig.ConfigError  # main.py catches it as app.ConfigError
-
-
 def band_root(key):
     # the band's 16-byte root key from its 32-byte device key (docs/protocol.md §10.1)
     return hashlib.sha256(b"GE wristband root\x00" + key).digest()[:16]
@@ -66,6 +68,8 @@ def band_root(key):
 
 def load_config(path="config.json"):
     # config.json -> dict with defaults applied; ConfigError names the field, never the key
+    import devconfig  # configuration only: launch.py drops it once the config is read
+
     cfg = devconfig.load(path, DEFAULTS, 32, 32)
     limits = (
         ("k", advert.K_MIN, advert.K_MAX),
@@ -101,6 +105,8 @@ class Wristband:
         )
         self.fall = falllib.FallDetector(**cfg["fall"])
         self.acc = board.accel() if hasattr(board, "accel") else None
+        if self.acc is not None:
+            self.acc.free_fall(self.fall.ff_mg, self.fall.ff_ms)
         self.fall_id = 0
         self.fall_at = None  # ticks of the confirmed fall's impact
         self.edges = []
@@ -130,11 +136,14 @@ class Wristband:
 
     def _motion(self, now):
         got = []
-        if self.acc is not None:
-            for t, x, y, z in self.acc.read():
+        acc = self.acc
+        if acc is not None and acc.due():
+            for t, x, y, z in acc.read():
                 r = self.fall.feed(t, x, y, z)
                 if r is not None:
                     got.append(r)
+        if acc is not None:
+            acc.watch(self.fall.needs_samples())
         r = self.fall.poll(now)
         if r is not None:
             got.append(r)

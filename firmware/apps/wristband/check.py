@@ -18,6 +18,6 @@ def crypto():
     keys = advert.BandKeys(binascii.unhexlify(_ROOT), 0, 10, advert.COMPANY_TEST)
     buf = bytearray(advert.ADVERT_LEN)
     advert.encode(keys, 1700000000, advert.WORN, 87, 0, 0, buf)
-    if binascii.hexlify(buf).decode() != _ADVERT:
+    if binascii.hexlify(bytes(buf)).decode() != _ADVERT:
         return "AES-CCM advert vector"
     return None
