@@ -58,6 +58,9 @@ Key = tuple[str, int, int]
 CLOSERS = frozenset({int(EventType.BACK_INSIDE), int(EventType.SENSOR_CLEAR)})
 WATCHED = frozenset(int(t) for t in ESCALATING) | CLOSERS
 TICK_S = 1.0  # the loop looks again at least this often (the sounder's time limit)
+# the acknowledgement page shares the agent's event loop with the alarm path and faces the venue
+# network: requests beyond this budget are answered 503 before any work (people tap a few links)
+PAGE_REQUESTS_PER_S = 20.0
 
 
 class UplinkState(Protocol):
@@ -406,7 +409,8 @@ class Fallback:
                 self.acked(result.alert.id, "link")
 
         try:
-            return await web.start(web.WebApp(self.notifier, on_ack), *self.cfg.ack_listen)
+            page = web.WebApp(self.notifier, on_ack, requests_per_s=PAGE_REQUESTS_PER_S)
+            return await web.start(page, *self.cfg.ack_listen)
         except OSError as exc:
             # the notifier still sends; people acknowledge through central once it is back
             log.error("ack_page_unavailable listen=%s:%d reason=%r", *self.cfg.ack_listen, exc.strerror)

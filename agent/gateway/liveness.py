@@ -18,8 +18,10 @@ known. It is reported offline (docs/protocol.md §4.4, data `{1: device, 2: sile
     2 x interval + margin_s   two heartbeats missed (reason "heartbeat"), or
     1 x interval + margin_s   after its MQTT last will `offline` on ge/dev/<id>/status (reason "will").
 
-The status topic is not authenticated (anyone on the venue network may publish there), so a
-will alone never reports a device that heartbeats on time: it only shortens the wait for one
+A status message carries no MAC: the local broker's per-device logins and ACL
+(agent/shared/broker_auth.py) let only the device's own login publish there, but a stolen or
+shared broker password, or a broker without the ACL, lets anyone on the venue network do it. So
+a will alone never reports a device that heartbeats on time: it only shortens the wait for one
 that has also gone quiet. Any accepted frame (MAC-checked, fresh) is proof of life; a device
 reported offline that is heard again is reported online with the time it was away.
 
