@@ -17,15 +17,14 @@ import pytest
 
 from agent.central.keys import generate_central_key
 from agent.shared.registry import Device
-from hil_tests.sim.air import VirtualAir, parse_venue
 from hil_tests.sim.board import VirtualBoard
-from hil_tests.sim.firmware import alarm_post_config, firmware_files, wristband_config
+from hil_tests.sim.firmware import alarm_post_config, firmware_files
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.notifier import NotifierProcess, fresh_port
 from hil_tests.sim.tools import wait_until
 from tests.notify.receiver import Receiver
-from tests.test_notify_e2e import AIR, ALERTS, BAND, ESCALATE_S, KEY, circle
+from tests.test_notify_e2e import ESCALATE_S, care_home, circle
 
 POSTS = {"AP-0001": bytes([1]) * 32}
 FALLBACK_S = 3
@@ -74,43 +73,10 @@ def rx() -> Iterator[Receiver]:
 def test_central_down_the_gateway_tells_the_family_and_central_does_not_tell_them_again(
     tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], micropython: str, rx: Receiver
 ) -> None:
-    local, central = broker_pair
-    central_pub = generate_central_key(tmp_path / "central.key", "central")
-    air = VirtualAir(parse_venue(AIR))
-    (tmp_path / "residents.toml").write_text(ALERTS)
-    ble = "\n".join(
-        f'[[ble]]\nname = "{n}"\nbackend = "sim"\nair = "{air.address[0]}:{air.address[1]}"\nposition = [{x}, {y}]'
-        for n, (x, y) in air.venue.scanners.items()
-    )
+    central = broker_pair[1]
     page = fresh_port()
-    agent = AgentProcess(
-        tmp_path / "gw",
-        local.address,
-        central.address,
-        [Device(BAND, "wristband", KEY, "venue-1", "lounge")],
-        extra_config=f'{ble}\n[wristbands]\nalerts = "{tmp_path / "residents.toml"}"\n'
-        + notify_section(tmp_path / "gw", circle(rx), page),
-        central_options=f'command_key = "{central_pub}"',
-    )
-    band = VirtualBoard(BAND, tmp_path / BAND, micropython=micropython, air=air.address)
-    notifier = NotifierProcess(
-        tmp_path / "notify",
-        central.address,
-        circle(rx),
-        [(agent.public_key_file, "venue-1")],
-        command_key=tmp_path / "central.key",
-        device_keys=agent.devices_file,
-    )
-    try:
-        band.install(firmware_files("wristband"), wristband_config(BAND, KEY))
-        band.set_position(5, 4)
-        band.power_on()
-        band.wait_console(f"wristband: {BAND} up", timeout=10)
-        notifier.start()
-        agent.start()
-        agent.wait_log("uplink_up")
-        air.wait_scanners({"scan-lounge"}, timeout=10)
-
+    extra = notify_section(tmp_path / "gw", circle(rx), page)
+    with care_home(tmp_path, broker_pair, micropython, rx, extra) as (band, agent, notifier):
         central.stop()  # central is unreachable: its broker is gone
         agent.wait_log("uplink_down", timeout=15)
         pressed = time.time()
@@ -125,19 +91,13 @@ def test_central_down_the_gateway_tells_the_family_and_central_does_not_tell_the
         assert rx.at("son")[0].t - first.t > ESCALATE_S - 0.5, "not before escalate_after_s (timing: make bench)"
 
         central.start()  # central is back: the backlog, the alert's NOTIFIED events behind it
-        agent.wait_log("uplink_up", timeout=30)
-        notifier.wait_log("gateway_notified", timeout=30)
+        notifier.wait_log("gateway_notified", timeout=40)
         # the escalation continues (staff), from the gateway or from central: once
         assert rx.wait_for(lambda: rx.at("desk"), 2 * ESCALATE_S + 15), notifier.log_text()[-3000:]
         time.sleep(ESCALATE_S + 2)  # nothing else may arrive
         assert duplicates(rx) == {}, rx.received
         assert [len(rx.at(p)) for p in ("li", "son", "desk")] == [1, 1, 1]
         assert "alert_held" in notifier.log_text(), "central held the late alert for the gateway's NOTIFIED"
-    finally:
-        band.close()
-        notifier.stop()
-        agent.kill()
-        air.close()
 
 
 class Posts:
