@@ -10,6 +10,7 @@ import sqlite3
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiomqtt
@@ -51,9 +52,15 @@ reference = "Resident 4 (room 4)"
 """
 
 
-def circle(rx: Receiver, venue: str = "venue-1", bands: tuple[str, ...] = (BAND,)) -> str:
+def circle(
+    rx: Receiver, venue: str = "venue-1", bands: tuple[str, ...] = (BAND,), staff: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """Li Wei, then Sam, for each band; the desk and any more `staff` (id, name) last."""
     residents = "".join(
         f'[[residents]]\nband = "{b}"\nreference = "Room {i}"\ncircle = ["li", "son"]\n' for i, b in enumerate(bands)
+    )
+    residents = (
+        "".join(f'[[staff]]\nid = "{i}"\nname = "{n}"\nchannels = ["{rx.url(i)}"]\n' for i, n in staff) + residents
     )
     return f"""\
 venue = "{venue}"
@@ -82,9 +89,13 @@ def rx() -> Iterator[Receiver]:
     receiver.close()
 
 
-@pytest.fixture
-def home(tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], micropython: str, rx: Receiver) -> Iterator[tuple]:
-    local, central = broker_pair
+@contextmanager
+def care_home(
+    tmp_path: Path, brokers: tuple[Mosquitto, Mosquitto], micropython: str, rx: Receiver, agent_extra: str = ""
+) -> Iterator[tuple[VirtualBoard, AgentProcess, NotifierProcess]]:
+    """The band in the lounge, the agent (scanners, alert engine, `agent_extra`), central's
+    notifier; all running, all stopped at the end."""
+    local, central = brokers
     central_key = tmp_path / "central.key"
     central_pub = generate_central_key(central_key, "central")
     air = VirtualAir(parse_venue(AIR))
@@ -99,7 +110,7 @@ def home(tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], micropython: 
         local.address,
         central.address,
         [Device(BAND, "wristband", KEY, "venue-1", "lounge")],
-        extra_config=f'{ble}\n[wristbands]\nalerts = "{alerts}"\n',
+        extra_config=f'{ble}\n[wristbands]\nalerts = "{alerts}"\n' + agent_extra,
         central_options=f'command_key = "{central_pub}"',
     )
     band = VirtualBoard(BAND, tmp_path / BAND, micropython=micropython, air=air.address)
@@ -126,6 +137,12 @@ def home(tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], micropython: 
         notifier.stop()
         agent.kill()
         air.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path, broker_pair: tuple[Mosquitto, Mosquitto], micropython: str, rx: Receiver) -> Iterator[tuple]:
+    with care_home(tmp_path, broker_pair, micropython, rx) as parts:
+        yield parts
 
 
 def test_sos_reaches_the_family_escalates_and_the_ack_reaches_the_gateway(home: tuple, rx: Receiver) -> None:

@@ -99,3 +99,28 @@ def test_example_agent_config_validates(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert cfg.gateway_id == "GW-0001" and cfg.metrics == ("127.0.0.1", 9108)
     assert cfg.buffer.max_bytes == 256 * 1024 * 1024 and cfg.buffer.p0_reserve_bytes == 32 * 1024 * 1024
+
+
+def test_example_notify_section_validates_with_the_example_circle(tmp_path: Path) -> None:
+    text = (PACKAGING / "config" / "agent.toml").read_text()
+    head, notify = text.split("# [notify]")
+    notify = "[notify]" + "\n".join(line.removeprefix("# ") for line in notify.splitlines())
+    pager = tmp_path / "page-staff"
+    pager.write_text("#!/bin/sh\n")
+    pager.chmod(0o755)
+    gpio = tmp_path / "gpio17"
+    gpio.mkdir()
+    (gpio / "value").write_text("0\n")
+    notify = (
+        notify.replace("/etc/guardian-edge/rosewood-house.toml", str(PACKAGING / "config" / "rosewood-house.toml"))
+        .replace("/usr/local/bin/page-staff", str(pager))
+        .replace("/sys/class/gpio/gpio17", str(gpio))
+    )
+    head = head.split("[central.tls]")[0] + "[buffer]" + head.split("[buffer]")[1]
+    head = head.replace('command_key = "/etc/guardian-edge/central.pub"', "")
+    head = head.replace("/var/lib/guardian-edge", str(tmp_path / "state")).replace("venue-0001", "rosewood-house")
+    path = tmp_path / "agent.toml"
+    path.write_text(head + notify)
+    cfg = load_config(path)
+    assert cfg.notify is not None and cfg.notify.fallback_after_s == 20.0
+    assert cfg.notify.modem is not None and cfg.notify.sounder is not None and cfg.liveness.margin_s == 10.0

@@ -30,9 +30,8 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.gateway import fallback
 from agent.gateway.buffer import Store
 from agent.gateway.command_handler import CommandHandler, restore
 from agent.gateway.committer import CommitInbox, Committer, recovered_state
@@ -61,6 +60,9 @@ from agent.shared.errors import ConfigError
 from agent.shared.log import Fields
 from agent.shared.protocol import EventType
 from agent.shared.registry import Registry, load_registry
+
+if TYPE_CHECKING:
+    from agent.gateway.fallback import AlarmWatch, Fallback
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +139,7 @@ async def _run_gateway(cfg: AgentConfig) -> None:
     bands = _band_state(cfg, store)
     # the posts and sensors followed; the alerts the fallback follows again (same reason)
     liveness = Liveness(cfg.liveness, registry, rows=store.load_liveness()) if cfg.liveness.enabled else None
-    watch = None
-    if cfg.notify is not None:
-        watch = fallback.AlarmWatch(cfg.gateway_id, cfg.notify.fallback_after_s)
-        watch.committed(store.pending_alerts(watch.types))
+    watch = _alarm_watch(cfg, store)
     metrics = Metrics() if cfg.metrics is not None else None
 
     recovered = recovered_state(rec, disk)
@@ -212,19 +211,7 @@ async def _run_gateway(cfg: AgentConfig) -> None:
         doors=bands.doors,
     )
     # people told by the gateway itself while central is unreachable
-    fallback_part = None
-    if cfg.notify is not None and watch is not None:
-        fallback_part = fallback.build(
-            cfg.notify,
-            venue=cfg.venue,
-            gateway_id=cfg.gateway_id,
-            data_dir=cfg.data_dir,
-            registry=registry,
-            watch=watch,
-            uplink=uplink,
-            raise_event=pipeline.gateway_event,
-            send_receipt=receipts.send,
-        )
+    fallback_part = _fallback(cfg, watch, registry=registry, uplink=uplink, pipeline=pipeline, receipts=receipts)
 
     # what the log, the heartbeat and the metrics read
     stats = Stats(
@@ -271,6 +258,45 @@ async def _run_gateway(cfg: AgentConfig) -> None:
         committer.stop()
         store.close()
         log.info("agent_stopped %s", stats_line(stats.snapshot()))
+
+
+def _alarm_watch(cfg: AgentConfig, store: Store) -> AlarmWatch | None:
+    """With [notify]: the watch over committed alerts, with those a restart finds undelivered."""
+    if cfg.notify is None:
+        return None
+    # the notifier (Apprise, its channels) loads only for a gateway with [notify]
+    from agent.gateway import fallback  # noqa: PLC0415
+
+    watch = fallback.AlarmWatch(cfg.gateway_id, cfg.notify.fallback_after_s)
+    watch.committed(store.pending_alerts(watch.types))
+    return watch
+
+
+def _fallback(
+    cfg: AgentConfig,
+    watch: AlarmWatch | None,
+    *,
+    registry: Registry,
+    uplink: Uplink,
+    pipeline: Pipeline,
+    receipts: ReceiptRouter,
+) -> Fallback | None:
+    """With [notify]: the fallback notifier, its events through the pipeline's gateway-event path."""
+    if cfg.notify is None or watch is None:
+        return None
+    from agent.gateway import fallback  # noqa: PLC0415
+
+    return fallback.build(
+        cfg.notify,
+        venue=cfg.venue,
+        gateway_id=cfg.gateway_id,
+        data_dir=cfg.data_dir,
+        registry=registry,
+        watch=watch,
+        uplink=uplink,
+        raise_event=pipeline.gateway_event,
+        send_receipt=receipts.send,
+    )
 
 
 async def _run(*jobs: Coroutine[Any, Any, None], stopping: Callable[[], Awaitable[None]]) -> None:

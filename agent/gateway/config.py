@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
+from agent.notify.modem import ModemConfig
+from agent.notify.modem import load_config as load_modem_config
 from agent.shared import tomlcheck
 from agent.shared.commands import LINGER_MS_RANGE, MAX_EVENTS_RANGE  # the same bounds as central's CONFIG command
 from agent.shared.errors import ConfigError
@@ -126,15 +128,6 @@ class StatusPageConfig:
 
 # what a sounder command may name in its arguments ({type} etc., agent/gateway/sounder.py)
 SOUNDER_FIELDS = ("type", "alert", "device", "place", "venue")
-
-
-@dataclass(frozen=True, slots=True)
-class ModemConfig:
-    """[notify.modem]: an SMS modem on a serial port, for a gateway with no internet."""
-
-    port: str
-    baudrate: int = 115200
-    pin_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,18 +454,8 @@ def _notify(top: tomlcheck.Table, base: Path, data_dir: Path, venue: str) -> Not
         top.used.add("notify")
         return None
     t = top.table("notify")
-    modem = None
-    if "modem" in t.data:
-        m = t.table("modem")
-        modem = ModemConfig(
-            m.text("port"), m.integer("baudrate", 115200, 1200, 921600), m.path_value("pin_file", base, None)
-        )
-        if modem.pin_file is not None:
-            try:
-                tomlcheck.require_private(modem.pin_file, "the SIM PIN")
-            except ConfigError as exc:
-                raise m.fail("pin_file", str(exc)) from None
-        m.no_unknown_keys()
+    # [notify.modem]: an SMS modem on a serial port, for a gateway with no internet
+    modem = load_modem_config(t.table("modem"), base) if "modem" in t.data else None
     listen = t.address("ack_listen", None)
     default_url = "" if listen is None or _wildcard(listen[0]) else f"http://{listen[0]}:{listen[1]}"
     base_url = t.text("ack_base_url", default_url)

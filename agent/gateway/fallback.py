@@ -42,9 +42,9 @@ from agent.gateway.sounder import Sounder, open_relay
 from agent.gateway.stats import FallbackCounters
 from agent.notify import channels
 from agent.notify.alert import ESCALATING, Alert, alert_id
-from agent.notify.circle import Circle
+from agent.notify.circle import Circle, load_circle
 from agent.notify.ledger import Ledger
-from agent.notify.links import Links
+from agent.notify.links import Links, load_or_create_key
 from agent.notify.notifier import HANDED_OVER, Notifier, Sender, Settings, Taken
 from agent.shared.errors import ConfigError
 from agent.shared.frames import Event
@@ -58,6 +58,9 @@ Key = tuple[str, int, int]
 CLOSERS = frozenset({int(EventType.BACK_INSIDE), int(EventType.SENSOR_CLEAR)})
 WATCHED = frozenset(int(t) for t in ESCALATING) | CLOSERS
 TICK_S = 1.0  # the loop looks again at least this often (the sounder's time limit)
+# the acknowledgement page shares the agent's event loop with the alarm path and faces the venue
+# network: requests beyond this budget are answered 503 before any work (people tap a few links)
+PAGE_REQUESTS_PER_S = 20.0
 
 
 class UplinkState(Protocol):
@@ -244,6 +247,7 @@ class Fallback:
                 continue
             self.watch.taken(key)
             self._responsible[row.id] = row.alert.subject
+            log.warning("fallback_alert_resumed alert=%s type=%s state=%s", row.id, row.alert.name, row.state)
             self._announce(row.id)
 
     def _announce(self, alert: str) -> None:
@@ -405,7 +409,8 @@ class Fallback:
                 self.acked(result.alert.id, "link")
 
         try:
-            return await web.start(web.WebApp(self.notifier, on_ack), *self.cfg.ack_listen)
+            page = web.WebApp(self.notifier, on_ack, requests_per_s=PAGE_REQUESTS_PER_S)
+            return await web.start(page, *self.cfg.ack_listen)
         except OSError as exc:
             # the notifier still sends; people acknowledge through central once it is back
             log.error("ack_page_unavailable listen=%s:%d reason=%r", *self.cfg.ack_listen, exc.strerror)
@@ -447,15 +452,12 @@ def build(
 ) -> Fallback:
     """The fallback with its parts from [notify]: the circle copy, the ledger, the link key in
     the data directory, the modem, the sounder."""
-    from agent.notify.circle import load_circle  # noqa: PLC0415 - Apprise loads only with [notify]
-    from agent.notify.links import load_or_create_key  # noqa: PLC0415
-
     circle = load_circle(cfg.circle, modem=cfg.modem is not None)
     modem = None
     if cfg.modem is not None:
         from agent.notify import modem as sms  # noqa: PLC0415 - the modem library only with a modem
 
-        modem = sms.Modem(cfg.modem.port, cfg.modem.baudrate, cfg.modem.pin_file)
+        modem = sms.from_config(cfg.modem)
         sms.configure(modem)
     links = None
     if cfg.ack_listen is not None:

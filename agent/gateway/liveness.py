@@ -18,8 +18,10 @@ known. It is reported offline (docs/protocol.md §4.4, data `{1: device, 2: sile
     2 x interval + margin_s   two heartbeats missed (reason "heartbeat"), or
     1 x interval + margin_s   after its MQTT last will `offline` on ge/dev/<id>/status (reason "will").
 
-The status topic is not authenticated (anyone on the venue network may publish there), so a
-will alone never reports a device that heartbeats on time: it only shortens the wait for one
+A status message carries no MAC: the local broker's per-device logins and ACL
+(agent/shared/broker_auth.py) let only the device's own login publish there, but a stolen or
+shared broker password, or a broker without the ACL, lets anyone on the venue network do it. So
+a will alone never reports a device that heartbeats on time: it only shortens the wait for one
 that has also gone quiet. Any accepted frame (MAC-checked, fresh) is proof of life; a device
 reported offline that is heard again is reported online with the time it was away.
 
@@ -74,6 +76,7 @@ class _Device:
     __slots__ = (
         "back",
         "boot",
+        "dirty",
         "gaps",
         "heard",
         "heard_ms",
@@ -92,6 +95,7 @@ class _Device:
         self.boot = -1
         self.last_beat: float | None = None  # monotonic time of the last heartbeat of `boot`
         self.gaps: deque[float] = deque(maxlen=GAPS)
+        self.dirty = False  # a gap came in since the interval was last worked out
         self.interval_s = interval_s
         self.learned = learned  # interval_s was learned (else it is the default)
         self.kept_ms = kept_ms  # the interval the table holds (0: the default; None: no row yet)
@@ -143,7 +147,8 @@ class Liveness:
     # --- in -------------------------------------------------------------------------------
 
     def heard(self, event: Event) -> None:
-        """An accepted frame of `event.device` (every frame: keep it short)."""
+        """An accepted frame of `event.device`. Every frame comes here: it only records (measured
+        at ~0.2 µs a frame); the interval is worked out in check()."""
         now = self.clock()
         d = self._devices.get(event.device)
         if d is None:
@@ -152,26 +157,28 @@ class Liveness:
             d = self._devices[event.device] = _Device(now, self.cfg.default_interval_s, 0, False)
             self.counters.followed = len(self._devices)
             self._kept.append(self._row(event.device, d))
+        if event.type == HEARTBEAT:
+            if event.boot == d.boot and d.last_beat is not None:
+                d.gaps.append(now - d.last_beat)
+                d.dirty = True
+            d.boot = event.boot
+            d.last_beat = now
         d.heard = now
         d.heard_ms = event.received
         d.will = False
-        if event.type == HEARTBEAT:
-            self._beat(event.device, d, event.boot, now)
         if d.offline is not None and d.back is None:
             d.back = event.received
 
-    def _beat(self, device: str, d: _Device, boot: int, now: float) -> None:
-        if boot == d.boot and d.last_beat is not None:
-            d.gaps.append(now - d.last_beat)
-            ordered = sorted(d.gaps)
-            d.interval_s = max(ordered[len(ordered) // 2], 0.1)
-            d.learned = True
-            kept = d.kept_ms or 0
-            if not kept or abs(d.interval_s * 1000 - kept) > RELEARN * kept:
-                d.kept_ms = int(d.interval_s * 1000)
-                self._kept.append(self._row(device, d))
-        d.boot = boot
-        d.last_beat = now
+    def _learn(self, device: str, d: _Device) -> None:
+        """The interval from the heartbeat gaps; persisted when it moved by a quarter."""
+        d.dirty = False
+        ordered = sorted(d.gaps)
+        d.interval_s = max(ordered[len(ordered) // 2], 0.1)
+        d.learned = True
+        kept = d.kept_ms or 0
+        if not kept or abs(d.interval_s * 1000 - kept) > RELEARN * kept:
+            d.kept_ms = int(d.interval_s * 1000)
+            self._kept.append(self._row(device, d))
 
     def status(self, device: str, payload: bytes) -> None:
         """A message on ge/dev/<device>/status: `online` after it connects, `offline` as its will."""
@@ -188,7 +195,9 @@ class Liveness:
 
     def _reject(self, reason: str, device: str, detail: str) -> None:
         self.counters.rejected[reason] += 1
-        suppressed = self._throttle.allow((reason, device))
+        # one line per reason every 10 s whatever the device id: junk under invented ids must
+        # not write a line each
+        suppressed = self._throttle.allow(reason)
         if suppressed is not None:
             log.warning(
                 "status_rejected device=%s reason=%s detail=%r suppressed_since_last=%d",
@@ -210,6 +219,8 @@ class Liveness:
                 del self._devices[device]  # revoked
                 self.counters.followed = len(self._devices)
                 continue
+            if d.dirty:
+                self._learn(device, d)
             if d.offline is not None:
                 if d.back is not None:
                     out.append(self._online(device, d, d.back))
@@ -220,7 +231,8 @@ class Liveness:
         return out
 
     def take_kept(self) -> list[LivenessRow]:
-        """Rows to persist that come with no event (a device first followed, an interval learned)."""
+        """Rows to persist that come with no event (a device first followed, an interval learned
+        by the last check())."""
         out, self._kept = self._kept, []
         return out
 
@@ -246,6 +258,9 @@ class Liveness:
 
     def snapshot(self) -> Mapping[str, DeviceLiveness]:
         """Per device followed: last heard, learned interval, offline since (for a status page)."""
+        for device, d in self._devices.items():
+            if d.dirty:
+                self._learn(device, d)
         return {
             device: DeviceLiveness(d.heard_ms, int(d.interval_s * 1000), d.learned, d.offline, d.reason)
             for device, d in sorted(self._devices.items())

@@ -62,8 +62,8 @@ class Alert:
     type: int
     received_ms: int  # gateway wall clock when the event was raised or the frame arrived
     data: dict[str, Any] = field(default_factory=dict)
-    # how long it waited in the gateway's buffer before it was sealed into a batch: a second
-    # or more means the gateway's uplink was down when it was raised (its fallback may have
+    # how long it waited in the gateway's buffer before it was sealed into a batch: a quarter
+    # of a second or more means the gateway's uplink was down when it was raised (its fallback may have
     # told people itself, docs/notifications.md)
     waited_ms: int = 0
 

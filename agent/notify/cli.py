@@ -41,7 +41,7 @@ def _setup_modem(cfg: NotifyConfig) -> None:
     if cfg.modem is not None:
         from agent.notify import modem
 
-        modem.configure(modem.Modem(cfg.modem.port, cfg.modem.baudrate, cfg.modem.pin_file))
+        modem.configure(modem.from_config(cfg.modem))
 
 
 @dataclass

@@ -44,16 +44,11 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.notify.modem import ModemConfig
+from agent.notify.modem import load_config as load_modem_config
 from agent.notify.notifier import Settings
 from agent.shared import tomlcheck
 from agent.shared.errors import ConfigError
-
-
-@dataclass(frozen=True, slots=True)
-class ModemConfig:
-    port: str
-    baudrate: int
-    pin_file: Path | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +148,7 @@ def load_config(path: Path) -> NotifyConfig:
         raise d.fail("max_alert_age_s", f"must be at most half of notifier.keep_days ({keep_days} days)")
     d.no_unknown_keys()
 
-    modem = None
-    if "modem" in top.data:
-        m = top.table("modem")
-        modem = ModemConfig(
-            m.text("port"), m.integer("baudrate", 115200, 1200, 921600), m.path_value("pin_file", base, None)
-        )
-        if modem.pin_file is not None:
-            tomlcheck.require_private(modem.pin_file, "the SIM PIN")
-        m.no_unknown_keys()
+    modem = load_modem_config(top.table("modem"), base) if "modem" in top.data else None
     top.no_unknown_keys()
     return NotifyConfig(
         path,

@@ -17,14 +17,43 @@ import logging
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+
+from agent.shared import tomlcheck
+from agent.shared.errors import ConfigError
 
 log = logging.getLogger("agent.notify.modem")
 
 _lock = threading.Lock()
 _registered = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModemConfig:
+    """The modem's settings: notify.toml's [modem], agent.toml's [notify.modem]."""
+
+    port: str
+    baudrate: int = 115200
+    pin_file: Path | None = None  # the SIM PIN, mode 0600
+
+
+def load_config(t: tomlcheck.Table, base: Path) -> ModemConfig:
+    """A modem table; errors name the file and the key."""
+    cfg = ModemConfig(t.text("port"), t.integer("baudrate", 115200, 1200, 921600), t.path_value("pin_file", base, None))
+    if cfg.pin_file is not None:
+        try:
+            tomlcheck.require_private(cfg.pin_file, "the SIM PIN")
+        except ConfigError as exc:
+            raise t.fail("pin_file", str(exc)) from None
+    t.no_unknown_keys()
+    return cfg
+
+
+def from_config(cfg: ModemConfig) -> Modem:
+    return Modem(cfg.port, cfg.baudrate, cfg.pin_file)
 
 
 class Modem:

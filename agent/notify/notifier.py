@@ -52,8 +52,9 @@ ANY_CHANNEL = "*"  # a delivery row that stands for every channel of a contact (
 # An escalating alert that waited this long in the gateway's buffer before it was sealed was
 # raised while the gateway's uplink was down: the gateway's fallback may have taken it on at
 # once (its uplink down for fallback_after_s already), so central holds it for the NOTIFIED
-# event that would follow it. Under normal operation an alarm is sealed within milliseconds.
-WAITED_HOLD_MS = 1000
+# event that would follow it. An alarm is sealed in the commit round that stores it: tens of
+# milliseconds under load (alarm_latency_idle, docs/benchmarks.md).
+WAITED_HOLD_MS = 250
 HANDED_OVER = "central"  # the gateway's ledger: central continues this alert's escalation
 
 

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from agent.notify import messages
 from agent.notify.links import LinkError
 from agent.notify.notifier import AckResult, Notifier
+from agent.shared.budget import RequestBudget
 
 log = logging.getLogger("agent.notify.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
@@ -62,10 +65,19 @@ def _page(lang: str, title: str, body: str, status: int = 200) -> web.Response:
 
 
 class WebApp:
-    def __init__(self, notifier: Notifier, on_ack: Callable[[AckResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        notifier: Notifier,
+        on_ack: Callable[[AckResult], None] | None = None,
+        requests_per_s: float | None = None,
+    ) -> None:
+        """`requests_per_s`: a budget for a page that shares its event loop with more urgent
+        work (the gateway's alarm path): requests beyond it are answered 503 before any work."""
         self.notifier = notifier
         self.on_ack = on_ack
-        self.app = web.Application(client_max_size=4096)
+        self._budget = RequestBudget(requests_per_s) if requests_per_s is not None else None
+        middlewares = [self._guard] if self._budget is not None else []
+        self.app = web.Application(client_max_size=4096, middlewares=middlewares)
         self.app.add_routes(
             [
                 web.get("/a/{token}", self.show),
@@ -74,6 +86,13 @@ class WebApp:
                 web.get("/healthz", self.health),
             ]
         )
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._budget is not None and not self._budget.take():
+            self.notifier.counts["ack_page_busy"] += 1
+            return web.Response(status=503, text="busy\n", headers={"Retry-After": "1"})
+        return await handler(request)
 
     def _lookup(self, token: str) -> tuple[str, str, str] | str:
         """(language, title, summary) for a valid token, else the reason it is not."""

@@ -127,7 +127,7 @@ FLAG_RECEIPTS = 1  # frame flags bit 0: the device keeps the event until receipt
 
 RECEIPT_STORED = 1
 RECEIPT_DELIVERED = 2
-RECEIPT_ACKNOWLEDGED = 3  # a dispatcher at central acknowledged the alarm (a signed ACK command)
+RECEIPT_ACKNOWLEDGED = 3  # acknowledged: central's signed ACK command, or at the gateway (LOCAL_ACK)
 RECEIPT_DROPPED = 4  # evicted from a full buffer (P1/P2 only); the device stops waiting
 RECEIPT_NAMES = {
     RECEIPT_STORED: "STORED",

@@ -378,3 +378,48 @@ async def test_open_exit_and_missing_are_committed_with_their_alerts(tmp_path: P
         assert store.load_band_open() == [("WB-2", 5, 3000, "Garden gate"), ("WB-3", 6, 4000, None)]
     finally:
         store.close()
+
+
+async def test_liveness_rows_are_committed_with_their_event_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    async with harness(path) as h:
+        offline = Event("GW-T", 1, 1, 74, 0, 5, {1: "AP-1", 2: 130_000, 3: "heartbeat", 4: 60_000}, b"")
+        h.inbox.submit_group([Submitted(offline, None, lambda: None)], [], [("AP-1", 60_000, 5, "heartbeat")])
+        h.inbox.submit_group([], [], [("SN-1", 0, None, None)])  # a row alone: a device first followed
+        await h.committed(1)
+    # (stopping the committer commits what is still queued)
+    store = Store(path)
+    try:
+        assert sorted(store.load_liveness()) == [("AP-1", 60_000, 5, "heartbeat"), ("SN-1", 0, None, None)]
+        assert store.recover().backlog == [0, 1, 0], "the DEVICE_OFFLINE event is in the same commit"
+    finally:
+        store.close()
+
+
+async def test_pending_alerts_are_the_undelivered_ones_with_closers_after_them(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    watched = frozenset({3, 5, 68})
+    async with harness(path) as h:
+        # sealed while central was up: SOS (band) in a batch central acknowledged, EXIT in one it did not
+        h.inbox.set_uplink(True)
+        sos = Event("WB-1", 1, 1, 3, 0, 1000, {1: "Room 4"}, b"")
+        h.inbox.submit(Submitted(sos, None, lambda: None))
+        (delivered,) = await h.sealed(1)
+        h.inbox.ack(delivered)
+        exit_ = Event("WB-1", 1, 2, 5, 0, 2000, {1: "Room 4"}, b"")
+        h.inbox.submit(Submitted(exit_, None, lambda: None))
+        await h.sealed(1)
+        # the link goes down: a heartbeat, an old BACK_INSIDE before everything and one after
+        h.inbox.set_uplink(False)
+        h.submit(event(3, 128, received=2500))
+        before = Event("WB-2", 1, 4, 68, 0, 500, {1: "Room 5"}, b"")
+        back = Event("WB-1", 1, 5, 68, 0, 3000, {1: "Room 4", 3: {"resolves": "EXIT"}}, b"")
+        h.inbox.submit_group([Submitted(before, None, lambda: None), Submitted(back, None, lambda: None)], [])
+        await h.committed(2)
+    store = Store(path)
+    try:
+        found = store.pending_alerts(watched)
+        assert [(e.device, e.seq, e.type) for e in found] == [("WB-1", 2, 5), ("WB-1", 5, 68)]
+        assert store.pending_alerts(frozenset({68})) == [], "a closer matters only with a P0 alert pending"
+    finally:
+        store.close()

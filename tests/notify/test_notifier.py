@@ -270,3 +270,84 @@ async def test_the_ledger_forgets_finished_alerts_after_keep_days(
     notifier.alert(done)
     assert await deliver_due(notifier) == 1  # only the fresh one
     assert notifier.counts["alerts_stale"] == 1
+
+
+async def test_central_continues_the_escalation_from_the_round_the_gateway_reached(
+    notifier: Notifier, rx: Receiver, clock: Clock
+) -> None:
+    # the gateway told Li Wei (round 0) 70 s ago and Anna and Tom (round 1) 10 s ago itself
+    alert = make_alert(SOS, at=clock() - 75)
+    notifier.alert(alert)
+    ids = {"1": alert.device, "2": alert.boot, "3": alert.seq}
+    t0, t1 = int((clock() - 70) * 1000), int((clock() - 10) * 1000)
+    notifier.alert(make_alert(9, device="GW-1", data={**ids, "4": ["li-wei"], "5": 0, "6": t0}))
+    notifier.alert(make_alert(9, device="GW-1", data={**ids, "4": ["anna", "tom"], "5": 1, "6": t1}))
+    row = notifier.ledger.alert(alert.id)
+    assert row is not None and row.round == 1 and row.next_at_ms == t1 + 60_000
+    notifier.tick()
+    assert await deliver_due(notifier) == 0 and rx.received == [], "nobody is told twice"
+    clock.advance(49)
+    notifier.tick()
+    assert await deliver_due(notifier) == 0
+    clock.advance(1)
+    notifier.tick()
+    assert await deliver_due(notifier) == 1 and len(rx.at("desk")) == 1, "staff: 60 s after the gateway's round 1"
+
+
+async def test_a_round_the_gateways_copy_left_someone_out_of_is_completed(
+    notifier: Notifier, rx: Receiver, clock: Clock
+) -> None:
+    alert = make_alert(SOS, at=clock() - 40)
+    notifier.alert(alert)
+    ids = {"1": alert.device, "2": alert.boot, "3": alert.seq}
+    notifier.alert(make_alert(9, device="GW-1", data={**ids, "4": ["anna"], "5": 1, "6": int(clock() * 1000)}))
+    assert await deliver_due(notifier) == 2  # li-wei (round 0) and tom (round 1): not taken on by the gateway
+    assert len(rx.at("li-wei")) == 1 and len(rx.at("tom")) == 1 and rx.at("anna") == []
+
+
+async def test_an_acknowledgement_at_the_gateway_is_recorded_without_a_command(
+    notifier: Notifier, rx: Receiver, clock: Clock
+) -> None:
+    alert = make_alert(SOS)
+    notifier.alert(alert)
+    await deliver_due(notifier)  # central told li-wei
+    clock.advance(60)
+    notifier.tick()
+    ids = {"1": alert.device, "2": alert.boot, "3": alert.seq}
+    # Tom acknowledged on the gateway's LAN page; the gateway told Anna of it itself
+    acked_at = int((clock() - 1) * 1000)
+    ack = make_alert(10, device="GW-1", data={**ids, "4": "tom", "5": "link", "6": acked_at, "7": ["anna"]})
+    notifier.alert(ack)
+    notifier.alert(ack)  # a resent batch changes nothing
+    row = notifier.ledger.alert(alert.id)
+    assert row is not None and row.state == "acked" and row.acked_by == "tom" and row.acked_ms == acked_at
+    assert notifier.ledger.command_state(alert.id) is None, "the post had receipt 3 from the gateway"
+    await deliver_due(notifier)
+    assert [r.kind for r in rx.at("li-wei")] == ["alert", "acked"], "central told li-wei of it"
+    assert rx.at("anna") == [] and rx.at("tom") == [], "round 1 was cancelled; Anna heard it from the gateway"
+    assert notifier.counts["gateway_acks"] == 1
+
+
+async def test_a_follow_up_the_gateway_sent_is_not_sent_again(notifier: Notifier, rx: Receiver, clock: Clock) -> None:
+    exit_alert = make_alert(EXIT, at=clock() - 40, data={"1": "Room 4", "2": "Front door", "3": {}})
+    notifier.alert(exit_alert)
+    ids = {"1": exit_alert.device, "2": exit_alert.boot, "3": exit_alert.seq}
+    notifier.alert(make_alert(9, device="GW-1", data={**ids, "4": ["li-wei"], "5": 0}))
+    notifier.alert(make_alert(9, device="GW-1", data={**ids, "4": ["li-wei"], "7": "followup"}))
+    back = make_alert(BACK_INSIDE, data={"1": "Room 4", "2": "Lounge", "3": {"resolves": "EXIT"}})
+    notifier.alert(back)
+    await deliver_due(notifier)
+    assert rx.received == []
+    row = notifier.ledger.alert(exit_alert.id)
+    assert row is not None and row.state == "resolved"
+
+
+async def test_an_alert_that_waited_at_the_gateway_is_held_for_its_notified(notifier: Notifier, clock: Clock) -> None:
+    # the gateway's uplink was down when it was raised (it waited 1.5 s to be sealed): held
+    waited = make_alert(SOS, at=clock() - 2)
+    waited = type(waited)(**{**waited.to_json(), "waited_ms": 1500})
+    assert notifier.alert(waited) == []
+    # half of fallback_after_s late (clock skew tolerated): held
+    assert notifier.alert(make_alert(SOS, at=clock() - 10)) == []
+    # a few seconds late, sealed at once: no hold
+    assert len(notifier.alert(make_alert(SOS, at=clock() - 5))) == 1

@@ -39,3 +39,35 @@ async def test_a_link_is_shown_then_acknowledged_once(notifier: Notifier, rx: Re
                 assert 'guardian_notify_ledger{state="alert_sent"} 1' in text
     finally:
         await runner.cleanup()
+
+
+async def test_a_page_with_a_budget_answers_a_flood_with_503_before_any_work(notifier: Notifier) -> None:
+    # the gateway's page shares the agent's event loop with the alarm path
+    runner = await web.start(web.WebApp(notifier, requests_per_s=5.0), "127.0.0.1", 0)
+    try:
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession() as http:
+            statuses = []
+            for _ in range(40):
+                async with http.post(f"{base}/a/{'A' * 32}") as r:
+                    statuses.append(r.status)
+        assert statuses.count(404) <= 12, "a burst of twice the budget, then about 5 a second"
+        assert statuses.count(503) >= 25 and set(statuses) == {404, 503}
+        assert notifier.counts["ack_page_busy"] == statuses.count(503)
+        assert notifier.counts["links_rejected_malformed"] + notifier.counts["links_rejected_bad_mac"] <= 12
+    finally:
+        await runner.cleanup()
+
+
+def test_the_request_budget_refills_at_its_rate() -> None:
+    from agent.shared.budget import RequestBudget
+
+    now = [0.0]
+    budget = RequestBudget(2.0, burst=3.0, clock=lambda: now[0])
+    assert [budget.take() for _ in range(3)] == [True, True, False], "starts with one second's worth"
+    now[0] += 1.0
+    assert [budget.take() for _ in range(3)] == [True, True, False], "two a second"
+    now[0] += 10.0
+    assert [budget.take() for _ in range(4)] == [True, True, True, False], "never more than the burst"
+    now[0] += 0.5
+    assert budget.take() and not budget.take()

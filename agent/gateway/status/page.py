@@ -32,6 +32,7 @@ from aiohttp import web
 from agent.gateway.config import StatusPageConfig
 from agent.gateway.status import view
 from agent.gateway.status.auth import SESSION_S, Gate
+from agent.shared.budget import RequestBudget
 from agent.shared.log import Throttle
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ class StatusPage:
         self._version = 0
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
-        self._budget = REQUESTS_PER_S
-        self._budget_at = time.monotonic()
+        self._budget = RequestBudget(REQUESTS_PER_S)
         self._throttle = Throttle(60.0)
         self.app = web.Application(client_max_size=4096, middlewares=[self._guard])
         self.app.add_routes(
@@ -171,12 +171,8 @@ class StatusPage:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        now = time.monotonic()
-        self._budget = min(2 * REQUESTS_PER_S, self._budget + (now - self._budget_at) * REQUESTS_PER_S)
-        self._budget_at = now
-        if self._budget < 1.0:
+        if not self._budget.take():
             return web.Response(status=503, text="busy\n", headers={"Retry-After": "1", **_HEADERS})
-        self._budget -= 1.0
         response = await handler(request)
         if not response.prepared:
             response.headers.update(_HEADERS)
