@@ -14,6 +14,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import segno
 
@@ -42,6 +43,11 @@ def check_code(uid: str, device: str, kind: str, venue: str, zone: str) -> str:
 
 def make_label(uid: str, device: str, kind: str, venue: str, zone: str) -> Label:
     return Label(device, kind, venue, zone, check_code(uid, device, kind, venue, zone))
+
+
+def label_for(uid: str, rec: dict[str, Any]) -> Label:
+    """A device's label from its inventory record."""
+    return make_label(uid, rec["id"], rec["kind"], rec["venue"], rec["zone"])
 
 
 def write_label(directory: Path, label: Label) -> list[Path]:
