@@ -284,9 +284,9 @@ class DeviceLink:
                 got.running.update(_pairs(self.run(step, f"_r = _gt({d!r}, 1)"))[0])
         for area, d in (("staged", STAGE), ("fallback", FALLBACK)):
             if d in got.root_dirs:
-                listed: dict[str, str] = {}
-                for sub in [d, *(f"{d}/{x}" for x in _pairs(self.run(step, f"_r = _gt({d!r}, 0)"))[1])]:
-                    listed.update(_pairs(self.run(step, f"_r = _gt({sub!r}, {int(sub != d)})"))[0])
+                listed, subdirs = _pairs(self.run(step, f"_r = _gt({d!r}, 0)"))
+                for sub in subdirs:
+                    listed.update(_pairs(self.run(step, f"_r = _gt({sub!r}, 1)"))[0])
                 setattr(got, area, {p.removeprefix(d + "/"): h for p, h in listed.items()})
         for area, prefix in (("running", ""), ("staged", STAGE + "/"), ("fallback", FALLBACK + "/")):
             got.bundles[area] = self.run(step, f"_r = _gman({prefix!r})")

@@ -113,7 +113,8 @@ class RawRepl:
         try:
             self.ser = serial.Serial(port, baudrate, timeout=0.02, write_timeout=2, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise BoardGone(f"cannot open {port}: {exc}") from None
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise BoardGone(f"cannot open {port}: {why}") from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

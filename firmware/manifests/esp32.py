@@ -23,6 +23,7 @@ module("record.py", base_path="../lib")
 module("reporter.py", base_path="../lib")
 module("store.py", base_path="../lib")
 module("uartlink.py", base_path="../lib")
+module("utf8.py", base_path="../lib")
 
 # the hardware layer: hal/__init__.py, the port's module and what it imports
 package(
@@ -55,5 +56,6 @@ package(
     ],
     base_path="..",
 )
+module("fwswitch.py", base_path="..")
 module("launch.py", base_path="..")
 module("selftest.py", base_path="..")
