@@ -15,6 +15,8 @@ import os
 
 MARK = "fw.switch"
 _DIR = 0x4000
+# looked up at call time, so a test can cut the power between two moves
+_rename = os.rename
 
 
 def _exists(p):
@@ -55,7 +57,7 @@ def _plan():
 
 def _keep(e, keep):
     rm(keep + "/" + e)
-    os.rename(e, keep + "/" + e)
+    _rename(e, keep + "/" + e)
 
 
 def run():
@@ -81,7 +83,7 @@ def run():
         if _exists(s):
             if _exists(e):
                 _keep(e, keep)
-            os.rename(s, e)
+            _rename(s, e)
             n += 1
     os.remove(MARK)
     rm(src)

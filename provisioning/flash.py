@@ -96,6 +96,8 @@ class FlashOptions:
     board: BoardFile = VIRTUAL
     residents: dict[str, str] = field(default_factory=dict)  # kind "wristband": reference by port
     wifi: WifiCredentials | None = None  # an MQTT board on Wi-Fi (provisioning/wifi.py)
+    zone_name: str | None = None  # what people read for the zone (UTF-8); the zone id stays ASCII
+    venue_name: str | None = None
 
 
 @dataclass(slots=True)
@@ -115,6 +117,7 @@ class Outcome:
     staged: bool = False  # a new set was staged and switched to
     retries: int = 0  # line errors recovered from (a noisy cable)
     restarted: bool = False  # the board was sent back to its app after a failure
+    started_at: float | None = None  # host unix time the app was started (the online check)
 
 
 class Progress:
@@ -175,6 +178,9 @@ def new_record(dev: str, uid: str, opts: FlashOptions, key: bytes, resident: str
         "steps": [],
         "created": int(time.time()),
     }
+    for key, name in (("zone_name", opts.zone_name), ("venue_name", opts.venue_name)):
+        if name is not None:
+            rec[key] = name
     if resident is not None:
         rec["resident"] = resident  # kept in the encrypted inventory only, never in labels or logs
     if needs_broker_password(opts.kind, opts.transport):
@@ -216,6 +222,9 @@ def _begin(
                 )
             if "broker_password" not in rec and needs_broker_password(opts.kind, opts.transport):
                 rec["broker_password"] = new_password()  # keyed before broker passwords existed
+            for key, name in (("zone_name", opts.zone_name), ("venue_name", opts.venue_name)):
+                if name is not None:
+                    rec[key] = name  # a name people read; the ids are unchanged
             ws.commit("flash.resume", rec["id"], uid=uid, state=rec["state"], bundle=bundle.bundle_id)
             return rec, True
         dev = device_id(opts.kind, uid)
@@ -471,6 +480,7 @@ class _Transaction:
 
         self.enter("restart", dev)
         with link.holding_cancel():
+            out.started_at = time.time()
             _started(link.restart())
 
     def _back_to_app(self, link: DeviceLink) -> None:
@@ -527,7 +537,28 @@ def flash_all(
     ports: list[str],
     make_progress: Callable[[str], Progress],
 ) -> list[Outcome]:
-    """Flash every port in parallel; outcomes in the order of `ports`."""
+    """Flash every port in parallel; outcomes in the order of `ports`.
+
+    Ctrl-C (KeyboardInterrupt) stops every board at its next safe point (a switch under way is
+    finished), sends it back to its app, and is raised again once all have stopped, with the
+    outcomes in `Interrupted.outcomes`.
+    """
+    cancel = threading.Event()
+    progresses = [make_progress(port) for port in ports]
+    for p in progresses:
+        p.cancel = cancel
     with ThreadPoolExecutor(max_workers=max(1, len(ports)), thread_name_prefix="flash") as pool:
-        futures = [pool.submit(flash_one, ws, bundle, opts, port, make_progress(port)) for port in ports]
-        return [f.result() for f in futures]
+        futures = [pool.submit(flash_one, ws, bundle, opts, port, p) for port, p in zip(ports, progresses, strict=True)]
+        try:
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            cancel.set()
+            raise Interrupted([f.result() for f in futures]) from None
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a flash: every board stopped at a safe point; what each one reached."""
+
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        super().__init__("stopped")
+        self.outcomes = outcomes

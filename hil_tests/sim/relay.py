@@ -3,7 +3,8 @@ the console's port, loses some of them, and can be unplugged.
 
 `SerialRelay(target).path` is a port a tool opens like any other; every byte either way is
 dropped with probability `loss` (one random.Random(seed), so a run repeats), which is what a
-noisy USB-UART cable does to a raw REPL. `unplug()` closes the relay's side: the tool's next
+noisy USB-UART cable does to a raw REPL, and `rate` (bytes a second, 0: as fast as the ptys go)
+holds it to a serial line's speed (115200 baud is about 11,500 bytes a second). `unplug()` closes the relay's side: the tool's next
 read or write fails as on a vanished /dev/ttyUSB0, and the board keeps running, its console
 untouched. Simulation at the hardware boundary only (the cable); the tool and the board are
 the real ones.
@@ -16,6 +17,7 @@ import os
 import random
 import select
 import threading
+import time
 import tty
 from types import TracebackType
 
@@ -23,8 +25,9 @@ from types import TracebackType
 class SerialRelay:
     """A lossy, unpluggable cable from a new pty (`path`) to the serial port `target`."""
 
-    def __init__(self, target: str, loss: float = 0.0, seed: int = 1) -> None:
+    def __init__(self, target: str, loss: float = 0.0, seed: int = 1, rate: float = 0.0) -> None:
         self.loss = loss
+        self.rate = rate
         self.dropped = 0
         self.copied = 0
         self._rng = random.Random(seed)
@@ -68,6 +71,8 @@ class SerialRelay:
             except OSError:
                 return False
             view = view[n:]
+        if self.rate > 0:
+            time.sleep(len(data) / self.rate)  # the line's own pace, not a synchronisation
         return True
 
     def _run(self) -> None:
