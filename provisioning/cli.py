@@ -487,18 +487,42 @@ def _where(names: dict[str, Any]) -> str:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from provisioning.labels import make_label, write_label
+    from provisioning.labels import label_for, write_label
 
     with _workspace(args) as ws:
         found = ws.inventory.by_id(args.device)
         if found is None:
             raise ProvisionError(f"no device {args.device} in the inventory")
         uid, rec = found
-        label = make_label(uid, rec["id"], rec["kind"], rec["venue"], rec["zone"])
+        label = label_for(uid, rec)
         paths = write_label(ws.labels_dir, label)
         ws.commit("label", rec["id"], check=label.check)
     print(label.text)
     print("  " + "  ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    """A printable sheet of labels (PDF or SVG) for a tray of devices."""
+    from provisioning.labels import label_for, write_sheet
+
+    if args.out.suffix.lower() not in (".pdf", ".svg"):
+        raise ProvisionError(f"labels: --out {args.out}: a .pdf or .svg file")
+    with _workspace(args) as ws:
+        devices = ws.inventory.data["devices"]
+        chosen = [
+            (uid, rec)
+            for uid, rec in sorted(devices.items(), key=lambda item: str(item[1]["id"]))
+            if (not args.device or rec["id"] in args.device) and (args.venue is None or rec["venue"] == args.venue)
+        ]
+        unknown = sorted(set(args.device) - {rec["id"] for _, rec in chosen})
+        if unknown:
+            raise ProvisionError(f"labels: not in the inventory: {', '.join(unknown)}")
+        if not chosen:
+            raise ProvisionError("labels: no devices to label" + (f" in venue {args.venue}" if args.venue else ""))
+        pages = write_sheet(args.out, [label_for(uid, rec) for uid, rec in chosen])
+        ws.commit("labels.sheet", None, devices=[rec["id"] for _, rec in chosen], out=str(args.out))
+    print(f"{args.out}: {len(chosen)} labels on {pages} A4 page(s)")
     return 0
 
 
@@ -687,6 +711,12 @@ def _label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("device", type=ident)
 
 
+def _sheet_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device", nargs="*", type=ident, help="devices (default: every device in the inventory)")
+    p.add_argument("--out", required=True, type=Path, help="the sheet: FILE.pdf or FILE.svg (A4)")
+    p.add_argument("--venue", type=ident, help="only devices of this venue")
+
+
 def _audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("verify",))
 
@@ -771,6 +801,7 @@ COMMANDS = (
         "export", cmd_export, _export_arguments, "export the inventory as CSV/JSON (no secrets) or sealed to a gateway"
     ),
     Command("label", cmd_label, _label_arguments, "write a device's label again (QR code PNG/SVG and text line)"),
+    Command("labels", cmd_sheet, _sheet_arguments, "a printable A4 sheet of labels for a tray of devices (PDF/SVG)"),
     Command("audit", cmd_audit, _audit_arguments, "audit log: `audit verify` checks the hash chain"),
     Command(
         "revoke",
