@@ -43,16 +43,13 @@ def rm(p):
 
 def _plan():
     try:
-        f = open(MARK)
+        with open(MARK) as f:
+            import json
+
+            m = json.load(f)
     except OSError:
         return None
-    import json
-
-    try:
-        m = json.load(f)
-        return m["src"], m["keep"], list(m["set"]), list(m["drop"])
-    finally:
-        f.close()
+    return m["src"], m["keep"], list(m["set"]), list(m["drop"])
 
 
 def _keep(e, keep):

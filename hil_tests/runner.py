@@ -42,6 +42,7 @@ from hil_tests.sim.firmware import alarm_post_config, firmware_files, sensor_con
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto
 from hil_tests.sim.tools import free_port
+from provisioning.venue import Resident, Scanner, Venue, Zone, air_venue, alerts_toml
 
 # an event a device wrote to its flash outbox; the alarms (types 1-63) must all reach central
 _SAVED = re.compile(rb"(?:alarm_post|sensor): event (\d+)/(\d+) type (\d+) saved")
@@ -182,26 +183,25 @@ class SimRig:
         if self.air is not None:
             self._closers.insert(0, self.air.close)
 
-    def _air_venue(self) -> dict[str, Any]:
+    def _venue(self) -> Venue:
+        """The scenario's venue as one description (provisioning/venue.py): the air and the
+        agent's venue file are both made from it."""
         sc = self.scenario
-        return {
-            "name": sc.venue,
-            "model": {"shadowing_db": 1, "loss": 0.0, "sensitivity_dbm": -105, "seed": 7},
-            "zones": [{"name": z.id, "rect": list(z.rect or ()), "exit": z.exit} for z in sc.zones],
-            "scanners": [{"name": s.id, "at": list(s.at)} for s in sc.scanners],
-        }
+        return Venue(
+            sc.venue,
+            sc.venue,
+            zones=tuple(Zone(z.id, z.name, "exit" if z.exit else "inside", z.rect) for z in sc.zones),
+            scanners=tuple(Scanner(s.id, s.zone, s.at) for s in sc.scanners),
+            residents=tuple(Resident(d.resident or d.id, d.id) for d in sc.devices if d.kind == "wristband"),
+            settings={"zone_confirm": 2, "rssi_window_s": 2.0},
+            air={"shadowing_db": 1, "loss": 0.0, "sensitivity_dbm": -105, "seed": 7},
+        )
+
+    def _air_venue(self) -> dict[str, Any]:
+        return air_venue(self._venue())
 
     def _alerts_file(self) -> str:
-        sc = self.scenario
-        lines = [f'venue = "{sc.venue}"', "[settings]", "zone_confirm = 2", "rssi_window_s = 2.0"]
-        for z in sc.zones:
-            lines += ["[[zones]]", f'id = "{z.id}"', f'name = "{z.name}"', f'kind = "{"exit" if z.exit else "inside"}"']
-        for s in sc.scanners:
-            lines += ["[[scanners]]", f'id = "{s.id}"', f'zone = "{s.zone}"']
-        for d in sc.devices:
-            if d.kind == "wristband":
-                lines += ["[[residents]]", f'band = "{d.id}"', f'reference = "{d.resident or d.id}"']
-        return "\n".join(lines) + "\n"
+        return alerts_toml(self._venue(), str(self.scenario.path))
 
     def start(self) -> None:
         for broker in (self.local, self.central):

@@ -472,11 +472,13 @@ def cmd_move(args: argparse.Namespace) -> int:
         print(f"{rec['id']}: moved from {_where(before)} to {_where(after)}; new label: {label.text}")
         if args.out is not None:
             _export_gateway(args, ws, only=rec["id"])
-            print(f"  on the gateway: guardian-agent devices import --config agent.toml {args.out}, then restart the agent")
+            print(f"  on the gateway: guardian-agent devices import --config agent.toml {args.out}; restart the agent")
         else:
             print("  the gateway learns it from: guardian-provision export --format gateway (then devices import)")
         if venue != before["venue"]:
-            print(f"  another venue: re-flash it with that venue's broker (flash --venue {venue} --zone {args.zone} ...)")
+            print(
+                f"  another venue: re-flash it with that venue's broker (flash --venue {venue} --zone {args.zone} ...)"
+            )
     return 0
 
 
@@ -557,6 +559,76 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         f"{args.device}: revoked (REVOKE command seq {seq} sent to gateway {args.gateway}); removed from the inventory"
     )
     return 0
+
+
+# --- venue: one description of a venue -> the gateway's venue file and the simulation's air ---
+
+
+def _venue_bands(args: argparse.Namespace, venue_id: str) -> dict[str, str]:
+    """resident reference -> band id for the venue's provisioned bands in the inventory."""
+    from provisioning.workspace import default_home
+
+    home = args.home or default_home()
+    if not (home / "inventory.ge").exists():
+        return {}
+    with _workspace(args) as ws:
+        return {
+            str(r["resident"]): str(r["id"])
+            for r in ws.inventory.data["devices"].values()
+            if r.get("kind") == WRISTBAND and r.get("resident") and r.get("venue") == venue_id
+        }
+
+
+def cmd_venue_check(args: argparse.Namespace) -> int:
+    from provisioning.venue import load
+
+    v = load(args.file)
+    print(
+        f"{args.file}: venue {v.id} ({v.name}): {len(v.zones)} zones, {len(v.scanners)} scanners, "
+        f"{len(v.doors)} doors, {len(v.residents)} residents"
+    )
+    return 0
+
+
+def cmd_venue_build(args: argparse.Namespace) -> int:
+    from agent.shared.files import write_atomic
+    from provisioning.venue import air_venue, alerts_toml, load, with_bands
+
+    v = with_bands(load(args.file), _venue_bands(args, load(args.file).id), args.file)
+    write_atomic(args.out, alerts_toml(v, args.file.name).encode(), 0o644)
+    print(f"{args.out}: the gateway's venue file for {v.id}: {len(v.zones)} zones, {len(v.residents)} residents")
+    if args.air is not None:
+        import yaml
+
+        text = yaml.safe_dump(air_venue(v), allow_unicode=True, sort_keys=False)
+        write_atomic(args.air, text.encode(), 0o644)
+        print(f"{args.air}: the virtual air's venue ({len(v.scanners)} scanners)")
+    return 0
+
+
+def _venue_check_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="the venue description (YAML)")
+
+
+def _venue_build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="the venue description (YAML)")
+    p.add_argument("--out", required=True, type=Path, help="the gateway's venue file to write ([wristbands] alerts)")
+    p.add_argument("--air", type=Path, help="also the virtual air's venue (YAML) for simulation")
+
+
+VENUE_ACTIONS = (
+    Command("check", cmd_venue_check, _venue_check_arguments, "check a venue description (file:line errors)"),
+    Command(
+        "build",
+        cmd_venue_build,
+        _venue_build_arguments,
+        "the gateway's venue file (and the simulation's) from the description, bands from the inventory",
+    ),
+)
+
+
+def _venue_arguments(p: argparse.ArgumentParser) -> None:
+    add_commands(p, VENUE_ACTIONS, dest="action", metavar="ACTION")
 
 
 # --- enroll-server: central's enrollment responder (agent/central/enroll_server.py) -----------------
@@ -809,6 +881,7 @@ COMMANDS = (
         _revoke_arguments,
         "revoke a device: signed REVOKE to its gateway, then out of the inventory",
     ),
+    Command("venue", None, _venue_arguments, "one venue description -> the gateway's venue file (and the air's)"),
     Command(
         "enroll-server",
         None,

@@ -178,9 +178,9 @@ def new_record(dev: str, uid: str, opts: FlashOptions, key: bytes, resident: str
         "steps": [],
         "created": int(time.time()),
     }
-    for key, name in (("zone_name", opts.zone_name), ("venue_name", opts.venue_name)):
+    for field_name, name in (("zone_name", opts.zone_name), ("venue_name", opts.venue_name)):
         if name is not None:
-            rec[key] = name
+            rec[field_name] = name
     if resident is not None:
         rec["resident"] = resident  # kept in the encrypted inventory only, never in labels or logs
     if needs_broker_password(opts.kind, opts.transport):
@@ -304,7 +304,13 @@ def _running_is(seen: BoardFiles, want: dict[str, bytes], config: bytes) -> bool
 
 
 def _copy(
-    ws: Workspace, link: DeviceLink, rec: dict[str, Any], bundle: Bundle, config: bytes, progress: Progress, out: Outcome
+    ws: Workspace,
+    link: DeviceLink,
+    rec: dict[str, Any],
+    bundle: Bundle,
+    config: bytes,
+    progress: Progress,
+    out: Outcome,
 ) -> _Stage | None:
     """The copy step: the new set staged in fw_new/ (None: the board already runs it)."""
     seen = link.files("copy")
@@ -370,7 +376,9 @@ def _switch(ws: Workspace, link: DeviceLink, rec: dict[str, Any], bundle: Bundle
     running = link.run("switch", "_r = _gman('')")
     config = link.sha256("switch", CONFIG)[:16]
     if running != bundle.bundle_id:
-        raise DeviceError("switch", f"the board runs bundle {running or 'none'} after the switch, not {bundle.bundle_id}")
+        raise DeviceError(
+            "switch", f"the board runs bundle {running or 'none'} after the switch, not {bundle.bundle_id}"
+        )
     with ws.inventory.lock:
         rec.pop("switching", None)
         rec.update(bundle=running, config=config, fallback=stage.previous or None, staged=None)
@@ -523,7 +531,12 @@ def _attempt(ws: Workspace, rec: dict[str, Any] | None, out: Outcome, bundle: Bu
     """A failed flash goes into the audit log and, for a known board, its record."""
     with ws.inventory.lock:
         if rec is not None:
-            rec["attempt"] = {"bundle": bundle.bundle_id, "step": out.step, "reason": out.reason, "at": int(time.time())}
+            rec["attempt"] = {
+                "bundle": bundle.bundle_id,
+                "step": out.step,
+                "reason": out.reason,
+                "at": int(time.time()),
+            }
         ws.commit(
             "flash.failed", out.device, uid=out.uid, port=out.port, step=out.step, reason=out.reason,
             restarted=out.restarted,

@@ -75,7 +75,9 @@ def check_code(uid: str, device: str, kind: str, venue: str, zone: str) -> str:
     return base64.b32encode(digest).decode()[:6]
 
 
-def make_label(uid: str, device: str, kind: str, venue: str, zone: str, venue_name: str = "", zone_name: str = "") -> Label:
+def make_label(
+    uid: str, device: str, kind: str, venue: str, zone: str, venue_name: str = "", zone_name: str = ""
+) -> Label:
     return Label(device, kind, venue, zone, check_code(uid, device, kind, venue, zone), venue_name, zone_name)
 
 
@@ -90,7 +92,7 @@ def _modules(label: Label) -> tuple[int, list[tuple[int, int]]]:
     """The QR code's size in modules and its dark modules (x, y), without the quiet zone."""
     qr = segno.make(label.payload, error="m")
     dark = [(x, y) for y, row in enumerate(qr.matrix_iter(border=0)) for x, v in enumerate(row) if v]
-    return qr.symbol_size(border=0)[0], dark
+    return int(qr.symbol_size(border=0)[0]), dark
 
 
 # --- fonts ----------------------------------------------------------------------------------
@@ -103,9 +105,9 @@ def _font_file(chars: str) -> str | None:
         return None
     want = " ".join(f"{ord(c):x}" for c in sorted(set(chars)) if not c.isspace())
     try:
-        out = subprocess.run(  # noqa: S603, S607 - fontconfig's lister, by name, with a charset query
-            ["fc-list", "-f", "%{file}\n", f":charset={want}"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
+        # fontconfig's lister, by name (found above), with a charset query
+        cmd = ["fc-list", "-f", "%{file}\n", f":charset={want}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False).stdout  # noqa: S603
     except (OSError, subprocess.SubprocessError):
         return None
     files = {f for f in out.splitlines() if f.endswith((".ttf", ".ttc", ".otf"))}
@@ -122,15 +124,15 @@ def _svg_group(label: Label, x: float, y: float) -> str:
     """One label as an SVG group at (x, y) mm."""
     n, dark = _modules(label)
     m = QR_MM / n
-    path = "".join(f"M{x + PAD_MM + i * m:.3f} {y + (H_MM - QR_MM) / 2 + j * m:.3f}h{m:.3f}v{m:.3f}h-{m:.3f}z" for i, j in dark)
+    path = "".join(
+        f"M{x + PAD_MM + i * m:.3f} {y + (H_MM - QR_MM) / 2 + j * m:.3f}h{m:.3f}v{m:.3f}h-{m:.3f}z" for i, j in dark
+    )
     tx = x + PAD_MM * 2 + QR_MM
     sizes = (4.2, 3.2, 3.2, 3.2)
     texts = []
     for k, (line, size) in enumerate(zip(label.lines, sizes, strict=True)):
         weight = ' font-weight="bold"' if k == 0 else ""
-        texts.append(
-            f'<text x="{tx:.2f}" y="{y + 7.0 + k * 5.6:.2f}" font-size="{size}"{weight}>{escape(line)}</text>'
-        )
+        texts.append(f'<text x="{tx:.2f}" y="{y + 7.0 + k * 5.6:.2f}" font-size="{size}"{weight}>{escape(line)}</text>')
     return (
         f'<g><rect x="{x}" y="{y}" width="{W_MM}" height="{H_MM}" fill="#fff" stroke="#bbb" stroke-width="0.1"/>'
         f'<path d="{path}" fill="#000"/>' + "".join(texts) + "</g>"

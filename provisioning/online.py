@@ -84,7 +84,9 @@ def _cause(view: dict[str, Any], device: str, before: dict[str, int], broker: st
         return "the gateway's local broker is down"
     grown = {k: n - before.get(k, 0) for k, n in _rejects(view).items() if n > before.get(k, 0)}
     if grown:
-        return "the gateway rejected frames meanwhile (" + ", ".join(f"{k} +{n}" for k, n in sorted(grown.items())) + ")"
+        return (
+            "the gateway rejected frames meanwhile (" + ", ".join(f"{k} +{n}" for k, n in sorted(grown.items())) + ")"
+        )
     return f"nothing arrived: check the broker address the device was given ({broker}) and its network"
 
 

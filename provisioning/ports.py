@@ -25,7 +25,13 @@ class Port:
     by_id: str  # the stable /dev/serial/by-id link to it, if any
 
     def line(self) -> str:
-        parts = [self.device, self.vid_pid or "-", self.serial or "-", self.manufacturer or "-", self.description or "-"]
+        parts = [
+            self.device,
+            self.vid_pid or "-",
+            self.serial or "-",
+            self.manufacturer or "-",
+            self.description or "-",
+        ]
         return "  ".join(parts) + (f"  ({self.by_id})" if self.by_id else "")
 
 

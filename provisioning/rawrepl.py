@@ -68,7 +68,7 @@ def _gx(n, c, d):
   _gs[1] = r
  m = '%%d %%s' %% (n, _gs[1])
  print('\\x02' + m + '\\x1f' + _gd(m) + '\\x03')
-""" % (LEASE_MS,)
+""" % (LEASE_MS,)  # noqa: UP031 - the code is full of braces; %% keeps its own %
 
 
 class LineError(ProvisionError):
@@ -239,7 +239,7 @@ class RawRepl:
         self.enter()
 
     def _bootstrap(self) -> None:
-        out, err = self.exchange(_BOOT.encode(), 5.0)
+        _, err = self.exchange(_BOOT.encode(), 5.0)
         if err:
             raise LineError(f"bootstrap garbled: {err.decode(errors='replace').strip().splitlines()[-1:]}")
         self._ready = True

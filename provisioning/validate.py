@@ -66,16 +66,16 @@ def broker_address(text: str) -> tuple[str, int]:
 
 def broker_answers(host: str, port: int, timeout: float = 3.0) -> str | None:
     """None when an MQTT broker answers at host:port, else why not (one line)."""
-    import socket
 
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     answered: list[object] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ge-provision-probe")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ge-provision-probe")
     client.on_connect = lambda _c, _u, _f, rc, _p: answered.append(rc)
     try:
         client.connect(host, port, keepalive=10)
-    except (OSError, socket.timeout) as exc:
+    except (TimeoutError, OSError) as exc:
         return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     try:
         for _ in range(int(timeout / 0.1)):

@@ -3,11 +3,11 @@ the console's port, loses some of them, and can be unplugged.
 
 `SerialRelay(target).path` is a port a tool opens like any other; every byte either way is
 dropped with probability `loss` (one random.Random(seed), so a run repeats), which is what a
-noisy USB-UART cable does to a raw REPL, and `rate` (bytes a second, 0: as fast as the ptys go)
-holds it to a serial line's speed (115200 baud is about 11,500 bytes a second). `unplug()` closes the relay's side: the tool's next
-read or write fails as on a vanished /dev/ttyUSB0, and the board keeps running, its console
-untouched. Simulation at the hardware boundary only (the cable); the tool and the board are
-the real ones.
+noisy USB-UART cable does to a raw REPL, and `rate` (bytes a second, 0: as fast as the ptys
+go) holds it to a serial line's speed (115200 baud is about 11,500 bytes a second).
+`unplug()` closes the relay's side: the tool's next read or write fails as on a vanished
+/dev/ttyUSB0, and the board keeps running, its console untouched. Simulation at the
+hardware boundary only (the cable); the tool and the board are the real ones.
 """
 
 from __future__ import annotations
