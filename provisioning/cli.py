@@ -528,6 +528,26 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_practice(args: argparse.Namespace) -> int:
+    """`guardian-rig practice` (the rig owns the virtual boards); its exit status."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "hil_tests.cli", "practice", "--posts", str(args.posts)]
+    cmd += ["--sensors", str(args.sensors), "--bands", str(args.bands)]
+    cmd += ["--dir", str(args.dir)] if args.dir else []
+    try:
+        return subprocess.run(cmd, check=False).returncode  # noqa: S603 - this interpreter, the rig's CLI
+    except KeyboardInterrupt:
+        return 130
+
+
+def _practice_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, help="where the venue lives (default: a new temporary directory)")
+    p.add_argument("--posts", type=int, default=3, help="virtual alarm posts (default 3)")
+    p.add_argument("--sensors", type=int, default=1, help="virtual venue sensors (default 1)")
+    p.add_argument("--bands", type=int, default=1, help="virtual wristbands (default 1)")
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     with _workspace(args) as ws:
         head = ws.audit.head  # opening verified the whole chain up to the inventory's record
@@ -883,6 +903,12 @@ COMMANDS = (
     ),
     Command("venue", None, _venue_arguments, "one venue description -> the gateway's venue file (and the air's)"),
     Command(
+        "practice",
+        cmd_practice,
+        _practice_arguments,
+        "rehearse with no hardware: virtual boards, broker and gateway (guardian-rig practice)",
+    ),
+    Command(
         "enroll-server",
         None,
         _enroll_server_arguments,
@@ -918,6 +944,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler_of(args)(args)
     except (ProvisionError, AgentError) as exc:  # AgentError: central's tools (enroll-server)
         print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file named on the command line: one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{PROG}: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
