@@ -117,7 +117,7 @@ class PracticeVenue:
                 self._closers.append(self.boards[name].close)
 
     def _agent_cli(self, *args: str) -> str:
-        run = subprocess.run(  # noqa: S603 - this interpreter, the agent's own CLI
+        run = subprocess.run(
             [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=60, check=False
         )
         if run.returncode != 0:

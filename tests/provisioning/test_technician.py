@@ -42,6 +42,21 @@ def _gateway(venue: PracticeVenue) -> None:
     assert said and said[-1] == "gateway: restarted", said
 
 
+def _labels_and_export(home: Path, tmp_path: Path, flash_dir: Path, dev: str) -> None:
+    """Labels people read, a sheet for the tray; names and local times in the export; no key."""
+    svg = (home / "labels" / f"{dev}.svg").read_text(encoding="utf-8")
+    assert dev in svg and "前台" in svg and "alarm post" in svg and re.search(r"check [A-Z2-7]{6}", svg)
+    sheet = provision(home, "labels", "--out", str(tmp_path / "tray.pdf"))
+    assert sheet.returncode == 0 and "2 labels on 1 A4 page(s)" in sheet.stdout, sheet.stdout + sheet.stderr
+    assert (tmp_path / "tray.pdf").read_bytes().startswith(b"%PDF")
+    csv = provision(home, "export", "--format", "csv").stdout
+    row = next(line for line in csv.splitlines() if line.startswith(dev))
+    assert ",lobby," in row and ",前台," in row and re.search(r",\d{4}-\d\d-\d\d \d\d:\d\d [+-]\d{4},", row)
+    full_key = json.loads((flash_dir / "config.json").read_text())["key"]
+    for text in (svg, csv, (home / "labels" / f"{dev}.txt").read_text(encoding="utf-8")):
+        assert full_key not in text
+
+
 def test_online_check_move_venue_file_and_labels_on_the_practice_venue(venue: PracticeVenue, tmp_path: Path) -> None:
     home = tmp_path / "station"
     post, band = venue.boards["post-1"], venue.boards["band-1"]
@@ -96,18 +111,7 @@ def test_online_check_move_venue_file_and_labels_on_the_practice_venue(venue: Pr
     resumed = provision(home, *[a if a not in ("hall", "大厅") else {"hall": "lobby"}.get(a, "前台") for a in flash])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr  # flashing again in the new zone: no revoke
 
-    # labels people read, and a sheet for the tray; names and local times in the export
-    svg = (home / "labels" / f"{dev}.svg").read_text(encoding="utf-8")
-    assert dev in svg and "前台" in svg and "alarm post" in svg and re.search(r"check [A-Z2-7]{6}", svg)
-    sheet = provision(home, "labels", "--out", str(tmp_path / "tray.pdf"))
-    assert sheet.returncode == 0 and "2 labels on 1 A4 page(s)" in sheet.stdout, sheet.stdout + sheet.stderr
-    assert (tmp_path / "tray.pdf").read_bytes().startswith(b"%PDF")
-    csv = provision(home, "export", "--format", "csv").stdout
-    row = next(line for line in csv.splitlines() if line.startswith(dev))
-    assert ",lobby," in row and ",前台," in row and re.search(r",\d{4}-\d\d-\d\d \d\d:\d\d [+-]\d{4},", row)
-    full_key = json.loads((post.flash_dir / "config.json").read_text())["key"]
-    for text in (svg, csv, (home / "labels" / f"{dev}.txt").read_text(encoding="utf-8")):
-        assert full_key not in text
+    _labels_and_export(home, tmp_path, post.flash_dir, dev)
 
 
 def test_a_noisy_cable_completes_the_flash_and_says_so(tmp_path: Path, make_board: MakeBoard, seed: int) -> None:
