@@ -22,6 +22,7 @@ from tests.bench import (
     bench_latency,
     bench_notify,
     bench_page,
+    bench_provision,
     bench_security,
     bench_throughput,
     bench_wristband,
@@ -38,6 +39,7 @@ MODULES: list[tuple[tuple[str, ...], Callable[[set[str], int, float], list[dict[
     (bench_firmware.NAMES, bench_firmware.run),
     (bench_notify.NAMES, bench_notify.run),
     (bench_security.NAMES, bench_security.run),
+    (bench_provision.NAMES, bench_provision.run),
 ]
 ALL = [name for names, _ in MODULES for name in names]
 
