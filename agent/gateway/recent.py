@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from agent.gateway.planner import Submitted
 from agent.gateway.signer import SealedBatch
 from agent.shared.frames import Event
+from agent.shared.log import Fields, logfmt
 from agent.shared.protocol import type_name
 from agent.shared.registry import Registry
 
@@ -240,22 +241,15 @@ class RecentEvents:
     def _log(self, what: str, entry: _Entry, reason: str | None = None) -> None:
         ev = entry.event
         fields = [
-            f"device={ev.device}",
-            f"zone={_logfmt(entry.zone)}",
+            f"device={logfmt(ev.device)}",
+            f"zone={logfmt(entry.zone) if entry.zone is not None else '-'}",
             f"type={type_name(ev.type)}",
-            f"ref={ev.device}/{ev.boot}/{ev.seq}",
+            f"ref={logfmt(f'{ev.device}/{ev.boot}/{ev.seq}')}",
         ]
         for name, t in (("stored_ms", entry.stored), ("delivered_ms", entry.delivered)):
             if t is not None:
                 fields.append(f"{name}={(t - entry.t0) * 1000:.1f}")
         if reason is not None:
-            fields.append(f"reason={_logfmt(reason)}")
-        log.info("%s %s", what, " ".join(fields))
-
-
-def _logfmt(value: str | None) -> str:
-    if value is None:
-        return "-"
-    if value and all(c.isprintable() and c not in ' "=' for c in value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            fields.append(f"reason={logfmt(reason)}")
+        # the values went through logfmt() one by one: the line is written as it is
+        log.info("%s %s", what, Fields(" ".join(fields)))
