@@ -399,14 +399,19 @@ def _register(ws: Workspace, rec: dict[str, Any], bundle: Bundle, info: dict[str
         _done(ws, rec, "register", bundle=bundle.bundle_id, fw=rec["fw"], mpy=rec["mpy"])
 
 
-_START_FAILURES = ("main: config.json", "main: hal", "main: no app", "main: app crashed", "Traceback")
+_START_FAILURES = ("main: config.json", "main: hal", "main: no app", "main: app crashed")
 
 
 def _started(text: str) -> None:
-    """The restart step's check of what the app printed first: one line when it did not start."""
-    for line in text.splitlines():
-        if line.strip().startswith(_START_FAILURES):
-            raise DeviceError("restart", f"the board did not start its app: {line.strip()[:160]}")
+    """The restart step's check of what the app printed first: one line when it did not start
+    (launch.py's `main: ...` line, with the exception before it, never the traceback)."""
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith(_START_FAILURES):
+            cause = lines[i - 1] if i and not lines[i - 1].startswith((" ", "Traceback")) else ""
+            raise DeviceError(
+                "restart", f"the board did not start its app: {line[:120]}" + (f" ({cause[:120]})" if cause else "")
+            )
 
 
 class _Transaction:
@@ -489,19 +494,48 @@ class _Transaction:
         self.enter("restart", dev)
         with link.holding_cancel():
             out.started_at = time.time()
-            _started(link.restart())
+            try:
+                _started(link.restart())
+            except DeviceError:
+                if self.switched:
+                    self._roll_back(link)
+                raise
+
+    def _roll_back(self, link: DeviceLink) -> None:
+        """The new set passed its self-test but its app does not start: the fallback goes back
+        into place (the same switch, fw_old/ -> running, the failed set kept in fw_new/)."""
+        if self.rec is None:
+            return
+        try:
+            link.repl.enter(tries=5)
+            seen = link.files("restart")
+            names = sorted({p.split("/", 1)[0] for p in seen.fallback})
+            if not names:
+                return  # a first flash: there is nothing to go back to
+            top = {p.split("/", 1)[0] for p in seen.running} | set(seen.root_dirs)
+            drop = sorted(e for e in top if _stale(e, set(names)))
+            link.remove("restart", STAGE)
+            link.switch(names, drop, src=FALLBACK, keep=STAGE)
+            _observe(self.ws, self.rec, link.files("restart"))
+            with self.ws.inventory.lock:
+                self.ws.commit("flash.rollback", self.rec["id"], uid=self.rec["uid"], bundle=self.rec.get("bundle"))
+            link.restart()
+            self.out.restarted = True
+        except (ProvisionError, OSError):
+            pass
 
     def _back_to_app(self, link: DeviceLink) -> None:
         """After a failure: the board is sent back to its app (the set it runs) and the record
         learns what it holds, as far as the port still answers."""
+        if self.out.restarted:
+            return  # rolled back and restarted already
         with link.holding_cancel():
             try:
                 if self.rec is not None:
                     link.repl.enter(tries=3)
                     _observe(self.ws, self.rec, link.files(self.step))
-                if self.step != "restart":
-                    link.restart()
-                    self.out.restarted = True
+                link.restart()
+                self.out.restarted = self.step != "restart"
             except (ProvisionError, OSError):
                 pass
 

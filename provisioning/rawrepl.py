@@ -341,6 +341,8 @@ class RawRepl:
                 self._recover(str(exc))
                 continue
             self._ready = False
-            time.sleep(watch)
+            deadline = time.monotonic() + watch
+            while time.monotonic() < deadline:  # read as it comes: a port does not keep it forever
+                self._fill()
             return (text + self.drain()).decode(errors="replace")
         raise LineError(f"{self.port}: the board did not restart into its app; check the cable")

@@ -47,12 +47,22 @@ def _variant(base: Path, name: str, edit: tuple[str, str] | None = None) -> Bund
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
     base = tmp_path_factory.mktemp("bundles")
     launch = (FIRMWARE_DIR / "launch.py").read_text()
+    app = (FIRMWARE_DIR / "apps" / "alarm_post" / "app.py").read_text()
     return {
         "a": build_bundle("alarm_post", base / "a"),
         # the next release: launch.py with one more line (another .mpy, another bundle id)
         "b": _variant(base, "b", ("launch.py", "# release b\n" + launch)),
         # a release whose hal has a dead green LED: its self-test fails
         "broken": _variant(base, "broken", ("hal/__init__.py", STUCK_LED_HAL)),
+        # a release that passes its self-test but whose app crashes at start
+        "crashes": _variant(
+            base,
+            "crashes",
+            (
+                "apps/alarm_post/app.py",
+                app.replace("    AlarmPost(cfg, hal.Board()).run()", "    raise RuntimeError('boom')"),
+            ),
+        ),
     }
 
 
@@ -208,6 +218,15 @@ def test_every_failed_reflash_leaves_the_post_delivering_alarms(
     post.alarm_gets_through()
     rec = post.record()
     assert (rec["bundle"], rec["fallback"]) == (b, a)
+
+    # 5. a release that passes its self-test but does not start: switched to, seen failing at
+    # the restart, and rolled back to B (the fallback) at once
+    post.mark()
+    out = provision(post.home, *_args(post.board.console_path, bundles["crashes"], local), timeout=120)
+    assert out.returncode == 1 and f"{post.dev} FAILED at restart: the board did not start its app" in out.stdout
+    assert "restarted into the firmware it ran before" in out.stdout, out.stdout
+    assert post.running() == b and post.record()["bundle"] == b
+    post.alarm_gets_through()
     assert post.verifier.problems() == []
 
 
