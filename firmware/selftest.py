@@ -6,7 +6,9 @@
 # wristbands) and config.json (the app's own validation), then prints one line:
 #   selftest: ok id=<device> kind=<kind> fw=<bundle version> bundle=<bundle id> mpy=<x.y.z> uid=<hex>
 #   selftest: FAIL <check>: <reason>
-# The kind's check module is loaded by name, so a bundle carries only its own kind's checks.
+# run() returns that line too (provisioning reads it as the command's result, checked end to
+# end, instead of parsing the console). The kind's check module is loaded by name, so a bundle
+# carries only its own kind's checks.
 # The key in config.json is never printed.
 import json
 import os
@@ -132,15 +134,22 @@ def run():
         check = "config"
         dev = _check_config(checks)
     except _Fail as e:
-        print("selftest: FAIL %s" % e)
-        return False
+        line = "selftest: FAIL %s" % e
+        print(line)
+        return line
     except Exception as e:
-        print("selftest: FAIL %s: %s %s" % (check, type(e).__name__, e))
-        return False
+        line = "selftest: FAIL %s: %s %s" % (check, type(e).__name__, e)
+        print(line)
+        return line
     fw, bundle = _manifest()
     mpy = ".".join(str(x) for x in sys.implementation.version[:3])
-    print(
-        "selftest: ok id=%s kind=%s fw=%s bundle=%s mpy=%s uid=%s"
-        % (dev, kind, fw, bundle, mpy, binascii.hexlify(uid).decode())
+    line = "selftest: ok id=%s kind=%s fw=%s bundle=%s mpy=%s uid=%s" % (
+        dev,
+        kind,
+        fw,
+        bundle,
+        mpy,
+        binascii.hexlify(uid).decode(),
     )
-    return True
+    print(line)
+    return line

@@ -2,6 +2,7 @@
 
     guardian-rig run SCENARIO [--rig sim|BENCH.yaml] [--json] [--workdir DIR]
     guardian-rig check SCENARIO [SCENARIO ...]
+    guardian-rig practice [--dir DIR] [--posts N] [--sensors N] [--bands N]
 
 `run` exits 0 only if every expectation held; 1 if one failed; 2 when the scenario or the
 rig could not be used (the message says why). User errors print as `guardian-rig: message`.
@@ -41,6 +42,41 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"{path}: ok ({sc.name}: {len(sc.devices)} devices, {len(sc.steps)} steps, {len(sc.expects)} expectations)"
         )
     return 0
+
+
+def cmd_practice(args: argparse.Namespace) -> int:
+    """A practice venue until Ctrl-C (hil_tests/practice.py)."""
+    import time
+
+    from hil_tests.practice import PracticeVenue, Tray
+
+    micropython = find_micropython()
+    if micropython is None:
+        raise RigError("practice needs the MicroPython unix port (make setup, or MICROPYTHON=/path)")
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="ge-practice-"))
+    with PracticeVenue(workdir, Tray(args.posts, args.sensors, args.bands), micropython) as venue:
+        venue.start()
+        print(venue.plan(workdir / "station"), flush=True)
+        try:
+            while True:
+                venue.watch(lambda m: print(m, flush=True))
+                time.sleep(1)  # the gateway looks at its inbox once a second
+        except KeyboardInterrupt:
+            print("practice venue stopped", flush=True)
+    return 0
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 16:
+        raise argparse.ArgumentTypeError(f"expected 0 to 16, got {text!r}")
+    return int(text)
+
+
+def _practice_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, help="where the venue lives (default: a new temporary directory)")
+    p.add_argument("--posts", type=_count, default=3, help="virtual alarm posts (default 3)")
+    p.add_argument("--sensors", type=_count, default=1, help="virtual venue sensors (default 1)")
+    p.add_argument("--bands", type=_count, default=1, help="virtual wristbands (default 1)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,6 +126,12 @@ def _check_arguments(p: argparse.ArgumentParser) -> None:
 COMMANDS = (
     Command("run", cmd_run, _run_arguments, "run a scenario and judge its expectations"),
     Command("check", cmd_check, _check_arguments, "validate scenario files"),
+    Command(
+        "practice",
+        cmd_practice,
+        _practice_arguments,
+        "a practice venue: blank virtual boards, broker and gateway, to rehearse guardian-provision",
+    ),
 )
 
 

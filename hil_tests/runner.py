@@ -19,7 +19,6 @@ events with the same clock) and with the monotonic clock (LED changes are stampe
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import secrets
 import statistics
@@ -44,6 +43,7 @@ from hil_tests.sim.firmware import alarm_post_config, firmware_files, sensor_con
 from hil_tests.sim.gateway import AgentProcess, CentralVerifier
 from hil_tests.sim.mosquitto import Mosquitto, Packaged
 from hil_tests.sim.tools import free_port
+from provisioning.venue import Door, Resident, Scanner, Venue, Zone, air_venue, alerts_toml
 
 # an event a device wrote to its flash outbox; the alarms (types 1-63) must all reach central
 _SAVED = re.compile(rb"(?:alarm_post|sensor): event (\d+)/(\d+) type (\d+) saved")
@@ -198,36 +198,31 @@ class SimRig:
         if self.air is not None:
             self._closers.insert(0, self.air.close)
 
-    def _air_venue(self) -> dict[str, Any]:
+    def _venue(self) -> Venue:
+        """The scenario's venue as one description (provisioning/venue.py): the air and the
+        agent's venue file are both made from it."""
         sc = self.scenario
-        model: dict[str, float] = {"shadowing_db": 1, "loss": 0.0, "sensitivity_dbm": -105, "seed": 7}
-        model.update(sc.settings.radio)
-        return {
-            "name": sc.venue,
-            "model": model,
-            "zones": [{"name": z.id, "rect": list(z.rect or ()), "exit": z.exit} for z in sc.zones],
-            "scanners": [{"name": s.id, "at": list(s.at)} for s in sc.scanners],
-        }
+        return Venue(
+            sc.venue,
+            sc.venue,
+            zones=tuple(Zone(z.id, z.name, "exit" if z.exit else "inside", z.rect) for z in sc.zones),
+            scanners=tuple(Scanner(s.id, s.zone, s.at) for s in sc.scanners),
+            doors=tuple(Door(d.id, d.zone, d.sensor, d.channel, d.approach) for d in sc.doors),
+            residents=tuple(Resident(d.resident or d.id, d.id) for d in sc.devices if d.kind == "wristband"),
+            # short confirmations so scenarios stay short; `settings.engine` overrides any of them
+            settings={
+                "zone_confirm": 2,
+                "rssi_window_s": 2.0,
+                **{k: float(v) if ENGINE_FLOATS.get(k) else int(v) for k, v in sc.settings.engine},
+            },
+            air={"shadowing_db": 1, "loss": 0.0, "sensitivity_dbm": -105, "seed": 7, **dict(sc.settings.radio)},
+        )
+
+    def _air_venue(self) -> dict[str, Any]:
+        return air_venue(self._venue())
 
     def _alerts_file(self) -> str:
-        sc = self.scenario
-        # short confirmations so scenarios stay short; `settings.engine` overrides any of them
-        settings: dict[str, float] = {"zone_confirm": 2, "rssi_window_s": 2.0, **dict(sc.settings.engine)}
-        lines = [f'venue = "{sc.venue}"', "[settings]"]
-        lines += [f"{k} = {float(v) if ENGINE_FLOATS.get(k) else int(v)}" for k, v in settings.items()]
-        for z in sc.zones:
-            lines += ["[[zones]]", f'id = "{z.id}"', f'name = "{z.name}"', f'kind = "{"exit" if z.exit else "inside"}"']
-        for s in sc.scanners:
-            lines += ["[[scanners]]", f'id = "{s.id}"', f'zone = "{s.zone}"']
-        for door in sc.doors:
-            lines += ["[[doors]]", f'id = "{door.id}"', f'zone = "{door.zone}"']
-            lines += [f'sensor = "{door.sensor}"', f'channel = "{door.channel}"']
-            if door.approach:
-                lines.append(f"approach = [{', '.join(json.dumps(a) for a in door.approach)}]")
-        for d in sc.devices:
-            if d.kind == "wristband":
-                lines += ["[[residents]]", f'band = "{d.id}"', f'reference = "{d.resident or d.id}"']
-        return "\n".join(lines) + "\n"
+        return alerts_toml(self._venue(), str(self.scenario.path))
 
     def start(self) -> None:
         if self.local.packaged is not None:

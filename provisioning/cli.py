@@ -39,7 +39,10 @@ from provisioning.bundle import KINDS
 from provisioning.errors import ProvisionError
 
 PROG = "guardian-provision"
-EXPORT_FIELDS = ("id", "kind", "uid", "venue", "zone", "state", "bundle", "fw", "mpy", "provisioned", "resident")
+EXPORT_FIELDS = (
+    "id", "kind", "uid", "venue", "zone", "state", "bundle", "fw", "mpy", "provisioned", "resident",
+    "venue_name", "zone_name", "fallback", "last_failure",
+)  # fmt: skip
 
 
 def _ttl(text: str) -> int:
@@ -143,18 +146,50 @@ def _wifi(args: argparse.Namespace, board: Any) -> Any:
     return wifi
 
 
-def cmd_flash(args: argparse.Namespace) -> int:
-    from provisioning.bundle import build_bundle, load_bundle
+def _checked(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Everything about a flash that can be judged before a board is touched: (channels,
+    broker, the status page for the online check)."""
+    from provisioning.bundle import FIRMWARE_DIR
     from provisioning.channels import channels_for
-    from provisioning.flash import FlashOptions, flash_all
+    from provisioning.online import StatusPage
+    from provisioning.ports import check_ports
+    from provisioning.validate import broker_address, broker_answers, check_channels, display_name
 
     _check_link(args)
     try:
         channels = channels_for(args.kind, args.channel)
+        if channels:
+            check_channels(channels, args.channel, args.firmware or FIRMWARE_DIR)
+        broker = broker_address(args.broker) if args.broker is not None else None
+        for what in ("zone_name", "venue_name"):
+            if getattr(args, what) is not None:
+                display_name(getattr(args, what), "--" + what.replace("_", "-"))
     except ProvisionError as exc:
         raise ProvisionError(f"flash: {exc}") from None
     if len(set(args.port)) != len(args.port):
         raise ProvisionError("flash: a port is named twice")
+    check_ports(args.port)
+    page = None
+    if args.gateway is not None:
+        if args.gateway_token is None:
+            raise ProvisionError("flash: --gateway needs --gateway-token FILE (a copy of the page's token file)")
+        page = StatusPage(args.gateway, args.gateway_token, args.gateway_ca)
+        page.view()  # the page answers, with this token
+        if broker is not None:
+            why = broker_answers(*broker)
+            if why is not None:
+                raise ProvisionError(
+                    f"flash: no MQTT broker answers at {broker[0]}:{broker[1]} from here ({why}); "
+                    "check --broker; nothing was flashed"
+                )
+    return channels, broker, page
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    from provisioning.bundle import build_bundle, load_bundle
+    from provisioning.flash import FlashOptions, Interrupted, flash_all
+
+    channels, broker, page = _checked(args)
     residents = _residents(args)
     board = _board(args)
     wifi = _wifi(args, board)
@@ -180,7 +215,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
             args.kind,
             args.venue,
             args.zone,
-            args.broker,
+            broker,
             args.transport,
             args.chunk,
             plans,
@@ -188,26 +223,67 @@ def cmd_flash(args: argparse.Namespace) -> int:
             board,
             residents,
             wifi,
+            args.zone_name,
+            args.venue_name,
         )
-        outcomes = _run_flash(lambda make: flash_all(ws, bundle, opts, args.port, make), args.port)
+        try:
+            outcomes = _run_flash(lambda make: flash_all(ws, bundle, opts, args.port, make), args.port)
+        except Interrupted as stop:
+            _report(stop.outcomes)
+            print(
+                f"{PROG}: stopped (Ctrl-C); every board not done keeps the firmware it ran before "
+                "(`guardian-provision list` shows what each one runs); run the same command again to finish",
+                file=sys.stderr,
+            )
+            return 130
+    failed = _report(outcomes)
+    if failed:
+        print(
+            f"{PROG}: {failed} of {len(outcomes)} devices failed; each failed board keeps the firmware it ran "
+            "before; run the same command again to complete them",
+            file=sys.stderr,
+        )
+        return 1
+    if page is not None and not _online(page, outcomes, args):
+        return 1
+    return 0
+
+
+def _online(page: Any, outcomes: list[Any], args: argparse.Namespace) -> bool:
+    """The online check: each flashed device's first frame at the gateway, or why not."""
+    from provisioning.online import wait_heard
+
+    restarts = {o.device: o.started_at for o in outcomes if o.ok and o.kind != WRISTBAND and o.started_at}
+    if not restarts:
+        return True
+    heard = wait_heard(page, restarts, args.broker or "-", args.online_timeout)
+    for h in heard:
+        if h.ok:
+            print(f"{h.device}: online: its first frame reached the gateway {h.after_s:.1f} s after its restart")
+        else:
+            print(f"{h.device}: flashed, but not heard by the gateway within {args.online_timeout:g} s: {h.why}")
+    missing = sum(1 for h in heard if not h.ok)
+    if missing:
+        print(f"{PROG}: {missing} of {len(heard)} flashed devices not heard by the gateway", file=sys.stderr)
+    return not missing
+
+
+def _report(outcomes: list[Any]) -> int:
+    """One line per board (and its label); how many failed."""
     failed = 0
     for o in outcomes:
+        cable = f"; {o.retries} line errors recovered: check the cable" if o.retries else ""
         if o.ok:
             how = "resumed" if o.resumed else "new"
-            print(f"{o.port}: {o.device} ok ({how}; {o.copied} files copied, {o.removed} removed)")
+            print(f"{o.port}: {o.device} ok ({how}; {o.copied} files copied, {o.removed} removed{cable})")
             if o.label is not None:
                 print(f"  label: {o.label.text}")
         else:
             failed += 1
             who = o.device or (f"board {o.uid}" if o.uid else "no device")
-            print(f"{o.port}: {who} FAILED at {o.step}: {o.reason}")
-    if failed:
-        print(
-            f"{PROG}: {failed} of {len(outcomes)} devices failed; run the same command again to complete them",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+            back = "; the board was restarted into the firmware it ran before" if o.restarted else ""
+            print(f"{o.port}: {who} FAILED at {o.step}: {o.reason}{back}{cable}")
+    return failed
 
 
 def _run_flash(run: Callable[[Callable[[str], Any]], list[Any]], ports: list[str]) -> list[Any]:
@@ -254,15 +330,34 @@ def cmd_list(args: argparse.Namespace) -> int:
     with _workspace(args) as ws:
         rows = _rows(ws.inventory.data)
     for r in rows:
-        where = f"{r['venue']}/{r['zone']}"
-        print(f"{r['id']:<22} {r['kind']:<11} {where:<24} {r['state']:<12} fw {r['fw']} bundle {r['bundle']}")
+        where = f"{r['venue_name'] or r['venue']}/{r['zone_name'] or r['zone']}"
+        line = f"{r['id']:<22} {r['kind']:<11} {where:<24} {r['state']:<12} bundle {r['bundle'] or '-'}"
+        line += f" (fallback {r['fallback']})" if r["fallback"] else ""
+        line += f" since {r['provisioned']}" if r["provisioned"] else ""
+        print(line)
+        if r["last_failure"]:
+            print(f"  last flash failed: {r['last_failure']}")
     print(f"{len(rows)} devices")
     return 0
 
 
+def _row(rec: dict[str, Any], state: str | None = None) -> dict[str, Any]:
+    """A record as people read it: names next to ids, local times, no secret."""
+    from provisioning.times import local_time
+
+    row = {f: rec.get(f) or "" for f in EXPORT_FIELDS}
+    row["provisioned"] = local_time(rec.get("provisioned")) if rec.get("provisioned") else ""
+    failed = rec.get("attempt")
+    if isinstance(failed, dict):
+        row["last_failure"] = f"{local_time(failed.get('at'))} at {failed.get('step')}: {failed.get('reason')}"
+    if state is not None:
+        row["state"] = state
+    return row
+
+
 def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = [{f: rec.get(f, "") for f in EXPORT_FIELDS} for rec in data["devices"].values()]
-    rows += [{**{f: rec.get(f, "") for f in EXPORT_FIELDS}, "state": "revoked"} for rec in data["revoked"].values()]
+    rows = [_row(rec) for rec in data["devices"].values()]
+    rows += [_row(rec, "revoked") for rec in data["revoked"].values()]
     return sorted(rows, key=lambda r: str(r["id"]))
 
 
@@ -283,14 +378,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             writer.writerows(rows)
             text = buf.getvalue()
         if args.out:
-            args.out.write_text(text)
+            args.out.write_text(text, encoding="utf-8")
         else:
             sys.stdout.write(text)
         ws.commit("export", None, format=args.format, devices=len(rows), out=str(args.out or "-"))
     return 0
 
 
-def _export_gateway(args: argparse.Namespace, ws: Any) -> int:
+def _export_gateway(args: argparse.Namespace, ws: Any, only: str | None = None) -> int:
     from agent.shared.device_bundle import fingerprint, load_seal_public_key, seal_devices
     from agent.shared.registry import Device
 
@@ -313,7 +408,9 @@ def _export_gateway(args: argparse.Namespace, ws: Any) -> int:
             password_hash(r["broker_password"]) if "broker_password" in r else None,
         )
         for r in sorted(ws.inventory.data["devices"].values(), key=lambda r: str(r["id"]))
-        if r.get("state") == "provisioned" and (args.venue is None or r["venue"] == args.venue)
+        if r.get("state") == "provisioned"
+        and (only is None or r["id"] == only)
+        and (only is not None or args.venue is None or r["venue"] == args.venue)
     ]
     if not devices:
         raise ProvisionError("no provisioned devices to export" + (f" for venue {args.venue}" if args.venue else ""))
@@ -331,20 +428,124 @@ def _export_gateway(args: argparse.Namespace, ws: Any) -> int:
     return 0
 
 
+def cmd_ports(args: argparse.Namespace) -> int:
+    from provisioning.ports import list_ports
+
+    ports = list_ports()
+    for p in ports:
+        print(p.line())
+    print(f"{len(ports)} serial ports" + ("" if ports else " (is the board plugged in, the cable a data cable?)"))
+    return 0
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    """A device to another zone (or venue) without revoking it: inventory, audit log, label,
+    and the gateway's registry through a sealed export of the device."""
+    from provisioning.labels import label_for, write_label
+    from provisioning.validate import display_name
+
+    for what in ("zone_name", "venue_name"):
+        if getattr(args, what) is not None:
+            display_name(getattr(args, what), "--" + what.replace("_", "-"))
+    if (args.gateway_key is None) != (args.out is None):
+        raise ProvisionError("move: --gateway-key and --out go together (the sealed export for the gateway)")
+    with _workspace(args) as ws:
+        found = ws.inventory.by_id(args.device)
+        if found is None:
+            raise ProvisionError(f"move: no device {args.device} in the inventory (revoked devices cannot move)")
+        uid, rec = found
+        before = {k: rec.get(k) for k in ("venue", "zone", "venue_name", "zone_name")}
+        venue = args.venue or rec["venue"]
+        with ws.inventory.lock:
+            rec["venue"], rec["zone"] = venue, args.zone
+            if venue != before["venue"]:
+                rec.pop("venue_name", None)  # another venue's name is not this one's
+            for key in ("zone_name", "venue_name"):
+                if getattr(args, key) is not None:
+                    rec[key] = getattr(args, key)
+                elif key == "zone_name" and args.zone != before["zone"]:
+                    rec.pop(key, None)
+            after = {k: rec.get(k) for k in before}
+            ws.commit("move", rec["id"], uid=uid, before=before, after=after)
+        label = label_for(uid, rec)
+        write_label(ws.labels_dir, label)
+        print(f"{rec['id']}: moved from {_where(before)} to {_where(after)}; new label: {label.text}")
+        if args.out is not None:
+            _export_gateway(args, ws, only=rec["id"])
+            print(f"  on the gateway: guardian-agent devices import --config agent.toml {args.out}; restart the agent")
+        else:
+            print("  the gateway learns it from: guardian-provision export --format gateway (then devices import)")
+        if venue != before["venue"]:
+            print(
+                f"  another venue: re-flash it with that venue's broker (flash --venue {venue} --zone {args.zone} ...)"
+            )
+    return 0
+
+
+def _where(names: dict[str, Any]) -> str:
+    venue = names["venue"] + (f" ({names['venue_name']})" if names.get("venue_name") else "")
+    zone = names["zone"] + (f" ({names['zone_name']})" if names.get("zone_name") else "")
+    return f"{venue}/{zone}"
+
+
 def cmd_label(args: argparse.Namespace) -> int:
-    from provisioning.labels import make_label, write_label
+    from provisioning.labels import label_for, write_label
 
     with _workspace(args) as ws:
         found = ws.inventory.by_id(args.device)
         if found is None:
             raise ProvisionError(f"no device {args.device} in the inventory")
         uid, rec = found
-        label = make_label(uid, rec["id"], rec["kind"], rec["venue"], rec["zone"])
+        label = label_for(uid, rec)
         paths = write_label(ws.labels_dir, label)
         ws.commit("label", rec["id"], check=label.check)
     print(label.text)
     print("  " + "  ".join(str(p) for p in paths))
     return 0
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    """A printable sheet of labels (PDF or SVG) for a tray of devices."""
+    from provisioning.labels import label_for, write_sheet
+
+    if args.out.suffix.lower() not in (".pdf", ".svg"):
+        raise ProvisionError(f"labels: --out {args.out}: a .pdf or .svg file")
+    with _workspace(args) as ws:
+        devices = ws.inventory.data["devices"]
+        chosen = [
+            (uid, rec)
+            for uid, rec in sorted(devices.items(), key=lambda item: str(item[1]["id"]))
+            if (not args.device or rec["id"] in args.device) and (args.venue is None or rec["venue"] == args.venue)
+        ]
+        unknown = sorted(set(args.device) - {rec["id"] for _, rec in chosen})
+        if unknown:
+            raise ProvisionError(f"labels: not in the inventory: {', '.join(unknown)}")
+        if not chosen:
+            raise ProvisionError("labels: no devices to label" + (f" in venue {args.venue}" if args.venue else ""))
+        pages = write_sheet(args.out, [label_for(uid, rec) for uid, rec in chosen])
+        ws.commit("labels.sheet", None, devices=[rec["id"] for _, rec in chosen], out=str(args.out))
+    print(f"{args.out}: {len(chosen)} labels on {pages} A4 page(s)")
+    return 0
+
+
+def cmd_practice(args: argparse.Namespace) -> int:
+    """`guardian-rig practice` (the rig owns the virtual boards); its exit status."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "hil_tests.cli", "practice", "--posts", str(args.posts)]
+    cmd += ["--sensors", str(args.sensors), "--bands", str(args.bands)]
+    cmd += ["--dir", str(args.dir)] if args.dir else []
+    try:
+        return subprocess.run(cmd, check=False).returncode  # noqa: S603 - this interpreter, the rig's CLI
+    except KeyboardInterrupt:
+        return 130
+
+
+def _practice_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, help="where the venue lives (default: a new temporary directory)")
+    p.add_argument("--posts", type=int, default=3, help="virtual alarm posts (default 3)")
+    p.add_argument("--sensors", type=int, default=1, help="virtual venue sensors (default 1)")
+    p.add_argument("--bands", type=int, default=1, help="virtual wristbands (default 1)")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -378,6 +579,76 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         f"{args.device}: revoked (REVOKE command seq {seq} sent to gateway {args.gateway}); removed from the inventory"
     )
     return 0
+
+
+# --- venue: one description of a venue -> the gateway's venue file and the simulation's air ---
+
+
+def _venue_bands(args: argparse.Namespace, venue_id: str) -> dict[str, str]:
+    """resident reference -> band id for the venue's provisioned bands in the inventory."""
+    from provisioning.workspace import default_home
+
+    home = args.home or default_home()
+    if not (home / "inventory.ge").exists():
+        return {}
+    with _workspace(args) as ws:
+        return {
+            str(r["resident"]): str(r["id"])
+            for r in ws.inventory.data["devices"].values()
+            if r.get("kind") == WRISTBAND and r.get("resident") and r.get("venue") == venue_id
+        }
+
+
+def cmd_venue_check(args: argparse.Namespace) -> int:
+    from provisioning.venue import load
+
+    v = load(args.file)
+    print(
+        f"{args.file}: venue {v.id} ({v.name}): {len(v.zones)} zones, {len(v.scanners)} scanners, "
+        f"{len(v.doors)} doors, {len(v.residents)} residents"
+    )
+    return 0
+
+
+def cmd_venue_build(args: argparse.Namespace) -> int:
+    from agent.shared.files import write_atomic
+    from provisioning.venue import air_venue, alerts_toml, load, with_bands
+
+    v = with_bands(load(args.file), _venue_bands(args, load(args.file).id), args.file)
+    write_atomic(args.out, alerts_toml(v, args.file.name).encode(), 0o644)
+    print(f"{args.out}: the gateway's venue file for {v.id}: {len(v.zones)} zones, {len(v.residents)} residents")
+    if args.air is not None:
+        import yaml
+
+        text = yaml.safe_dump(air_venue(v), allow_unicode=True, sort_keys=False)
+        write_atomic(args.air, text.encode(), 0o644)
+        print(f"{args.air}: the virtual air's venue ({len(v.scanners)} scanners)")
+    return 0
+
+
+def _venue_check_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="the venue description (YAML)")
+
+
+def _venue_build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="the venue description (YAML)")
+    p.add_argument("--out", required=True, type=Path, help="the gateway's venue file to write ([wristbands] alerts)")
+    p.add_argument("--air", type=Path, help="also the virtual air's venue (YAML) for simulation")
+
+
+VENUE_ACTIONS = (
+    Command("check", cmd_venue_check, _venue_check_arguments, "check a venue description (file:line errors)"),
+    Command(
+        "build",
+        cmd_venue_build,
+        _venue_build_arguments,
+        "the gateway's venue file (and the simulation's) from the description, bands from the inventory",
+    ),
+)
+
+
+def _venue_arguments(p: argparse.ArgumentParser) -> None:
+    add_commands(p, VENUE_ACTIONS, dest="action", metavar="ACTION")
 
 
 # --- enroll-server: central's enrollment responder (agent/central/enroll_server.py) -----------------
@@ -468,9 +739,15 @@ def _bundle_arguments(p: argparse.ArgumentParser) -> None:
 def _flash_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--port", required=True, action="append", help="serial port; repeat for several boards")
-    p.add_argument("--venue", required=True, type=ident)
-    p.add_argument("--zone", required=True, type=ident)
-    p.add_argument("--broker", type=address, help="the venue's local MQTT broker HOST:PORT")
+    p.add_argument("--venue", required=True, type=ident, help="the venue's id (ASCII)")
+    p.add_argument("--zone", required=True, type=ident, help="the zone's id (ASCII)")
+    p.add_argument("--zone-name", help="the zone as people read it, any script (e.g. 大厅); default: the id")
+    p.add_argument("--venue-name", help="the venue as people read it, any script; default: the id")
+    p.add_argument("--broker", help="the venue's local MQTT broker HOST:PORT (checked; online with --gateway)")
+    p.add_argument("--gateway", metavar="URL", help="online check: the gateway's status page http(s)://HOST:PORT")
+    p.add_argument("--gateway-token", type=Path, metavar="FILE", help="a copy of the status page's token file")
+    p.add_argument("--gateway-ca", type=Path, metavar="FILE", help="the status page's certificate (https)")
+    p.add_argument("--online-timeout", type=float, default=60.0, help="seconds to wait for each first frame")
     p.add_argument("--transport", choices=("mqtt", "uart"), default="mqtt")
     p.add_argument("--board", help="board file firmware/boards/NAME.json: pin map and base-image route")
     p.add_argument(
@@ -494,6 +771,7 @@ def _flash_arguments(p: argparse.ArgumentParser) -> None:
         help="kind wristband: the resident's reference (as in the venue file); one per --port, in order",
     )
     p.add_argument("--bundle", type=Path, help="a bundle directory (default: built from firmware/)")
+    p.add_argument("--firmware", type=Path, help=argparse.SUPPRESS)  # the tree the host checks run from
     p.add_argument("--chunk", type=int, default=512, choices=(256, 512, 1024, 2048), help="bytes per write")
     p.add_argument(
         "--channel",
@@ -512,8 +790,24 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gateway-key", type=Path, help="the gateway's .x25519.pub file (format gateway)")
 
 
+def _move_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device", type=ident)
+    p.add_argument("--zone", required=True, type=ident, help="the new zone's id (ASCII)")
+    p.add_argument("--zone-name", help="the new zone as people read it, any script (e.g. 大厅)")
+    p.add_argument("--venue", type=ident, help="the new venue's id (default: the same venue)")
+    p.add_argument("--venue-name", help="the venue as people read it")
+    p.add_argument("--gateway-key", type=Path, help="seal the moved device to this gateway (.x25519.pub) ...")
+    p.add_argument("--out", type=Path, help="... into this file, for guardian-agent devices import")
+
+
 def _label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("device", type=ident)
+
+
+def _sheet_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device", nargs="*", type=ident, help="devices (default: every device in the inventory)")
+    p.add_argument("--out", required=True, type=Path, help="the sheet: FILE.pdf or FILE.svg (A4)")
+    p.add_argument("--venue", type=ident, help="only devices of this venue")
 
 
 def _audit_arguments(p: argparse.ArgumentParser) -> None:
@@ -596,16 +890,31 @@ COMMANDS = (
         "flash, key, self-test, register and label devices on serial ports, in parallel",
     ),
     Command("list", cmd_list, no_arguments, "list the devices in the inventory (no secrets)"),
+    Command("ports", cmd_ports, no_arguments, "list the serial ports here (USB vendor:product, serial number)"),
+    Command(
+        "move",
+        cmd_move,
+        _move_arguments,
+        "move a device to another zone or venue without revoking it (inventory, label, gateway export)",
+    ),
     Command(
         "export", cmd_export, _export_arguments, "export the inventory as CSV/JSON (no secrets) or sealed to a gateway"
     ),
     Command("label", cmd_label, _label_arguments, "write a device's label again (QR code PNG/SVG and text line)"),
+    Command("labels", cmd_sheet, _sheet_arguments, "a printable A4 sheet of labels for a tray of devices (PDF/SVG)"),
     Command("audit", cmd_audit, _audit_arguments, "audit log: `audit verify` checks the hash chain"),
     Command(
         "revoke",
         cmd_revoke,
         _revoke_arguments,
         "revoke a device: signed REVOKE to its gateway, then out of the inventory",
+    ),
+    Command("venue", None, _venue_arguments, "one venue description -> the gateway's venue file (and the air's)"),
+    Command(
+        "practice",
+        cmd_practice,
+        _practice_arguments,
+        "rehearse with no hardware: virtual boards, broker and gateway (guardian-rig practice)",
     ),
     Command(
         "enroll-server",
@@ -652,6 +961,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler_of(args)(args)
     except (ProvisionError, AgentError) as exc:  # AgentError: central's tools (enroll-server)
         print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file named on the command line: one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{PROG}: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,106 +1,231 @@
-"""One board on a serial console, through mpremote's transport (the raw REPL).
+"""One board on a serial console: what the flash transaction can do to it (provisioning/rawrepl.py
+carries each command, checked end to end, over a line that may lose bytes).
 
-`DeviceLink` is what the flash transaction can do to a board: read its unique id, list its
-files with their SHA-256 (computed on the board, one round trip for the whole tree), write a
-file (to `<path>.tmp`, then renamed, so a cut transfer never leaves a half file under the real
-name), remove files, soft-reset, run the self-test and restart into the app. Everything goes
-through mpremote's `SerialTransport`, which works on USB-UART ports and on the virtual
-board's pty alike. Transport failures become `DeviceError` with the step that was running.
+The board's flash, as provisioning leaves it:
+
+    boot.py main.py fwswitch.mpy   the loader: started by name, never part of a set; boot.py
+                                   finishes an interrupted switch (firmware/fwswitch.py)
+    launch.mpy selftest.mpy lib/ hal/ apps/ boards/ config.json manifest.json
+                                   the running set: what the board starts
+    fw_new/                        a set being staged: complete, then self-tested, before the
+                                   switch; never started
+    fw.switch                      the commit: its rename into place makes fw_new/ the running
+                                   set (entry by entry, finished by boot.py after a power cut)
+    fw_old/                        the set the last switch replaced: the fallback
+    data/                          the app's own data (outbox, boot counter, band clock):
+                                   never named by a set, so never touched
+
+Every failure before the switch leaves the running set as it was; a board abandoned in the
+raw REPL restarts into it (its watchdog lease, provisioning/rawrepl.py, or a power cycle).
 """
 
 from __future__ import annotations
 
-import ast
-import binascii
+import base64
 import contextlib
-from collections.abc import Callable
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from provisioning.errors import DeviceError
+from provisioning.rawrepl import BoardCommandError, BoardGone, LineError, RawRepl
 
-# directories the bundle owns on the device; files there that the bundle does not list are
-# removed (a stale lib/x.py would shadow lib/x.mpy: MicroPython imports .py first; boards/
-# holds the one board file the bundle carries)
+# directories a set owns; files there that the set does not list are stale (a stale lib/x.py
+# would shadow lib/x.mpy: MicroPython imports .py first; boards/ holds the one board file)
 MANAGED_DIRS = ("lib", "hal", "apps", "boards")
-READ_TIMEOUT_S = 1.0  # serial read timeout; mpremote's own waits bound each exchange
-CONNECT_TIMEOUT_S = 5  # for the raw REPL prompt after interrupting the app
+STAGE = "fw_new"
+FALLBACK = "fw_old"
+MARK = "fw.switch"
+LOADER = ("boot.py", "main.py", "fwswitch.mpy")
+CONFIG = "config.json"
+MANIFEST = "manifest.json"
+DATA = "data"
+# root entries that never belong to a set
+NOT_A_SET = (*LOADER, DATA, STAGE, FALLBACK, MARK, MARK + ".tmp", "selftest.tmp")
+CHUNK = 512  # bytes of a file per command (about 700 on the line)
+
+_HELPERS = """\
+import os
+def _gst(p):
+ try:
+  return os.stat(p)
+ except OSError:
+  return None
+def _gh(p):
+ h = _h.sha256()
+ b = bytearray(512)
+ f = open(p, 'rb')
+ try:
+  while 1:
+   n = f.readinto(b)
+   if not n:
+    break
+   h.update(memoryview(b)[:n])
+ finally:
+  f.close()
+ return _b.hexlify(h.digest()).decode()
+def _gt(d, deep):
+ out = []
+ for e in (os.ilistdir(d) if d else os.ilistdir()):
+  p = d + '/' + e[0] if d else e[0]
+  if e[1] & 0x4000:
+   if deep:
+    out.append(_gt(p, 1))
+   else:
+    out.append(p + '/')
+  else:
+   out.append(p + ' ' + _gh(p)[:16])
+ return ';'.join(x for x in out if x)
+def _gmk(p):
+ q = ''
+ for part in p.split('/')[:-1]:
+  q = q + '/' + part if q else part
+  if _gst(q) is None:
+   os.mkdir(q)
+def _gw(p, off, s):
+ st = _gst(p)
+ n = st[6] if st else 0
+ if off == 0 and st:
+  os.remove(p)
+  n = 0
+ if n != off:
+  return str(n)
+ if off == 0:
+  _gmk(p)
+ d = _b.a2b_base64(s)
+ f = open(p, 'ab')
+ try:
+  f.write(d)
+ finally:
+  f.close()
+ return str(off + len(d))
+def _gmv(a, b):
+ if _gst(a) is None:
+  return 'done' if _gst(b) is not None else 'missing'
+ try:
+  os.rename(a, b)
+ except OSError:
+  os.remove(b)
+  os.rename(a, b)
+ return 'moved'
+def _grm(p):
+ st = _gst(p)
+ if st is None:
+  return
+ if st[0] & 0x4000:
+  for e in list(os.ilistdir(p)):
+   _grm(p + '/' + e[0])
+  os.rmdir(p)
+ else:
+  os.remove(p)
+def _gcp(a, b):
+ _gmk(b)
+ src = open(a, 'rb')
+ try:
+  dst = open(b, 'wb')
+  try:
+   buf = bytearray(512)
+   while 1:
+    n = src.readinto(buf)
+    if not n:
+     break
+    dst.write(memoryview(buf)[:n])
+  finally:
+   dst.close()
+ finally:
+  src.close()
+ return _gh(b)
+def _gman(d):
+ try:
+  f = open(d + 'manifest.json')
+ except OSError:
+  return ''
+ try:
+  import json
+  return str(json.load(f).get('bundle', '?'))
+ except Exception:
+  return '?'
+ finally:
+  f.close()
+_r = 'helpers'
+"""
 
 _UID_CODE = """\
 try:
  import machine
  _u = machine.unique_id()
 except (ImportError, AttributeError):
- import os
  _u = bytes.fromhex(os.getenv('GE_VBOARD_UID') or '')
-import binascii
-print(binascii.hexlify(_u).decode())
+_r = _b.hexlify(_u).decode()
 """
 
-_HASH_CODE = """\
-import os, hashlib, binascii
-_b = bytearray(512)
-def _h(p):
- h = hashlib.sha256()
- with open(p, 'rb') as f:
-  while 1:
-   n = f.readinto(_b)
-   if not n:
-    break
-   h.update(memoryview(_b)[:n])
- return binascii.hexlify(h.digest()).decode()
-def _w(d):
- for e in os.ilistdir(d if d else '.'):
-  p = d + '/' + e[0] if d else e[0]
-  if e[1] & 0x4000:
-   if d or e[0] in %r:
-    _w(p)
-  else:
-   print(repr((p, _h(p))), end=',')
-_w('')
+_SELFTEST_STAGED = f"""\
+import os, sys
+os.chdir({STAGE!r})
+sys.path[:] = ['', 'lib'] + [p for p in sys.path if p.startswith('.frozen')]
+import selftest
+_r = selftest.run()
 """
 
-_PUT_CODE = """\
-import os
-def _mk(p):
- q = ''
- for part in p.split('/')[:-1]:
-  q = q + '/' + part if q else part
-  try:
-   os.mkdir(q)
-  except OSError:
-   pass
-_mk(%r)
-"""
 
-_RENAME_CODE = """\
-import os
-try:
- os.rename(%(tmp)r, %(dst)r)
-except OSError:
- os.remove(%(dst)r)
- os.rename(%(tmp)r, %(dst)r)
-"""
+def sha16(data: bytes) -> str:
+    """A file's SHA-256 as the board's file lists give it (16 hex digits)."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@dataclass
+class BoardFiles:
+    """What the board holds: path -> 16 hex digits of SHA-256, per area."""
+
+    running: dict[str, str] = field(default_factory=dict)  # root files and MANAGED_DIRS
+    root_dirs: list[str] = field(default_factory=list)  # the root's directories
+    staged: dict[str, str] = field(default_factory=dict)  # under fw_new/, relative
+    fallback: dict[str, str] = field(default_factory=dict)  # under fw_old/, relative
+    bundles: dict[str, str] = field(default_factory=dict)  # "running", "staged", "fallback" -> id
+
+    @property
+    def switch_pending(self) -> bool:
+        return MARK in self.running
+
+
+def _pairs(text: str) -> tuple[dict[str, str], list[str]]:
+    files: dict[str, str] = {}
+    dirs: list[str] = []
+    for item in text.split(";"):
+        if item.endswith("/"):
+            dirs.append(item[:-1])
+        elif " " in item:
+            path, h = item.rsplit(" ", 1)
+            files[path] = h
+    return files, dirs
 
 
 class DeviceLink:
     """A board's console, opened in the raw REPL (the running app is interrupted)."""
 
-    def __init__(self, port: str, chunk: int = 512) -> None:
-        from mpremote.transport import TransportError
-        from mpremote.transport_serial import SerialTransport
-
+    def __init__(
+        self,
+        port: str,
+        chunk: int = CHUNK,
+        on_retry: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.port = port
         self.chunk = chunk
-        self._error: type[Exception] = TransportError
+        self.cancel = cancel  # set (Ctrl-C): the next command raises, unless a switch is under way
+        self._held = 0
         try:
-            self._t = SerialTransport(port, baudrate=115200, timeout=READ_TIMEOUT_S)
-        except (TransportError, OSError, ValueError) as exc:
-            raise DeviceError("connect", f"cannot open {port}: {exc}") from None
+            self.repl = RawRepl(port, on_retry=on_retry, helpers=_HELPERS)
+        except BoardGone as exc:
+            raise DeviceError("connect", str(exc)) from None
         try:
-            self._t.enter_raw_repl(soft_reset=False, timeout_overall=CONNECT_TIMEOUT_S)
-        except (TransportError, OSError) as exc:
+            self.repl.enter()
+        except (LineError, BoardGone) as exc:
             self.close()
-            raise DeviceError("connect", f"no MicroPython raw REPL on {port}: {exc}") from None
+            raise DeviceError("connect", str(exc)) from None
 
     def __enter__(self) -> DeviceLink:
         return self
@@ -111,89 +236,131 @@ class DeviceLink:
         self.close()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            self._t.close()
+        self.repl.close()
 
-    def _exec(self, step: str, code: str) -> bytes:
+    @property
+    def retries(self) -> int:
+        return self.repl.retries
+
+    @contextlib.contextmanager
+    def holding_cancel(self) -> Iterator[None]:
+        """Commands in this block run even after Ctrl-C (a switch is finished, a board restarted)."""
+        self._held += 1
         try:
-            out = self._t.exec(code)
-        except self._error as exc:
-            detail = str(exc).strip().splitlines()
-            raise DeviceError(step, f"board error: {detail[-1] if detail else type(exc).__name__}") from None
-        except OSError as exc:
-            raise DeviceError(step, f"console {self.port}: {exc}") from None
-        return bytes(out)
+            yield
+        finally:
+            self._held -= 1
+
+    def run(self, step: str, code: str, timeout: float = 10.0) -> str:
+        """Run checked code on the board; DeviceError(step) with one line when it fails."""
+        if self.cancel is not None and self.cancel.is_set() and not self._held:
+            raise DeviceError(step, "stopped (Ctrl-C); the board keeps the firmware it runs")
+        try:
+            return self.repl.command(code, timeout)
+        except BoardCommandError as exc:
+            raise DeviceError(step, f"the board says: {exc}") from None
+        except (LineError, BoardGone) as exc:
+            raise DeviceError(step, str(exc)) from None
+
+    # --- what is on the board -----------------------------------------------------------
 
     def uid(self) -> bytes:
         """The board's unique id (machine.unique_id(); the virtual board's id on the unix port)."""
-        out = self._exec("identify", _UID_CODE).decode(errors="replace").strip()
+        out = self.run("identify", _UID_CODE)
         try:
-            uid = binascii.unhexlify(out)
-        except (binascii.Error, ValueError):
+            uid = bytes.fromhex(out)
+        except ValueError:
             uid = b""
         if len(uid) < 4:
             raise DeviceError("identify", f"the board reports no usable unique id ({out[:40]!r})")
         return uid
 
-    def file_hashes(self) -> dict[str, str]:
-        """Device path -> SHA-256 hex of every root file and every file under MANAGED_DIRS."""
-        out = self._exec("copy", _HASH_CODE % (MANAGED_DIRS,)).decode(errors="replace")
-        try:
-            pairs = ast.literal_eval("[" + out.strip() + "]")
-            return {str(p): str(h) for p, h in pairs}
-        except (ValueError, SyntaxError, TypeError) as exc:
-            raise DeviceError("copy", f"unreadable file list from the board: {exc}") from None
+    def files(self, step: str) -> BoardFiles:
+        """Every file of the running set, the staged set and the fallback, with the bundle ids."""
+        got = BoardFiles()
+        got.running, got.root_dirs = _pairs(self.run(step, "_r = _gt('', 0)"))
+        for d in MANAGED_DIRS:
+            if d in got.root_dirs:
+                got.running.update(_pairs(self.run(step, f"_r = _gt({d!r}, 1)"))[0])
+        for area, d in (("staged", STAGE), ("fallback", FALLBACK)):
+            if d in got.root_dirs:
+                listed, subdirs = _pairs(self.run(step, f"_r = _gt({d!r}, 0)"))
+                for sub in subdirs:
+                    listed.update(_pairs(self.run(step, f"_r = _gt({sub!r}, 1)"))[0])
+                setattr(got, area, {p.removeprefix(d + "/"): h for p, h in listed.items()})
+        for area, prefix in (("running", ""), ("staged", STAGE + "/"), ("fallback", FALLBACK + "/")):
+            got.bundles[area] = self.run(step, f"_r = _gman({prefix!r})")
+        return got
 
-    def put(self, path: str, data: bytes, progress: Callable[[int], None] | None = None) -> None:
-        """Write one file: `<path>.tmp` first, then renamed over `path`."""
-        self._exec("copy", _PUT_CODE % path)
+    def sha256(self, step: str, path: str) -> str:
+        return self.run(step, f"_r = _gh({path!r})")
+
+    # --- writing -------------------------------------------------------------------------
+
+    def put(self, step: str, path: str, data: bytes, progress: Callable[[int], None] | None = None) -> None:
+        """Write one file: `<path>.tmp` chunk by chunk (each checked), its SHA-256 compared,
+        then renamed over `path`."""
         tmp = path + ".tmp"
-        done = 0
+        off = 0
+        while True:
+            part = data[off : off + self.chunk]
+            if off and not part:
+                break
+            b64 = base64.b64encode(part).decode()
+            now = int(self.run(step, f"_r = _gw({tmp!r}, {off}, {b64!r})"))
+            if progress is not None and now > off:
+                progress(now - off)
+            if now > len(data):
+                off = 0  # the board holds more than this file: start it again
+                continue
+            off = now
+            if not part:
+                break
+        if self.sha256(step, tmp) != hashlib.sha256(data).hexdigest():
+            raise DeviceError(step, f"{path}: what the board wrote differs from the file (check the cable)")
+        self.run(step, f"_r = _gmv({tmp!r}, {path!r})")
 
-        def advance(written: int, _total: int) -> None:
-            nonlocal done
-            if progress is not None:
-                progress(written - done)
-            done = written
+    def copy_on_board(self, step: str, src: str, dst: str, sha256: str) -> None:
+        """Copy a file the board already holds (no transfer over the line), checked."""
+        if self.run(step, f"_r = _gcp({src!r}, {dst!r})") != sha256:
+            raise DeviceError(step, f"{dst}: the copy of {src} on the board differs")
 
-        try:
-            self._t.fs_writefile(tmp, data, chunk_size=self.chunk, progress_callback=advance)
-        except self._error as exc:
-            raise DeviceError("copy", f"writing {path}: {str(exc).strip()[-200:]}") from None
-        except OSError as exc:
-            raise DeviceError("copy", f"writing {path}: {exc}") from None
-        self._exec("copy", _RENAME_CODE % {"tmp": tmp, "dst": path})
+    def remove(self, step: str, path: str) -> None:
+        """A file or a directory tree; nothing if it is not there."""
+        self.run(step, f"_grm({path!r})")
 
-    def run(self, step: str, code: str) -> bytes:
-        """Run a short program on the board (raw REPL); DeviceError(step) when it fails."""
-        return self._exec(step, code)
+    def switch(self, names: list[str], drop: list[str], src: str = STAGE, keep: str = FALLBACK) -> int:
+        """Commit the staged set (write fw.switch and rename it into place), then finish it
+        (firmware/fwswitch.py, which boot.py also runs after a reset); entries moved."""
+        plan = json.dumps({"src": src, "keep": keep, "set": names, "drop": drop}, separators=(",", ":"))
+        self.put("switch", MARK, plan.encode())  # the rename at its end is the commit
+        moved = self.run("switch", "import fwswitch\n_r = fwswitch.run()")
+        return int(moved) if moved.isdigit() else 0
 
-    def remove(self, path: str) -> None:
-        self._exec("copy", f"import os\nos.remove({path!r})\n")
+    # --- running -------------------------------------------------------------------------
 
     def soft_reset(self, step: str) -> None:
-        """Soft-reset into the raw REPL: a clean interpreter that has run boot.py only."""
         try:
-            self._t.enter_raw_repl(soft_reset=True)
-        except (self._error, OSError) as exc:
-            raise DeviceError(step, f"soft reset failed: {exc}") from None
+            self.repl.soft_reset()
+        except (LineError, BoardGone, BoardCommandError) as exc:
+            raise DeviceError(step, f"soft reset: {exc}") from None
 
-    def selftest(self) -> dict[str, str]:
-        """Run the firmware's self-test after a soft reset; its `key=value` fields on success."""
+    def selftest(self, staged: bool) -> dict[str, str]:
+        """The firmware's self-test after a soft reset, on the staged set (run from fw_new/, not
+        started) or the running one; its `key=value` fields on success."""
         self.soft_reset("selftest")
-        out = self._exec("selftest", "import selftest\nselftest.run()\n").decode(errors="replace")
-        line = next((x.strip() for x in out.splitlines() if x.startswith("selftest: ")), "")
+        line = self.run("selftest", _SELFTEST_STAGED if staged else "import selftest\n_r = selftest.run()", 60.0)
+        if staged:
+            self.soft_reset("selftest")  # out of fw_new/: a clean interpreter at the root again
         if not line.startswith("selftest: ok "):
             # "selftest: FAIL <check>: <reason>" -> "<check>: <reason>"
             reason = line.removeprefix("selftest: ").removeprefix("FAIL ")
-            raise DeviceError("selftest", reason or f"no result line (output {out[-200:]!r})")
+            raise DeviceError("selftest", reason or "no result from the self-test")
         return dict(part.split("=", 1) for part in line.split()[2:] if "=" in part)
 
-    def restart(self) -> None:
-        """Leave the raw REPL and soft-reset from the friendly REPL: boot.py, then main.py (the app)."""
+    def restart(self) -> str:
+        """Leave the raw REPL and start the board's app; what it printed at first."""
         try:
-            self._t.exit_raw_repl()
-            self._t.read_until(1, b">>> ", timeout=2)
-            self._t.serial.write(b"\x04")
-        except (self._error, OSError) as exc:
+            return self.repl.restart()
+        except (LineError, BoardGone) as exc:
             raise DeviceError("restart", f"could not restart the board: {exc}") from None

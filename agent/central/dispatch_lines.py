@@ -56,7 +56,8 @@ class DeviceInfo:
 def load_devices(path: Path) -> dict[str, DeviceInfo]:
     """Device id -> kind, venue, zone from provisioning's export (.json, .csv) or a registry (.toml).
 
-    Only those three fields are read: keys in a registry file are not kept.
+    Only those three fields are read: keys in a registry file are not kept. The export's
+    `zone_name` (the zone as people read it, e.g. 大厅) is shown where it is given.
     """
     path = Path(path)
     try:
@@ -80,7 +81,8 @@ def load_devices(path: Path) -> dict[str, DeviceInfo]:
         dev_id, kind, venue, zone = (f if isinstance(f, str) else "" for f in fields)
         if not (dev_id and kind and venue and isinstance(fields[3], str)):
             raise ConfigError(f"{path}: device {i + 1}: id, kind, venue and zone are required text")
-        out[dev_id] = DeviceInfo(kind, venue, zone)
+        name = row.get("zone_name") if isinstance(row, Mapping) else None
+        out[dev_id] = DeviceInfo(kind, venue, name if isinstance(name, str) and name else zone)
     return out
 
 

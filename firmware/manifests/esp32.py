@@ -59,5 +59,6 @@ package(
     ],
     base_path="..",
 )
+module("fwswitch.py", base_path="..")
 module("launch.py", base_path="..")
 module("selftest.py", base_path="..")

@@ -1,11 +1,12 @@
 """The flasher driver: a device flashed through the provisioning code, on real and simulated rigs.
 
 `FlasherDriver.flash()` runs the device's flash transaction (provisioning/flash.py
-`flash_one`: image, connect, identify, copy, key, selftest, register, label, restart) on the
-device's console port, found again by its USB serial number. The port has one user at a time:
-the device's `ConsoleDriver` lets go of it before the flash (mpremote holds it, in the raw
-REPL) and takes it again after a flash that succeeded. Output the board prints between its
-restart and that reopening may be lost (opening a serial port discards what is pending), so
+`flash_one`: image, connect, identify, copy, key, selftest, switch, clock, register, label,
+restart) on the device's console port, found again by its USB serial number. The port has one
+user at a time: the device's `ConsoleDriver` lets go of it before the flash (provisioning's raw
+REPL holds it, provisioning/rawrepl.py) and takes it again after a flash that succeeded.
+Output the board prints between its restart and that reopening may be lost (opening a serial
+port discards what is pending), so
 a test that must see the app start waits for something later, or asks central.
 
 A `Station` is the provisioning side of a rig: one workspace (inventory, audit log, labels)
@@ -40,14 +41,17 @@ from provisioning.workspace import Workspace
 #   identify   the board's unique id against the workspace's inventory: a board revoked
 #              or keyed for another kind, venue or zone, or an id already taken         infra
 #              (the rig's set-up, not the product; a retry fails the same way, on record)
-#   copy, key  a transfer over the console broke                                        infra
+#   copy, key  a transfer over the console broke (the new set is staged, not yet running) infra
 #   selftest   the board ran `selftest.run()` on the firmware just written and it failed,
 #              or its identity read back differs from what was written, or the board     product
 #              stopped answering while testing itself (from the host a board that crashes
 #              in its self-test and a console that breaks then look the same; the board
 #              was running its own code, so it counts against the board)
+#   switch     committing the staged set over the console (firmware/fwswitch.py)         infra
+#   clock      a band's clock set over the console                                      infra
 #   register, label  the workspace on the host: inventory, audit log, label files       infra
-#   restart    leaving the raw REPL over the console                                    infra
+#   restart    leaving the raw REPL over the console; an app that does not start is
+#              rolled back to the fallback and reported here                              infra
 PRODUCT_STEPS = frozenset({"selftest"})
 INFRA_STEPS = frozenset(STEPS) - PRODUCT_STEPS
 

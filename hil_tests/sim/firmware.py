@@ -1,7 +1,8 @@
 """The firmware tree as it goes onto a board's flash, and device configs for simulated venues.
 
-A board's flash holds /boot.py, /main.py (which imports /launch.py), /config.json, /lib (the
-pure modules), /hal (the hardware layer) and /apps/<kind> (the app config.json names).
+A board's flash holds /boot.py (which finishes a firmware switch, /fwswitch.py), /main.py
+(which imports /launch.py), /config.json, /lib (the pure modules), /hal (the hardware layer)
+and /apps/<kind> (the app config.json names).
 `firmware_files(kind)` is that layout for one kind; `VirtualBoard.install()` takes it as is.
 """
 
@@ -20,7 +21,7 @@ def firmware_files(kind: str, root: Path = FIRMWARE_DIR) -> dict[str, str | byte
     """Device path -> host file for everything a board of `kind` runs (config.json aside)."""
     if kind not in KINDS:
         raise ValueError(f"no firmware app for device kind {kind!r} (known: {', '.join(KINDS)})")
-    files: dict[str, str | bytes | Path] = {n: root / n for n in ("boot.py", "main.py", "launch.py")}
+    files: dict[str, str | bytes | Path] = {n: root / n for n in ("boot.py", "fwswitch.py", "main.py", "launch.py")}
     for sub in ("lib", "hal"):
         for path in sorted((root / sub).glob("*.py")):
             files[f"{sub}/{path.name}"] = path

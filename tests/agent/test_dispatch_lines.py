@@ -109,6 +109,10 @@ def test_device_lists_from_provisioning_exports_and_registries(tmp_path: Path) -
     assert load_devices(tmp_path / "devices.json") == {"AP-1": DeviceInfo("alarm_post", "rosewood", "大厅")}
     (tmp_path / "devices.csv").write_text("id,kind,uid,venue,zone,state\nAP-2,sensor,u1,rosewood,kitchen,provisioned\n")
     assert load_devices(tmp_path / "devices.csv") == {"AP-2": DeviceInfo("sensor", "rosewood", "kitchen")}
+    # the zone's id stays ASCII; the name people read comes with it (guardian-provision export)
+    named = "id,kind,uid,venue,zone,zone_name\nAP-3,alarm_post,u3,rosewood,lobby,前台\n"
+    (tmp_path / "named.csv").write_text(named, encoding="utf-8")
+    assert load_devices(tmp_path / "named.csv") == {"AP-3": DeviceInfo("alarm_post", "rosewood", "前台")}
     write_registry(tmp_path / "devices.toml", [Device("WB-1", "wristband", bytes(32), "rosewood", "room 4")])
     assert load_devices(tmp_path / "devices.toml") == {"WB-1": DeviceInfo("wristband", "rosewood", "room 4")}
     (tmp_path / "bad.json").write_text(json.dumps([{"id": "AP-1", "kind": "alarm_post"}]))

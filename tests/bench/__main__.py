@@ -23,6 +23,7 @@ from tests.bench import (
     bench_latency,
     bench_notify,
     bench_page,
+    bench_provision,
     bench_recovery,
     bench_security,
     bench_throughput,
@@ -42,6 +43,7 @@ MODULES: list[tuple[tuple[str, ...], Callable[[set[str], int, float], list[dict[
     (bench_notify.NAMES, bench_notify.run),
     (bench_security.NAMES, bench_security.run),
     (bench_recovery.NAMES, bench_recovery.run),
+    (bench_provision.NAMES, bench_provision.run),
 ]
 ALL = [name for names, _ in MODULES for name in names]
 

@@ -159,8 +159,8 @@ def test_flash_killed_mid_copy_completes_on_the_next_run(tmp_path: Path, make_bo
     )
     try:
         deadline = time.monotonic() + 30
-        lib = board.flash_dir / "lib"
-        # kill once the copy is under way: a few modules on the board, the manifest (last) not yet
+        lib = board.flash_dir / "fw_new" / "lib"
+        # kill once the staging is under way: a few modules staged, the manifest (last) not yet
         while not (lib.is_dir() and len(list(lib.iterdir())) >= 2):
             assert proc.poll() is None and time.monotonic() < deadline, "the flash ended before it could be killed"
             time.sleep(0.002)
@@ -168,6 +168,7 @@ def test_flash_killed_mid_copy_completes_on_the_next_run(tmp_path: Path, make_bo
     finally:
         proc.wait(10)
     assert not (board.flash_dir / "manifest.json").exists() and not (board.flash_dir / "config.json").exists()
+    assert not (board.flash_dir / "fw_new" / "manifest.json").exists()  # staged, never switched to
 
     rerun = provision(home, *_flash_args([board], ("127.0.0.1", 1883), bundle), timeout=60)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -175,10 +176,11 @@ def test_flash_killed_mid_copy_completes_on_the_next_run(tmp_path: Path, make_bo
     m = re.search(rf"{dev} ok \(resumed; (\d+) files copied", rerun.stdout)
     assert m, rerun.stdout
     total = len(json.loads((bundle / "manifest.json").read_text())["files"]) + 2
-    assert 0 < int(m.group(1)) < total  # what the killed run copied is not copied again
+    assert 0 < int(m.group(1)) < total  # what the killed run staged is not sent again
     board.wait_console(f"alarm_post: {dev} boot", timeout=10)
     # no half-copied file left where the flash writes (the root and the managed directories);
     # data/ is the running app's own store, whose atomic writes use .tmp files of their own
+    assert not (board.flash_dir / "fw_new").exists() and not (board.flash_dir / "fw.switch").exists()
     flashed = [board.flash_dir, *(board.flash_dir / d for d in MANAGED_DIRS)]
     assert not [p for d in flashed for p in (d.glob("*.tmp") if d == board.flash_dir else d.rglob("*.tmp"))]
     log = (home / "audit.log").read_text()

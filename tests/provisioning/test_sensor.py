@@ -168,14 +168,17 @@ def test_board_judges_the_tuning_and_other_channels_rewrite_config_only(
     home = tmp_path / "station"
     board = make_board("sensor-2")
     dev = _dev(board)
-    # well-formed on the host, but smoke's valid range is 0..2000: the board's load_config says so
+    # well-formed, but smoke's valid range is 0..2000: the sensor's own load_config, run on the
+    # host, refuses it before the board is touched
     bad = provision(home, *_flash_cli(bundle, board, "smoke:smoke:on=5000", "door:door"), timeout=60)
-    assert bad.returncode == 1
-    assert (
-        f"{board.console_path}: {dev} FAILED at selftest: config: config.json: channels[0] (smoke): "
-        "detector: on=5000 outside lo..hi (0..2000)"
-    ) in bad.stdout, bad.stdout
-    assert "Traceback" not in bad.stderr
+    assert_user_error(bad, "guardian-provision", "--channel 'smoke:smoke:on=5000': detector: on=5000 outside lo..hi")
+    assert not (home / "audit.log").exists()  # nothing was started
+    # the board stays the final judge (a bundle of another firmware version): its self-test
+    # runs the same check on the staged set, which is never switched to
+    board_says = _flash(home, bundle, board, ("smoke:smoke:on=5000", "door:door"))
+    assert (board_says.ok, board_says.step) == (False, "selftest")
+    assert board_says.reason == "config: config.json: channels[0] (smoke): detector: on=5000 outside lo..hi (0..2000)"
+    assert not (board.flash_dir / "config.json").exists() and (board.flash_dir / "fw_new" / "config.json").exists()
 
     good = provision(home, *_flash_cli(bundle, board, "smoke:smoke:on=500", "door:door"), timeout=60)
     assert good.returncode == 0, good.stdout + good.stderr

@@ -124,7 +124,9 @@ def test_export_csv_and_json_carry_no_secret(tmp_path: Path) -> None:
     csv_out = provision(home, "export", "--format", "csv")
     assert csv_out.returncode == 0, csv_out.stderr
     lines = csv_out.stdout.splitlines()
-    assert lines[0] == "id,kind,uid,venue,zone,state,bundle,fw,mpy,provisioned,resident"
+    assert lines[0] == (
+        "id,kind,uid,venue,zone,state,bundle,fw,mpy,provisioned,resident,venue_name,zone_name,fallback,last_failure"
+    )
     assert [line.split(",")[0] for line in lines[1:]] == ["AP-00AA", "AP-00BB", "AP-00CC"]
     json_out = provision(home, "export", "--format", "json", "--out", str(tmp_path / "inv.json"))
     assert json_out.returncode == 0, json_out.stderr

@@ -112,9 +112,10 @@ def test_flash_asks_for_wifi_only_where_the_board_needs_it(
 def test_flash_writes_board_and_wifi_into_config_and_the_board_file_next_to_it(
     tmp_path: Path, make_board: MakeBoard
 ) -> None:
-    # A Pico W post's bundle onto a virtual board: the copy and key steps write what a real
-    # board gets; the self-test then stops it, because the unix port runs no rp2 hal (one line
-    # naming the board file), which is what a technician sees with the wrong image.
+    # A Pico W post's bundle onto a virtual board: the copy and key steps stage what a real
+    # board gets (fw_new/); the self-test then stops it, because the unix port runs no rp2 hal
+    # (one line naming the board file), which is what a technician sees with the wrong image,
+    # and the staged set is never switched to.
     home = tmp_path / "station"
     board = make_board("post-wifi")
     dev = "AP-" + board_uid(board.name).hex().upper()
@@ -123,10 +124,12 @@ def test_flash_writes_board_and_wifi_into_config_and_the_board_file_next_to_it(
     out = provision(home, *args, env={ENV_SSID: "Venue Hall", ENV_PASSWORD: SECRET}, timeout=120)
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"{dev} FAILED at selftest: hal: boards/alarm-post-picow.json: port:" in out.stdout, out.stdout
-    cfg = json.loads((board.flash_dir / "config.json").read_text())
+    staged = board.flash_dir / "fw_new"
+    assert not (board.flash_dir / "config.json").exists()  # nothing switched to
+    cfg = json.loads((staged / "config.json").read_text())
     assert cfg["board"] == "alarm-post-picow" and cfg["wifi"] == {"ssid": "Venue Hall", "password": SECRET}
-    on_board = board.flash_dir / "boards" / "alarm-post-picow.json"
+    on_board = staged / "boards" / "alarm-post-picow.json"
     assert on_board.read_bytes() == load_board("alarm-post-picow", FIRMWARE_DIR).data  # the checked form
-    assert (board.flash_dir / "hal" / "rp2.mpy").is_file() and not (board.flash_dir / "hal" / "unix.mpy").exists()
+    assert (staged / "hal" / "rp2.mpy").is_file() and not (staged / "hal" / "unix.mpy").exists()
     for text in (out.stdout, out.stderr, (home / "audit.log").read_text()):
         assert SECRET not in text
