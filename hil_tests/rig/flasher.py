@@ -6,8 +6,8 @@ restart) on the device's console port, found again by its USB serial number. The
 user at a time: the device's `ConsoleDriver` lets go of it before the flash (provisioning's raw
 REPL holds it, provisioning/rawrepl.py) and takes it again after a flash that succeeded.
 Output the board prints between its restart and that reopening may be lost (opening a serial
-port discards what is pending), so
-a test that must see the app start waits for something later, or asks central.
+port discards what is pending), so a test that must see the app start waits for something
+later, or asks central.
 
 A `Station` is the provisioning side of a rig: one workspace (inventory, audit log, labels)
 and one bundle, opened on first use and shared by every device's flasher.
