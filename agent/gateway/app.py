@@ -50,7 +50,6 @@ from agent.gateway.sources.mqtt import LocalBroker
 from agent.gateway.sources.serial import SerialSources
 from agent.gateway.stats import DiskReport, FallbackCounters, LivenessCounters, Snapshot, Stats
 from agent.gateway.status import view
-from agent.gateway.status.page import StatusPage
 from agent.gateway.uplink import Uplink
 from agent.gateway.wristbands.alerts import AlertEngine
 from agent.gateway.wristbands.doors import DoorFeed
@@ -63,6 +62,7 @@ from agent.shared.registry import Registry, load_registry
 
 if TYPE_CHECKING:
     from agent.gateway.fallback import AlarmWatch, Fallback
+    from agent.gateway.status.page import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +398,10 @@ def _status_page(
     ble: BleSources,
     liveness: Liveness | None,
 ) -> StatusPage:
-    """The installer's page: it reads the parts' snapshots, never their state."""
+    """The installer's page: it reads the parts' snapshots, never their state. Its web stack
+    (aiohttp, about 10 MB of the agent's memory) is imported only when [status_page] is set."""
+    from agent.gateway.status.page import StatusPage  # noqa: PLC0415
+
     return StatusPage(
         page,
         gateway=cfg.gateway_id,
