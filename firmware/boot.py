@@ -1,24 +1,17 @@
-# Runs first at every reset, before main.py; minimal (a failure here leaves no app)
+# At every reset, before main.py; fwswitch.py says what it finishes here and why
 try:
     import micropython
 
-    micropython.alloc_emergency_exception_buf(128)  # an irq handler's traceback on a full heap
+    micropython.alloc_emergency_exception_buf(128)
 except (ImportError, AttributeError):
     pass
-# A firmware switch that a reset cut short is finished before anything imports the set
-# (fwswitch.py); the module leaves the heap again.
 try:
     import fwswitch
 
     fwswitch.run()
 except ImportError:
-    pass  # flashed before the switch existed
-except Exception as e:
-    print("boot: firmware switch not finished: %r" % (e,))
-try:
-    import sys
-
-    sys.modules.pop("fwswitch", None)
-    del fwswitch
-except (NameError, ImportError):
     pass
+except Exception as e:
+    print("boot: switch not finished: %r" % (e,))
+fwswitch = None
+__import__("sys").modules.pop("fwswitch", None)

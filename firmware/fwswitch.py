@@ -14,74 +14,56 @@
 import os
 
 MARK = "fw.switch"
-_DIR = 0x4000
 # looked up at call time, so a test can cut the power between two moves
 _rename = os.rename
 
 
 def _exists(p):
     try:
-        os.stat(p)
-        return True
+        return os.stat(p)[0]
     except OSError:
-        return False
+        return 0
 
 
 def rm(p):
     # a file or a whole directory tree; nothing if it is not there
-    try:
-        mode = os.stat(p)[0]
-    except OSError:
-        return
-    if mode & _DIR:
+    mode = _exists(p)
+    if mode & 0x4000:
         for e in list(os.ilistdir(p)):
             rm(p + "/" + e[0])
         os.rmdir(p)
-    else:
+    elif mode:
         os.remove(p)
-
-
-def _plan():
-    try:
-        with open(MARK) as f:
-            import json
-
-            m = json.load(f)
-    except OSError:
-        return None
-    return m["src"], m["keep"], list(m["set"]), list(m["drop"])
-
-
-def _keep(e, keep):
-    rm(keep + "/" + e)
-    _rename(e, keep + "/" + e)
 
 
 def run():
     # -> None when no switch was pending, else how many entries moved now
     try:
-        plan = _plan()
-    except (ValueError, KeyError, TypeError):
-        plan = None  # a committed plan is whole (renamed into place); this is not one
-        os.remove(MARK)
-    if plan is None:
+        with open(MARK) as f:
+            import json
+
+            m = json.load(f)
+        src, keep, names, drop = m["src"], m["keep"], list(m["set"]), list(m["drop"])
+    except OSError:
         rm(MARK + ".tmp")
         return None
-    src, keep, names, drop = plan
+    except (ValueError, KeyError, TypeError):
+        os.remove(MARK)  # a committed plan is whole (renamed into place); this is not one
+        rm(MARK + ".tmp")
+        return None
     if not _exists(keep):
         os.mkdir(keep)
     n = 0
-    for e in drop:
+    for e in drop + names:
+        new = e in names
+        if not _exists(src + "/" + e if new else e):
+            continue  # moved before a reset, or never there
         if _exists(e):
-            _keep(e, keep)
-            n += 1
-    for e in names:
-        s = src + "/" + e
-        if _exists(s):
-            if _exists(e):
-                _keep(e, keep)
-            _rename(s, e)
-            n += 1
+            rm(keep + "/" + e)
+            _rename(e, keep + "/" + e)
+        if new:
+            _rename(src + "/" + e, e)
+        n += 1
     os.remove(MARK)
     rm(src)
     return n
