@@ -7,6 +7,7 @@ which replays it).
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from pathlib import Path
@@ -266,13 +267,21 @@ def test_zone_flapping_at_the_door_is_suppressed() -> None:
 
 
 # next to the exit: the exit scanner as strong as the hall's, or a little stronger
+LEVEL = {"H1": -72, "X1": -72}
 NEAR_DOOR = {"H1": -76, "X1": -68}
 
 
-def test_exit_needs_more_than_a_room_margin() -> None:
-    """8 dB over the hall's scanner moves a band between rooms, but is no evidence of an exit."""
-    b = Band(AlertEngine(venue()))
+def _sit_down_near_the_door(b: Band) -> None:
+    """From the hall to a seat where the two scanners are level; seated for 20 s."""
     b.run(10, HALL)
+    b.run(20, LEVEL)
+
+
+def test_exit_needs_more_than_a_room_margin() -> None:
+    """8 dB over the hall's scanner moves a band between rooms, but is no evidence of an exit for
+    a resident sitting there (one seen leaving the hall's scanner is another matter, below)."""
+    b = Band(AlertEngine(venue()))
+    _sit_down_near_the_door(b)
     b.run(600, NEAR_DOOR)
     assert b.alerts == [] and b.e.zone_of("WB-1") == "hall"
     # the other resident may be anywhere inside: the same readings between two inside zones move it
@@ -300,6 +309,52 @@ def test_exit_evidence_while_the_hall_misses_adverts() -> None:
     for k in range(30):
         b.second({"H1": -80, "X1": -68} if k % 4 == 0 else {"X1": -68})
     assert b.types() == [EventType.EXIT]
+
+
+# a band walking from under the hall's scanner into the exit zone while shadowing lowers the
+# exit scanner and lifts the hall's: the exit scanner only 8 dB over the hall's, under the exit
+# margin (12), for the whole crossing
+WALK_OUT = [{"H1": -66, "X1": -95}, {"H1": -71, "X1": -90}, {"H1": -76, "X1": -86}, {"H1": -81, "X1": -82}]
+SHADOWED_DOOR = {"H1": -86, "X1": -78}
+
+
+def test_exit_through_a_shadowed_lobby_is_seen_leaving() -> None:
+    """The inside scanner losing the band as the exit scanner gains it is the evidence."""
+    b = Band(AlertEngine(venue()))
+    b.run(20, {"H1": -62, "L1": -80})
+    for heard in WALK_OUT:
+        b.second(heard)
+    start = b.t
+    b.run(30, SHADOWED_DOOR)
+    assert b.types() == [EventType.EXIT]
+    assert b.alerts[0].t_ms // 1000 - start <= 8
+
+
+def test_sitting_where_the_exit_scanner_is_as_strong_is_no_exit() -> None:
+    """Half an hour where the exit scanner averages the room's, shadowing swinging the two apart
+    by up to 10 dB either way over tens of seconds: the band stays in the hall."""
+    b = Band(AlertEngine(venue()))
+    _sit_down_near_the_door(b)
+    for k in range(1800):
+        swing = 5 * math.sin(k / 10)
+        b.second({"H1": round(-72 - swing), "X1": round(-72 + swing)})
+    assert b.alerts == [] and b.e.zone_of("WB-1") == "hall"
+
+
+def test_lost_adverts_alone_do_not_make_an_exit(seed: int) -> None:
+    """Next to the exit (the exit scanner 18 dB under the hall's): a quarter of the adverts lost
+    by each scanner at random for ten minutes, then silences of 5-20 s (the band unheard by
+    every scanner): no scanner gains or loses the band, so it stays in the hall."""
+    b = Band(AlertEngine(venue()))
+    b.run(20, {"H1": -62, "L1": -80})
+    rnd = random.Random(seed)
+    near = {"H1": -66, "X1": -84}
+    for _ in range(600):
+        b.second({sc: v for sc, v in near.items() if rnd.random() >= 0.25})
+    for _ in range(10):
+        b.silent(rnd.randint(5, 20))
+        b.run(60, near)
+    assert b.alerts == [] and b.e.zone_of("WB-1") == "hall"
 
 
 def test_random_loss_of_a_near_scanner_does_not_move_a_band(seed: int) -> None:
@@ -341,7 +396,7 @@ def test_door_contact_confirms_exit_evidence_at_once() -> None:
 def test_door_contact_does_not_lower_the_exit_margin() -> None:
     e = AlertEngine(door_venue())
     b = Band(e)
-    b.run(10, HALL)
+    _sit_down_near_the_door(b)
     for _ in range(20):  # the door opens every 30 s while the resident sits next to it
         e.on_door("front", True, b.t * 1000)
         b.run(30, NEAR_DOOR)

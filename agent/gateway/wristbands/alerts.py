@@ -24,7 +24,13 @@ Per band, across all scanners:
   only the current zone's by `zone_margin_db`, `exit_confirm` times in a row. A resident
   sitting next to the exit, where a shadowing swing lifts the exit scanner to the level of
   the room's own, is still heard by the room's scanner; one in the exit zone is heard by the
-  exit scanner and barely by anything inside. A door contact of that exit zone opening within
+  exit scanner and barely by anything inside. A band seen leaving needs only a room's margin
+  (`zone_margin_db`, still `exit_confirm` times): the lead of the allowed zones' strongest
+  scanner over the other zones' (on the levels each heard, -105 dBm for none, so random loss
+  makes no lead) was at least _DEPART_DB more 2-15 s before than now: a walk out of the room
+  scanner's reach into the exit scanner's, not a shadowing swing of a resident sitting still;
+  leads taken before a scanner went down or came back are forgotten. A door contact of that
+  exit zone opening within
   `door_window_s` of the evidence confirms it at once (no repeat needed);
   a band last heard within `door_window_s` of a door's opening, faded out (its last reading
   -80 dBm or weaker, by one of the door's `approach` scanners when the venue lists them) and
@@ -74,6 +80,9 @@ _LOSS_PRIOR = 0.05  # the relative miss rate assumed before one is learned
 _LOSS_RATE = 0.002  # EWMA weight of one observation with two clear scanners
 _FADED_DBM = -80  # a band leaving through a door fades out: its last reading is at most this
 _STRONG_DBM = -90  # with margin: the reading that moves a band out of a zone whose scanners are down
+_DEPART_DB = 30  # a band leaving: its inside-over-outside lead fell by this much ...
+_DEPART_MS = (2_000, 15_000)  # ... against its lead this long ago (a walk, not a shadowing swing)
+_LEADS = 48  # bound of the leads kept per band (one per advert counter)
 _OPENINGS_MAX = 32  # door openings watched at once (each costs a pass over the bands per tick)
 _NEVER = 1 << 62
 
@@ -150,6 +159,7 @@ class _Band:
         "last_rssi",
         "last_scanner",
         "last_seen_ms",
+        "leads",
         "links",
         "missing_open",
         "missing_since",
@@ -173,6 +183,8 @@ class _Band:
         self.last_new_ms = -1
         self.interval_ms = _INTERVAL_MS
         self.obs_counter = -1  # the advert counter of the last zone observation
+        # per observation: (t_ms, strongest allowed zone's average - strongest other zone's)
+        self.leads: deque[tuple[int, float]] = deque(maxlen=_LEADS)
         self.zone: str | None = None
         self.pending: str | None = None
         self.streak = 0
@@ -348,6 +360,7 @@ class AlertEngine:
         self._live.pop(scanner, None)
         for b in self._bands.values():
             b.links.pop(scanner, None)
+            b.leads.clear()  # a lead over a scanner that was not listening is no evidence
             b.due_ms = min(b.due_ms, t_ms)
         zone = self._scanner_zone.get(scanner)
         if zone in self._exits and zone not in self._exit_blind and self._blind(zone):
@@ -361,6 +374,8 @@ class AlertEngine:
         zone = self._scanner_zone.get(scanner)
         if zone is not None:
             self._live[scanner] = zone
+            for b in self._bands.values():
+                b.leads.clear()  # ... nor is a scanner's silence before it was back
         blind = self._exit_blind.pop(zone, None) if zone is not None else None
         if zone is not None and blind is not None and blind[1]:
             name = self.venue.zones[zone].name
@@ -429,15 +444,25 @@ class AlertEngine:
                 missed = (top * len(clear) - sum(clear)) / (top * (len(clear) - 1))
                 self._rel_miss += (missed - self._rel_miss) * _LOSS_RATE
         best = second = cur = -1e9
+        inside = outside = float(_FLOOR_DBM)
         cand: str | None = None
         cand_scanner = ""
         bz = b.zone
+        allowed_zones = b.allowed
         full = h_max - _MISS_SLACK - int(self._rel_miss * h_max + 0.5)
         for h, total, zone, sid in heard:
             ex = full - h
             # adverts this scanner missed that the band's best-hearing scanner heard count at the
             # floor: a far scanner's rare lucky sample does not beat a near one that hears them all
             avg = (total + _FLOOR_DBM * ex) / (h + ex) if ex > 0 else total / h
+            # the lead is judged on what each scanner heard (not on its misses, which random loss
+            # makes as well as a walk): the level a scanner hears the band at is where the band is
+            raw = total / h
+            if zone in allowed_zones:
+                if raw > inside:  # noqa: PLR1730 - hot path: a comparison costs less than max()
+                    inside = raw
+            elif raw > outside:
+                outside = raw
             if avg > best:
                 if zone != cand:
                     second = best
@@ -446,6 +471,7 @@ class AlertEngine:
                 second = avg
             if zone == bz and avg > cur:
                 cur = avg
+        b.leads.append((t_ms, inside - outside))
         if cand is None or best < self._zone_min[cand]:
             return  # the strongest scanner is too weak to place the band in its zone
         if cand == bz:
@@ -460,8 +486,10 @@ class AlertEngine:
         need, confirm = cur + self._margin, self._confirm
         door = False
         if not allowed:
-            # exit evidence: the exit scanner beats every scanner of every other zone
-            need, confirm = max(need, second + self._exit_margin), self._exit_confirm
+            # exit evidence: the exit scanner beats every scanner of every other zone, by the exit
+            # margin, or by a room's when the band is seen leaving (its inside lead collapsed)
+            margin = self._margin if self._departed(b.leads, t_ms, outside - inside) else self._exit_margin
+            need, confirm = max(need, second + margin), self._exit_confirm
             opened = self._door_open_ms.get(cand, -1)
             if opened >= 0 and abs(t_ms - opened) <= self._door_window_ms:
                 door, confirm = True, 1  # a door of the zone opened: the evidence needs no repeat
@@ -487,6 +515,15 @@ class AlertEngine:
             ctx["away_s"] = (t_ms - b.exit_since) // 1000
             ctx["text"] = f"{b.res.reference} is back inside, in {self._zone_name(cand)}, at {ctx['time']}"
             out.append(self._alert(EventType.BACK_INSIDE, b, t_ms, ctx))
+
+    @staticmethod
+    def _departed(leads: deque[tuple[int, float]], t_ms: int, gain: float) -> bool:
+        """The band is leaving: the zones it may not be in lead the allowed ones by `gain` now,
+        and the allowed ones led by at least _DEPART_DB - gain a few seconds ago (a walk out
+        swings the lead by ~40 dB in seconds; shadowing swings a sitter's by ~5 dB)."""
+        need = _DEPART_DB - gain
+        lo, hi = t_ms - _DEPART_MS[1], t_ms - _DEPART_MS[0]
+        return any(lo <= t <= hi and lead >= need for t, lead in leads)
 
     def _exit(
         self, b: _Band, t_ms: int, scanner: str, rssi: int, old: str | None, reason: str, out: list[Alert]
