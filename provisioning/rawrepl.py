@@ -14,7 +14,10 @@ printed. A technician's cable loses bytes (about one in 5,000 on a bad one), so 
 - A line error resynchronises: Ctrl-C (ends a paste or a running command), Ctrl-A (the banner
   again), and the command is asked for again, up to `tries` times; then one line tells the
   technician to check the cable.
-- Commands go through `_gx(n, code, digest)`, defined once per interpreter (the bootstrap):
+- Commands go through `_gx(n, code, digest)`, defined once per interpreter by the bootstrap,
+  which is itself checked: it travels as a string the board runs only if its SHA-256 matches,
+  and the board answers with the digest of what it ran.
+  Through `_gx`:
   the board runs `code` only if its SHA-256 matches `digest` (a byte lost on the way in makes
   it refuse), keeps the result of command n and prints it framed with n and its own SHA-256
   (a byte lost on the way out makes the host ask `_gx(n, '', '')`, which prints the kept
@@ -69,6 +72,17 @@ def _gx(n, c, d):
  m = '%%d %%s' %% (n, _gs[1])
  print('\\x02' + m + '\\x1f' + _gd(m) + '\\x03')
 """ % (LEASE_MS,)  # noqa: UP031 - the code is full of braces; %% keeps its own %
+# The bootstrap travels as a string the board runs only if its SHA-256 is the host's, then
+# answers with the digest of what it ran (computed by the _gd it just defined): a byte lost in
+# the bootstrap itself (`exec` arriving as `xec` is still valid Python, and a WDT timeout that
+# lost a digit would reset the board) is a line error, never a board that runs it.
+_WRAP = """\
+import hashlib as _h, binascii as _b
+_s = %r
+if _b.hexlify(_h.sha256(_s).digest()[:8]).decode() == %r:
+ exec(_s, globals())
+ print('\\x02' + _gd(_s) + '\\x03')
+"""
 
 
 class LineError(ProvisionError):
@@ -239,9 +253,12 @@ class RawRepl:
         self.enter()
 
     def _bootstrap(self) -> None:
-        _, err = self.exchange(_BOOT.encode(), 5.0)
+        check = digest(_BOOT)
+        out, err = self.exchange((_WRAP % (_BOOT, check)).encode(), 5.0)
         if err:
             raise LineError(f"bootstrap garbled: {err.decode(errors='replace').strip().splitlines()[-1:]}")
+        if b"\x02" + check.encode() + b"\x03" not in out:
+            raise LineError("bootstrap garbled on the way (the board did not run it as sent)")
         self._ready = True
         if self.helpers:
             self.command(self.helpers)

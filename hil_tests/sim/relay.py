@@ -4,7 +4,9 @@ the console's port, loses some of them, and can be unplugged.
 `SerialRelay(target).path` is a port a tool opens like any other; every byte either way is
 dropped with probability `loss` (one random.Random(seed), so a run repeats), which is what a
 noisy USB-UART cable does to a raw REPL, and `rate` (bytes a second, 0: as fast as the ptys
-go) holds it to a serial line's speed (115200 baud is about 11,500 bytes a second).
+go) holds it to a serial line's speed (115200 baud is about 11,500 bytes a second). `cut`
+drops the first byte of the first occurrence of those bytes on the way to the board (within
+one read), once: a chosen loss, for a test that must hit one byte.
 `unplug()` closes the relay's side: the tool's next read or write fails as on a vanished
 /dev/ttyUSB0, and the board keeps running, its console untouched. Simulation at the
 hardware boundary only (the cable); the tool and the board are the real ones.
@@ -25,8 +27,11 @@ from types import TracebackType
 class SerialRelay:
     """A lossy, unpluggable cable from a new pty (`path`) to the serial port `target`."""
 
-    def __init__(self, target: str, loss: float = 0.0, seed: int = 1, rate: float = 0.0) -> None:
+    def __init__(
+        self, target: str, loss: float = 0.0, seed: int = 1, rate: float = 0.0, cut: bytes | None = None
+    ) -> None:
         self.loss = loss
+        self.cut = cut
         self.rate = rate
         self.dropped = 0
         self.copied = 0
@@ -42,7 +47,12 @@ class SerialRelay:
         self._thread = threading.Thread(target=self._run, name="serial-relay", daemon=True)
         self._thread.start()
 
-    def _keep(self, data: bytes) -> bytes:
+    def _keep(self, data: bytes, to_board: bool) -> bytes:
+        at = data.find(self.cut) if to_board and self.cut else -1
+        if at >= 0:
+            self.cut = None
+            self.dropped += 1
+            data = data[:at] + data[at + 1 :]
         if self.loss <= 0:
             return data
         kept = bytes(b for b in data if self._rng.random() >= self.loss)
@@ -59,7 +69,7 @@ class SerialRelay:
         if not data:
             return False
         with self._lock:
-            data = self._keep(data)
+            data = self._keep(data, src == self._master)
             self.copied += len(data)
         view = memoryview(data)
         while view:

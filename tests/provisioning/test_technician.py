@@ -130,6 +130,21 @@ def test_a_noisy_cable_completes_the_flash_and_says_so(tmp_path: Path, make_boar
     board.wait_console(f"alarm_post: {dev} boot", timeout=10)
 
 
+def test_a_byte_lost_in_the_raw_repls_bootstrap_is_a_line_error(tmp_path: Path, make_board: MakeBoard) -> None:
+    # `exec` arriving as `xec` is still valid Python: a bootstrap run as it arrived would make
+    # every later command fail on the board as if the board were broken
+    board = make_board("post-x")
+    dev = "AP-" + board_uid(board.name).hex().upper()
+    with SerialRelay(board.console_path, cut=b"exec(c") as cable:
+        out = provision(
+            tmp_path / "station", "flash", "--kind", "alarm_post", "--venue", "v", "--zone", "z",
+            "--broker", "127.0.0.1:1883", "--port", cable.path, timeout=120,
+        )  # fmt: skip
+        assert cable.cut is None and cable.dropped == 1, "the byte was not on the line"
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{dev} ok (new;" in out.stdout and "line errors recovered: check the cable" in out.stdout, out.stdout
+
+
 def test_a_wrong_port_is_answered_with_the_ports_there_are(tmp_path: Path) -> None:
     out = provision(
         tmp_path / "h", "flash", "--kind", "alarm_post", "--venue", "v", "--zone", "z",
