@@ -17,7 +17,7 @@ part (hal/machineboard.py imports hal/lis3dh.py when the board file's "accel" na
 part lis3dh: a board file without it gets no driver), and the link to the gateway (config.json's
 "transport" picks one: lib/reporter.py imports lib/uartlink.py, which brings the serial
 framing, only for "uart", and lib/mqttlink.py, which brings the MQTT client lib/mqtt.py and
-lib/tls.py, only for "mqtt", which on a Wi-Fi board rides on hal/wifi.py; both links are
+lib/linktls.py, only for "mqtt", which on a Wi-Fi board rides on hal/wifi.py; both links are
 carried when no transport is given). A module the tree does not hold (a MicroPython built-in such as `machine` or
 `cryptolib`) is the firmware image's, not the bundle's. A dynamic import (`__import__(name)`)
 is not followed; nothing outside the app's package and selftest.py uses one.

@@ -1,7 +1,7 @@
 # The device's link to the gateway over MQTT 3.1.1 through the gateway's local broker
 # (docs/protocol.md §5), with the methods of lib/link.py's links. Its own module, loaded only
 # by a device configured for "mqtt", so a UART device holds neither it nor the MQTT client
-# (lib/mqtt.py) in its heap, and its bundle carries neither; TLS (lib/tls.py) loads only with
+# (lib/mqtt.py) in its heap, and its bundle carries neither; TLS (lib/linktls.py) loads only with
 # tls_ca.
 import select
 
@@ -50,9 +50,9 @@ class MqttLink:
     def _context(self, ca):
         # made once: loading the CA costs heap and time
         if self._ssl is None:
-            import tls  # only with tls_ca: a device without TLS holds none of it
+            import linktls  # only with tls_ca: a device without TLS holds none of it
 
-            self._ssl = tls.context(ca)
+            self._ssl = linktls.context(ca)
         return self._ssl
 
     def open(self, poller):

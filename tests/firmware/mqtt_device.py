@@ -4,7 +4,8 @@
 #   <interpreter> mqtt_device.py SCENARIO PORT [key=value ...]
 # Options: id (client id), keepalive, retry_ms, max_retries, timeout_ms, max_packet, user,
 # password, will (1: last will "offline", retained, QoS 1, on ge/dev/<id>/status), ca (TLS,
-# trusting the certificate in <ca>.der on MicroPython, <ca>.pem on CPython).
+# trusting the certificate in <ca>.der through the devices' lib/linktls.py on MicroPython,
+# <ca>.pem on CPython).
 # It reports on stdout, one line per event, which the test reads:
 #   "connected <session present>", "msg <topic> <payload hex> ", "puback <pid>",
 #   "error <ms> <code> <reason>" for an MQTTException that ends the scenario (ms since the
@@ -37,14 +38,13 @@ def on_puback(pid):
 
 
 def tls_context(ca):
+    # on MicroPython, the devices' own TLS context (lib/linktls.py)
+    if sys.implementation.name == "micropython":
+        import linktls
+
+        return linktls.context(ca + ".der")
     import ssl
 
-    if sys.implementation.name == "micropython":
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        with open(ca + ".der", "rb") as f:
-            ctx.load_verify_locations(cadata=f.read())
-        return ctx
     return ssl.create_default_context(cafile=ca + ".pem")
 
 

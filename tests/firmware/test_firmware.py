@@ -51,7 +51,8 @@ def _run_module(interp: str, mod: str, tmp_root: Path) -> dict[str, str]:
         cmd = [MICROPYTHON, str(HERE / "fwtest.py"), mod]
         # MicroPython needs a bigger heap for the property-test inputs.
         cmd[1:1] = ["-X", "heapsize=8M"]
-        env["MICROPYPATH"] = ":".join(path_entries)
+        # ".frozen" as on a board: MicroPython's built-in Python modules (ssl is one)
+        env["MICROPYPATH"] = ":".join([".frozen", *path_entries])
     else:
         cmd = [sys.executable, str(HERE / "fwtest.py"), mod]
         env["PYTHONPATH"] = os.pathsep.join(path_entries)

@@ -64,7 +64,7 @@ def test_each_bundle_carries_only_its_import_closure() -> None:
 
 
 def test_a_bundle_for_one_transport_carries_only_that_link(tmp_path: Path) -> None:
-    mqtt_link, uart_link = {"lib/mqttlink.py", "lib/mqtt.py", "lib/tls.py"}, {"lib/uartlink.py", "lib/cobsframe.py"}
+    mqtt_link, uart_link = {"lib/mqttlink.py", "lib/mqtt.py", "lib/linktls.py"}, {"lib/uartlink.py", "lib/cobsframe.py"}
     for kind in ("alarm_post", "sensor"):
         both, mqtt, uart = _modules(kind), _modules(kind, transport="mqtt"), _modules(kind, transport="uart")
         assert mqtt_link | uart_link <= both

@@ -1,6 +1,7 @@
 # TLS for the MQTT link (lib/mqttlink.py loads this module only for a config.json with
 # tls_ca): an SSLContext that requires the broker's certificate and checks it against the CA
-# certificate (DER) at `ca`, made once per link.
+# certificate (DER) at `ca`, made once per link. Not named tls.py: MicroPython's built-in
+# `tls` module would be imported in its place.
 from link import LinkError
 
 
