@@ -59,7 +59,7 @@ practice: setup
 	$(PY) -m hil_tests.cli practice
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m tests.bench $(if $(ONLY),--only $(ONLY)) $(if $(RUNS),--runs $(RUNS))
