@@ -40,12 +40,10 @@ from agent.shared import commands as cm
 from agent.shared import cose
 from agent.shared.backoff import Backoff
 from agent.shared.errors import AgentError, CommandError, StoreError
-from agent.shared.protocol import IDENT_RE
+from agent.shared.protocol import BATCH_FILTER, IDENT_RE, SESSION_EXPIRY_S
 
 log = logging.getLogger("agent.notify.central")
 
-BATCH_FILTER = "venues/+/gateways/+/batches"
-SESSION_EXPIRY_S = 7 * 24 * 3600
 COMMAND_TTL_S = 3600
 COMMAND_RETRY_CAP_S = 60.0
 
