@@ -84,6 +84,15 @@ class Alert:
         return self.type in WRISTBAND_P0 | WRISTBAND_P1 | {EventType.BACK_INSIDE} and self.device != self.gateway
 
     @property
+    def exit_watch(self) -> dict[str, Any] | None:
+        """The context of a venue SCANNER_BLIND about an exit zone (not watched, or watched again:
+        its `watched` is 0 or 1), None for every other alert (docs/protocol.md §4.4)."""
+        if self.type != EventType.SCANNER_BLIND or self.device != self.gateway:
+            return None
+        ctx = self.data.get("4")
+        return ctx if isinstance(ctx, dict) and ctx.get("watched") in (0, 1) else None
+
+    @property
     def escalates(self) -> bool:
         """P0 alerts for people: escalated round by round until someone acknowledges."""
         return self.type in ESCALATING

@@ -104,6 +104,9 @@ class Circle:
             # P1: everyone in the circle and staff who asked for it, once
             told = [c for r in family for c in r if c.wants(alert.type)] + [s for s in staff if s.wants(alert.type)]
             return [tuple(dict.fromkeys(told))] if told else []
+        if alert.exit_watch is not None:
+            # an exit no scanner watches (and its end) is every staff member's, as a venue alarm
+            return [staff]
         return [tuple(s for s in staff if s.wants(alert.type))] if any(s.wants(alert.type) for s in staff) else []
 
     def escalate_after(self, alert: Alert) -> float:

@@ -63,12 +63,31 @@ WHAT: dict[str, dict[int, str]] = {
     },
 }
 
+# a venue SCANNER_BLIND about an exit zone (Alert.exit_watch): not watched (0), watched again (1)
+EXIT_WATCH: dict[str, tuple[str, str]] = {
+    "en": (
+        "Exit {zone} is not watched: scanner(s) {scanners} down since {since}. Residents leaving there are not seen.",
+        "Exit {zone} is watched again: scanner {scanner} is back.",
+    ),
+    "zh": (
+        "出口{zone}无人监测：接收器{scanners}自{since}起离线，从该处离开的住户不会被发现。",
+        "出口{zone}已恢复监测：接收器{scanner}已恢复。",
+    ),
+}
+# a gateway SCANNER_BLIND about one scanner that heard nothing and was restarted
+SCANNER_RESTARTED = {
+    "en": "BLE scanner {scanner} heard no band for {min} min and was restarted.",
+    "zh": "蓝牙接收器{scanner}已{min}分钟未收到任何手环信号，已重新启动。",
+}
+EXIT_WATCH_TITLE = {"en": ("Exit not watched", "Exit watched again"), "zh": ("出口无人监测", "出口恢复监测")}
+
 TODO: dict[str, dict[str, str]] = {
     "en": {
         "urgent": "Call the home or go to them now. If nobody acknowledges, the next contact and then staff are told.",
         "whereabouts": "Check where they are now; the home's staff can help.",
         "venue": "Go there now and follow the venue's emergency plan.",
         "check": "Please check the device.",
+        "exit": "Check the scanner's power and network; until it is back, have someone watch that exit.",
         "info": "",
     },
     "zh": {
@@ -76,6 +95,7 @@ TODO: dict[str, dict[str, str]] = {
         "whereabouts": "请确认其当前位置，护理院工作人员可以协助。",
         "venue": "请立即前往现场，并按照应急预案处理。",
         "check": "请检查该设备。",
+        "exit": "请检查接收器的电源和网络；恢复之前请安排人员看守该出口。",
         "info": "",
     },
 }
@@ -184,6 +204,9 @@ def local_time(ms: int, circle: Circle, lang: str) -> str:
 
 
 def _todo(alert: Alert) -> str:
+    watch = alert.exit_watch
+    if watch is not None:
+        return "exit" if watch.get("watched") == 0 else "info"
     if alert.type in (EventType.SOS, EventType.FALL):
         return "urgent"
     if alert.type in (EventType.EXIT, EventType.MISSING, EventType.SCANNER_BLIND) and alert.wristband:
@@ -267,8 +290,24 @@ def alert_message(
     """The first message about an alert."""
     f = _fields(alert, circle, lang, now_ms, places or {})
     w = WORDS[lang]
-    template = WHAT[lang].get(alert.type, "{what_short}: {device}")
-    lines = [template.format(**f), w["time"].format(time=f["time"])]
+    watch = alert.exit_watch
+    if watch is not None:
+        watched = 1 if watch.get("watched") == 1 else 0
+        what = EXIT_WATCH[lang][watched].format(
+            zone=watch.get("zone", "?"),
+            scanners=watch.get("scanners_down", alert.data.get("1", "?")),
+            since=_clock(watch.get("since"), circle, lang),
+            scanner=watch.get("scanner", "?"),
+        )
+        f["what_short"] = EXIT_WATCH_TITLE[lang][watched]
+    elif alert.type == EventType.SCANNER_BLIND and not alert.wristband:
+        blind = alert.data.get("2")
+        what = SCANNER_RESTARTED[lang].format(
+            scanner=alert.data.get("1", "?"), min=_minutes(blind if isinstance(blind, int) else 0)
+        )
+    else:
+        what = WHAT[lang].get(alert.type, "{what_short}: {device}").format(**f)
+    lines = [what, w["time"].format(time=f["time"])]
     if now_ms - alert.received_ms > LATE_S * 1000:
         lines.append(w["late"].format(min=_minutes(now_ms - alert.received_ms)))
     todo = TODO[lang][_todo(alert)]
