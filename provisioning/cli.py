@@ -529,16 +529,17 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 
 
 def cmd_practice(args: argparse.Namespace) -> int:
-    """`guardian-rig practice` (the rig owns the virtual boards); its exit status."""
-    import subprocess
+    """`guardian-rig practice` (the rig owns the virtual boards) in this process's place."""
+    import os
 
     cmd = [sys.executable, "-m", "hil_tests.cli", "practice", "--posts", str(args.posts)]
     cmd += ["--sensors", str(args.sensors), "--bands", str(args.bands)]
     cmd += ["--dir", str(args.dir)] if args.dir else []
-    try:
-        return subprocess.run(cmd, check=False).returncode  # noqa: S603 - this interpreter, the rig's CLI
-    except KeyboardInterrupt:
-        return 130
+    sys.stdout.flush()
+    # exec, not a child: Ctrl-C (or a SIGINT to this pid) reaches the rig, which stops every
+    # board, broker and gateway it started; a parent in subprocess.run SIGKILLs its child
+    # 0.25 s after Ctrl-C, and the brokers and gateway outlived it
+    os.execv(sys.executable, cmd)  # noqa: S606 - this interpreter, the rig's CLI
 
 
 def _practice_arguments(p: argparse.ArgumentParser) -> None:
@@ -584,19 +585,25 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 # --- venue: one description of a venue -> the gateway's venue file and the simulation's air ---
 
 
-def _venue_bands(args: argparse.Namespace, venue_id: str) -> dict[str, str]:
-    """resident reference -> band id for the venue's provisioned bands in the inventory."""
+def _venue_bands(args: argparse.Namespace, venue_id: str) -> dict[str, tuple[str, ...]]:
+    """resident reference -> the ids of the venue's provisioned bands for it in the inventory
+    (a band whose first flash stopped before `register` is not worn yet)."""
     from provisioning.workspace import default_home
 
     home = args.home or default_home()
     if not (home / "inventory.ge").exists():
         return {}
+    bands: dict[str, tuple[str, ...]] = {}
     with _workspace(args) as ws:
-        return {
-            str(r["resident"]): str(r["id"])
-            for r in ws.inventory.data["devices"].values()
-            if r.get("kind") == WRISTBAND and r.get("resident") and r.get("venue") == venue_id
-        }
+        for r in ws.inventory.data["devices"].values():
+            if (
+                r.get("kind") == WRISTBAND
+                and r.get("resident")
+                and r.get("venue") == venue_id
+                and r.get("state") == "provisioned"
+            ):
+                bands[str(r["resident"])] = (*bands.get(str(r["resident"]), ()), str(r["id"]))
+    return bands
 
 
 def cmd_venue_check(args: argparse.Namespace) -> int:
@@ -614,14 +621,19 @@ def cmd_venue_build(args: argparse.Namespace) -> int:
     from agent.shared.files import write_atomic
     from provisioning.venue import air_venue, alerts_toml, load, with_bands
 
-    v = with_bands(load(args.file), _venue_bands(args, load(args.file).id), args.file)
-    write_atomic(args.out, alerts_toml(v, args.file.name).encode(), 0o644)
-    print(f"{args.out}: the gateway's venue file for {v.id}: {len(v.zones)} zones, {len(v.residents)} residents")
+    described = load(args.file)
+    v = with_bands(described, _venue_bands(args, described.id), args.file)
+    gateway = alerts_toml(v, args.file.name)
+    air = None
     if args.air is not None:
         import yaml
 
-        text = yaml.safe_dump(air_venue(v), allow_unicode=True, sort_keys=False)
-        write_atomic(args.air, text.encode(), 0o644)
+        air = yaml.safe_dump(air_venue(v, str(args.file)), allow_unicode=True, sort_keys=False)
+    # both made before either is written: a refusal leaves the files as they were
+    write_atomic(args.out, gateway.encode(), 0o644)
+    print(f"{args.out}: the gateway's venue file for {v.id}: {len(v.zones)} zones, {len(v.residents)} residents")
+    if args.air is not None and air is not None:
+        write_atomic(args.air, air.encode(), 0o644)
         print(f"{args.air}: the virtual air's venue ({len(v.scanners)} scanners)")
     return 0
 

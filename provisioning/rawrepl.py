@@ -22,7 +22,8 @@ printed. A technician's cable loses bytes (about one in 5,000 on a bad one), so 
   it refuse), keeps the result of command n and prints it framed with n and its own SHA-256
   (a byte lost on the way out makes the host ask `_gx(n, '', '')`, which prints the kept
   result and runs nothing twice). A command's result is the string it leaves in `_r`; an
-  exception on the board comes back as one line `Type: message`, never as a traceback.
+  exception on the board comes back as one line `Type: message` (an OSError's errno named),
+  never as a traceback.
 - While the host works, the board's watchdog is the lease: where the port has `machine.WDT`
   every command feeds it, so a board abandoned in the raw REPL (cable pulled, host gone)
   resets into the firmware it runs (the unix port has none: the virtual board stays put).
@@ -31,7 +32,10 @@ printed. A technician's cable loses bytes (about one in 5,000 on a bad one), so 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import os
+import re
 import struct
 import time
 from collections.abc import Callable
@@ -83,6 +87,23 @@ if _b.hexlify(_h.sha256(_s).digest()[:8]).decode() == %r:
  exec(_s, globals())
  print('\\x02' + _gd(_s) + '\\x03')
 """
+
+
+# An OSError's errno as a board gives it: its str() names only what the port's errno table
+# lists (ENOSPC is not there: a full flash says `OSError: 28`). 1-34 are the classic Unix values,
+# the same in MicroPython's mperrno.h, newlib (ESP-IDF, the Pico SDK) and Linux, so the host
+# names them; higher ones (sockets) differ between ports and are left as the board said them.
+_OSERROR = re.compile(r"OSError: (?:\[Errno )?([1-9]|[12][0-9]|3[0-4])(?:\] [A-Z]+)?")
+
+
+def readable(line: str) -> str:
+    """The board's one error line, an OSError's errno named: `OSError: [Errno 28] ENOSPC (No
+    space left on device)`."""
+    m = _OSERROR.fullmatch(line)
+    if m is None:
+        return line
+    n = int(m[1])
+    return f"OSError: [Errno {n}] {errno.errorcode[n]} ({os.strerror(n)})"
 
 
 class LineError(ProvisionError):
@@ -319,7 +340,7 @@ class RawRepl:
                 ask = again if res is None else call
                 continue
             if res.startswith("!"):
-                raise BoardCommandError(res[1:])
+                raise BoardCommandError(readable(res[1:]))
             return res[1:]
         raise LineError(
             f"{self.port}: the serial line kept failing ({self.tries} tries, last: {why}); "

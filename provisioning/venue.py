@@ -21,8 +21,10 @@ docs/wristband-alerts.md) and, with `air`, the virtual air's venue (YAML that
 hil_tests/sim/air.py `parse_venue` takes): the zones, scanners and residents are written once,
 here, and both follow. A resident's band comes from `band:` or from the station's inventory:
 the band flashed with `flash --kind wristband --resident REF` for this venue; a resident
-with no band is an error (a family would not be told), and so is a band registered for a
-resident the description does not list. Every mistake names the file and the line.
+with no band is an error (a family would not be told), and so are a resident with two bands
+in the inventory and no `band:` (the gateway would watch one of them), a band for two
+residents and a band registered for a resident the description does not list. What the
+gateway's parser would refuse is refused here first. Every mistake names the file and the line.
 
 The scenario rig (hil_tests/runner.py) builds its agent's venue file with `alerts_toml` too.
 """
@@ -64,6 +66,7 @@ class Zone:
     kind: str = "inside"
     rect: tuple[float, float, float, float] | None = None
     min_rssi: float | None = None
+    line: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class Scanner:
     id: str
     zone: str
     at: tuple[float, float] | None = None
+    line: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,8 @@ def _construct_map(loader: _Lines, node: yaml.MappingNode) -> _Map:
     m.lines = {}
     for k, v in node.value:
         key = loader.construct_object(k, deep=True)
+        if isinstance(key, (list, dict)):  # `? [a]` or `{a: 1}: b`: valid YAML, never a key of ours
+            raise VenueError(f"{loader.name}:{k.start_mark.line + 1}: expected a key (a word), got {key!r}")
         if key in m:
             raise VenueError(f"{loader.name}:{k.start_mark.line + 1}: {key!r} given twice")
         m[key] = loader.construct_object(v, deep=True)
@@ -145,7 +151,7 @@ class _At:
     def fail(self, key: str | None, message: str) -> VenueError:
         line = self.m.lines.get(key, self.m.line) if key else self.m.line
         what = f"{self.where}.{key}" if key and self.where else (key or self.where)
-        return VenueError(f"{self.path}:{line}: {what}: {message}")
+        return VenueError(f"{self.path}:{line}: {what + ': ' if what else ''}{message}")
 
     def keys(self, known: Sequence[str], required: Sequence[str] = ()) -> None:
         for k in self.m:
@@ -258,7 +264,7 @@ def _zones(top: _At) -> tuple[Zone, ...]:
         rssi = z.m.get("min_rssi")
         if rssi is not None and (type(rssi) not in (int, float) or not -127 <= rssi <= 20):
             raise z.fail("min_rssi", f"expected dBm from -127 to 20, got {rssi!r}")
-        zones.append(Zone(zid, z.name("name", zid), kind, rect, None if rssi is None else float(rssi)))  # type: ignore[arg-type]
+        zones.append(Zone(zid, z.name("name", zid), kind, rect, None if rssi is None else float(rssi), z.m.line))  # type: ignore[arg-type]
     if not zones:
         raise top.fail("zones", "at least one zone is needed")
     return tuple(zones)
@@ -279,7 +285,7 @@ def _scanners(top: _At, zones: Sequence[Zone]) -> tuple[Scanner, ...]:
         if any(o.id == sid for o in out):
             raise s.fail("id", f"scanner {sid!r} is described twice")
         at = s.numbers("at", 2)
-        out.append(Scanner(sid, _zone_ref(s, "zone", zones), None if at is None else (at[0], at[1])))
+        out.append(Scanner(sid, _zone_ref(s, "zone", zones), None if at is None else (at[0], at[1]), s.m.line))
     return tuple(out)
 
 
@@ -287,6 +293,9 @@ def _doors(top: _At, zones: Sequence[Zone], scanners: Sequence[Scanner]) -> tupl
     out: list[Door] = []
     for d in top.items("doors"):
         d.keys(("id", "zone", "sensor", "channel", "approach"), ("id", "zone"))
+        did = d.ident("id")
+        if any(o.id == did for o in out):
+            raise d.fail("id", f"door {did!r} is described twice")
         zone = _zone_ref(d, "zone", zones)
         if next(z for z in zones if z.id == zone).kind != "exit":
             raise d.fail("zone", f"zone {zone!r} is not an exit zone (a door contact leads out of one)")
@@ -294,10 +303,20 @@ def _doors(top: _At, zones: Sequence[Zone], scanners: Sequence[Scanner]) -> tupl
         channel = d.m.get("channel")
         if (sensor is None) != (channel is None):
             raise d.fail("channel" if channel is None else "sensor", "sensor and channel go together")
+        # as the gateway's venue file takes it (agent/gateway/wristbands/venue.py): what it
+        # would refuse is refused here, at the description's line
+        if channel is not None and (
+            not isinstance(channel, str) or not channel.strip() or len(channel) > 32 or not channel.isprintable()
+        ):
+            raise d.fail("channel", f"expected the sensor's channel name (1-32 characters), got {channel!r}")
+        twin = next((o for o in out if o.sensor is not None and (o.sensor, o.channel) == (sensor, channel)), None)
+        if twin is not None:
+            raise d.fail("channel", f"{sensor} {channel!r} is already the contact of door {twin.id!r}")
         approach = d.m.get("approach", [])
-        if not isinstance(approach, list) or any(a not in {s.id for s in scanners} for a in approach):
+        ids = {s.id for s in scanners}
+        if not isinstance(approach, list) or any(not isinstance(a, str) or a not in ids for a in approach):
             raise d.fail("approach", f"expected a list of scanner ids, got {approach!r}")
-        out.append(Door(d.ident("id"), zone, sensor, None if channel is None else str(channel), tuple(approach)))
+        out.append(Door(did, zone, sensor, channel, tuple(approach)))
     return tuple(out)
 
 
@@ -311,8 +330,9 @@ def _residents(top: _At, zones: Sequence[Zone]) -> tuple[Resident, ...]:
         if any(o.reference == ref for o in out):
             raise r.fail("reference", f"resident {ref!r} is described twice")
         allowed = r.m.get("allowed_zones")
+        ids = {z.id for z in zones}
         if allowed is not None and (
-            not isinstance(allowed, list) or any(a not in {z.id for z in zones} for a in allowed)
+            not isinstance(allowed, list) or any(not isinstance(a, str) or a not in ids for a in allowed)
         ):
             raise r.fail("allowed_zones", f"expected a list of zone ids, got {allowed!r}")
         quiet = r.m.get("quiet_hours")
@@ -325,6 +345,11 @@ def _residents(top: _At, zones: Sequence[Zone]) -> tuple[Resident, ...]:
                 raise r.fail(key, f"expected an integer from {lo} to {hi}, got {v!r}")
             timeouts[key] = v
         band = r.ident("band") if "band" in r.m else None
+        owner = next((o for o in out if band is not None and o.band == band), None)
+        if owner is not None:
+            raise r.fail(
+                "band", f"band {band} belongs to two residents: {owner.reference!r} (line {owner.line}) and {ref!r}"
+            )
         out.append(Resident(ref, band, None if allowed is None else tuple(allowed), quiet, line=r.m.line, **timeouts))
     return tuple(out)
 
@@ -332,18 +357,39 @@ def _residents(top: _At, zones: Sequence[Zone]) -> tuple[Resident, ...]:
 # --- what it makes --------------------------------------------------------------------------
 
 
-def with_bands(venue: Venue, registered: Mapping[str, str], source: Path) -> Venue:
+def _whence(r: Resident) -> str:
+    return "its band:" if r.band else "the inventory's band for it"
+
+
+def with_bands(venue: Venue, registered: Mapping[str, tuple[str, ...]], source: Path) -> Venue:
     """Each resident's band: given, or the band registered for that reference (resident ->
-    band id, from the inventory); VenueError for a resident without one or a band for a
-    resident the description lacks."""
-    residents = []
+    band ids, from the inventory); VenueError for a resident without one, a resident with two
+    registered bands and nothing to choose between them, a band for a resident the description
+    lacks, and a band that would belong to two residents."""
+    residents: list[Resident] = []
+    owners: dict[str, Resident] = {}
     for r in venue.residents:
-        band = r.band or registered.get(r.reference)
+        found = registered.get(r.reference, ())
+        if r.band is None and len(found) > 1:
+            # a spare or a replacement not revoked: the gateway would watch only one of them
+            raise VenueError(
+                f"{source}:{r.line}: resident {r.reference!r} has {len(found)} bands in the inventory "
+                f"({', '.join(sorted(found))}): revoke the one no longer worn "
+                "(guardian-provision revoke ...) or give band:"
+            )
+        band = r.band or (found[0] if found else None)
         if band is None:
             raise VenueError(
                 f"{source}:{r.line}: resident {r.reference!r} has no band: flash one with "
                 f"`guardian-provision flash --kind wristband --resident {json.dumps(r.reference)} ...` or give band:"
             )
+        owner = owners.get(band)
+        if owner is not None:
+            raise VenueError(
+                f"{source}:{r.line}: band {band} belongs to two residents: {owner.reference!r} "
+                f"(line {owner.line}, {_whence(owner)}) and {r.reference!r} ({_whence(r)})"
+            )
+        owners[band] = r
         residents.append(
             Resident(r.reference, band, r.allowed_zones, r.quiet_hours, r.missing_after_s, r.strap_after_s, r.line)
         )
@@ -351,13 +397,9 @@ def with_bands(venue: Venue, registered: Mapping[str, str], source: Path) -> Ven
     stray = sorted(ref for ref in registered if ref not in listed)
     if stray:
         raise VenueError(
-            f"{source}: band(s) {', '.join(registered[s] for s in stray)} registered for resident(s) "
+            f"{source}: band(s) {', '.join(b for s in stray for b in registered[s])} registered for resident(s) "
             f"{', '.join(map(repr, stray))} the description does not list: add them under residents:"
         )
-    bands = [r.band for r in residents]
-    twice = sorted({b for b in bands if bands.count(b) > 1 and b is not None})
-    if twice:
-        raise VenueError(f"{source}: band {twice[0]} belongs to two residents")
     return Venue(
         venue.id, venue.name, venue.timezone, venue.zones, venue.scanners, venue.doors, tuple(residents),
         venue.settings, venue.air,
@@ -403,13 +445,17 @@ def alerts_toml(venue: Venue, source: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
-def air_venue(venue: Venue) -> dict[str, Any]:
+def air_venue(venue: Venue, source: str = "") -> dict[str, Any]:
     """The virtual air's venue (hil_tests/sim/air.py parse_venue): zones by id with their
     rectangles, scanners with their positions, the radio model."""
-    missing = [z.id for z in venue.zones if z.rect is None] + [s.id for s in venue.scanners if s.at is None]
+    missing = [f"zone {z.id} (line {z.line})" if z.line else f"zone {z.id}" for z in venue.zones if z.rect is None]
+    missing += [
+        f"scanner {s.id} (line {s.line})" if s.line else f"scanner {s.id}" for s in venue.scanners if s.at is None
+    ]
     if missing:
         raise VenueError(
-            f"the virtual air needs a rect for every zone and at: for every scanner ({', '.join(missing)})"
+            f"{source + ': ' if source else ''}the virtual air needs rect: for every zone and at: for every "
+            f"scanner; missing for {', '.join(missing)}"
         )
     return {
         "name": venue.id,

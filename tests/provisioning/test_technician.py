@@ -4,7 +4,8 @@ missing and then that it arrived; a band is registered with its resident and one
 description becomes the gateway's venue file; a post moves zone without being revoked, the
 gateway learns it from a sealed export; labels and a sheet people can read; names in any
 script and local times in the export. And a noisy cable (about one byte in 5,000 lost) still
-completes a flash; a wrong port and a broker typo are named before anything is touched.
+completes a flash; an error on the board (a full flash) arrives as its one line; a wrong port
+and a broker typo are named before anything is touched.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hil_tests.practice import PracticeVenue, Tray
 from hil_tests.sim.board import board_uid
 from hil_tests.sim.relay import SerialRelay
 from hil_tests.sim.tools import free_port
-from tests.conftest import MakeBoard
+from tests.conftest import MakeBoard, MakeFilesystem
 from tests.provisioning.conftest import assert_user_error, provision
 
 PROG = "guardian-provision"
@@ -143,6 +144,28 @@ def test_a_byte_lost_in_the_raw_repls_bootstrap_is_a_line_error(tmp_path: Path, 
         assert cable.cut is None and cable.dropped == 1, "the byte was not on the line"
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{dev} ok (new;" in out.stdout and "line errors recovered: check the cable" in out.stdout, out.stdout
+
+
+def test_an_exception_on_the_board_reaches_the_technician_as_one_line(
+    tmp_path: Path, small_fs: MakeFilesystem, make_board: MakeBoard
+) -> None:
+    # a board whose flash is full: its first write raises OSError on the board, which comes
+    # back as the board's own one line, not as the MicroPython traceback around it
+    flash = small_fs("boards/post-f/flash", 256 << 10, "tmpfs")  # make_board's flash directory
+    board = make_board("post-f")
+    flash.hog()
+    dev = "AP-" + board_uid(board.name).hex().upper()
+    out = provision(
+        tmp_path / "station", "flash", "--kind", "alarm_post", "--venue", "v", "--zone", "z",
+        "--broker", "127.0.0.1:1883", "--port", board.console_path, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    # the board's str() of it is `OSError: 28` (its errno table lacks ENOSPC): the host names it
+    says = "the board says: OSError: [Errno 28] ENOSPC (No space left on device)"
+    assert f"{board.console_path}: {dev} FAILED at copy: {says}" in out.stdout.splitlines()[-1], out.stdout
+    assert "Traceback" not in out.stdout + out.stderr and 'File "<stdin>"' not in out.stdout
+    failed = [json.loads(line) for line in (tmp_path / "station" / "audit.log").read_text().splitlines()][-1]
+    assert failed["action"] == "flash.failed" and failed["detail"]["reason"] == says
 
 
 def test_a_wrong_port_is_answered_with_the_ports_there_are(tmp_path: Path) -> None:
