@@ -281,7 +281,13 @@ def _report(outcomes: list[Any]) -> int:
         else:
             failed += 1
             who = o.device or (f"board {o.uid}" if o.uid else "no device")
-            back = "; the board was restarted into the firmware it ran before" if o.restarted else ""
+            back = (
+                "; the board holds no firmware yet: flash it again once this is fixed"
+                if o.blank
+                else "; the board was restarted into the firmware it ran before"
+                if o.restarted
+                else ""
+            )
             print(f"{o.port}: {who} FAILED at {o.step}: {o.reason}{back}{cable}")
     return failed
 

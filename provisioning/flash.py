@@ -117,6 +117,7 @@ class Outcome:
     staged: bool = False  # a new set was staged and switched to
     retries: int = 0  # line errors recovered from (a noisy cable)
     restarted: bool = False  # the board was sent back to its app after a failure
+    blank: bool = False  # after a failure: the board holds no app to go back to (a first flash)
     started_at: float | None = None  # host unix time the app was started (the online check)
 
 
@@ -533,7 +534,9 @@ class _Transaction:
             try:
                 if self.rec is not None:
                     link.repl.enter(tries=3)
-                    _observe(self.ws, self.rec, link.files(self.step))
+                    seen = link.files(self.step)
+                    _observe(self.ws, self.rec, seen)
+                    self.out.blank = not seen.bundles.get("running")
                 link.restart()
                 self.out.restarted = self.step != "restart"
             except (ProvisionError, OSError):

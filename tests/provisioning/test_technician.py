@@ -162,7 +162,10 @@ def test_an_exception_on_the_board_reaches_the_technician_as_one_line(
     assert out.returncode == 1, out.stdout + out.stderr
     # the board's str() of it is `OSError: 28` (its errno table lacks ENOSPC): the host names it
     says = "the board says: OSError: [Errno 28] ENOSPC (No space left on device)"
-    assert f"{board.console_path}: {dev} FAILED at copy: {says}" in out.stdout.splitlines()[-1], out.stdout
+    last = out.stdout.splitlines()[-1]
+    assert f"{board.console_path}: {dev} FAILED at copy: {says}" in last, out.stdout
+    # a blank board has nothing it ran before to go back to, and the line says so
+    assert "the board holds no firmware yet" in last and "ran before" not in last, last
     assert "Traceback" not in out.stdout + out.stderr and 'File "<stdin>"' not in out.stdout
     failed = [json.loads(line) for line in (tmp_path / "station" / "audit.log").read_text().splitlines()][-1]
     assert failed["action"] == "flash.failed" and failed["detail"]["reason"] == says
