@@ -6,7 +6,7 @@ and the dotted key (agent/tomlcheck.py), and never prints a channel URL (they ho
     venue = "rosewood-house"            # the venue id in central's topics
     name = "Rosewood House"             # shown in messages (default: the venue id)
     timezone = "Europe/London"          # IANA name: times in messages
-    escalate_after_s = 120              # 5-3600: no acknowledgement -> the next round
+    escalate_after_s = 120              # 1-3600: no acknowledgement -> the next round
 
     [[contacts]]
     id = "li-wei"                       # 1-32 of A-Z a-z 0-9 . _ -
