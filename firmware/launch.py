@@ -18,36 +18,23 @@ import sys
 import time
 
 
-def _reset():
-    try:
-        import machine
-
-        machine.reset()
-    except (ImportError, AttributeError):
-        # the unix port has no machine.reset(); the virtual board's ROM treats the exit
-        # as a reset
-        sys.exit(1)
-
-
 def _main():
-    kind = None
+    # returns what stopped the board short of running the app (or the app short of running
+    # on), for the console; None when the app ends otherwise
     try:
         import json
 
         with open("config.json") as f:
             kind = json.load(f).get("kind")
     except (OSError, ValueError, AttributeError) as e:
-        print("main: config.json unusable: %s" % e)
-        return
+        return "config.json unusable: %s" % e
     try:
         import hal
 
         if hal.safe_mode():
-            print("main: safe mode (button held at power-up): the app is not started")
-            return
+            return "safe mode (button held at power-up): the app is not started"
     except Exception as e:  # hal.HalError, or a port module that failed to load
-        print("main: %s" % e)
-        return
+        return e
     if kind == "alarm_post":
         from apps.alarm_post import app
     elif kind == "wristband":
@@ -55,13 +42,11 @@ def _main():
     elif kind == "sensor":
         from apps.sensor import app
     else:
-        print("main: no app for kind %r in config.json" % (kind,))
-        return
+        return "no app for kind %r in config.json" % (kind,)
     try:
         cfg = app.load_config()
     except app.ConfigError as e:
-        print("main: %s" % e)
-        return
+        return e
     # what only reads the configuration leaves the heap (the apps import it where they read)
     sys.modules.pop("devconfig", None)
     # the imports and the config left garbage between the modules' code: collect it before
@@ -72,16 +57,24 @@ def _main():
     try:
         app.run(cfg)
     except KeyboardInterrupt:
-        print("main: stopped from the console")
-        return
+        return "stopped from the console"
     except hal.HalError as e:
-        print("main: %s" % e)
-        return
+        return e
     except Exception as e:
         sys.print_exception(e)
         print("main: app crashed; reset in 2 s")
         time.sleep(2)
-        _reset()
+        try:
+            import machine
+
+            machine.reset()
+        except (ImportError, AttributeError):
+            # the unix port has no machine.reset(); the virtual board's ROM treats the exit
+            # as a reset
+            sys.exit(1)
+    return None
 
 
-_main()
+_stopped = _main()
+if _stopped is not None:
+    print("main: %s" % _stopped)

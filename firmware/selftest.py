@@ -76,10 +76,7 @@ def _check_hal(check):
 def _check_store():
     import record as store
 
-    try:
-        os.mkdir(_TMP_DIR)
-    except OSError:
-        pass
+    store._mkdir(_TMP_DIR)
     path = _TMP_DIR + "/rec"
     data = bytes(range(64))
     try:
@@ -98,30 +95,11 @@ def _check_store():
             pass
 
 
-def _check_config(check):
-    app = check.app
-    try:
-        cfg = app.load_config()
-    except app.ConfigError as e:
-        raise _Fail("config: %s" % e)
-    return cfg["id"]
-
-
-def _manifest():
-    try:
-        with open("manifest.json") as f:
-            m = json.load(f)
-        return m.get("version", "?"), m.get("bundle", "?")
-    except (OSError, ValueError, AttributeError):
-        return "?", "?"
-
-
 def run():
     import binascii
 
-    check = "start"
+    check = "config"
     try:
-        check = "config"
         kind, checks = _kind()
         check = "hal"
         uid = _check_hal(checks)
@@ -132,24 +110,29 @@ def run():
         if bad is not None:
             raise _Fail("crypto: %s" % bad)
         check = "config"
-        dev = _check_config(checks)
-    except _Fail as e:
-        line = "selftest: FAIL %s" % e
-        print(line)
-        return line
+        app = checks.app
+        try:
+            dev = app.load_config()["id"]
+        except app.ConfigError as e:
+            raise _Fail("config: %s" % e)
     except Exception as e:
-        line = "selftest: FAIL %s: %s %s" % (check, type(e).__name__, e)
-        print(line)
-        return line
-    fw, bundle = _manifest()
-    mpy = ".".join(str(x) for x in sys.implementation.version[:3])
-    line = "selftest: ok id=%s kind=%s fw=%s bundle=%s mpy=%s uid=%s" % (
-        dev,
-        kind,
-        fw,
-        bundle,
-        mpy,
-        binascii.hexlify(uid).decode(),
-    )
+        # a _Fail names its check; anything else is named here
+        line = "selftest: FAIL %s" % (e if isinstance(e, _Fail) else "%s: %s %s" % (check, type(e).__name__, e))
+    else:
+        try:
+            with open("manifest.json") as f:
+                m = json.load(f)
+            fw, bundle = m.get("version", "?"), m.get("bundle", "?")
+        except (OSError, ValueError, AttributeError):
+            fw = bundle = "?"
+        mpy = ".".join(str(x) for x in sys.implementation.version[:3])
+        line = "selftest: ok id=%s kind=%s fw=%s bundle=%s mpy=%s uid=%s" % (
+            dev,
+            kind,
+            fw,
+            bundle,
+            mpy,
+            binascii.hexlify(uid).decode(),
+        )
     print(line)
     return line

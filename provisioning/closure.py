@@ -8,7 +8,7 @@ port (hal/__init__.py, hal/<port>.py), and follows every `import` and `from ... 
 anywhere in those files (inside functions and try/except ImportError too: an optional
 module that exists in the tree is carried), resolved as the board resolves them: sys.path is
 the flash root, then lib/. So a real board's bundle holds its port module and what that
-imports (hal/machineboard.py, hal/boardspec.py, hal/wake.py), the virtual board's hal/unix.py.
+imports (hal/machineboard.py), the virtual board's hal/unix.py.
 
 Some modules are one variant of several, and only the variant the device runs is carried:
 apps.<kind> (main.py names every app, config.json picks one), hal.<port> (hal/__init__.py

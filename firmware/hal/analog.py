@@ -2,15 +2,9 @@
 # this module then): millivolts from read_uv() where the port calibrates, read_u16() otherwise,
 # and piecewise-linear scales (battery curves, sensor transducers); a sensor channel on a pin
 # reads its level.
+from clock import const
+
 from hal import HalError
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
 
 _ADC_SAMPLES = const(4)
 

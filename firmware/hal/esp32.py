@@ -14,9 +14,6 @@ from hal.machineboard import MachineBoard, _Input
 
 
 class Board(MachineBoard):
-    PORT = "esp32"
-    HARD_IRQ = True
-
     def __init__(self, spec, machine, network=None, bluetooth=None, neopixel=None, wifi=None):
         MachineBoard.__init__(self, spec, machine, network, bluetooth, neopixel, wifi)
         self._light = spec.get("sleep") == "light"

@@ -16,15 +16,7 @@
 #   (samples were overwritten: the normal case after a time unwatched) the batch is stamped
 #   from the read time again; `overruns` counts those that happened while watching.
 # read() allocates its result (the loop's context, not an IRQ); irq() only sets a flag.
-from clock import ticks_add, ticks_diff, ticks_ms
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, ticks_add, ticks_diff, ticks_ms
 
 _WHO_AM_I = const(0x0F)
 _CHIP_ID = const(0x33)

@@ -5,7 +5,7 @@
 #
 # Inputs (button, tamper, strap, digital sensor channels): the pin interrupt (a hard IRQ
 # where the port has one) stores the level and ticks_ms() in a preallocated ring and sets the
-# wake flag (hal/wake.py): nothing is allocated, so a press made while the loop sleeps in
+# wake flag (_Wake, below): nothing is allocated, so a press made while the loop sleeps in
 # poll() wakes it, and a press and release made while the loop is busy keep their own times.
 # Board.service() drains the rings in the loop: handler(pin, level, ticks) per edge, in order.
 # A ring that fills (32 edges before the loop came round) counts what it drops in `lost`; the
@@ -24,41 +24,57 @@
 # Watchdog: started at the first service() (the app's loop is running) and fed by every
 # service() after it; a loop that stops coming round resets the board. Safe mode and the
 # REPL before the app never start it.
+import io
 import select
 
-from clock import sleep_ms, ticks_ms
+from clock import const, sleep_ms, ticks_ms
 
 from hal import HalError
-from hal.wake import Wake
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
-
+_MP_STREAM_POLL = const(3)
+_POLLIN = const(1)
+_ERROR = const(-1)  # any other request (the unix port asks for a file descriptor: none)
 _RING = const(32)  # edges kept per input until the loop drains them (a power of two)
 _MASK = const(31)
 _BUZZ_DUTY = const(32768)
 _LIGHT_MIN_MS = const(20)  # shorter waits are not worth a light sleep's wake-up
 RTC_FLOOR = const(1704067200)  # 2024-01-01: an RTC below this has not been set
-BATTERY_UNKNOWN = const(255)
+_BATTERY_UNKNOWN = const(255)
 # reset causes in the first heartbeat (docs/protocol.md section 2.1, HEARTBEAT key 4)
-RESET_UNKNOWN = const(0)
-RESET_POWER_ON = const(1)
-RESET_HARD = const(2)
-RESET_WATCHDOG = const(3)
-RESET_DEEPSLEEP = const(4)
-RESET_SOFT = const(5)
+_RESET_UNKNOWN = const(0)
+_RESET_POWER_ON = const(1)
+_RESET_HARD = const(2)
+_RESET_WATCHDOG = const(3)
+_RESET_DEEPSLEEP = const(4)
+_RESET_SOFT = const(5)
 _RESET_NAMES = (
-    ("PWRON_RESET", RESET_POWER_ON),
-    ("HARD_RESET", RESET_HARD),
-    ("WDT_RESET", RESET_WATCHDOG),
-    ("DEEPSLEEP_RESET", RESET_DEEPSLEEP),
-    ("SOFT_RESET", RESET_SOFT),
+    ("PWRON_RESET", _RESET_POWER_ON),
+    ("HARD_RESET", _RESET_HARD),
+    ("WDT_RESET", _RESET_WATCHDOG),
+    ("DEEPSLEEP_RESET", _RESET_DEEPSLEEP),
+    ("SOFT_RESET", _RESET_SOFT),
 )
+
+
+class _Wake(io.IOBase):
+    # The wake flag: joins the app's select.poll set like a socket and is readable while flag
+    # is set. Pin and accelerometer interrupt handlers set flag (one attribute store: no
+    # allocation, safe in a hard IRQ); service() clears it before it drains what the handlers
+    # recorded, so an edge after the clear wakes the next poll again.
+    # Why it works: a pin interrupt does not end select.poll() by itself on a board. poll()
+    # asks every registered stream for readiness (the stream protocol's ioctl, MP_STREAM_POLL)
+    # between waits for the port's next event, and the scheduled pin handler runs in that
+    # wait, so the next round sees the flag (extmod/modselect.c). On the unix port an object
+    # without a file descriptor is asked every millisecond
+    # (MICROPY_PY_SELECT_IOCTL_CALL_PERIOD_MS). CPython's select.poll takes only file
+    # descriptors: there this object cannot join a poll set.
+    def __init__(self):
+        self.flag = 0
+
+    def ioctl(self, req, arg):
+        if req == _MP_STREAM_POLL:
+            return arg & _POLLIN if self.flag else 0
+        return _ERROR
 
 
 class _Input:
@@ -139,17 +155,14 @@ class _Output:
 
 
 class MachineBoard:
-    PORT = "machine"
     HARD_IRQ = True  # Pin.irq(hard=True) exists on this port
 
     def __init__(self, spec, machine, network=None, bluetooth=None, neopixel=None, wifi=None):
         self.spec = spec
         self.machine = machine
-        self.network = network
         self.bluetooth = bluetooth
-        self.neopixel = neopixel
         self.hard_irq = self.HARD_IRQ
-        self.wake = Wake()
+        self.wake = _Wake()
         self._inputs = []
         self.button = self._part("button")
         self.tamper = self._part("tamper")
@@ -228,7 +241,7 @@ class MachineBoard:
         poller.register(self.wake, select.POLLIN)
 
     def service(self):
-        self.wake.clear()
+        self.wake.flag = 0
         for pin in self._inputs:
             pin._drain()
         self._feed()
@@ -302,9 +315,9 @@ class MachineBoard:
         return m.I2C(i["id"], scl=m.Pin(i["scl"]), sda=m.Pin(i["sda"]), freq=i["freq"])
 
     def battery(self):
-        # the cell's charge in %, BATTERY_UNKNOWN without a battery input
+        # the cell's charge in %, _BATTERY_UNKNOWN without a battery input
         if self.spec.get("battery") is None:
-            return BATTERY_UNKNOWN
+            return _BATTERY_UNKNOWN
         from hal.analog import battery  # the battery's ADC and curve
 
         return battery(self)
@@ -330,12 +343,12 @@ class MachineBoard:
     def reset_cause(self):
         m = self.machine
         if not hasattr(m, "reset_cause"):
-            return RESET_UNKNOWN
+            return _RESET_UNKNOWN
         cause = m.reset_cause()
         for name, code in _RESET_NAMES:
             if getattr(m, name, None) == cause:
                 return code
-        return RESET_UNKNOWN
+        return _RESET_UNKNOWN
 
     def reset(self):
         self.machine.reset()

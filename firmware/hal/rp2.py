@@ -12,7 +12,6 @@ from hal.machineboard import MachineBoard
 
 
 class Board(MachineBoard):
-    PORT = "rp2"
     HARD_IRQ = True
 
 

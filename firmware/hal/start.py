@@ -20,25 +20,26 @@ def port(platform=None):
     return name
 
 
-def _config(path):
+def _json(path):
+    # the JSON object in the file at path, None when there is no such file
     import json
 
     try:
         with open(path) as f:
-            cfg = json.load(f)
+            doc = json.load(f)
     except OSError:
-        return {}  # no config: the unix virtual board; a real board's app reports it
+        return None
     except ValueError as e:
         raise HalError("hal: %s: not valid JSON: %s" % (path, e))
-    if not isinstance(cfg, dict):
+    if not isinstance(doc, dict):
         raise HalError("hal: %s: must hold a JSON object" % path)
-    return cfg
+    return doc
 
 
 def spec(config, boards):
     # (port, board spec or None, wifi (ssid, password) or None) for this device
     p = port()
-    cfg = _config(config)
+    cfg = _json(config) or {}  # no config: the unix virtual board; a real board's app reports it
     name = cfg.get("board")
     wifi = cfg.get("wifi")
     if wifi is not None:
@@ -58,17 +59,11 @@ def _board_file(name, p, boards):
     # boards/<name>.json in its checked form for port p
     if not isinstance(name, str) or not name or "/" in name or "." in name:
         raise HalError("hal: config.json: board must be a board file name (boards/<board>.json), not %r" % (name,))
-    import json
-
     path = "%s/%s.json" % (boards, name)
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except OSError:
+    doc = _json(path)
+    if doc is None:
         raise HalError("hal: %s: no such board file (config.json names board %r)" % (path, name))
-    except ValueError as e:
-        raise HalError("hal: %s: not valid JSON: %s" % (path, e))
-    if not isinstance(doc, dict) or doc.get("board") != name:
+    if doc.get("board") != name:
         raise HalError("hal: %s: board: must be the file's own name %r" % (path, name))
     if doc.get("port") != p:
         raise HalError("hal: %s: port: this pin map is for %s, the firmware runs on %s" % (path, doc.get("port"), p))

@@ -26,15 +26,7 @@ import struct
 import sys
 import time
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
-
-from clock import ticks_add, ticks_diff, ticks_ms
+from clock import const, ticks_add, ticks_diff, ticks_ms
 
 _RETRY_MS = const(1000)
 _SYNC_MS = const(500)
@@ -207,7 +199,7 @@ class Board:
 
     def reset_cause(self):
         # the ROM's reason for this start (hil_tests/sim/romboot.py): power-on or a soft reset;
-        # codes as hal/machineboard.py RESET_*
+        # codes as hal/machineboard.py _RESET_*
         return {"power": 1, "soft": 5, "raw": 5}.get(os.getenv("GE_VBOARD_RESET") or "", 0)
 
     def radio(self):

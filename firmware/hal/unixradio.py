@@ -6,15 +6,7 @@ import binascii
 import os
 import socket
 
-from clock import ticks_add, ticks_diff, ticks_ms
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, ticks_add, ticks_diff, ticks_ms
 
 _ADV_MIN_MS = const(20)  # the shortest advertising interval BLE allows
 

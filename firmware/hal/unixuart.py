@@ -3,13 +3,7 @@
 # bridges it to a host-side pty the gateway opens.
 import os
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const
 
 _VTIME = const(5)  # Linux termios c_cc indices; the unix port's termios module lacks them
 _VMIN = const(6)

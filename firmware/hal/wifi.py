@@ -5,15 +5,7 @@
 # credentials are never printed.
 import os
 
-from clock import ticks_add, ticks_diff, ticks_ms
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, ticks_add, ticks_diff, ticks_ms
 
 _MIN_MS = const(1000)
 _MAX_MS = const(60000)

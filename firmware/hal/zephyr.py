@@ -21,17 +21,9 @@
 # - machine.WDT and machine.reset_cause() only where the port build has them (checked).
 import time
 
-from clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
+from clock import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from hal.machineboard import RTC_FLOOR, MachineBoard
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
 
 EPOCH_2000 = const(946684800)  # unix seconds at 2000-01-01
 # the longest a press or a free fall waits for the loop: a free fall's samples stay 640 ms in
@@ -58,7 +50,6 @@ def _pins(v):
 
 
 class Board(MachineBoard):
-    PORT = "zephyr"
     HARD_IRQ = False
 
     def __init__(self, spec, machine, network=None, bluetooth=None, neopixel=None, wifi=None, clock=None):

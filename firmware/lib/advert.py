@@ -23,14 +23,7 @@
 import struct
 
 from aesccm import CCM, _aes
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const
 
 ADVERT_LEN = const(31)
 COMPANY_TEST = const(0xFFFF)  # Bluetooth SIG: for tests only, never in a shipped product

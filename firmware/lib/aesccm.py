@@ -11,18 +11,12 @@
 #   A_i  = (L-1) || nonce || i as L bytes;  S_i = E(A_i)
 #   out  = (msg XOR S_1 S_2 ...) || (T XOR S_0[:M])
 # L = 15 - len(nonce). Associated data is limited to 65279 bytes (the 2-byte length form).
+from clock import const
+
 try:
     from cryptolib import aes as _aes
 except ImportError:
     from aes_ecb_shim import aes as _aes
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
 
 _ECB = const(1)
 _BLOCK = const(16)

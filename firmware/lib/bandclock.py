@@ -17,15 +17,7 @@
 import struct
 
 import record
-from clock import ticks_diff, ticks_ms
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, ticks_diff, ticks_ms
 
 _U32 = const(0xFFFFFFFF)
 _REC = ">IH"

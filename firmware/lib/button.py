@@ -11,15 +11,7 @@
 # went to 1 and ends when it went back to 0, so held_ms excludes the debounce delay and LONG
 # fires long_ms after the button went down (at the first sample from then on).
 # update() allocates nothing (small ints only): it can run from a fast polling loop.
-from clock import ticks_diff
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, ticks_diff
 
 PRESS = const(1)
 LONG = const(2)

@@ -23,14 +23,7 @@
 import struct
 
 import utf8
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const
 
 _MAX_DEPTH = const(16)
 # str counts code points (not so on ports built without unicode strings): a text's length

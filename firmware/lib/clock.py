@@ -1,6 +1,16 @@
 # Millisecond clock for device code: ticks on MicroPython, monotonic time on CPython, and a
 # 64-bit uptime that does not wrap (ticks_ms wraps after about 12 days on boards).
+# Also every module's `const`: MicroPython's compiler folds const() wherever the name comes
+# from, so one CPython fallback here serves them all (a fallback per module cost flash).
 import time
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
 
 try:
     ticks_ms = time.ticks_ms

@@ -7,13 +7,7 @@
 # that came before it; a receiver ignores empty frames (two 0x00 in a row).
 # encode()/decode() are plain COBS; frame()/unframe() add and check the CRC; Deframer cuts a
 # byte stream into payloads in one buffer allocated up front. No I/O here.
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const
 
 try:
     from binascii import crc32 as _crc32_native

@@ -18,14 +18,7 @@
 import hashlib
 
 import cbor
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const
 
 ALG_HMAC_256_64 = const(4)
 _TAG_MAC0 = const(17)
@@ -70,15 +63,16 @@ def _equal(a, b):
     return diff == 0
 
 
-def _mac_structure(protected, aad, payload):
-    return cbor.dumps(["MAC0", protected, aad, payload])
+def _tag(key, protected, aad, payload):
+    # the tag: HMAC-SHA256 (key: bytes or a MacKey) of the MAC_structure, cut to 8 bytes
+    if not isinstance(key, MacKey):
+        key = MacKey(key)
+    return key.hmac(cbor.dumps(["MAC0", protected, aad, payload]))[:_TAG_LEN]
 
 
 def mac0_encode(key, kid, payload, aad=b""):
-    if not isinstance(key, MacKey):
-        key = MacKey(key)
     protected = cbor.dumps({1: ALG_HMAC_256_64, 4: kid})
-    tag = key.hmac(_mac_structure(protected, aad, payload))[:_TAG_LEN]
+    tag = _tag(key, protected, aad, payload)
     return cbor.dumps(cbor.Tag(_TAG_MAC0, [protected, {}, payload, tag]))
 
 
@@ -131,9 +125,6 @@ def mac0_parse(msg):
 def mac0_verify(key, msg, aad=b""):
     # Returns (kid, payload) when the tag verifies under key; raises COSEError otherwise.
     kid, protected, payload, tag = mac0_parse(msg)
-    if not isinstance(key, MacKey):
-        key = MacKey(key)
-    want = key.hmac(_mac_structure(protected, aad, payload))[:_TAG_LEN]
-    if not _equal(want, tag):
+    if not _equal(_tag(key, protected, aad, payload), tag):
         raise COSEError("MAC check failed")
     return kid, payload

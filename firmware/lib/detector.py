@@ -30,17 +30,9 @@
 # boards) is harmless as long as update() runs more often than every half period (~6 days)
 # and the durations are shorter than that. State is a few ints and bools: update()
 # allocates nothing beyond small ints and can run in a fast polling loop.
-from clock import ticks_diff
+from clock import const, ticks_diff
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
-
-ALARM = const(1)  # the condition was confirmed
+ALARM = const(1)  # the condition was confirmed (apps/sensor/app.py names the four by value)
 CLEAR = const(2)  # an active condition was confirmed gone
 FAULT = const(3)  # readings out of the valid range confirmed
 RESTORED = const(4)  # readings valid again after a FAULT, confirmed

@@ -80,7 +80,7 @@ def load_link(path, defaults, limits):
     # the link's and the app's `limits`
     d = dict(_LINK_DEFAULTS)
     d.update(defaults)
-    cfg = load(path, d, 16, 64)
+    cfg = load(path, d)
     t = cfg.get("transport")
     if t != "mqtt" and t != "uart":
         raise ConfigError('%s: transport must be "mqtt" or "uart"' % path)

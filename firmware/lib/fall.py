@@ -9,15 +9,7 @@
 #   cancel() in the cancel window gives CANCELLED.
 # A hard sit-down or a dropped band without free fall, or a free fall without an impact
 # (a jump onto a soft bed), is not a fall. Magnitudes are compared squared (no sqrt).
-from clock import ticks_diff
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, ticks_diff
 
 SUSPECT = const(1)  # a fall is likely: start the cancel window (buzz)
 FALL = const(2)  # confirmed: the cancel window passed

@@ -3,18 +3,19 @@
 # COSE_Mac0 from the gateway under the same key with external_aad "ge/1/receipt".
 import cbor
 import cose
+from clock import const
 
 AAD_FRAME = b"ge/1/frame"
 AAD_RECEIPT = b"ge/1/receipt"
 
 # payload keys
-K_BOOT = 1
-K_SEQ = 2
-K_TYPE = 3
-K_TIME = 4
-K_DATA = 5
-K_FLAGS = 6
-K_KIND = 3  # receipt
+K_BOOT = const(1)
+K_SEQ = const(2)
+K_TYPE = const(3)
+_K_TIME = const(4)
+K_DATA = const(5)
+K_FLAGS = const(6)
+_K_KIND = const(3)  # receipt
 
 FLAG_RECEIPTS = 1  # the device keeps the event until receipt 2 and wants receipts
 
@@ -43,7 +44,7 @@ class FrameError(ValueError):
 
 
 def build(key, device_id, boot, seq, typ, time_ms, data, flags=0):
-    payload = {K_BOOT: boot, K_SEQ: seq, K_TYPE: typ, K_TIME: time_ms, K_DATA: data}
+    payload = {K_BOOT: boot, K_SEQ: seq, K_TYPE: typ, _K_TIME: time_ms, K_DATA: data}
     if flags:
         payload[K_FLAGS] = flags
     return cose.mac0_encode(key, device_id.encode(), cbor.dumps(payload), AAD_FRAME)
@@ -60,7 +61,7 @@ def parse_receipt(key, msg):
         raise FrameError("bad receipt: payload is not a map")
     boot = body.get(K_BOOT)
     seq = body.get(K_SEQ)
-    kind = body.get(K_KIND)
+    kind = body.get(_K_KIND)
     for name, v in (("boot", boot), ("seq", seq), ("kind", kind)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise FrameError("bad receipt: %s missing or not a uint" % name)

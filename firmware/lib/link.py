@@ -17,15 +17,7 @@
 # Here: what both links share, LinkError and Redial (when to try a link again).
 import os
 
-from clock import ticks_add, ticks_diff
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, ticks_add, ticks_diff
 
 # Reconnection timing (Redial), for a gateway on the venue's LAN shared by up to ~50 devices:
 _FLOOR_MS = const(250)  # no attempt sooner: at most 4 attempts/s per device, never a spin

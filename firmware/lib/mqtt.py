@@ -8,6 +8,7 @@
 # Beyond umqtt.simple:
 # - Every failure is an MQTTException carrying a reason (socket errors are converted where
 #   they happen, keeping their message); a failed connection is closed (sock is None).
+#   close() drops a connection without DISCONNECT, so the broker publishes the last will.
 # - Reads never hang: once a packet's first byte is in, the rest must arrive within
 #   timeout_ms; lengths over 4 bytes, packets over max_packet, unknown packet types and a
 #   connection closed mid-packet are rejected before anything is allocated for the body.
@@ -33,15 +34,7 @@ import select
 import socket
 
 import utf8
-from clock import ticks_add, ticks_diff, ticks_ms
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, ticks_add, ticks_diff, ticks_ms
 
 # fixed header first bytes (packet type << 4 | flags)
 _CONNECT = const(0x10)
@@ -57,8 +50,7 @@ _SUBACK_FAILURE = const(0x80)
 _NAME = const(1)  # _text(): a topic name
 _FILTER = const(2)  # _text(): a topic filter
 
-_REFUSED = (
-    "accepted",
+_REFUSED = (  # CONNACK return codes 1-5
     "unacceptable protocol version",
     "identifier rejected",
     "server unavailable",
@@ -83,33 +75,21 @@ def _bytes(s, what):
     raise MQTTException("%s must be str or bytes, not %s" % (what, type(s).__name__))
 
 
-def _len_size(n):
-    if n < 0x80:
-        return 1
-    if n < 0x4000:
-        return 2
-    if n < 0x200000:
-        return 3
-    if n <= _MAX_REMAINING:
-        return 4
-    raise MQTTException("packet too large for MQTT (%d bytes)" % n)
-
-
 def _put_len(buf, i, n):
     # remaining length as a varint at buf[i]; returns the index after it
-    while True:
-        b = n & 0x7F
+    while n > 0x7F:
+        buf[i] = n & 0x7F | 0x80
         n >>= 7
-        if not n:
-            buf[i] = b
-            return i + 1
-        buf[i] = b | 0x80
         i += 1
+    buf[i] = n
+    return i + 1
 
 
 def _packet(first, n):
     # a packet buffer with its fixed header filled in; returns (buffer, index of the body)
-    buf = bytearray(1 + _len_size(n) + n)
+    if n > _MAX_REMAINING:
+        raise MQTTException("packet too large for MQTT (%d bytes)" % n)
+    buf = bytearray(2 + (n > 0x7F) + (n > 0x3FFF) + (n > 0x1FFFFF) + n)
     buf[0] = first
     return buf, _put_len(buf, 1, n)
 
@@ -195,7 +175,7 @@ class MQTTClient:
         self.puback_cb = None
         self.pid = 0
         self.lw_topic = None
-        self.lw_msg = None
+        self.lw_msg = b""
         self.lw_qos = 0
         self.lw_retain = False
         # tunables: read/ack timeout, QoS 1 retransmission, bound on the in-flight list
@@ -234,7 +214,7 @@ class MQTTClient:
     def connect(self, clean_session=True, timeout_ms=5000):
         # Returns the CONNACK session-present flag; a refusal raises with the return code.
         # A connection still open is dropped first, without DISCONNECT (the will goes out).
-        self._close()
+        self.close()
         try:
             ai = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
             sock = socket.socket(ai[0], socket.SOCK_STREAM)
@@ -291,12 +271,12 @@ class MQTTClient:
             self._fail("malformed CONNACK")
         rc = body[1]
         if rc:
-            reason = _REFUSED[rc] if rc < len(_REFUSED) else "unknown reason"
+            reason = _REFUSED[rc - 1] if rc <= len(_REFUSED) else "unknown reason"
             self._fail("connection refused: %s (CONNACK code %d)" % (reason, rc), rc)
         # MQTT-4.4.0-1: unacknowledged QoS 1 messages are sent again, in order, with DUP
         for e in self._inflight:
+            e[3] = -1  # a fresh retry budget on the new connection: this send is not a retry
             self._resend(e)
-            e[3] = 0  # a fresh retry budget on the new connection
         return body[0] == 1
 
     def disconnect(self):
@@ -306,7 +286,18 @@ class MQTTClient:
                 self.sock.sendall(b"\xe0\x00")
             except OSError:
                 pass
-        self._close()
+        self.close()
+
+    def close(self):
+        # drops the connection without DISCONNECT: the broker publishes the last will
+        sock = self.sock
+        self.sock = None
+        self._poll = None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
     def ping(self):
         self._send(b"\xc0\x00")
@@ -365,10 +356,8 @@ class MQTTClient:
                 left = self.retry_ms - ticks_diff(ticks_ms(), entry[1])
                 if left > 0:
                     self._next(left)
-                elif entry[3] < self.max_retries:
-                    self._resend(entry)
                 else:
-                    self._fail("no PUBACK for packet %d after %d retries" % (pid, entry[3]))
+                    self._resend(entry)
         except Exception:
             # the caller learns of the failure from the exception and owns the message again
             if entry in self._inflight:
@@ -387,8 +376,6 @@ class MQTTClient:
         n = 0
         for e in self._inflight:
             if ticks_diff(ticks_ms(), e[1]) >= self.retry_ms:
-                if e[3] >= self.max_retries:
-                    self._fail("no PUBACK for packet %d after %d retries" % (e[0], e[3]))
                 self._resend(e)
                 n += 1
         return n
@@ -429,19 +416,9 @@ class MQTTClient:
 
     # internals
 
-    def _close(self):
-        sock = self.sock
-        self.sock = None
-        self._poll = None
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
-
     def _fail(self, reason, code=None):
         # any I/O or protocol failure drops the connection: the app reconnects
-        self._close()
+        self.close()
         raise MQTTException(reason, code)
 
     def _send(self, data):
@@ -454,6 +431,10 @@ class MQTTClient:
         self._last_tx = ticks_ms()
 
     def _resend(self, e):
+        # a retransmission (DUP) of in-flight entry e; one retransmitted max_retries times
+        # already fails the connection instead
+        if e[3] >= self.max_retries:
+            self._fail("no PUBACK for packet %d after %d retries" % (e[0], e[3]))
         pkt = e[2]
         pkt[0] |= _DUP
         e[3] += 1

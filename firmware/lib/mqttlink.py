@@ -6,15 +6,8 @@
 import select
 
 import mqtt
+from clock import const
 from link import LinkError
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
 
 _MAX_INCOMING = const(16)  # MQTT packets handled per poll()
 _GATEWAY = b"ge/gateway/status"  # the gateway's `online` (docs/protocol.md section 5)
@@ -47,23 +40,21 @@ class MqttLink:
         self.where = "%s:%d" % (host, port)
         self.client = None
 
-    def _context(self, ca):
-        # made once: loading the CA costs heap and time
-        if self._ssl is None:
+    def open(self, poller):
+        if self._tls_ca and self._ssl is None:
+            # made once: loading the CA costs heap and time
             import linktls  # only with tls_ca: a device without TLS holds none of it
 
-            self._ssl = linktls.context(ca)
-        return self._ssl
-
-    def open(self, poller):
+            self._ssl = linktls.context(self._tls_ca)
+        # client id, server, port, user, password, keepalive, ssl (umqtt.simple's order)
         c = mqtt.MQTTClient(
             self.id,
             self.host,
             self.port,
-            user=self.id if self._password is not None else None,
-            password=self._password,
-            keepalive=self.keepalive,
-            ssl=self._context(self._tls_ca) if self._tls_ca else None,
+            self.id if self._password is not None else None,
+            self._password,
+            self.keepalive,
+            self._ssl,
         )
         c.timeout_ms = self.timeout_ms
         c.set_last_will(self.status, "offline", retain=True, qos=1)
@@ -74,10 +65,7 @@ class MqttLink:
             c.subscribe(_GATEWAY, 1)
             c.publish(self.status, b"online", retain=True, qos=1, wait=False)
         except (mqtt.MQTTException, OSError) as e:
-            try:
-                c.disconnect()
-            except (mqtt.MQTTException, OSError):
-                pass
+            c.disconnect()  # best effort: never raises
             if isinstance(e, OSError):
                 raise
             raise LinkError(str(e))
@@ -88,12 +76,8 @@ class MqttLink:
         # no DISCONNECT: the broker publishes the last will, as when the link broke by itself
         c = self.client
         self.client = None
-        if c is not None and c.sock is not None:
-            try:
-                c.sock.close()
-            except OSError:
-                pass
-            c.sock = None
+        if c is not None:
+            c.close()
 
     def room(self):
         c = self.client

@@ -25,13 +25,7 @@ import hashlib
 import os
 import struct
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const
 
 _MAGIC = b"GE"
 _VERSION = const(1)

@@ -46,24 +46,17 @@ import clock
 import cose
 import frame
 import store
-from clock import ticks_add, ticks_diff, ticks_ms
+from clock import const, ticks_add, ticks_diff, ticks_ms
 from link import LinkError, Redial
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
-
-LED_OFF = (0, 0, 0)
-LED_RED = (1, 0, 0)
-LED_AMBER = (1, 1, 0)
-LED_BLUE = (0, 0, 1)
-LED_GREEN = (0, 1, 0)
-LED_MAGENTA = (1, 0, 1)
-LED_WHITE = (1, 1, 1)
+# LED colours: red, green and blue bits (4, 2, 1)
+LED_OFF = const(0)
+LED_BLUE = const(1)
+LED_GREEN = const(2)
+LED_RED = const(4)
+LED_MAGENTA = const(5)
+LED_AMBER = const(6)
+LED_WHITE = const(7)
 ST_SENT = const(0)  # outbox state: written, no receipt yet
 ST_STORED = const(1)  # receipt 1 seen
 P0 = const(0)
@@ -154,9 +147,9 @@ class Reporter:
         self.led = None
         self.reset_cause = board.reset_cause()  # for the first heartbeat
         board.register(self.poller)
-        print(
-            "%s: %s boot %d outbox %d (bad %d torn %d)"
-            % (self.TAG, self.id, self.boot, len(self.outbox), self.outbox.bad, self.outbox.torn)
+        self._say(
+            "%s boot %d outbox %d (bad %d torn %d)"
+            % (self.id, self.boot, len(self.outbox), self.outbox.bad, self.outbox.torn)
         )
 
     # what an app adds
@@ -175,6 +168,14 @@ class Reporter:
         self._set_led(self._colour(now))
         self._beeper(now)
 
+    # the console: "<TAG>: <what>"
+
+    def _say(self, msg):
+        print("%s: %s" % (self.TAG, msg))
+
+    def _said(self, boot, seq, what):
+        self._say("event %d/%d %s" % (boot, seq, what))
+
     # events
 
     def _next_seq(self):
@@ -192,7 +193,7 @@ class Reporter:
         msg = frame.build(self.key, self.id, self.boot, seq, typ, clock.uptime_ms(), data, frame.FLAG_RECEIPTS)
         # flash first: from here on the event survives a power cut
         self.outbox.put(self.boot, seq, prio, msg)
-        print("%s: event %d/%d type %d saved" % (self.TAG, self.boot, seq, typ))
+        self._said(self.boot, seq, "type %d saved" % typ)
         # the LED says "saved, sending" before anything goes out, however fast the receipts come
         self._show(ticks_ms())
         self._send(self.boot, seq, msg)
@@ -202,7 +203,7 @@ class Reporter:
     def _alarm_raised(self):
         # a new alarm (stored, or held in RAM for want of room): no waiting for the backoff
         if self.client is None and self.redial.wake(ticks_ms()):
-            print("%s: new alarm: link attempt now" % self.TAG)
+            self._say("new alarm: link attempt now")
 
     def _beep(self, n=1):
         # n beeps of _BEEP_MS with _BEEP_MS pauses; _beeper() runs the phases
@@ -220,12 +221,12 @@ class Reporter:
             link.open(self.poller)
         except (LinkError, OSError) as e:
             delay = self.redial.down(ticks_ms(), self._alarm_waiting())
-            print("%s: no link: %s; next try in %d ms" % (self.TAG, e, delay))
+            self._say("no link: %s; next try in %d ms" % (e, delay))
             return
         self.client = link
         self.redial.up(ticks_ms())
         self.last_sent = {}
-        print("%s: connected to %s" % (self.TAG, link.where))
+        self._say("connected to " + link.where)
         self._resend(ticks_ms(), True)
         if self.online is not None and self._publish(self.online):
             self.online = None
@@ -240,7 +241,7 @@ class Reporter:
         self.poller = select.poll()
         self.board.register(self.poller)
         delay = self.redial.down(ticks_ms(), self._alarm_waiting())
-        print("%s: link lost: %s; next try in %d ms" % (self.TAG, why, delay))
+        self._say("link lost: %s; next try in %d ms" % (why, delay))
 
     def _room(self):
         c = self.client
@@ -285,7 +286,7 @@ class Reporter:
         if msg == b"online" and ticks_diff(now, self.online_at) >= _ONLINE_GAP_MS:
             self.online_at = now
             self.last_sent = {}
-            print("%s: gateway online, resending" % self.TAG)
+            self._say("gateway online, resending")
 
     def _receipt(self, msg):
         # one receipt from the gateway, from either link (inside the link's poll())
@@ -293,35 +294,34 @@ class Reporter:
             boot, seq, kind = frame.parse_receipt(self.key, msg)
         except frame.FrameError as e:
             self.bad_receipts += 1
-            print("%s: receipt ignored (%d so far): %s" % (self.TAG, self.bad_receipts, e))
+            self._say("receipt ignored (%d so far): %s" % (self.bad_receipts, e))
             return
-        state = self.outbox.state(boot, seq)
-        if state is not None and kind == frame.R_DROPPED and self._prio(boot, seq) != P0:
+        prio = self.outbox.prio(boot, seq)
+        if prio is not None and kind == frame.R_DROPPED and prio != P0:
             # the gateway's buffer was full and it evicted this state/telemetry event;
             # alarms are never evicted, so a "dropped" for one is not believed
             self._forget(boot, seq)
             self.dropped_events += 1
-            print("%s: event %d/%d dropped by the gateway" % (self.TAG, boot, seq))
+            self._said(boot, seq, "dropped by the gateway")
             return
         if kind == frame.R_ACKNOWLEDGED:
             self._acknowledged(boot, seq)
             return
-        if state is None or kind not in (frame.R_STORED, frame.R_DELIVERED):
+        if prio is None or kind not in (frame.R_STORED, frame.R_DELIVERED):
             self.stray_receipts += 1
             return
         if kind == frame.R_STORED:
             if self.outbox.mark(boot, seq, ST_STORED):
-                print("%s: event %d/%d stored at the gateway" % (self.TAG, boot, seq))
+                self._said(boot, seq, "stored at the gateway")
                 self.last_sent[(boot, seq)] = ticks_ms()
         else:
-            alarm = self._prio(boot, seq) == P0
             self._forget(boot, seq)
-            if alarm:
+            if prio == P0:
                 self.delivered_at = ticks_ms()  # green is for alarms only
                 self.recent.append((boot, seq))
                 if len(self.recent) > _RECENT:
                     self.recent.pop(0)
-            print("%s: event %d/%d delivered" % (self.TAG, boot, seq))
+            self._said(boot, seq, "delivered")
 
     def _forget(self, boot, seq):
         # the gateway answered for good: the event leaves the outbox
@@ -330,20 +330,14 @@ class Reporter:
 
     def _acknowledged(self, boot, seq):
         # receipt 3: believed for an alarm the device holds or delivered recently
-        if self._prio(boot, seq) != P0 and (boot, seq) not in self.recent:
+        if self.outbox.prio(boot, seq) != P0 and (boot, seq) not in self.recent:
             self.stray_receipts += 1
             return
         self.acked_at = ticks_ms()
         if self.acked != (boot, seq):
             self.acked = (boot, seq)
             self._beep(2)
-        print("%s: event %d/%d acknowledged: help is coming" % (self.TAG, boot, seq))
-
-    def _prio(self, boot, seq):
-        for prio, b, s, _ in self.outbox.items():
-            if b == boot and s == seq:
-                return prio
-        return None
+        self._said(boot, seq, "acknowledged: help is coming")
 
     def _heartbeat(self, now):
         if ticks_diff(now, self.next_heartbeat) < 0:
@@ -385,26 +379,13 @@ class Reporter:
     def _alarm_waiting(self):
         # an alarm the gateway does not have yet (the LED is amber): in RAM, or in the outbox
         # without receipt 1
-        if self._pending_alarm():
-            return True
-        for prio, _, _, st in self.outbox.items():  # alarms first
-            if prio != P0:
-                return False
-            if st == ST_SENT:
-                return True
-        return False
+        return self._pending_alarm() or self.outbox.least(P0) == ST_SENT
 
     def _colour(self, now):
         # the delivery colour of the alarms, as at the top of this file
-        colour = LED_OFF
-        for prio, _, _, st in self.outbox.items():
-            if prio != P0:
-                continue
-            if st == ST_SENT:
-                colour = LED_AMBER
-                break
-            colour = LED_BLUE
-        if self._pending_alarm():
+        st = self.outbox.least(P0)
+        colour = LED_OFF if st is None else LED_BLUE
+        if st == ST_SENT or self._pending_alarm():
             colour = LED_AMBER
         if self.acked_at is not None:
             if ticks_diff(now, self.acked_at) >= self.cfg["ack_s"] * 1000:
@@ -421,7 +402,7 @@ class Reporter:
     def _set_led(self, colour):
         if colour != self.led:
             self.led = colour
-            self.board.rgb(colour[0], colour[1], colour[2])
+            self.board.rgb(colour & 4, colour & 2, colour & 1)
 
     def _beeper(self, now):
         if self.beep_until is not None and ticks_diff(now, self.beep_until) >= 0:

@@ -5,15 +5,7 @@
 # new event. Pure: fed button levels with their ticks, no I/O; the event id comes from the
 # caller (saved to flash before use, lib/bandclock.py).
 from button import LONG, Debouncer
-from clock import ticks_diff
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, ticks_diff
 
 STARTED = const(1)
 

@@ -7,14 +7,8 @@ import os
 import struct
 
 import record
+from clock import const
 from record import StoreError, atomic_write, read
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
 
 
 class OutboxFull(StoreError):
@@ -182,6 +176,19 @@ class Outbox:
     def state(self, boot, seq):
         e = self._index.get((boot, seq))
         return None if e is None else e[1]
+
+    def prio(self, boot, seq):
+        e = self._index.get((boot, seq))
+        return None if e is None else e[0]
+
+    def least(self, prio):
+        # the lowest state among the entries of priority prio (e.g. an alarm not at the
+        # gateway yet), None when there are none
+        low = None
+        for p, st in self._index.values():
+            if p == prio and (low is None or st < low):
+                low = st
+        return low
 
     def frame(self, boot, seq):
         # the stored frame bytes, or None when there is no such entry

@@ -10,13 +10,7 @@ try:
 except ImportError:
     cobsframe = None
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const
 
 _READ = const(64)  # UART bytes per read
 _MAX_READS = const(8)  # reads per poll(): a babbling line cannot hold up the app

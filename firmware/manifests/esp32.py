@@ -39,7 +39,6 @@ package(
         "pixel.py",
         "pwm.py",
         "start.py",
-        "wake.py",
         "wifi.py",
     ],
     base_path="..",

@@ -38,7 +38,6 @@ package(
         "pwm.py",
         "rp2.py",
         "start.py",
-        "wake.py",
         "wifi.py",
     ],
     base_path="..",

@@ -31,7 +31,6 @@ package(
         "lis3dh.py",
         "machineboard.py",
         "start.py",
-        "wake.py",
         "wifi.py",
         "zephyr.py",
     ],

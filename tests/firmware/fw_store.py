@@ -509,6 +509,24 @@ def test_outbox_mark_persists_and_never_goes_back():
     assert _ls(d + "/outbox") == ["0-00000004-00000001.ent", "0-00000004-00000002.ent"]
 
 
+def test_outbox_prio_and_least_state_of_a_priority():
+    d = _fresh("st_prio")
+    ob = store.Outbox(d)
+    assert ob.prio(4, 1) is None and ob.least(0) is None
+    ob.put(4, 1, 0, _frame(4, 1))
+    ob.put(4, 2, 1, _frame(4, 2))
+    ob.put(4, 3, 0, _frame(4, 3))
+    assert (ob.prio(4, 1), ob.prio(4, 2), ob.prio(4, 3), ob.prio(9, 9)) == (0, 1, 0, None)
+    assert (ob.least(0), ob.least(1), ob.least(2)) == (0, 0, None)
+    ob.mark(4, 1, 1)
+    assert ob.least(0) == 0  # 4/3 has no receipt yet
+    ob.mark(4, 3, 2)
+    assert (ob.least(0), ob.least(1)) == (1, 0)
+    ob.remove(4, 1)
+    again = store.Outbox(d)
+    assert (again.least(0), again.prio(4, 3), again.prio(4, 1)) == (2, 0, None)
+
+
 def test_outbox_mark_on_fat():
     d = _fresh("st_markfat")
     with _Fs(fat=True):

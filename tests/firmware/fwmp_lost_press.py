@@ -1,7 +1,7 @@
 # Presses are never lost on a real board's hal: the alarm post app on hal/esp32.py with the
 # fakes of tests/firmware/fakes.py, its loop asleep in a 1 s select.poll(), and a click made
 # by another thread (the pin's hard interrupt, as the hardware raises it) entirely inside that
-# poll. The wake flag (hal/wake.py) joined the poll set as a stream-protocol object, so the
+# poll. The wake flag (hal/machineboard.py _Wake) joined the poll set as a stream-protocol object, so the
 # poll ends at the press and the app sees one ALARM.
 # MicroPython only: CPython's select.poll takes only file descriptors, and what is proven here
 # is MicroPython's poll of a stream object (extmod/modselect.c).

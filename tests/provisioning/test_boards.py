@@ -81,7 +81,7 @@ def test_a_bundle_for_one_transport_carries_only_that_link(tmp_path: Path) -> No
     assert band.transport == ""  # a band has no link to choose
 
 
-REAL_HAL = {"hal/__init__.py", "hal/machineboard.py", "hal/wake.py"}
+REAL_HAL = {"hal/__init__.py", "hal/machineboard.py"}
 
 
 @pytest.mark.parametrize(

@@ -14,17 +14,9 @@
 import frame
 import reporter
 from button import LONG, PRESS, Debouncer
-from clock import ticks_ms
+from clock import const, ticks_ms
 from devconfig import ConfigError  # launch.py catches it as app.ConfigError
 from reporter import P0, P1, Reporter
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
 
 _MAX_EDGES = const(32)
 
@@ -98,7 +90,7 @@ class AlarmPost(Reporter):
     def _alarm(self, typ, data):
         if not self._room_for(P0):
             self.folded += 1
-            print("alarm_post: outbox full, press %d held in RAM" % self.folded)
+            self._say("outbox full, press %d held in RAM" % self.folded)
             self._beep()
             self._alarm_raised()
             return
@@ -111,7 +103,7 @@ class AlarmPost(Reporter):
     def _tamper(self, level):
         if not self._room_for(P1):
             self.dropped_tamper += 1
-            print("alarm_post: outbox reserve reached, tamper %d dropped (%d)" % (level, self.dropped_tamper))
+            self._say("outbox reserve reached, tamper %d dropped (%d)" % (level, self.dropped_tamper))
             return
         self._store(P1, frame.T_TAMPER, {1: level})
 

@@ -8,15 +8,7 @@
 import sys
 
 import fixture_proto as proto
-from clock import sleep_ms
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from clock import const, sleep_ms
 
 _LED_THRESHOLD = const(20000)  # ADC reading (0..65535) above which an LED counts as lit
 _SETTLE_MS = const(20)  # optocoupler / relay settle time after a change

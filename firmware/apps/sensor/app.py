@@ -32,17 +32,9 @@
 import detector
 import frame
 import reporter
-from clock import ticks_add, ticks_diff, ticks_ms
+from clock import const, ticks_add, ticks_diff, ticks_ms
 from devconfig import ConfigError  # launch.py catches it as app.ConfigError
 from reporter import LED_BLUE, LED_GREEN, LED_MAGENTA, LED_OFF, LED_RED, P0, P1, Reporter
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
 
 _MAX_CHANNELS = const(8)
 _MAX_HELD = const(16)  # hazards waiting in RAM for outbox room
@@ -79,6 +71,7 @@ def _channels(path, raw):
     if not isinstance(raw, list) or not 1 <= len(raw) <= _MAX_CHANNELS:
         raise ConfigError("%s: channels must be a list of 1 to %d channels" % (path, _MAX_CHANNELS))
     out = []
+    names = []
     for i, ch in enumerate(raw):
         where = "%s: channels[%d]" % (path, i)
         if not isinstance(ch, dict):
@@ -86,7 +79,7 @@ def _channels(path, raw):
         name = ch.get("name")
         if not isinstance(name, str) or not devconfig.id_ok(name) or len(name) > 16:
             raise ConfigError("%s: name must be 1-16 characters from A-Z a-z 0-9 - _ ." % where)
-        if any(c.name == name for c in out):
+        if name in names:
             raise ConfigError("%s: name %r used twice" % (where, name))
         typ = ch.get("type")
         if not isinstance(typ, str) or typ not in TYPES:  # a list or object is not hashable
@@ -105,6 +98,7 @@ def _channels(path, raw):
         except ValueError as e:
             raise ConfigError("%s (%s): %s" % (where, name, e))
         out.append(Channel(i, name, typ, det))
+        names.append(name)
     return out
 
 
@@ -149,10 +143,7 @@ class VenueSensor(Reporter):
             elif ev == detector.RESTORED:
                 self._event(P1, frame.T_SENSOR_CLEAR, {1: ch.index, 2: frame.T_SENSOR_FAULT, 3: ch.name})
             if ev is not None:
-                print("sensor: %s (%s) reading %d: %s" % (ch.name, ch.type, v, _EVENT_NAMES[ev]))
-
-    def _hazard(self):
-        return any(ch.prio == P0 and ch.det.active for ch in self.channels)
+                self._say("%s (%s) reading %d: %s" % (ch.name, ch.type, v, _EVENT_NAMES[ev - 1]))
 
     # events
 
@@ -160,12 +151,12 @@ class VenueSensor(Reporter):
         if prio == P0 and (self.held or not self._room_for(P0)):
             if len(self.held) < _MAX_HELD:
                 self.held.append((typ, data))
-            print("sensor: outbox full, hazard type %d held in RAM (%d)" % (typ, len(self.held)))
+            self._say("outbox full, hazard type %d held in RAM (%d)" % (typ, len(self.held)))
             self._alarm_raised()
             return
         if prio != P0 and not self._room_for(prio):
             self.dropped_states += 1
-            print("sensor: outbox reserve reached, type %d dropped (%d)" % (typ, self.dropped_states))
+            self._say("outbox reserve reached, type %d dropped (%d)" % (typ, self.dropped_states))
             return
         self._store(prio, typ, data)
 
@@ -185,7 +176,7 @@ class VenueSensor(Reporter):
 
     def _show(self, now):
         colour = self._colour(now)
-        hazard = self._hazard()
+        hazard = any(ch.prio == P0 and ch.det.active for ch in self.channels)
         if hazard and colour in (LED_OFF, LED_GREEN, LED_BLUE):
             colour = LED_RED
         elif colour == LED_OFF and any(c.det.faulty for c in self.channels):
@@ -222,12 +213,7 @@ class VenueSensor(Reporter):
         return ms
 
 
-_EVENT_NAMES = {
-    detector.ALARM: "confirmed",
-    detector.CLEAR: "cleared",
-    detector.FAULT: "fault",
-    detector.RESTORED: "restored",
-}
+_EVENT_NAMES = ("confirmed", "cleared", "fault", "restored")  # detector.ALARM (1) .. RESTORED (4)
 
 
 def run(cfg=None):

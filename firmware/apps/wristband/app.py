@@ -30,16 +30,8 @@ import advert
 import bandclock
 import fall as falllib
 import sos as soslib
-from clock import ticks_add, ticks_diff, ticks_ms
+from clock import const, ticks_add, ticks_diff, ticks_ms
 from devconfig import ConfigError  # launch.py catches it as app.ConfigError
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
 
 _ROOT_LABEL = b"GE wristband root\x00"
 _FAST_MS = const(20)  # loop period while something is timed closely (burst, held button)
