@@ -537,3 +537,61 @@ def test_zephyr_a_press_during_a_nap_ends_the_wait_at_the_next_look():
     assert 190 <= took < 700 and b.naps in (1, 2), (took, b.naps)  # within a nap, not 2 s
     b.service()
     assert [lv for lv, _ in got] == [1]
+
+
+# safe mode: the button held at power-up starts nothing but the REPL
+
+
+def _safe_mode(held_for_ms, hold_ms=200):
+    # hal/start.py's power-up check on an esp32 board of fakes: the button pressed at power-up
+    # (held_for_ms None: never pressed) and let go after held_for_ms
+    import hal
+    from clock import ticks_ms
+    from hal import start
+
+    seen = {}
+
+    def build(found, config, boards):
+        b, m, _, _, _ = _board()
+        if held_for_ms is not None:
+            m.pins[9].drive(0)  # active low: pressed
+        t0 = ticks_ms()
+        service, close = b.service, b.close
+
+        def serviced():
+            if held_for_ms is not None and ticks_diff(ticks_ms(), t0) >= held_for_ms:
+                m.pins[9].drive(1)
+            return service()
+
+        def closed():
+            seen["closed"] = True
+            return close()
+
+        b.service, b.close = serviced, closed
+        return b
+
+    saved = (start.port, start.spec, hal.build)
+    start.port = lambda platform=None: "esp32"
+    start.spec = lambda config, boards: ("esp32", None, None)
+    hal.build = build
+    try:
+        t0 = ticks_ms()
+        got = start.safe_mode(hold_ms, "config.json", "boards")
+        return got, ticks_diff(ticks_ms(), t0), seen.get("closed", False)
+    finally:
+        start.port, start.spec, hal.build = saved
+
+
+def test_safe_mode_only_for_a_button_held_through_the_whole_hold():
+    got, ms, closed = _safe_mode(None)
+    assert got is False and ms < 100 and closed, (got, ms)  # not pressed: the app starts at once
+    got, ms, closed = _safe_mode(1000)
+    assert got is True and 200 <= ms < 400 and closed, (got, ms)  # held through: the REPL only
+    got, ms, closed = _safe_mode(80)
+    assert got is False and ms < 200 and closed, (got, ms)  # let go before the hold ends: the app
+
+
+def test_the_virtual_board_has_no_safe_mode_check():
+    from hal import start
+
+    assert port() == "unix" and start.safe_mode(10, "nonexistent.json", "boards") is False
