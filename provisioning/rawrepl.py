@@ -45,6 +45,7 @@ from provisioning.errors import ProvisionError
 BANNER = b"raw REPL; CTRL-B to exit\r\n"
 BYTE_TIMEOUT_S = 0.5  # a board that is talking sends its next byte within this
 TRIES = 20  # line errors in a row before giving up on a command
+SILENT_TRIES = 3  # attempts to enter the raw REPL that got no byte at all: nothing is there
 LEASE_MS = 8000  # the watchdog lease (rp2's longest timeout is 8.3 s)
 
 _BOOT = """\
@@ -144,6 +145,7 @@ class RawRepl:
         self._n = 0
         self._ready = False  # _gx is defined in the board's interpreter
         self._rx = bytearray()  # read from the port, not consumed yet
+        self._heard = 0  # bytes read from the port since it was opened
         self._serial_error: type[Exception] = serial.SerialException
         try:
             self.ser = serial.Serial(port, baudrate, timeout=0.02, write_timeout=2, exclusive=True)
@@ -171,6 +173,7 @@ class RawRepl:
         except (self._serial_error, OSError) as exc:
             raise BoardGone(f"{self.port}: the port went away ({exc})") from None
         self._rx += got
+        self._heard += len(got)
         return bool(got)
 
     def _read_until(self, ending: bytes, overall: float, quiet: float | None = None) -> bytes:
@@ -221,7 +224,8 @@ class RawRepl:
 
     def enter(self, tries: int | None = None) -> None:
         """Into the raw REPL: a running program is interrupted (Ctrl-C), the banner awaited."""
-        for _ in range(tries or self.tries):
+        heard = self._heard
+        for n in range(tries or self.tries):
             self._write(b"\r\x03\x03")
             time.sleep(0.05)
             self.drain()
@@ -230,7 +234,14 @@ class RawRepl:
                 self._read_until(BANNER + b">", overall=2.0)
                 return
             except LineError:
-                continue
+                # a board, even behind a noisy cable, answers Ctrl-C with something; a port
+                # that stays silent has no MicroPython behind it, and retrying only makes the
+                # technician wait
+                if n + 1 >= SILENT_TRIES and self._heard == heard:
+                    raise LineError(
+                        f"no MicroPython raw REPL answers on {self.port}: nothing came back "
+                        "(the wrong port, a board without MicroPython, or one held in its bootloader?)"
+                    ) from None
         raise LineError(f"no MicroPython raw REPL answers on {self.port}")
 
     def _paste(self, code: bytes) -> None:
