@@ -143,5 +143,7 @@ def test_practice_prints_what_to_rehearse_and_ctrl_c_stops_everything(
         for line in _alive(started):
             os.kill(int(line.split()[0]), signal.SIGKILL)
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the venue's group, so nothing outlives a failure
             proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
