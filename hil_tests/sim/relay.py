@@ -6,7 +6,10 @@ dropped with probability `loss` (one random.Random(seed), so a run repeats), whi
 noisy USB-UART cable does to a raw REPL, and `rate` (bytes a second, 0: as fast as the ptys
 go) holds it to a serial line's speed (115200 baud is about 11,500 bytes a second). `cut`
 drops the first byte of the first occurrence of those bytes on the way to the board (within
-one read), once: a chosen loss, for a test that must hit one byte.
+one read), once: a chosen loss, for a test that must hit one byte. `hold_when` (a check,
+called between reads) stops the bytes to the board once it is true: the tool's next command
+waits in the cable, so a test can act at a chosen point of a transfer however slow the
+machine; `holding` is set then, and `release()` lets the bytes go on.
 `unplug()` closes the relay's side: the tool's next read or write fails as on a vanished
 /dev/ttyUSB0, and the board keeps running, its console untouched. Simulation at the
 hardware boundary only (the cable); the tool and the board are the real ones.
@@ -21,6 +24,7 @@ import select
 import threading
 import time
 import tty
+from collections.abc import Callable
 from types import TracebackType
 
 
@@ -28,10 +32,18 @@ class SerialRelay:
     """A lossy, unpluggable cable from a new pty (`path`) to the serial port `target`."""
 
     def __init__(
-        self, target: str, loss: float = 0.0, seed: int = 1, rate: float = 0.0, cut: bytes | None = None
+        self,
+        target: str,
+        loss: float = 0.0,
+        seed: int = 1,
+        rate: float = 0.0,
+        cut: bytes | None = None,
+        hold_when: Callable[[], bool] | None = None,
     ) -> None:
         self.loss = loss
         self.cut = cut
+        self.hold_when = hold_when
+        self.holding = threading.Event()
         self.rate = rate
         self.dropped = 0
         self.copied = 0
@@ -85,18 +97,30 @@ class SerialRelay:
             time.sleep(len(data) / self.rate)  # the line's own pace, not a synchronisation
         return True
 
+    def _held(self) -> bool:
+        if not self.holding.is_set() and self.hold_when is not None and self.hold_when():
+            self.holding.set()
+        return self.holding.is_set()
+
     def _run(self) -> None:
         while True:
+            watched = [self._far, self._stop_r] if self._held() else [self._master, self._far, self._stop_r]
             try:
-                ready, _, _ = select.select([self._master, self._far, self._stop_r], [], [], 1.0)
+                # while a hold is possible, look again soon: release() has no byte to wake this
+                ready, _, _ = select.select(watched, [], [], 1.0 if self.hold_when is None else 0.02)
             except (OSError, ValueError):
                 return
             if self._stop_r in ready:
                 return
-            if self._master in ready and not self._copy(self._master, self._far):
+            if self._master in ready and not self._held() and not self._copy(self._master, self._far):
                 continue  # nobody has the port open: Linux reports EIO until someone does
             if self._far in ready and not self._copy(self._far, self._master):
                 return
+
+    def release(self) -> None:
+        """Bytes to the board flow again (after `hold_when` held them), and are not held again."""
+        self.hold_when = None
+        self.holding.clear()
 
     def unplug(self) -> None:
         """The cable is pulled: the tool's side of the port is gone, the board keeps running."""

@@ -143,19 +143,21 @@ def _interrupted_flash(
     post: Post, bundle: Bundle, local: tuple[str, int], cut: Callable[[subprocess.Popen[str]], None], unplug: bool
 ) -> tuple[int, str, str]:
     """A flash over a cable at about half of 115200 baud, cut by `cut` (after pulling the cable,
-    with `unplug`) once the new set is being staged; (exit status, stdout, stderr)."""
+    with `unplug`) once the new set is being staged; (exit status, stdout, stderr). The cable
+    holds the tool's next command from the moment launch.mpy is staged until the cut, so the
+    flash cannot run past the staging however slow the machine is."""
     shutil.rmtree(post.board.flash_dir / "fw_new", ignore_errors=True)  # nothing staged yet
-    staged = _staged(post, bundle)
-    relay = SerialRelay(post.board.console_path, rate=5_000)
+    relay = SerialRelay(post.board.console_path, rate=5_000, hold_when=_staged(post, bundle))
     args = [sys.executable, "-m", "provisioning", "--home", str(post.home), *_args(relay.path, bundle, local)]
     env = {**os.environ, "GE_PROVISION_PASSPHRASE": PASSPHRASE}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        wait_until(lambda: staged() or proc.poll() is not None, 60, "the new release's launch.mpy staged")
+        wait_until(lambda: relay.holding.is_set() or proc.poll() is not None, 60, "the new release's launch.mpy staged")
         if proc.poll() is None:
             if unplug:
                 relay.unplug()
             cut(proc)
+            relay.release()
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         relay.close()
