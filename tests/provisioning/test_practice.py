@@ -132,7 +132,12 @@ def test_practice_prints_what_to_rehearse_and_ctrl_c_stops_everything(
             os.killpg(proc.pid, signal.SIGINT)
         else:
             os.kill(proc.pid, signal.SIGINT)
-        rest = proc.communicate(timeout=30)[0].decode()
+        try:
+            rest = proc.communicate(timeout=30)[0].decode()
+        except subprocess.TimeoutExpired as exc:
+            # what it said and what still runs: the shutdown that did not finish, for the report
+            said = (exc.output or b"").decode(errors="replace")
+            pytest.fail(f"not stopped 30 s after SIGINT; it said: {said!r}; still running: {_alive(started)}")
         assert proc.returncode == 0, (proc.returncode, rest)
         assert "practice venue stopped" in rest and "Traceback" not in plan + rest, rest
         deadline = time.monotonic() + 5  # gone with it; a moment to be reaped, not a leak
