@@ -638,7 +638,7 @@ def cmd_venue_build(args: argparse.Namespace) -> int:
     # both made before either is written: a refusal leaves the files as they were
     write_atomic(args.out, gateway.encode(), 0o644)
     print(f"{args.out}: the gateway's venue file for {v.id}: {len(v.zones)} zones, {len(v.residents)} residents")
-    if args.air is not None and air is not None:
+    if air is not None:
         write_atomic(args.air, air.encode(), 0o644)
         print(f"{args.air}: the virtual air's venue ({len(v.scanners)} scanners)")
     return 0

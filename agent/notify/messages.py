@@ -206,7 +206,7 @@ def local_time(ms: int, circle: Circle, lang: str) -> str:
 def _todo(alert: Alert) -> str:
     watch = alert.exit_watch
     if watch is not None:
-        return "exit" if watch.get("watched") == 0 else "info"
+        return "exit" if watch["watched"] == 0 else "info"
     if alert.type in (EventType.SOS, EventType.FALL):
         return "urgent"
     if alert.type in (EventType.EXIT, EventType.MISSING, EventType.SCANNER_BLIND) and alert.wristband:
@@ -292,7 +292,7 @@ def alert_message(
     w = WORDS[lang]
     watch = alert.exit_watch
     if watch is not None:
-        watched = 1 if watch.get("watched") == 1 else 0
+        watched = watch["watched"]  # 0 or 1 (Alert.exit_watch)
         what = EXIT_WATCH[lang][watched].format(
             zone=watch.get("zone", "?"),
             scanners=watch.get("scanners_down", alert.data.get("1", "?")),

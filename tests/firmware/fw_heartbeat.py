@@ -12,7 +12,7 @@ from fw_redial import KEY, _on_fake_clock
 from fwsupport import rmtree, scratch_dir
 from hal.unix import Board
 
-WATCHDOG = 3  # hal/machineboard.py RESET_WATCHDOG
+WATCHDOG = 3  # hal/machineboard.py _RESET_WATCHDOG
 
 
 class WatchdogResetBoard(Board):
