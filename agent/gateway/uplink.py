@@ -210,16 +210,27 @@ class Uplink:
             self.committer.set_uplink(True)
             watch = asyncio.create_task(self._watch(client))
             broken = asyncio.create_task(self._broken.wait())
+            # the announcement runs beside the watch: a connection lost before its answers is
+            # noticed by the watch (or a failed publish) at once, not after the request's timeout
+            announce = asyncio.create_task(self._announce(client))
+            pending = {watch, broken, announce}
             try:
-                await self._announce(client)
-                _honour_cancel()
-                done, _ = await asyncio.wait({watch, broken}, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is watch and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
+                while announce in pending:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    if announce in done:
+                        announce.result()  # its MqttError ends the session
+                        _honour_cancel()
+                    if done - {announce}:
+                        break
+                else:
+                    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if watch in done and watch.exception() is not None:
+                    raise watch.exception()  # type: ignore[misc]
+                if broken in done:
+                    raise aiomqtt.MqttError("a batch publish failed (batch_publish_failed): connecting again")
             finally:
-                watch.cancel()
-                broken.cancel()
+                for task in (watch, broken, announce):
+                    task.cancel()
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         enabled = self.commands is not None and self.commands.enabled

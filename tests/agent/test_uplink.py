@@ -248,3 +248,47 @@ async def test_a_command_is_acknowledged_only_once_settled(tmp_path: Path, broke
             await send(cbor2.dumps("second"))
             await later.until("the next command", lambda: bool(later.got))
             assert [d for d, _ in later.got] == [cbor2.dumps("second")], "a settled command is not delivered again"
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> bytes:
+    """One MQTT packet: fixed header, remaining length, body."""
+    head = await reader.readexactly(1)
+    n, shift = 0, 0
+    while True:
+        b = (await reader.readexactly(1))[0]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    return head + await reader.readexactly(n)
+
+
+async def test_a_connection_lost_right_after_connack_is_noticed_at_once(tmp_path: Path) -> None:
+    # central answers CONNECT and then drops the connection at the gateway's first request
+    # (its SUBSCRIBE or UNSUBSCRIBE), before any answer: the link is down, and the uplink says
+    # so and tries again without waiting out the request's 30 s timeout
+    connects = 0
+
+    async def central(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connects
+        connects += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await _read_packet(reader)  # CONNECT
+            writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK (MQTT 5): accepted, no properties
+            await writer.drain()
+            await _read_packet(reader)  # the first request: left without an answer
+        writer.close()
+
+    server = await asyncio.start_server(central, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    (tmp_path / "agent.toml").write_text(
+        "[gateway]\nid = 'GW-T'\nvenue = 'v1'\ndata_dir = 'data'\ndevices_file = 'devices.toml'\n"
+        f"[local]\nhost = '127.0.0.1'\n[central]\nhost = '127.0.0.1'\nport = {port}\n"
+    )
+    committer = Committer()
+    uplink = Uplink(
+        load_config(tmp_path / "agent.toml"), unacked=[], committer=committer, on_delivered=committer.on_delivered
+    )
+    async with server, running(uplink.run()):
+        await committer.until("the link up and down", lambda: committer.links[:2] == [True, False], within=5)
+        await committer.until("a second attempt", lambda: connects >= 2 and len(committer.links) >= 3, within=10)
